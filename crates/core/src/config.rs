@@ -1,0 +1,106 @@
+//! The knobs of the decision core. Defaults are chosen from the numbers in the comments.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The termination lifecycle hook the agent drives, as DescribeLifecycleHooks reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookConfig {
+    /// The hook's name (`LifecycleHookName`).
+    pub name: String,
+    /// The hook's `HeartbeatTimeout` (AWS: 30 to 7200 s, default 3600).
+    pub heartbeat_timeout: Duration,
+}
+
+impl HookConfig {
+    /// The global timeout after which AWS applies the default result whatever the heartbeats:
+    /// `min(48 h, 100 x HeartbeatTimeout)` (AWS docs, "Amazon EC2 Auto Scaling lifecycle hooks").
+    pub fn global_timeout(&self) -> Duration {
+        (self.heartbeat_timeout * 100).min(Duration::from_secs(48 * 3600))
+    }
+
+    /// The heartbeat period before jitter: a third of HeartbeatTimeout, so two heartbeats can fail in a
+    /// row before the hook expires (keikoproj/lifecycle-manager uses a half; we keep one more chance).
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_timeout / 3
+    }
+}
+
+/// How the runner listener is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerMode {
+    /// `run --startuptype service`: one long-lived listener takes job after job. Between a worker's exit
+    /// and our stop signal it can take the next job (actions/runner src/Runner.Listener/Runner.cs).
+    #[default]
+    Persistent,
+    /// `run --once`: the listener takes one job and exits 0 when it completes; the agent relaunches it
+    /// unless draining. Closes the "next job lands while we stop a busy runner" window.
+    OneJob,
+}
+
+/// Everything the core needs to decide, fixed for a host's life.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoreConfig {
+    /// The termination hook, or `None` when the group has none: every hook action is then a no-op
+    /// (the source PR's backward-compatible mode).
+    pub hook: Option<HookConfig>,
+    /// How long a runner stays protected after its job ends, waiting for the next job, before the
+    /// protection is cleared. Saves an API call pair per job in busy periods.
+    pub unprotect_delay: Duration,
+    /// After SIGINT to an idle listener, how long before SIGKILL. The listener exits in well under a
+    /// second when idle; 30 s matches RunnerService.js's own SIGKILL delay.
+    pub stop_grace: Duration,
+    /// After a stop request (SIGTERM to the agent), the longest a running job may delay the stop before
+    /// it is forced (which cancels the job). `None`: wait as long as the job runs.
+    pub stop_deadline: Option<Duration>,
+    /// How the listener is run.
+    pub listener_mode: ListenerMode,
+    /// Whether a rebalance recommendation starts a drain (default: only a warning).
+    pub drain_on_rebalance: bool,
+    /// First retry delay for a failed Auto Scaling call; doubles per failure, with jitter.
+    pub retry_base: Duration,
+    /// Longest retry delay for protection and describe calls.
+    pub retry_cap: Duration,
+    /// Longest retry delay for CompleteLifecycleAction: kept short because an idle host in
+    /// Terminating:Wait is money burning.
+    pub complete_retry_cap: Duration,
+    /// Retry delay after AccessDenied or an unknown error: slow, because a person has to act.
+    pub slow_retry: Duration,
+    /// How often to re-describe while the instance is launching (Pending:Wait).
+    pub describe_poll: Duration,
+    /// How often to describe while IMDS is down: slow, because every host of an account shares one
+    /// Auto Scaling token bucket (AWS recommends events over polling).
+    pub imds_fallback_poll: Duration,
+    /// IMDS failing for this long switches termination detection to DescribeAutoScalingInstances polls.
+    pub imds_down_after: Duration,
+    /// Warn this long before the lifecycle action's global timeout.
+    pub global_timeout_warning: Duration,
+    /// Relaunch delay after a listener exit that asks for one (RunnerService.js: 5 s).
+    pub relaunch_delay: Duration,
+    /// Give up relaunching after this many failed starts in a row (RunnerService.js: 10).
+    pub relaunch_limit: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            hook: None,
+            unprotect_delay: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(30),
+            stop_deadline: None,
+            listener_mode: ListenerMode::Persistent,
+            drain_on_rebalance: false,
+            retry_base: Duration::from_millis(200),
+            retry_cap: Duration::from_secs(30),
+            complete_retry_cap: Duration::from_secs(4),
+            slow_retry: Duration::from_secs(60),
+            describe_poll: Duration::from_secs(10),
+            imds_fallback_poll: Duration::from_secs(30),
+            imds_down_after: Duration::from_secs(10),
+            global_timeout_warning: Duration::from_secs(3600),
+            relaunch_delay: Duration::from_secs(5),
+            relaunch_limit: 10,
+        }
+    }
+}

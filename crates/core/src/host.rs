@@ -1,0 +1,871 @@
+//! The decision core for one runner host: a level-triggered, sans-IO state machine.
+//!
+//! Drive it like this: feed every observation with [`Host::handle_input`], call
+//! [`Host::handle_timeout`] when [`Host::poll_timeout`] comes due, and after either, drain
+//! [`Host::poll_action`] until it returns `None`. Each decision is re-derived from what is known now
+//! (is a job alive? is termination confirmed? is a call in flight?), so a freshly started core that is
+//! told what a dead one observed reaches the same decisions: nothing needed for safety lives only in
+//! memory.
+
+use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
+use crate::config::{CoreConfig, ListenerMode};
+use crate::io::{Action, ApiReply, Call, Detection, DrainCause, Input, LifecycleResult, Notice, Reason, RequestId};
+use crate::rng::Rng;
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// What the core believes about the listener process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerState {
+    /// Not running. `relaunch_at` is when it may be (re)started; `None` once it gave up or drained.
+    Down {
+        /// Earliest start, if it may start at all.
+        relaunch_at: Option<Time>,
+    },
+    /// Start requested, not yet seen running.
+    Starting,
+    /// Running with this pid.
+    Running {
+        /// Its pid.
+        pid: u32,
+        /// When it was seen running.
+        since: Time,
+    },
+    /// SIGINT sent; waiting for it to exit.
+    Stopping {
+        /// Its pid.
+        pid: u32,
+        /// When the grace period ends and SIGKILL follows (if no job is alive).
+        kill_at: Time,
+        /// Whether the stop was forced while a job ran.
+        forced: bool,
+    },
+}
+
+/// The termination lifecycle action as the core tracks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookPhase {
+    /// No lifecycle action known to be pending.
+    None,
+    /// Confirmed `Terminating:Wait`; heartbeat while a job runs, complete when idle.
+    Pending {
+        /// When the wait was confirmed.
+        since: Time,
+        /// When AWS will apply the default result whatever we do.
+        global_deadline: Time,
+    },
+    /// Completed by us, found completed, or found gone. Terminal.
+    Done,
+}
+
+/// One kind of Auto Scaling call: at most one in flight, and a not-before gate for retries.
+#[derive(Clone, Debug, Default)]
+struct CallSlot {
+    inflight: Option<RequestId>,
+    not_before: Option<Time>,
+    failures: u32,
+}
+
+impl CallSlot {
+    fn ready(&self, now: Time) -> bool {
+        self.inflight.is_none() && self.not_before.is_none_or(|t| t <= now)
+    }
+}
+
+/// A read-only summary of the core's view, for `status` and tests.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Snapshot {
+    /// Last IMDS target state.
+    pub target_state: Option<String>,
+    /// Last confirmed Auto Scaling state.
+    pub confirmed_state: Option<String>,
+    /// Listener state, in words.
+    pub listener: String,
+    /// Whether a job is assigned.
+    pub job_alive: bool,
+    /// Since when (job start, or idle start).
+    pub job_or_idle_since: Time,
+    /// Believed protection.
+    pub protected: Option<bool>,
+    /// Why it drains, if it does.
+    pub draining: Option<DrainCause>,
+    /// Hook phase, in words.
+    pub hook: String,
+    /// Next heartbeat, if one is scheduled.
+    pub next_heartbeat: Option<Time>,
+    /// When the hook's global timeout hits, if pending.
+    pub global_deadline: Option<Time>,
+    /// Last Auto Scaling error.
+    pub last_error: Option<String>,
+    /// The next timer.
+    pub next_deadline: Option<Time>,
+}
+
+/// The decision core for one host.
+#[derive(Debug)]
+pub struct Host {
+    cfg: CoreConfig,
+    rng: Rng,
+    now: Time,
+
+    // What Auto Scaling says.
+    target: Option<TargetState>,
+    confirmed: Option<AsgState>,
+    not_in_group: bool,
+    imds_failing_since: Option<Time>,
+    terminating: Option<Detection>,
+    describe: CallSlot,
+    next_describe_poll: Option<Time>,
+
+    // What the runner does.
+    listener: ListenerState,
+    workers: BTreeSet<u32>,
+    hook_job_open: bool,
+    job_alive: bool,
+    job_edge_at: Time,
+    listener_ran_job: bool,
+    relaunch_streak: u32,
+
+    // Drain.
+    drain: Option<DrainCause>,
+    force_at: Option<Time>,
+    forced: bool,
+    stop_requested: bool,
+    exited: bool,
+
+    // Protection.
+    protected: Option<bool>,
+    protection: CallSlot,
+    protection_target: Option<bool>,
+
+    // Termination hook.
+    hook: HookPhase,
+    heartbeat: CallSlot,
+    next_heartbeat: Option<Time>,
+    complete: CallSlot,
+    warned_global: bool,
+
+    last_error: Option<String>,
+    next_id: u64,
+    inflight: BTreeMap<RequestId, Call>,
+    actions: VecDeque<Action>,
+}
+
+impl Host {
+    /// A core for a host that has just started (or restarted) at `now`. `seed` drives retry and
+    /// heartbeat jitter.
+    pub fn new(cfg: CoreConfig, seed: u64, now: Time) -> Host {
+        Host {
+            cfg,
+            rng: Rng::new(seed),
+            now,
+            target: None,
+            confirmed: None,
+            not_in_group: false,
+            imds_failing_since: None,
+            terminating: None,
+            describe: CallSlot::default(),
+            next_describe_poll: None,
+            listener: ListenerState::Down { relaunch_at: Some(now) },
+            workers: BTreeSet::new(),
+            hook_job_open: false,
+            job_alive: false,
+            job_edge_at: now,
+            listener_ran_job: false,
+            relaunch_streak: 0,
+            drain: None,
+            force_at: None,
+            forced: false,
+            stop_requested: false,
+            exited: false,
+            protected: None,
+            protection: CallSlot::default(),
+            protection_target: None,
+            hook: HookPhase::None,
+            heartbeat: CallSlot::default(),
+            next_heartbeat: None,
+            complete: CallSlot::default(),
+            warned_global: false,
+            last_error: None,
+            next_id: 0,
+            inflight: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The configuration this core runs with.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Whether a job is assigned right now, as far as the core knows.
+    pub fn job_alive(&self) -> bool {
+        self.job_alive
+    }
+
+    /// The hook phase.
+    pub fn hook_phase(&self) -> HookPhase {
+        self.hook
+    }
+
+    /// The listener as the core sees it.
+    pub fn listener(&self) -> &ListenerState {
+        &self.listener
+    }
+
+    /// Why the host drains, if it does.
+    pub fn draining(&self) -> Option<DrainCause> {
+        self.drain
+    }
+
+    /// Whether the core has asked the driver to exit.
+    pub fn has_exited(&self) -> bool {
+        self.exited
+    }
+
+    /// Feed one observation.
+    pub fn handle_input(&mut self, input: Input, now: Time) {
+        self.advance(now);
+        match input {
+            Input::TargetState(state) => self.on_target_state(state),
+            Input::ImdsUnavailable => {
+                self.imds_failing_since.get_or_insert(self.now);
+            }
+            Input::SpotInterruption => self.start_drain(DrainCause::SpotInterruption),
+            Input::RebalanceRecommendation => {
+                self.notify(Notice::RebalanceRecommended);
+                if self.cfg.drain_on_rebalance {
+                    self.start_drain(DrainCause::Rebalance);
+                }
+            }
+            Input::ListenerStarted { pid } => self.on_listener_started(pid),
+            Input::ListenerExited { code } => self.on_listener_exited(code),
+            Input::WorkerStarted { pid } => {
+                self.workers.insert(pid);
+                self.listener_ran_job = true;
+            }
+            Input::WorkerExited { pid } => {
+                self.workers.remove(&pid);
+                // The worker is the job: once none is left, a started-hook report whose completed-hook
+                // never came (the job crashed, or the hook is not configured) is over too.
+                if self.workers.is_empty() {
+                    self.hook_job_open = false;
+                }
+            }
+            Input::JobStartedHook => {
+                self.hook_job_open = true;
+                self.listener_ran_job = true;
+            }
+            Input::JobCompletedHook => self.hook_job_open = false,
+            Input::StopRequested => self.on_stop_requested(),
+            Input::ApiResult { id, result } => self.on_api_result(id, result),
+        }
+        self.decide();
+    }
+
+    /// Let time pass to `now` (call when `poll_timeout` comes due; calling early is harmless).
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.advance(now);
+        self.decide();
+    }
+
+    /// The next side effect to carry out, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` should be called next. Always later than the last `now`.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let now = self.now;
+        let mut candidates: Vec<Option<Time>> = vec![
+            self.force_at,
+            self.describe.not_before,
+            self.next_describe_poll,
+            self.protection.not_before,
+            self.complete.not_before,
+            self.heartbeat.not_before,
+            self.imds_failing_since.map(|t| t + self.cfg.imds_down_after),
+        ];
+        match self.listener {
+            ListenerState::Down { relaunch_at } => candidates.push(relaunch_at),
+            ListenerState::Stopping { kill_at, .. } => candidates.push(Some(kill_at)),
+            ListenerState::Starting | ListenerState::Running { .. } => {}
+        }
+        if !self.job_alive && self.protected != Some(false) {
+            candidates.push(Some(self.job_edge_at + self.cfg.unprotect_delay));
+        }
+        if let HookPhase::Pending { global_deadline, .. } = self.hook {
+            if self.job_alive {
+                candidates.push(self.next_heartbeat);
+                candidates.push(Some(global_deadline - self.cfg.global_timeout_warning));
+            }
+        }
+        candidates.into_iter().flatten().filter(|t| *t > now).min()
+    }
+
+    /// A summary of the current view.
+    pub fn snapshot(&self) -> Snapshot {
+        let (global_deadline, hook) = match self.hook {
+            HookPhase::None if self.cfg.hook.is_none() => (None, "no termination hook configured".to_string()),
+            HookPhase::None => (None, "no lifecycle action pending".to_string()),
+            HookPhase::Pending { global_deadline, .. } => (Some(global_deadline), "Terminating:Wait".to_string()),
+            HookPhase::Done => (None, "completed".to_string()),
+        };
+        Snapshot {
+            target_state: self.target.as_ref().map(ToString::to_string),
+            confirmed_state: self.confirmed.as_ref().map(ToString::to_string),
+            listener: format!("{:?}", self.listener),
+            job_alive: self.job_alive,
+            job_or_idle_since: self.job_edge_at,
+            protected: self.protected,
+            draining: self.drain,
+            hook,
+            next_heartbeat: if self.job_alive { self.next_heartbeat } else { None },
+            global_deadline,
+            last_error: self.last_error.clone(),
+            next_deadline: self.poll_timeout(),
+        }
+    }
+
+    // ----- inputs -----
+
+    fn advance(&mut self, now: Time) {
+        // Time never runs backwards for the core, whatever the driver's clock does.
+        self.now = self.now.max(now);
+        if self.force_at.is_some_and(|t| t <= self.now) && !self.forced {
+            self.forced = true;
+        }
+    }
+
+    fn on_target_state(&mut self, state: TargetState) {
+        self.imds_failing_since = None;
+        match state {
+            TargetState::NotInGroup => self.mark_not_in_group(),
+            TargetState::Terminated => self.detect_termination(Detection::Imds),
+            _ => {}
+        }
+        self.target = Some(state);
+    }
+
+    fn mark_not_in_group(&mut self) {
+        if !self.not_in_group {
+            self.not_in_group = true;
+            self.notify(Notice::NotInGroup);
+        }
+    }
+
+    fn detect_termination(&mut self, via: Detection) {
+        if self.terminating.is_none() {
+            self.terminating = Some(via);
+            self.notify(Notice::TerminationDetected { via });
+        }
+        self.start_drain(DrainCause::Terminating);
+    }
+
+    fn start_drain(&mut self, cause: DrainCause) {
+        if self.drain.is_none() {
+            self.drain = Some(cause);
+            self.notify(Notice::DrainStarted { cause });
+        }
+    }
+
+    fn on_stop_requested(&mut self) {
+        if self.stop_requested {
+            self.forced = true;
+            return;
+        }
+        self.stop_requested = true;
+        self.force_at = self.cfg.stop_deadline.map(|d| self.now + d);
+        self.start_drain(DrainCause::StopRequested);
+    }
+
+    fn on_listener_started(&mut self, pid: u32) {
+        match self.listener {
+            // Found running while we want it stopped: keep the stop going, with a fresh grace.
+            ListenerState::Stopping { forced, .. } => {
+                self.listener = ListenerState::Stopping {
+                    pid,
+                    kill_at: self.now + self.cfg.stop_grace,
+                    forced,
+                };
+            }
+            _ => {
+                self.listener = ListenerState::Running { pid, since: self.now };
+                self.listener_ran_job = false;
+            }
+        }
+    }
+
+    fn on_listener_exited(&mut self, code: Option<i32>) {
+        let was = std::mem::replace(&mut self.listener, ListenerState::Down { relaunch_at: None });
+        // Its workers die with it (they lose their channel to the listener): the job, if any, is over.
+        if self.job_alive && !matches!(was, ListenerState::Stopping { forced: true, .. }) {
+            self.notify(Notice::ListenerDiedWithJob);
+        }
+        self.workers.clear();
+        self.hook_job_open = false;
+
+        if matches!(was, ListenerState::Stopping { .. }) || self.drain.is_some() {
+            return; // we stopped it, or we are draining: it stays down.
+        }
+        let ran_long =
+            matches!(was, ListenerState::Running { since, .. } if self.now.since(since) >= Duration::from_secs(300));
+        if self.listener_ran_job || ran_long {
+            self.relaunch_streak = 0;
+        }
+        // Exit codes from actions/runner src/Misc/layoutbin/RunnerService.js: 0, 1 and 5 stop the
+        // service; 2 (retryable), 3 and 4 (updating) and anything unknown relaunch after 5 s, at most 10
+        // times in a row.
+        let relaunch_at = match code {
+            Some(0) if self.cfg.listener_mode == ListenerMode::OneJob && self.listener_ran_job => {
+                self.push(Action::StartListener {
+                    reason: Reason::NextJob,
+                });
+                self.listener = ListenerState::Starting;
+                return;
+            }
+            Some(0 | 1 | 5) => None,
+            _ => {
+                self.relaunch_streak += 1;
+                (self.relaunch_streak <= self.cfg.relaunch_limit).then(|| self.now + self.cfg.relaunch_delay)
+            }
+        };
+        if relaunch_at.is_none() {
+            self.notify(Notice::ListenerGaveUp { code });
+        }
+        self.listener = ListenerState::Down { relaunch_at };
+    }
+
+    fn on_api_result(&mut self, id: RequestId, result: Result<ApiReply, ApiError>) {
+        // An answer to a request this core never made (a restarted agent, a confused driver) is ignored.
+        let Some(call) = self.inflight.remove(&id) else { return };
+        match call {
+            Call::Describe => self.on_describe_result(result),
+            Call::SetProtection => self.on_protection_result(result),
+            Call::Heartbeat => self.on_heartbeat_result(result),
+            Call::Complete => self.on_complete_result(result),
+        }
+    }
+
+    fn on_describe_result(&mut self, result: Result<ApiReply, ApiError>) {
+        self.describe.inflight = None;
+        let described = match result {
+            Ok(ApiReply::Described(d)) => d,
+            Ok(ApiReply::Done) => return self.retry_later(Call::Describe, unexpected_reply()),
+            Err(e) => return self.retry_later(Call::Describe, e),
+        };
+        self.describe.failures = 0;
+        let Some(instance) = described else {
+            // In no group: never was (serve without Auto Scaling), or already removed (nothing to complete).
+            self.mark_not_in_group();
+            if matches!(self.hook, HookPhase::Pending { .. }) {
+                self.hook = HookPhase::Done;
+            }
+            return;
+        };
+        if self.confirmed.as_ref() != Some(&instance.state) {
+            self.notify(Notice::StateConfirmed {
+                state: instance.state.clone(),
+            });
+        }
+        self.protected = Some(instance.protected);
+        match &instance.state {
+            AsgState::TerminatingWait => {
+                self.detect_termination(Detection::Describe);
+                if self.cfg.hook.is_some() && self.hook == HookPhase::None {
+                    let since = self.now;
+                    let global = self.cfg.hook.as_ref().map_or(Duration::ZERO, |h| h.global_timeout());
+                    self.hook = HookPhase::Pending {
+                        since,
+                        global_deadline: since + global,
+                    };
+                    self.next_heartbeat = None;
+                }
+            }
+            AsgState::TerminatingProceed(_) => {
+                self.detect_termination(Detection::Describe);
+                // Past the wait: our hook was completed (by us before a restart, or by someone else), or
+                // there is none. Either way there is nothing left to complete.
+                if self.hook != HookPhase::Done && self.cfg.hook.is_some() {
+                    self.hook = HookPhase::Done;
+                }
+            }
+            _ => {}
+        }
+        if self.terminating.is_some() && !instance.state.is_terminating() {
+            // IMDS runs ahead of the API (eventual consistency): confirm again soon, with backoff.
+            self.describe.failures += 1;
+            self.describe.not_before = Some(self.now + self.backoff(self.describe.failures, self.cfg.retry_cap));
+        }
+        // Polls (launching, IMDS down) repeat at their own slow pace; confirmations never wait for it.
+        let poll = if self.imds_down() {
+            self.cfg.imds_fallback_poll
+        } else {
+            self.cfg.describe_poll
+        };
+        self.next_describe_poll = Some(self.now + poll);
+        self.confirmed = Some(instance.state);
+    }
+
+    fn on_protection_result(&mut self, result: Result<ApiReply, ApiError>) {
+        self.protection.inflight = None;
+        let target = self.protection_target.take();
+        match result {
+            Ok(_) => {
+                self.protection.failures = 0;
+                self.protected = target;
+            }
+            Err(e) if e.kind == ApiErrorKind::NotInService => {
+                // AWS refuses protection once the instance is terminating (SetInstanceProtection API
+                // reference). The job goes on; the hook keeps it safe from here.
+                self.last_error = Some(e.to_string());
+                self.detect_termination(Detection::ProtectionRefused);
+            }
+            Err(e) => self.retry_later(Call::SetProtection, e),
+        }
+    }
+
+    fn on_heartbeat_result(&mut self, result: Result<ApiReply, ApiError>) {
+        self.heartbeat.inflight = None;
+        match result {
+            Ok(_) => {
+                self.heartbeat.failures = 0;
+                let interval = self
+                    .cfg
+                    .hook
+                    .as_ref()
+                    .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
+                // Jitter spreads a fleet's heartbeats so a mass scale-in does not hit the shared API
+                // token bucket in lockstep.
+                self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
+            }
+            Err(e) if e.kind == ApiErrorKind::NoActiveLifecycleAction => {
+                self.hook = HookPhase::Done;
+                self.notify(Notice::HookGone);
+            }
+            Err(e) => self.retry_later(Call::Heartbeat, e),
+        }
+    }
+
+    fn on_complete_result(&mut self, result: Result<ApiReply, ApiError>) {
+        self.complete.inflight = None;
+        match result {
+            Ok(_) => {
+                self.hook = HookPhase::Done;
+                self.notify(Notice::HookCompleted { already_done: false });
+            }
+            Err(e) if e.kind == ApiErrorKind::NoActiveLifecycleAction => {
+                self.hook = HookPhase::Done;
+                self.notify(Notice::HookCompleted { already_done: true });
+            }
+            Err(e) => self.retry_later(Call::Complete, e),
+        }
+    }
+
+    fn retry_later(&mut self, call: Call, error: ApiError) {
+        let cap = if call == Call::Complete {
+            self.cfg.complete_retry_cap
+        } else {
+            self.cfg.retry_cap
+        };
+        let slow = !error.kind.is_retryable_soon();
+        let slot = self.slot_mut(call);
+        slot.failures += 1;
+        let failures = slot.failures;
+        let delay = if slow {
+            self.cfg.slow_retry
+        } else {
+            self.backoff(failures, cap)
+        };
+        self.slot_mut(call).not_before = Some(self.now + delay);
+        self.last_error = Some(error.to_string());
+        let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.notify(Notice::ApiFailed {
+            call,
+            error,
+            retry_in_ms,
+        });
+    }
+
+    /// Capped exponential backoff with "equal jitter": half fixed, half random, so a fleet retrying
+    /// after a shared throttle spreads out (AWS Architecture Blog, "Exponential Backoff And Jitter").
+    fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
+        let exp = self
+            .cfg
+            .retry_base
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        self.rng.jitter(exp.min(cap), 0.5, 1.0)
+    }
+
+    fn slot_mut(&mut self, call: Call) -> &mut CallSlot {
+        match call {
+            Call::SetProtection => &mut self.protection,
+            Call::Describe => &mut self.describe,
+            Call::Heartbeat => &mut self.heartbeat,
+            Call::Complete => &mut self.complete,
+        }
+    }
+
+    // ----- decisions -----
+
+    fn decide(&mut self) {
+        if self.exited {
+            return;
+        }
+        self.track_job_edges();
+        self.decide_describe();
+        self.decide_listener();
+        self.decide_protection();
+        self.decide_hook();
+        self.decide_exit();
+    }
+
+    fn track_job_edges(&mut self) {
+        let alive = !self.workers.is_empty() || self.hook_job_open;
+        if alive == self.job_alive {
+            return;
+        }
+        self.job_alive = alive;
+        self.job_edge_at = self.now;
+        if alive {
+            self.notify(Notice::JobAssigned);
+        } else {
+            // A heartbeat is only ever due while a job runs: forget the schedule when it ends.
+            self.next_heartbeat = None;
+            self.notify(Notice::JobEnded);
+        }
+    }
+
+    fn imds_down(&self) -> bool {
+        self.imds_failing_since
+            .is_some_and(|t| self.now.since(t) >= self.cfg.imds_down_after)
+    }
+
+    /// Whether a describe is wanted now, and why.
+    fn describe_reason(&self) -> Option<Reason> {
+        if self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::is_terminating) {
+            return None;
+        }
+        match self.terminating {
+            Some(Detection::ProtectionRefused) => return Some(Reason::ProtectionRefused),
+            Some(_) => return Some(Reason::ConfirmTermination),
+            None => {}
+        }
+        if self.imds_down() {
+            return Some(Reason::ImdsDown);
+        }
+        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
+        match self.target {
+            // IMDS says InService already during Pending:Wait; only the API can tell when it is real.
+            Some(TargetState::InService | TargetState::Standby | TargetState::Other(_)) if !serving => {
+                Some(Reason::AwaitInService)
+            }
+            _ => None,
+        }
+    }
+
+    fn decide_describe(&mut self) {
+        let Some(reason) = self.describe_reason() else { return };
+        let is_poll =
+            matches!(reason, Reason::ImdsDown) || (reason == Reason::AwaitInService && self.confirmed.is_some());
+        let poll_due = !is_poll || self.next_describe_poll.is_none_or(|t| t <= self.now);
+        if poll_due && self.describe.ready(self.now) {
+            self.describe.not_before = None;
+            let id = self.request(Call::Describe);
+            self.describe.inflight = Some(id);
+            self.push(Action::Describe { id, reason });
+        }
+    }
+
+    fn may_serve(&self) -> bool {
+        self.drain.is_none() && (self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::may_serve))
+    }
+
+    fn drain_reason(&self) -> Reason {
+        match self.drain {
+            Some(DrainCause::Terminating) => Reason::TerminatingIdle,
+            Some(DrainCause::StopRequested) => Reason::StopRequestedIdle,
+            Some(DrainCause::SpotInterruption) => Reason::SpotInterruptionIdle,
+            Some(DrainCause::Rebalance) => Reason::RebalanceIdle,
+            None => Reason::Serving,
+        }
+    }
+
+    fn decide_listener(&mut self) {
+        let now = self.now;
+        match self.listener.clone() {
+            ListenerState::Down { relaunch_at: Some(at) } if at <= now && self.may_serve() => {
+                let reason = if self.relaunch_streak > 0 {
+                    Reason::Relaunch
+                } else {
+                    Reason::Serving
+                };
+                self.listener = ListenerState::Starting;
+                self.push(Action::StartListener { reason });
+            }
+            ListenerState::Running { pid, .. } if self.drain.is_some() => {
+                // The one rule everything else serves: SIGINT to a listener with a live worker cancels
+                // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
+                // listener is signalled, unless the stop is forced.
+                if !self.job_alive {
+                    self.signal_stop(pid, false, self.drain_reason());
+                } else if self.forced {
+                    self.notify(Notice::ForcingStopWithJob);
+                    self.signal_stop(pid, true, Reason::Forced);
+                }
+            }
+            ListenerState::Stopping { pid, forced: false, .. } if self.forced && self.job_alive => {
+                self.notify(Notice::ForcingStopWithJob);
+                self.signal_stop(pid, true, Reason::Forced);
+            }
+            ListenerState::Stopping { pid, kill_at, forced } if kill_at <= now => {
+                if self.job_alive && !forced {
+                    // A job landed in the stop window: the listener is cancelling it. Let it finish that.
+                    self.listener = ListenerState::Stopping {
+                        pid,
+                        kill_at: now + self.cfg.stop_grace,
+                        forced,
+                    };
+                } else {
+                    self.listener = ListenerState::Stopping {
+                        pid,
+                        kill_at: Time::from_millis(u64::MAX),
+                        forced,
+                    };
+                    self.push(Action::KillListener {
+                        reason: Reason::GraceExpired,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: Reason) {
+        self.listener = ListenerState::Stopping {
+            pid,
+            kill_at: self.now + self.cfg.stop_grace,
+            forced: cancels_job,
+        };
+        self.push(Action::StopListener { reason, cancels_job });
+    }
+
+    fn decide_protection(&mut self) {
+        // Protection is only valid InService/Standby (SetInstanceProtection API reference), and on a
+        // terminating instance it no longer matters: the hook holds the instance.
+        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
+        if self.not_in_group || !serving || self.terminating.is_some() {
+            return;
+        }
+        let want = if self.job_alive {
+            Some(true)
+        } else if self.drain.is_some() || self.now.since(self.job_edge_at) >= self.cfg.unprotect_delay {
+            Some(false)
+        } else {
+            None
+        };
+        let Some(want) = want else { return };
+        if self.protected == Some(want) || !self.protection.ready(self.now) {
+            return;
+        }
+        self.protection.not_before = None;
+        let id = self.request(Call::SetProtection);
+        self.protection.inflight = Some(id);
+        self.protection_target = Some(want);
+        let reason = if want { Reason::JobAssigned } else { Reason::Idle };
+        self.push(Action::SetProtection {
+            id,
+            protect: want,
+            reason,
+        });
+    }
+
+    fn decide_hook(&mut self) {
+        let HookPhase::Pending { global_deadline, .. } = self.hook else {
+            return;
+        };
+        if self.job_alive {
+            if !self.warned_global && self.now + self.cfg.global_timeout_warning >= global_deadline {
+                self.warned_global = true;
+                let remaining_ms = u64::try_from(global_deadline.since(self.now).as_millis()).unwrap_or(u64::MAX);
+                self.notify(Notice::GlobalTimeoutNear { remaining_ms });
+            }
+            if self.next_heartbeat.is_none() {
+                // The hook's timer started when the instance entered Terminating:Wait, at most the IMDS
+                // lag before we confirmed it; the first beat at one interval leaves two more chances.
+                let interval = self
+                    .cfg
+                    .hook
+                    .as_ref()
+                    .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
+                self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
+            }
+            if self.next_heartbeat.is_some_and(|t| t <= self.now) && self.heartbeat.ready(self.now) {
+                self.heartbeat.not_before = None;
+                let id = self.request(Call::Heartbeat);
+                self.heartbeat.inflight = Some(id);
+                self.push(Action::Heartbeat {
+                    id,
+                    reason: Reason::JobRunning,
+                });
+            }
+            return;
+        }
+        let listener_down = matches!(self.listener, ListenerState::Down { .. });
+        if listener_down && self.complete.ready(self.now) {
+            self.complete.not_before = None;
+            let id = self.request(Call::Complete);
+            self.complete.inflight = Some(id);
+            self.push(Action::CompleteLifecycleAction {
+                id,
+                result: LifecycleResult::Continue,
+                reason: Reason::RunnerIdleAndStopped,
+            });
+        }
+    }
+
+    fn decide_exit(&mut self) {
+        if !self.stop_requested || self.job_alive || !matches!(self.listener, ListenerState::Down { .. }) {
+            return;
+        }
+        // Finish what termination needs first (confirm, then complete), and leave an idle InService
+        // host unprotected so the group can scale it in; a forced stop skips all of that.
+        let hook_work_left = matches!(self.hook, HookPhase::Pending { .. }) || self.describe_reason().is_some();
+        // Three failed attempts at clearing protection are enough: exiting beats hanging on broken IAM.
+        let protection_work_left = self.protection.inflight.is_some()
+            || (self.protected == Some(true)
+                && self.terminating.is_none()
+                && !self.not_in_group
+                && self.protection.failures < 3);
+        if !self.forced && (hook_work_left || protection_work_left) {
+            return;
+        }
+        self.exited = true;
+        self.push(Action::Exit { forced: self.forced });
+    }
+
+    // ----- plumbing -----
+
+    fn request(&mut self, call: Call) -> RequestId {
+        self.next_id += 1;
+        let id = RequestId(self.next_id);
+        self.inflight.insert(id, call);
+        id
+    }
+
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        self.actions.push_back(Action::Notify(notice));
+    }
+}
+
+fn unexpected_reply() -> ApiError {
+    ApiError::new(
+        ApiErrorKind::Other,
+        "the driver answered a describe without an instance list",
+    )
+}

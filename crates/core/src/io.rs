@@ -1,0 +1,288 @@
+//! The core's vocabulary: what drivers tell it (`Input`) and what it asks them to do (`Action`).
+
+use crate::aws::{ApiError, AsgState, TargetState};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies one requested side effect, so its result can be matched when it comes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "req-{}", self.0)
+    }
+}
+
+/// What happened, as the driver observed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    /// IMDS `autoscaling/target-lifecycle-state` answered (only report changes or the first reading).
+    TargetState(TargetState),
+    /// IMDS could not be read (timeout, 5xx, connection refused).
+    ImdsUnavailable,
+    /// IMDS `spot/instance-action` turned up: the instance dies about two minutes later.
+    SpotInterruption,
+    /// IMDS `events/recommendations/rebalance` turned up.
+    RebalanceRecommendation,
+    /// The listener process is running (started by us or found at startup).
+    ListenerStarted {
+        /// Its process id.
+        pid: u32,
+    },
+    /// The listener process exited.
+    ListenerExited {
+        /// Its exit code; `None` if a signal ended it.
+        code: Option<i32>,
+    },
+    /// A `Runner.Worker` process appeared: a job is assigned (earlier than the job-started hook).
+    WorkerStarted {
+        /// Its process id.
+        pid: u32,
+    },
+    /// A `Runner.Worker` process exited: its job is over.
+    WorkerExited {
+        /// Its process id.
+        pid: u32,
+    },
+    /// The job-started hook reported in.
+    JobStartedHook,
+    /// The job-completed hook reported in.
+    JobCompletedHook,
+    /// The agent was asked to stop (SIGTERM from systemd). A second request forces the stop.
+    StopRequested,
+    /// A requested Auto Scaling call finished.
+    ApiResult {
+        /// The request this answers.
+        id: RequestId,
+        /// Its outcome.
+        result: Result<ApiReply, ApiError>,
+    },
+}
+
+/// A successful Auto Scaling answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiReply {
+    /// The call succeeded and carries nothing the core needs.
+    Done,
+    /// `DescribeAutoScalingInstances` answered: the instance, or `None` if it is in no group.
+    Described(Option<DescribedInstance>),
+}
+
+/// One instance as `DescribeAutoScalingInstances` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribedInstance {
+    /// Its `LifecycleState`.
+    pub state: AsgState,
+    /// Its `ProtectedFromScaleIn`.
+    pub protected: bool,
+}
+
+/// Result of a lifecycle action (`CONTINUE` or `ABANDON`; on a termination hook both terminate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LifecycleResult {
+    /// `CONTINUE`: let the termination proceed (and any later hooks run).
+    Continue,
+}
+
+impl fmt::Display for LifecycleResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CONTINUE")
+    }
+}
+
+/// A side effect the driver must carry out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    /// Start the runner listener.
+    StartListener {
+        /// Why.
+        reason: Reason,
+    },
+    /// Send SIGINT to the listener. Never sent while a job is known to run, unless `cancels_job`.
+    StopListener {
+        /// Why.
+        reason: Reason,
+        /// True only for a forced stop: the running job will be cancelled.
+        cancels_job: bool,
+    },
+    /// SIGKILL the listener: it ignored SIGINT for the whole grace period.
+    KillListener {
+        /// Why.
+        reason: Reason,
+    },
+    /// `SetInstanceProtection` for this instance.
+    SetProtection {
+        /// Answer with `Input::ApiResult` carrying this id.
+        id: RequestId,
+        /// Protect (`true`) or clear (`false`).
+        protect: bool,
+        /// Why.
+        reason: Reason,
+    },
+    /// `DescribeAutoScalingInstances` for this instance.
+    Describe {
+        /// Answer with `Input::ApiResult` carrying this id.
+        id: RequestId,
+        /// Why.
+        reason: Reason,
+    },
+    /// `RecordLifecycleActionHeartbeat` by instance id.
+    Heartbeat {
+        /// Answer with `Input::ApiResult` carrying this id.
+        id: RequestId,
+        /// Why.
+        reason: Reason,
+    },
+    /// `CompleteLifecycleAction` by instance id.
+    CompleteLifecycleAction {
+        /// Answer with `Input::ApiResult` carrying this id.
+        id: RequestId,
+        /// The result to send.
+        result: LifecycleResult,
+        /// Why.
+        reason: Reason,
+    },
+    /// Something worth a log line or a metric; no side effect.
+    Notify(Notice),
+    /// The agent's work is done (after a stop request): exit.
+    Exit {
+        /// True when the stop was forced (a second SIGTERM or the stop deadline).
+        forced: bool,
+    },
+}
+
+/// Why an action was taken; shown in every log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// The instance is confirmed InService (or in no group) and nothing asks us to drain.
+    Serving,
+    /// The listener asked to be relaunched (exit code 2, 3, 4, or unknown: RunnerService.js).
+    Relaunch,
+    /// One-job mode: the listener finished its job and exited 0.
+    NextJob,
+    /// The instance is terminating and no job is assigned.
+    TerminatingIdle,
+    /// A stop was requested (SIGTERM) and no job is assigned.
+    StopRequestedIdle,
+    /// A spot interruption notice arrived and no job is assigned.
+    SpotInterruptionIdle,
+    /// A rebalance recommendation arrived, `drain_on_rebalance` is set, and no job is assigned.
+    RebalanceIdle,
+    /// A second stop request or the stop deadline: stop even though a job runs.
+    Forced,
+    /// SIGINT was ignored for the whole grace period.
+    GraceExpired,
+    /// A job is assigned on an InService instance.
+    JobAssigned,
+    /// No job for the unprotect delay (or draining with no job).
+    Idle,
+    /// IMDS says `Terminated`: confirm before touching the hook.
+    ConfirmTermination,
+    /// SetInstanceProtection said the instance is not InService: confirm.
+    ProtectionRefused,
+    /// Find out whether the instance is InService yet (launching, or first start).
+    AwaitInService,
+    /// IMDS is down: poll the Auto Scaling API slowly instead.
+    ImdsDown,
+    /// A job runs while the termination hook waits.
+    JobRunning,
+    /// The runner is idle and stopped while the termination hook waits.
+    RunnerIdleAndStopped,
+}
+
+/// Something notable that happened inside the core.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Notice {
+    /// Termination was first noticed, and how.
+    TerminationDetected {
+        /// The signal that revealed it.
+        via: Detection,
+    },
+    /// The Auto Scaling API confirmed the state the core acts on.
+    StateConfirmed {
+        /// The confirmed state.
+        state: AsgState,
+    },
+    /// A drain started: no new jobs from now on.
+    DrainStarted {
+        /// Why.
+        cause: DrainCause,
+    },
+    /// A job became assigned (worker or hook).
+    JobAssigned,
+    /// The assigned job is over.
+    JobEnded,
+    /// A heartbeat or completion found no active lifecycle action: someone else completed it or it
+    /// timed out. Nothing left to do for the hook.
+    HookGone,
+    /// The lifecycle action was completed (or found already completed).
+    HookCompleted {
+        /// True when AWS answered "No active Lifecycle Action found" (already done).
+        already_done: bool,
+    },
+    /// An Auto Scaling call failed; it will be retried after `retry_in_ms`.
+    ApiFailed {
+        /// Which call.
+        call: Call,
+        /// The error.
+        error: ApiError,
+        /// Milliseconds until the retry.
+        retry_in_ms: u64,
+    },
+    /// The lifecycle action will hit its global timeout soon; the job may be cut off.
+    GlobalTimeoutNear {
+        /// Milliseconds left (at most).
+        remaining_ms: u64,
+    },
+    /// The listener exited and will not be relaunched.
+    ListenerGaveUp {
+        /// Its last exit code.
+        code: Option<i32>,
+    },
+    /// The listener exited while a job was assigned: that job is lost (runner crash, not a drain).
+    ListenerDiedWithJob,
+    /// The stop was forced while a job was assigned: it will be cancelled.
+    ForcingStopWithJob,
+    /// A rebalance recommendation arrived (only a warning unless `drain_on_rebalance`).
+    RebalanceRecommended,
+    /// The instance is in no Auto Scaling group: serving without protection or hooks.
+    NotInGroup,
+}
+
+/// How termination was detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Detection {
+    /// IMDS target-lifecycle-state turned `Terminated`.
+    Imds,
+    /// SetInstanceProtection refused with "not in InService".
+    ProtectionRefused,
+    /// A DescribeAutoScalingInstances answer.
+    Describe,
+}
+
+/// Why the runner is draining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DrainCause {
+    /// Scale-in (or any termination through the group).
+    Terminating,
+    /// SIGTERM to the agent.
+    StopRequested,
+    /// A spot interruption notice.
+    SpotInterruption,
+    /// A rebalance recommendation with `drain_on_rebalance`.
+    Rebalance,
+}
+
+/// The Auto Scaling calls the core makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Call {
+    /// SetInstanceProtection.
+    SetProtection,
+    /// DescribeAutoScalingInstances.
+    Describe,
+    /// RecordLifecycleActionHeartbeat.
+    Heartbeat,
+    /// CompleteLifecycleAction.
+    Complete,
+}

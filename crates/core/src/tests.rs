@@ -1,0 +1,882 @@
+//! Unit tests for every rule of the core, with time passed in explicitly.
+
+use crate::*;
+use std::time::Duration;
+
+const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn hooked() -> CoreConfig {
+    CoreConfig {
+        hook: Some(HookConfig {
+            name: "drain".into(),
+            heartbeat_timeout: HOOK_TIMEOUT,
+        }),
+        ..CoreConfig::default()
+    }
+}
+
+/// Drives one core with an explicit clock and collects what it asks for.
+struct Harness {
+    host: Host,
+    now: Time,
+    out: Vec<Action>,
+}
+
+impl Harness {
+    fn new(cfg: CoreConfig) -> Self {
+        Harness {
+            host: Host::new(cfg, 42, Time::ZERO),
+            now: Time::ZERO,
+            out: Vec::new(),
+        }
+    }
+
+    /// A host confirmed InService with its listener running (pid 100), actions cleared.
+    fn serving(cfg: CoreConfig) -> Self {
+        let mut h = Harness::new(cfg);
+        h.input(Input::TargetState(TargetState::InService));
+        let id = h.expect_describe();
+        h.reply(id, described("InService", false));
+        assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+        h.input(Input::ListenerStarted { pid: 100 });
+        h.take();
+        h
+    }
+
+    fn input(&mut self, i: Input) {
+        self.host.handle_input(i, self.now);
+        self.drain();
+    }
+
+    fn reply(&mut self, id: RequestId, result: Result<ApiReply, ApiError>) {
+        self.input(Input::ApiResult { id, result });
+    }
+
+    /// Move the clock forward, firing every timer on the way exactly as a driver would.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.host.poll_timeout() {
+            if t > end {
+                break;
+            }
+            assert!(t > self.now, "poll_timeout must lie in the future");
+            self.now = t;
+            self.host.handle_timeout(t);
+            self.drain();
+        }
+        self.now = end;
+        self.host.handle_timeout(end);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(a) = self.host.poll_action() {
+            self.out.push(a);
+        }
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Side effects only (no notices).
+    fn effects(&mut self) -> Vec<Action> {
+        self.take()
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Notify(_)))
+            .collect()
+    }
+
+    fn expect_describe(&mut self) -> RequestId {
+        let acts = self.take();
+        acts.iter()
+            .find_map(|a| match a {
+                Action::Describe { id, .. } => Some(*id),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("expected a describe in {acts:?}"))
+    }
+
+    fn find(&mut self, pred: impl Fn(&Action) -> Option<RequestId>) -> Option<RequestId> {
+        let acts = self.take();
+        acts.iter().find_map(pred)
+    }
+}
+
+fn described(state: &str, protected: bool) -> Result<ApiReply, ApiError> {
+    Ok(ApiReply::Described(Some(DescribedInstance {
+        state: AsgState::parse(state),
+        protected,
+    })))
+}
+
+fn err(kind: ApiErrorKind) -> Result<ApiReply, ApiError> {
+    Err(ApiError::new(kind, format!("{kind:?}")))
+}
+
+fn protect_id(a: &Action, want: bool) -> Option<RequestId> {
+    match a {
+        Action::SetProtection { id, protect, .. } if *protect == want => Some(*id),
+        _ => None,
+    }
+}
+
+fn heartbeat_id(a: &Action) -> Option<RequestId> {
+    match a {
+        Action::Heartbeat { id, .. } => Some(*id),
+        _ => None,
+    }
+}
+
+fn complete_id(a: &Action) -> Option<RequestId> {
+    match a {
+        Action::CompleteLifecycleAction { id, .. } => Some(*id),
+        _ => None,
+    }
+}
+
+fn is_stop(a: &Action) -> bool {
+    matches!(a, Action::StopListener { cancels_job: false, .. })
+}
+
+/// A serving host whose scale-in has been noticed through IMDS and confirmed as Terminating:Wait.
+fn confirmed_wait(h: &mut Harness) {
+    h.input(Input::TargetState(TargetState::Terminated));
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Wait", false));
+}
+
+// ----- 6. Launch and warm pool -----
+
+#[test]
+fn listener_waits_for_confirmed_in_service() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::TargetState(TargetState::InService));
+    let id = h.expect_describe();
+    // IMDS says InService during Pending:Wait already; the API says otherwise.
+    h.reply(id, described("Pending:Wait", false));
+    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    h.advance(Duration::from_secs(10));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::StartListener {
+            reason: Reason::Serving
+        }
+    )));
+}
+
+#[test]
+fn warm_pool_never_starts_the_listener() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::TargetState(TargetState::Warmed("Warmed:Running".into())));
+    h.advance(Duration::from_secs(3600));
+    assert!(
+        h.effects().is_empty(),
+        "a warmed instance makes no calls and starts nothing"
+    );
+}
+
+#[test]
+fn not_in_a_group_serves_without_any_aws_call() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::TargetState(TargetState::NotInGroup));
+    assert!(matches!(h.effects().as_slice(), [Action::StartListener { .. }]));
+    h.input(Input::ListenerStarted { pid: 7 });
+    h.input(Input::WorkerStarted { pid: 8 });
+    h.input(Input::WorkerExited { pid: 8 });
+    h.advance(Duration::from_secs(3600));
+    assert!(h.effects().is_empty());
+}
+
+#[test]
+fn idle_in_service_host_makes_no_api_calls() {
+    let mut h = Harness::serving(hooked());
+    h.advance(Duration::from_secs(24 * 3600));
+    assert!(h.effects().is_empty(), "idle hosts use IMDS only");
+}
+
+// ----- 1. Protection -----
+
+#[test]
+fn job_is_protected_and_unprotected_after_idle_delay() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 200 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect on worker start");
+    h.reply(id, Ok(ApiReply::Done));
+    // The job-started hook reporting later changes nothing.
+    h.input(Input::JobStartedHook);
+    assert!(h.effects().is_empty());
+    h.advance(Duration::from_secs(600));
+    assert!(h.effects().is_empty());
+    h.input(Input::JobCompletedHook);
+    h.input(Input::WorkerExited { pid: 200 });
+    h.advance(Duration::from_secs(29));
+    assert!(h.effects().is_empty(), "waits the unprotect delay for the next job");
+    h.advance(Duration::from_secs(1));
+    let id = h.find(|a| protect_id(a, false)).expect("unprotect after 30 s idle");
+    h.reply(id, Ok(ApiReply::Done));
+    h.advance(Duration::from_secs(3600));
+    assert!(h.effects().is_empty());
+}
+
+#[test]
+fn next_job_within_delay_keeps_protection_without_calls() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 1 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    h.reply(id, Ok(ApiReply::Done));
+    h.input(Input::WorkerExited { pid: 1 });
+    h.advance(Duration::from_secs(10));
+    h.input(Input::WorkerStarted { pid: 2 });
+    h.advance(Duration::from_secs(100));
+    assert!(h.effects().is_empty());
+}
+
+#[test]
+fn hook_report_alone_counts_as_a_job() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::JobStartedHook);
+    assert!(h.find(|a| protect_id(a, true)).is_some());
+    assert!(h.host.job_alive());
+    h.input(Input::JobCompletedHook);
+    assert!(!h.host.job_alive());
+}
+
+#[test]
+fn protection_throttling_is_retried_with_growing_jittered_backoff() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 1 });
+    let mut id = h.find(|a| protect_id(a, true)).expect("protect");
+    let mut last_gap = Duration::ZERO;
+    for _ in 0..6 {
+        let failed_at = h.now;
+        h.reply(id, err(ApiErrorKind::Throttled));
+        let due = h.host.poll_timeout().expect("a retry is scheduled");
+        let gap = due.since(failed_at);
+        assert!(gap <= Duration::from_secs(30), "capped");
+        assert!(gap >= last_gap / 2, "roughly growing: {gap:?} after {last_gap:?}");
+        last_gap = gap;
+        h.advance(gap);
+        id = h.find(|a| protect_id(a, true)).expect("retried");
+    }
+    assert!(h.host.job_alive(), "the job never waits for protection");
+}
+
+#[test]
+fn protection_refused_means_terminating_and_the_job_goes_on() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 1 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    h.reply(
+        id,
+        Err(ApiError::new(
+            ApiErrorKind::NotInService,
+            "The instance i-1 is not in InService or EnteringStandby or Standby.",
+        )),
+    );
+    let acts = h.take();
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::Describe {
+            reason: Reason::ProtectionRefused,
+            ..
+        }
+    )));
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StopListener { .. })),
+        "never signal a busy listener"
+    );
+    assert_eq!(h.host.draining(), Some(DrainCause::Terminating));
+}
+
+// ----- 2 and 3. Detection and drain -----
+
+#[test]
+fn idle_scale_in_stops_at_once_and_completes_after_exit() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::TargetState(TargetState::Terminated));
+    let acts = h.take();
+    assert!(
+        acts.iter().any(is_stop),
+        "stop the idle listener at once, before the describe answers"
+    );
+    let id = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Describe {
+                id,
+                reason: Reason::ConfirmTermination,
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("confirm with a describe");
+    h.reply(id, described("Terminating:Wait", false));
+    assert!(h.find(complete_id).is_none(), "not before the listener is down");
+    h.input(Input::ListenerExited { code: Some(0) });
+    let id = h.find(complete_id).expect("complete when idle and stopped");
+    h.reply(id, Ok(ApiReply::Done));
+    assert_eq!(h.host.hook_phase(), HookPhase::Done);
+    h.advance(Duration::from_secs(3600));
+    assert!(h.effects().is_empty(), "nothing after completion, no relaunch");
+}
+
+#[test]
+fn hook_is_not_touched_before_confirmation() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::TargetState(TargetState::Terminated));
+    let id = h.expect_describe();
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h.find(complete_id).is_none());
+    // IMDS ran ahead of the API: ask again later.
+    h.reply(id, described("InService", false));
+    assert!(h.find(complete_id).is_none());
+    h.advance(Duration::from_secs(1));
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Wait", false));
+    assert!(h.find(complete_id).is_some());
+}
+
+#[test]
+fn busy_scale_in_never_signals_until_the_worker_exits() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    confirmed_wait(&mut h);
+    h.advance(Duration::from_secs(2 * 3600));
+    let acts = h.take();
+    assert!(!acts
+        .iter()
+        .any(|a| matches!(a, Action::StopListener { .. } | Action::KillListener { .. })));
+    assert!(!acts.iter().any(|a| complete_id(a).is_some()));
+    h.input(Input::WorkerExited { pid: 5 });
+    assert!(
+        h.take().iter().any(is_stop),
+        "stop the listener before it takes the next job"
+    );
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h.find(complete_id).is_some());
+}
+
+#[test]
+fn heartbeats_only_while_a_job_runs_at_a_third_of_the_timeout() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    confirmed_wait(&mut h);
+    let mut beats = Vec::new();
+    let start = h.now;
+    let step = Duration::from_secs(1);
+    for _ in 0..1000 {
+        h.advance(step);
+        if let Some(id) = h.find(heartbeat_id) {
+            beats.push(h.now);
+            h.reply(id, Ok(ApiReply::Done));
+        }
+    }
+    assert!(beats.len() >= 10, "{} beats in 1000 s", beats.len());
+    let mut prev = start;
+    for b in &beats {
+        let gap = b.since(prev);
+        assert!(
+            gap <= HOOK_TIMEOUT / 3 + step,
+            "gap {gap:?} must leave two more chances"
+        );
+        assert!(gap >= (HOOK_TIMEOUT / 3).mul_f64(0.8) - step, "gap {gap:?} too short");
+        prev = *b;
+    }
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    let id = h.find(complete_id).expect("complete");
+    h.reply(id, err(ApiErrorKind::Throttled));
+    h.advance(Duration::from_secs(3600));
+    let acts = h.take();
+    assert!(
+        !acts.iter().any(|a| heartbeat_id(a).is_some()),
+        "no heartbeat once the job ended"
+    );
+}
+
+#[test]
+fn no_heartbeat_without_a_job() {
+    let mut h = Harness::serving(hooked());
+    confirmed_wait(&mut h);
+    h.advance(Duration::from_secs(3600));
+    assert!(!h.take().iter().any(|a| heartbeat_id(a).is_some()));
+}
+
+#[test]
+fn heartbeat_failures_retry_and_a_gone_hook_stops_them() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    confirmed_wait(&mut h);
+    h.advance(HOOK_TIMEOUT / 3);
+    let id = h.find(heartbeat_id).expect("heartbeat");
+    h.reply(id, err(ApiErrorKind::Transient));
+    h.advance(Duration::from_secs(2));
+    let id = h.find(heartbeat_id).expect("retried soon");
+    h.reply(
+        id,
+        Err(ApiError::new(
+            ApiErrorKind::NoActiveLifecycleAction,
+            "No active Lifecycle Action found",
+        )),
+    );
+    assert_eq!(h.host.hook_phase(), HookPhase::Done);
+    h.advance(Duration::from_secs(3600));
+    assert!(!h.take().iter().any(|a| heartbeat_id(a).is_some()));
+}
+
+#[test]
+fn global_timeout_is_warned_about_before_it_hits() {
+    let mut cfg = hooked();
+    cfg.global_timeout_warning = Duration::from_secs(600);
+    let mut h = Harness::serving(cfg);
+    h.input(Input::WorkerStarted { pid: 5 });
+    confirmed_wait(&mut h);
+    let global = HOOK_TIMEOUT * 100; // 30000 s < 48 h
+    let mut warned_at = None;
+    let mut elapsed = Duration::ZERO;
+    while elapsed < global {
+        h.advance(Duration::from_secs(60));
+        elapsed += Duration::from_secs(60);
+        for a in h.take() {
+            if let Some(id) = heartbeat_id(&a) {
+                h.reply(id, Ok(ApiReply::Done));
+            }
+            if matches!(a, Action::Notify(Notice::GlobalTimeoutNear { .. })) {
+                warned_at.get_or_insert(elapsed);
+            }
+        }
+    }
+    let warned_at = warned_at.expect("warned");
+    assert!(warned_at >= global - Duration::from_secs(660) && warned_at <= global - Duration::from_secs(540));
+}
+
+#[test]
+fn completion_retries_until_done_and_treats_no_active_action_as_done() {
+    let mut h = Harness::serving(hooked());
+    confirmed_wait(&mut h);
+    h.input(Input::ListenerExited { code: Some(0) });
+    let mut id = h.find(complete_id).expect("complete");
+    for _ in 0..5 {
+        h.reply(id, err(ApiErrorKind::Throttled));
+        let due = h.host.poll_timeout().expect("retry");
+        assert!(
+            due.since(h.now) <= Duration::from_secs(4),
+            "completion retries stay quick"
+        );
+        h.advance(due.since(h.now));
+        id = h.find(complete_id).expect("retried");
+    }
+    h.reply(
+        id,
+        Err(ApiError::new(
+            ApiErrorKind::NoActiveLifecycleAction,
+            "No active Lifecycle Action found",
+        )),
+    );
+    assert_eq!(h.host.hook_phase(), HookPhase::Done);
+    h.advance(Duration::from_secs(600));
+    assert!(h.find(complete_id).is_none(), "exactly once");
+}
+
+#[test]
+fn access_denied_on_complete_is_retried_slowly() {
+    let mut h = Harness::serving(hooked());
+    confirmed_wait(&mut h);
+    h.input(Input::ListenerExited { code: Some(0) });
+    let id = h.find(complete_id).expect("complete");
+    h.reply(id, err(ApiErrorKind::AccessDenied));
+    h.advance(Duration::from_secs(59));
+    assert!(h.find(complete_id).is_none());
+    h.advance(Duration::from_secs(1));
+    assert!(h.find(complete_id).is_some());
+}
+
+#[test]
+fn no_hook_configured_makes_hook_actions_no_ops() {
+    let mut h = Harness::serving(CoreConfig::default());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    confirmed_wait(&mut h);
+    h.advance(Duration::from_secs(3600));
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    h.advance(Duration::from_secs(3600));
+    let acts = h.take();
+    assert!(!acts
+        .iter()
+        .any(|a| heartbeat_id(a).is_some() || complete_id(a).is_some()));
+}
+
+#[test]
+fn terminating_proceed_means_nothing_to_complete() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::TargetState(TargetState::Terminated));
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Proceed", false));
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h.find(complete_id).is_none());
+    assert_eq!(h.host.hook_phase(), HookPhase::Done);
+}
+
+#[test]
+fn job_in_the_stop_window_is_not_killed_early() {
+    let mut h = Harness::serving(hooked());
+    confirmed_wait(&mut h);
+    h.take();
+    // SIGINT went out; a job landed before the listener acted on it. The listener cancels it; we wait.
+    h.input(Input::WorkerStarted { pid: 9 });
+    h.advance(Duration::from_secs(31));
+    assert!(!h.take().iter().any(|a| matches!(a, Action::KillListener { .. })));
+    h.input(Input::WorkerExited { pid: 9 });
+    h.advance(Duration::from_secs(31));
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::KillListener {
+            reason: Reason::GraceExpired
+        }
+    )));
+}
+
+#[test]
+fn spot_notice_stops_new_jobs_and_lets_the_running_one_run() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    h.input(Input::SpotInterruption);
+    assert!(!h.take().iter().any(|a| matches!(a, Action::StopListener { .. })));
+    h.input(Input::WorkerExited { pid: 5 });
+    assert!(h.take().iter().any(is_stop));
+}
+
+#[test]
+fn idle_spot_notice_stops_at_once() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::SpotInterruption);
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::StopListener {
+            reason: Reason::SpotInterruptionIdle,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn rebalance_only_warns_by_default() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::RebalanceRecommendation);
+    let acts = h.take();
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Notify(Notice::RebalanceRecommended))));
+    assert!(!acts.iter().any(|a| matches!(a, Action::StopListener { .. })));
+    let mut h = Harness::serving(CoreConfig {
+        drain_on_rebalance: true,
+        ..hooked()
+    });
+    h.input(Input::RebalanceRecommendation);
+    assert!(h.take().iter().any(is_stop));
+}
+
+// ----- Stop requests (SIGTERM) -----
+
+#[test]
+fn sigterm_mid_job_drains_then_unprotects_then_exits() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    h.reply(id, Ok(ApiReply::Done));
+    h.input(Input::StopRequested);
+    h.advance(Duration::from_secs(3600));
+    let acts = h.effects();
+    assert!(acts.is_empty(), "the job runs on: {acts:?}");
+    h.input(Input::WorkerExited { pid: 5 });
+    let acts = h.take();
+    assert!(acts.iter().any(is_stop));
+    let id = acts
+        .iter()
+        .find_map(|a| protect_id(a, false))
+        .expect("unprotect at once when draining");
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(
+        !h.take().iter().any(|a| matches!(a, Action::Exit { .. })),
+        "not while protection is in flight"
+    );
+    h.reply(id, Ok(ApiReply::Done));
+    assert!(h.take().contains(&Action::Exit { forced: false }));
+}
+
+#[test]
+fn second_sigterm_forces_the_stop() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    h.input(Input::StopRequested);
+    h.input(Input::StopRequested);
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::StopListener {
+            cancels_job: true,
+            reason: Reason::Forced
+        }
+    )));
+    h.input(Input::ListenerExited { code: None });
+    assert!(h.take().contains(&Action::Exit { forced: true }));
+}
+
+#[test]
+fn stop_deadline_forces_the_stop() {
+    let mut cfg = hooked();
+    cfg.stop_deadline = Some(Duration::from_secs(600));
+    let mut h = Harness::serving(cfg);
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    h.input(Input::StopRequested);
+    h.advance(Duration::from_secs(599));
+    assert!(!h.take().iter().any(|a| matches!(a, Action::StopListener { .. })));
+    h.advance(Duration::from_secs(1));
+    assert!(h
+        .take()
+        .iter()
+        .any(|a| matches!(a, Action::StopListener { cancels_job: true, .. })));
+}
+
+#[test]
+fn sigterm_on_a_terminating_host_completes_the_hook_before_exit() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::StopRequested);
+    h.input(Input::TargetState(TargetState::Terminated));
+    let id = h.expect_describe();
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(
+        !h.take().iter().any(|a| matches!(a, Action::Exit { .. })),
+        "confirm and complete first"
+    );
+    h.reply(id, described("Terminating:Wait", false));
+    let id = h.find(complete_id).expect("complete");
+    h.reply(id, Ok(ApiReply::Done));
+    assert!(h.take().contains(&Action::Exit { forced: false }));
+}
+
+// ----- Listener supervision -----
+
+#[test]
+fn relaunch_codes_follow_runner_service_js() {
+    for (code, relaunch) in [
+        (Some(0), false),
+        (Some(1), false),
+        (Some(5), false),
+        (Some(2), true),
+        (Some(3), true),
+        (Some(4), true),
+        (Some(77), true),
+        (None, true),
+    ] {
+        let mut h = Harness::serving(hooked());
+        h.input(Input::ListenerExited { code });
+        h.advance(Duration::from_secs(4));
+        assert!(
+            !h.take().iter().any(|a| matches!(a, Action::StartListener { .. })),
+            "{code:?}: waits 5 s"
+        );
+        h.advance(Duration::from_secs(1));
+        let started = h.take().iter().any(|a| {
+            matches!(
+                a,
+                Action::StartListener {
+                    reason: Reason::Relaunch
+                }
+            )
+        });
+        assert_eq!(started, relaunch, "exit code {code:?}");
+    }
+}
+
+#[test]
+fn relaunching_gives_up_after_ten_failures_in_a_row() {
+    let mut h = Harness::serving(hooked());
+    let mut starts = 0;
+    for _ in 0..15 {
+        h.input(Input::ListenerExited { code: Some(2) });
+        h.advance(Duration::from_secs(5));
+        if h.take().iter().any(|a| matches!(a, Action::StartListener { .. })) {
+            starts += 1;
+            h.input(Input::ListenerStarted { pid: 100 + starts });
+        }
+    }
+    assert_eq!(starts, 10);
+}
+
+#[test]
+fn one_job_mode_relaunches_after_each_job_unless_draining() {
+    let cfg = CoreConfig {
+        listener_mode: ListenerMode::OneJob,
+        ..hooked()
+    };
+    let mut h = Harness::serving(cfg);
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::StartListener {
+            reason: Reason::NextJob
+        }
+    )));
+    h.input(Input::ListenerStarted { pid: 101 });
+    h.input(Input::WorkerStarted { pid: 6 });
+    h.take();
+    confirmed_wait(&mut h);
+    h.input(Input::WorkerExited { pid: 6 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    let acts = h.take();
+    assert!(!acts.iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(acts.iter().any(|a| complete_id(a).is_some()));
+}
+
+#[test]
+fn listener_crash_with_a_job_ends_the_job() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.input(Input::JobStartedHook);
+    h.take();
+    h.input(Input::ListenerExited { code: Some(2) });
+    assert!(h
+        .take()
+        .iter()
+        .any(|a| matches!(a, Action::Notify(Notice::ListenerDiedWithJob))));
+    assert!(!h.host.job_alive());
+}
+
+#[test]
+fn worker_exit_clears_a_started_hook_whose_completion_never_came() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.input(Input::JobStartedHook);
+    h.input(Input::WorkerExited { pid: 5 });
+    assert!(!h.host.job_alive());
+}
+
+// ----- 7. Restart -----
+
+/// A core that died mid-drain is replaced by a fresh one fed what the new agent observes. Both must
+/// reach the same external decisions.
+#[test]
+fn restart_mid_drain_with_a_running_job_resumes_heartbeats_and_completes_once() {
+    let mut h = Harness::new(hooked());
+    // The new agent finds the listener and its worker still running (KillMode=process).
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.input(Input::TargetState(TargetState::Terminated));
+    let acts = h.take();
+    assert!(!acts
+        .iter()
+        .any(|a| matches!(a, Action::StopListener { .. } | Action::StartListener { .. })));
+    let id = acts.iter().find_map(|a| {
+        if let Action::Describe { id, .. } = a {
+            Some(*id)
+        } else {
+            None
+        }
+    });
+    h.reply(id.expect("describe"), described("Terminating:Wait", true));
+    h.advance(HOOK_TIMEOUT / 2);
+    assert!(h.find(heartbeat_id).is_some(), "heartbeats resume");
+    h.input(Input::WorkerExited { pid: 5 });
+    assert!(h.take().iter().any(is_stop));
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h.find(complete_id).is_some());
+}
+
+#[test]
+fn restart_after_completion_does_nothing_twice() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::TargetState(TargetState::Terminated));
+    let id = h.expect_describe();
+    // The previous incarnation completed the hook before it died.
+    h.reply(id, described("Terminating:Proceed", false));
+    h.advance(Duration::from_secs(600));
+    let acts = h.effects();
+    assert!(
+        acts.iter()
+            .all(|a| complete_id(a).is_none() && !matches!(a, Action::StartListener { .. })),
+        "{acts:?}"
+    );
+}
+
+#[test]
+fn restart_with_an_idle_adopted_listener_on_a_terminating_host_stops_it() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.input(Input::TargetState(TargetState::Terminated));
+    assert!(h.take().iter().any(is_stop));
+}
+
+#[test]
+fn restart_learns_protection_from_describe() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::TargetState(TargetState::InService));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", true));
+    h.take();
+    h.advance(Duration::from_secs(30));
+    assert!(
+        h.find(|a| protect_id(a, false)).is_some(),
+        "a stale protection is cleared on an idle host"
+    );
+}
+
+// ----- IMDS trouble -----
+
+#[test]
+fn imds_down_falls_back_to_slow_describe_polls() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::ImdsUnavailable);
+    h.advance(Duration::from_secs(9));
+    assert!(h.effects().is_empty(), "a short IMDS blip costs nothing");
+    h.advance(Duration::from_secs(1));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    h.advance(Duration::from_secs(29));
+    assert!(h.effects().is_empty());
+    h.advance(Duration::from_secs(1));
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Wait", false));
+    assert!(h.take().iter().any(is_stop), "termination found by the fallback poll");
+    h.input(Input::TargetState(TargetState::Terminated));
+    h.advance(Duration::from_secs(600));
+    assert!(
+        !h.take().iter().any(|a| matches!(a, Action::Describe { .. })),
+        "IMDS back: polls stop"
+    );
+}
+
+#[test]
+fn unknown_reply_ids_are_ignored() {
+    let mut h = Harness::serving(hooked());
+    h.reply(RequestId(999), Ok(ApiReply::Done));
+    assert!(h.effects().is_empty());
+}
+
+#[test]
+fn poll_timeout_is_always_in_the_future() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 1 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    h.reply(id, err(ApiErrorKind::Throttled));
+    for _ in 0..100 {
+        if let Some(t) = h.host.poll_timeout() {
+            assert!(t > h.now);
+        }
+        h.advance(Duration::from_millis(250));
+        for a in h.take() {
+            if let Some(id) = protect_id(&a, true) {
+                h.reply(id, Ok(ApiReply::Done));
+            }
+        }
+    }
+}
