@@ -1,0 +1,770 @@
+//! The agent's main loop: it feeds observations to the decision core and carries out what the core
+//! asks for. It decides nothing itself.
+//!
+//! Process tree: the agent spawns the listener in a process group of its own, so a terminal's or a
+//! service manager's signal to the agent's group never reaches the listener (SIGINT/SIGTERM to the
+//! listener cancels the running job: actions/runner src/Runner.Listener/Runner.cs). If the agent
+//! dies, the listener and its job keep running; the next agent finds them in `/proc` and adopts them.
+
+use crate::asg::{self, AutoScaling, RetryPolicy};
+use crate::clock::{jitter_seed, Clock};
+use crate::config::{ConfigError, Settings};
+use crate::env_vars;
+use crate::imds::{paths, Endpoint, ImdsClient};
+use crate::procs::{self, ProcId};
+use crate::socket::{self, Incoming, Request, SocketError};
+use lifecycle_core::{
+    Action, ApiError, ApiReply, Call, DrainCause, HookConfig, Host, Input, Notice, RequestId, TargetState,
+};
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The hook socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The async runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// How the agent ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The drain finished after a stop request.
+    Stopped {
+        /// Whether the stop was forced (second SIGTERM or the stop deadline).
+        forced: bool,
+    },
+}
+
+/// What the agent found out at start.
+#[derive(Clone, Debug)]
+struct Discovered {
+    instance_id: String,
+    region: String,
+    group: Option<String>,
+    hook: Option<HookConfig>,
+    asg: AutoScaling,
+}
+
+/// Things that happen outside the main loop and are sent to it.
+#[derive(Debug)]
+enum Event {
+    /// An observation for the core (IMDS).
+    Input(Input),
+    /// An Auto Scaling call finished.
+    Api {
+        id: RequestId,
+        call: Call,
+        result: Result<ApiReply, ApiError>,
+        took: Duration,
+    },
+    /// The listener we spawned exited.
+    ListenerExited {
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, AgentError> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(AgentError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(AgentError::Signals)?,
+            hup: signal(SignalKind::hangup()).map_err(AgentError::Signals)?,
+        })
+    }
+}
+
+/// What the agent knows about the listener process.
+#[derive(Clone, Copy, Debug)]
+struct Listener {
+    id: ProcId,
+    /// Spawned by this agent (its exit comes from `wait`), or adopted (its exit is seen in `/proc`).
+    ours: bool,
+}
+
+/// Run the agent on a current-thread runtime (one core's worth of work: a few timers, sockets and
+/// HTTP calls) until the core says it is done.
+pub fn run_blocking(settings: Settings) -> Result<Outcome, AgentError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?
+        .block_on(run(settings))
+}
+
+/// Run the agent until the core says it is done. `settings` must have passed `check_runner`.
+pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
+    let clock = Clock::start();
+    let program = settings.listener_program()?;
+    let mut signals = Signals::install()?;
+
+    // The socket first: a second agent on the same host must stop here, before it touches the
+    // listener the first one supervises.
+    let socket_listener = socket::bind(&settings.socket, settings.socket_group.as_deref())?;
+    let (hook_tx, mut hook_rx) = mpsc::channel::<Incoming>(64);
+    let server = tokio::spawn(socket::serve(socket_listener, hook_tx));
+    info!(socket = %settings.socket.display(), "hook socket ready");
+
+    let adopted = adopt(&program);
+
+    let endpoint = Endpoint::parse(&settings.imds_endpoint).map_err(|message| ConfigError::Invalid {
+        key: "aws.imds_endpoint",
+        origin: "resolved settings".into(),
+        message,
+    })?;
+    let mut imds = ImdsClient::new(endpoint);
+
+    // Discovery, while answering signals and hooks.
+    let mut stops = 0u32;
+    let mut early_hooks: Vec<Input> = Vec::new();
+    let discovered = {
+        let mut attempt = 0u32;
+        loop {
+            let outcome = tokio::select! {
+                d = discover(&settings, &mut imds) => Some(d),
+                _ = signals.term.recv() => { stops += 1; None }
+                _ = signals.int.recv() => { stops += 1; None }
+                _ = signals.hup.recv() => None,
+                Some(inc) = hook_rx.recv() => {
+                    early_hooks.extend(hook_input(inc.request));
+                    let _ = inc.reply.send("noted; the agent is starting (discovering the instance)".into());
+                    None
+                }
+            };
+            if stops > 0 && adopted.is_none() {
+                info!("stop requested before discovery finished and no listener runs: exiting");
+                server.abort();
+                remove_socket(&settings.socket);
+                return Ok(Outcome::Stopped { forced: false });
+            }
+            if stops > 1 {
+                warn!("second stop request during discovery: exiting; the adopted listener keeps running unsupervised");
+                server.abort();
+                remove_socket(&settings.socket);
+                return Ok(Outcome::Stopped { forced: true });
+            }
+            match outcome {
+                Some(Ok(d)) => break d,
+                Some(Err(e)) => {
+                    attempt += 1;
+                    let delay = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30));
+                    warn!(error = %e, attempt, retry_in_s = delay.as_secs(), "discovery failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {}
+            }
+        }
+    };
+    info!(
+        instance_id = %discovered.instance_id,
+        region = %discovered.region,
+        group = discovered.group.as_deref().unwrap_or("(none)"),
+        hook = discovered.hook.as_ref().map_or("(none: hook actions are no-ops)", |h| h.name.as_str()),
+        heartbeat_timeout_s = discovered.hook.as_ref().map(|h| h.heartbeat_timeout.as_secs()),
+        "discovered"
+    );
+
+    let core = Host::new(
+        settings.core_config(discovered.hook.clone()),
+        jitter_seed(),
+        clock.now(),
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut agent = Agent {
+        clock,
+        core,
+        settings,
+        program,
+        asg: discovered.asg.clone(),
+        discovered,
+        tx,
+        listener: None,
+        workers: BTreeSet::new(),
+        queue: VecDeque::new(),
+    };
+
+    if let Some((listener, workers)) = adopted {
+        info!(
+            pid = listener.pid,
+            workers = workers.len(),
+            "adopted a running listener from a previous agent"
+        );
+        agent.listener = Some(Listener {
+            id: listener,
+            ours: false,
+        });
+        agent.queue.push_back(Input::ListenerStarted { pid: listener.pid });
+        for w in workers {
+            agent.workers.insert(w);
+            agent.queue.push_back(Input::WorkerStarted { pid: w.pid });
+        }
+    }
+    agent.queue.extend(early_hooks);
+    for _ in 0..stops {
+        agent.queue.push_back(Input::StopRequested);
+    }
+
+    tokio::spawn(poll_imds(imds, agent.settings.imds_poll, agent.tx.clone()));
+    let outcome = agent.main_loop(rx, &mut hook_rx, &mut signals).await;
+    server.abort();
+    remove_socket(&agent.settings.socket);
+    Ok(outcome)
+}
+
+fn remove_socket(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+fn hook_input(request: Request) -> Option<Input> {
+    match request {
+        Request::JobStarted => Some(Input::JobStartedHook),
+        Request::JobCompleted => Some(Input::JobCompletedHook),
+        Request::Status => None,
+    }
+}
+
+/// A listener left running by a previous agent, and its workers.
+fn adopt(program: &std::path::Path) -> Option<(ProcId, Vec<ProcId>)> {
+    let found = procs::find_listeners(program);
+    if found.len() > 1 {
+        warn!(pids = ?found.iter().map(|p| p.pid).collect::<Vec<_>>(), "several listeners run; adopting the oldest");
+    }
+    let listener = *found.first()?;
+    Some((listener, procs::workers_of(listener.pid)))
+}
+
+async fn discover(settings: &Settings, imds: &mut ImdsClient) -> Result<Discovered, String> {
+    const IMDS_DEADLINE: Duration = Duration::from_secs(5);
+    let instance_id = match &settings.instance_id {
+        Some(id) => id.clone(),
+        None => imds
+            .get_retrying(paths::INSTANCE_ID, IMDS_DEADLINE)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("IMDS has no meta-data/instance-id")?
+            .trim()
+            .to_string(),
+    };
+    let region = match &settings.region {
+        Some(r) => r.clone(),
+        None => imds
+            .get_retrying(paths::REGION, IMDS_DEADLINE)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("IMDS has no meta-data/placement/region")?
+            .trim()
+            .to_string(),
+    };
+    let sdk = asg::sdk_config(
+        &region,
+        settings.endpoint_url.as_deref(),
+        settings.api_timeout,
+        RetryPolicy::CoreRetries,
+    )
+    .await;
+    let client = AutoScaling::new(&sdk, instance_id.clone());
+    let group = match &settings.group {
+        Some(g) => Some(g.clone()),
+        None => client
+            .describe()
+            .await
+            .map_err(|e| format!("DescribeAutoScalingInstances: {e}"))?
+            .map(|m| m.group),
+    };
+    let hook = match &group {
+        None => None,
+        Some(g) => {
+            let hooks = client
+                .termination_hooks(g, settings.hook.as_deref())
+                .await
+                .map_err(|e| format!("DescribeLifecycleHooks: {e}"))?;
+            if let Some(name) = &settings.hook {
+                if hooks.is_empty() {
+                    return Err(format!(
+                        "lifecycle hook `{name}` (aws.hook) does not exist in group {g}"
+                    ));
+                }
+            } else if hooks.len() > 1 {
+                warn!(
+                    hooks = ?hooks.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+                    "several termination hooks; driving the first (set aws.hook to choose); the others need their own completion"
+                );
+            }
+            hooks.into_iter().next()
+        }
+    };
+    let asg = client.with_target(group.clone(), hook.as_ref().map(|h| h.name.clone()));
+    Ok(Discovered {
+        instance_id,
+        region,
+        group,
+        hook,
+        asg,
+    })
+}
+
+/// Poll IMDS and report what changed. A failed read is reported every time (the core only notes
+/// when failures began); the next good read is reported even when unchanged, because the core
+/// learns from it that IMDS is back.
+async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSender<Event>) {
+    let mut last: Option<TargetState> = None;
+    let mut failing = false;
+    let mut spot_seen = false;
+    let mut rebalance_seen = false;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match imds.get(paths::TARGET_LIFECYCLE_STATE).await {
+            Ok(body) => {
+                let state = body.map_or(TargetState::NotInGroup, |b| TargetState::parse(&b));
+                if failing {
+                    info!("IMDS answers again");
+                    failing = false;
+                }
+                if last.as_ref() != Some(&state) {
+                    info!(target_state = %state, "IMDS target-lifecycle-state");
+                    last = Some(state.clone());
+                    if tx.send(Event::Input(Input::TargetState(state))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "IMDS read failed");
+                    failing = true;
+                }
+                last = None;
+                if tx.send(Event::Input(Input::ImdsUnavailable)).is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if !spot_seen {
+            if let Ok(Some(body)) = imds.get(paths::SPOT_INSTANCE_ACTION).await {
+                spot_seen = true;
+                warn!(notice = %body.trim(), "spot interruption notice");
+                let _ = tx.send(Event::Input(Input::SpotInterruption));
+            }
+        }
+        if !rebalance_seen {
+            if let Ok(Some(body)) = imds.get(paths::REBALANCE).await {
+                rebalance_seen = true;
+                info!(notice = %body.trim(), "rebalance recommendation");
+                let _ = tx.send(Event::Input(Input::RebalanceRecommendation));
+            }
+        }
+    }
+}
+
+struct Agent {
+    clock: Clock,
+    core: Host,
+    settings: Settings,
+    program: PathBuf,
+    discovered: Discovered,
+    asg: AutoScaling,
+    tx: mpsc::UnboundedSender<Event>,
+    listener: Option<Listener>,
+    workers: BTreeSet<ProcId>,
+    /// Observations waiting to be fed to the core (follow-ups of executed actions, adoption).
+    queue: VecDeque<Input>,
+}
+
+impl Agent {
+    async fn main_loop(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        hook_rx: &mut mpsc::Receiver<Incoming>,
+        signals: &mut Signals,
+    ) -> Outcome {
+        let mut worker_tick = tokio::time::interval(self.settings.worker_poll);
+        worker_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.core.handle_timeout(self.clock.now());
+        loop {
+            if let Some(outcome) = self.settle() {
+                return outcome;
+            }
+            let deadline = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
+            let watching = self.listener.is_some();
+            tokio::select! {
+                () = sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
+                Some(event) = rx.recv() => self.on_event(event),
+                Some(inc) = hook_rx.recv() => self.on_hook(inc),
+                _ = signals.term.recv() => self.on_stop_signal("SIGTERM"),
+                _ = signals.int.recv() => self.on_stop_signal("SIGINT"),
+                _ = signals.hup.recv() => info!("SIGHUP ignored (the agent is stopped with SIGTERM)"),
+                _ = worker_tick.tick(), if watching => self.watch_processes(),
+            }
+        }
+    }
+
+    /// Feed queued observations and carry out every action until the core is quiet.
+    fn settle(&mut self) -> Option<Outcome> {
+        loop {
+            while let Some(action) = self.core.poll_action() {
+                if let Some(outcome) = self.execute(action) {
+                    return Some(outcome);
+                }
+            }
+            let input = self.queue.pop_front()?;
+            self.feed(input);
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        debug!(input = ?input, "input");
+        self.core.handle_input(input, self.clock.now());
+    }
+
+    fn on_stop_signal(&mut self, name: &str) {
+        if self.core.draining() == Some(DrainCause::StopRequested) {
+            warn!(signal = name, "second stop request: forcing the stop");
+        } else {
+            info!(signal = name, "stop requested: draining (a running job finishes first)");
+        }
+        self.feed(Input::StopRequested);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Input(input) => self.feed(input),
+            Event::Api { id, call, result, took } => {
+                let took_ms = took.as_millis() as u64;
+                match &result {
+                    Ok(_) => info!(%id, call = ?call, took_ms, "Auto Scaling call succeeded"),
+                    Err(e) => debug!(%id, call = ?call, took_ms, error = %e, "Auto Scaling call failed"),
+                }
+                self.feed(Input::ApiResult { id, result });
+            }
+            Event::ListenerExited { pid, code, signal } => {
+                if self.listener.is_some_and(|l| l.id.pid == pid) {
+                    self.listener_gone(code, signal);
+                }
+            }
+        }
+    }
+
+    fn listener_gone(&mut self, code: Option<i32>, signal: Option<i32>) {
+        let pid = self.listener.map(|l| l.id.pid);
+        info!(pid, code, signal, "listener exited");
+        self.listener = None;
+        self.workers.clear();
+        self.feed(Input::ListenerExited { code });
+    }
+
+    fn on_hook(&mut self, inc: Incoming) {
+        let text = match inc.request {
+            Request::Status => self.status_json(),
+            Request::JobStarted => {
+                info!("job-started hook reported");
+                self.feed(Input::JobStartedHook);
+                self.job_started_text()
+            }
+            Request::JobCompleted => {
+                info!("job-completed hook reported");
+                self.feed(Input::JobCompletedHook);
+                match self.core.draining() {
+                    Some(cause) => format!("job end noted; the runner drains ({})", cause_text(cause)),
+                    None => "job end noted".into(),
+                }
+            }
+        };
+        let _ = inc.reply.send(text);
+    }
+
+    fn job_started_text(&self) -> String {
+        let snap = self.core.snapshot();
+        match snap.draining {
+            Some(DrainCause::Terminating) => {
+                "instance is terminating: this job runs to its end under the lifecycle hook, then the instance goes"
+                    .into()
+            }
+            Some(cause) => format!(
+                "runner is draining ({}): this job runs to its end first",
+                cause_text(cause)
+            ),
+            None if snap.protected == Some(true) => "instance is protected from scale-in".into(),
+            None if self.discovered.group.is_none() => {
+                "instance is in no Auto Scaling group; nothing to protect".into()
+            }
+            None => "scale-in protection requested".into(),
+        }
+    }
+
+    fn status_json(&self) -> String {
+        let value = serde_json::json!({
+            "instance_id": self.discovered.instance_id,
+            "region": self.discovered.region,
+            "group": self.discovered.group,
+            "hook": self.discovered.hook.as_ref().map(|h| &h.name),
+            "listener_pid": self.listener.map(|l| l.id.pid),
+            "workers": self.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
+            "core": self.core.snapshot(),
+        });
+        value.to_string()
+    }
+
+    /// Check the listener's children for workers, and an adopted listener for its exit.
+    fn watch_processes(&mut self) {
+        let Some(listener) = self.listener else { return };
+        if !listener.ours && !procs::alive(listener.id) {
+            self.listener_gone(None, None);
+            return;
+        }
+        let now: BTreeSet<ProcId> = procs::workers_of(listener.id.pid).into_iter().collect();
+        if now == self.workers {
+            return;
+        }
+        let started: Vec<ProcId> = now.difference(&self.workers).copied().collect();
+        let ended: Vec<ProcId> = self.workers.difference(&now).copied().collect();
+        self.workers = now;
+        for w in ended {
+            info!(pid = w.pid, "Runner.Worker exited: job over");
+            self.feed(Input::WorkerExited { pid: w.pid });
+        }
+        for w in started {
+            info!(pid = w.pid, "Runner.Worker started: job assigned");
+            self.feed(Input::WorkerStarted { pid: w.pid });
+        }
+    }
+
+    /// Carry out one action. `Some` when the agent is done.
+    fn execute(&mut self, action: Action) -> Option<Outcome> {
+        match action {
+            Action::StartListener { reason } => {
+                info!(action = "start-listener", reason = ?reason, program = %self.program.display(), "starting the runner listener");
+                self.spawn_listener();
+            }
+            Action::StopListener { reason, cancels_job } => {
+                if cancels_job {
+                    error!(action = "stop-listener", reason = ?reason, cancels_job, "SIGINT to the listener while a job runs: the job will be cancelled");
+                } else {
+                    info!(action = "stop-listener", reason = ?reason, cancels_job, "SIGINT to the idle listener");
+                }
+                self.signal_listener(rustix::process::Signal::INT);
+            }
+            Action::KillListener { reason } => {
+                warn!(action = "kill-listener", reason = ?reason, "SIGKILL to the listener");
+                self.signal_listener(rustix::process::Signal::KILL);
+            }
+            Action::SetProtection { id, protect, reason } => {
+                info!(action = "set-protection", %id, protect, reason = ?reason, "SetInstanceProtection");
+                let asg = self.asg.clone();
+                self.call(
+                    id,
+                    Call::SetProtection,
+                    async move { asg.set_protection(protect).await },
+                );
+            }
+            Action::Describe { id, reason } => {
+                info!(action = "describe", %id, reason = ?reason, "DescribeAutoScalingInstances");
+                let asg = self.asg.clone();
+                self.call(id, Call::Describe, async move { asg.describe_for_core().await });
+            }
+            Action::Heartbeat { id, reason } => {
+                info!(action = "heartbeat", %id, reason = ?reason, "RecordLifecycleActionHeartbeat");
+                let asg = self.asg.clone();
+                self.call(id, Call::Heartbeat, async move { asg.heartbeat().await });
+            }
+            Action::CompleteLifecycleAction { id, result, reason } => {
+                info!(action = "complete", %id, result = %result, reason = ?reason, "CompleteLifecycleAction");
+                let asg = self.asg.clone();
+                self.call(id, Call::Complete, async move { asg.complete(result).await });
+            }
+            Action::Notify(notice) => log_notice(&notice),
+            Action::Exit { forced } => {
+                info!(action = "exit", forced, "drain finished; exiting");
+                return Some(Outcome::Stopped { forced });
+            }
+        }
+        None
+    }
+
+    fn call<F>(&self, id: RequestId, call: Call, fut: F)
+    where
+        F: std::future::Future<Output = Result<ApiReply, ApiError>> + 'static + Send,
+    {
+        let tx = self.tx.clone();
+        let started = crate::clock::now_instant();
+        tokio::spawn(async move {
+            let result = fut.await;
+            let _ = tx.send(Event::Api {
+                id,
+                call,
+                result,
+                took: started.elapsed(),
+            });
+        });
+    }
+
+    fn spawn_listener(&mut self) {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(self.settings.runner_command.iter().skip(1))
+            .current_dir(self.settings.runner_dir.clone().unwrap_or_default())
+            .stdin(Stdio::null())
+            // Its own process group: signals for the agent (systemd, a terminal's Ctrl-C) never
+            // reach it, because SIGINT/SIGTERM to the listener cancels the running job.
+            .process_group(0)
+            .kill_on_drop(false)
+            // The job hooks run under the listener: tell them where the agent is, and what they
+            // need for their direct fallback call if the agent cannot be reached.
+            .env(env_vars::AGENT_SOCKET, &self.settings.socket)
+            .env(env_vars::AWS_INSTANCE_ID, &self.discovered.instance_id)
+            .env(env_vars::AWS_REGION, &self.discovered.region);
+        if let Some(group) = &self.discovered.group {
+            cmd.env(env_vars::AWS_GROUP, group);
+        }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let Some(pid) = child.id() else {
+                    error!("listener exited before its pid could be read");
+                    self.queue.push_back(Input::ListenerExited { code: None });
+                    return;
+                };
+                let start_time = procs::stat(pid).map_or(0, |s| s.id.start_time);
+                self.listener = Some(Listener {
+                    id: ProcId { pid, start_time },
+                    ours: true,
+                });
+                self.workers.clear();
+                info!(pid, "listener started");
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    use std::os::unix::process::ExitStatusExt;
+                    let (code, signal) = match child.wait().await {
+                        Ok(status) => (status.code(), status.signal()),
+                        Err(_) => (None, None),
+                    };
+                    let _ = tx.send(Event::ListenerExited { pid, code, signal });
+                });
+                self.queue.push_back(Input::ListenerStarted { pid });
+            }
+            Err(e) => {
+                error!(program = %self.program.display(), error = %e, "cannot start the listener");
+                self.queue.push_back(Input::ListenerExited { code: None });
+            }
+        }
+    }
+
+    fn signal_listener(&mut self, sig: rustix::process::Signal) {
+        let Some(listener) = self.listener else {
+            warn!("no listener to signal");
+            return;
+        };
+        // Never signal a recycled pid: the start time must still match.
+        if listener.id.start_time != 0 && !procs::alive(listener.id) {
+            warn!(pid = listener.id.pid, "listener already gone");
+            if !listener.ours {
+                self.listener = None;
+                self.workers.clear();
+                self.queue.push_back(Input::ListenerExited { code: None });
+            }
+            return;
+        }
+        let Some(pid) = rustix::process::Pid::from_raw(listener.id.pid as i32) else {
+            return;
+        };
+        if let Err(e) = rustix::process::kill_process(pid, sig) {
+            warn!(pid = listener.id.pid, error = %e, "signalling the listener failed");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn cause_text(cause: DrainCause) -> &'static str {
+    match cause {
+        DrainCause::Terminating => "instance terminating",
+        DrainCause::StopRequested => "agent stopping",
+        DrainCause::SpotInterruption => "spot interruption",
+        DrainCause::Rebalance => "rebalance recommendation",
+    }
+}
+
+fn log_notice(notice: &Notice) {
+    match notice {
+        Notice::TerminationDetected { via } => {
+            info!(notice = "termination-detected", via = ?via, "termination detected")
+        }
+        Notice::StateConfirmed { state } => {
+            info!(notice = "state-confirmed", state = %state, "Auto Scaling state confirmed")
+        }
+        Notice::DrainStarted { cause } => info!(notice = "drain-started", cause = ?cause, "drain started: no new jobs"),
+        Notice::JobAssigned => info!(notice = "job-assigned", "job assigned"),
+        Notice::JobEnded => info!(notice = "job-ended", "job ended"),
+        Notice::HookGone => warn!(
+            notice = "hook-gone",
+            "no active lifecycle action left (completed elsewhere or timed out)"
+        ),
+        Notice::HookCompleted { already_done } => {
+            info!(notice = "hook-completed", already_done, "lifecycle action completed")
+        }
+        Notice::ApiFailed {
+            call,
+            error,
+            retry_in_ms,
+        } => {
+            warn!(notice = "api-failed", call = ?call, kind = ?error.kind, error = %error.message, retry_in_ms, "Auto Scaling call failed; will retry")
+        }
+        Notice::GlobalTimeoutNear { remaining_ms } => {
+            warn!(
+                notice = "global-timeout-near",
+                remaining_ms, "the lifecycle action's global timeout is near: the job may be cut off"
+            )
+        }
+        Notice::ListenerGaveUp { code } => {
+            error!(
+                notice = "listener-gave-up",
+                code, "the listener exited and will not be relaunched"
+            )
+        }
+        Notice::ListenerDiedWithJob => {
+            error!(
+                notice = "listener-died-with-job",
+                "the listener exited while a job ran: that job is lost"
+            )
+        }
+        Notice::ForcingStopWithJob => {
+            error!(
+                notice = "forcing-stop-with-job",
+                "forced stop while a job runs: the job will be cancelled"
+            )
+        }
+        Notice::RebalanceRecommended => info!(notice = "rebalance-recommended", "rebalance recommended"),
+        Notice::NotInGroup => info!(
+            notice = "not-in-group",
+            "instance is in no Auto Scaling group: serving without protection or hooks"
+        ),
+    }
+}

@@ -1,0 +1,233 @@
+//! The Auto Scaling calls the core asks for, made with the official AWS SDK for Rust, and their
+//! failures sorted into the core's [`ApiErrorKind`]s.
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use lifecycle_core::{ApiError, ApiErrorKind, ApiReply, AsgState, DescribedInstance, HookConfig, LifecycleResult};
+use std::time::Duration;
+
+/// `LifecycleTransition` of a termination hook (Auto Scaling API reference, PutLifecycleHook).
+pub const TERMINATING_TRANSITION: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+
+/// How the SDK retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// No SDK retries: the agent's core owns the retry schedule (capped exponential backoff with
+    /// jitter per call kind). Stacking the SDK's retries under it would multiply the calls a fleet
+    /// sends into the one Auto Scaling token bucket its account shares.
+    CoreRetries,
+    /// The SDK's standard mode with three attempts: for the job hook's one-shot fallback, which has
+    /// no core to retry for it.
+    Standard,
+}
+
+/// Build the SDK configuration: explicit region, retry and timeouts; credentials from the SDK's
+/// default chain (environment, profile, then the instance profile through IMDS).
+pub async fn sdk_config(
+    region: &str,
+    endpoint_url: Option<&str>,
+    api_timeout: Duration,
+    retry: RetryPolicy,
+) -> SdkConfig {
+    let retry_config = match retry {
+        RetryPolicy::CoreRetries => RetryConfig::disabled(),
+        RetryPolicy::Standard => RetryConfig::standard().with_max_attempts(3),
+    };
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3).min(api_timeout))
+        .operation_attempt_timeout(api_timeout)
+        .operation_timeout(api_timeout * 3)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .retry_config(retry_config)
+        .timeout_config(timeouts);
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// Sort an SDK failure into the core's kinds, keeping AWS's message for the logs.
+pub fn api_error<E>(err: &SdkError<E>) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            let message = service.err().message().unwrap_or_default();
+            let status = service.raw().status().as_u16();
+            let mut kind = ApiErrorKind::classify(code, message);
+            // An unknown error code on a 5xx answer is the service's trouble, not ours: retry soon.
+            if kind == ApiErrorKind::Other && status >= 500 {
+                kind = ApiErrorKind::Transient;
+            }
+            if kind == ApiErrorKind::Other && status == 429 {
+                kind = ApiErrorKind::Throttled;
+            }
+            let text = if code.is_empty() {
+                format!("HTTP {status}: {message}")
+            } else {
+                format!("{code}: {message}")
+            };
+            ApiError::new(kind, text)
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ApiError::new(ApiErrorKind::Transient, DisplayErrorContext(err).to_string())
+        }
+        _ => ApiError::new(ApiErrorKind::Other, DisplayErrorContext(err).to_string()),
+    }
+}
+
+/// One instance's view of Auto Scaling.
+#[derive(Clone, Debug)]
+pub struct AutoScaling {
+    client: aws_sdk_autoscaling::Client,
+    instance_id: String,
+    group: Option<String>,
+    hook: Option<String>,
+}
+
+/// What DescribeAutoScalingInstances says about this instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// The group.
+    pub group: String,
+    /// State and protection.
+    pub instance: DescribedInstance,
+}
+
+impl AutoScaling {
+    /// A client acting for `instance_id`.
+    pub fn new(config: &SdkConfig, instance_id: String) -> AutoScaling {
+        AutoScaling {
+            client: aws_sdk_autoscaling::Client::new(config),
+            instance_id,
+            group: None,
+            hook: None,
+        }
+    }
+
+    /// Set the group and the termination hook once discovered.
+    pub fn with_target(mut self, group: Option<String>, hook: Option<String>) -> AutoScaling {
+        self.group = group;
+        self.hook = hook;
+        self
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// DescribeAutoScalingInstances for this instance: `None` when it is in no group.
+    pub async fn describe(&self) -> Result<Option<Membership>, ApiError> {
+        let out = self
+            .client
+            .describe_auto_scaling_instances()
+            .instance_ids(&self.instance_id)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        let found = out
+            .auto_scaling_instances()
+            .iter()
+            .find(|i| i.instance_id() == Some(self.instance_id.as_str()));
+        Ok(found.map(|i| Membership {
+            group: i.auto_scaling_group_name().unwrap_or_default().to_string(),
+            instance: DescribedInstance {
+                state: AsgState::parse(i.lifecycle_state().unwrap_or_default()),
+                protected: i.protected_from_scale_in().unwrap_or(false),
+            },
+        }))
+    }
+
+    /// The group's termination hooks (name and HeartbeatTimeout), sorted by name. With `name`, only
+    /// that hook, whatever its transition (an explicit name overrides discovery).
+    pub async fn termination_hooks(&self, group: &str, name: Option<&str>) -> Result<Vec<HookConfig>, ApiError> {
+        let mut req = self.client.describe_lifecycle_hooks().auto_scaling_group_name(group);
+        if let Some(n) = name {
+            req = req.lifecycle_hook_names(n);
+        }
+        let out = req.send().await.map_err(|e| api_error(&e))?;
+        let mut hooks: Vec<HookConfig> = out
+            .lifecycle_hooks()
+            .iter()
+            .filter(|h| name.is_some() || h.lifecycle_transition() == Some(TERMINATING_TRANSITION))
+            .filter_map(|h| {
+                Some(HookConfig {
+                    name: h.lifecycle_hook_name()?.to_string(),
+                    // AWS's default when unset is 3600 s (PutLifecycleHook API reference).
+                    heartbeat_timeout: Duration::from_secs(
+                        u64::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(3600),
+                    ),
+                })
+            })
+            .collect();
+        hooks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(hooks)
+    }
+
+    fn group(&self) -> Result<&str, ApiError> {
+        self.group.as_deref().ok_or_else(|| {
+            ApiError::new(
+                ApiErrorKind::InstanceNotFound,
+                "the instance is in no Auto Scaling group",
+            )
+        })
+    }
+
+    fn hook(&self) -> Result<&str, ApiError> {
+        self.hook
+            .as_deref()
+            .ok_or_else(|| ApiError::new(ApiErrorKind::Other, "no termination lifecycle hook is configured"))
+    }
+
+    /// SetInstanceProtection for this instance.
+    pub async fn set_protection(&self, protect: bool) -> Result<ApiReply, ApiError> {
+        self.client
+            .set_instance_protection()
+            .auto_scaling_group_name(self.group()?)
+            .instance_ids(&self.instance_id)
+            .protected_from_scale_in(protect)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(ApiReply::Done)
+    }
+
+    /// RecordLifecycleActionHeartbeat by instance id (no token needed: API reference).
+    pub async fn heartbeat(&self) -> Result<ApiReply, ApiError> {
+        self.client
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(self.group()?)
+            .lifecycle_hook_name(self.hook()?)
+            .instance_id(&self.instance_id)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(ApiReply::Done)
+    }
+
+    /// CompleteLifecycleAction by instance id.
+    pub async fn complete(&self, result: LifecycleResult) -> Result<ApiReply, ApiError> {
+        self.client
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(self.group()?)
+            .lifecycle_hook_name(self.hook()?)
+            .instance_id(&self.instance_id)
+            .lifecycle_action_result(result.to_string())
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(ApiReply::Done)
+    }
+
+    /// DescribeAutoScalingInstances, answered the way the core wants it.
+    pub async fn describe_for_core(&self) -> Result<ApiReply, ApiError> {
+        Ok(ApiReply::Described(self.describe().await?.map(|m| m.instance)))
+    }
+}

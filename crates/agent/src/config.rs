@@ -1,0 +1,1114 @@
+//! The agent's configuration: one table of keys, three sources, one precedence.
+//!
+//! Every key `section.name` can be set in the TOML file (`[section]` / `name = ...`), by the
+//! environment variable `RUNNER_LIFECYCLE_SECTION_NAME` and by the flag `--section-name`. For each
+//! key the first of these wins: **flag, then environment, then file, then the built-in default**.
+//! Values that are not set anywhere and have no default (region, instance id, group, hook) are
+//! discovered at start from IMDS and the Auto Scaling API. Unknown keys are refused, never ignored:
+//! a typo in a timeout must not silently fall back to a default.
+
+use crate::duration::{format_duration, parse_duration};
+use crate::env_vars;
+use lifecycle_core::{CoreConfig, HookConfig, ListenerMode};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the configuration file is looked for when neither `--config` nor `RUNNER_LIFECYCLE_CONFIG`
+/// names one. A missing file at this path is not an error.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/runner-lifecycle/config.toml";
+/// The hook socket's default path (a tmpfs directory that systemd's `RuntimeDirectory=` creates).
+pub const DEFAULT_SOCKET: &str = "/run/runner-lifecycle/agent.sock";
+/// The instance metadata service (EC2 User Guide, "Access instance metadata").
+pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
+/// The listener command, relative to `runner.dir`: what upstream's `runsvc.sh` starts
+/// (actions/runner src/Misc/layoutbin/RunnerService.js: `bin/Runner.Listener run --startuptype service`).
+pub const DEFAULT_RUNNER_COMMAND: &str = "bin/Runner.Listener run --startuptype service";
+
+/// One configuration key and its three spellings.
+#[derive(Debug)]
+pub struct Key {
+    /// `section.name`, as in the file.
+    pub name: &'static str,
+    /// The flag, without the leading dashes.
+    pub flag: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// Placeholder for help texts.
+    pub value_name: &'static str,
+    /// One line of help.
+    pub doc: &'static str,
+    /// The default, as text; `None` when the value is discovered or optional.
+    pub default: Option<&'static str>,
+}
+
+macro_rules! key {
+    ($name:literal, $flag:literal, $env:expr, $vn:literal, $default:expr, $doc:literal) => {
+        Key {
+            name: $name,
+            flag: $flag,
+            env: $env,
+            value_name: $vn,
+            doc: $doc,
+            default: $default,
+        }
+    };
+}
+
+/// Every key, in documentation order.
+pub const KEYS: &[Key] = &[
+    key!(
+        "runner.dir",
+        "runner-dir",
+        env_vars::RUNNER_DIR,
+        "DIR",
+        None,
+        "The runner's install directory (holds bin/Runner.Listener). Required by `agent`."
+    ),
+    key!(
+        "runner.command",
+        "runner-command",
+        env_vars::RUNNER_COMMAND,
+        "CMD",
+        Some(DEFAULT_RUNNER_COMMAND),
+        "Listener command line; a relative program is taken from runner.dir. In the file: a string or an array."
+    ),
+    key!(
+        "runner.mode",
+        "runner-mode",
+        env_vars::RUNNER_MODE,
+        "MODE",
+        Some("persistent"),
+        "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job)."
+    ),
+    key!(
+        "runner.worker_poll",
+        "runner-worker-poll",
+        env_vars::RUNNER_WORKER_POLL,
+        "DURATION",
+        Some("25ms"),
+        "How often the listener's children are checked for a Runner.Worker (a job)."
+    ),
+    key!(
+        "runner.stop_grace",
+        "runner-stop-grace",
+        env_vars::RUNNER_STOP_GRACE,
+        "DURATION",
+        Some("30s"),
+        "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s)."
+    ),
+    key!(
+        "runner.relaunch_delay",
+        "runner-relaunch-delay",
+        env_vars::RUNNER_RELAUNCH_DELAY,
+        "DURATION",
+        Some("5s"),
+        "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s)."
+    ),
+    key!(
+        "aws.region",
+        "aws-region",
+        env_vars::AWS_REGION,
+        "REGION",
+        None,
+        "AWS region. Unset: AWS_REGION, then IMDS placement/region."
+    ),
+    key!(
+        "aws.instance_id",
+        "aws-instance-id",
+        env_vars::AWS_INSTANCE_ID,
+        "ID",
+        None,
+        "This instance's id. Unset: IMDS meta-data/instance-id."
+    ),
+    key!(
+        "aws.group",
+        "aws-group",
+        env_vars::AWS_GROUP,
+        "NAME",
+        None,
+        "Auto Scaling group. Unset: DescribeAutoScalingInstances."
+    ),
+    key!(
+        "aws.hook",
+        "aws-hook",
+        env_vars::AWS_HOOK,
+        "NAME",
+        None,
+        "Termination lifecycle hook. Unset: the group's EC2_INSTANCE_TERMINATING hook from DescribeLifecycleHooks."
+    ),
+    key!(
+        "aws.endpoint_url",
+        "aws-endpoint-url",
+        env_vars::AWS_ENDPOINT_URL,
+        "URL",
+        None,
+        "Auto Scaling endpoint override (unset: the SDK's default, which honours AWS_ENDPOINT_URL)."
+    ),
+    key!(
+        "aws.api_timeout",
+        "aws-api-timeout",
+        env_vars::AWS_API_TIMEOUT,
+        "DURATION",
+        Some("10s"),
+        "Longest time one Auto Scaling call may take before it counts as a transient failure."
+    ),
+    key!(
+        "aws.imds_endpoint",
+        "aws-imds-endpoint",
+        env_vars::AWS_IMDS_ENDPOINT,
+        "URL",
+        Some(DEFAULT_IMDS_ENDPOINT),
+        "Instance metadata base URL. Unset: AWS_EC2_METADATA_SERVICE_ENDPOINT, then the default."
+    ),
+    key!(
+        "aws.imds_poll",
+        "aws-imds-poll",
+        env_vars::AWS_IMDS_POLL,
+        "DURATION",
+        Some("1s"),
+        "How often IMDS target-lifecycle-state, spot and rebalance notices are read."
+    ),
+    key!(
+        "drain.unprotect_delay",
+        "drain-unprotect-delay",
+        env_vars::DRAIN_UNPROTECT_DELAY,
+        "DURATION",
+        Some("30s"),
+        "How long an idle runner stays protected after a job before protection is cleared."
+    ),
+    key!(
+        "drain.stop_deadline",
+        "drain-stop-deadline",
+        env_vars::DRAIN_STOP_DEADLINE,
+        "DURATION|none",
+        Some("none"),
+        "After SIGTERM, the longest a running job may delay the stop before it is forced (cancelled)."
+    ),
+    key!(
+        "drain.on_rebalance",
+        "drain-on-rebalance",
+        env_vars::DRAIN_ON_REBALANCE,
+        "BOOL",
+        Some("false"),
+        "Whether an EC2 rebalance recommendation drains the runner (default: only a warning)."
+    ),
+    key!(
+        "agent.socket",
+        "agent-socket",
+        env_vars::AGENT_SOCKET,
+        "PATH",
+        Some(DEFAULT_SOCKET),
+        "Unix socket the job hooks talk to."
+    ),
+    key!(
+        "agent.socket_group",
+        "agent-socket-group",
+        env_vars::AGENT_SOCKET_GROUP,
+        "GROUP",
+        None,
+        "Group allowed to use the socket (mode 0660); unset: owner only (mode 0600)."
+    ),
+    key!(
+        "agent.log_format",
+        "agent-log-format",
+        env_vars::AGENT_LOG_FORMAT,
+        "FORMAT",
+        Some("human"),
+        "`human` or `json` (one JSON object per line)."
+    ),
+    key!(
+        "agent.log_level",
+        "agent-log-level",
+        env_vars::AGENT_LOG_LEVEL,
+        "LEVEL",
+        Some("info"),
+        "`error`, `warn`, `info`, `debug` or `trace`."
+    ),
+];
+
+/// Configuration errors. Each names the key and where its bad value came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file has a key or section this version does not know.
+    #[error("config file {path}: unknown key `{key}`{hint}")]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key as written.
+        key: String,
+        /// A list of what is allowed there.
+        hint: String,
+    },
+    /// A value could not be used.
+    #[error("{key} (from {origin}): {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Where the value came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A required key has no value.
+    #[error("{key} is not set: set it in the config file, with {env} or with --{flag}")]
+    Missing {
+        /// The key.
+        key: &'static str,
+        /// Its variable.
+        env: &'static str,
+        /// Its flag.
+        flag: &'static str,
+    },
+    /// The runner directory is unusable.
+    #[error("runner.dir {path}: {message}")]
+    RunnerDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag.
+    Flag(&'static str),
+    /// An environment variable.
+    Env(&'static str),
+    /// The configuration file.
+    File(PathBuf),
+    /// The built-in default.
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Flag(flag) => write!(f, "flag --{flag}"),
+            Source::Env(var) => write!(f, "env {var}"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A raw value before typing: env vars and flags are strings; the file also has arrays and booleans.
+#[derive(Clone, Debug, PartialEq)]
+enum Raw {
+    Str(String),
+    List(Vec<String>),
+    Bool(bool),
+}
+
+/// The environment as the configuration sees it (a snapshot, so tests need not touch the process).
+#[derive(Clone, Debug, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// The variables of this process that the configuration reads.
+    pub fn from_process() -> Env {
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.env).collect();
+        names.extend([env_vars::CONFIG, env_vars::STD_AWS_REGION, env_vars::STD_IMDS_ENDPOINT]);
+        let mut map = BTreeMap::new();
+        for name in names {
+            if let Ok(v) = std::env::var(name) {
+                map.insert(name.to_string(), v);
+            }
+        }
+        Env(map)
+    }
+
+    /// An environment from pairs (tests).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
+        Env(pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        // An empty variable counts as unset, as in most Unix tools (`FOO= cmd`).
+        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configuration file that was used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Whether it existed and was read.
+    pub loaded: bool,
+}
+
+/// The resolved settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file that was read (or looked for).
+    pub config_file: ConfigFile,
+    /// `runner.dir`.
+    pub runner_dir: Option<PathBuf>,
+    /// `runner.command`, program first; a relative program is relative to `runner.dir`.
+    pub runner_command: Vec<String>,
+    /// `runner.mode`.
+    pub runner_mode: ListenerMode,
+    /// `runner.worker_poll`.
+    pub worker_poll: Duration,
+    /// `runner.stop_grace`.
+    pub stop_grace: Duration,
+    /// `runner.relaunch_delay`.
+    pub relaunch_delay: Duration,
+    /// `aws.region` (or `AWS_REGION`).
+    pub region: Option<String>,
+    /// `aws.instance_id`.
+    pub instance_id: Option<String>,
+    /// `aws.group`.
+    pub group: Option<String>,
+    /// `aws.hook`.
+    pub hook: Option<String>,
+    /// `aws.endpoint_url`.
+    pub endpoint_url: Option<String>,
+    /// `aws.api_timeout`.
+    pub api_timeout: Duration,
+    /// `aws.imds_endpoint`.
+    pub imds_endpoint: String,
+    /// `aws.imds_poll`.
+    pub imds_poll: Duration,
+    /// `drain.unprotect_delay`.
+    pub unprotect_delay: Duration,
+    /// `drain.stop_deadline`.
+    pub stop_deadline: Option<Duration>,
+    /// `drain.on_rebalance`.
+    pub drain_on_rebalance: bool,
+    /// `agent.socket`.
+    pub socket: PathBuf,
+    /// `agent.socket_group`.
+    pub socket_group: Option<String>,
+    /// `agent.log_format`.
+    pub log_format: LogFormat,
+    /// `agent.log_level`.
+    pub log_level: tracing::level_filters::LevelFilter,
+    /// Where each set key came from, with its value as text, for `--config-check`.
+    pub origins: BTreeMap<&'static str, (String, Source)>,
+}
+
+/// Resolve the settings from flags (key name, value), the environment and the file that
+/// `config_flag` / `RUNNER_LIFECYCLE_CONFIG` / the default path names.
+pub fn resolve(
+    flags: &[(&'static str, String)],
+    config_flag: Option<&Path>,
+    env: &Env,
+) -> Result<Settings, ConfigError> {
+    let (path, explicit) = match (config_flag, env.get(env_vars::CONFIG)) {
+        (Some(p), _) => (p.to_path_buf(), true),
+        (None, Some(p)) => (PathBuf::from(p), true),
+        (None, None) => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let (file, loaded) = match std::fs::read_to_string(&path) {
+        Ok(text) => (parse_file(&path, &text)?, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => (BTreeMap::new(), false),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let mut r = Resolver {
+        flags,
+        env,
+        file,
+        path: path.clone(),
+        origins: BTreeMap::new(),
+    };
+
+    let runner_dir = r.string("runner.dir")?.map(PathBuf::from);
+    let runner_command = r.command("runner.command")?;
+    let runner_mode = match r.string("runner.mode")?.as_deref() {
+        Some("persistent") => ListenerMode::Persistent,
+        Some("one-job") => ListenerMode::OneJob,
+        other => {
+            return Err(r.invalid(
+                "runner.mode",
+                format!("`{}`: expected `persistent` or `one-job`", other.unwrap_or("")),
+            ))
+        }
+    };
+    let worker_poll = r.duration("runner.worker_poll")?;
+    if worker_poll < Duration::from_millis(5) || worker_poll > Duration::from_secs(1) {
+        return Err(r.invalid("runner.worker_poll", "must be between 5ms and 1s".into()));
+    }
+    let stop_grace = r.duration("runner.stop_grace")?;
+    let relaunch_delay = r.duration("runner.relaunch_delay")?;
+    let region = r
+        .string("aws.region")?
+        .or_else(|| r.std_env("aws.region", env_vars::STD_AWS_REGION));
+    if let Some(region) = &region {
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(r.invalid("aws.region", format!("`{region}` is not a region name")));
+        }
+    }
+    let instance_id = r.string("aws.instance_id")?;
+    if let Some(id) = &instance_id {
+        if !id.starts_with("i-") || id.len() < 3 {
+            return Err(r.invalid("aws.instance_id", format!("`{id}` is not an instance id (i-...)")));
+        }
+    }
+    let group = r.string("aws.group")?;
+    let hook = r.string("aws.hook")?;
+    let endpoint_url = r.string("aws.endpoint_url")?;
+    if let Some(url) = &endpoint_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(r.invalid("aws.endpoint_url", format!("`{url}` is not an http(s) URL")));
+        }
+    }
+    let api_timeout = r.duration("aws.api_timeout")?;
+    if api_timeout < Duration::from_millis(100) {
+        return Err(r.invalid("aws.api_timeout", "must be at least 100ms".into()));
+    }
+    let imds_endpoint = match r.string_no_default("aws.imds_endpoint")? {
+        Some(v) => v,
+        None => r
+            .std_env("aws.imds_endpoint", env_vars::STD_IMDS_ENDPOINT)
+            .unwrap_or_else(|| r.default_string("aws.imds_endpoint")),
+    };
+    if let Err(message) = crate::imds::Endpoint::parse(&imds_endpoint) {
+        return Err(r.invalid("aws.imds_endpoint", message));
+    }
+    let imds_poll = r.duration("aws.imds_poll")?;
+    if imds_poll < Duration::from_millis(100) {
+        return Err(r.invalid("aws.imds_poll", "must be at least 100ms".into()));
+    }
+    let unprotect_delay = r.duration("drain.unprotect_delay")?;
+    let stop_deadline = match r.string("drain.stop_deadline")?.as_deref() {
+        None | Some("none") => None,
+        Some(text) => Some(parse_duration(text).map_err(|m| r.invalid("drain.stop_deadline", m))?),
+    };
+    let drain_on_rebalance = r.bool("drain.on_rebalance")?;
+    let socket = PathBuf::from(r.string("agent.socket")?.unwrap_or_default());
+    if !socket.is_absolute() {
+        return Err(r.invalid(
+            "agent.socket",
+            format!("`{}` must be an absolute path", socket.display()),
+        ));
+    }
+    let socket_group = r.string("agent.socket_group")?;
+    let log_format = match r.string("agent.log_format")?.as_deref() {
+        Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        other => {
+            return Err(r.invalid(
+                "agent.log_format",
+                format!("`{}`: expected `human` or `json`", other.unwrap_or("")),
+            ))
+        }
+    };
+    let level_text = r.string("agent.log_level")?.unwrap_or_default();
+    let log_level = match level_text.as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" => level_text
+            .parse::<tracing::level_filters::LevelFilter>()
+            .map_err(|e| r.invalid("agent.log_level", e.to_string()))?,
+        other => {
+            return Err(r.invalid(
+                "agent.log_level",
+                format!("`{other}`: expected error, warn, info, debug or trace"),
+            ))
+        }
+    };
+
+    Ok(Settings {
+        config_file: ConfigFile { path, loaded },
+        runner_dir,
+        runner_command,
+        runner_mode,
+        worker_poll,
+        stop_grace,
+        relaunch_delay,
+        region,
+        instance_id,
+        group,
+        hook,
+        endpoint_url,
+        api_timeout,
+        imds_endpoint,
+        imds_poll,
+        unprotect_delay,
+        stop_deadline,
+        drain_on_rebalance,
+        socket,
+        socket_group,
+        log_format,
+        log_level,
+        origins: r.origins,
+    })
+}
+
+/// Read the file into key -> raw value, refusing unknown sections and keys.
+fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<&'static str, Raw>, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    let sections: Vec<&str> = {
+        let mut s: Vec<&str> = KEYS
+            .iter()
+            .filter_map(|k| k.name.split_once('.').map(|(a, _)| a))
+            .collect();
+        s.dedup();
+        s
+    };
+    let mut out = BTreeMap::new();
+    for (section, value) in &table {
+        let Some(inner) = value.as_table() else {
+            let hint = format!(" (expected a section: [{}])", sections.join("], ["));
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key: section.clone(),
+                hint,
+            });
+        };
+        if !sections.contains(&section.as_str()) {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key: format!("[{section}]"),
+                hint: format!(" (known sections: [{}])", sections.join("], [")),
+            });
+        }
+        for (name, v) in inner {
+            let full = format!("{section}.{name}");
+            let Some(key) = KEYS.iter().find(|k| k.name == full) else {
+                let known: Vec<&str> = KEYS
+                    .iter()
+                    .filter_map(|k| k.name.strip_prefix(section.as_str()).and_then(|n| n.strip_prefix('.')))
+                    .collect();
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    key: full,
+                    hint: format!(" (known keys in [{section}]: {})", known.join(", ")),
+                });
+            };
+            let raw = match v {
+                toml::Value::String(s) => Raw::Str(s.clone()),
+                toml::Value::Boolean(b) => Raw::Bool(*b),
+                toml::Value::Array(items) => {
+                    let mut list = Vec::new();
+                    for item in items {
+                        match item.as_str() {
+                            Some(s) => list.push(s.to_string()),
+                            None => {
+                                return Err(ConfigError::Invalid {
+                                    key: key.name,
+                                    origin: Source::File(path.to_path_buf()).to_string(),
+                                    message: "array items must be strings".into(),
+                                })
+                            }
+                        }
+                    }
+                    Raw::List(list)
+                }
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: key.name,
+                        origin: Source::File(path.to_path_buf()).to_string(),
+                        message: format!(
+                            "expected a string{}, found {} (durations are strings like \"30s\")",
+                            if key.value_name == "BOOL" { " or a boolean" } else { "" },
+                            other.type_str()
+                        ),
+                    })
+                }
+            };
+            out.insert(key.name, raw);
+        }
+    }
+    Ok(out)
+}
+
+fn key_spec(name: &str) -> &'static Key {
+    // The names below are literals of this module; a miss is a programming error caught by tests.
+    KEYS.iter().find(|k| k.name == name).unwrap_or(&KEYS[0])
+}
+
+struct Resolver<'a> {
+    flags: &'a [(&'static str, String)],
+    env: &'a Env,
+    file: BTreeMap<&'static str, Raw>,
+    path: PathBuf,
+    origins: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Resolver<'_> {
+    /// The winning raw value and its source, without the default.
+    fn pick(&self, name: &'static str) -> Option<(Raw, Source)> {
+        let key = key_spec(name);
+        if let Some((_, v)) = self.flags.iter().rev().find(|(k, _)| *k == name) {
+            return Some((Raw::Str(v.clone()), Source::Flag(key.flag)));
+        }
+        if let Some(v) = self.env.get(key.env) {
+            return Some((Raw::Str(v.to_string()), Source::Env(key.env)));
+        }
+        self.file
+            .get(name)
+            .map(|raw| (raw.clone(), Source::File(self.path.clone())))
+    }
+
+    fn record(&mut self, name: &'static str, shown: String, source: Source) {
+        self.origins.insert(name, (shown, source));
+    }
+
+    fn invalid(&self, name: &'static str, message: String) -> ConfigError {
+        let origin = self
+            .origins
+            .get(name)
+            .map(|(_, s)| s.to_string())
+            .or_else(|| self.pick(name).map(|(_, s)| s.to_string()))
+            .unwrap_or_else(|| "default".into());
+        ConfigError::Invalid {
+            key: name,
+            origin,
+            message,
+        }
+    }
+
+    fn default_string(&mut self, name: &'static str) -> String {
+        let value = key_spec(name).default.unwrap_or("").to_string();
+        self.record(name, value.clone(), Source::Default);
+        value
+    }
+
+    fn std_env(&mut self, name: &'static str, var: &'static str) -> Option<String> {
+        let v = self.env.get(var)?.trim().to_string();
+        self.record(name, v.clone(), Source::Env(var));
+        Some(v)
+    }
+
+    fn string_no_default(&mut self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        match self.pick(name) {
+            Some((Raw::Str(s), source)) => {
+                let s = s.trim().to_string();
+                self.record(name, s.clone(), source);
+                Ok(Some(s))
+            }
+            Some((_, source)) => {
+                self.record(name, String::new(), source);
+                Err(self.invalid(name, "expected a string".into()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn string(&mut self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        if let Some(s) = self.string_no_default(name)? {
+            return Ok(Some(s));
+        }
+        Ok(key_spec(name).default.map(|_| self.default_string(name)))
+    }
+
+    fn duration(&mut self, name: &'static str) -> Result<Duration, ConfigError> {
+        let text = self.string(name)?.unwrap_or_default();
+        parse_duration(&text).map_err(|m| self.invalid(name, m))
+    }
+
+    fn bool(&mut self, name: &'static str) -> Result<bool, ConfigError> {
+        match self.pick(name) {
+            Some((Raw::Bool(b), source)) => {
+                self.record(name, b.to_string(), source);
+                Ok(b)
+            }
+            Some((Raw::Str(s), source)) => {
+                self.record(name, s.clone(), source);
+                match s.trim() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    other => Err(self.invalid(name, format!("`{other}`: expected true or false"))),
+                }
+            }
+            Some((Raw::List(_), source)) => {
+                self.record(name, String::new(), source);
+                Err(self.invalid(name, "expected true or false".into()))
+            }
+            None => Ok(self.default_string(name) == "true"),
+        }
+    }
+
+    fn command(&mut self, name: &'static str) -> Result<Vec<String>, ConfigError> {
+        let (words, shown, source) = match self.pick(name) {
+            Some((Raw::List(list), source)) => {
+                let shown = format!("{list:?}");
+                (list, shown, source)
+            }
+            Some((Raw::Str(s), source)) => {
+                let list: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+                (list, s, source)
+            }
+            Some((Raw::Bool(_), source)) => {
+                self.record(name, String::new(), source);
+                return Err(self.invalid(name, "expected a command line".into()));
+            }
+            None => {
+                let d = self.default_string(name);
+                let list = d.split_whitespace().map(str::to_string).collect();
+                (list, d, Source::Default)
+            }
+        };
+        self.record(name, shown, source);
+        if words.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(self.invalid(name, "the command is empty".into()));
+        }
+        Ok(words)
+    }
+}
+
+impl Settings {
+    /// The runner directory, which `agent` requires.
+    pub fn require_runner_dir(&self) -> Result<&Path, ConfigError> {
+        let key = key_spec("runner.dir");
+        self.runner_dir.as_deref().ok_or(ConfigError::Missing {
+            key: key.name,
+            env: key.env,
+            flag: key.flag,
+        })
+    }
+
+    /// The listener program as it will be executed: relative programs are taken from `runner.dir`.
+    pub fn listener_program(&self) -> Result<PathBuf, ConfigError> {
+        let dir = self.require_runner_dir()?;
+        let program = Path::new(self.runner_command.first().map(String::as_str).unwrap_or_default());
+        Ok(if program.is_absolute() {
+            program.to_path_buf()
+        } else {
+            dir.join(program)
+        })
+    }
+
+    /// Check that the runner directory and the listener program exist, so a typo fails at start
+    /// instead of as a relaunch loop.
+    pub fn check_runner(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.require_runner_dir()?;
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ConfigError::RunnerDir {
+                    path: dir.to_path_buf(),
+                    message: "is not a directory".into(),
+                })
+            }
+            Err(e) => {
+                return Err(ConfigError::RunnerDir {
+                    path: dir.to_path_buf(),
+                    message: format!("does not exist or is not readable ({e})"),
+                })
+            }
+        }
+        let program = self.listener_program()?;
+        match std::fs::metadata(&program) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(ConfigError::RunnerDir {
+                path: dir.to_path_buf(),
+                message: format!("listener program {} is not an executable file", program.display()),
+            }),
+            Err(e) => Err(ConfigError::RunnerDir {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "listener program {} not found ({e}); is this the runner's install directory?",
+                    program.display()
+                ),
+            }),
+        }
+    }
+
+    /// The decision core's configuration; `hook` comes from discovery.
+    pub fn core_config(&self, hook: Option<HookConfig>) -> CoreConfig {
+        CoreConfig {
+            hook,
+            unprotect_delay: self.unprotect_delay,
+            stop_grace: self.stop_grace,
+            stop_deadline: self.stop_deadline,
+            listener_mode: self.runner_mode,
+            drain_on_rebalance: self.drain_on_rebalance,
+            relaunch_delay: self.relaunch_delay,
+            ..CoreConfig::default()
+        }
+    }
+
+    /// The resolved settings as TOML-like text with each value's source, for `--config-check`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# config file: {} ({})",
+            self.config_file.path.display(),
+            if self.config_file.loaded {
+                "read"
+            } else {
+                "not found; defaults used"
+            }
+        );
+        let _ = writeln!(out, "# precedence: flag > environment > file > default");
+        let mut section = "";
+        for key in KEYS {
+            let (sec, name) = key.name.split_once('.').unwrap_or(("", key.name));
+            if sec != section {
+                let _ = writeln!(out, "\n[{sec}]");
+                section = sec;
+            }
+            match self.origins.get(key.name) {
+                Some((value, source)) => {
+                    let _ = writeln!(out, "{name} = {}  # {source}", shown_value(key, value, self));
+                }
+                None => {
+                    let _ = writeln!(out, "# {name}: not set ({})", unset_note(key.name));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn shown_value(key: &Key, raw: &str, s: &Settings) -> String {
+    match key.name {
+        "runner.command" => format!("{:?}", s.runner_command),
+        "drain.on_rebalance" => s.drain_on_rebalance.to_string(),
+        "runner.worker_poll" => format!("\"{}\"", format_duration(s.worker_poll)),
+        _ => format!("{raw:?}"),
+    }
+}
+
+fn unset_note(name: &str) -> &'static str {
+    match name {
+        "runner.dir" => "required by `agent`",
+        "aws.region" => "read from IMDS at start",
+        "aws.instance_id" => "read from IMDS at start",
+        "aws.group" => "found with DescribeAutoScalingInstances at start",
+        "aws.hook" => "found with DescribeLifecycleHooks at start",
+        "aws.endpoint_url" => "the SDK's default endpoint",
+        "agent.socket_group" => "socket is owner-only, mode 0600",
+        _ => "no default",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("config.toml");
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rl-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn every_key_is_consistently_spelled() {
+        for k in KEYS {
+            let flag = k.name.replace(['.', '_'], "-");
+            assert_eq!(k.flag, flag, "{}", k.name);
+            let env = format!("RUNNER_LIFECYCLE_{}", k.name.replace('.', "_").to_ascii_uppercase());
+            assert_eq!(k.env, env, "{}", k.name);
+            assert!(env_vars::ALL_KEYS.contains(&k.env), "{} missing from ALL_KEYS", k.env);
+        }
+        assert_eq!(env_vars::ALL_KEYS.len(), KEYS.len());
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let d = tmpdir("defaults");
+        let missing = d.join("absent.toml");
+        // An explicitly named file that is missing is an error...
+        let e = resolve(&[], Some(&missing), &Env::default()).expect_err("missing explicit file");
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        // ...the default path being absent is not (it does not exist on build machines).
+        let s = resolve(&[], None, &Env::default()).expect("defaults");
+        assert_eq!(s.imds_poll, Duration::from_secs(1));
+        assert_eq!(s.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(s.runner_command[0], "bin/Runner.Listener");
+        assert_eq!(s.stop_deadline, None);
+        assert!(s.require_runner_dir().is_err());
+    }
+
+    #[test]
+    fn precedence_is_flag_then_env_then_file_then_default() {
+        let d = tmpdir("precedence");
+        let path = write(
+            &d,
+            "[runner]\ndir = \"/file\"\nstop_grace = \"7s\"\n[aws]\nimds_poll = \"2s\"\nregion = \"eu-west-1\"\n",
+        );
+        let env = Env::from_pairs([
+            (env_vars::RUNNER_DIR, "/env"),
+            (env_vars::AWS_IMDS_POLL, "3s"),
+            (env_vars::STD_AWS_REGION, "us-west-2"),
+        ]);
+        let flags = vec![("runner.dir", "/flag".to_string())];
+        let s = resolve(&flags, Some(&path), &env).expect("resolve");
+        assert_eq!(s.runner_dir, Some(PathBuf::from("/flag")));
+        assert_eq!(s.imds_poll, Duration::from_secs(3));
+        assert_eq!(s.stop_grace, Duration::from_secs(7));
+        assert_eq!(s.unprotect_delay, Duration::from_secs(30));
+        // The project's own key (here from the file) beats the standard AWS variable.
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.origins["runner.dir"].1, Source::Flag("runner-dir"));
+        assert_eq!(s.origins["aws.imds_poll"].1, Source::Env(env_vars::AWS_IMDS_POLL));
+        assert_eq!(s.origins["runner.stop_grace"].1, Source::File(path.clone()));
+        let text = s.render();
+        assert!(text.contains("dir = \"/flag\"  # flag --runner-dir"), "{text}");
+        assert!(text.contains("# group: not set"), "{text}");
+    }
+
+    #[test]
+    fn standard_aws_variables_fill_in_after_ours() {
+        let env = Env::from_pairs([
+            (env_vars::STD_AWS_REGION, "us-east-1"),
+            (env_vars::STD_IMDS_ENDPOINT, "http://127.0.0.1:9999"),
+            (env_vars::CONFIG, "/nonexistent/runner-lifecycle.toml"),
+        ]);
+        // RUNNER_LIFECYCLE_CONFIG names a missing file: error, naming it.
+        let e = resolve(&[], None, &env).expect_err("missing file");
+        assert!(e.to_string().contains("/nonexistent/runner-lifecycle.toml"), "{e}");
+        let env = Env::from_pairs([
+            (env_vars::STD_AWS_REGION, "us-east-1"),
+            (env_vars::STD_IMDS_ENDPOINT, "http://127.0.0.1:9999"),
+        ]);
+        let s = resolve(&[], None, &env).expect("resolve");
+        assert_eq!(s.region.as_deref(), Some("us-east-1"));
+        assert_eq!(s.imds_endpoint, "http://127.0.0.1:9999");
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_refused_with_the_known_ones_listed() {
+        let d = tmpdir("unknown");
+        let path = write(&d, "[runner]\ndir = \"/x\"\nstop_grace_secs = 5\n");
+        let e = resolve(&[], Some(&path), &Env::default()).expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(msg.contains("unknown key `runner.stop_grace_secs`"), "{msg}");
+        assert!(msg.contains("stop_grace"), "{msg}");
+        let path = write(&d, "[runer]\ndir = \"/x\"\n");
+        let e = resolve(&[], Some(&path), &Env::default()).expect_err("unknown section");
+        assert!(e.to_string().contains("[runer]"), "{e}");
+        let path = write(&d, "dir = \"/x\"\n");
+        assert!(resolve(&[], Some(&path), &Env::default()).is_err());
+    }
+
+    #[test]
+    fn malformed_values_name_the_key_and_the_source() {
+        let d = tmpdir("malformed");
+        let path = write(&d, "[runner\ndir = \"/x\"\n");
+        let e = resolve(&[], Some(&path), &Env::default()).expect_err("syntax");
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
+
+        let path = write(&d, "[aws]\nimds_poll = 5\n");
+        let e = resolve(&[], Some(&path), &Env::default()).expect_err("number");
+        assert!(e.to_string().contains("aws.imds_poll"), "{e}");
+
+        let env = Env::from_pairs([(env_vars::RUNNER_STOP_GRACE, "30")]);
+        let e = resolve(&[], None, &env).expect_err("no unit");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("runner.stop_grace") && msg.contains(env_vars::RUNNER_STOP_GRACE),
+            "{msg}"
+        );
+
+        let flags = vec![("agent.log_format", "xml".to_string())];
+        let e = resolve(&flags, None, &Env::default()).expect_err("format");
+        assert!(e.to_string().contains("--agent-log-format"), "{e}");
+
+        for (key, value) in [
+            ("runner.mode", "sometimes"),
+            ("aws.imds_endpoint", "ftp://x"),
+            ("aws.instance_id", "web-1"),
+            ("agent.socket", "relative.sock"),
+            ("agent.log_level", "chatty"),
+            ("drain.on_rebalance", "maybe"),
+            ("runner.worker_poll", "5s"),
+            ("runner.command", "   "),
+        ] {
+            let flags = vec![(key, value.to_string())];
+            let e = resolve(&flags, None, &Env::default()).expect_err(key);
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn file_values_of_every_kind() {
+        let d = tmpdir("kinds");
+        let path = write(
+            &d,
+            r#"
+[runner]
+dir = "/opt/actions-runner"
+command = ["/usr/bin/env", "Runner.Listener", "run"]
+mode = "one-job"
+[drain]
+on_rebalance = true
+stop_deadline = "6h"
+[agent]
+log_format = "json"
+log_level = "debug"
+socket_group = "runner"
+"#,
+        );
+        let s = resolve(&[], Some(&path), &Env::default()).expect("resolve");
+        assert_eq!(s.runner_command, vec!["/usr/bin/env", "Runner.Listener", "run"]);
+        assert_eq!(s.runner_mode, ListenerMode::OneJob);
+        assert!(s.drain_on_rebalance);
+        assert_eq!(s.stop_deadline, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.listener_program().expect("program"), PathBuf::from("/usr/bin/env"));
+        let core = s.core_config(None);
+        assert_eq!(core.listener_mode, ListenerMode::OneJob);
+        assert_eq!(core.stop_deadline, Some(Duration::from_secs(6 * 3600)));
+    }
+
+    #[test]
+    fn runner_dir_is_checked() {
+        let d = tmpdir("runnerdir");
+        let flags = vec![("runner.dir", d.join("nope").display().to_string())];
+        let s = resolve(&flags, None, &Env::default()).expect("resolve");
+        let e = s.check_runner().expect_err("missing dir");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+
+        let flags = vec![("runner.dir", d.display().to_string())];
+        let s = resolve(&flags, None, &Env::default()).expect("resolve");
+        let e = s.check_runner().expect_err("missing program");
+        assert!(e.to_string().contains("bin/Runner.Listener"), "{e}");
+
+        std::fs::create_dir_all(d.join("bin")).expect("mkdir");
+        let prog = d.join("bin/Runner.Listener");
+        std::fs::write(&prog, "#!/bin/sh\n").expect("write");
+        assert!(s.check_runner().is_err(), "not executable yet");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        s.check_runner().expect("usable");
+    }
+}

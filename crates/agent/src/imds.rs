@@ -1,0 +1,514 @@
+//! A small IMDSv2 client (EC2 User Guide, "Use the Instance Metadata Service to access instance
+//! metadata", IMDSv2): `PUT /latest/api/token` with a TTL header, then GETs carrying the token.
+//!
+//! Plain HTTP/1.1 over a fresh loopback-local TCP connection per request: IMDS is link-local, the
+//! requests are tiny, and a hand-rolled exchange keeps the agent free of a second HTTP stack. The
+//! token is refreshed before it expires and whenever IMDS answers 401; 404 means "nothing there";
+//! the base URL is injectable for tests. The token is a credential: it is never logged.
+
+use crate::clock::now_instant;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
+/// Six hours, the longest TTL IMDS grants: one token request per six hours when all goes well.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(21_600);
+/// IMDS answers in well under a millisecond on the host; a second means it is not answering.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Metadata answers are short; anything bigger is not IMDS.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// Where IMDS listens: `http://host[:port]` (IMDS speaks plain HTTP only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    host: String,
+    port: u16,
+}
+
+impl Endpoint {
+    /// Parse a base URL such as `http://169.254.169.254`, `http://127.0.0.1:8080/` or
+    /// `http://[fd00:ec2::254]`.
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let rest = url
+            .trim()
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("`{url}`: IMDS endpoints are http:// URLs"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{url}`: unclosed [ in the host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(format!("`{url}`: junk after the host")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (authority.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}`: no host"));
+        }
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+            None => 80,
+        };
+        Ok(Endpoint { host, port })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why an IMDS read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImdsError {
+    /// No answer: connection refused, reset or timed out.
+    #[error("IMDS unreachable at {endpoint}: {message}")]
+    Unreachable {
+        /// host:port.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// IMDS answered with an unexpected status.
+    #[error("IMDS answered {status} for {path}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The path asked for.
+        path: String,
+    },
+    /// The answer was not HTTP as expected.
+    #[error("IMDS answer malformed: {0}")]
+    Protocol(String),
+}
+
+struct Response {
+    status: u16,
+    ttl: Option<u64>,
+    body: String,
+}
+
+/// An IMDSv2 client holding its session token.
+#[derive(Debug)]
+pub struct ImdsClient {
+    endpoint: Endpoint,
+    ttl: Duration,
+    timeout: Duration,
+    token: Option<Token>,
+}
+
+struct Token {
+    value: String,
+    refresh_at: Instant,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token itself: it grants metadata access, credentials included.
+        f.debug_struct("Token")
+            .field("value", &"<redacted>")
+            .field("refresh_at", &self.refresh_at)
+            .finish()
+    }
+}
+
+impl ImdsClient {
+    /// A client for `endpoint` with the default token TTL and request timeout.
+    pub fn new(endpoint: Endpoint) -> ImdsClient {
+        ImdsClient {
+            endpoint,
+            ttl: DEFAULT_TOKEN_TTL,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            token: None,
+        }
+    }
+
+    /// Use another token TTL (1 s to 6 h; tests use a short one to exercise refreshes).
+    pub fn with_token_ttl(mut self, ttl: Duration) -> ImdsClient {
+        self.ttl = ttl.clamp(Duration::from_secs(1), DEFAULT_TOKEN_TTL);
+        self
+    }
+
+    /// Use another per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> ImdsClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// GET `/latest/<path>`. `Ok(None)` when IMDS answers 404 (no such item, e.g. no spot notice).
+    pub async fn get(&mut self, path: &str) -> Result<Option<String>, ImdsError> {
+        let full = format!("/latest/{path}");
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let request = format!(
+                "GET {full} HTTP/1.1\r\nHost: {}\r\n{TOKEN_HEADER}: {token}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+                self.endpoint.authority()
+            );
+            let resp = self.exchange(&request).await?;
+            match resp.status {
+                200 => return Ok(Some(resp.body)),
+                404 => return Ok(None),
+                // 401: the token expired or IMDS restarted and forgot it. Get a new one, once.
+                401 if attempt == 0 => self.token = None,
+                status => return Err(ImdsError::Status { status, path: full }),
+            }
+        }
+        Err(ImdsError::Status {
+            status: 401,
+            path: full,
+        })
+    }
+
+    /// GET with bounded backoff (100 ms doubling to 1 s) until `deadline` passes; for the one-off
+    /// reads at start (instance id, region) where an IMDS restart should not fail the agent.
+    pub async fn get_retrying(&mut self, path: &str, deadline: Duration) -> Result<Option<String>, ImdsError> {
+        let end = now_instant() + deadline;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.get(path).await {
+                Ok(v) => return Ok(v),
+                Err(e) if now_instant() + delay >= end => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn token(&mut self) -> Result<String, ImdsError> {
+        if let Some(t) = &self.token {
+            if now_instant() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let request = format!(
+            "PUT /latest/api/token HTTP/1.1\r\nHost: {}\r\nX-aws-ec2-metadata-token-ttl-seconds: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.endpoint.authority(),
+            self.ttl.as_secs()
+        );
+        let obtained = now_instant();
+        let resp = self.exchange(&request).await?;
+        if resp.status != 200 {
+            self.token = None;
+            return Err(ImdsError::Status {
+                status: resp.status,
+                path: "/latest/api/token".into(),
+            });
+        }
+        let value = resp.body.trim().to_string();
+        if value.is_empty() || value.contains(['\r', '\n']) {
+            return Err(ImdsError::Protocol("empty or multi-line token".into()));
+        }
+        // IMDS may grant less than asked; trust its TTL header when present. Refresh at 80% of
+        // the lifetime so a token never expires between the check and the request.
+        let ttl = resp.ttl.map_or(self.ttl, Duration::from_secs);
+        self.token = Some(Token {
+            value: value.clone(),
+            refresh_at: obtained + ttl.mul_f64(0.8),
+        });
+        Ok(value)
+    }
+
+    async fn exchange(&self, request: &str) -> Result<Response, ImdsError> {
+        let authority = self.endpoint.authority();
+        let unreachable = |message: String| ImdsError::Unreachable {
+            endpoint: authority.clone(),
+            message,
+        };
+        let io = async {
+            let mut stream = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port)).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut buf = Vec::with_capacity(512);
+            let mut chunk = [0u8; 2048];
+            loop {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > MAX_RESPONSE {
+                    break;
+                }
+                if response_complete(&buf) {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>(buf)
+        };
+        let buf = match tokio::time::timeout(self.timeout, io).await {
+            Ok(Ok(buf)) => buf,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(format!("no answer within {:?}", self.timeout))),
+        };
+        if buf.is_empty() {
+            return Err(unreachable("connection closed without an answer".into()));
+        }
+        parse_response(&buf)
+    }
+}
+
+/// Whether `buf` holds a whole response (headers plus a Content-Length or chunked body).
+fn response_complete(buf: &[u8]) -> bool {
+    let Some(head_end) = find(buf, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let body = &buf[head_end + 4..];
+    if let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return body.len() >= len;
+    }
+    if header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return find(body, b"0\r\n\r\n").is_some();
+    }
+    false // read to EOF
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn header<'a>(lower_head: &'a str, name: &str) -> Option<&'a str> {
+    lower_head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == name).then(|| v.trim())
+    })
+}
+
+fn parse_response(buf: &[u8]) -> Result<Response, ImdsError> {
+    let head_end = find(buf, b"\r\n\r\n").ok_or_else(|| ImdsError::Protocol("no end of headers".into()))?;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status_line = head.lines().next().unwrap_or_default();
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("http/1.") {
+        return Err(ImdsError::Protocol(format!(
+            "not an HTTP/1 status line: {status_line:?}"
+        )));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ImdsError::Protocol(format!("bad status line {status_line:?}")))?;
+    let raw_body = &buf[head_end + 4..];
+    let body = if let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        raw_body
+            .get(..len)
+            .ok_or_else(|| ImdsError::Protocol("body shorter than Content-Length".into()))?
+            .to_vec()
+    } else if header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(raw_body)?
+    } else {
+        raw_body.to_vec()
+    };
+    let ttl = header(&head, TTL_HEADER).and_then(|v| v.parse().ok());
+    let body = String::from_utf8(body).map_err(|_| ImdsError::Protocol("body is not UTF-8".into()))?;
+    Ok(Response { status, ttl, body })
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, ImdsError> {
+    let bad = || ImdsError::Protocol("bad chunked body".into());
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(raw, b"\r\n").ok_or_else(bad)?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).map_err(|_| bad())?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| bad())?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let data = raw.get(..size).ok_or_else(bad)?;
+        out.extend_from_slice(data);
+        raw = raw.get(size + 2..).ok_or_else(bad)?;
+    }
+}
+
+/// The paths the agent polls (EC2 User Guide, "Instance metadata categories").
+pub mod paths {
+    /// Where the Auto Scaling group is taking the instance.
+    pub const TARGET_LIFECYCLE_STATE: &str = "meta-data/autoscaling/target-lifecycle-state";
+    /// A spot interruption notice (404 until there is one).
+    pub const SPOT_INSTANCE_ACTION: &str = "meta-data/spot/instance-action";
+    /// A rebalance recommendation (404 until there is one).
+    pub const REBALANCE: &str = "meta-data/events/recommendations/rebalance";
+    /// The instance id.
+    pub const INSTANCE_ID: &str = "meta-data/instance-id";
+    /// The region.
+    pub const REGION: &str = "meta-data/placement/region";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            Endpoint::parse("http://169.254.169.254").expect("v4"),
+            Endpoint {
+                host: "169.254.169.254".into(),
+                port: 80
+            }
+        );
+        assert_eq!(Endpoint::parse("http://127.0.0.1:8080/").expect("port").port, 8080);
+        let v6 = Endpoint::parse("http://[fd00:ec2::254]").expect("v6");
+        assert_eq!(v6.authority(), "[fd00:ec2::254]:80");
+        for bad in [
+            "https://x",
+            "169.254.169.254",
+            "http://",
+            "http://h:port",
+            "http://[::1",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn responses_parse_with_length_chunks_or_eof() {
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\nTerminated",
+        )
+        .expect("len");
+        assert_eq!((r.status, r.ttl, r.body.as_str()), (200, Some(60), "Terminated"));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nIn\r\n\r\n5\r\nServi\r\n2\r\nce\r\n0\r\n\r\n",
+        )
+        .expect("chunked");
+        assert_eq!(r.body, "In\r\nService");
+        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\nNot Found").expect("eof");
+        assert_eq!(r.status, 404);
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+    }
+
+    /// A one-route fake IMDS: counts token requests, can expire tokens (401) or fail.
+    async fn fake_imds(expire_first_get: bool, token_ttl_answer: Option<u64>) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tokens = Arc::new(AtomicUsize::new(0));
+        let t = tokens.clone();
+        tokio::spawn(async move {
+            let gets = AtomicUsize::new(0);
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let resp = if req.starts_with("PUT /latest/api/token") {
+                    let k = t.fetch_add(1, Ordering::SeqCst);
+                    let ttl = token_ttl_answer
+                        .map(|v| format!("X-aws-ec2-metadata-token-ttl-seconds: {v}\r\n"))
+                        .unwrap_or_default();
+                    let body = format!("tok{k}");
+                    format!("HTTP/1.1 200 OK\r\n{ttl}Content-Length: {}\r\n\r\n{body}", body.len())
+                } else if !req.contains("X-aws-ec2-metadata-token: tok")
+                    || (expire_first_get && gets.fetch_add(1, Ordering::SeqCst) == 0)
+                {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_string()
+                } else if req.starts_with("GET /latest/meta-data/instance-id") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ni-0abc1234".to_string()
+                } else if req.starts_with("GET /latest/meta-data/boom") {
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_string()
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nNot Found".to_string()
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (port, tokens)
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn reuses_its_token_maps_404_to_none_and_reports_errors() {
+        rt().block_on(async {
+            let (port, tokens) = fake_imds(false, None).await;
+            let mut c = ImdsClient::new(Endpoint::parse(&format!("http://127.0.0.1:{port}")).expect("ep"));
+            assert_eq!(
+                c.get(paths::INSTANCE_ID).await.expect("get").as_deref(),
+                Some("i-0abc1234")
+            );
+            assert_eq!(c.get(paths::SPOT_INSTANCE_ACTION).await.expect("404"), None);
+            assert_eq!(tokens.load(Ordering::SeqCst), 1, "one token for both reads");
+            let e = c.get("meta-data/boom").await.expect_err("500");
+            assert!(matches!(e, ImdsError::Status { status: 500, .. }), "{e}");
+            assert!(!format!("{c:?}").contains("tok0"), "the token must never be printed");
+        });
+    }
+
+    #[test]
+    fn refreshes_the_token_on_401_and_before_expiry() {
+        rt().block_on(async {
+            let (port, tokens) = fake_imds(true, None).await;
+            let mut c = ImdsClient::new(Endpoint::parse(&format!("http://127.0.0.1:{port}")).expect("ep"));
+            assert_eq!(
+                c.get(paths::INSTANCE_ID).await.expect("retried").as_deref(),
+                Some("i-0abc1234")
+            );
+            assert_eq!(tokens.load(Ordering::SeqCst), 2, "401 fetched a second token");
+
+            // A token granted for 1 s is refreshed at 80% of that, before IMDS would refuse it.
+            let (port, tokens) = fake_imds(false, Some(1)).await;
+            let mut c = ImdsClient::new(Endpoint::parse(&format!("http://127.0.0.1:{port}")).expect("ep"));
+            c.get(paths::INSTANCE_ID).await.expect("first");
+            c.get(paths::INSTANCE_ID).await.expect("second");
+            assert_eq!(tokens.load(Ordering::SeqCst), 1);
+            tokio::time::sleep(Duration::from_millis(850)).await;
+            c.get(paths::INSTANCE_ID).await.expect("third");
+            assert_eq!(tokens.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    #[test]
+    fn unreachable_imds_fails_fast_and_retrying_gives_up_at_its_deadline() {
+        rt().block_on(async {
+            // Bind then drop: nothing listens on this port any more.
+            let port = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port();
+            let mut c = ImdsClient::new(Endpoint::parse(&format!("http://127.0.0.1:{port}")).expect("ep"))
+                .with_timeout(Duration::from_millis(300));
+            let e = c.get(paths::INSTANCE_ID).await.expect_err("refused");
+            assert!(matches!(e, ImdsError::Unreachable { .. }), "{e}");
+            let started = now_instant();
+            assert!(c
+                .get_retrying(paths::INSTANCE_ID, Duration::from_millis(500))
+                .await
+                .is_err());
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+                "{took:?}"
+            );
+        });
+    }
+}

@@ -1,0 +1,340 @@
+//! The job-hook socket: a Unix stream socket, one request line in, one reply line out.
+//!
+//! Requests are `job-started`, `job-completed` and `status`. Replies start with `ok ` or `error `.
+//! Anything else (binary junk, an unknown word, a line longer than [`MAX_LINE`]) gets an `error`
+//! reply naming what is accepted; the connection and the agent carry on.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// The longest request line accepted, newline included.
+pub const MAX_LINE: usize = 256;
+/// How long one connection may stay open: hooks send one line and leave.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the main loop may take to answer a request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A request from a job hook (or an operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// The job-started hook ran: a job is running.
+    JobStarted,
+    /// The job-completed hook ran: the job is over.
+    JobCompleted,
+    /// Report the agent's view (JSON).
+    Status,
+}
+
+impl Request {
+    /// The wire word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Request::JobStarted => "job-started",
+            Request::JobCompleted => "job-completed",
+            Request::Status => "status",
+        }
+    }
+}
+
+/// Parse one request line (without its newline).
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Err("request is not UTF-8 text; expected job-started, job-completed or status".into());
+    };
+    match text.trim() {
+        "job-started" => Ok(Request::JobStarted),
+        "job-completed" => Ok(Request::JobCompleted),
+        "status" => Ok(Request::Status),
+        "" => Err("empty request; expected job-started, job-completed or status".into()),
+        other => {
+            let shown: String = other.chars().take(40).flat_map(char::escape_default).collect();
+            Err(format!(
+                "unknown request `{shown}`; expected job-started, job-completed or status"
+            ))
+        }
+    }
+}
+
+/// A request handed to the agent's main loop, with the channel for its reply line.
+#[derive(Debug)]
+pub struct Incoming {
+    /// What was asked.
+    pub request: Request,
+    /// Where the reply text goes (without `ok `; the server adds it).
+    pub reply: oneshot::Sender<String>,
+}
+
+/// Socket setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// Another agent answers on the socket already.
+    #[error("another agent is already listening on {0}")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket: refusing to delete it.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// The socket group does not exist.
+    #[error("agent.socket_group `{0}` is not a group on this host")]
+    UnknownGroup(String),
+    /// Creating, binding or securing the socket failed.
+    #[error("cannot set up the hook socket {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Look a group up by name (or number) in `/etc/group`.
+pub fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse() {
+        return Some(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+/// Bind the socket at `path`: mode 0600, or 0660 with `group` as its group. The socket is bound
+/// under a temporary name, secured, then renamed into place, so it is never reachable with looser
+/// permissions. A stale socket from a crashed agent is replaced; a live one is an error.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketError> {
+    let io_err = |source| SocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let gid = match group {
+        Some(g) => Some(group_id(g).ok_or_else(|| SocketError::UnknownGroup(g.to_string()))?),
+        None => None,
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let mode = if gid.is_some() { 0o750 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(io_err)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(SocketError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io_err)?;
+        }
+        Ok(_) => return Err(SocketError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("agent.sock"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(io_err)?;
+    let secure = || -> io::Result<()> {
+        let mode = if gid.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+        }
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = secure() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(e));
+    }
+    Ok(listener)
+}
+
+/// Accept connections forever, handing each request to `to_agent`.
+pub async fn serve(listener: UnixListener, to_agent: mpsc::Sender<Incoming>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let tx = to_agent.clone();
+                tokio::spawn(async move {
+                    // A client that connects and never speaks must not hold a task forever.
+                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, tx)).await;
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "hook socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::with_capacity(64);
+    loop {
+        line.clear();
+        let n = match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let complete = line.last() == Some(&b'\n');
+        let reply = if !complete && n >= MAX_LINE {
+            tracing::warn!("hook socket: request longer than {MAX_LINE} bytes refused");
+            let reply = format!("error request longer than {MAX_LINE} bytes; closing\n");
+            let _ = write.write_all(reply.as_bytes()).await;
+            return;
+        } else {
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let body = body.strip_suffix(b"\r").unwrap_or(body);
+            match parse_request(body) {
+                Ok(request) => answer(request, &to_agent).await,
+                Err(message) => {
+                    tracing::warn!(%message, "hook socket: bad request refused");
+                    format!("error {message}\n")
+                }
+            }
+        };
+        if write.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn answer(request: Request, to_agent: &mpsc::Sender<Incoming>) -> String {
+    let (tx, rx) = oneshot::channel();
+    if to_agent.send(Incoming { request, reply: tx }).await.is_err() {
+        return "error the agent is shutting down\n".into();
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        Ok(Ok(text)) => format!("ok {}\n", text.replace('\n', " ")),
+        _ => "error the agent did not answer in time\n".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_garbage_is_explained() {
+        assert_eq!(parse_request(b"job-started"), Ok(Request::JobStarted));
+        assert_eq!(parse_request(b" job-completed "), Ok(Request::JobCompleted));
+        assert_eq!(parse_request(b"status"), Ok(Request::Status));
+        let e = parse_request(b"rm -rf /").expect_err("unknown");
+        assert!(
+            e.contains("unknown request `rm -rf /`") && e.contains("job-started"),
+            "{e}"
+        );
+        assert!(parse_request(b"\xff\xfe").expect_err("binary").contains("UTF-8"));
+        assert!(parse_request(b"").is_err());
+        let long = "x".repeat(500);
+        assert!(parse_request(long.as_bytes()).expect_err("long").len() < 200);
+    }
+
+    #[test]
+    fn groups_resolve_by_number_or_name() {
+        assert_eq!(group_id("0"), Some(0));
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-here"), None);
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rl-sock-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn serves_requests_refuses_garbage_and_keeps_going() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tmp("serve");
+            let path = dir.join("sub/agent.sock");
+            let listener = bind(&path, None).expect("bind");
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            // A second agent must not steal a live socket.
+            assert!(matches!(bind(&path, None), Err(SocketError::InUse(_))));
+
+            let (tx, mut rx) = mpsc::channel::<Incoming>(8);
+            tokio::spawn(serve(listener, tx));
+            tokio::spawn(async move {
+                while let Some(inc) = rx.recv().await {
+                    let _ = inc.reply.send(format!("seen {}", inc.request.word()));
+                }
+            });
+            let stream = UnixStream::connect(&path).await.expect("connect");
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"hello\n").await.expect("write");
+            let reply = lines.next_line().await.expect("read").expect("line");
+            assert!(reply.starts_with("error unknown request `hello`"), "{reply}");
+            w.write_all(b"\x00\x01\x02\n").await.expect("write");
+            let reply = lines.next_line().await.expect("read").expect("line");
+            assert!(reply.starts_with("error"), "{reply}");
+            w.write_all(b"job-started\n").await.expect("write");
+            assert_eq!(
+                lines.next_line().await.expect("read").as_deref(),
+                Some("ok seen job-started")
+            );
+            w.write_all("y".repeat(1000).as_bytes()).await.expect("write");
+            let reply = lines.next_line().await.expect("read").expect("line");
+            assert!(reply.contains("longer than"), "{reply}");
+
+            // The server is still there for the next client.
+            let stream = UnixStream::connect(&path).await.expect("connect again");
+            let (r, mut w) = stream.into_split();
+            w.write_all(b"job-completed\n").await.expect("write");
+            let mut lines = BufReader::new(r).lines();
+            assert_eq!(
+                lines.next_line().await.expect("read").as_deref(),
+                Some("ok seen job-completed")
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    #[test]
+    fn replaces_stale_sockets_but_not_other_files() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tmp("stale");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let path = dir.join("agent.sock");
+            drop(bind(&path, None).expect("first"));
+            // The first listener is gone; its file is stale.
+            let _l = bind(&path, Some("0")).expect("rebind over stale socket");
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o660);
+            let file = dir.join("not-a-socket");
+            std::fs::write(&file, "precious").expect("write");
+            assert!(matches!(bind(&file, None), Err(SocketError::NotASocket(_))));
+            assert_eq!(std::fs::read_to_string(&file).expect("read"), "precious");
+            assert!(matches!(
+                bind(&dir.join("s"), Some("no-such-group-here")),
+                Err(SocketError::UnknownGroup(_))
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+}

@@ -1,0 +1,68 @@
+"""Fixtures for the agent's end-to-end tests: the built binary and emulated hosts.
+
+Every process under test talks to loopback only: AWS_ENDPOINT_URL is the moto emulator,
+AWS_EC2_METADATA_SERVICE_ENDPOINT (and the agent's own IMDS setting) the instance's IMDS
+emulator, with dummy keys (tests/support/env.py refuses any other address).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Host, binary, hook_scripts  # noqa: E402
+from support.env import aws_env as _aws_env  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def agent_bin() -> Path:
+    return binary()
+
+
+@pytest.fixture
+def make_host(aws: Any, broker: Any, make_runner: Callable[..., Any], tmp_path: Path,
+              agent_bin: Path) -> Iterator[Callable[..., Host]]:
+    made: list[Host] = []
+
+    def make(hook_timeout: int | None = 30, size: int = 1, index: int = 0, group: str = "runners",
+             hooks: bool = True, **settings: str) -> Host:
+        """An instance of a fresh group (``size`` instances, termination hook with
+        ``hook_timeout`` unless None), a fake runner for it and the agent's environment.
+        ``settings`` are extra RUNNER_LIFECYCLE_* variables (short names: imds_poll="250ms")."""
+        ids = aws.create_group(name=group, size=size, hook_timeout=hook_timeout)
+        iid = ids[index]
+        imds = aws.imds_for(iid)
+        n = len(made)
+        runner = make_runner(f"runner-{n + 1}")
+        if hooks:
+            runner.set_hooks(**hook_scripts(agent_bin))
+        tmp = tmp_path / f"host-{n}"
+        tmp.mkdir()
+        env = _aws_env(aws.endpoint_url, imds.url)
+        env.update({
+            "RUNNER_LIFECYCLE_CONFIG": "/dev/null",
+            "RUNNER_LIFECYCLE_RUNNER_DIR": str(runner.path),
+            "RUNNER_LIFECYCLE_AGENT_SOCKET": str(tmp / "run" / "agent.sock"),
+            "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT": "json",
+            "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT": imds.url,
+            # Short but realistic knobs so each test takes seconds, not minutes.
+            "RUNNER_LIFECYCLE_AWS_IMDS_POLL": "250ms",
+            "RUNNER_LIFECYCLE_DRAIN_UNPROTECT_DELAY": "1s",
+            "RUNNER_LIFECYCLE_RUNNER_RELAUNCH_DELAY": "1s",
+            "RUNNER_LIFECYCLE_RUNNER_STOP_GRACE": "10s",
+        })
+        for key, value in settings.items():
+            env[f"RUNNER_LIFECYCLE_{key.upper()}"] = value
+        host = Host(bin=agent_bin, aws=aws, broker=broker, instance_id=iid, group=group, imds=imds,
+                    runner=runner, tmp=tmp, env=env)
+        made.append(host)
+        return host
+
+    yield make
+    for h in made:
+        h.close()
