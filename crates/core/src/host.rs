@@ -342,8 +342,14 @@ impl Host {
         self.imds_failing_since = None;
         match state {
             TargetState::NotInGroup => self.mark_not_in_group(),
-            TargetState::Terminated => self.detect_termination(Detection::Imds),
-            _ => {}
+            // A group state after a 404 (a metadata blip, or AttachInstances) proves membership again:
+            // a sticky "not in a group" would hide the termination that follows.
+            TargetState::InService | TargetState::Standby | TargetState::Warmed(_) => self.not_in_group = false,
+            TargetState::Terminated => {
+                self.not_in_group = false;
+                self.detect_termination(Detection::Imds);
+            }
+            TargetState::Detached | TargetState::Other(_) => {}
         }
         self.target = Some(state);
     }
@@ -464,6 +470,7 @@ impl Host {
             }
             return;
         };
+        self.not_in_group = false;
         if self.confirmed.as_ref() != Some(&instance.state) {
             self.notify(Notice::StateConfirmed {
                 state: instance.state.clone(),
@@ -518,7 +525,9 @@ impl Host {
             }
             Err(e) if e.kind == ApiErrorKind::NotInService => {
                 // AWS refuses protection once the instance is terminating (SetInstanceProtection API
-                // reference). The job goes on; the hook keeps it safe from here.
+                // reference). The job goes on; the hook keeps it safe from here. The refusal proves
+                // the instance is in a group, whatever IMDS said before.
+                self.not_in_group = false;
                 self.last_error = Some(e.to_string());
                 self.detect_termination(Detection::ProtectionRefused);
             }

@@ -190,6 +190,51 @@ fn not_in_a_group_serves_without_any_aws_call() {
     assert!(h.effects().is_empty());
 }
 
+/// Regression (found by the agent's end-to-end race test): one 404 from IMDS made "not in a group"
+/// sticky, so the termination that followed was never confirmed and the hook never completed.
+#[test]
+fn a_404_blip_from_imds_does_not_hide_a_later_termination() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::TargetState(TargetState::NotInGroup));
+    h.take();
+    h.input(Input::TargetState(TargetState::Terminated));
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Wait", false));
+    h.input(Input::ListenerExited { code: Some(0) });
+    let complete = h.find(|a| match a {
+        Action::CompleteLifecycleAction { id, .. } => Some(*id),
+        _ => None,
+    });
+    assert!(complete.is_some(), "the hook must be completed");
+}
+
+#[test]
+fn a_refused_protection_proves_membership_after_a_404() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 1 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    // IMDS blips to 404 while the protection call is in flight...
+    h.input(Input::TargetState(TargetState::NotInGroup));
+    h.take();
+    // ...and the call is refused because the instance is terminating.
+    h.reply(
+        id,
+        Err(ApiError::new(
+            ApiErrorKind::NotInService,
+            "The instance i-1 is not in InService or EnteringStandby or Standby.",
+        )),
+    );
+    let describe = h.expect_describe();
+    h.reply(describe, described("Terminating:Wait", false));
+    h.input(Input::WorkerExited { pid: 1 });
+    assert!(h.take().iter().any(|a| matches!(a, Action::StopListener { .. })));
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h
+        .take()
+        .iter()
+        .any(|a| matches!(a, Action::CompleteLifecycleAction { .. })));
+}
+
 #[test]
 fn idle_in_service_host_makes_no_api_calls() {
     let mut h = Harness::serving(hooked());

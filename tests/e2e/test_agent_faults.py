@@ -1,0 +1,98 @@
+"""Faults: API throttling and 5xx, IMDS outage, agent crash mid-drain (issue 3, test 6).
+
+The listener crash case is in test_agent_jobs.py (relaunch on exit 2, stop on exit 1)."""
+
+from __future__ import annotations
+
+import time
+
+from harness import stop_agent, wait_for
+
+from support.fake_runner.common import pid_alive
+
+
+def test_throttling_and_5xx_on_heartbeat_and_complete_are_retried_and_complete_once(make_host, broker, aws):
+    host = make_host(hook_timeout=3)
+    agent = host.start_serving()
+    job = broker.assign_job(6.0, runner=host.runner.name)
+    broker.wait_worker_started(job)
+    iid = host.instance_id
+    aws.inject_fault("RecordLifecycleActionHeartbeat", count=1, kind="throttle", instance_id=iid)
+    aws.inject_fault("RecordLifecycleActionHeartbeat", count=1, kind="internal", instance_id=iid)
+    aws.inject_fault("CompleteLifecycleAction", count=1, kind="throttle", instance_id=iid)
+    aws.inject_fault("CompleteLifecycleAction", count=2, kind="internal", instance_id=iid)
+    host.terminate()
+
+    assert broker.wait_outcome(job, timeout=30) == "succeeded"
+    wait_for(lambda: host.calls("CompleteLifecycleAction", ok=True), 15, "CompleteLifecycleAction")
+    wait_for(host.gone, 10, "instance removed")
+
+    completes = host.calls("CompleteLifecycleAction")
+    assert [c.error_code for c in completes] == ["Throttling", "InternalFailure", "InternalFailure", None]
+    assert len(host.calls("CompleteLifecycleAction", ok=True)) == 1
+    beats = host.calls("RecordLifecycleActionHeartbeat")
+    assert [b.error_code for b in beats[:2]] == ["Throttling", "InternalFailure"]
+    assert host.calls("RecordLifecycleActionHeartbeat", ok=True), "a heartbeat got through after the faults"
+    # The hook never timed out (DefaultResult ABANDON would show up as no successful completion).
+    assert not aws.pending_actions(iid)
+    failed = agent.records(notice="api-failed")
+    kinds = sorted({(r["call"], r["kind"]) for r in failed})
+    assert kinds == [("Complete", "Throttled"), ("Complete", "Transient"),
+                     ("Heartbeat", "Throttled"), ("Heartbeat", "Transient")], kinds
+    assert stop_agent(agent) == 0
+
+
+def test_imds_down_for_ten_seconds(make_host, broker, aws):
+    host = make_host()
+    agent = host.start_serving()
+    outage_end = time.monotonic() + 10
+    host.imds.set_unavailable(10, mode="refused")
+    agent.wait_record(message="IMDS read failed", timeout=5)
+
+    # Jobs keep running and being protected: the worker is watched on the host, not through IMDS.
+    job = broker.assign_job(2.0, runner=host.runner.name)
+    assert broker.wait_outcome(job, timeout=20) == "succeeded"
+    assert [c.protected for c in host.calls("SetInstanceProtection", ok=True)][:1] == [True]
+
+    time.sleep(max(0.0, outage_end - time.monotonic()))
+    agent.wait_record(message="IMDS answers again", timeout=10)
+    assert agent.running()
+    # The listener was never stopped for lack of IMDS.
+    assert not agent.records(action="stop-listener")
+
+    # And termination is still noticed once IMDS is back.
+    host.terminate()
+    agent.wait_record(action="stop-listener", reason="TerminatingIdle", timeout=10)
+    wait_for(lambda: host.calls("CompleteLifecycleAction", ok=True), 10, "CompleteLifecycleAction")
+    wait_for(host.gone, 10, "instance removed")
+    assert stop_agent(agent) == 0
+
+
+def test_agent_killed_mid_drain_and_restarted_finishes_the_drain_exactly_once(make_host, broker, aws):
+    host = make_host(hook_timeout=6)
+    first = host.start_serving()
+    job = broker.assign_job(9.0, runner=host.runner.name)
+    worker = broker.wait_worker_started(job)
+    host.terminate()
+    first.wait_record(notice="state-confirmed", state="Terminating:Wait", timeout=10)
+    first.wait_record(action="heartbeat", timeout=10)
+    listener_pid = first.records(message="listener started")[0]["pid"]
+
+    first.kill()  # SIGKILL: no cleanup, stale socket left behind
+    assert pid_alive(listener_pid) and pid_alive(worker.worker_pid), "the job must survive the agent"
+    assert broker.outcome(job) is None
+
+    second = host.start_agent()
+    adopted = second.wait_record(message="adopted a running listener from a previous agent", timeout=10)
+    assert adopted["pid"] == listener_pid and adopted["workers"] == 1
+
+    assert broker.wait_outcome(job, timeout=30) == "succeeded"
+    wait_for(lambda: host.calls("CompleteLifecycleAction", ok=True), 10, "CompleteLifecycleAction")
+    wait_for(host.gone, 10, "instance removed")
+    time.sleep(0.5)
+    assert len(host.calls("CompleteLifecycleAction")) == 1, "completed exactly once"
+    assert not second.records(action="start-listener"), "the restarted agent must not start a second listener"
+    assert [s["cancels_job"] for s in second.records(action="stop-listener")] == [False]
+    # The job's hooks reached whichever agent was up; both exited 0.
+    assert [(h.stage, h.exit_code) for h in broker.job(job).hooks] == [("started", 0), ("completed", 0)]
+    assert stop_agent(second) == 0
