@@ -277,8 +277,22 @@ impl Host {
 
     /// When `handle_timeout` should be called next. Always later than the last `now`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let now = self.now;
-        let mut candidates: Vec<Option<Time>> = vec![
+        let listener = match self.listener {
+            ListenerState::Down { relaunch_at } => relaunch_at,
+            ListenerState::Stopping { kill_at, .. } => Some(kill_at),
+            ListenerState::Starting | ListenerState::Running { .. } => None,
+        };
+        let unprotect =
+            (!self.job_alive && self.protected != Some(false)).then(|| self.job_edge_at + self.cfg.unprotect_delay);
+        let (heartbeat, warning) = match self.hook {
+            HookPhase::Pending { global_deadline, .. } if self.job_alive => (
+                self.next_heartbeat,
+                Some(global_deadline - self.cfg.global_timeout_warning),
+            ),
+            _ => (None, None),
+        };
+        // A fixed array, not a Vec: the simulator asks this after every event on every host.
+        let candidates = [
             self.force_at,
             self.describe.not_before,
             self.next_describe_poll,
@@ -286,22 +300,12 @@ impl Host {
             self.complete.not_before,
             self.heartbeat.not_before,
             self.imds_failing_since.map(|t| t + self.cfg.imds_down_after),
+            listener,
+            unprotect,
+            heartbeat,
+            warning,
         ];
-        match self.listener {
-            ListenerState::Down { relaunch_at } => candidates.push(relaunch_at),
-            ListenerState::Stopping { kill_at, .. } => candidates.push(Some(kill_at)),
-            ListenerState::Starting | ListenerState::Running { .. } => {}
-        }
-        if !self.job_alive && self.protected != Some(false) {
-            candidates.push(Some(self.job_edge_at + self.cfg.unprotect_delay));
-        }
-        if let HookPhase::Pending { global_deadline, .. } = self.hook {
-            if self.job_alive {
-                candidates.push(self.next_heartbeat);
-                candidates.push(Some(global_deadline - self.cfg.global_timeout_warning));
-            }
-        }
-        candidates.into_iter().flatten().filter(|t| *t > now).min()
+        candidates.into_iter().flatten().filter(|t| *t > self.now).min()
     }
 
     /// A summary of the current view.

@@ -1,0 +1,61 @@
+//! `runner-lifecycle hook job-started|job-completed`: the runner's job hooks. They print one line
+//! into the job log and always exit 0, because a failing hook fails the job
+//! (actions/runner src/Runner.Worker/JobExtension.cs).
+
+use crate::exit_code::ExitCode;
+use clap::Args;
+use lifecycle_agent::config::{self, Env};
+use lifecycle_agent::hook::{self, HookEvent};
+use std::path::{Path, PathBuf};
+
+/// Tell the agent a job started or completed (point ACTIONS_RUNNER_HOOK_JOB_STARTED/COMPLETED at a
+/// script that runs this). Always exits 0.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// `job-started` or `job-completed`.
+    #[arg(value_name = "EVENT")]
+    event: String,
+    /// Configuration file [default: /etc/runner-lifecycle/config.toml; env RUNNER_LIFECYCLE_CONFIG].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// The agent's socket [env RUNNER_LIFECYCLE_AGENT_SOCKET].
+    #[arg(long, value_name = "PATH")]
+    agent_socket: Option<String>,
+}
+
+pub fn run(args: &HookArgs) -> ExitCode {
+    let Some(event) = HookEvent::parse(&args.event) else {
+        println!(
+            "runner-lifecycle: unknown hook `{}` (expected job-started or job-completed); nothing done",
+            args.event.chars().take(40).collect::<String>()
+        );
+        return ExitCode::Ok;
+    };
+    let flags: Vec<(&'static str, String)> = args.agent_socket.iter().map(|s| ("agent.socket", s.clone())).collect();
+    let env = Env::from_process();
+    // A broken config file must not fail the job: fall back to the environment alone, then to
+    // nothing but the flags, and say so in the same line.
+    let (settings, warning) = match config::resolve(&flags, args.config.as_deref(), &env) {
+        Ok(s) => (s, None),
+        Err(e) => {
+            let retry = config::resolve(&flags, Some(Path::new("/dev/null")), &env)
+                .or_else(|_| config::resolve(&flags, Some(Path::new("/dev/null")), &Env::default()));
+            match retry {
+                Ok(s) => (s, Some(e.to_string())),
+                Err(e2) => {
+                    println!(
+                        "runner-lifecycle: {}: configuration unusable ({e2}); nothing done",
+                        args.event
+                    );
+                    return ExitCode::Ok;
+                }
+            }
+        }
+    };
+    let line = hook::run(event, &settings);
+    match warning {
+        Some(w) => println!("{line} (config ignored: {w})"),
+        None => println!("{line}"),
+    }
+    ExitCode::Ok
+}

@@ -1,0 +1,25 @@
+//! Every exit code the binary uses, in one place (documented in the README's "Exit codes").
+
+/// Process exit codes of `runner-lifecycle`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Success.
+    Ok = 0,
+    /// An unexpected runtime error (printed with its cause chain).
+    Failure = 1,
+    /// Bad command line (clap's own code).
+    Usage = 2,
+    /// The configuration is invalid (malformed file, unknown key, bad value, missing runner dir).
+    Config = 3,
+    /// `simulate`: an invariant of the decision core was violated; the seed is printed.
+    InvariantViolated = 4,
+    /// `agent`: another agent already serves the hook socket (and supervises the listener).
+    AlreadyRunning = 5,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}

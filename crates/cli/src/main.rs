@@ -1,0 +1,36 @@
+//! `runner-lifecycle`: one binary, one subcommand per job. `main` only parses and dispatches.
+
+mod cmd_agent;
+mod cmd_hook;
+mod cmd_simulate;
+mod exit_code;
+
+use clap::{Parser, Subcommand};
+
+/// Graceful scale-in for self-hosted GitHub Actions runners on EC2 Auto Scaling groups.
+#[derive(Debug, Parser)]
+#[command(name = "runner-lifecycle", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the deterministic fleet simulation and compare scale-in strategies.
+    Simulate(cmd_simulate::SimulateArgs),
+    /// Run the agent on a runner host: supervise the listener, drain it on scale-in, never cancel a job.
+    Agent(cmd_agent::AgentArgs),
+    /// Job hook for the runner (job-started / job-completed); prints one line, always exits 0.
+    Hook(cmd_hook::HookArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Simulate(args) => cmd_simulate::run(&args),
+        Command::Agent(args) => cmd_agent::run(&args),
+        Command::Hook(args) => cmd_hook::run(&args),
+    };
+    code.into()
+}

@@ -1,0 +1,149 @@
+//! The loop that runs one strategy over one world: pop the next event, jump the clock, route it.
+
+use crate::config::timing;
+use crate::metrics::{Metrics, Violation};
+use crate::strategy::Controller;
+use crate::workload::JobSpec;
+use crate::world::{Ev, InstId, Routed, World};
+use crate::SimConfig;
+
+/// What one strategy did in one world.
+#[derive(Clone, Debug)]
+pub struct StrategyRun {
+    /// The strategy's name.
+    pub name: &'static str,
+    /// Its counters.
+    pub metrics: Metrics,
+    /// Invariant violations (only checked for runner-lifecycle).
+    pub violations: Vec<Violation>,
+    /// Events processed (for the benchmark).
+    pub events: u64,
+}
+
+/// Run strategy `C` over the world described by `cfg` and the job stream `specs`.
+pub fn run<C: Controller>(cfg: &SimConfig, specs: &[JobSpec]) -> StrategyRun {
+    run_checked::<C>(cfg, specs, C::CHECKS_INVARIANTS)
+}
+
+/// Like `run`, choosing whether to check runner-lifecycle's invariants (tests check that the checker
+/// catches strategies that break them).
+pub fn run_checked<C: Controller>(cfg: &SimConfig, specs: &[JobSpec], check_invariants: bool) -> StrategyRun {
+    let listener_mode = cfg.listener_mode;
+    let mut w = World::new(cfg.clone(), specs, check_invariants, listener_mode);
+    let mut hosts: Vec<Option<C>> = Vec::new();
+    let end = lifecycle_core::Time::ZERO + cfg.duration;
+    // The initial group boots at time zero; its boot events are queued like any other.
+    w.start();
+    let mut events = 0u64;
+    while let Some((at, ev)) = w.queue.pop() {
+        if at > end {
+            break;
+        }
+        events += 1;
+        w.now = at;
+        let routed = w.handle(ev);
+        let touched = match routed {
+            Routed::Nothing => None,
+            Routed::Booted(inst) => {
+                start_host(&mut w, &mut hosts, inst, false);
+                Some(inst)
+            }
+            Routed::Host(inst, gen, hev) => {
+                if let Some(h) = live_host(&w, &mut hosts, inst, gen) {
+                    h.on_event(&mut w, inst, hev);
+                }
+                Some(inst)
+            }
+            Routed::Wake(inst, gen, at) => {
+                let i = &mut w.instances[inst as usize];
+                if i.wake_at == Some(at) {
+                    i.wake_at = None;
+                    if let Some(h) = live_host(&w, &mut hosts, inst, gen) {
+                        h.on_wake(&mut w, inst);
+                    }
+                }
+                Some(inst)
+            }
+            Routed::Hook(inst, job, kind) => {
+                if w.hook_due(inst, job) {
+                    let up = w.instances[inst as usize].agent_up;
+                    let host = if up {
+                        hosts.get_mut(inst as usize).and_then(Option::as_mut)
+                    } else {
+                        None
+                    };
+                    let run = C::job_hook(host, &mut w, inst, kind);
+                    w.hook_finished(inst, job, kind, run);
+                }
+                Some(inst)
+            }
+            Routed::AgentCrash(inst) => {
+                if C::HAS_AGENT && w.instances[inst as usize].agent_up {
+                    hosts[inst as usize] = None;
+                    let i = &mut w.instances[inst as usize];
+                    i.agent_up = false;
+                    i.agent_gen += 1;
+                    i.wake_at = None;
+                    if matches!(i.asg, crate::world::AsgPhase::Wait { .. }) {
+                        i.fault_allowance_add(timing::AGENT_RESTART);
+                    }
+                    w.queue.push(w.now + timing::AGENT_RESTART, Ev::AgentRestart(inst));
+                }
+                None
+            }
+            Routed::AgentRestart(inst) => {
+                start_host(&mut w, &mut hosts, inst, true);
+                Some(inst)
+            }
+        };
+        if let Some(inst) = touched {
+            schedule_wake(&mut w, &hosts, inst);
+        }
+    }
+    w.now = w.now.max(end);
+    w.finish();
+    StrategyRun {
+        name: C::NAME,
+        metrics: w.metrics,
+        violations: w.violations,
+        events,
+    }
+}
+
+fn start_host<C: Controller>(w: &mut World, hosts: &mut Vec<Option<C>>, inst: InstId, restart: bool) {
+    let idx = inst as usize;
+    if hosts.len() <= idx {
+        hosts.resize_with(idx + 1, || None);
+    }
+    w.instances[idx].agent_up = true;
+    hosts[idx] = Some(C::start(w, inst, restart));
+}
+
+fn live_host<'a, C: Controller>(w: &World, hosts: &'a mut [Option<C>], inst: InstId, gen: u32) -> Option<&'a mut C> {
+    let i = &w.instances[inst as usize];
+    let slot = hosts.get_mut(inst as usize)?;
+    if !i.agent_up {
+        *slot = None; // the host is gone: drop its controller
+        return None;
+    }
+    if i.agent_gen != gen {
+        return None; // meant for an agent that has since crashed
+    }
+    slot.as_mut()
+}
+
+fn schedule_wake<C: Controller>(w: &mut World, hosts: &[Option<C>], inst: InstId) {
+    let idx = inst as usize;
+    let Some(Some(h)) = hosts.get(idx) else { return };
+    let i = &w.instances[idx];
+    if !i.agent_up {
+        return;
+    }
+    if let Some(t) = h.next_wake() {
+        if i.wake_at != Some(t) && t >= w.now {
+            let gen = i.agent_gen;
+            w.instances[idx].wake_at = Some(t);
+            w.queue.push(t, Ev::Wake(inst, gen, t));
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! What a run measured, and what it found wrong.
+
+use lifecycle_core::Time;
+use serde::Serialize;
+
+/// Why a job failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FailCause {
+    /// The runner listener crashed (an injected fault, not the strategy's doing).
+    RunnerCrash,
+    /// The instance was terminated under the job (hook completed or timed out while it ran).
+    InstanceTerminated,
+    /// A job hook exited non-zero.
+    HookFailed,
+    /// The strategy SIGKILLed the listener while a job ran.
+    Killed,
+}
+
+/// How a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum JobOutcome {
+    /// Ran to completion.
+    Succeeded,
+    /// Cancelled by a stop signal while its worker was visible to the host.
+    Cancelled,
+    /// Cancelled by a stop signal that raced the job's dispatch: the unavoidable window.
+    LostInStopWindow,
+    /// Failed.
+    Failed(FailCause),
+    /// Killed by a spot interruption (not a strategy's doing).
+    KilledByInterruption,
+}
+
+impl JobOutcome {
+    /// Whether this outcome breaks runner-lifecycle's promise.
+    pub fn is_tool_fault(self) -> bool {
+        matches!(
+            self,
+            JobOutcome::Cancelled
+                | JobOutcome::Failed(FailCause::InstanceTerminated | FailCause::HookFailed | FailCause::Killed)
+        )
+    }
+}
+
+/// An invariant violation, with what is needed to reproduce it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Violation {
+    /// Re-run with this seed (and the same flags) to reproduce.
+    pub seed: u64,
+    /// Simulated time of the violation.
+    pub at: Time,
+    /// The instance, if one is involved.
+    pub instance: Option<u32>,
+    /// What went wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} at {}: ", self.seed, self.at)?;
+        if let Some(i) = self.instance {
+            write!(f, "instance {i}: ")?;
+        }
+        f.write_str(&self.what)
+    }
+}
+
+/// Counters of one strategy's run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Jobs that arrived.
+    pub jobs_total: u64,
+    /// Jobs that ran to completion.
+    pub jobs_succeeded: u64,
+    /// Jobs cancelled by a stop signal with their worker visible.
+    pub jobs_cancelled: u64,
+    /// Jobs that failed, for any reason (see the `failed_*` breakdown).
+    pub jobs_failed: u64,
+    /// Jobs cancelled in the window between "no job assigned" and the listener acting on its stop.
+    pub jobs_lost_in_stop_window: u64,
+    /// Jobs killed by a spot interruption.
+    pub jobs_killed_by_interruption: u64,
+    /// Jobs still queued or running when the run ended.
+    pub jobs_unfinished: u64,
+    /// Failures by cause: runner crash (fault).
+    pub failed_runner_crash: u64,
+    /// Failures by cause: instance terminated under the job.
+    pub failed_instance_terminated: u64,
+    /// Failures by cause: a job hook failed the job.
+    pub failed_hook: u64,
+    /// Failures by cause: listener SIGKILLed.
+    pub failed_killed: u64,
+    /// Lifecycle actions completed with CompleteLifecycleAction.
+    pub hooks_completed: u64,
+    /// Lifecycle actions that hit HeartbeatTimeout.
+    pub hooks_timed_out: u64,
+    /// Lifecycle actions cut short by a spot interruption.
+    pub hooks_lost_to_interruption: u64,
+    /// Heartbeats accepted.
+    pub heartbeats: u64,
+    /// Instance-seconds in Terminating:Wait with no job running.
+    pub terminating_idle_seconds: f64,
+    /// Auto Scaling API calls made by the strategy (all hosts).
+    pub asg_api_calls: u64,
+    /// Scale-in decisions that picked an instance.
+    pub scale_ins: u64,
+    /// Spot interruption notices.
+    pub spot_interruptions: u64,
+    /// Instance-seconds the group ran (cost).
+    pub instance_seconds: f64,
+    #[serde(skip)]
+    waits_ms: Vec<u64>,
+}
+
+impl Metrics {
+    pub(crate) fn record_job(&mut self, outcome: JobOutcome, arrival: Time, started: Option<Time>, _now: Time) {
+        match outcome {
+            JobOutcome::Succeeded => self.jobs_succeeded += 1,
+            JobOutcome::Cancelled => self.jobs_cancelled += 1,
+            JobOutcome::LostInStopWindow => self.jobs_lost_in_stop_window += 1,
+            JobOutcome::KilledByInterruption => self.jobs_killed_by_interruption += 1,
+            JobOutcome::Failed(cause) => {
+                self.jobs_failed += 1;
+                *match cause {
+                    FailCause::RunnerCrash => &mut self.failed_runner_crash,
+                    FailCause::InstanceTerminated => &mut self.failed_instance_terminated,
+                    FailCause::HookFailed => &mut self.failed_hook,
+                    FailCause::Killed => &mut self.failed_killed,
+                } += 1;
+            }
+        }
+        if let Some(started) = started {
+            self.waits_ms.push(started.since(arrival).as_millis() as u64);
+        }
+    }
+
+    /// The `q` quantile of queue wait (arrival to worker start), in seconds.
+    pub fn queue_wait_quantile(&self, q: f64) -> f64 {
+        if self.waits_ms.is_empty() {
+            return 0.0;
+        }
+        let mut w = self.waits_ms.clone();
+        let k = ((w.len() - 1) as f64 * q).round() as usize;
+        let (_, v, _) = w.select_nth_unstable(k);
+        *v as f64 / 1000.0
+    }
+
+    /// Add another run's counters (for seed sweeps).
+    pub fn absorb(&mut self, o: &Metrics) {
+        self.jobs_total += o.jobs_total;
+        self.jobs_succeeded += o.jobs_succeeded;
+        self.jobs_cancelled += o.jobs_cancelled;
+        self.jobs_failed += o.jobs_failed;
+        self.jobs_lost_in_stop_window += o.jobs_lost_in_stop_window;
+        self.jobs_killed_by_interruption += o.jobs_killed_by_interruption;
+        self.jobs_unfinished += o.jobs_unfinished;
+        self.failed_runner_crash += o.failed_runner_crash;
+        self.failed_instance_terminated += o.failed_instance_terminated;
+        self.failed_hook += o.failed_hook;
+        self.failed_killed += o.failed_killed;
+        self.hooks_completed += o.hooks_completed;
+        self.hooks_timed_out += o.hooks_timed_out;
+        self.hooks_lost_to_interruption += o.hooks_lost_to_interruption;
+        self.heartbeats += o.heartbeats;
+        self.terminating_idle_seconds += o.terminating_idle_seconds;
+        self.asg_api_calls += o.asg_api_calls;
+        self.scale_ins += o.scale_ins;
+        self.spot_interruptions += o.spot_interruptions;
+        self.instance_seconds += o.instance_seconds;
+        self.waits_ms.extend_from_slice(&o.waits_ms);
+    }
+}

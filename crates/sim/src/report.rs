@@ -1,0 +1,187 @@
+//! Reports: one table per run for people, one JSON object for machines.
+
+use crate::driver::StrategyRun;
+use crate::metrics::{Metrics, Violation};
+use crate::SimConfig;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One strategy's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct StrategyReport {
+    /// Strategy name.
+    pub name: String,
+    /// Counters (flattened into the JSON object).
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// Median wait from queueing to worker start, seconds.
+    pub queue_wait_p50_s: f64,
+    /// 95th percentile of that wait, seconds.
+    pub queue_wait_p95_s: f64,
+    /// Instance-hours the group ran.
+    pub instance_hours: f64,
+    /// Auto Scaling calls per instance-hour.
+    pub asg_calls_per_instance_hour: f64,
+    /// Invariant violations found (checked for runner-lifecycle strategies only).
+    pub violations: usize,
+    /// Simulation events processed.
+    pub events: u64,
+}
+
+/// The result of a simulation or a sweep.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The (first) seed.
+    pub seed: u64,
+    /// How many seeds were aggregated.
+    pub seeds: u64,
+    /// The world's parameters.
+    pub config: SimConfig,
+    /// One entry per strategy.
+    pub strategies: Vec<StrategyReport>,
+    /// Every violation, with its seed.
+    pub violation_list: Vec<Violation>,
+}
+
+impl Report {
+    pub(crate) fn from_runs(cfg: &SimConfig, seeds: u64, runs: Vec<StrategyRun>) -> Report {
+        let mut violation_list = Vec::new();
+        let strategies = runs
+            .into_iter()
+            .map(|r| {
+                violation_list.extend(r.violations.iter().cloned());
+                strategy_report(r.name.to_string(), r.metrics, r.violations.len(), r.events)
+            })
+            .collect();
+        Report {
+            seed: cfg.seed,
+            seeds,
+            config: cfg.clone(),
+            strategies,
+            violation_list,
+        }
+    }
+
+    pub(crate) fn absorb(&mut self, other: &Report) {
+        for (mine, theirs) in self.strategies.iter_mut().zip(&other.strategies) {
+            let mut m = mine.metrics.clone();
+            m.absorb(&theirs.metrics);
+            *mine = strategy_report(
+                mine.name.clone(),
+                m,
+                mine.violations + theirs.violations,
+                mine.events + theirs.events,
+            );
+        }
+        self.violation_list.extend(other.violation_list.iter().cloned());
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The report as a table, strategies side by side.
+    pub fn to_table(&self) -> String {
+        let c = &self.config;
+        let mut out = String::new();
+        let seeds = if self.seeds > 1 {
+            format!("seeds {}..{}", self.seed, self.seed + self.seeds - 1)
+        } else {
+            format!("seed {}", self.seed)
+        };
+        let _ = writeln!(
+            out,
+            "runner-lifecycle simulate: {seeds}, {} instances max, {:.1} days, IMDS lag {:.1} s, hook timeout {} s",
+            c.instances,
+            c.duration.as_secs_f64() / 86400.0,
+            c.imds_lag.as_secs_f64(),
+            c.hook_timeout.as_secs()
+        );
+        let f = &c.faults;
+        let _ = writeln!(
+            out,
+            "faults: throttle {:.1}%, 5xx {:.1}%, per instance-day: IMDS outages {}, agent crashes {}, runner crashes {}, spot {}\n",
+            f.throttle_rate * 100.0,
+            f.error_rate * 100.0,
+            f.imds_outages_per_day,
+            f.agent_crashes_per_day,
+            f.runner_crashes_per_day,
+            f.spot_interruptions_per_day
+        );
+        type Row = (&'static str, fn(&StrategyReport) -> String);
+        let rows: [Row; 19] = [
+            ("jobs_total", |s| s.metrics.jobs_total.to_string()),
+            ("jobs_succeeded", |s| s.metrics.jobs_succeeded.to_string()),
+            ("jobs_cancelled", |s| s.metrics.jobs_cancelled.to_string()),
+            ("jobs_failed", |s| s.metrics.jobs_failed.to_string()),
+            ("  by runner crash (fault)", |s| {
+                s.metrics.failed_runner_crash.to_string()
+            }),
+            ("  by instance terminated", |s| {
+                s.metrics.failed_instance_terminated.to_string()
+            }),
+            ("  by failing job hook", |s| s.metrics.failed_hook.to_string()),
+            ("jobs_lost_in_stop_window", |s| {
+                s.metrics.jobs_lost_in_stop_window.to_string()
+            }),
+            ("jobs_killed_by_interruption", |s| {
+                s.metrics.jobs_killed_by_interruption.to_string()
+            }),
+            ("jobs_unfinished (at end)", |s| s.metrics.jobs_unfinished.to_string()),
+            ("hooks_completed", |s| s.metrics.hooks_completed.to_string()),
+            ("hooks_timed_out", |s| s.metrics.hooks_timed_out.to_string()),
+            ("heartbeats", |s| s.metrics.heartbeats.to_string()),
+            ("terminating_idle_seconds", |s| {
+                format!("{:.0}", s.metrics.terminating_idle_seconds)
+            }),
+            ("asg_api_calls", |s| s.metrics.asg_api_calls.to_string()),
+            ("asg calls / instance-hour", |s| {
+                format!("{:.2}", s.asg_calls_per_instance_hour)
+            }),
+            ("instance_hours", |s| format!("{:.0}", s.instance_hours)),
+            ("queue wait p50 / p95 (s)", |s| {
+                format!("{:.1} / {:.1}", s.queue_wait_p50_s, s.queue_wait_p95_s)
+            }),
+            ("invariant violations", |s| s.violations.to_string()),
+        ];
+        let width = self.strategies.iter().map(|s| s.name.len()).max().unwrap_or(8).max(14) + 2;
+        let _ = write!(out, "{:<30}", "");
+        for s in &self.strategies {
+            let _ = write!(out, "{:>width$}", s.name);
+        }
+        out.push('\n');
+        for (label, get) in rows {
+            let _ = write!(out, "{label:<30}");
+            for s in &self.strategies {
+                let _ = write!(out, "{:>width$}", get(s));
+            }
+            out.push('\n');
+        }
+        if !self.violation_list.is_empty() {
+            let _ = writeln!(out, "\nINVARIANT VIOLATIONS ({}):", self.violation_list.len());
+            for v in self.violation_list.iter().take(20) {
+                let _ = writeln!(out, "  {v}");
+            }
+        }
+        out
+    }
+}
+
+fn strategy_report(name: String, metrics: Metrics, violations: usize, events: u64) -> StrategyReport {
+    let instance_hours = metrics.instance_seconds / 3600.0;
+    StrategyReport {
+        name,
+        queue_wait_p50_s: metrics.queue_wait_quantile(0.5),
+        queue_wait_p95_s: metrics.queue_wait_quantile(0.95),
+        asg_calls_per_instance_hour: if instance_hours > 0.0 {
+            metrics.asg_api_calls as f64 / instance_hours
+        } else {
+            0.0
+        },
+        instance_hours,
+        metrics,
+        violations,
+        events,
+    }
+}
