@@ -203,6 +203,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         tx,
         listener: None,
         workers: BTreeSet::new(),
+        watcher: None,
         queue: VecDeque::new(),
     };
 
@@ -392,6 +393,8 @@ struct Agent {
     tx: mpsc::UnboundedSender<Event>,
     listener: Option<Listener>,
     workers: BTreeSet<ProcId>,
+    /// The worker watcher of the current listener (its pid, the watcher).
+    watcher: Option<(u32, procs::WorkerWatcher)>,
     /// Observations waiting to be fed to the core (follow-ups of executed actions, adoption).
     queue: VecDeque<Input>,
 }
@@ -537,7 +540,16 @@ impl Agent {
             self.listener_gone(None, None);
             return;
         }
-        let now: BTreeSet<ProcId> = procs::workers_of(listener.id.pid).into_iter().collect();
+        let watcher = match &mut self.watcher {
+            Some(w) if w.0 == listener.id.pid => &mut w.1,
+            _ => {
+                &mut self
+                    .watcher
+                    .insert((listener.id.pid, procs::WorkerWatcher::new(listener.id.pid)))
+                    .1
+            }
+        };
+        let now: BTreeSet<ProcId> = watcher.workers().into_iter().collect();
         if now == self.workers {
             return;
         }

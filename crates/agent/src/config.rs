@@ -87,7 +87,7 @@ pub const KEYS: &[Key] = &[
         "runner-worker-poll",
         env_vars::RUNNER_WORKER_POLL,
         "DURATION",
-        Some("25ms"),
+        Some("50ms"),
         "How often the listener's children are checked for a Runner.Worker (a job)."
     ),
     key!(
@@ -939,6 +939,21 @@ mod tests {
             assert!(env_vars::ALL_KEYS.contains(&k.env), "{} missing from ALL_KEYS", k.env);
         }
         assert_eq!(env_vars::ALL_KEYS.len(), KEYS.len());
+    }
+
+    #[test]
+    fn docs_describe_every_key_flag_and_variable() {
+        let docs = include_str!("../../../docs/agent.md");
+        for k in KEYS {
+            for needle in [
+                format!("`{}`", k.name),
+                format!("`--{}`", k.flag),
+                format!("`{}`", k.env),
+            ] {
+                assert!(docs.contains(&needle), "docs/agent.md does not mention {needle}");
+            }
+        }
+        assert!(docs.contains(env_vars::CONFIG) && docs.contains(DEFAULT_CONFIG_PATH));
     }
 
     #[test]

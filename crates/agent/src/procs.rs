@@ -136,6 +136,128 @@ pub fn workers_of(listener: u32) -> Vec<ProcId> {
         .collect()
 }
 
+/// Watches one listener's children for `Runner.Worker` at a high rate, cheaply: the per-thread
+/// `children` files stay open and are re-read from offset 0 (they are seq_files), the thread list
+/// is re-read only when the thread count changes (and once a second, in case one thread exited
+/// while another started), and each child is classified once.
+#[derive(Debug)]
+pub struct WorkerWatcher {
+    listener: u32,
+    stat: Option<std::fs::File>,
+    threads: u64,
+    files: Vec<std::fs::File>,
+    relisted_at: u64,
+    ticks: u64,
+    /// Children seen last time: pid -> `Some(worker)` for workers, `None` for other children.
+    known: std::collections::BTreeMap<u32, Option<ProcId>>,
+    buf: Vec<u8>,
+}
+
+/// Ticks between forced thread-list refreshes (at the default 50 ms per tick: once a second).
+const RELIST_EVERY: u64 = 20;
+
+impl WorkerWatcher {
+    /// Watch the children of `listener`.
+    pub fn new(listener: u32) -> WorkerWatcher {
+        WorkerWatcher {
+            listener,
+            stat: std::fs::File::open(format!("/proc/{listener}/stat")).ok(),
+            threads: 0,
+            files: Vec::new(),
+            relisted_at: 0,
+            ticks: 0,
+            known: std::collections::BTreeMap::new(),
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    /// The listener's current `Runner.Worker` children.
+    pub fn workers(&mut self) -> Vec<ProcId> {
+        self.ticks += 1;
+        let threads = self.thread_count();
+        if threads != self.threads || self.files.is_empty() || self.ticks - self.relisted_at >= RELIST_EVERY {
+            self.relist();
+            self.threads = threads;
+        }
+        let mut pids: Vec<u32> = if self.files.is_empty() {
+            // No `children` files (kernel without CONFIG_PROC_CHILDREN): the slow full scan.
+            children(self.listener)
+        } else {
+            let mut pids = Vec::new();
+            for i in 0..self.files.len() {
+                if reread(&mut self.files[i], &mut self.buf).is_err() {
+                    self.threads = 0; // a thread is gone: re-list next tick
+                    continue;
+                }
+                pids.extend(
+                    std::str::from_utf8(&self.buf)
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+            pids
+        };
+        pids.sort_unstable();
+        pids.dedup();
+        self.known.retain(|pid, _| pids.binary_search(pid).is_ok());
+        for pid in pids {
+            if self.known.contains_key(&pid) {
+                continue;
+            }
+            // A child that vanished before it could be read is looked at again next tick.
+            if let Some(s) = stat(pid) {
+                let worker = s.state != 'Z' && is_named(&s, &cmdline(pid), WORKER_NAME);
+                self.known.insert(pid, worker.then_some(s.id));
+            }
+        }
+        self.known.values().flatten().copied().collect()
+    }
+
+    fn thread_count(&mut self) -> u64 {
+        let Some(f) = self.stat.as_mut() else { return 0 };
+        if reread(f, &mut self.buf).is_err() {
+            return 0;
+        }
+        // Field 20 (num_threads) is the 18th field after the `)` that closes the command name.
+        std::str::from_utf8(&self.buf)
+            .ok()
+            .and_then(|t| t.rsplit_once(')'))
+            .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn relist(&mut self) {
+        self.relisted_at = self.ticks;
+        self.files = std::fs::read_dir(format!("/proc/{}/task", self.listener))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|t| std::fs::File::open(t.path().join("children")).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+}
+
+/// Read a whole /proc file from offset 0 with `pread`: one syscall for these short files, where
+/// `seek` + `read_to_end` costs a `statx` and two `lseek`s more on every tick.
+fn reread(f: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = f.read_at(&mut chunk, buf.len() as u64)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            return Ok(());
+        }
+    }
+}
+
 /// Listeners running `program` (by absolute path), found by scanning `/proc`: after an agent
 /// restart the old listener is no longer our child, but it is still running the runner's binary.
 /// Oldest first.
@@ -206,6 +328,44 @@ mod tests {
         assert!(!is_named(&s("python3"), &argv, LISTENER_NAME));
         let argv = vec!["bash".to_string(), "-c".to_string(), "echo Runner.Worker".to_string()];
         assert!(!is_named(&s("bash"), &argv, WORKER_NAME));
+    }
+
+    #[test]
+    fn the_watcher_sees_a_worker_come_and_go() {
+        // A process whose comm is Runner.Worker: `sleep` executed through a symlink of that name.
+        let dir = std::env::temp_dir().join(format!("rl-procs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let fake = dir.join(WORKER_NAME);
+        std::os::unix::fs::symlink("/bin/sleep", &fake).expect("symlink");
+        let mut watcher = WorkerWatcher::new(std::process::id());
+        let before = watcher.workers();
+        let mut other = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        let mut worker = std::process::Command::new(&fake)
+            .arg("5")
+            .spawn()
+            .expect("spawn worker");
+        let seen = watcher.workers();
+        assert!(seen.iter().any(|w| w.pid == worker.id()), "{seen:?}");
+        assert!(!seen.iter().any(|w| w.pid == other.id()), "only workers: {seen:?}");
+        assert_eq!(
+            workers_of(std::process::id())
+                .iter()
+                .filter(|w| w.pid == worker.id())
+                .count(),
+            1
+        );
+        worker.kill().expect("kill");
+        worker.wait().expect("wait");
+        let after = watcher.workers();
+        assert!(!after.iter().any(|w| w.pid == worker.id()), "{after:?}");
+        assert_eq!(after.len(), before.len());
+        other.kill().expect("kill");
+        other.wait().expect("wait");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
