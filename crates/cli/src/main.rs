@@ -2,6 +2,7 @@
 
 mod cmd_agent;
 mod cmd_hook;
+mod cmd_install;
 mod cmd_simulate;
 mod exit_code;
 
@@ -23,6 +24,8 @@ enum Command {
     Agent(cmd_agent::AgentArgs),
     /// Job hook for the runner (job-started / job-completed); prints one line, always exits 0.
     Hook(cmd_hook::HookArgs),
+    /// Install the agent's systemd unit, wire the job hooks into the runner's .env, create its directories.
+    Install(cmd_install::InstallArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => cmd_simulate::run(&args),
         Command::Agent(args) => cmd_agent::run(&args),
         Command::Hook(args) => cmd_hook::run(&args),
+        Command::Install(args) => cmd_install::run(&args),
     };
     code.into()
 }
