@@ -82,10 +82,7 @@ fn installs_then_a_second_run_changes_nothing() {
         .read("etc/runner-lifecycle/config.toml")
         .contains("dir = \"/opt/actions-runner\""));
     let unit = s.read("etc/systemd/system/runner-lifecycle.service");
-    assert_eq!(
-        unit,
-        include_str!("../../install/tests/snapshots/runner-lifecycle.service")
-    );
+    assert_eq!(unit, include_str!("../../../packaging/runner-lifecycle.service"));
 
     let second = s.install(&[]);
     assert!(second.status.success());
@@ -187,4 +184,23 @@ fn systemd_analyze_verify_accepts_the_unit_without_warnings() {
         .expect("run");
     assert!(text(&verify).contains("kill mode"), "{}", text(&verify));
     let _ = fs::remove_dir_all(Path::new(&dir));
+}
+
+/// The sample configuration the .deb ships is valid for the agent as it is.
+#[test]
+fn packaged_config_passes_the_agents_config_check() {
+    let dir = std::env::temp_dir().join(format!("rl-cfg-{}", std::process::id()));
+    fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    fs::write(dir.join("bin/Runner.Listener"), "#!/bin/sh\n").expect("listener");
+    fs::set_permissions(dir.join("bin/Runner.Listener"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/config.toml");
+    let out = Command::new(BIN)
+        .args(["agent", "--config-check", "--config", config])
+        .env("RUNNER_LIFECYCLE_RUNNER_DIR", &dir)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("stop_deadline = \"6h\"  # file"), "{}", text(&out));
+    let _ = fs::remove_dir_all(&dir);
 }

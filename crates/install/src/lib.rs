@@ -477,6 +477,24 @@ mod tests {
         ));
     }
 
+    /// The .deb ships these files (packaging/); they must be what `install` writes for the defaults.
+    #[test]
+    fn packaged_files_match_what_install_renders() {
+        let bin = Path::new("/usr/bin/runner-lifecycle");
+        assert_eq!(
+            include_str!("../../../packaging/job-started.sh"),
+            hook_script(bin, "job-started")
+        );
+        assert_eq!(
+            include_str!("../../../packaging/job-completed.sh"),
+            hook_script(bin, "job-completed")
+        );
+        assert_eq!(
+            include_str!("../../../packaging/config.toml"),
+            sample_config(Path::new("/opt/actions-runner"))
+        );
+    }
+
     #[test]
     fn hook_script_never_fails_the_job() {
         let s = hook_script(Path::new("/usr/bin/runner-lifecycle"), "job-started");

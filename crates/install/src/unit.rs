@@ -124,10 +124,10 @@ mod tests {
     /// The rendered text is pinned: a change to the unit must be a deliberate change to this file.
     #[test]
     fn snapshot() {
-        let expected = include_str!("../tests/snapshots/runner-lifecycle.service");
+        let expected = include_str!("../../../packaging/runner-lifecycle.service");
         let got = render(&sample());
         if got != expected {
-            panic!("rendered unit differs from tests/snapshots/runner-lifecycle.service:\n{got}");
+            panic!("rendered unit differs from packaging/runner-lifecycle.service:\n{got}");
         }
     }
 
