@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -193,7 +194,8 @@ def detection(b: Bench, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
         h = b.host()
-        time.sleep(0.5)
+        # A random phase against the agent's 1 s IMDS poll, so the samples cover the whole period.
+        time.sleep(random.uniform(0.5, 1.5))
         asg = b.aws.client("autoscaling")
         asg.set_desired_capacity(AutoScalingGroupName=h["group"], DesiredCapacity=0)
         wall = next(w for _m, w, s in b.aws.history(h["iid"]) if s == "Terminating:Wait")
@@ -241,7 +243,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--hook-runs", type=int, default=200)
-    ap.add_argument("--latency-runs", type=int, default=7)
+    ap.add_argument("--latency-runs", type=int, default=9)
     args = ap.parse_args()
     if not AWS_CLI.exists():
         print(f"missing {AWS_CLI}: python3 -m venv bench/.venv && bench/.venv/bin/pip install -r bench/requirements.txt")

@@ -122,3 +122,43 @@ def test_second_sigterm_forces_the_stop(make_host, broker):
     assert agent.records(notice="forcing-stop-with-job")
     # The forced stop is the one path that cancels a job; the runner reports it as such.
     assert broker.wait_outcome(job, timeout=20) in ("cancelled", "failed")
+
+
+ONE_JOB = {"runner_mode": "one-job", "runner_command": "bin/Runner.Listener run --startuptype service --once"}
+
+
+def test_spot_notice_stops_new_jobs_but_lets_the_running_one_finish(make_host, broker):
+    """One-job mode: the listener exits after its job without taking the next one (Runner.cs,
+    run-once), and the agent does not relaunch it while draining. (A persistent listener goes
+    straight back to polling and can take a queued job in the instant its job ends.)"""
+    host = make_host(**ONE_JOB)
+    agent = host.start_serving()
+    first = broker.assign_job(3.0, runner=host.runner.name)
+    broker.wait_worker_started(first)
+    host.imds.set_spot_notice("terminate")
+    agent.wait_record(notice="drain-started", cause="SpotInterruption", timeout=5)
+    second = broker.assign_job(1.0, runner=host.runner.name)
+
+    assert broker.wait_outcome(first, timeout=20) == "succeeded"
+    agent.wait_record(message="listener exited", timeout=10)
+    time.sleep(1.5)
+    # The queued job was never taken here: it waits for another runner.
+    assert broker.job(second).dispatched_at is None and broker.outcome(second) is None
+    assert len(agent.records(message="listener started")) == 1, "no relaunch while draining"
+    # At most a SIGINT to the idle listener on its way out; never one that cancels a job.
+    assert all(r["cancels_job"] is False for r in agent.records(action="stop-listener"))
+    assert agent.running()
+    assert stop_agent(agent) == 0
+
+
+def test_one_job_mode_relaunches_the_listener_between_jobs(make_host, broker):
+    host = make_host(**ONE_JOB)
+    agent = host.start_serving()
+    for _ in range(2):
+        job = broker.assign_job(0.5, runner=host.runner.name)
+        assert broker.wait_outcome(job, timeout=20) == "succeeded"
+        broker.wait_listening(host.runner.name, timeout=15)
+    starts = wait_for(lambda: len(agent.records(action="start-listener")) >= 3 and agent.records(action="start-listener"),
+                      10, "third listener start")
+    assert [s["reason"] for s in starts] == ["Serving", "NextJob", "NextJob"], starts
+    assert stop_agent(agent) == 0

@@ -128,6 +128,11 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let server = tokio::spawn(socket::serve(socket_listener, hook_tx));
     info!(socket = %settings.socket.display(), "hook socket ready");
 
+    if settings.runner_mode == lifecycle_core::ListenerMode::OneJob
+        && !settings.runner_command.iter().any(|a| a == "--once")
+    {
+        warn!("runner.mode is one-job but runner.command has no --once: the listener must exit after its job (an ephemeral registration does so too)");
+    }
     let adopted = adopt(&program);
 
     let endpoint = Endpoint::parse(&settings.imds_endpoint).map_err(|message| ConfigError::Invalid {

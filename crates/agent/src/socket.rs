@@ -203,7 +203,9 @@ async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>) {
             match parse_request(body) {
                 Ok(request) => answer(request, &to_agent).await,
                 Err(message) => {
-                    tracing::warn!(%message, "hook socket: bad request refused");
+                    // The request's bytes go back to its sender only: whatever was sent by mistake
+                    // (a token pasted into the wrong place) must not land in the journal.
+                    tracing::warn!(bytes = body.len(), "hook socket: bad request refused");
                     format!("error {message}\n")
                 }
             }

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 /// script that runs this). Always exits 0.
 #[derive(Debug, Args)]
 pub struct HookArgs {
-    /// `job-started` or `job-completed`.
+    /// `job-started` or `job-completed` (anything else, or nothing, is reported and ignored).
     #[arg(value_name = "EVENT")]
-    event: String,
+    event: Option<String>,
     /// Configuration file [default: /etc/runner-lifecycle/config.toml; env RUNNER_LIFECYCLE_CONFIG].
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -24,10 +24,11 @@ pub struct HookArgs {
 }
 
 pub fn run(args: &HookArgs) -> ExitCode {
-    let Some(event) = HookEvent::parse(&args.event) else {
+    let word = args.event.as_deref().unwrap_or_default();
+    let Some(event) = HookEvent::parse(word) else {
         println!(
             "runner-lifecycle: unknown hook `{}` (expected job-started or job-completed); nothing done",
-            args.event.chars().take(40).collect::<String>()
+            word.chars().take(40).collect::<String>()
         );
         return ExitCode::Ok;
     };
@@ -43,10 +44,7 @@ pub fn run(args: &HookArgs) -> ExitCode {
             match retry {
                 Ok(s) => (s, Some(e.to_string())),
                 Err(e2) => {
-                    println!(
-                        "runner-lifecycle: {}: configuration unusable ({e2}); nothing done",
-                        args.event
-                    );
+                    println!("runner-lifecycle: {word}: configuration unusable ({e2}); nothing done");
                     return ExitCode::Ok;
                 }
             }
