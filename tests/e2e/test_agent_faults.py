@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from harness import stop_agent, wait_for
+from harness import parse_ts, stop_agent, wait_for
 
 from support.fake_runner.common import pid_alive
 
@@ -96,3 +96,23 @@ def test_agent_killed_mid_drain_and_restarted_finishes_the_drain_exactly_once(ma
     # The job's hooks reached whichever agent was up; both exited 0.
     assert [(h.stage, h.exit_code) for h in broker.job(job).hooks] == [("started", 0), ("completed", 0)]
     assert stop_agent(second) == 0
+
+
+def test_a_listener_ignoring_sigint_is_killed_only_after_the_grace(make_host, tmp_path):
+    """SIGKILL comes only from the core's KillListener: after runner.stop_grace, with no job."""
+    stubborn = tmp_path / "stubborn" / "Runner.Listener"
+    stubborn.parent.mkdir()
+    stubborn.write_text("#!/bin/bash\ntrap 'echo got SIGINT, ignoring it' INT\nwhile :; do sleep 0.1; done\n")
+    stubborn.chmod(0o755)
+    host = make_host(runner_command=str(stubborn), runner_stop_grace="2s")
+    agent = host.start_agent()
+    agent.wait_record(message="listener started", timeout=15)
+    agent.signal(15)
+    stop = agent.wait_record(action="stop-listener", timeout=10)
+    kill = agent.wait_record(action="kill-listener", timeout=10)
+    gap = parse_ts(kill["timestamp"]) - parse_ts(stop["timestamp"])
+    assert 1.9 <= gap < 4.0, f"SIGKILL {gap:.2f} s after SIGINT; the grace is 2 s"
+    assert kill["reason"] == "GraceExpired"
+    exited = agent.wait_record(message="listener exited", timeout=10)
+    assert exited["signal"] == 9
+    assert agent.wait(timeout=15) == 0

@@ -86,3 +86,43 @@ def test_listener_exits_are_handled_as_runsvc_does(make_host, broker):
     assert len(agent.records(message="listener started")) == 2
     assert agent.running()
     assert stop_agent(agent) == 0
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(make_host, broker, tmp_path):
+    """Type=notify with WatchdogSec: READY=1 once serving, WATCHDOG=1 at half the period,
+    STOPPING=1 at the end; the listener does not inherit the notification socket."""
+    import socket as _socket
+
+    path = tmp_path / "notify.sock"
+    systemd = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    systemd.bind(str(path))
+    systemd.settimeout(10)
+    host = make_host()
+    agent = host.start_serving(NOTIFY_SOCKET=str(path), WATCHDOG_USEC="1000000")
+    messages = []
+
+    def receive_until(prefix):
+        while True:
+            msg = systemd.recv(4096).decode()
+            messages.append((time.monotonic(), msg))
+            if msg.startswith(prefix):
+                return msg
+
+    receive_until("READY=1")
+    receive_until("WATCHDOG=1")
+    t0 = time.monotonic()
+    for _ in range(3):
+        receive_until("WATCHDOG=1")
+    period = (time.monotonic() - t0) / 3
+    assert 0.3 < period < 0.8, f"watchdog pinged every {period:.2f} s for WatchdogSec=1s"
+
+    listener = agent.records(message="listener started")[0]["pid"]
+    environ = open(f"/proc/{listener}/environ", "rb").read().split(b"\0")
+    assert not any(e.startswith(b"NOTIFY_SOCKET=") or e.startswith(b"WATCHDOG_") for e in environ)
+    assert any(e.startswith(b"RUNNER_LIFECYCLE_AGENT_SOCKET=") for e in environ)
+
+    agent.signal(15)
+    assert "draining" in receive_until("STATUS=draining")
+    receive_until("STOPPING=1")
+    assert agent.wait(timeout=20) == 0
+    systemd.close()

@@ -11,6 +11,7 @@ use crate::clock::{jitter_seed, Clock};
 use crate::config::{ConfigError, Settings};
 use crate::env_vars;
 use crate::imds::{paths, Endpoint, ImdsClient};
+use crate::notify::Notifier;
 use crate::procs::{self, ProcId};
 use crate::socket::{self, Incoming, Request, SocketError};
 use lifecycle_core::{
@@ -97,6 +98,56 @@ impl Signals {
     }
 }
 
+/// The agent before its core runs: it answers signals, hooks and the watchdog while it discovers.
+struct Starting<'a> {
+    signals: &'a mut Signals,
+    hook_rx: &'a mut mpsc::Receiver<Incoming>,
+    early_hooks: Vec<Input>,
+    stops: u32,
+    have_listener: bool,
+    notifier: &'a Notifier,
+    watchdog: Option<tokio::time::Interval>,
+}
+
+impl Starting<'_> {
+    /// Drive `fut` to its end, answering everything else meanwhile. `Err` when a stop request
+    /// ends the agent before then.
+    async fn answer_while<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Outcome> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                _ = self.signals.term.recv() => self.stops += 1,
+                _ = self.signals.int.recv() => self.stops += 1,
+                _ = self.signals.hup.recv() => {}
+                Some(inc) = self.hook_rx.recv() => {
+                    self.early_hooks.extend(hook_input(inc.request));
+                    let _ = inc.reply.send("noted; the agent is starting (discovering the instance)".into());
+                }
+                () = tick(&mut self.watchdog) => self.notifier.ping(),
+            }
+            if self.stops > 0 && !self.have_listener {
+                info!("stop requested before discovery finished and no listener runs: exiting");
+                return Err(Outcome::Stopped { forced: false });
+            }
+            if self.stops > 1 {
+                warn!("second stop request during discovery: exiting; the adopted listener keeps running unsupervised");
+                return Err(Outcome::Stopped { forced: true });
+            }
+        }
+    }
+}
+
+/// The next watchdog tick, or never.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// What the agent knows about the listener process.
 #[derive(Clone, Copy, Debug)]
 struct Listener {
@@ -127,6 +178,8 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let (hook_tx, mut hook_rx) = mpsc::channel::<Incoming>(64);
     let server = tokio::spawn(socket::serve(socket_listener, hook_tx));
     info!(socket = %settings.socket.display(), "hook socket ready");
+    let notifier = Notifier::from_env();
+    notifier.ready();
 
     if settings.runner_mode == lifecycle_core::ListenerMode::OneJob
         && !settings.runner_command.iter().any(|a| a == "--once")
@@ -142,47 +195,50 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     })?;
     let mut imds = ImdsClient::new(endpoint);
 
-    // Discovery, while answering signals and hooks.
-    let mut stops = 0u32;
-    let mut early_hooks: Vec<Input> = Vec::new();
-    let discovered = {
-        let mut attempt = 0u32;
-        loop {
-            let outcome = tokio::select! {
-                d = discover(&settings, &mut imds) => Some(d),
-                _ = signals.term.recv() => { stops += 1; None }
-                _ = signals.int.recv() => { stops += 1; None }
-                _ = signals.hup.recv() => None,
-                Some(inc) = hook_rx.recv() => {
-                    early_hooks.extend(hook_input(inc.request));
-                    let _ = inc.reply.send("noted; the agent is starting (discovering the instance)".into());
-                    None
-                }
-            };
-            if stops > 0 && adopted.is_none() {
-                info!("stop requested before discovery finished and no listener runs: exiting");
+    // Discovery, while answering signals, hooks and the watchdog. The discovery future lives
+    // across those events: restarting it on each one could starve it.
+    let mut starting = Starting {
+        signals: &mut signals,
+        hook_rx: &mut hook_rx,
+        early_hooks: Vec::new(),
+        stops: 0,
+        have_listener: adopted.is_some(),
+        notifier: &notifier,
+        watchdog: notifier.watchdog_interval().map(tokio::time::interval),
+    };
+    let mut attempt = 0u32;
+    let discovered = loop {
+        let outcome = match starting.answer_while(discover(&settings, &mut imds)).await {
+            Ok(o) => o,
+            Err(stopped) => {
                 server.abort();
                 remove_socket(&settings.socket);
-                return Ok(Outcome::Stopped { forced: false });
+                notifier.stopping();
+                return Ok(stopped);
             }
-            if stops > 1 {
-                warn!("second stop request during discovery: exiting; the adopted listener keeps running unsupervised");
-                server.abort();
-                remove_socket(&settings.socket);
-                return Ok(Outcome::Stopped { forced: true });
-            }
-            match outcome {
-                Some(Ok(d)) => break d,
-                Some(Err(e)) => {
-                    attempt += 1;
-                    let delay = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30));
-                    warn!(error = %e, attempt, retry_in_s = delay.as_secs(), "discovery failed; retrying");
-                    tokio::time::sleep(delay).await;
+        };
+        match outcome {
+            Ok(d) => break d,
+            Err(e) => {
+                attempt += 1;
+                let delay = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30));
+                warn!(error = %e, attempt, retry_in_s = delay.as_secs(), "discovery failed; retrying");
+                notifier.status(&format!("discovery failed ({e}); retrying in {}s", delay.as_secs()));
+                if let Err(stopped) = starting.answer_while(tokio::time::sleep(delay)).await {
+                    server.abort();
+                    remove_socket(&settings.socket);
+                    notifier.stopping();
+                    return Ok(stopped);
                 }
-                None => {}
             }
         }
     };
+    let Starting {
+        early_hooks,
+        stops,
+        watchdog,
+        ..
+    } = starting;
     info!(
         instance_id = %discovered.instance_id,
         region = %discovered.region,
@@ -208,8 +264,10 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         tx,
         listener: None,
         workers: BTreeSet::new(),
+        stop_signals: stops,
         watcher: None,
         queue: VecDeque::new(),
+        notifier,
     };
 
     if let Some((listener, workers)) = adopted {
@@ -234,7 +292,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     }
 
     tokio::spawn(poll_imds(imds, agent.settings.imds_poll, agent.tx.clone()));
-    let outcome = agent.main_loop(rx, &mut hook_rx, &mut signals).await;
+    let outcome = agent.main_loop(rx, &mut hook_rx, &mut signals, watchdog).await;
     server.abort();
     remove_socket(&agent.settings.socket);
     Ok(outcome)
@@ -398,10 +456,14 @@ struct Agent {
     tx: mpsc::UnboundedSender<Event>,
     listener: Option<Listener>,
     workers: BTreeSet<ProcId>,
+    /// Stop requests so far (signals, and those received during discovery).
+    stop_signals: u32,
     /// The worker watcher of the current listener (its pid, the watcher).
     watcher: Option<(u32, procs::WorkerWatcher)>,
     /// Observations waiting to be fed to the core (follow-ups of executed actions, adoption).
     queue: VecDeque<Input>,
+    /// systemd's notification socket.
+    notifier: Notifier,
 }
 
 impl Agent {
@@ -410,6 +472,7 @@ impl Agent {
         mut rx: mpsc::UnboundedReceiver<Event>,
         hook_rx: &mut mpsc::Receiver<Incoming>,
         signals: &mut Signals,
+        mut watchdog: Option<tokio::time::Interval>,
     ) -> Outcome {
         let mut worker_tick = tokio::time::interval(self.settings.worker_poll);
         worker_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -428,6 +491,8 @@ impl Agent {
                 _ = signals.int.recv() => self.on_stop_signal("SIGINT"),
                 _ = signals.hup.recv() => info!("SIGHUP ignored (the agent is stopped with SIGTERM)"),
                 _ = worker_tick.tick(), if watching => self.watch_processes(),
+                // Pinged from the main loop itself, so a wedged loop is restarted by systemd.
+                () = tick(&mut watchdog) => self.notifier.ping(),
             }
         }
     }
@@ -451,7 +516,8 @@ impl Agent {
     }
 
     fn on_stop_signal(&mut self, name: &str) {
-        if self.core.draining() == Some(DrainCause::StopRequested) {
+        self.stop_signals += 1;
+        if self.stop_signals > 1 {
             warn!(signal = name, "second stop request: forcing the stop");
         } else {
             info!(signal = name, "stop requested: draining (a running job finishes first)");
@@ -614,9 +680,20 @@ impl Agent {
                 let asg = self.asg.clone();
                 self.call(id, Call::Complete, async move { asg.complete(result).await });
             }
-            Action::Notify(notice) => log_notice(&notice),
+            Action::Notify(notice) => {
+                log_notice(&notice);
+                match notice {
+                    Notice::DrainStarted { cause } => self.notifier.status(&format!(
+                        "draining ({}): no new jobs; a running job finishes",
+                        cause_text(cause)
+                    )),
+                    Notice::HookCompleted { .. } => self.notifier.status("lifecycle hook completed"),
+                    _ => {}
+                }
+            }
             Action::Exit { forced } => {
                 info!(action = "exit", forced, "drain finished; exiting");
+                self.notifier.stopping();
                 return Some(Outcome::Stopped { forced });
             }
         }
@@ -653,7 +730,11 @@ impl Agent {
             // need for their direct fallback call if the agent cannot be reached.
             .env(env_vars::AGENT_SOCKET, &self.settings.socket)
             .env(env_vars::AWS_INSTANCE_ID, &self.discovered.instance_id)
-            .env(env_vars::AWS_REGION, &self.discovered.region);
+            .env(env_vars::AWS_REGION, &self.discovered.region)
+            // systemd's notification socket is the agent's alone (NotifyAccess=main).
+            .env_remove(env_vars::NOTIFY_SOCKET)
+            .env_remove(env_vars::WATCHDOG_USEC)
+            .env_remove(env_vars::WATCHDOG_PID);
         if let Some(group) = &self.discovered.group {
             cmd.env(env_vars::AWS_GROUP, group);
         }

@@ -56,6 +56,13 @@ pub const STD_AWS_REGION: &str = "AWS_REGION";
 /// Standard AWS variable, used for the IMDS endpoint when `aws.imds_endpoint` is not set.
 pub const STD_IMDS_ENDPOINT: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 
+/// systemd's notification socket (sd_notify(3)); set by systemd for `Type=notify` services.
+pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+/// systemd's watchdog period in microseconds (`WatchdogSec=`).
+pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
+/// The pid the watchdog is meant for.
+pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
+
 /// Every variable above that maps to a configuration key, in `--config-check` order.
 pub const ALL_KEYS: &[&str] = &[
     RUNNER_DIR,

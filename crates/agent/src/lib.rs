@@ -19,5 +19,6 @@ pub mod env_vars;
 pub mod hook;
 pub mod imds;
 pub mod logging;
+pub mod notify;
 pub mod procs;
 pub mod socket;
