@@ -43,10 +43,12 @@ def test_throttling_and_5xx_on_heartbeat_and_complete_are_retried_and_complete_o
 
 
 def test_imds_down_for_ten_seconds(make_host, broker, aws):
+    """A little over 10 s, so the core's fallback (one describe after 10 s of IMDS failures, then
+    one every 30 s) shows up too."""
     host = make_host()
     agent = host.start_serving()
-    outage_end = time.monotonic() + 10
-    host.imds.set_unavailable(10, mode="refused")
+    outage_end = time.monotonic() + 11
+    host.imds.set_unavailable(11, mode="refused")
     agent.wait_record(message="IMDS read failed", timeout=5)
 
     # Jobs keep running and being protected: the worker is watched on the host, not through IMDS.
@@ -56,6 +58,8 @@ def test_imds_down_for_ten_seconds(make_host, broker, aws):
 
     time.sleep(max(0.0, outage_end - time.monotonic()))
     agent.wait_record(message="IMDS answers again", timeout=10)
+    fallback = agent.records(action="describe", reason="ImdsDown")
+    assert len(fallback) == 1, "one slow describe while IMDS was down, not a poll storm"
     assert agent.running()
     # The listener was never stopped for lack of IMDS.
     assert not agent.records(action="stop-listener")
