@@ -120,3 +120,26 @@ def test_a_listener_ignoring_sigint_is_killed_only_after_the_grace(make_host, tm
     exited = agent.wait_record(message="listener exited", timeout=10)
     assert exited["signal"] == 9
     assert agent.wait(timeout=15) == 0
+
+
+def test_hooks_while_the_agent_cannot_discover_the_instance_fall_back_and_are_remembered(make_host, broker):
+    host = make_host()
+    host.imds.set_unavailable(8, mode="refused")
+    agent = host.start_agent()
+    agent.wait_record(message="hook socket ready", timeout=10)
+
+    r = host.hook("job-started", RUNNER_LIFECYCLE_AWS_INSTANCE_ID=host.instance_id)
+    assert r.returncode == 0
+    assert "the agent is starting" in r.stdout and "protection to true directly" in r.stdout, r.stdout
+    assert host.protected() is True
+
+    # Once IMDS is back the agent discovers the instance and knows a job is running: it keeps
+    # the protection until the job-completed hook, then clears it after drain.unprotect_delay.
+    agent.wait_record(message="discovered", timeout=30)
+    agent.wait_record(notice="job-assigned", timeout=10)
+    time.sleep(1.5)
+    assert host.protected() is True
+    r = host.hook("job-completed")
+    assert r.returncode == 0 and "job end noted" in r.stdout, r.stdout
+    wait_for(lambda: host.protected() is False, 5, "protection cleared after the job")
+    assert stop_agent(agent) == 0

@@ -121,8 +121,16 @@ impl Starting<'_> {
                 _ = self.signals.int.recv() => self.stops += 1,
                 _ = self.signals.hup.recv() => {}
                 Some(inc) = self.hook_rx.recv() => {
-                    self.early_hooks.extend(hook_input(inc.request));
-                    let _ = inc.reply.send("noted; the agent is starting (discovering the instance)".into());
+                    // Noted for the core, but answered as an error: until discovery is done the
+                    // agent cannot protect the instance, so the hook makes its direct call.
+                    let answer = match hook_input(inc.request) {
+                        Some(input) => {
+                            self.early_hooks.push(input);
+                            Err("the agent is starting (instance not discovered yet); job noted".to_string())
+                        }
+                        None => Ok("{\"starting\":true}".to_string()),
+                    };
+                    let _ = inc.reply.send(answer);
                 }
                 () = tick(&mut self.watchdog) => self.notifier.ping(),
             }
@@ -569,7 +577,7 @@ impl Agent {
                 }
             }
         };
-        let _ = inc.reply.send(text);
+        let _ = inc.reply.send(Ok(text));
     }
 
     fn job_started_text(&self) -> String {

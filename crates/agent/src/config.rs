@@ -424,10 +424,20 @@ pub fn resolve(
     config_flag: Option<&Path>,
     env: &Env,
 ) -> Result<Settings, ConfigError> {
+    resolve_with_default(flags, config_flag, env, Path::new(DEFAULT_CONFIG_PATH))
+}
+
+/// [`resolve`] with another default file path (tests must not depend on the host's `/etc`).
+pub fn resolve_with_default(
+    flags: &[(&'static str, String)],
+    config_flag: Option<&Path>,
+    env: &Env,
+    default_path: &Path,
+) -> Result<Settings, ConfigError> {
     let (path, explicit) = match (config_flag, env.get(env_vars::CONFIG)) {
         (Some(p), _) => (p.to_path_buf(), true),
         (None, Some(p)) => (PathBuf::from(p), true),
-        (None, None) => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        (None, None) => (default_path.to_path_buf(), false),
     };
     let (file, loaded) = match std::fs::read_to_string(&path) {
         Ok(text) => (parse_file(&path, &text)?, true),
@@ -916,6 +926,12 @@ fn unset_note(name: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Resolve as the agent does, but with a default file that cannot exist: these tests must not
+    /// depend on whatever `/etc/runner-lifecycle/config.toml` the host has.
+    fn resolve_no_etc(flags: &[(&'static str, String)], env: &Env) -> Result<Settings, ConfigError> {
+        resolve_with_default(flags, None, env, Path::new("/nonexistent/runner-lifecycle/config.toml"))
+    }
+
     fn write(dir: &Path, text: &str) -> PathBuf {
         let p = dir.join("config.toml");
         std::fs::write(&p, text).expect("write config");
@@ -963,8 +979,9 @@ mod tests {
         // An explicitly named file that is missing is an error...
         let e = resolve(&[], Some(&missing), &Env::default()).expect_err("missing explicit file");
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");
-        // ...the default path being absent is not (it does not exist on build machines).
-        let s = resolve(&[], None, &Env::default()).expect("defaults");
+        // ...the default path being absent is not.
+        let s = resolve_with_default(&[], None, &Env::default(), &missing).expect("defaults");
+        assert!(!s.config_file.loaded);
         assert_eq!(s.imds_poll, Duration::from_secs(1));
         assert_eq!(s.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(s.runner_command[0], "bin/Runner.Listener");
@@ -1008,13 +1025,13 @@ mod tests {
             (env_vars::CONFIG, "/nonexistent/runner-lifecycle.toml"),
         ]);
         // RUNNER_LIFECYCLE_CONFIG names a missing file: error, naming it.
-        let e = resolve(&[], None, &env).expect_err("missing file");
+        let e = resolve_no_etc(&[], &env).expect_err("missing file");
         assert!(e.to_string().contains("/nonexistent/runner-lifecycle.toml"), "{e}");
         let env = Env::from_pairs([
             (env_vars::STD_AWS_REGION, "us-east-1"),
             (env_vars::STD_IMDS_ENDPOINT, "http://127.0.0.1:9999"),
         ]);
-        let s = resolve(&[], None, &env).expect("resolve");
+        let s = resolve_no_etc(&[], &env).expect("resolve");
         assert_eq!(s.region.as_deref(), Some("us-east-1"));
         assert_eq!(s.imds_endpoint, "http://127.0.0.1:9999");
     }
@@ -1047,7 +1064,7 @@ mod tests {
         assert!(e.to_string().contains("aws.imds_poll"), "{e}");
 
         let env = Env::from_pairs([(env_vars::RUNNER_STOP_GRACE, "30")]);
-        let e = resolve(&[], None, &env).expect_err("no unit");
+        let e = resolve_no_etc(&[], &env).expect_err("no unit");
         let msg = e.to_string();
         assert!(
             msg.contains("runner.stop_grace") && msg.contains(env_vars::RUNNER_STOP_GRACE),
@@ -1055,7 +1072,7 @@ mod tests {
         );
 
         let flags = vec![("agent.log_format", "xml".to_string())];
-        let e = resolve(&flags, None, &Env::default()).expect_err("format");
+        let e = resolve_no_etc(&flags, &Env::default()).expect_err("format");
         assert!(e.to_string().contains("--agent-log-format"), "{e}");
 
         for (key, value) in [
@@ -1069,7 +1086,7 @@ mod tests {
             ("runner.command", "   "),
         ] {
             let flags = vec![(key, value.to_string())];
-            let e = resolve(&flags, None, &Env::default()).expect_err(key);
+            let e = resolve_no_etc(&flags, &Env::default()).expect_err(key);
             assert!(e.to_string().contains(key), "{key}: {e}");
         }
     }
@@ -1109,12 +1126,12 @@ socket_group = "runner"
     fn runner_dir_is_checked() {
         let d = tmpdir("runnerdir");
         let flags = vec![("runner.dir", d.join("nope").display().to_string())];
-        let s = resolve(&flags, None, &Env::default()).expect("resolve");
+        let s = resolve_no_etc(&flags, &Env::default()).expect("resolve");
         let e = s.check_runner().expect_err("missing dir");
         assert!(e.to_string().contains("does not exist"), "{e}");
 
         let flags = vec![("runner.dir", d.display().to_string())];
-        let s = resolve(&flags, None, &Env::default()).expect("resolve");
+        let s = resolve_no_etc(&flags, &Env::default()).expect("resolve");
         let e = s.check_runner().expect_err("missing program");
         assert!(e.to_string().contains("bin/Runner.Listener"), "{e}");
 

@@ -65,8 +65,9 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
 pub struct Incoming {
     /// What was asked.
     pub request: Request,
-    /// Where the reply text goes (without `ok `; the server adds it).
-    pub reply: oneshot::Sender<String>,
+    /// Where the answer goes: `Ok(text)` is sent as `ok text`, `Err(text)` as `error text` (the
+    /// hook then makes its direct fallback call).
+    pub reply: oneshot::Sender<Result<String, String>>,
 }
 
 /// Socket setup failures.
@@ -222,7 +223,8 @@ async fn answer(request: Request, to_agent: &mpsc::Sender<Incoming>) -> String {
         return "error the agent is shutting down\n".into();
     }
     match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-        Ok(Ok(text)) => format!("ok {}\n", text.replace('\n', " ")),
+        Ok(Ok(Ok(text))) => format!("ok {}\n", text.replace('\n', " ")),
+        Ok(Ok(Err(text))) => format!("error {}\n", text.replace('\n', " ")),
         _ => "error the agent did not answer in time\n".into(),
     }
 }
@@ -279,7 +281,7 @@ mod tests {
             tokio::spawn(serve(listener, tx));
             tokio::spawn(async move {
                 while let Some(inc) = rx.recv().await {
-                    let _ = inc.reply.send(format!("seen {}", inc.request.word()));
+                    let _ = inc.reply.send(Ok(format!("seen {}", inc.request.word())));
                 }
             });
             let stream = UnixStream::connect(&path).await.expect("connect");
