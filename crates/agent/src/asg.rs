@@ -1,86 +1,15 @@
 //! The Auto Scaling calls the core asks for, made with the official AWS SDK for Rust, and their
 //! failures sorted into the core's [`ApiErrorKind`]s.
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_config::SdkConfig;
 use lifecycle_core::{ApiError, ApiErrorKind, ApiReply, AsgState, DescribedInstance, HookConfig, LifecycleResult};
 use std::time::Duration;
 
+// SDK configuration and error sorting are shared with `register` and the controller (crates/aws).
+pub use lifecycle_aws::{api_error, sdk_config, RetryPolicy};
+
 /// `LifecycleTransition` of a termination hook (Auto Scaling API reference, PutLifecycleHook).
 pub const TERMINATING_TRANSITION: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
-
-/// How the SDK retries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RetryPolicy {
-    /// No SDK retries: the agent's core owns the retry schedule (capped exponential backoff with
-    /// jitter per call kind). Stacking the SDK's retries under it would multiply the calls a fleet
-    /// sends into the one Auto Scaling token bucket its account shares.
-    CoreRetries,
-    /// The SDK's standard mode with three attempts: for the job hook's one-shot fallback, which has
-    /// no core to retry for it.
-    Standard,
-}
-
-/// Build the SDK configuration: explicit region, retry and timeouts; credentials from the SDK's
-/// default chain (environment, profile, then the instance profile through IMDS).
-pub async fn sdk_config(
-    region: &str,
-    endpoint_url: Option<&str>,
-    api_timeout: Duration,
-    retry: RetryPolicy,
-) -> SdkConfig {
-    let retry_config = match retry {
-        RetryPolicy::CoreRetries => RetryConfig::disabled(),
-        RetryPolicy::Standard => RetryConfig::standard().with_max_attempts(3),
-    };
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3).min(api_timeout))
-        .operation_attempt_timeout(api_timeout)
-        .operation_timeout(api_timeout * 3)
-        .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .retry_config(retry_config)
-        .timeout_config(timeouts);
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
-}
-
-/// Sort an SDK failure into the core's kinds, keeping AWS's message for the logs.
-pub fn api_error<E>(err: &SdkError<E>) -> ApiError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            let message = service.err().message().unwrap_or_default();
-            let status = service.raw().status().as_u16();
-            let mut kind = ApiErrorKind::classify(code, message);
-            // An unknown error code on a 5xx answer is the service's trouble, not ours: retry soon.
-            if kind == ApiErrorKind::Other && status >= 500 {
-                kind = ApiErrorKind::Transient;
-            }
-            if kind == ApiErrorKind::Other && status == 429 {
-                kind = ApiErrorKind::Throttled;
-            }
-            let text = if code.is_empty() {
-                format!("HTTP {status}: {message}")
-            } else {
-                format!("{code}: {message}")
-            };
-            ApiError::new(kind, text)
-        }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ApiError::new(ApiErrorKind::Transient, DisplayErrorContext(err).to_string())
-        }
-        _ => ApiError::new(ApiErrorKind::Other, DisplayErrorContext(err).to_string()),
-    }
-}
 
 /// One instance's view of Auto Scaling.
 #[derive(Clone, Debug)]

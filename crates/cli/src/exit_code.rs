@@ -16,6 +16,18 @@ pub enum ExitCode {
     InvariantViolated = 4,
     /// `agent`: another agent already serves the hook socket (and supervises the listener).
     AlreadyRunning = 5,
+    /// `register`: the registration token's secret or parameter does not exist.
+    SecretMissing = 20,
+    /// `register`: the registration token expired, or GitHub rejected it.
+    TokenRejected = 21,
+    /// `register`: config.sh failed (its output is printed, token masked).
+    ConfigScriptFailed = 22,
+    /// `register`: the runner is registered, but the token's secret could not be deleted.
+    SecretNotDeleted = 23,
+    /// `controller`: the event is malformed or unsupported; retrying cannot help.
+    EventRejected = 24,
+    /// `controller`: an AWS or GitHub failure that a retry may fix (throttling, 5xx, rate limit).
+    Retryable = 25,
 }
 
 impl From<ExitCode> for std::process::ExitCode {

@@ -1,8 +1,11 @@
 //! `runner-lifecycle`: one binary, one subcommand per job. `main` only parses and dispatches.
 
 mod cmd_agent;
+mod cmd_controller;
 mod cmd_hook;
+mod cmd_iam_policy;
 mod cmd_install;
+mod cmd_register;
 mod cmd_simulate;
 mod exit_code;
 
@@ -26,6 +29,12 @@ enum Command {
     Hook(cmd_hook::HookArgs),
     /// Install the agent's systemd unit, wire the job hooks into the runner's .env, create its directories.
     Install(cmd_install::InstallArgs),
+    /// Register the runner on this host with the token from its per-instance secret (never on argv).
+    Register(cmd_register::RegisterArgs),
+    /// The fleet controller: handle an EventBridge event, sweep, or serve as an AWS Lambda.
+    Controller(cmd_controller::ControllerArgs),
+    /// Print a least-privilege IAM policy for the runner hosts or the controller.
+    IamPolicy(cmd_iam_policy::IamPolicyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +44,9 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => cmd_agent::run(&args),
         Command::Hook(args) => cmd_hook::run(&args),
         Command::Install(args) => cmd_install::run(&args),
+        Command::Register(args) => cmd_register::run(&args),
+        Command::Controller(args) => cmd_controller::run(&args),
+        Command::IamPolicy(args) => cmd_iam_policy::run(&args),
     };
     code.into()
 }

@@ -1,0 +1,316 @@
+//! `runner-lifecycle controller`: the fleet controller (crates/controller) from the command line or
+//! as an AWS Lambda. Settings come from flags or their environment variables (flag > environment >
+//! default, clap); GitHub credentials only from the environment or a file, never from argv.
+
+use crate::exit_code::ExitCode;
+use clap::{Args, Subcommand};
+use lifecycle_aws::{NameTemplate, RetryPolicy};
+use lifecycle_controller::aws::AwsFleet;
+use lifecycle_controller::ports::{AnyGitHub, NoGitHub};
+use lifecycle_controller::settings::{parse_duration, DEFAULT_SECRET_TEMPLATE};
+use lifecycle_controller::{Controller, HandlerError, Settings};
+use lifecycle_github::{AppKey, Auth, GitHubClient, Options, Scope, Secret};
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+/// A GitHub token (PAT or installation token). Read from the environment only.
+pub const ENV_GITHUB_TOKEN: &str = "RUNNER_LIFECYCLE_GITHUB_TOKEN";
+/// A GitHub App private key (PEM text). Read from the environment only.
+pub const ENV_GITHUB_APP_KEY: &str = "RUNNER_LIFECYCLE_GITHUB_APP_KEY";
+
+/// The fleet controller: EventBridge lifecycle events, the scheduled sweep, the Lambda runtime.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    #[command(subcommand)]
+    action: Action,
+    #[command(flatten)]
+    opts: ControllerOpts,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Handle one EventBridge event (JSON from a file or stdin); print the outcome as JSON.
+    HandleEvent {
+        /// The event file, `-` for stdin.
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        event: PathBuf,
+    },
+    /// Sweep every managed group once; print the reports as JSON.
+    Sweep,
+    /// Serve AWS Lambda invocations (the function's bootstrap runs this).
+    Lambda,
+}
+
+/// Controller settings.
+#[derive(Debug, Args)]
+pub struct ControllerOpts {
+    /// Auto Scaling groups to manage (repeat or comma-separate).
+    #[arg(
+        long = "group",
+        value_name = "NAME",
+        env = "RUNNER_LIFECYCLE_CONTROLLER_GROUPS",
+        value_delimiter = ',',
+        global = true
+    )]
+    groups: Vec<String>,
+    /// Per-instance registration-token secret name.
+    #[arg(long, value_name = "TEMPLATE", env = "RUNNER_LIFECYCLE_SECRET_TEMPLATE", default_value = DEFAULT_SECRET_TEMPLATE, global = true)]
+    secret_template: String,
+    /// Complete a terminating instance with no live runner after this long (300, 5m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RUNNER_LIFECYCLE_CONTROLLER_GRACE",
+        default_value = "300",
+        global = true
+    )]
+    grace: String,
+    /// Report instances in Terminating:Wait longer than this as stuck.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RUNNER_LIFECYCLE_CONTROLLER_STUCK_AFTER",
+        default_value = "6h",
+        global = true
+    )]
+    stuck_after: String,
+    /// Also complete stuck instances (this can end a running job).
+    #[arg(long, env = "RUNNER_LIFECYCLE_CONTROLLER_COMPLETE_STUCK", global = true)]
+    complete_stuck: bool,
+    /// Never delete GitHub runner registrations in the sweep.
+    #[arg(long, env = "RUNNER_LIFECYCLE_CONTROLLER_KEEP_RUNNERS", global = true)]
+    keep_runners: bool,
+    /// The runner URL: https://github.com/ORG or https://github.com/OWNER/REPO (enables GitHub).
+    #[arg(long, value_name = "URL", env = "RUNNER_LIFECYCLE_GITHUB_URL", global = true)]
+    github_url: Option<String>,
+    /// GitHub API base URL [default: from the runner URL].
+    #[arg(long, value_name = "URL", env = "RUNNER_LIFECYCLE_GITHUB_API_URL", global = true)]
+    github_api_url: Option<String>,
+    /// A file holding a GitHub token (alternative to RUNNER_LIFECYCLE_GITHUB_TOKEN).
+    #[arg(long, value_name = "PATH", env = "RUNNER_LIFECYCLE_GITHUB_TOKEN_FILE", global = true)]
+    github_token_file: Option<PathBuf>,
+    /// GitHub App id (with the installation id and a private key).
+    #[arg(long, value_name = "ID", env = "RUNNER_LIFECYCLE_GITHUB_APP_ID", global = true)]
+    github_app_id: Option<String>,
+    /// GitHub App installation id.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "RUNNER_LIFECYCLE_GITHUB_APP_INSTALLATION_ID",
+        global = true
+    )]
+    github_app_installation_id: Option<u64>,
+    /// A file holding the App's PEM private key (alternative to RUNNER_LIFECYCLE_GITHUB_APP_KEY).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "RUNNER_LIFECYCLE_GITHUB_APP_KEY_FILE",
+        global = true
+    )]
+    github_app_key_file: Option<PathBuf>,
+    /// AWS region.
+    #[arg(long, value_name = "REGION", env = "AWS_REGION", global = true)]
+    region: Option<String>,
+    /// Endpoint override for every AWS service (tests: a loopback emulator).
+    #[arg(long, value_name = "URL", env = "RUNNER_LIFECYCLE_AWS_ENDPOINT_URL", global = true)]
+    endpoint_url: Option<String>,
+    /// Log format.
+    #[arg(long, value_name = "FORMAT", env = "RUNNER_LIFECYCLE_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"], global = true)]
+    log_format: String,
+}
+
+/// Install a log subscriber on stderr: our crates at INFO, dependencies at WARN.
+pub(crate) fn init_logging(json: bool) {
+    let filter = Targets::new()
+        .with_default(LevelFilter::WARN)
+        .with_target("lifecycle_controller", LevelFilter::INFO)
+        .with_target("lifecycle_register", LevelFilter::INFO)
+        .with_target("lifecycle_github", LevelFilter::INFO)
+        .with_target("runner_lifecycle", LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(filter);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    let _ = if json {
+        registry
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .try_init()
+    } else {
+        registry.with(layer).try_init()
+    };
+}
+
+fn read_secret_file(path: &PathBuf, what: &str) -> Result<Secret, String> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim().to_string()))
+        .map_err(|e| format!("{what} file {}: {e}", path.display()))
+}
+
+fn github(opts: &ControllerOpts) -> Result<AnyGitHub, String> {
+    let Some(url) = &opts.github_url else {
+        return Ok(AnyGitHub::None(NoGitHub));
+    };
+    let (scope, api) = Scope::from_runner_url(url).map_err(|e| e.to_string())?;
+    let auth = if let Some(app_id) = &opts.github_app_id {
+        let installation_id = opts
+            .github_app_installation_id
+            .ok_or("--github-app-id needs --github-app-installation-id")?;
+        let pem = match (&opts.github_app_key_file, std::env::var(ENV_GITHUB_APP_KEY)) {
+            (Some(path), _) => read_secret_file(path, "GitHub App key")?,
+            (None, Ok(text)) => Secret::new(text),
+            (None, Err(_)) => {
+                return Err(format!(
+                    "--github-app-id needs --github-app-key-file or {ENV_GITHUB_APP_KEY}"
+                ))
+            }
+        };
+        let key = AppKey::from_pem(pem.expose()).map_err(|e| e.to_string())?;
+        Auth::App {
+            app_id: app_id.clone(),
+            installation_id,
+            key,
+        }
+    } else {
+        let token = match (&opts.github_token_file, std::env::var(ENV_GITHUB_TOKEN)) {
+            (Some(path), _) => read_secret_file(path, "GitHub token")?,
+            (None, Ok(t)) if !t.trim().is_empty() => Secret::new(t.trim().to_string()),
+            _ => {
+                return Err(format!(
+                    "--github-url needs credentials: {ENV_GITHUB_TOKEN}, --github-token-file or a GitHub App"
+                ))
+            }
+        };
+        Auth::Token(token)
+    };
+    let options = Options {
+        api_url: opts.github_api_url.clone().unwrap_or(api),
+        ..Options::default()
+    };
+    let client = GitHubClient::new(scope, auth, options).map_err(|e| e.to_string())?;
+    Ok(AnyGitHub::Client(Box::new(client)))
+}
+
+fn settings(opts: &ControllerOpts) -> Result<Settings, String> {
+    let groups: Vec<String> = opts
+        .groups
+        .iter()
+        .map(|g| g.trim().to_string())
+        .filter(|g| !g.is_empty())
+        .collect();
+    if groups.is_empty() {
+        return Err("no group to manage: --group NAME or RUNNER_LIFECYCLE_CONTROLLER_GROUPS".into());
+    }
+    for g in &groups {
+        lifecycle_github::labels::check_group(g)?;
+    }
+    let mut s = Settings::new(groups);
+    s.secret_template = NameTemplate::parse(&opts.secret_template)?;
+    s.grace = parse_duration(&opts.grace).map_err(|e| format!("--grace: {e}"))?;
+    s.stuck_after = parse_duration(&opts.stuck_after).map_err(|e| format!("--stuck-after: {e}"))?;
+    s.complete_stuck = opts.complete_stuck;
+    s.delete_orphan_runners = !opts.keep_runners;
+    Ok(s)
+}
+
+fn failure(e: &HandlerError) -> ExitCode {
+    eprintln!("runner-lifecycle controller: {e} (retryable: {})", e.is_retryable());
+    match e {
+        HandlerError::Event(_) => ExitCode::EventRejected,
+        e if e.is_retryable() => ExitCode::Retryable,
+        _ => ExitCode::Failure,
+    }
+}
+
+pub fn run(args: &ControllerArgs) -> ExitCode {
+    let opts = &args.opts;
+    init_logging(opts.log_format == "json");
+    let config_error = |msg: String| {
+        eprintln!("runner-lifecycle controller: configuration error: {msg}");
+        ExitCode::Config
+    };
+    let settings = match settings(opts) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    let Some(region) = opts.region.clone().filter(|r| !r.is_empty()) else {
+        return config_error("no AWS region: --region or AWS_REGION".into());
+    };
+    // Read the event before building anything: a bad file is a usage problem, not an AWS one.
+    let event = match &args.action {
+        Action::HandleEvent { event } => {
+            let mut bytes = Vec::new();
+            let read = if event.as_os_str() == "-" {
+                std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+            } else {
+                std::fs::read(event).map(|b| bytes = b)
+            };
+            if let Err(e) = read {
+                return config_error(format!("event {}: {e}", event.display()));
+            }
+            Some(bytes)
+        }
+        _ => None,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runner-lifecycle controller: no async runtime: {e}");
+            return ExitCode::Failure;
+        }
+    };
+    runtime.block_on(async {
+        // GitHub is built inside the runtime: its connection pool needs one.
+        let github = match github(opts) {
+            Ok(g) => g,
+            Err(e) => return config_error(e),
+        };
+        let sdk = lifecycle_aws::sdk_config(
+            &region,
+            opts.endpoint_url.as_deref(),
+            Duration::from_secs(10),
+            RetryPolicy::Standard,
+        )
+        .await;
+        let controller = Controller::new(settings, AwsFleet::new(&sdk), github);
+        let now = lifecycle_github::time::now_epoch();
+        let result = match (&args.action, event) {
+            (Action::HandleEvent { .. }, Some(bytes)) => controller.handle_bytes(&bytes, now).await,
+            (Action::Sweep, _) => {
+                controller
+                    .handle(
+                        lifecycle_controller::event::ControllerEvent::Scheduled { rule: None },
+                        now,
+                    )
+                    .await
+            }
+            (Action::Lambda, _) => {
+                return match lifecycle_controller::lambda::run(controller).await {
+                    Ok(()) => ExitCode::Ok,
+                    Err(e) => {
+                        eprintln!("runner-lifecycle controller lambda: {e}");
+                        ExitCode::Failure
+                    }
+                };
+            }
+            (Action::HandleEvent { .. }, None) => return ExitCode::Failure,
+        };
+        match result {
+            Ok(outcome) => {
+                println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+                ExitCode::Ok
+            }
+            Err(e) => failure(&e),
+        }
+    })
+}

@@ -1,0 +1,100 @@
+//! `runner-lifecycle iam-policy`: print the least-privilege policy document for the runner hosts'
+//! instance profile (agent, hooks, register) or for the controller, generated from the one list of
+//! AWS calls the code makes (lifecycle_controller::iam::CALLS, tested against the source).
+
+use crate::exit_code::ExitCode;
+use clap::{Args, ValueEnum};
+use lifecycle_aws::NameTemplate;
+use lifecycle_controller::iam::{self, Role, Target};
+use lifecycle_controller::settings::DEFAULT_SECRET_TEMPLATE;
+
+/// Which policy.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    /// The runner hosts' instance profile: agent, job hooks and register.
+    Agent,
+    /// The controller's role (Lambda execution role).
+    Controller,
+}
+
+/// Print a least-privilege IAM policy document (JSON) scoped to one Auto Scaling group.
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Whose policy.
+    #[arg(long, value_enum)]
+    role: RoleArg,
+    /// The Auto Scaling group.
+    #[arg(long, value_name = "NAME")]
+    group: String,
+    /// Region [default: any].
+    #[arg(long, value_name = "REGION", default_value = "*")]
+    region: String,
+    /// Account id [default: any].
+    #[arg(long, value_name = "ACCOUNT", default_value = "*")]
+    account: String,
+    /// Partition.
+    #[arg(long, default_value = "aws", value_parser = ["aws", "aws-cn", "aws-us-gov"])]
+    partition: String,
+    /// The per-instance secret name template (as given to register and the controller).
+    #[arg(long, value_name = "TEMPLATE", default_value = DEFAULT_SECRET_TEMPLATE)]
+    secret_template: String,
+    /// The SSM parameter name template, when register reads the token from SSM.
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        default_value = "/runner-lifecycle/{group}/{instance_id}"
+    )]
+    parameter_template: String,
+}
+
+pub fn run(args: &IamPolicyArgs) -> ExitCode {
+    let bad = |msg: String| {
+        eprintln!("runner-lifecycle iam-policy: {msg}");
+        ExitCode::Config
+    };
+    if args.account != "*" && !(args.account.len() == 12 && args.account.bytes().all(|b| b.is_ascii_digit())) {
+        return bad(format!("--account `{}` is not a 12-digit account id", args.account));
+    }
+    if args.region != "*"
+        && !args
+            .region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return bad(format!("--region `{}` is not a region name", args.region));
+    }
+    if args.group.is_empty() || args.group.contains(['*', '?', '"']) {
+        return bad(format!("--group `{}` is not a group name", args.group));
+    }
+    let secret = match NameTemplate::parse(&args.secret_template) {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    let parameter = match NameTemplate::parse(&args.parameter_template) {
+        Ok(t) => t,
+        Err(e) => return bad(e),
+    };
+    let target = Target {
+        group: args.group.clone(),
+        region: args.region.clone(),
+        account: args.account.clone(),
+        partition: args.partition.clone(),
+        secret_prefix: secret.prefix(&args.group),
+        parameter_prefix: parameter.prefix(&args.group),
+    };
+    let role = match args.role {
+        RoleArg::Agent => Role::Agent,
+        RoleArg::Controller => Role::Controller,
+    };
+    let doc = iam::policy(role, &target);
+    match serde_json::to_string_pretty(&doc) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::Ok
+        }
+        Err(e) => {
+            eprintln!("runner-lifecycle iam-policy: {e}");
+            ExitCode::Failure
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The real [`Aws`] port: the official AWS SDK for Rust (Auto Scaling and Secrets Manager). Every
+//! SDK operation this file calls is listed in [`crate::iam`]; a test there reads this file and
+//! fails if the two differ.
+
+use crate::ports::{Aws, Completion, Member, TerminationHook};
+use aws_config::SdkConfig;
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use lifecycle_aws::{api_error, error_code};
+use lifecycle_core::{ApiError, ApiErrorKind};
+use lifecycle_github::Secret;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `LifecycleTransition` of a termination hook.
+const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+/// DescribeAutoScalingInstances takes at most 50 ids per call (API reference).
+const DESCRIBE_BATCH: usize = 50;
+/// Activity pages read at most per sweep (100 records each, newest first).
+const ACTIVITY_PAGES: usize = 10;
+
+/// Auto Scaling and Secrets Manager through the SDK, counting the calls it makes.
+#[derive(Debug)]
+pub struct AwsFleet {
+    asg_client: aws_sdk_autoscaling::Client,
+    secrets_client: aws_sdk_secretsmanager::Client,
+    asg_calls: AtomicU64,
+    secret_calls: AtomicU64,
+}
+
+impl AwsFleet {
+    /// Clients from one SDK configuration.
+    pub fn new(config: &SdkConfig) -> AwsFleet {
+        AwsFleet {
+            asg_client: aws_sdk_autoscaling::Client::new(config),
+            secrets_client: aws_sdk_secretsmanager::Client::new(config),
+            asg_calls: AtomicU64::new(0),
+            secret_calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Auto Scaling calls made so far.
+    pub fn asg_calls(&self) -> u64 {
+        self.asg_calls.load(Ordering::Relaxed)
+    }
+
+    /// Secrets Manager calls made so far.
+    pub fn secret_calls(&self) -> u64 {
+        self.secret_calls.load(Ordering::Relaxed)
+    }
+
+    fn asg(&self) {
+        self.asg_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sm(&self) {
+        self.secret_calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The instance id of a termination activity's description (`Terminating EC2 instance: i-...`,
+/// as DescribeScalingActivities reports it).
+pub fn terminating_instance(description: &str) -> Option<&str> {
+    let rest = description.strip_prefix("Terminating EC2 instance: ")?;
+    let id = rest.split(|c: char| c.is_whitespace() || c == ',').next()?;
+    lifecycle_github::labels::as_instance_id(id)
+}
+
+impl Aws for AwsFleet {
+    async fn complete(&self, c: &Completion) -> Result<(), ApiError> {
+        self.asg();
+        let mut req = self
+            .asg_client
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(&c.group)
+            .lifecycle_hook_name(&c.hook)
+            .lifecycle_action_result(c.result.as_str());
+        req = match &c.token {
+            Some(token) => req.lifecycle_action_token(token),
+            None => req.instance_id(&c.instance_id),
+        };
+        req.send().await.map_err(|e| api_error(&e))?;
+        Ok(())
+    }
+
+    async fn members(&self, group: &str) -> Result<Vec<Member>, ApiError> {
+        self.asg();
+        let out = self
+            .asg_client
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        let g = out
+            .auto_scaling_groups()
+            .iter()
+            .find(|g| g.auto_scaling_group_name() == Some(group))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ApiErrorKind::Other,
+                    format!("Auto Scaling group `{group}` does not exist"),
+                )
+            })?;
+        Ok(g.instances()
+            .iter()
+            .filter_map(|i| {
+                Some(Member {
+                    instance_id: i.instance_id()?.to_string(),
+                    state: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    async fn known(&self, ids: &BTreeSet<String>) -> Result<BTreeSet<String>, ApiError> {
+        let all: Vec<String> = ids.iter().cloned().collect();
+        let mut known = BTreeSet::new();
+        for batch in all.chunks(DESCRIBE_BATCH) {
+            self.asg();
+            let out = self
+                .asg_client
+                .describe_auto_scaling_instances()
+                .set_instance_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| api_error(&e))?;
+            known.extend(
+                out.auto_scaling_instances()
+                    .iter()
+                    .filter_map(|i| i.instance_id().map(str::to_string)),
+            );
+        }
+        Ok(known)
+    }
+
+    async fn termination_hooks(&self, group: &str) -> Result<Vec<TerminationHook>, ApiError> {
+        self.asg();
+        let out = self
+            .asg_client
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(group)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        let mut hooks: Vec<TerminationHook> = out
+            .lifecycle_hooks()
+            .iter()
+            .filter(|h| h.lifecycle_transition() == Some(TERMINATING))
+            .filter_map(|h| {
+                Some(TerminationHook {
+                    name: h.lifecycle_hook_name()?.to_string(),
+                    // AWS's default when unset is 3600 s (PutLifecycleHook API reference).
+                    heartbeat_timeout_s: u64::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(3600),
+                })
+            })
+            .collect();
+        hooks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(hooks)
+    }
+
+    async fn terminating_since(&self, group: &str, ids: &BTreeSet<String>) -> Result<BTreeMap<String, i64>, ApiError> {
+        let mut since = BTreeMap::new();
+        let mut next: Option<String> = None;
+        for _ in 0..ACTIVITY_PAGES {
+            self.asg();
+            let out = self
+                .asg_client
+                .describe_scaling_activities()
+                .auto_scaling_group_name(group)
+                .max_records(100)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| api_error(&e))?;
+            for a in out.activities() {
+                let Some(id) = terminating_instance(a.description().unwrap_or_default()) else {
+                    continue;
+                };
+                if !ids.contains(id) || since.contains_key(id) {
+                    continue;
+                }
+                if let Some(t) = a.start_time() {
+                    since.insert(id.to_string(), t.secs());
+                }
+            }
+            next = out.next_token().map(str::to_string);
+            if next.is_none() || since.len() == ids.len() {
+                break;
+            }
+        }
+        Ok(since)
+    }
+
+    async fn put_secret(&self, name: &str, value: &Secret) -> Result<(), ApiError> {
+        self.sm();
+        let created = self
+            .secrets_client
+            .create_secret()
+            .name(name)
+            .description(
+                "runner-lifecycle: GitHub registration token for one instance; deleted by `register` after use",
+            )
+            .secret_string(value.expose())
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceExistsException") => {
+                self.sm();
+                self.secrets_client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .secret_string(value.expose())
+                    .send()
+                    .await
+                    .map_err(|e| api_error(&e))?;
+                Ok(())
+            }
+            Err(e) => Err(api_error(&e)),
+        }
+    }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            self.sm();
+            let filter = Filter::builder().key(FilterNameStringType::Name).values(prefix).build();
+            let out = self
+                .secrets_client
+                .list_secrets()
+                .filters(filter)
+                .max_results(100)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| api_error(&e))?;
+            // The service's name filter is a case-insensitive prefix match; keep exact ones.
+            names.extend(
+                out.secret_list()
+                    .iter()
+                    .filter_map(|s| s.name())
+                    .filter(|n| n.starts_with(prefix))
+                    .map(str::to_string),
+            );
+            next = out.next_token().map(str::to_string);
+            if next.is_none() {
+                return Ok(names);
+            }
+        }
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), ApiError> {
+        self.sm();
+        match self
+            .secrets_client
+            .delete_secret()
+            .secret_id(name)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(api_error(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_termination_activities() {
+        assert_eq!(
+            terminating_instance("Terminating EC2 instance: i-0123456789abcdef0"),
+            Some("i-0123456789abcdef0")
+        );
+        assert_eq!(
+            terminating_instance("Launching a new EC2 instance: i-0123456789abcdef0"),
+            None
+        );
+        assert_eq!(terminating_instance("Terminating EC2 instance: junk"), None);
+    }
+}

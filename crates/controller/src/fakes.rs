@@ -1,0 +1,196 @@
+//! In-memory ports that count every call: for the handler's tests, the integration tests and the
+//! benchmark (bench/controller_bench.rs). Not used by the binary.
+
+use crate::ports::{Aws, Completion, GitHub, Member, TerminationHook};
+use lifecycle_core::{ApiError, ApiErrorKind};
+use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, RunnerLabel, Secret};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A fake Auto Scaling + Secrets Manager.
+#[derive(Debug, Default)]
+pub struct FakeAws {
+    /// Group members (id, state).
+    pub members: Mutex<Vec<Member>>,
+    /// Instances any group knows (members and warm pool).
+    pub known: Mutex<BTreeSet<String>>,
+    /// Termination hooks.
+    pub hooks: Mutex<Vec<TerminationHook>>,
+    /// When each waiting instance entered its termination activity.
+    pub since: Mutex<BTreeMap<String, i64>>,
+    /// Instances with a pending action; completing another answers NoActiveLifecycleAction.
+    pub pending: Mutex<BTreeSet<String>>,
+    /// Secrets by name.
+    pub secrets: Mutex<BTreeMap<String, String>>,
+    /// Every completion made.
+    pub completions: Mutex<Vec<Completion>>,
+    /// When set, every call fails with this kind.
+    pub fail: Mutex<Option<ApiErrorKind>>,
+    /// Auto Scaling calls.
+    pub asg_calls: AtomicU64,
+    /// Secrets Manager calls.
+    pub secret_calls: AtomicU64,
+}
+
+impl FakeAws {
+    fn asg(&self) -> Result<(), ApiError> {
+        self.asg_calls.fetch_add(1, Ordering::Relaxed);
+        self.failing()
+    }
+    fn sm(&self) -> Result<(), ApiError> {
+        self.secret_calls.fetch_add(1, Ordering::Relaxed);
+        self.failing()
+    }
+    fn failing(&self) -> Result<(), ApiError> {
+        match *lock(&self.fail) {
+            Some(kind) => Err(ApiError::new(kind, "injected")),
+            None => Ok(()),
+        }
+    }
+    /// Auto Scaling calls so far.
+    pub fn asg_calls(&self) -> u64 {
+        self.asg_calls.load(Ordering::Relaxed)
+    }
+    /// Secrets Manager calls so far.
+    pub fn secret_calls(&self) -> u64 {
+        self.secret_calls.load(Ordering::Relaxed)
+    }
+    /// A snapshot of the completions.
+    pub fn completed(&self) -> Vec<Completion> {
+        lock(&self.completions).clone()
+    }
+}
+
+impl Aws for FakeAws {
+    async fn complete(&self, c: &Completion) -> Result<(), ApiError> {
+        self.asg()?;
+        if !lock(&self.pending).remove(&c.instance_id) {
+            return Err(ApiError::new(
+                ApiErrorKind::NoActiveLifecycleAction,
+                format!(
+                    "ValidationError: No active Lifecycle Action found with instance ID {}",
+                    c.instance_id
+                ),
+            ));
+        }
+        lock(&self.completions).push(c.clone());
+        Ok(())
+    }
+    async fn members(&self, _group: &str) -> Result<Vec<Member>, ApiError> {
+        self.asg()?;
+        Ok(lock(&self.members).clone())
+    }
+    async fn known(&self, ids: &BTreeSet<String>) -> Result<BTreeSet<String>, ApiError> {
+        self.asg()?;
+        Ok(lock(&self.known).intersection(ids).cloned().collect())
+    }
+    async fn termination_hooks(&self, _group: &str) -> Result<Vec<TerminationHook>, ApiError> {
+        self.asg()?;
+        Ok(lock(&self.hooks).clone())
+    }
+    async fn terminating_since(&self, _group: &str, ids: &BTreeSet<String>) -> Result<BTreeMap<String, i64>, ApiError> {
+        self.asg()?;
+        Ok(lock(&self.since)
+            .iter()
+            .filter(|(k, _)| ids.contains(*k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect())
+    }
+    async fn put_secret(&self, name: &str, value: &Secret) -> Result<(), ApiError> {
+        self.sm()?;
+        lock(&self.secrets).insert(name.to_string(), value.expose().to_string());
+        Ok(())
+    }
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        self.sm()?;
+        Ok(lock(&self.secrets)
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+    async fn delete_secret(&self, name: &str) -> Result<(), ApiError> {
+        self.sm()?;
+        lock(&self.secrets).remove(name);
+        Ok(())
+    }
+}
+
+/// A fake GitHub.
+#[derive(Debug, Default)]
+pub struct FakeGitHub {
+    /// Registered runners.
+    pub runners: Mutex<Vec<Runner>>,
+    /// Deleted runner ids.
+    pub deleted: Mutex<Vec<u64>>,
+    /// When set, every call fails with a 5xx-like error.
+    pub down: Mutex<bool>,
+    /// Calls made.
+    pub calls: AtomicU64,
+}
+
+impl FakeGitHub {
+    /// A runner registered the way `register` does it.
+    pub fn runner(id: u64, instance_id: &str, group: &str, status: &str, busy: bool) -> Runner {
+        let labels = [
+            "self-hosted",
+            "Linux",
+            "X64",
+            instance_id,
+            &lifecycle_github::labels::group_label(group),
+        ]
+        .iter()
+        .map(|l| RunnerLabel { name: (*l).to_string() })
+        .collect();
+        Runner {
+            id,
+            name: instance_id.to_string(),
+            status: status.to_string(),
+            busy,
+            labels,
+            ephemeral: false,
+        }
+    }
+    fn call(&self) -> Result<(), GitHubError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if *lock(&self.down) {
+            return Err(GitHubError::Transient("injected outage".into()));
+        }
+        Ok(())
+    }
+    /// Calls so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl GitHub for FakeGitHub {
+    async fn registration_token(&self) -> Result<RegistrationToken, GitHubError> {
+        self.call()?;
+        Ok(RegistrationToken {
+            token: Secret::new("AAFAKEREGISTRATIONTOKEN0000"),
+            expires_at: "2030-01-01T00:00:00Z".into(),
+        })
+    }
+    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        self.call()?;
+        Ok(lock(&self.runners).clone())
+    }
+    async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
+        self.call()?;
+        let mut runners = lock(&self.runners);
+        let before = runners.len();
+        runners.retain(|r| r.id != id);
+        lock(&self.deleted).push(id);
+        Ok(if runners.len() < before {
+            Deleted::Deleted
+        } else {
+            Deleted::AlreadyGone
+        })
+    }
+}

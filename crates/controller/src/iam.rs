@@ -1,0 +1,348 @@
+//! Least-privilege IAM policies, generated from [`CALLS`]: the one list of every AWS API operation
+//! runner-lifecycle's code calls, which part calls it, and how far IAM lets it be scoped. A test
+//! below reads the source files that make the calls and fails when the list and the code differ.
+
+use serde_json::{json, Value};
+
+/// A part of runner-lifecycle that calls AWS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// `runner-lifecycle agent` (crates/agent/src/asg.rs).
+    Agent,
+    /// `runner-lifecycle hook`'s fallback when the agent does not answer (same file).
+    Hook,
+    /// `runner-lifecycle register` (crates/register/src/aws.rs).
+    Register,
+    /// `runner-lifecycle controller` and its Lambda (crates/controller/src/aws.rs).
+    Controller,
+}
+
+/// Which policy: the instance profile of the runner hosts, or the controller's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Runner hosts: agent, hooks and register.
+    Agent,
+    /// The controller (Lambda execution role or wherever `controller` runs).
+    Controller,
+}
+
+impl Role {
+    /// The parts whose calls the role needs.
+    pub fn parts(self) -> &'static [Part] {
+        match self {
+            Role::Agent => &[Part::Agent, Part::Hook, Part::Register],
+            Role::Controller => &[Part::Controller],
+        }
+    }
+}
+
+/// How far an action's resources can be narrowed (AWS Service Authorization Reference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The action supports no resource-level permission (`Describe*`, `ListSecrets`): `*`.
+    Any,
+    /// The Auto Scaling group's ARN.
+    Group,
+    /// Secrets under the per-instance template's prefix for the group.
+    SecretPrefix,
+    /// SSM parameters under the parameter template's prefix for the group.
+    ParameterPrefix,
+}
+
+/// One AWS operation the code calls.
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// The IAM action (`autoscaling:CompleteLifecycleAction`).
+    pub action: &'static str,
+    /// The SDK method name (`complete_lifecycle_action`).
+    pub sdk_method: &'static str,
+    /// Who calls it.
+    pub parts: &'static [Part],
+    /// Its resource scope.
+    pub scope: Scope,
+}
+
+/// Every AWS operation runner-lifecycle calls.
+pub const CALLS: &[Call] = &[
+    Call {
+        action: "autoscaling:DescribeAutoScalingInstances",
+        sdk_method: "describe_auto_scaling_instances",
+        parts: &[Part::Agent, Part::Hook, Part::Register, Part::Controller],
+        scope: Scope::Any,
+    },
+    Call {
+        action: "autoscaling:DescribeLifecycleHooks",
+        sdk_method: "describe_lifecycle_hooks",
+        parts: &[Part::Agent, Part::Controller],
+        scope: Scope::Any,
+    },
+    Call {
+        action: "autoscaling:SetInstanceProtection",
+        sdk_method: "set_instance_protection",
+        parts: &[Part::Agent, Part::Hook],
+        scope: Scope::Group,
+    },
+    Call {
+        action: "autoscaling:RecordLifecycleActionHeartbeat",
+        sdk_method: "record_lifecycle_action_heartbeat",
+        parts: &[Part::Agent],
+        scope: Scope::Group,
+    },
+    Call {
+        action: "autoscaling:CompleteLifecycleAction",
+        sdk_method: "complete_lifecycle_action",
+        parts: &[Part::Agent, Part::Controller],
+        scope: Scope::Group,
+    },
+    Call {
+        action: "autoscaling:DescribeAutoScalingGroups",
+        sdk_method: "describe_auto_scaling_groups",
+        parts: &[Part::Controller],
+        scope: Scope::Any,
+    },
+    Call {
+        action: "autoscaling:DescribeScalingActivities",
+        sdk_method: "describe_scaling_activities",
+        parts: &[Part::Controller],
+        scope: Scope::Any,
+    },
+    Call {
+        action: "secretsmanager:GetSecretValue",
+        sdk_method: "get_secret_value",
+        parts: &[Part::Register],
+        scope: Scope::SecretPrefix,
+    },
+    Call {
+        action: "secretsmanager:DeleteSecret",
+        sdk_method: "delete_secret",
+        parts: &[Part::Register, Part::Controller],
+        scope: Scope::SecretPrefix,
+    },
+    Call {
+        action: "secretsmanager:CreateSecret",
+        sdk_method: "create_secret",
+        parts: &[Part::Controller],
+        scope: Scope::SecretPrefix,
+    },
+    Call {
+        action: "secretsmanager:PutSecretValue",
+        sdk_method: "put_secret_value",
+        parts: &[Part::Controller],
+        scope: Scope::SecretPrefix,
+    },
+    Call {
+        action: "secretsmanager:ListSecrets",
+        sdk_method: "list_secrets",
+        parts: &[Part::Controller],
+        scope: Scope::Any,
+    },
+    Call {
+        action: "ssm:GetParameter",
+        sdk_method: "get_parameter",
+        parts: &[Part::Register],
+        scope: Scope::ParameterPrefix,
+    },
+    Call {
+        action: "ssm:DeleteParameter",
+        sdk_method: "delete_parameter",
+        parts: &[Part::Register],
+        scope: Scope::ParameterPrefix,
+    },
+];
+
+/// What the policy is scoped to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The Auto Scaling group.
+    pub group: String,
+    /// Region (`*` for any).
+    pub region: String,
+    /// Account id (`*` for any).
+    pub account: String,
+    /// Partition (`aws`, `aws-cn`, `aws-us-gov`).
+    pub partition: String,
+    /// The secret name prefix for this group (from the name template).
+    pub secret_prefix: String,
+    /// The SSM parameter name prefix for this group, when register reads parameters.
+    pub parameter_prefix: String,
+}
+
+/// The actions a role needs, sorted.
+pub fn actions(role: Role) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = CALLS
+        .iter()
+        .filter(|c| c.parts.iter().any(|p| role.parts().contains(p)))
+        .map(|c| c.action)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The policy document for `role` scoped to `target`.
+pub fn policy(role: Role, target: &Target) -> Value {
+    let Target {
+        group,
+        region,
+        account,
+        partition,
+        secret_prefix,
+        parameter_prefix,
+    } = target;
+    let scoped = |scope: Scope| -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = CALLS
+            .iter()
+            .filter(|c| c.scope == scope && c.parts.iter().any(|p| role.parts().contains(p)))
+            .map(|c| c.action)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let mut statements = Vec::new();
+    let any = scoped(Scope::Any);
+    if !any.is_empty() {
+        statements.push(json!({
+            "Sid": "ReadOnlyWithoutResourceLevelPermissions",
+            "Effect": "Allow",
+            "Action": any,
+            "Resource": "*"
+        }));
+    }
+    let on_group = scoped(Scope::Group);
+    if !on_group.is_empty() {
+        statements.push(json!({
+            "Sid": "LifecycleOfThisGroup",
+            "Effect": "Allow",
+            "Action": on_group,
+            "Resource": format!("arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{group}")
+        }));
+    }
+    let secrets = scoped(Scope::SecretPrefix);
+    if !secrets.is_empty() {
+        statements.push(json!({
+            "Sid": "RegistrationTokenSecretsOfThisGroup",
+            "Effect": "Allow",
+            "Action": secrets,
+            // Secrets Manager appends a 6-character suffix to every secret ARN.
+            "Resource": format!("arn:{partition}:secretsmanager:{region}:{account}:secret:{secret_prefix}*")
+        }));
+    }
+    let params = scoped(Scope::ParameterPrefix);
+    if !params.is_empty() {
+        statements.push(json!({
+            "Sid": "RegistrationTokenParametersOfThisGroup",
+            "Effect": "Allow",
+            "Action": params,
+            "Resource": format!("arn:{partition}:ssm:{region}:{account}:parameter/{}*", parameter_prefix.trim_start_matches('/'))
+        }));
+    }
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// Every `client.<method>()` call in `source`: the SDK operations a file makes, by the convention
+/// that SDK clients live in bindings whose name ends in `client`.
+pub fn sdk_calls_in(source: &str) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let bytes = source.as_bytes();
+    let mut from = 0;
+    while let Some(pos) = source[from..].find("client") {
+        let mut i = from + pos + "client".len();
+        from = i;
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= bytes.len() || bytes[i] != b'.' {
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_')
+        {
+            end += 1;
+        }
+        if end > start && source[end..].starts_with("()") {
+            found.insert(source[start..end].to_string());
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn declared(part: Part) -> BTreeSet<String> {
+        CALLS
+            .iter()
+            .filter(|c| c.parts.contains(&part))
+            .map(|c| c.sdk_method.to_string())
+            .collect()
+    }
+
+    /// The drift test: what each part's source calls is exactly what CALLS says it calls.
+    #[test]
+    fn the_policy_list_matches_the_code() {
+        let agent = sdk_calls_in(include_str!("../../agent/src/asg.rs"));
+        let register = sdk_calls_in(include_str!("../../register/src/aws.rs"));
+        let controller = sdk_calls_in(include_str!("aws.rs"));
+        assert_eq!(agent, declared(Part::Agent), "crates/agent/src/asg.rs vs CALLS");
+        assert!(
+            declared(Part::Hook).is_subset(&agent),
+            "the hook calls through the agent's asg.rs"
+        );
+        assert_eq!(
+            register,
+            declared(Part::Register),
+            "crates/register/src/aws.rs vs CALLS"
+        );
+        assert_eq!(
+            controller,
+            declared(Part::Controller),
+            "crates/controller/src/aws.rs vs CALLS"
+        );
+    }
+
+    #[test]
+    fn the_scanner_finds_chained_calls() {
+        let src = "self.asg_client\n    .complete_lifecycle_action()\n    .send();\nlet x = client.get_parameter().name(n);\nClient::new(c); client.clone_from(x);";
+        let found: Vec<String> = sdk_calls_in(src).into_iter().collect();
+        assert_eq!(
+            found,
+            vec!["complete_lifecycle_action".to_string(), "get_parameter".to_string()]
+        );
+    }
+
+    #[test]
+    fn policies_are_scoped() {
+        let target = Target {
+            group: "runners".into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            partition: "aws".into(),
+            secret_prefix: "runner-lifecycle/runners/".into(),
+            parameter_prefix: "/runner-lifecycle/runners/".into(),
+        };
+        let agent = policy(Role::Agent, &target);
+        let text = agent.to_string();
+        assert!(
+            text.contains("arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*:autoScalingGroupName/runners")
+        );
+        assert!(text.contains("arn:aws:secretsmanager:us-east-1:123456789012:secret:runner-lifecycle/runners/*"));
+        assert!(text.contains("arn:aws:ssm:us-east-1:123456789012:parameter/runner-lifecycle/runners/*"));
+        assert!(!text.contains("CreateSecret") && !text.contains("ListSecrets"));
+        let controller = policy(Role::Controller, &target).to_string();
+        assert!(
+            !controller.contains("SetInstanceProtection") && !controller.contains("RecordLifecycleActionHeartbeat")
+        );
+        assert!(!controller.contains("ssm:"));
+        // Every action a role needs appears in its document exactly once.
+        for role in [Role::Agent, Role::Controller] {
+            let doc = policy(role, &target).to_string();
+            for a in actions(role) {
+                assert_eq!(doc.matches(&format!("\"{a}\"")).count(), 1, "{a}");
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The AWS Lambda entry: `lambda_runtime` hands each EventBridge event to the same handler core
+//! the CLI uses. A thin `main` (awslabs/aws-lambda-rust-runtime examples): all logic is in
+//! [`Controller`].
+//!
+//! Error mapping: an error that a retry can fix (throttling, 5xx, a GitHub rate limit) is returned
+//! as an invocation error, so Lambda's asynchronous retries (and the event's DLQ) apply. A malformed
+//! or unsupported event, or AccessDenied, is not: it is logged at ERROR with `retryable=false` and
+//! the invocation succeeds with `{"outcome":"rejected",...}`, because retrying the same event can
+//! only fail the same way.
+
+use crate::handler::{Controller, HandlerError};
+use crate::ports::{Aws, GitHub};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tracing::error;
+
+/// What one invocation answers, or the error Lambda should retry.
+pub async fn invoke<A: Aws, G: GitHub>(
+    controller: &Controller<A, G>,
+    event: Value,
+    now: i64,
+) -> Result<Value, HandlerError> {
+    let parsed = crate::event::parse_value(event);
+    let result = match parsed {
+        Ok(event) => controller.handle(event, now).await,
+        Err(e) => Err(HandlerError::Event(e)),
+    };
+    match result {
+        Ok(outcome) => {
+            if let crate::handler::Outcome::Swept { groups } = &outcome {
+                for report in groups {
+                    println!("{}", crate::sweep::metrics_line(report, now * 1000));
+                }
+            }
+            Ok(serde_json::to_value(&outcome)
+                .unwrap_or_else(|e| json!({"outcome": "unserialisable", "error": e.to_string()})))
+        }
+        Err(e) if e.is_retryable() => {
+            error!(error = %e, retryable = true, "event failed; Lambda will retry");
+            Err(e)
+        }
+        Err(e) => {
+            error!(error = %e, retryable = false, "event rejected");
+            Ok(json!({"outcome": "rejected", "retryable": false, "error": e.to_string()}))
+        }
+    }
+}
+
+/// Serve invocations until the runtime stops.
+pub async fn run<A, G>(controller: Controller<A, G>) -> Result<(), lambda_runtime::Error>
+where
+    A: Aws + Send + Sync + 'static,
+    G: GitHub + Send + Sync + 'static,
+{
+    let controller = Arc::new(controller);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let controller = Arc::clone(&controller);
+        async move {
+            invoke(&controller, event.payload, lifecycle_github::time::now_epoch())
+                .await
+                .map_err(|e| lambda_runtime::Error::from(e.to_string()))
+        }
+    }))
+    .await
+}

@@ -1,0 +1,28 @@
+//! # lifecycle-controller
+//!
+//! The fleet controller: what no host agent can do for itself. It runs as an AWS Lambda on
+//! EventBridge events (`runner-lifecycle controller lambda`) or from the command line
+//! (`runner-lifecycle controller handle-event|sweep`), with the same code:
+//!
+//! - [`event`]: the EventBridge events, typed; malformed ones are rejected, never a panic;
+//! - [`handler`]: one event in, one outcome out, generic over the narrow [`ports::Aws`] and
+//!   [`ports::GitHub`] traits (warm-pool trims, launch tokens, spot warnings);
+//! - [`sweep`]: the scheduled sweep (orphaned registrations and secrets, instances whose agent is
+//!   gone, stuck instances);
+//! - [`iam`]: least-privilege policies from the one list of AWS calls the code makes;
+//! - [`aws`]: the real AWS port (official SDK); [`lambda`]: the Lambda runtime glue.
+//!
+//! Design and the reasons behind it: docs/controller.md.
+
+pub mod aws;
+pub mod event;
+pub mod fakes;
+pub mod handler;
+pub mod iam;
+pub mod lambda;
+pub mod ports;
+pub mod settings;
+pub mod sweep;
+
+pub use handler::{Controller, HandlerError, Outcome};
+pub use settings::Settings;

@@ -1,0 +1,157 @@
+//! The narrow interfaces the handler needs from the world. The real ones are [`crate::aws::AwsFleet`]
+//! and [`lifecycle_github::GitHubClient`]; tests and the benchmark use counting fakes.
+
+use lifecycle_core::ApiError;
+use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, Secret};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+/// `CONTINUE` or `ABANDON` (on a termination hook both terminate; on a launch hook ABANDON
+/// terminates the new instance).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum LifecycleResult {
+    /// Go on.
+    #[serde(rename = "CONTINUE")]
+    Continue,
+    /// Give up on this instance.
+    #[serde(rename = "ABANDON")]
+    Abandon,
+}
+
+impl LifecycleResult {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleResult::Continue => "CONTINUE",
+            LifecycleResult::Abandon => "ABANDON",
+        }
+    }
+}
+
+/// One CompleteLifecycleAction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The group.
+    pub group: String,
+    /// The hook.
+    pub hook: String,
+    /// The instance.
+    pub instance_id: String,
+    /// The action token, when the event carried one (preferred: it cannot complete a later action).
+    pub token: Option<String>,
+    /// The result.
+    pub result: LifecycleResult,
+}
+
+/// One member of a group as DescribeAutoScalingGroups lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The instance.
+    pub instance_id: String,
+    /// Its `LifecycleState`.
+    pub state: String,
+}
+
+/// A termination hook of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminationHook {
+    /// Its name.
+    pub name: String,
+    /// Its HeartbeatTimeout in seconds.
+    pub heartbeat_timeout_s: u64,
+}
+
+/// What the controller asks of AWS (Auto Scaling and Secrets Manager). Every method is one kind of
+/// API call; `crate::iam` lists them for the IAM policy.
+pub trait Aws {
+    /// CompleteLifecycleAction.
+    fn complete(&self, c: &Completion) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// DescribeAutoScalingGroups for one group: its members and their states (warm pool excluded).
+    fn members(&self, group: &str) -> impl Future<Output = Result<Vec<Member>, ApiError>> + Send;
+    /// DescribeAutoScalingInstances: which of `ids` any group still knows (warm pool included).
+    fn known(&self, ids: &BTreeSet<String>) -> impl Future<Output = Result<BTreeSet<String>, ApiError>> + Send;
+    /// DescribeLifecycleHooks: the group's termination hooks.
+    fn termination_hooks(&self, group: &str) -> impl Future<Output = Result<Vec<TerminationHook>, ApiError>> + Send;
+    /// DescribeScalingActivities: when each of `ids` entered its termination activity (epoch
+    /// seconds), for those still waiting on a lifecycle action.
+    fn terminating_since(
+        &self,
+        group: &str,
+        ids: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<BTreeMap<String, i64>, ApiError>> + Send;
+    /// CreateSecret, or PutSecretValue when it exists.
+    fn put_secret(&self, name: &str, value: &Secret) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// ListSecrets whose name starts with `prefix`.
+    fn list_secrets(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+    /// DeleteSecret without recovery window; a secret already gone counts as deleted.
+    fn delete_secret(&self, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// What the controller asks of GitHub.
+pub trait GitHub {
+    /// A registration token.
+    fn registration_token(&self) -> impl Future<Output = Result<RegistrationToken, GitHubError>> + Send;
+    /// Every runner of the organisation or repository.
+    fn runners(&self) -> impl Future<Output = Result<Vec<Runner>, GitHubError>> + Send;
+    /// Delete one registration.
+    fn delete_runner(&self, id: u64) -> impl Future<Output = Result<Deleted, GitHubError>> + Send;
+}
+
+impl GitHub for lifecycle_github::GitHubClient {
+    async fn registration_token(&self) -> Result<RegistrationToken, GitHubError> {
+        lifecycle_github::GitHubClient::registration_token(self).await
+    }
+    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        self.list_runners().await
+    }
+    async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
+        lifecycle_github::GitHubClient::delete_runner(self, id).await
+    }
+}
+
+/// No GitHub credentials configured: every call fails with a configuration error, so the handler
+/// mints no tokens, deletes no registrations and treats liveness as unknown (never as dead).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoGitHub;
+
+impl GitHub for NoGitHub {
+    async fn registration_token(&self) -> Result<RegistrationToken, GitHubError> {
+        Err(GitHubError::Config("no GitHub credentials configured".into()))
+    }
+    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        Err(GitHubError::Config("no GitHub credentials configured".into()))
+    }
+    async fn delete_runner(&self, _id: u64) -> Result<Deleted, GitHubError> {
+        Err(GitHubError::Config("no GitHub credentials configured".into()))
+    }
+}
+
+/// Either a real client or none.
+#[derive(Debug)]
+pub enum AnyGitHub {
+    /// Configured.
+    Client(Box<lifecycle_github::GitHubClient>),
+    /// Not configured.
+    None(NoGitHub),
+}
+
+impl GitHub for AnyGitHub {
+    async fn registration_token(&self) -> Result<RegistrationToken, GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => GitHub::registration_token(c.as_ref()).await,
+            AnyGitHub::None(n) => n.registration_token().await,
+        }
+    }
+    async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => GitHub::runners(c.as_ref()).await,
+            AnyGitHub::None(n) => n.runners().await,
+        }
+    }
+    async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => GitHub::delete_runner(c.as_ref(), id).await,
+            AnyGitHub::None(n) => n.delete_runner(id).await,
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The client: one hyper connection pool over rustls, requests with retries, rate-limit waits and
+//! App token caching.
+
+use crate::auth::Auth;
+use crate::error::GitHubError;
+use crate::link;
+use crate::ratelimit::{self, RateHeaders, Verdict};
+use crate::secret::Secret;
+use crate::time;
+use crate::types::{ErrorBody, InstallationToken, JitConfig, JitRequest, RegistrationToken, Runner, RunnerPage};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use lifecycle_core::Rng;
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// GitHub's REST API version this client is written against (the `X-GitHub-Api-Version` header).
+pub const API_VERSION: &str = "2022-11-28";
+/// Installation tokens live one hour; refresh five minutes before they expire.
+const TOKEN_REFRESH_MARGIN_S: i64 = 300;
+/// The largest answer accepted (a page of 100 runners is about 50 KiB).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Pages followed at most when listing (10,000 runners).
+const MAX_PAGES: usize = 100;
+
+/// Whose runners: an organisation's or a repository's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `/orgs/{org}/actions/runners...`
+    Org(String),
+    /// `/repos/{owner}/{repo}/actions/runners...`
+    Repo {
+        /// The owner.
+        owner: String,
+        /// The repository.
+        repo: String,
+    },
+}
+
+impl Scope {
+    /// The scope and the API base URL of a runner URL as `config.sh --url` takes it:
+    /// `https://github.com/ORG` or `https://github.com/OWNER/REPO` (API `https://api.github.com`),
+    /// or the same on a GitHub Enterprise Server host (API `https://HOST/api/v3`).
+    pub fn from_runner_url(url: &str) -> Result<(Scope, String), GitHubError> {
+        let bad = |why: &str| GitHubError::Config(format!("runner URL `{url}`: {why}"));
+        let (scheme, rest) = url.trim().split_once("://").ok_or_else(|| bad("not an http(s) URL"))?;
+        if scheme != "https" && scheme != "http" {
+            return Err(bad("not an http(s) URL"));
+        }
+        let (host, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no organisation or repository in the path"))?;
+        let parts: Vec<&str> = path
+            .trim_end_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let scope = match parts.as_slice() {
+            [org] if valid(org) => Scope::Org((*org).to_string()),
+            [owner, repo] if valid(owner) && valid(repo) => Scope::Repo {
+                owner: (*owner).to_string(),
+                repo: (*repo).to_string(),
+            },
+            _ => return Err(bad("expected https://HOST/ORG or https://HOST/OWNER/REPO")),
+        };
+        let api = if host.eq_ignore_ascii_case("github.com") {
+            "https://api.github.com".to_string()
+        } else {
+            format!("{scheme}://{host}/api/v3")
+        };
+        Ok((scope, api))
+    }
+
+    fn prefix(&self) -> String {
+        match self {
+            Scope::Org(org) => format!("/orgs/{org}"),
+            Scope::Repo { owner, repo } => format!("/repos/{owner}/{repo}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Org(org) => write!(f, "organisation {org}"),
+            Scope::Repo { owner, repo } => write!(f, "repository {owner}/{repo}"),
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// API base URL: `https://api.github.com`, `https://HOST/api/v3`, or a loopback emulator.
+    pub api_url: String,
+    /// The longest one request may take.
+    pub request_timeout: Duration,
+    /// Attempts per request for 5xx, timeouts and connection failures.
+    pub max_attempts: u32,
+    /// The longest the client sleeps for rate limits within one request; beyond it the request
+    /// fails with [`GitHubError::RateLimited`] so the caller (a Lambda with a deadline) decides.
+    pub max_rate_limit_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            api_url: "https://api.github.com".into(),
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            max_rate_limit_wait: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What deleting a runner did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// 204: deleted now.
+    Deleted,
+    /// 404: it was already gone (counts as done).
+    AlreadyGone,
+}
+
+struct CachedToken {
+    token: Secret,
+    expires_epoch: i64,
+}
+
+/// A GitHub REST client for one organisation or repository.
+pub struct GitHubClient {
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    base: String,
+    scope: Scope,
+    auth: Auth,
+    opts: Options,
+    installation_token: Mutex<Option<CachedToken>>,
+    jitter: Mutex<Rng>,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for GitHubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubClient")
+            .field("base", &self.base)
+            .field("scope", &self.scope)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn message(&self) -> String {
+        let msg = serde_json::from_slice::<ErrorBody>(&self.body)
+            .unwrap_or_default()
+            .message;
+        msg.chars().take(300).collect()
+    }
+
+    fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, GitHubError> {
+        serde_json::from_slice(&self.body).map_err(|e| GitHubError::Decode(format!("{what}: {e}")))
+    }
+}
+
+impl GitHubClient {
+    /// A client for `scope` with `auth`. TLS uses the platform's root certificates.
+    pub fn new(scope: Scope, auth: Auth, opts: Options) -> Result<GitHubClient, GitHubError> {
+        let base = opts.api_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(GitHubError::Config(format!("API URL `{base}` is not http(s)")));
+        }
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| GitHubError::Config(format!("loading the platform's root certificates: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        let seed = time::now_instant().elapsed().as_nanos() as u64 ^ time::now_epoch() as u64;
+        Ok(GitHubClient {
+            http,
+            base,
+            scope,
+            auth,
+            opts,
+            installation_token: Mutex::new(None),
+            jitter: Mutex::new(Rng::new(seed)),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// The scope this client acts on.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// HTTP requests sent so far (retries and App token requests included).
+    pub fn requests_made(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Every runner of the scope (all pages).
+    pub async fn list_runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        let mut url = format!("{}{}/actions/runners?per_page=100", self.base, self.scope.prefix());
+        let mut all = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let answer = self.authed(Method::GET, &url, None).await?;
+            let answer = self.expect_ok(answer, &format!("the runners of {}", self.scope))?;
+            let page: RunnerPage = answer.json("runner list")?;
+            debug!(count = page.runners.len(), total = page.total_count, "runner page");
+            all.extend(page.runners);
+            let next = answer
+                .headers
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(link::next_url);
+            match next {
+                // Never send the token to another host than the API's.
+                Some(n) if n.starts_with(&format!("{}/", self.base)) => url = n,
+                Some(n) => {
+                    return Err(GitHubError::Decode(format!(
+                        "pagination link leaves the API host: {}",
+                        n.split('?').next().unwrap_or_default()
+                    )))
+                }
+                None => return Ok(all),
+            }
+        }
+        warn!(pages = MAX_PAGES, "runner list truncated");
+        Ok(all)
+    }
+
+    /// Every runner of the scope that carries `label`.
+    pub async fn runners_with_label(&self, label: &str) -> Result<Vec<Runner>, GitHubError> {
+        Ok(self
+            .list_runners()
+            .await?
+            .into_iter()
+            .filter(|r| r.has_label(label))
+            .collect())
+    }
+
+    /// Delete a runner registration. 404 counts as done; 422 means it runs a job.
+    pub async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
+        let url = format!("{}{}/actions/runners/{id}", self.base, self.scope.prefix());
+        let answer = self.authed(Method::DELETE, &url, None).await?;
+        match answer.status {
+            204 | 200 => Ok(Deleted::Deleted),
+            404 => Ok(Deleted::AlreadyGone),
+            422 => Err(GitHubError::RunnerBusy {
+                id,
+                message: answer.message(),
+            }),
+            _ => self
+                .expect_ok(answer, &format!("runner {id}"))
+                .map(|_| Deleted::Deleted),
+        }
+    }
+
+    /// A registration token for `config.sh` (valid one hour).
+    pub async fn registration_token(&self) -> Result<RegistrationToken, GitHubError> {
+        let url = format!(
+            "{}{}/actions/runners/registration-token",
+            self.base,
+            self.scope.prefix()
+        );
+        let answer = self.authed(Method::POST, &url, None).await?;
+        self.expect_ok(answer, &format!("{}", self.scope))?
+            .json("registration token")
+    }
+
+    /// A just-in-time configuration for one ephemeral runner.
+    pub async fn generate_jitconfig(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
+        let url = format!(
+            "{}{}/actions/runners/generate-jitconfig",
+            self.base,
+            self.scope.prefix()
+        );
+        let body = serde_json::to_vec(request).map_err(|e| GitHubError::Decode(e.to_string()))?;
+        let answer = self.authed(Method::POST, &url, Some(body)).await?;
+        self.expect_ok(answer, &format!("{}", self.scope))?
+            .json("JIT configuration")
+    }
+
+    fn expect_ok(&self, answer: Answer, what: &str) -> Result<Answer, GitHubError> {
+        match answer.status {
+            200..=299 => Ok(answer),
+            401 => Err(GitHubError::Unauthorized(answer.message())),
+            403 => Err(GitHubError::Forbidden(answer.message())),
+            404 => Err(GitHubError::NotFound {
+                what: what.to_string(),
+                message: answer.message(),
+            }),
+            status => Err(GitHubError::Unexpected {
+                status,
+                message: answer.message(),
+            }),
+        }
+    }
+
+    /// A request with the configured credentials. With an App, a 401 drops the cached
+    /// installation token and tries once more with a fresh one.
+    async fn authed(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Answer, GitHubError> {
+        for attempt in 0..2 {
+            let bearer = self.bearer().await?;
+            let answer = self.send(method.clone(), url, &bearer, body.clone()).await?;
+            if answer.status == 401 && attempt == 0 && matches!(self.auth, Auth::App { .. }) {
+                self.lock_cache().take();
+                continue;
+            }
+            return Ok(answer);
+        }
+        Err(GitHubError::Unauthorized("installation token rejected twice".into()))
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Option<CachedToken>> {
+        self.installation_token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn bearer(&self) -> Result<Secret, GitHubError> {
+        let (app_id, installation_id, key) = match &self.auth {
+            Auth::Token(t) => return Ok(t.clone()),
+            Auth::App {
+                app_id,
+                installation_id,
+                key,
+            } => (app_id, *installation_id, key),
+        };
+        let now = time::now_epoch();
+        if let Some(cached) = self.lock_cache().as_ref() {
+            if now < cached.expires_epoch - TOKEN_REFRESH_MARGIN_S {
+                return Ok(cached.token.clone());
+            }
+        }
+        let jwt = key.jwt(app_id, now)?;
+        let url = format!("{}/app/installations/{installation_id}/access_tokens", self.base);
+        let answer = self.send(Method::POST, &url, &jwt, None).await?;
+        let answer = self.expect_ok(answer, &format!("App installation {installation_id}"))?;
+        let minted: InstallationToken = answer.json("installation token")?;
+        // An unparsable expiry is treated as GitHub's documented one hour.
+        let expires_epoch = time::parse_rfc3339(&minted.expires_at).unwrap_or(now + 3600);
+        debug!(installation_id, expires_at = %minted.expires_at, "installation token minted");
+        let token = minted.token.clone();
+        *self.lock_cache() = Some(CachedToken {
+            token: minted.token,
+            expires_epoch,
+        });
+        Ok(token)
+    }
+
+    /// One logical request: retries 5xx and transport failures with jittered backoff, sleeps
+    /// through rate limits within `max_rate_limit_wait`.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: &Secret,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, GitHubError> {
+        let mut attempt = 0u32;
+        let mut waited = Duration::ZERO;
+        let path = url.split('?').next().unwrap_or(url).to_string();
+        loop {
+            attempt += 1;
+            let started = time::now_instant();
+            let result = self.exchange(method.clone(), url, bearer, body.clone()).await;
+            let failure = match result {
+                Ok(answer) => {
+                    let h = |name: &str| answer.headers.get(name).and_then(|v| v.to_str().ok());
+                    let headers = RateHeaders {
+                        retry_after: h("retry-after"),
+                        remaining: h("x-ratelimit-remaining"),
+                        reset: h("x-ratelimit-reset"),
+                    };
+                    let message = answer.message();
+                    debug!(%method, path = %path, status = answer.status, ms = started.elapsed().as_millis() as u64, "github");
+                    match ratelimit::verdict(answer.status, headers, time::now_epoch(), &message) {
+                        Verdict::Accept => return Ok(answer),
+                        Verdict::RateLimited(wait) => {
+                            if waited + wait > self.opts.max_rate_limit_wait {
+                                return Err(GitHubError::RateLimited { retry_after: wait });
+                            }
+                            warn!(path = %path, wait_s = wait.as_secs(), "GitHub rate limit; waiting");
+                            waited += wait;
+                            time::sleep(wait).await;
+                            attempt -= 1;
+                            continue;
+                        }
+                        Verdict::Transient => format!("HTTP {}: {message}", answer.status),
+                    }
+                }
+                Err(e) => e,
+            };
+            if attempt >= self.opts.max_attempts {
+                return Err(GitHubError::Transient(format!("{method} {path}: {failure}")));
+            }
+            let base = Duration::from_millis(250) * 2u32.pow(attempt - 1);
+            let delay = {
+                let mut rng = self.jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                rng.jitter(base, 0.5, 1.0)
+            };
+            warn!(path = %path, attempt, error = %failure, "GitHub request failed; retrying");
+            time::sleep(delay).await;
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: &Secret,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, String> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", bearer.expose()))
+            .map_err(|_| "the token has characters a header cannot carry".to_string())?;
+        auth.set_sensitive(true);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(url)
+            // GitHub recommends its own media type; `application/json` is what its OpenAPI
+            // description declares (and what a validating emulator negotiates).
+            .header(ACCEPT, "application/vnd.github+json, application/json")
+            .header("x-github-api-version", API_VERSION)
+            .header(USER_AGENT, concat!("runner-lifecycle/", env!("CARGO_PKG_VERSION")))
+            .header(AUTHORIZATION, auth);
+        let body = match body {
+            Some(b) => {
+                builder = builder.header(CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(b))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = builder.body(body).map_err(|e| format!("bad request: {e}"))?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| format!("connection: {e}"))?;
+            let status = resp.status().as_u16();
+            let (parts, body) = resp.into_parts();
+            let limited = http_body_util::Limited::new(body, MAX_BODY);
+            let bytes = limited
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<Answer, String>(Answer {
+                status,
+                headers: parts.headers,
+                body: bytes,
+            })
+        };
+        tokio::time::timeout(self.opts.request_timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {} s", self.opts.request_timeout.as_secs()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_from_runner_urls() -> Result<(), GitHubError> {
+        assert_eq!(
+            Scope::from_runner_url("https://github.com/acme")?,
+            (Scope::Org("acme".into()), "https://api.github.com".into())
+        );
+        assert_eq!(
+            Scope::from_runner_url("https://github.com/acme/infra/")?,
+            (
+                Scope::Repo {
+                    owner: "acme".into(),
+                    repo: "infra".into()
+                },
+                "https://api.github.com".into()
+            )
+        );
+        assert_eq!(
+            Scope::from_runner_url("https://ghe.example.com/acme")?.1,
+            "https://ghe.example.com/api/v3"
+        );
+        for bad in [
+            "github.com/acme",
+            "https://github.com/",
+            "https://github.com/a/b/c",
+            "ftp://github.com/a",
+            "https://github.com/a b",
+        ] {
+            assert!(Scope::from_runner_url(bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn builds_scope_paths() {
+        assert_eq!(Scope::Org("o".into()).prefix(), "/orgs/o");
+        assert_eq!(
+            Scope::Repo {
+                owner: "o".into(),
+                repo: "r".into()
+            }
+            .prefix(),
+            "/repos/o/r"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! # lifecycle-github
+//!
+//! A small typed client for the GitHub REST endpoints runner-lifecycle needs (domain brief section
+//! 3, GitHub REST API "Self-hosted runners"):
+//!
+//! - `GET {scope}/actions/runners?per_page=100` (paginated by the `Link` header), filtered by label;
+//! - `DELETE {scope}/actions/runners/{runner_id}` (404 counts as done, 422 means busy);
+//! - `POST {scope}/actions/runners/registration-token`;
+//! - `POST {scope}/actions/runners/generate-jitconfig`;
+//!
+//! where `{scope}` is `/orgs/{org}` or `/repos/{owner}/{repo}`. It authenticates with a token (PAT
+//! or installation token) or as a GitHub App (RS256 JWT, installation token cached until five
+//! minutes before it expires), and honours the primary and secondary rate limits (`Retry-After`,
+//! `x-ratelimit-remaining: 0` with `x-ratelimit-reset`).
+//!
+//! Why a thin client over hyper rather than octocrab or reqwest: docs/controller.md.
+//!
+//! Every credential is a [`Secret`]: its `Debug` and `Display` print `<redacted>`, and no error
+//! text of this crate carries a request header or a token-bearing response body.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod labels;
+pub mod link;
+pub mod ratelimit;
+pub mod secret;
+pub mod time;
+pub mod types;
+
+pub use auth::{AppKey, Auth};
+pub use client::{Deleted, GitHubClient, Options, Scope};
+pub use error::GitHubError;
+pub use secret::Secret;
+pub use types::{JitConfig, JitRequest, RegistrationToken, Runner, RunnerLabel};

@@ -1,0 +1,362 @@
+"""GitHub REST emulators for runner-lifecycle's tests (loopback only).
+
+Two servers, both answering the runner endpoints of GitHub's REST API (domain brief section 3):
+
+* :class:`PrismServer`: ``@stoplight/prism-cli`` (pinned 5.16.0 in tests/github/package.json)
+  serving GitHub's official OpenAPI description from ``@octokit/openapi`` (pinned 23.0.2), cut
+  down to the runner paths by :func:`cut_spec` at test time (the full description takes ~14 s to
+  load, the cut ~2 s; test-infra.md). Prism validates every request against the schema and answers
+  with the spec's examples: the contract test for the Rust client. Stateless.
+* :class:`FakeGitHub`: a small stateful server for the same paths (list, delete then 404, busy
+  422, registration tokens, JIT configs, App installation tokens), for tests that need state.
+  ``validate_fake_against_spec`` checks its routes and answers against the same cut spec.
+
+Node packages are installed with ``npm ci`` into tests/github/node_modules on first use
+(:func:`ensure_node_modules`, idempotent); nothing here contacts any address but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+GITHUB_DIR = Path(__file__).resolve().parents[1] / "github"
+SPEC_IN_PACKAGE = "node_modules/@octokit/openapi/generated/api.github.com.json"
+
+#: The operations runner-lifecycle calls: (method, OpenAPI path).
+RUNNER_OPERATIONS = [
+    ("get", "/orgs/{org}/actions/runners"),
+    ("delete", "/orgs/{org}/actions/runners/{runner_id}"),
+    ("post", "/orgs/{org}/actions/runners/registration-token"),
+    ("post", "/orgs/{org}/actions/runners/generate-jitconfig"),
+    ("get", "/repos/{owner}/{repo}/actions/runners"),
+    ("delete", "/repos/{owner}/{repo}/actions/runners/{runner_id}"),
+    ("post", "/repos/{owner}/{repo}/actions/runners/registration-token"),
+    ("post", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"),
+    ("post", "/app/installations/{installation_id}/access_tokens"),
+]
+
+
+def ensure_node_modules(timeout: float = 600.0) -> Path:
+    """Install the pinned npm packages once (``npm ci``, from package-lock.json)."""
+    prism = GITHUB_DIR / "node_modules" / ".bin" / "prism"
+    spec = GITHUB_DIR / SPEC_IN_PACKAGE
+    if prism.exists() and spec.exists():
+        return GITHUB_DIR
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is not installed; the GitHub contract tests need Node.js and npm")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=GITHUB_DIR, check=True,
+                   timeout=timeout)
+    return GITHUB_DIR
+
+
+def _refs(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/"):
+            found.add(ref)
+        for v in node.values():
+            _refs(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _refs(v, found)
+
+
+def cut_spec(out: Path, source: Path | None = None) -> Path:
+    """Write GitHub's OpenAPI description reduced to :data:`RUNNER_OPERATIONS` and the components
+    they reference (transitively) to ``out``."""
+    source = source or GITHUB_DIR / SPEC_IN_PACKAGE
+    full = json.loads(source.read_text())
+    paths: dict[str, Any] = {}
+    for method, path in RUNNER_OPERATIONS:
+        item = full["paths"][path]
+        kept = paths.setdefault(path, {k: v for k, v in item.items() if k == "parameters"})
+        kept[method] = copy.deepcopy(item[method])
+    # The list operations' `Link` example points at https://api.github.com; a client that (rightly)
+    # refuses to follow pagination to another host would fail on it, so the cut drops that header.
+    for path, item in paths.items():
+        for op in item.values():
+            if isinstance(op, dict):
+                for resp in op.get("responses", {}).values():
+                    if isinstance(resp, dict):
+                        resp.get("headers", {}).pop("Link", None)
+    cut = {k: v for k, v in full.items() if k not in ("paths", "components", "webhooks", "x-webhooks")}
+    cut["paths"] = paths
+    components: dict[str, dict[str, Any]] = {}
+    pending: set[str] = set()
+    _refs(paths, pending)
+    seen: set[str] = set()
+    while pending:
+        ref = pending.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        _, _, kind, name = ref.split("/", 3)
+        node = full["components"][kind][name]
+        components.setdefault(kind, {})[name] = node
+        _refs(node, pending)
+    cut["components"] = components
+    out.write_text(json.dumps(cut))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrismServer:
+    """``prism mock`` of the cut spec on 127.0.0.1 (validating requests, example answers)."""
+
+    def __init__(self, spec: Path, log: Path) -> None:
+        self.spec = spec
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = log
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> "PrismServer":
+        prism = GITHUB_DIR / "node_modules" / ".bin" / "prism"
+        self._log = open(self._log_path, "wb")
+        self._proc = subprocess.Popen(
+            [str(prism), "mock", "-h", "127.0.0.1", "-p", str(self.port), str(self.spec)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=GITHUB_DIR)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"prism exited {self._proc.returncode}: {self.log()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"prism did not listen within {timeout} s: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        try:
+            return self._log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class FakeGitHub:
+    """A stateful GitHub for the runner endpoints of one organisation (or repository).
+
+    ``runners`` maps id -> runner dict (GitHub's ``runner`` schema); ``requests`` logs
+    ``(method, path, authorization_ok)``. Tokens are checked: every call needs
+    ``Authorization: Bearer <token>`` (or an installation token minted through the App route).
+    """
+
+    def __init__(self, token: str = "ghp_faketoken000000000000000000000000", page_size: int = 100) -> None:
+        self.token = token
+        self.page_size = page_size
+        self.runners: dict[int, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, bool]] = []
+        self.registration_tokens: list[str] = []
+        self.installation_tokens: list[str] = []
+        self.fail_next: list[int] = []  # statuses to answer next, in order (0: answer normally)
+        self._next_id = 1
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> "FakeGitHub":
+        self._started = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if getattr(self, "_started", False):
+            self._server.shutdown()
+        self._server.server_close()
+
+    def add_runner(self, name: str, labels: list[str], status: str = "offline", busy: bool = False) -> int:
+        with self._lock:
+            rid = self._next_id
+            self._next_id += 1
+            self.runners[rid] = {
+                "id": rid, "name": name, "os": "Linux", "status": status, "busy": busy, "ephemeral": False,
+                "runner_group_id": 1,
+                "labels": [{"id": i + 1, "name": label, "type": "read-only" if i < 3 else "custom"}
+                           for i, label in enumerate(["self-hosted", "Linux", "X64"] + labels)],
+            }
+            return rid
+
+    def runner_names(self) -> list[str]:
+        with self._lock:
+            return sorted(r["name"] for r in self.runners.values())
+
+    # ------------------------------------------------------------------ routes
+    def handle(self, method: str, path: str, query: dict[str, list[str]], auth: str,
+               body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        parts = [p for p in path.split("/") if p]
+        ok = auth in (f"Bearer {self.token}",) or any(auth == f"Bearer {t}" for t in self.installation_tokens)
+        with self._lock:
+            self.requests.append((method, path, ok))
+            status = self.fail_next.pop(0) if self.fail_next else 0
+            if status:  # 0: answer normally
+                return status, {}, {"message": "injected failure", "documentation_url": "https://docs.github.com"}
+        if parts[:2] == ["app", "installations"] and len(parts) == 4 and parts[3] == "access_tokens" and method == "POST":
+            if not auth.startswith("Bearer ey"):
+                return 401, {}, {"message": "A JSON web token could not be decoded", "documentation_url": "x"}
+            tok = "ghs_" + uuid.uuid4().hex
+            self.installation_tokens.append(tok)
+            return 201, {}, {"token": tok, "expires_at": _iso(time.time() + 3600)}
+        if not ok:
+            return 401, {}, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
+        if parts[0] == "orgs" and len(parts) >= 4:
+            rest = parts[2:]
+        elif parts[0] == "repos" and len(parts) >= 5:
+            rest = parts[3:]
+        else:
+            return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+        if rest[:2] != ["actions", "runners"]:
+            return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+        tail = rest[2:]
+        if not tail and method == "GET":
+            per_page = int(query.get("per_page", ["30"])[0])
+            per_page = min(per_page, self.page_size)
+            page = int(query.get("page", ["1"])[0])
+            with self._lock:
+                items = sorted(self.runners.values(), key=lambda r: r["id"])
+            chunk = items[(page - 1) * per_page: page * per_page]
+            headers = {}
+            if page * per_page < len(items):
+                headers["Link"] = f'<{self.url}{path}?per_page={per_page}&page={page + 1}>; rel="next"'
+            return 200, headers, {"total_count": len(items), "runners": copy.deepcopy(chunk)}
+        if tail == ["registration-token"] and method == "POST":
+            tok = "AABBCC" + uuid.uuid4().hex.upper()[:23]
+            self.registration_tokens.append(tok)
+            return 201, {}, {"token": tok, "expires_at": _iso(time.time() + 3600)}
+        if tail == ["generate-jitconfig"] and method == "POST":
+            rid = self.add_runner(body.get("name", "jit"), list(body.get("labels", [])))
+            with self._lock:
+                runner = copy.deepcopy(self.runners[rid])
+            return 201, {}, {"runner": runner, "encoded_jit_config": "eyJmYWtlIjogdHJ1ZX0="}
+        if len(tail) == 1 and tail[0].isdigit() and method == "DELETE":
+            rid = int(tail[0])
+            with self._lock:
+                runner = self.runners.get(rid)
+                if runner is None:
+                    return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+                if runner["busy"]:
+                    return 422, {}, {"message": "Bad request - Runner is currently running a job", "documentation_url": "x"}
+                del self.runners[rid]
+            return 204, {}, None
+        return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+        def _serve(self) -> None:
+            url = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                body = {}
+            status, headers, answer = fake.handle(self.command, url.path, parse_qs(url.query),
+                                                  self.headers.get("Authorization", ""), body)
+            data = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            if data:
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = _serve  # noqa: N815
+
+    return Handler
+
+
+def validate_fake_against_spec(spec_path: Path) -> list[str]:
+    """Check :class:`FakeGitHub`'s answers against the cut spec's response schemas; returns the
+    problems found (empty when the fake speaks GitHub's schema)."""
+    from openapi_schema_validator import OAS30Validator
+
+    spec = json.loads(spec_path.read_text())
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                _, _, kind, name = node["$ref"].split("/", 3)
+                return resolve(spec["components"][kind][name])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    fake = FakeGitHub()
+    busy = fake.add_runner("i-0123456789abcdef0", ["i-0123456789abcdef0", "asg-runners"], status="online", busy=True)
+    idle = fake.add_runner("i-0123456789abcdef1", ["i-0123456789abcdef1", "asg-runners"])
+    auth = f"Bearer {fake.token}"
+    calls = [
+        ("get", "/orgs/{org}/actions/runners", "GET", "/orgs/acme/actions/runners", {}, 200),
+        ("post", "/orgs/{org}/actions/runners/registration-token", "POST", "/orgs/acme/actions/runners/registration-token", {}, 201),
+        ("post", "/orgs/{org}/actions/runners/generate-jitconfig", "POST", "/orgs/acme/actions/runners/generate-jitconfig",
+         {"name": "jit-1", "runner_group_id": 1, "labels": ["x"], "work_folder": "_work"}, 201),
+        ("delete", "/orgs/{org}/actions/runners/{runner_id}", "DELETE", f"/orgs/acme/actions/runners/{busy}", {}, 422),
+        ("delete", "/orgs/{org}/actions/runners/{runner_id}", "DELETE", f"/orgs/acme/actions/runners/{idle}", {}, 204),
+        ("get", "/repos/{owner}/{repo}/actions/runners", "GET", "/repos/acme/infra/actions/runners", {}, 200),
+        ("post", "/repos/{owner}/{repo}/actions/runners/registration-token", "POST", "/repos/acme/infra/actions/runners/registration-token", {}, 201),
+    ]
+    problems = []
+    for method, template, verb, path, body, want in calls:
+        status, _headers, answer = fake.handle(verb, path, {"per_page": ["100"]}, auth, body)
+        if status != want:
+            problems.append(f"{verb} {path}: {status}, expected {want}")
+            continue
+        op = spec["paths"][template][method]
+        if str(status) not in op["responses"]:
+            problems.append(f"{verb} {path}: {status} is not a documented answer")
+            continue
+        content = resolve(op["responses"][str(status)]).get("content", {})
+        schema = content.get("application/json", {}).get("schema")
+        if schema is None:
+            if answer is not None and status == 204:
+                problems.append(f"{verb} {path}: body on 204")
+            continue
+        errors = sorted(OAS30Validator(schema).iter_errors(answer), key=str)
+        problems.extend(f"{verb} {path}: {e.message}" for e in errors[:3])
+    fake.stop()
+    return problems
