@@ -126,3 +126,39 @@ def test_systemd_notify_ready_watchdog_and_stopping(make_host, broker, tmp_path)
     receive_until("STOPPING=1")
     assert agent.wait(timeout=20) == 0
     systemd.close()
+
+
+def test_group_without_termination_hook_serves_and_never_calls_hook_actions(make_host, broker, aws):
+    """No termination hook: protection still works and hook actions are no-ops (the source PR's
+    backward-compatible mode)."""
+    host = make_host(hook_timeout=None)
+    agent = host.start_serving()
+    assert agent.records(message="discovered")[0]["hook"].startswith("(none")
+    job = broker.assign_job(1.0, runner=host.runner.name)
+    assert broker.wait_outcome(job, timeout=20) == "succeeded"
+    assert [c.protected for c in host.calls("SetInstanceProtection", ok=True)][:1] == [True]
+
+    wait_for(lambda: host.protected() is False, 5, "unprotected")
+    host.asg().set_desired_capacity(AutoScalingGroupName=host.group, DesiredCapacity=0)
+    agent.wait_record(action="stop-listener", reason="TerminatingIdle", timeout=10)
+    wait_for(host.gone, 10, "instance removed")
+    time.sleep(0.5)
+    assert not host.calls("CompleteLifecycleAction") and not host.calls("RecordLifecycleActionHeartbeat")
+    assert stop_agent(agent) == 0
+
+
+def test_an_explicit_hook_name_overrides_discovery(make_host, broker, aws):
+    host = make_host(aws_hook="drain-runner")
+    host.asg().put_lifecycle_hook(
+        AutoScalingGroupName=host.group, LifecycleHookName="drain-runner",
+        LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", HeartbeatTimeout=40, DefaultResult="CONTINUE",
+    )
+    agent = host.start_serving()
+    found = agent.records(message="discovered")[0]
+    assert (found["hook"], found["heartbeat_timeout_s"]) == ("drain-runner", 40)
+    host.terminate()
+    wait_for(lambda: host.calls("CompleteLifecycleAction", ok=True), 10, "CompleteLifecycleAction")
+    assert [c.hook for c in host.calls("CompleteLifecycleAction")] == ["drain-runner"]
+    # The group's other termination hook ("drain") is not ours to complete.
+    assert [a["LifecycleHookName"] for a in aws.pending_actions(host.instance_id)] == ["drain"]
+    assert stop_agent(agent) == 0
