@@ -1,0 +1,233 @@
+"""`runner-lifecycle controller` end to end: the real binary against the moto-based Auto Scaling and
+Secrets Manager emulator (tests/support) and the stateful GitHub fake, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+GONE = "i-0dead0000000000d1"
+GONE_ONLINE = "i-0dead0000000000d2"
+
+
+@pytest.fixture
+def env(aws_x: Any, aws_env: Any, fake_github: Any) -> dict[str, str]:
+    return aws_env(
+        RUNNER_LIFECYCLE_CONTROLLER_GROUPS="runners",
+        RUNNER_LIFECYCLE_GITHUB_URL="https://github.com/acme",
+        RUNNER_LIFECYCLE_GITHUB_API_URL=fake_github.url,
+        RUNNER_LIFECYCLE_GITHUB_TOKEN=fake_github.token,
+    )
+
+
+def event(name: str, instance_id: str | None = None, token: str | None = None) -> str:
+    e = json.loads((FIXTURES / name).read_text())
+    if instance_id:
+        e["detail"]["EC2InstanceId"] = instance_id
+    if token:
+        e["detail"]["LifecycleActionToken"] = token
+    return json.dumps(e)
+
+
+def handle(run_bin: Any, env: dict[str, str], text: str, *extra: str) -> Any:
+    return run_bin(["controller", "handle-event", "--event", "-", *extra], env, input=text)
+
+
+def outcome(result: Any) -> dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scale_in(aws: Any, to: int = 1) -> None:
+    aws.client("autoscaling").set_desired_capacity(AutoScalingGroupName="runners", DesiredCapacity=to)
+
+
+def test_every_fixture_is_handled_or_rejected_clearly(aws_x: Any, env: dict[str, str], run_bin: Any) -> None:
+    aws_x.create_group(size=1)
+    for path in sorted(FIXTURES.glob("*.json")):
+        r = handle(run_bin, env, path.read_text())
+        assert r.returncode == 0, f"{path.name}: {r.stderr}"
+        assert "outcome" in json.loads(r.stdout.strip().splitlines()[-1]), path.name
+    for path in sorted((FIXTURES / "malformed").glob("*.json")):
+        r = handle(run_bin, env, path.read_text())
+        assert r.returncode == 24, f"{path.name}: exit {r.returncode}: {r.stderr}"
+        assert "event rejected" in r.stderr and "retryable: false" in r.stderr, path.name
+        assert "panicked" not in r.stderr and r.stdout == "", path.name
+
+
+def test_warm_pool_trim_is_completed_at_once(aws_x: Any, env: dict[str, str], run_bin: Any) -> None:
+    # moto has no warm pools: the pending termination action stands in for Warmed:Terminating:Wait;
+    # what is tested is that an Origin=WarmPool event completes it at once, by token, with CONTINUE.
+    ids = aws_x.create_group(size=2, hook_timeout=300)
+    scale_in(aws_x)
+    [action] = aws_x.pending_actions(ids[0])
+    since = time.monotonic()
+    r = handle(run_bin, env, event("terminate-warm-pool-trim.json", ids[0], action["LifecycleActionToken"]))
+    assert outcome(r) == {"outcome": "warm_pool_trim_completed", "instance_id": ids[0], "already_done": False}
+    calls = aws_x.calls(since=since)
+    assert [(c.action, c.result, c.token) for c in calls] == [
+        ("CompleteLifecycleAction", "CONTINUE", action["LifecycleActionToken"])]
+    assert aws_x.pending_actions(ids[0]) == []
+
+
+def test_regular_termination_is_left_to_the_agent_without_a_call(aws_x: Any, env: dict[str, str], run_bin: Any) -> None:
+    ids = aws_x.create_group(size=2, hook_timeout=300)
+    scale_in(aws_x)
+    [action] = aws_x.pending_actions(ids[0])
+    since = time.monotonic()
+    r = handle(run_bin, env, event("terminate.json", ids[0], action["LifecycleActionToken"]))
+    assert outcome(r) == {"outcome": "left_to_agent", "instance_id": ids[0]}
+    assert aws_x.calls(since=since) == []
+    assert aws_x.lifecycle_state(ids[0]) == "Terminating:Wait"
+
+
+def sweep(run_bin: Any, env: dict[str, str], *extra: str) -> dict[str, Any]:
+    r = run_bin(["controller", "sweep", *extra], env)
+    out = outcome(r)
+    assert out["outcome"] == "swept"
+    [report] = out["groups"]
+    return report
+
+
+def test_agent_gone_is_completed_after_the_grace_period(aws_x: Any, env: dict[str, str], run_bin: Any,
+                                                        fake_github: Any) -> None:
+    ids = aws_x.create_group(size=2, hook_timeout=300)
+    # The runner of the terminating host is registered but offline: its listener (and agent) died.
+    fake_github.add_runner(ids[0], [ids[0], "asg-runners"], status="offline")
+    fake_github.add_runner(ids[1], [ids[1], "asg-runners"], status="online")
+    scale_in(aws_x)
+    since = time.monotonic()
+    early = sweep(run_bin, env, "--grace", "60")
+    assert early["left_to_agent"] == [ids[0]] and early["completed_agent_gone"] == []
+    assert aws_x.calls("CompleteLifecycleAction", since=since) == []
+    time.sleep(2.2)
+    late = sweep(run_bin, env, "--grace", "2")
+    assert late["completed_agent_gone"] == [ids[0]]
+    [done] = aws_x.calls("CompleteLifecycleAction", since=since)
+    assert (done.instance_id, done.result) == (ids[0], "CONTINUE")
+    assert aws_x.pending_actions(ids[0]) == []
+    # The sweep's Auto Scaling calls are reads plus that one completion.
+    actions = sorted({c.action for c in aws_x.calls(since=since)})
+    assert actions == ["CompleteLifecycleAction", "DescribeAutoScalingGroups", "DescribeLifecycleHooks",
+                       "DescribeScalingActivities"]
+
+
+def test_a_live_runner_is_never_completed(aws_x: Any, env: dict[str, str], run_bin: Any, fake_github: Any) -> None:
+    ids = aws_x.create_group(size=2, hook_timeout=300)
+    fake_github.add_runner(ids[0], [ids[0], "asg-runners"], status="online", busy=True)
+    scale_in(aws_x)
+    since = time.monotonic()
+    time.sleep(1.2)
+    report = sweep(run_bin, env, "--grace", "1")
+    assert report["left_to_agent"] == [ids[0]] and report["completed_agent_gone"] == []
+    assert aws_x.calls("CompleteLifecycleAction", since=since) == []
+    assert aws_x.lifecycle_state(ids[0]) == "Terminating:Wait"
+
+
+def test_github_down_means_nothing_is_completed(aws_x: Any, env: dict[str, str], run_bin: Any,
+                                                fake_github: Any) -> None:
+    ids = aws_x.create_group(size=2, hook_timeout=300)
+    scale_in(aws_x)
+    time.sleep(1.2)
+    fake_github.fail_next = [503, 503, 503]
+    since = time.monotonic()
+    report = sweep(run_bin, env, "--grace", "1")
+    assert report["github_available"] is False and report["completed_agent_gone"] == []
+    assert aws_x.calls("CompleteLifecycleAction", since=since) == []
+    assert ids[0] in report["left_to_agent"]
+
+
+def test_sweep_removes_exactly_the_orphans(aws_x: Any, env: dict[str, str], run_bin: Any, fake_github: Any) -> None:
+    ids = aws_x.create_group(size=2, hook_timeout=None)
+    sm = aws_x.client("secretsmanager")
+    for name in (f"runner-lifecycle/runners/{ids[0]}", f"runner-lifecycle/runners/{GONE}",
+                 f"runner-lifecycle/other/{GONE}", "unrelated-secret"):
+        sm.create_secret(Name=name, SecretString='{"token":"x"}')
+    fake_github.add_runner(ids[0], [ids[0], "asg-runners"], status="online")
+    fake_github.add_runner(ids[1], [ids[1], "asg-runners"], status="offline")
+    fake_github.add_runner(GONE, [GONE, "asg-runners"], status="offline")
+    fake_github.add_runner(GONE_ONLINE, [GONE_ONLINE, "asg-runners"], status="online")
+    fake_github.add_runner("other-group-runner", [GONE, "asg-other"], status="offline")
+    fake_github.add_runner("no-labels", ["gpu"], status="offline")
+    report = sweep(run_bin, env)
+    assert report["runners_deleted"] == [GONE]
+    assert report["runners_kept_online"] == [GONE_ONLINE]
+    assert report["secrets_deleted"] == [f"runner-lifecycle/runners/{GONE}"]
+    assert fake_github.runner_names() == sorted([ids[0], ids[1], GONE_ONLINE, "other-group-runner", "no-labels"])
+    left = sorted(s["Name"] for s in sm.list_secrets()["SecretList"])
+    assert left == sorted([f"runner-lifecycle/runners/{ids[0]}", f"runner-lifecycle/other/{GONE}", "unrelated-secret"])
+
+
+def test_launch_stores_a_token_in_the_instance_secret_and_continues(aws_x: Any, env: dict[str, str], run_bin: Any,
+                                                                     fake_github: Any) -> None:
+    ids = aws_x.create_group(size=1, hook_timeout=None)
+    since = time.monotonic()
+    r = handle(run_bin, env, event("launch.json", ids[0]))
+    out = outcome(r)
+    assert out["outcome"] == "launch_continued" and out["secret"] == f"runner-lifecycle/runners/{ids[0]}"
+    [token] = fake_github.registration_tokens
+    value = json.loads(aws_x.client("secretsmanager").get_secret_value(SecretId=out["secret"])["SecretString"])
+    assert value["token"] == token and value["expires_at"]
+    # moto emulates no launch hooks, so AWS answers "no active action": the completion was still sent,
+    # by the event's token.
+    [done] = aws_x.calls("CompleteLifecycleAction", since=since)
+    assert (done.token, done.result) == (json.loads(event("launch.json"))["detail"]["LifecycleActionToken"], "CONTINUE")
+    assert out["already_done"] is True
+    assert token not in r.stdout + r.stderr
+
+
+def test_launch_is_abandoned_when_no_token_can_be_minted(aws_x: Any, env: dict[str, str], run_bin: Any,
+                                                          fake_github: Any) -> None:
+    ids = aws_x.create_group(size=1, hook_timeout=None)
+    fake_github.fail_next = [401]
+    since = time.monotonic()
+    r = handle(run_bin, env, event("launch.json", ids[0]))
+    out = outcome(r)
+    assert out["outcome"] == "launch_abandoned" and "401" in out["reason"]
+    assert "launch abandoned" in r.stderr
+    [done] = aws_x.calls("CompleteLifecycleAction", since=since)
+    assert done.result == "ABANDON"
+    assert aws_x.client("secretsmanager").list_secrets()["SecretList"] == []
+
+
+def test_throttling_is_a_retryable_failure(aws_x: Any, env: dict[str, str], run_bin: Any) -> None:
+    ids = aws_x.create_group(size=2, hook_timeout=300)
+    scale_in(aws_x)
+    [action] = aws_x.pending_actions(ids[0])
+    aws_x.inject_fault("CompleteLifecycleAction", count=10, kind="throttle")
+    r = handle(run_bin, env, event("terminate-warm-pool-trim.json", ids[0], action["LifecycleActionToken"]))
+    assert r.returncode == 25, r.stderr
+    assert "retryable: true" in r.stderr
+
+
+def test_bad_configuration_is_refused(aws_x: Any, env: dict[str, str], run_bin: Any) -> None:
+    r = run_bin(["controller", "sweep"], {**env, "RUNNER_LIFECYCLE_CONTROLLER_GROUPS": ""})
+    assert r.returncode == 3 and "no group" in r.stderr
+    r = run_bin(["controller", "sweep", "--grace", "soon"], env)
+    assert r.returncode == 3 and "--grace" in r.stderr
+    r = run_bin(["controller", "sweep"], {**env, "RUNNER_LIFECYCLE_GITHUB_TOKEN": ""})
+    assert r.returncode == 3 and "credentials" in r.stderr
+
+
+def test_iam_policy_documents(run_bin: Any, aws_env: Any) -> None:
+    env = aws_env()
+    r = run_bin(["iam-policy", "--role", "controller", "--group", "runners", "--region", "us-east-1",
+                 "--account", "123456789012"], env)
+    doc = json.loads(r.stdout)
+    actions = sorted(a for s in doc["Statement"] for a in s["Action"])
+    assert actions == sorted([
+        "autoscaling:CompleteLifecycleAction", "autoscaling:DescribeAutoScalingGroups",
+        "autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeLifecycleHooks",
+        "autoscaling:DescribeScalingActivities", "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret",
+        "secretsmanager:ListSecrets", "secretsmanager:PutSecretValue"])
+    agent = json.loads(run_bin(["iam-policy", "--role", "agent", "--group", "runners"], env).stdout)
+    scoped = {s["Sid"]: s["Resource"] for s in agent["Statement"]}
+    assert scoped["LifecycleOfThisGroup"].endswith(":autoScalingGroupName/runners")
+    assert scoped["RegistrationTokenSecretsOfThisGroup"] == "arn:aws:secretsmanager:*:*:secret:runner-lifecycle/runners/*"
+    bad = run_bin(["iam-policy", "--role", "agent", "--group", "runners", "--account", "12"], env)
+    assert bad.returncode == 3 and "account" in bad.stderr
