@@ -526,6 +526,14 @@ pub fn resolve_with_default(
             format!("`{}` must be an absolute path", socket.display()),
         ));
     }
+    // sockaddr_un holds 108 bytes with the terminating NUL; the bind goes through a sibling name
+    // a few bytes longer than the directory, so keep some room.
+    if socket.as_os_str().len() > 100 {
+        return Err(r.invalid(
+            "agent.socket",
+            "is longer than 100 bytes (a Unix socket path is limited to 107)".into(),
+        ));
+    }
     let socket_group = r.string("agent.socket_group")?;
     let log_format = match r.string("agent.log_format")?.as_deref() {
         Some("human") => LogFormat::Human,
@@ -1075,6 +1083,7 @@ mod tests {
         let e = resolve_no_etc(&flags, &Env::default()).expect_err("format");
         assert!(e.to_string().contains("--agent-log-format"), "{e}");
 
+        let long_socket = format!("/{}/agent.sock", "d".repeat(100));
         for (key, value) in [
             ("runner.mode", "sometimes"),
             ("aws.imds_endpoint", "ftp://x"),
@@ -1084,6 +1093,7 @@ mod tests {
             ("drain.on_rebalance", "maybe"),
             ("runner.worker_poll", "5s"),
             ("runner.command", "   "),
+            ("agent.socket", &long_socket),
         ] {
             let flags = vec![(key, value.to_string())];
             let e = resolve_no_etc(&flags, &Env::default()).expect_err(key);

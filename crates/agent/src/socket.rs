@@ -137,11 +137,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketErro
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("agent.sock"),
-        std::process::id()
-    ));
+    // Short on purpose: a Unix socket path is limited to 107 bytes, and this one sits next to
+    // the final path.
+    let tmp = dir.join(format!(".{}.s", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp).map_err(io_err)?;
     let secure = || -> io::Result<()> {
