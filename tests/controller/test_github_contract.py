@@ -14,9 +14,10 @@ from support.github_emulator import RUNNER_OPERATIONS, validate_fake_against_spe
 REPO = Path(__file__).resolve().parents[2]
 
 
+# --workspace: the same feature resolution as scripts/test's `cargo test --workspace`, so nothing is rebuilt.
 def cargo_contract(test: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["cargo", "test", "--quiet", "-p", "lifecycle-github", "--test", "contract", "--", "--ignored", "--exact",
+        ["cargo", "test", "--quiet", "--workspace", "--test", "contract", "--", "--ignored", "--exact",
          test, "--nocapture"],
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
 

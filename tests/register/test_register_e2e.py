@@ -248,3 +248,25 @@ def test_bad_input_is_refused_clearly(aws_x: Any, env: dict[str, str], run_bin: 
     assert bad_url.returncode == 3 and "runner URL" in bad_url.stderr
     not_id = run_bin(["register", "--runner-dir", str(tmp_path / "x"), "--url", URL, "--instance-id", "host-1"], env)
     assert not_id.returncode == 1 and "not an instance id" in not_id.stderr
+
+
+def test_a_hung_config_script_is_killed_with_its_children(aws_x: Any, env: dict[str, str], run_bin: Any,
+                                                          runner: FakeRunnerDir, host: str) -> None:
+    put_token(aws_x, host)
+    marker = f"hung-{host}"
+    # A listener that never answers, with a child of its own (marked in its argv).
+    (runner.path / "bin" / "Runner.Listener").write_text(f"#!/bin/sh\nsh -c 'sleep 300; true' {marker} &\nwait\n")
+    started = time.monotonic()
+    r = register(run_bin, env, runner, host, "--config-timeout", "1")
+    assert r.returncode == 22 and "did not finish within 1 s" in r.stderr, r.stderr
+    assert time.monotonic() - started < 20
+    time.sleep(0.3)
+    left = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if marker.encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                    left.append(pid)
+            except OSError:
+                pass
+    assert left == []

@@ -262,6 +262,11 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
         }
         _ => None,
     };
+    if matches!(args.action, Action::Lambda) {
+        if let Err(e) = lifecycle_controller::lambda::check_environment() {
+            return config_error(e);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

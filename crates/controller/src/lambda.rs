@@ -47,6 +47,31 @@ pub async fn invoke<A: Aws, G: GitHub>(
     }
 }
 
+/// The variables the Lambda runtime sets and `lambda_runtime` requires (it panics without them, so
+/// they are checked first: outside Lambda this is a configuration error, not a crash).
+pub const RUNTIME_VARIABLES: &[&str] = &[
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+/// Whether this process runs under a Lambda runtime API; the error names what is missing.
+pub fn check_environment() -> Result<(), String> {
+    let missing: Vec<&str> = RUNTIME_VARIABLES
+        .iter()
+        .copied()
+        .filter(|v| std::env::var(v).map_or(true, |s| s.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("not running under AWS Lambda: {} not set", missing.join(", ")));
+    }
+    if std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").is_ok_and(|m| m.parse::<i32>().is_err()) {
+        return Err("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a number".into());
+    }
+    Ok(())
+}
+
 /// Serve invocations until the runtime stops.
 pub async fn run<A, G>(controller: Controller<A, G>) -> Result<(), lambda_runtime::Error>
 where

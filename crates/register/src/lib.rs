@@ -294,6 +294,8 @@ async fn run_config(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: a timeout kills config.sh and the listener it started together.
+        .process_group(0)
         .kill_on_drop(true);
     // Only our own input variable reaches config.sh; an inherited one could smuggle options in.
     for (k, _) in std::env::vars_os() {
@@ -311,6 +313,7 @@ async fn run_config(
         code: -1,
         output: format!("cannot start {}: {e}", dir.join("config.sh").display()),
     })?;
+    let pgid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let collect = async {
@@ -332,10 +335,13 @@ async fn run_config(
     let (status, out, err) = match tokio::time::timeout(timeout, collect).await {
         Ok(v) => v,
         Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
             return Err(RegisterError::ConfigScript {
                 code: -1,
                 output: format!("config.sh did not finish within {} s and was killed", timeout.as_secs()),
-            })
+            });
         }
     };
     let text = format!("{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
