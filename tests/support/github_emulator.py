@@ -28,7 +28,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 GITHUB_DIR = Path(__file__).resolve().parents[1] / "github"
@@ -180,6 +180,9 @@ class FakeGitHub:
         self.registration_tokens: list[str] = []
         self.installation_tokens: list[str] = []
         self.fail_next: list[int] = []  # statuses to answer next, in order (0: answer normally)
+        #: Optional live view: name -> (status, busy), e.g. derived from the fake runner broker's
+        #: sessions, so GitHub's runner status follows the real (stand-in) listener.
+        self.live: Callable[[str], tuple[str, bool]] | None = None
         self._next_id = 1
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -244,7 +247,10 @@ class FakeGitHub:
             per_page = min(per_page, self.page_size)
             page = int(query.get("page", ["1"])[0])
             with self._lock:
-                items = sorted(self.runners.values(), key=lambda r: r["id"])
+                items = copy.deepcopy(sorted(self.runners.values(), key=lambda r: r["id"]))
+            if self.live is not None:
+                for r in items:
+                    r["status"], r["busy"] = self.live(r["name"])
             chunk = items[(page - 1) * per_page: page * per_page]
             headers = {}
             if page * per_page < len(items):
