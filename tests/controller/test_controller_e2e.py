@@ -231,3 +231,19 @@ def test_iam_policy_documents(run_bin: Any, aws_env: Any) -> None:
     assert scoped["RegistrationTokenSecretsOfThisGroup"] == "arn:aws:secretsmanager:*:*:secret:runner-lifecycle/runners/*"
     bad = run_bin(["iam-policy", "--role", "agent", "--group", "runners", "--account", "12"], env)
     assert bad.returncode == 3 and "account" in bad.stderr
+
+
+def test_launch_with_github_app_credentials(aws_x: Any, env: dict[str, str], run_bin: Any, fake_github: Any,
+                                            app_key_file: Path) -> None:
+    ids = aws_x.create_group(size=1, hook_timeout=None)
+    app_env = {k: v for k, v in env.items() if k != "RUNNER_LIFECYCLE_GITHUB_TOKEN"}
+    app_env.update(RUNNER_LIFECYCLE_GITHUB_APP_ID="12345", RUNNER_LIFECYCLE_GITHUB_APP_INSTALLATION_ID="42",
+                   RUNNER_LIFECYCLE_GITHUB_APP_KEY_FILE=str(app_key_file))
+    out = outcome(handle(run_bin, app_env, event("launch.json", ids[0])))
+    assert out["outcome"] == "launch_continued"
+    # One installation token from the App's JWT, then the registration token with it.
+    assert [p for (_m, p, _ok) in fake_github.requests] == [
+        "/app/installations/42/access_tokens", "/orgs/acme/actions/runners/registration-token"]
+    assert len(fake_github.installation_tokens) == 1 and len(fake_github.registration_tokens) == 1
+    bad = run_bin(["controller", "sweep"], {**app_env, "RUNNER_LIFECYCLE_GITHUB_APP_KEY_FILE": "/dev/null"})
+    assert bad.returncode == 3 and "PEM" in bad.stderr
