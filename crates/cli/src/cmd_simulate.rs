@@ -53,6 +53,9 @@ pub struct SimulateArgs {
     /// Spot interruptions per instance-day.
     #[arg(long, value_parser = non_negative)]
     spot_interruptions_per_day: Option<f64>,
+    /// Print every event and decision of this instance to stderr (to study a failing seed).
+    #[arg(long)]
+    trace_instance: Option<u32>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -130,6 +133,7 @@ impl SimulateArgs {
         set(&mut f.runner_crashes_per_day, self.runner_crashes_per_day);
         set(&mut f.spot_interruptions_per_day, self.spot_interruptions_per_day);
         cfg.faults = f;
+        cfg.trace_instance = self.trace_instance;
         cfg
     }
 }

@@ -511,7 +511,7 @@ impl Host {
         }
         // Polls (launching, IMDS down) repeat at their own slow pace; confirmations never wait for it.
         let poll = if self.imds_down() {
-            self.cfg.imds_fallback_poll
+            self.imds_fallback_poll()
         } else {
             self.cfg.describe_poll
         };
@@ -647,6 +647,16 @@ impl Host {
             // A heartbeat is only ever due while a job runs: forget the schedule when it ends.
             self.next_heartbeat = None;
             self.notify(Notice::JobEnded);
+        }
+    }
+
+    /// The describe period while IMDS is down: slow, but never so slow that a scale-in missed by IMDS
+    /// could outlive the hook's HeartbeatTimeout before we notice (found by simulation seed 116 with a
+    /// 30 s HeartbeatTimeout: a 30 s poll noticed the wait 29.5 s in and the hook expired).
+    fn imds_fallback_poll(&self) -> Duration {
+        match &self.cfg.hook {
+            Some(h) => self.cfg.imds_fallback_poll.min(h.heartbeat_timeout / 3),
+            None => self.cfg.imds_fallback_poll,
         }
     }
 

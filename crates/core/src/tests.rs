@@ -925,3 +925,31 @@ fn poll_timeout_is_always_in_the_future() {
         }
     }
 }
+
+/// Simulation seed 116 (30 s HeartbeatTimeout, IMDS outage): the fallback poll must notice a wait
+/// well within the hook's timeout.
+#[test]
+fn imds_fallback_poll_is_faster_than_a_short_hook_timeout() {
+    let cfg = CoreConfig {
+        hook: Some(HookConfig {
+            name: "drain".into(),
+            heartbeat_timeout: Duration::from_secs(30),
+        }),
+        ..CoreConfig::default()
+    };
+    let mut h = Harness::serving(cfg);
+    h.input(Input::ImdsUnavailable);
+    h.advance(Duration::from_secs(10));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    h.advance(Duration::from_secs(9));
+    assert!(h.effects().is_empty());
+    h.advance(Duration::from_secs(1));
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Wait", false));
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(
+        h.find(complete_id).is_some(),
+        "detected and completed 10 s after the last poll"
+    );
+}

@@ -70,6 +70,8 @@ pub struct SimConfig {
     pub peak_utilisation: f64,
     /// Fault rates.
     pub faults: Faults,
+    /// Print every event and decision of this instance to stderr (to study a failing seed).
+    pub trace_instance: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +93,7 @@ impl SimConfig {
             idle_target: (instances / 10).max(2),
             peak_utilisation: 0.6,
             faults: Faults::default(),
+            trace_instance: None,
         }
     }
 

@@ -20,6 +20,17 @@ pub struct StrategyRun {
     pub events: u64,
 }
 
+impl StrategyRun {
+    /// Set the strategy's name, on the run and on each of its violations.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        for v in &mut self.violations {
+            v.strategy = name.to_string();
+        }
+        self
+    }
+}
+
 /// Run strategy `C` over the world described by `cfg` and the job stream `specs`.
 pub fn run<C: Controller>(cfg: &SimConfig, specs: &[JobSpec]) -> StrategyRun {
     run_checked::<C>(cfg, specs, C::CHECKS_INVARIANTS)
@@ -41,6 +52,9 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, specs: &[JobSpec], check_inva
         }
         events += 1;
         w.now = at;
+        if let Some(inst) = ev.instance() {
+            w.trace(inst, || format!("event {ev:?}"));
+        }
         let routed = w.handle(ev);
         let touched = match routed {
             Routed::Nothing => None,

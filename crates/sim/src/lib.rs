@@ -71,9 +71,7 @@ impl Strategy {
             }
             Strategy::RunnerLifecycleOnce => {
                 cfg.listener_mode = ListenerMode::OneJob;
-                let mut run = driver::run::<RunnerLifecycle>(&cfg, jobs);
-                run.name = self.name();
-                run
+                driver::run::<RunnerLifecycle>(&cfg, jobs).named(self.name())
             }
             Strategy::SourcePr => {
                 cfg.listener_mode = ListenerMode::Persistent;

@@ -14,6 +14,9 @@ pub enum FailCause {
     HookFailed,
     /// The strategy SIGKILLed the listener while a job ran.
     Killed,
+    /// The job outlived the lifecycle action's global timeout, min(48 h, 100 x HeartbeatTimeout),
+    /// which nothing can extend: a configuration limit, not a tool's doing.
+    GlobalTimeout,
 }
 
 /// How a job ended.
@@ -45,6 +48,8 @@ impl JobOutcome {
 /// An invariant violation, with what is needed to reproduce it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Violation {
+    /// The strategy that broke the invariant.
+    pub strategy: String,
     /// Re-run with this seed (and the same flags) to reproduce.
     pub seed: u64,
     /// Simulated time of the violation.
@@ -57,7 +62,7 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seed {} at {}: ", self.seed, self.at)?;
+        write!(f, "{} seed {} at {}: ", self.strategy, self.seed, self.at)?;
         if let Some(i) = self.instance {
             write!(f, "instance {i}: ")?;
         }
@@ -94,6 +99,10 @@ pub struct Metrics {
     pub hooks_completed: u64,
     /// Lifecycle actions that hit HeartbeatTimeout.
     pub hooks_timed_out: u64,
+    /// Lifecycle actions that hit the global timeout while a job still ran.
+    pub hooks_hit_global_timeout: u64,
+    /// Failures by cause: the job outlived the hook's global timeout.
+    pub failed_global_timeout: u64,
     /// Lifecycle actions cut short by a spot interruption.
     pub hooks_lost_to_interruption: u64,
     /// Heartbeats accepted.
@@ -126,6 +135,7 @@ impl Metrics {
                     FailCause::InstanceTerminated => &mut self.failed_instance_terminated,
                     FailCause::HookFailed => &mut self.failed_hook,
                     FailCause::Killed => &mut self.failed_killed,
+                    FailCause::GlobalTimeout => &mut self.failed_global_timeout,
                 } += 1;
             }
         }
@@ -160,6 +170,8 @@ impl Metrics {
         self.failed_killed += o.failed_killed;
         self.hooks_completed += o.hooks_completed;
         self.hooks_timed_out += o.hooks_timed_out;
+        self.hooks_hit_global_timeout += o.hooks_hit_global_timeout;
+        self.failed_global_timeout += o.failed_global_timeout;
         self.hooks_lost_to_interruption += o.hooks_lost_to_interruption;
         self.heartbeats += o.heartbeats;
         self.terminating_idle_seconds += o.terminating_idle_seconds;

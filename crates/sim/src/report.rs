@@ -110,7 +110,7 @@ impl Report {
             f.spot_interruptions_per_day
         );
         type Row = (&'static str, fn(&StrategyReport) -> String);
-        let rows: [Row; 19] = [
+        let rows: [Row; 21] = [
             ("jobs_total", |s| s.metrics.jobs_total.to_string()),
             ("jobs_succeeded", |s| s.metrics.jobs_succeeded.to_string()),
             ("jobs_cancelled", |s| s.metrics.jobs_cancelled.to_string()),
@@ -122,6 +122,9 @@ impl Report {
                 s.metrics.failed_instance_terminated.to_string()
             }),
             ("  by failing job hook", |s| s.metrics.failed_hook.to_string()),
+            ("  by hook global timeout", |s| {
+                s.metrics.failed_global_timeout.to_string()
+            }),
             ("jobs_lost_in_stop_window", |s| {
                 s.metrics.jobs_lost_in_stop_window.to_string()
             }),
@@ -131,6 +134,9 @@ impl Report {
             ("jobs_unfinished (at end)", |s| s.metrics.jobs_unfinished.to_string()),
             ("hooks_completed", |s| s.metrics.hooks_completed.to_string()),
             ("hooks_timed_out", |s| s.metrics.hooks_timed_out.to_string()),
+            ("hooks_hit_global_timeout", |s| {
+                s.metrics.hooks_hit_global_timeout.to_string()
+            }),
             ("heartbeats", |s| s.metrics.heartbeats.to_string()),
             ("terminating_idle_seconds", |s| {
                 format!("{:.0}", s.metrics.terminating_idle_seconds)

@@ -122,6 +122,7 @@ pub(crate) struct Instance {
     pub(crate) wake_at: Option<Time>,
     idle_in_wait_since: Option<Time>,
     fault_allowance: Duration,
+    global_timeout_hit: bool,
     terminations: u32,
 }
 
@@ -155,6 +156,33 @@ pub(crate) enum Ev {
     ImdsOutage(InstId),
     SpotNotice(InstId),
     SpotKill(InstId),
+}
+
+impl Ev {
+    /// The instance an event concerns, if any.
+    pub(crate) fn instance(&self) -> Option<InstId> {
+        match *self {
+            Ev::Arrival(_) | Ev::ScalingEval => None,
+            Ev::Boot(i)
+            | Ev::ListenerReady(i, _)
+            | Ev::ListenerExit(i, _, _)
+            | Ev::Relaunch(i, _)
+            | Ev::Deliver(i, _)
+            | Ev::HookStart(i, _)
+            | Ev::JobDone(i, _)
+            | Ev::WorkerExit(i, _, _)
+            | Ev::HookExpire(i, _)
+            | Ev::Gone(i)
+            | Ev::Host(i, _, _)
+            | Ev::Wake(i, _, _)
+            | Ev::AgentCrash(i)
+            | Ev::AgentRestart(i)
+            | Ev::RunnerCrash(i)
+            | Ev::ImdsOutage(i)
+            | Ev::SpotNotice(i)
+            | Ev::SpotKill(i) => Some(i),
+        }
+    }
 }
 
 /// The world, without the strategies' per-host controllers (those live beside it, see `sim.rs`).
@@ -339,6 +367,12 @@ impl World {
     /// An Auto Scaling call, answered as AWS would, with injected faults. The effect applies now; the
     /// caller models the round trip.
     pub fn call(&mut self, inst: InstId, call: ApiCall) -> Result<ApiReply, ApiError> {
+        let result = self.call_inner(inst, call);
+        self.trace(inst, || format!("api {call:?} -> {result:?}"));
+        result
+    }
+
+    fn call_inner(&mut self, inst: InstId, call: ApiCall) -> Result<ApiReply, ApiError> {
         self.metrics.asg_api_calls += 1;
         let faults = &self.cfg.faults;
         let (throttle, error) = (faults.throttle_rate, faults.error_rate);
@@ -463,6 +497,7 @@ impl World {
             wake_at: None,
             idle_in_wait_since: None,
             fault_allowance: Duration::ZERO,
+            global_timeout_hit: false,
             terminations: 0,
         });
         self.pending += 1;
@@ -811,6 +846,7 @@ impl World {
         self.metrics.record_job(outcome, j.spec.arrival, j.started, now);
         if self.check_invariants && outcome.is_tool_fault() {
             self.violations.push(Violation {
+                strategy: String::new(),
                 seed: self.cfg.seed,
                 at: now,
                 instance: None,
@@ -866,8 +902,16 @@ impl World {
         }
     }
 
+    /// Print a line about `inst` if it is being traced.
+    pub fn trace(&self, inst: InstId, what: impl FnOnce() -> String) {
+        if self.cfg.trace_instance == Some(inst) {
+            eprintln!("{} i{inst} {}", self.now, what());
+        }
+    }
+
     fn violate(&mut self, inst: InstId, what: &str) {
         self.violations.push(Violation {
+            strategy: String::new(),
             seed: self.cfg.seed,
             at: self.now,
             instance: Some(inst),
@@ -948,7 +992,14 @@ impl World {
                 {
                     if s == seq {
                         let due = deadline.min(global);
-                        if now >= due {
+                        if now >= global {
+                            // The global timeout, min(48 h, 100 x HeartbeatTimeout): no heartbeat can
+                            // extend it (AWS lifecycle hook docs). A job longer than that is lost by
+                            // configuration, not by the tool, which warned an hour before.
+                            self.metrics.hooks_hit_global_timeout += 1;
+                            self.instances[inst as usize].global_timeout_hit = true;
+                            self.proceed(inst);
+                        } else if now >= due {
                             // HeartbeatTimeout passed: AWS applies the DefaultResult; on a termination
                             // hook both results terminate.
                             self.metrics.hooks_timed_out += 1;
@@ -1034,6 +1085,8 @@ impl World {
         }
         let outcome = if interrupted {
             JobOutcome::KilledByInterruption
+        } else if self.instances[idx].global_timeout_hit {
+            JobOutcome::Failed(crate::metrics::FailCause::GlobalTimeout)
         } else {
             JobOutcome::Failed(crate::metrics::FailCause::InstanceTerminated)
         };

@@ -119,21 +119,63 @@ fn runner_lifecycle_beats_the_rivals_on_identical_worlds() {
     assert!(pr.asg_calls_per_instance_hour > ours.asg_calls_per_instance_hour);
 }
 
-/// Seeds that once broke an invariant, kept forever (see the README, "Regression seeds").
+/// A world that once broke an invariant, kept forever (see the README, "Regression seeds").
+struct Regression {
+    seed: u64,
+    instances: u32,
+    days: f64,
+    hook_timeout_s: u64,
+    imds_lag_s: u64,
+    peak_utilisation: f64,
+    what: &'static str,
+}
+
+/// Worlds use the heavy faults of `simulate --throttle-rate 0.1 --error-rate 0.05
+/// --imds-outages-per-day 4 --agent-crashes-per-day 4 --runner-crashes-per-day 1
+/// --spot-interruptions-per-day 1`.
+const REGRESSIONS: &[Regression] = &[
+    Regression {
+        seed: 116,
+        instances: 20,
+        days: 2.0,
+        hook_timeout_s: 30,
+        imds_lag_s: 5,
+        peak_utilisation: 0.9,
+        what: "IMDS down during a scale-in: a 30 s fallback describe noticed Terminating:Wait 29.5 s in and a 30 s hook expired",
+    },
+    Regression {
+        seed: 60,
+        instances: 20,
+        days: 2.0,
+        hook_timeout_s: 30,
+        imds_lag_s: 5,
+        peak_utilisation: 0.9,
+        what: "the same with a one-job listener",
+    },
+];
+
 #[test]
 fn regression_seeds() {
-    for &(seed, instances, days, what) in REGRESSION_SEEDS {
-        let mut cfg = small(seed);
-        cfg.instances = instances;
-        cfg.duration = std::time::Duration::from_secs_f64(days * 86400.0);
+    for r in REGRESSIONS {
+        let mut cfg = SimConfig::fleet(r.seed, r.instances, r.days);
+        cfg.hook_timeout = std::time::Duration::from_secs(r.hook_timeout_s);
+        cfg.imds_lag = std::time::Duration::from_secs(r.imds_lag_s);
+        cfg.peak_utilisation = r.peak_utilisation;
+        cfg.faults = Faults {
+            throttle_rate: 0.1,
+            error_rate: 0.05,
+            imds_outages_per_day: 4.0,
+            agent_crashes_per_day: 4.0,
+            runner_crashes_per_day: 1.0,
+            spot_interruptions_per_day: 1.0,
+        };
         let report = simulate(&cfg, &OURS);
         assert!(
             report.violation_list.is_empty(),
-            "regression '{what}' (seed {seed}): {:?}",
+            "regression '{}' (seed {}): {:?}",
+            r.what,
+            r.seed,
             report.violation_list
         );
     }
 }
-
-/// (seed, instances, days, what broke). Worlds use `small()`'s heavy faults.
-const REGRESSION_SEEDS: &[(u64, u32, f64, &str)] = &[];

@@ -38,6 +38,7 @@ fn target_input(t: Target) -> Input {
 
 impl RunnerLifecycle {
     fn feed(&mut self, w: &mut World, inst: InstId, input: Input) {
+        w.trace(inst, || format!("core <- {input:?}"));
         self.core.handle_input(input, w.now);
         self.pump(w, inst);
     }
@@ -45,6 +46,7 @@ impl RunnerLifecycle {
     /// Carry out every action the core asks for.
     fn pump(&mut self, w: &mut World, inst: InstId) {
         while let Some(action) = self.core.poll_action() {
+            w.trace(inst, || format!("core -> {action:?}"));
             let (id, call) = match action {
                 Action::StartListener { .. } => {
                     w.start_listener(inst);
