@@ -1,0 +1,203 @@
+# An Auto Scaling group of self-hosted GitHub Actions runners drained by runner-lifecycle.
+#
+# What makes scale-in safe here:
+# - the termination lifecycle hook holds a picked instance in Terminating:Wait; the agent on the
+#   host heartbeats it only while a job runs and completes it the moment the runner is idle;
+# - the agent protects busy instances from scale-in, so the group prefers idle ones;
+# - the controller Lambda completes what no agent can (warm-pool trims, dead hosts) and mints the
+#   per-instance registration token on launch.
+#
+# Status: syntax-checked by the test suite (python-hcl2), not applied against a real account.
+
+data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
+
+locals {
+  termination_hook = "${var.name}-drain"
+  launch_hook      = "${var.name}-register"
+}
+
+# ----- the hosts -----
+
+resource "aws_iam_role" "agent" {
+  name = "${var.name}-agent"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Principal = { Service = "ec2.amazonaws.com" }, Action = "sts:AssumeRole" }]
+  })
+}
+
+# Least privilege, generated from the actions the code calls:
+#   runner-lifecycle iam-policy --role agent --group GROUP_NAME --region us-east-1 --account 111122223333
+# The policies/ files are that output (tests/deploy checks they are current); the placeholders are
+# replaced with this group, region and account below.
+resource "aws_iam_role_policy" "agent" {
+  name = "runner-lifecycle-agent"
+  role = aws_iam_role.agent.id
+  policy = replace(replace(replace(file("${path.module}/policies/agent.json"),
+    "GROUP_NAME", var.name), ":us-east-1:", ":${data.aws_region.current.name}:"),
+  ":111122223333:", ":${data.aws_caller_identity.current.account_id}:")
+}
+
+resource "aws_iam_instance_profile" "agent" {
+  name = "${var.name}-agent"
+  role = aws_iam_role.agent.name
+}
+
+resource "aws_launch_template" "runner" {
+  name_prefix   = "${var.name}-"
+  image_id      = var.ami_id
+  instance_type = var.instance_type
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.agent.arn
+  }
+
+  # IMDSv2 only; the agent polls autoscaling/target-lifecycle-state every second.
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "disabled"
+  }
+
+  # Register (the token never touches argv or logs), then start the agent, which starts the runner.
+  user_data = base64encode(<<-EOT
+    #!/bin/bash
+    set -euo pipefail
+    runner-lifecycle register --runner-dir /opt/actions-runner --url ${var.github_url} \
+      --secret-name '${var.token_secret_prefix}{instance_id}' --labels ${join(",", var.runner_labels)}
+    systemctl enable --now runner-lifecycle
+  EOT
+  )
+}
+
+resource "aws_autoscaling_group" "runners" {
+  name                = var.name
+  min_size            = var.min_size
+  max_size            = var.max_size
+  vpc_zone_identifier = var.subnet_ids
+
+  launch_template {
+    id      = aws_launch_template.runner.id
+    version = "$Latest"
+  }
+
+  # Holds a picked instance until the agent has drained it. CONTINUE and ABANDON both terminate on a
+  # termination hook; CONTINUE lets later hooks run.
+  initial_lifecycle_hook {
+    name                 = local.termination_hook
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
+    heartbeat_timeout    = var.heartbeat_timeout
+    default_result       = "CONTINUE"
+  }
+
+  # Holds a new instance until the controller has stored its registration token.
+  initial_lifecycle_hook {
+    name                 = local.launch_hook
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_LAUNCHING"
+    heartbeat_timeout    = 300
+    default_result       = "ABANDON"
+  }
+
+  tag {
+    key                 = "Name"
+    value               = var.name
+    propagate_at_launch = true
+  }
+}
+
+# ----- the controller -----
+
+resource "aws_iam_role" "controller" {
+  name = "${var.name}-controller"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Principal = { Service = "lambda.amazonaws.com" }, Action = "sts:AssumeRole" }]
+  })
+}
+
+resource "aws_iam_role_policy" "controller" {
+  name = "runner-lifecycle-controller"
+  role = aws_iam_role.controller.id
+  policy = replace(replace(replace(file("${path.module}/policies/controller.json"),
+    "GROUP_NAME", var.name), ":us-east-1:", ":${data.aws_region.current.name}:"),
+  ":111122223333:", ":${data.aws_caller_identity.current.account_id}:")
+}
+
+resource "aws_iam_role_policy_attachment" "controller_logs" {
+  role       = aws_iam_role.controller.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+}
+
+resource "aws_lambda_function" "controller" {
+  function_name    = "${var.name}-controller"
+  role             = aws_iam_role.controller.arn
+  filename         = var.controller_zip
+  source_code_hash = filebase64sha256(var.controller_zip)
+  handler          = "bootstrap"
+  runtime          = "provided.al2023"
+  architectures    = ["x86_64"]
+  memory_size      = 128
+  timeout          = 60
+
+  environment {
+    variables = {
+      RUNNER_LIFECYCLE_GROUP               = var.name
+      RUNNER_LIFECYCLE_GITHUB_URL          = var.github_url
+      RUNNER_LIFECYCLE_TOKEN_SECRET_PREFIX = var.token_secret_prefix
+      RUNNER_LIFECYCLE_GITHUB_APP_SECRET   = var.github_app_secret_arn
+    }
+  }
+}
+
+# Lifecycle actions of this group (termination, launch, warm-pool trims).
+resource "aws_cloudwatch_event_rule" "lifecycle" {
+  name = "${var.name}-lifecycle"
+  event_pattern = jsonencode({
+    source        = ["aws.autoscaling"]
+    "detail-type" = ["EC2 Instance-terminate Lifecycle Action", "EC2 Instance-launch Lifecycle Action"]
+    detail        = { AutoScalingGroupName = [var.name] }
+  })
+}
+
+resource "aws_cloudwatch_event_rule" "spot" {
+  name = "${var.name}-spot"
+  event_pattern = jsonencode({
+    source        = ["aws.ec2"]
+    "detail-type" = ["EC2 Spot Instance Interruption Warning"]
+  })
+}
+
+# The orphan sweep: runner registrations and token secrets whose instance is gone, stuck hooks.
+resource "aws_cloudwatch_event_rule" "sweep" {
+  name                = "${var.name}-sweep"
+  schedule_expression = "rate(10 minutes)"
+}
+
+resource "aws_cloudwatch_event_target" "controller" {
+  for_each = {
+    lifecycle = aws_cloudwatch_event_rule.lifecycle.name
+    spot      = aws_cloudwatch_event_rule.spot.name
+    sweep     = aws_cloudwatch_event_rule.sweep.name
+  }
+  rule = each.value
+  arn  = aws_lambda_function.controller.arn
+}
+
+resource "aws_lambda_permission" "events" {
+  for_each = {
+    lifecycle = aws_cloudwatch_event_rule.lifecycle.arn
+    spot      = aws_cloudwatch_event_rule.spot.arn
+    sweep     = aws_cloudwatch_event_rule.sweep.arn
+  }
+  statement_id  = "events-${each.key}"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.controller.function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = each.value
+}
+
+output "group_name" {
+  value = aws_autoscaling_group.runners.name
+}

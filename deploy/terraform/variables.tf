@@ -1,0 +1,63 @@
+variable "name" {
+  description = "Name of the Auto Scaling group and prefix of every resource."
+  type        = string
+  default     = "gha-runners"
+}
+
+variable "subnet_ids" {
+  description = "Subnets the runners launch into."
+  type        = list(string)
+}
+
+variable "ami_id" {
+  description = "An AMI with the GitHub runner in /opt/actions-runner and the runner-lifecycle .deb installed (docs/operations.md, 'Bake an AMI')."
+  type        = string
+}
+
+variable "instance_type" {
+  type    = string
+  default = "m7i.large"
+}
+
+variable "min_size" {
+  type    = number
+  default = 2
+}
+
+variable "max_size" {
+  type    = number
+  default = 50
+}
+
+variable "github_url" {
+  description = "Organization or repository URL the runners register with, e.g. https://github.com/acme."
+  type        = string
+}
+
+variable "runner_labels" {
+  description = "Extra runner labels; register always adds the instance id and the group name."
+  type        = list(string)
+  default     = ["self-hosted", "linux", "x64"]
+}
+
+variable "token_secret_prefix" {
+  description = "Per-instance registration-token secrets are named <prefix><instance id>."
+  type        = string
+  default     = "gha-runners/registration-token/"
+}
+
+variable "heartbeat_timeout" {
+  description = "The termination hook's HeartbeatTimeout (30-7200 s). The agent heartbeats every third of it, only while a job runs."
+  type        = number
+  default     = 1800
+}
+
+variable "controller_zip" {
+  description = "Lambda package: a zip holding the runner-lifecycle binary renamed to 'bootstrap' (docs/controller.md)."
+  type        = string
+}
+
+variable "github_app_secret_arn" {
+  description = "Secrets Manager secret with the GitHub App credentials the controller uses (docs/controller.md)."
+  type        = string
+}
