@@ -71,10 +71,14 @@ def app_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def aws_x(aws: Any) -> Any:
+def aws_x(aws: Any) -> Iterator[Any]:
     moto_extras.install()
     moto_extras.deny_secret_deletes([])
-    return aws
+    try:
+        yield aws
+    finally:
+        # The emulator is shared by the whole session: leave no denial behind for other tests.
+        moto_extras.deny_secret_deletes([])
 
 
 @pytest.fixture

@@ -104,6 +104,11 @@ where
     }
 }
 
+/// The default name of the per-instance registration-token secret (Secrets Manager).
+pub const DEFAULT_SECRET_TEMPLATE: &str = "runner-lifecycle/{group}/{instance_id}";
+/// The default name of the per-instance registration-token parameter (SSM Parameter Store).
+pub const DEFAULT_PARAMETER_TEMPLATE: &str = "/runner-lifecycle/{group}/{instance_id}";
+
 /// The name of the per-instance registration secret (or SSM parameter), from a template with
 /// `{group}` and `{instance_id}` placeholders, e.g. `runner-lifecycle/{group}/{instance_id}`. The
 /// controller writes it at launch, `register` reads and deletes it, the sweep deletes leftovers:
@@ -140,6 +145,16 @@ impl NameTemplate {
             ));
         }
         Ok(NameTemplate(t.to_string()))
+    }
+
+    /// The default secret template, [`DEFAULT_SECRET_TEMPLATE`] (valid: unit-tested).
+    pub fn default_secret() -> NameTemplate {
+        NameTemplate(DEFAULT_SECRET_TEMPLATE.to_string())
+    }
+
+    /// The default parameter template, [`DEFAULT_PARAMETER_TEMPLATE`] (valid: unit-tested).
+    pub fn default_parameter() -> NameTemplate {
+        NameTemplate(DEFAULT_PARAMETER_TEMPLATE.to_string())
     }
 
     /// The template text.
@@ -194,6 +209,18 @@ mod tests {
             None
         );
         Ok(())
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(
+            NameTemplate::parse(DEFAULT_SECRET_TEMPLATE),
+            Ok(NameTemplate::default_secret())
+        );
+        assert_eq!(
+            NameTemplate::parse(DEFAULT_PARAMETER_TEMPLATE),
+            Ok(NameTemplate::default_parameter())
+        );
     }
 
     #[test]

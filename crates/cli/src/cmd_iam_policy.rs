@@ -42,7 +42,7 @@ pub struct IamPolicyArgs {
     #[arg(
         long,
         value_name = "TEMPLATE",
-        default_value = "/runner-lifecycle/{group}/{instance_id}"
+        default_value = lifecycle_aws::DEFAULT_PARAMETER_TEMPLATE
     )]
     parameter_template: String,
 }

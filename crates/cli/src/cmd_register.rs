@@ -124,8 +124,8 @@ pub fn run(args: &RegisterArgs) -> ExitCode {
         TokenFrom::Ssm => Store::Ssm,
     };
     let default_template = match store {
-        Store::SecretsManager => "runner-lifecycle/{group}/{instance_id}",
-        Store::Ssm => "/runner-lifecycle/{group}/{instance_id}",
+        Store::SecretsManager => lifecycle_aws::DEFAULT_SECRET_TEMPLATE,
+        Store::Ssm => lifecycle_aws::DEFAULT_PARAMETER_TEMPLATE,
     };
     let template = match NameTemplate::parse(args.name_template.as_deref().unwrap_or(default_template)) {
         Ok(t) => t,

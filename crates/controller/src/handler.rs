@@ -150,11 +150,31 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             }
             ControllerEvent::Scheduled { rule } => {
                 info!(rule = rule.as_deref().unwrap_or("-"), "scheduled sweep");
+                // One group's failure does not stop the others. A retryable failure is returned
+                // after all groups were tried (the sweep is idempotent, a retry repeats no harm);
+                // a permanent one (AccessDenied, a deleted group) is reported in its group's entry.
                 let mut groups = Vec::new();
+                let mut retry: Option<HandlerError> = None;
                 for group in &self.settings.groups {
-                    groups.push(sweep::sweep(&self.settings, &self.aws, &self.github, group, now).await?);
+                    match sweep::sweep(&self.settings, &self.aws, &self.github, group, now).await {
+                        Ok(report) => groups.push(report),
+                        Err(e) => {
+                            error!(group, error = %e, retryable = e.is_retryable(), "sweep of the group failed");
+                            groups.push(SweepReport {
+                                group: group.clone(),
+                                warnings: vec![format!("sweep failed: {e}")],
+                                ..SweepReport::default()
+                            });
+                            if e.is_retryable() && retry.is_none() {
+                                retry = Some(e);
+                            }
+                        }
+                    }
                 }
-                Ok(Outcome::Swept { groups })
+                match retry {
+                    Some(e) => Err(e),
+                    None => Ok(Outcome::Swept { groups }),
+                }
             }
         }
     }

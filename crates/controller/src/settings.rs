@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The default per-instance secret name template (the source PR keeps one registration-token
 /// secret per instance as well; this one is scoped by group so IAM can be too).
-pub const DEFAULT_SECRET_TEMPLATE: &str = "runner-lifecycle/{group}/{instance_id}";
+pub use lifecycle_aws::DEFAULT_SECRET_TEMPLATE;
 /// A terminating instance with no live runner is completed after this long. The agent on an idle
 /// host completes within seconds (README, "Performance"), so five minutes only ever catches hosts
 /// whose agent is gone, while staying far below the hook's own HeartbeatTimeout.
@@ -37,18 +37,13 @@ impl Settings {
     pub fn new(groups: impl IntoIterator<Item = String>) -> Settings {
         Settings {
             groups: groups.into_iter().collect(),
-            secret_template: NameTemplate::parse(DEFAULT_SECRET_TEMPLATE).unwrap_or_else(|_| unreachable_template()),
+            secret_template: NameTemplate::default_secret(),
             grace: DEFAULT_GRACE,
             stuck_after: DEFAULT_STUCK_AFTER,
             complete_stuck: false,
             delete_orphan_runners: true,
         }
     }
-}
-
-// The default template is a constant that parses; this is never reached (unit-tested below).
-fn unreachable_template() -> NameTemplate {
-    NameTemplate::parse("runner-lifecycle/{instance_id}").unwrap_or_else(|_| unreachable_template())
 }
 
 /// Parse a duration: seconds, or a number with `s`, `m` or `h`.

@@ -361,6 +361,37 @@ mod sweep {
     }
 
     #[tokio::test]
+    async fn a_failing_group_does_not_stop_the_others() {
+        // Two groups, AWS refusing everything: permanent failures are reported per group.
+        let aws = FakeAws::default();
+        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::AccessDenied)).ok();
+        let c = Controller::new(
+            Settings::new(["a".to_string(), "b".to_string()]),
+            aws,
+            FakeGitHub::default(),
+        );
+        let out = c.handle_bytes(&read("scheduled-sweep.json"), NOW).await;
+        match out {
+            Ok(Outcome::Swept { groups }) => {
+                assert_eq!(groups.len(), 2);
+                assert!(groups.iter().all(|g| g.warnings[0].starts_with("sweep failed")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Throttling: both groups are tried, then the error is returned for a retry.
+        let aws = FakeAws::default();
+        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::Throttled)).ok();
+        let c = Controller::new(
+            Settings::new(["a".to_string(), "b".to_string()]),
+            aws,
+            FakeGitHub::default(),
+        );
+        let out = c.handle_bytes(&read("scheduled-sweep.json"), NOW).await;
+        assert!(out.as_ref().is_err_and(HandlerError::is_retryable), "{out:?}");
+        assert_eq!(c.aws().asg_calls(), 2);
+    }
+
+    #[tokio::test]
     async fn aws_failures_are_classified() {
         let settings = Settings::new(["runners".to_string()]);
         let (aws, gh) = world("InService", NOW, None);
