@@ -247,3 +247,16 @@ def test_launch_with_github_app_credentials(aws_x: Any, env: dict[str, str], run
     assert len(fake_github.installation_tokens) == 1 and len(fake_github.registration_tokens) == 1
     bad = run_bin(["controller", "sweep"], {**app_env, "RUNNER_LIFECYCLE_GITHUB_APP_KEY_FILE": "/dev/null"})
     assert bad.returncode == 3 and "PEM" in bad.stderr
+
+
+def test_github_credentials_from_a_secret(aws_x: Any, env: dict[str, str], run_bin: Any, fake_github: Any) -> None:
+    ids = aws_x.create_group(size=1, hook_timeout=None)
+    aws_x.client("secretsmanager").create_secret(Name="runner-lifecycle/github",
+                                                 SecretString=json.dumps({"token": fake_github.token}))
+    secret_env = {k: v for k, v in env.items() if k != "RUNNER_LIFECYCLE_GITHUB_TOKEN"}
+    secret_env["RUNNER_LIFECYCLE_GITHUB_CREDENTIALS_SECRET"] = "runner-lifecycle/github"
+    r = handle(run_bin, secret_env, event("launch.json", ids[0]))
+    assert outcome(r)["outcome"] == "launch_continued"
+    assert all(ok for (_m, _p, ok) in fake_github.requests) and fake_github.token not in r.stdout + r.stderr
+    missing = run_bin(["controller", "sweep"], {**secret_env, "RUNNER_LIFECYCLE_GITHUB_CREDENTIALS_SECRET": "nope"})
+    assert missing.returncode == 3 and "credentials secret nope" in missing.stderr

@@ -112,6 +112,15 @@ pub struct ControllerOpts {
         global = true
     )]
     github_app_key_file: Option<PathBuf>,
+    /// A Secrets Manager secret holding the GitHub credentials (a token, or JSON with `token`, or
+    /// `app_id`, `installation_id`, `private_key`), read once at start.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "RUNNER_LIFECYCLE_GITHUB_CREDENTIALS_SECRET",
+        global = true
+    )]
+    github_credentials_secret: Option<String>,
     /// AWS region.
     #[arg(long, value_name = "REGION", env = "AWS_REGION", global = true)]
     region: Option<String>,
@@ -157,12 +166,14 @@ fn read_secret_file(path: &PathBuf, what: &str) -> Result<Secret, String> {
         .map_err(|e| format!("{what} file {}: {e}", path.display()))
 }
 
-fn github(opts: &ControllerOpts) -> Result<AnyGitHub, String> {
+fn github(opts: &ControllerOpts, stored: Option<Secret>) -> Result<AnyGitHub, String> {
     let Some(url) = &opts.github_url else {
         return Ok(AnyGitHub::None(NoGitHub));
     };
     let (scope, api) = Scope::from_runner_url(url).map_err(|e| e.to_string())?;
-    let auth = if let Some(app_id) = &opts.github_app_id {
+    let auth = if let Some(value) = stored {
+        Auth::from_stored(&value).map_err(|e| format!("--github-credentials-secret: {e}"))?
+    } else if let Some(app_id) = &opts.github_app_id {
         let installation_id = opts
             .github_app_installation_id
             .ok_or("--github-app-id needs --github-app-installation-id")?;
@@ -187,7 +198,7 @@ fn github(opts: &ControllerOpts) -> Result<AnyGitHub, String> {
             (None, Ok(t)) if !t.trim().is_empty() => Secret::new(t.trim().to_string()),
             _ => {
                 return Err(format!(
-                    "--github-url needs credentials: {ENV_GITHUB_TOKEN}, --github-token-file or a GitHub App"
+                    "--github-url needs credentials: {ENV_GITHUB_TOKEN}, --github-token-file, --github-credentials-secret or a GitHub App"
                 ))
             }
         };
@@ -275,11 +286,6 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        // GitHub is built inside the runtime: its connection pool needs one.
-        let github = match github(opts) {
-            Ok(g) => g,
-            Err(e) => return config_error(e),
-        };
         let sdk = lifecycle_aws::sdk_config(
             &region,
             opts.endpoint_url.as_deref(),
@@ -287,7 +293,20 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
             RetryPolicy::Standard,
         )
         .await;
-        let controller = Controller::new(settings, AwsFleet::new(&sdk), github);
+        let fleet = AwsFleet::new(&sdk);
+        let stored = match (&opts.github_credentials_secret, &opts.github_url) {
+            (Some(id), Some(_)) => match fleet.read_secret(id).await {
+                Ok(value) => Some(value),
+                Err(e) => return config_error(format!("reading the GitHub credentials secret {id}: {e}")),
+            },
+            _ => None,
+        };
+        // GitHub is built inside the runtime: its connection pool needs one.
+        let github = match github(opts, stored) {
+            Ok(g) => g,
+            Err(e) => return config_error(e),
+        };
+        let controller = Controller::new(settings, fleet, github);
         let now = lifecycle_github::time::now_epoch();
         let result = match (&args.action, event) {
             (Action::HandleEvent { .. }, Some(bytes)) => controller.handle_bytes(&bytes, now).await,

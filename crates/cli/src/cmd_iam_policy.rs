@@ -20,6 +20,9 @@ pub enum RoleArg {
 /// Print a least-privilege IAM policy document (JSON) scoped to one Auto Scaling group.
 #[derive(Debug, Args)]
 pub struct IamPolicyArgs {
+    /// The controller reads its GitHub credentials from this secret (grants GetSecretValue on it).
+    #[arg(long, value_name = "NAME")]
+    github_credentials_secret: Option<String>,
     /// Whose policy.
     #[arg(long, value_enum)]
     role: RoleArg,
@@ -48,6 +51,12 @@ pub struct IamPolicyArgs {
 }
 
 pub fn run(args: &IamPolicyArgs) -> ExitCode {
+    if let Some(name) = &args.github_credentials_secret {
+        if name.is_empty() || name.contains(['*', '?', '"']) {
+            eprintln!("runner-lifecycle iam-policy: --github-credentials-secret `{name}` is not a secret name");
+            return ExitCode::Config;
+        }
+    }
     let bad = |msg: String| {
         eprintln!("runner-lifecycle iam-policy: {msg}");
         ExitCode::Config
@@ -81,6 +90,7 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
         partition: args.partition.clone(),
         secret_prefix: secret.prefix(&args.group),
         parameter_prefix: parameter.prefix(&args.group),
+        credentials_secret: args.github_credentials_secret.clone(),
     };
     let role = match args.role {
         RoleArg::Agent => Role::Agent,

@@ -48,6 +48,22 @@ impl AwsFleet {
         self.secret_calls.load(Ordering::Relaxed)
     }
 
+    /// Read one secret's value (GetSecretValue): the controller's own GitHub credentials, once at
+    /// start.
+    pub async fn read_secret(&self, id: &str) -> Result<Secret, ApiError> {
+        self.sm();
+        let out = self
+            .secrets_client
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        out.secret_string()
+            .map(Secret::new)
+            .ok_or_else(|| ApiError::new(ApiErrorKind::Other, format!("secret {id} has no SecretString")))
+    }
+
     fn asg(&self) {
         self.asg_calls.fetch_add(1, Ordering::Relaxed);
     }

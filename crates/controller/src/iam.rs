@@ -47,6 +47,8 @@ pub enum Scope {
     SecretPrefix,
     /// SSM parameters under the parameter template's prefix for the group.
     ParameterPrefix,
+    /// The one secret holding the controller's GitHub credentials (when configured).
+    CredentialsSecret,
 }
 
 /// One AWS operation the code calls.
@@ -113,6 +115,12 @@ pub const CALLS: &[Call] = &[
         scope: Scope::SecretPrefix,
     },
     Call {
+        action: "secretsmanager:GetSecretValue",
+        sdk_method: "get_secret_value",
+        parts: &[Part::Controller],
+        scope: Scope::CredentialsSecret,
+    },
+    Call {
         action: "secretsmanager:DeleteSecret",
         sdk_method: "delete_secret",
         parts: &[Part::Register, Part::Controller],
@@ -165,6 +173,8 @@ pub struct Target {
     pub secret_prefix: String,
     /// The SSM parameter name prefix for this group, when register reads parameters.
     pub parameter_prefix: String,
+    /// The secret with the controller's GitHub credentials, if it reads them from one.
+    pub credentials_secret: Option<String>,
 }
 
 /// The actions a role needs, sorted.
@@ -188,6 +198,7 @@ pub fn policy(role: Role, target: &Target) -> Value {
         partition,
         secret_prefix,
         parameter_prefix,
+        credentials_secret,
     } = target;
     let scoped = |scope: Scope| -> Vec<&'static str> {
         let mut v: Vec<&'static str> = CALLS
@@ -234,6 +245,16 @@ pub fn policy(role: Role, target: &Target) -> Value {
             "Effect": "Allow",
             "Action": params,
             "Resource": format!("arn:{partition}:ssm:{region}:{account}:parameter/{}*", parameter_prefix.trim_start_matches('/'))
+        }));
+    }
+    let creds = scoped(Scope::CredentialsSecret);
+    if let (false, Some(name)) = (creds.is_empty(), credentials_secret) {
+        statements.push(json!({
+            "Sid": "GitHubCredentials",
+            "Effect": "Allow",
+            "Action": creds,
+            // The six characters Secrets Manager appends to the name in the ARN.
+            "Resource": format!("arn:{partition}:secretsmanager:{region}:{account}:secret:{name}-??????")
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
@@ -323,6 +344,7 @@ mod tests {
             partition: "aws".into(),
             secret_prefix: "runner-lifecycle/runners/".into(),
             parameter_prefix: "/runner-lifecycle/runners/".into(),
+            credentials_secret: Some("runner-lifecycle/github".into()),
         };
         let agent = policy(Role::Agent, &target);
         let text = agent.to_string();
@@ -337,6 +359,16 @@ mod tests {
             !controller.contains("SetInstanceProtection") && !controller.contains("RecordLifecycleActionHeartbeat")
         );
         assert!(!controller.contains("ssm:"));
+        assert!(controller.contains("secret:runner-lifecycle/github-??????"));
+        let without = policy(
+            Role::Controller,
+            &Target {
+                credentials_secret: None,
+                ..target.clone()
+            },
+        )
+        .to_string();
+        assert!(!without.contains("GetSecretValue"));
         // Every action a role needs appears in its document exactly once.
         for role in [Role::Agent, Role::Controller] {
             let doc = policy(role, &target).to_string();

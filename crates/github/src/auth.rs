@@ -29,6 +29,49 @@ pub enum Auth {
     },
 }
 
+impl Auth {
+    /// Credentials stored as one value (for example a Secrets Manager secret): a JSON object
+    /// `{"token": "..."}` or `{"app_id": "...", "installation_id": 123, "private_key": "-----BEGIN ..."}`,
+    /// or a bare token. Errors never quote the value.
+    pub fn from_stored(value: &Secret) -> Result<Auth, GitHubError> {
+        let raw = value.expose().trim();
+        if !raw.starts_with('{') {
+            if raw.is_empty() || raw.chars().any(char::is_whitespace) {
+                return Err(GitHubError::Config(
+                    "the stored GitHub credentials are empty or not one token".into(),
+                ));
+            }
+            return Ok(Auth::Token(Secret::new(raw)));
+        }
+        let v: serde_json::Value = serde_json::from_str(raw)
+            .map_err(|_| GitHubError::Config("the stored GitHub credentials are not valid JSON".into()))?;
+        let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty());
+        if let Some(token) = text("token") {
+            return Ok(Auth::Token(Secret::new(token)));
+        }
+        let app_id = match v.get("app_id") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(GitHubError::Config(
+                    "the stored GitHub credentials have neither `token` nor `app_id`".into(),
+                ))
+            }
+        };
+        let installation_id = v
+            .get("installation_id")
+            .and_then(|i| i.as_u64().or_else(|| i.as_str().and_then(|s| s.parse().ok())))
+            .ok_or_else(|| GitHubError::Config("the stored GitHub App credentials lack `installation_id`".into()))?;
+        let pem = text("private_key")
+            .ok_or_else(|| GitHubError::Config("the stored GitHub App credentials lack `private_key`".into()))?;
+        Ok(Auth::App {
+            app_id,
+            installation_id,
+            key: AppKey::from_pem(pem)?,
+        })
+    }
+}
+
 /// A GitHub App private key (PEM, PKCS#1 `RSA PRIVATE KEY` as GitHub issues them, or PKCS#8).
 pub struct AppKey {
     key: KeyPair,
@@ -135,6 +178,42 @@ mod tests {
             .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
             .map_err(|_| "signature does not verify")?;
         assert_eq!(format!("{key:?}"), "AppKey(<redacted>)");
+        Ok(())
+    }
+
+    #[test]
+    fn stored_credentials() -> Result<(), Box<dyn std::error::Error>> {
+        assert!(matches!(Auth::from_stored(&Secret::new("ghp_abc123"))?, Auth::Token(t) if t.expose() == "ghp_abc123"));
+        assert!(matches!(
+            Auth::from_stored(&Secret::new(r#"{"token":"ghp_x"}"#))?,
+            Auth::Token(_)
+        ));
+        let generated = KeyPair::generate(KeySize::Rsa2048)?;
+        let pem_text = pem("PRIVATE KEY", generated.as_der()?.as_ref());
+        let app = serde_json::json!({"app_id": 12345, "installation_id": "42", "private_key": pem_text});
+        match Auth::from_stored(&Secret::new(app.to_string()))? {
+            Auth::App {
+                app_id,
+                installation_id,
+                ..
+            } => assert_eq!((app_id.as_str(), installation_id), ("12345", 42)),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "",
+            "two words",
+            "{not json",
+            r#"{"app_id": "1"}"#,
+            r#"{"app_id": "1", "installation_id": 2}"#,
+            r#"{"x": 1}"#,
+        ] {
+            let err = Auth::from_stored(&Secret::new(bad))
+                .map(|_| ())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.is_empty() && !err.contains("two words"), "{bad}: {err}");
+        }
         Ok(())
     }
 
