@@ -270,3 +270,15 @@ def test_a_hung_config_script_is_killed_with_its_children(aws_x: Any, env: dict[
             except OSError:
                 pass
     assert left == []
+
+
+def test_identity_from_imds_and_the_group_from_auto_scaling(aws_x: Any, aws_env: Any, run_bin: Any,
+                                                              runner: FakeRunnerDir, host: str,
+                                                              broker_t: Broker) -> None:
+    put_token(aws_x, host)
+    env = aws_env(instance_id=host, RUNNER_ALLOW_RUNASROOT="1")  # IMDS emulator for this instance
+    r = run_bin(["register", "--runner-dir", os.fspath(runner), "--url", URL], env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert broker_t.runners()[host]["labels"][-2:] == [host, "asg-runners"]
+    no_imds = run_bin(["register", "--runner-dir", os.fspath(runner), "--url", URL], aws_env(), timeout=60)
+    assert no_imds.returncode == 1 and "IMDS is disabled" in no_imds.stderr

@@ -85,7 +85,10 @@ fn imds_client() -> Result<ImdsClient, String> {
     if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err("IMDS is disabled (AWS_EC2_METADATA_DISABLED); pass --instance-id and --region".into());
     }
-    let url = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|_| "http://169.254.169.254".into());
+    // The agent's setting first (aws.imds_endpoint), then the SDK's standard variable.
+    let url = std::env::var("RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT")
+        .or_else(|_| std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
+        .unwrap_or_else(|_| "http://169.254.169.254".into());
     Ok(ImdsClient::new(Endpoint::parse(&url)?))
 }
 
