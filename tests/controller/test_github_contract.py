@@ -69,10 +69,11 @@ def test_stateful_behaviour_pagination_busy_delete_and_app_tokens(fake_github, a
 
 
 def test_rate_limits_and_server_errors(fake_github) -> None:
-    fake_github.fail_next = [502, 0, 429]
+    fake_github.fail_next = [502, 0, 429] + [4290] * 10
     result = cargo_contract("rate_limits_and_server_errors", {
         "RLE_GITHUB_FAKE_URL": fake_github.url, "RLE_GITHUB_FAKE_TOKEN": fake_github.token})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 passed" in result.stdout
     posts = [p for (m, p, _ok) in fake_github.requests if m == "POST"]
-    assert len(posts) == 3  # 502, retried to 201, then 429 given up on
+    # 502, retried to 201; a 429 given up on; then `Retry-After: 0` answered four times (3 waits).
+    assert len(posts) == 3 + 4

@@ -179,7 +179,7 @@ class FakeGitHub:
         self.requests: list[tuple[str, str, bool]] = []
         self.registration_tokens: list[str] = []
         self.installation_tokens: list[str] = []
-        self.fail_next: list[int] = []  # statuses to answer next, in order (0: answer normally)
+        self.fail_next: list[int] = []  # statuses to answer next, in order (0: normally; 4290: 429 + Retry-After: 0)
         #: Optional live view: name -> (status, busy), e.g. derived from the fake runner broker's
         #: sessions, so GitHub's runner status follows the real (stand-in) listener.
         self.live: Callable[[str], tuple[str, bool]] | None = None
@@ -223,6 +223,8 @@ class FakeGitHub:
         with self._lock:
             self.requests.append((method, path, ok))
             status = self.fail_next.pop(0) if self.fail_next else 0
+            if status == 4290:  # a 429 with `Retry-After: 0`
+                return 429, {"Retry-After": "0"}, {"message": "injected rate limit", "documentation_url": "x"}
             if status:  # 0: answer normally
                 return status, {}, {"message": "injected failure", "documentation_url": "https://docs.github.com"}
         if parts[:2] == ["app", "installations"] and len(parts) == 4 and parts[3] == "access_tokens" and method == "POST":

@@ -28,6 +28,8 @@ pub const API_VERSION: &str = "2022-11-28";
 const TOKEN_REFRESH_MARGIN_S: i64 = 300;
 /// The largest answer accepted (a page of 100 runners is about 50 KiB).
 const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Rate-limit waits at most within one request.
+const MAX_RATE_LIMIT_WAITS: u32 = 3;
 /// Pages followed at most when listing (10,000 runners).
 const MAX_PAGES: usize = 100;
 
@@ -378,6 +380,7 @@ impl GitHubClient {
     ) -> Result<Answer, GitHubError> {
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
+        let mut rate_waits = 0u32;
         let path = url.split('?').next().unwrap_or(url).to_string();
         loop {
             attempt += 1;
@@ -396,7 +399,10 @@ impl GitHubClient {
                     match ratelimit::verdict(answer.status, headers, time::now_epoch(), &message) {
                         Verdict::Accept => return Ok(answer),
                         Verdict::RateLimited(wait) => {
-                            if waited + wait > self.opts.max_rate_limit_wait {
+                            // The budget bounds the time; the count bounds a server that keeps
+                            // answering `Retry-After: 0`.
+                            rate_waits += 1;
+                            if waited + wait > self.opts.max_rate_limit_wait || rate_waits > MAX_RATE_LIMIT_WAITS {
                                 return Err(GitHubError::RateLimited { retry_after: wait });
                             }
                             warn!(path = %path, wait_s = wait.as_secs(), "GitHub rate limit; waiting");

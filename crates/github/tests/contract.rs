@@ -150,4 +150,7 @@ async fn rate_limits_and_server_errors() {
     let err = c.registration_token().await.err();
     assert!(matches!(err, Some(GitHubError::RateLimited { .. })), "{err:?}");
     assert!(err.is_some_and(|e| e.is_retryable()));
+    // `Retry-After: 0` forever: the client gives up after a few waits instead of spinning.
+    let err = c.registration_token().await.err();
+    assert!(matches!(err, Some(GitHubError::RateLimited { .. })), "{err:?}");
 }
