@@ -5,7 +5,8 @@
 //! Call budget (issue: "at most one Auto Scaling call per event and no GitHub call on the hot
 //! path"): a termination event makes one CompleteLifecycleAction for a warm-pool trim and no call
 //! at all otherwise; a spot warning makes none; a launch event makes one GitHub call (the token),
-//! one Secrets Manager write and one CompleteLifecycleAction (two with the ABANDON fallback).
+//! one Secrets Manager write (two when the secret exists already) and one CompleteLifecycleAction
+//! (CONTINUE, or ABANDON instead when the token could not be minted or stored).
 
 use crate::event::{self, ControllerEvent, EventError, LifecycleAction};
 use crate::ports::{Aws, Completion, GitHub, LifecycleResult};
