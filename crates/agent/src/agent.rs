@@ -11,15 +11,19 @@ use crate::clock::{jitter_seed, Clock};
 use crate::config::{ConfigError, Settings};
 use crate::env_vars;
 use crate::imds::{paths, Endpoint, ImdsClient};
+use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::procs::{self, ProcId};
 use crate::socket::{self, Incoming, Request, SocketError};
+use crate::status;
 use lifecycle_core::{
-    Action, ApiError, ApiReply, Call, DrainCause, HookConfig, Host, Input, Notice, RequestId, TargetState,
+    Action, ApiError, ApiReply, Call, DrainCause, HookConfig, HookPhase, Host, Input, Notice, RequestId, TargetState,
+    Time,
 };
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
@@ -65,8 +69,8 @@ struct Discovered {
 /// Things that happen outside the main loop and are sent to it.
 #[derive(Debug)]
 enum Event {
-    /// An observation for the core (IMDS).
-    Input(Input),
+    /// An observation for the core from IMDS, and when the read that made it was answered.
+    Imds { input: Input, at: Time },
     /// An Auto Scaling call finished.
     Api {
         id: RequestId,
@@ -107,6 +111,8 @@ struct Starting<'a> {
     have_listener: bool,
     notifier: &'a Notifier,
     watchdog: Option<tokio::time::Interval>,
+    clock: Clock,
+    metrics_listen: Option<String>,
 }
 
 impl Starting<'_> {
@@ -128,7 +134,12 @@ impl Starting<'_> {
                             self.early_hooks.push(input);
                             Err("the agent is starting (instance not discovered yet); job noted".to_string())
                         }
-                        None => Ok("{\"starting\":true}".to_string()),
+                        None => Ok(status::discovering(
+                            Duration::from_millis(self.clock.now().as_millis()),
+                            self.metrics_listen.as_deref(),
+                            self.early_hooks.len(),
+                        )
+                        .to_string()),
                     };
                     let _ = inc.reply.send(answer);
                 }
@@ -186,6 +197,11 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let (hook_tx, mut hook_rx) = mpsc::channel::<Incoming>(64);
     let server = tokio::spawn(socket::serve(socket_listener, hook_tx));
     info!(socket = %settings.socket.display(), "hook socket ready");
+    let metrics: metrics::Shared = Arc::new(Mutex::new(Metrics::new()));
+    let metrics_listen = match settings.metrics_listen {
+        Some(addr) => serve_metrics(addr, &metrics).await,
+        None => None,
+    };
     let notifier = Notifier::from_env();
     notifier.ready();
 
@@ -213,6 +229,8 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         have_listener: adopted.is_some(),
         notifier: &notifier,
         watchdog: notifier.watchdog_interval().map(tokio::time::interval),
+        clock,
+        metrics_listen: metrics_listen.clone(),
     };
     let mut attempt = 0u32;
     let discovered = loop {
@@ -276,6 +294,8 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         watcher: None,
         queue: VecDeque::new(),
         notifier,
+        metrics,
+        metrics_listen,
     };
 
     if let Some((listener, workers)) = adopted {
@@ -299,11 +319,30 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         agent.queue.push_back(Input::StopRequested);
     }
 
-    tokio::spawn(poll_imds(imds, agent.settings.imds_poll, agent.tx.clone()));
+    tokio::spawn(poll_imds(imds, agent.settings.imds_poll, agent.tx.clone(), clock));
     let outcome = agent.main_loop(rx, &mut hook_rx, &mut signals, watchdog).await;
     server.abort();
     remove_socket(&agent.settings.socket);
     Ok(outcome)
+}
+
+/// Start the metrics endpoint. A failure to bind is logged and the agent runs on without it: the
+/// runner's jobs matter more than their statistics.
+async fn serve_metrics(addr: std::net::SocketAddr, shared: &metrics::Shared) -> Option<String> {
+    match metrics::bind(addr).await {
+        Ok(listener) => {
+            let local = listener
+                .local_addr()
+                .map_or_else(|_| addr.to_string(), |a| a.to_string());
+            info!(listen = %local, path = "/metrics", "metrics endpoint ready");
+            tokio::spawn(metrics::serve(listener, shared.clone()));
+            Some(local)
+        }
+        Err(e) => {
+            error!(listen = %addr, error = %e, "cannot serve metrics; running without the endpoint");
+            None
+        }
+    }
 }
 
 fn remove_socket(path: &std::path::Path) {
@@ -401,7 +440,8 @@ async fn discover(settings: &Settings, imds: &mut ImdsClient) -> Result<Discover
 /// Poll IMDS and report what changed. A failed read is reported every time (the core only notes
 /// when failures began); the next good read is reported even when unchanged, because the core
 /// learns from it that IMDS is back.
-async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSender<Event>) {
+async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSender<Event>, clock: Clock) {
+    let event = |input| Event::Imds { input, at: clock.now() };
     let mut last: Option<TargetState> = None;
     let mut failing = false;
     let mut spot_seen = false;
@@ -420,7 +460,7 @@ async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSen
                 if last.as_ref() != Some(&state) {
                     info!(target_state = %state, "IMDS target-lifecycle-state");
                     last = Some(state.clone());
-                    if tx.send(Event::Input(Input::TargetState(state))).is_err() {
+                    if tx.send(event(Input::TargetState(state))).is_err() {
                         return;
                     }
                 }
@@ -431,7 +471,7 @@ async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSen
                     failing = true;
                 }
                 last = None;
-                if tx.send(Event::Input(Input::ImdsUnavailable)).is_err() {
+                if tx.send(event(Input::ImdsUnavailable)).is_err() {
                     return;
                 }
                 continue;
@@ -441,14 +481,14 @@ async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSen
             if let Ok(Some(body)) = imds.get(paths::SPOT_INSTANCE_ACTION).await {
                 spot_seen = true;
                 warn!(notice = %body.trim(), "spot interruption notice");
-                let _ = tx.send(Event::Input(Input::SpotInterruption));
+                let _ = tx.send(event(Input::SpotInterruption));
             }
         }
         if !rebalance_seen {
             if let Ok(Some(body)) = imds.get(paths::REBALANCE).await {
                 rebalance_seen = true;
                 info!(notice = %body.trim(), "rebalance recommendation");
-                let _ = tx.send(Event::Input(Input::RebalanceRecommendation));
+                let _ = tx.send(event(Input::RebalanceRecommendation));
             }
         }
     }
@@ -472,6 +512,10 @@ struct Agent {
     queue: VecDeque<Input>,
     /// systemd's notification socket.
     notifier: Notifier,
+    /// What the metrics endpoint shows (kept even when it does not serve: it costs nothing).
+    metrics: metrics::Shared,
+    /// The metrics endpoint's address, when it serves.
+    metrics_listen: Option<String>,
 }
 
 impl Agent {
@@ -489,6 +533,7 @@ impl Agent {
             if let Some(outcome) = self.settle() {
                 return outcome;
             }
+            self.update_gauges();
             let deadline = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
             let watching = self.listener.is_some();
             tokio::select! {
@@ -518,6 +563,16 @@ impl Agent {
         }
     }
 
+    fn update_gauges(&self) {
+        let pending = matches!(self.core.hook_phase(), HookPhase::Pending { .. });
+        metrics::lock(&self.metrics).set_gauges(
+            self.core.job_alive(),
+            self.core.draining().is_some(),
+            self.core.protected(),
+            pending,
+        );
+    }
+
     fn feed(&mut self, input: Input) {
         debug!(input = ?input, "input");
         self.core.handle_input(input, self.clock.now());
@@ -535,8 +590,14 @@ impl Agent {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Input(input) => self.feed(input),
+            Event::Imds { input, at } => {
+                if input == Input::TargetState(TargetState::Terminated) {
+                    metrics::lock(&self.metrics).imds_saw_terminated(at);
+                }
+                self.feed(input);
+            }
             Event::Api { id, call, result, took } => {
+                metrics::lock(&self.metrics).on_api_result(id, call, &result);
                 let took_ms = took.as_millis() as u64;
                 match &result {
                     Ok(_) => info!(%id, call = ?call, took_ms, "Auto Scaling call succeeded"),
@@ -600,16 +661,17 @@ impl Agent {
     }
 
     fn status_json(&self) -> String {
-        let value = serde_json::json!({
-            "instance_id": self.discovered.instance_id,
-            "region": self.discovered.region,
-            "group": self.discovered.group,
-            "hook": self.discovered.hook.as_ref().map(|h| &h.name),
-            "listener_pid": self.listener.map(|l| l.id.pid),
-            "workers": self.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
-            "core": self.core.snapshot(),
-        });
-        value.to_string()
+        let facts = status::Facts {
+            instance_id: self.discovered.instance_id.clone(),
+            region: self.discovered.region.clone(),
+            group: self.discovered.group.clone(),
+            hook_name: self.discovered.hook.as_ref().map(|h| h.name.clone()),
+            heartbeat_timeout: self.discovered.hook.as_ref().map(|h| h.heartbeat_timeout),
+            listener_pid: self.listener.map(|l| l.id.pid),
+            workers: self.workers.iter().map(|w| w.pid).collect(),
+            metrics_listen: self.metrics_listen.clone(),
+        };
+        status::running(&self.core.snapshot(), self.clock.now(), &facts).to_string()
     }
 
     /// Check the listener's children for workers, and an adopted listener for its exit.
@@ -640,6 +702,7 @@ impl Agent {
             self.feed(Input::WorkerExited { pid: w.pid });
         }
         for w in started {
+            metrics::lock(&self.metrics).on_worker_started();
             info!(pid = w.pid, "Runner.Worker started: job assigned");
             self.feed(Input::WorkerStarted { pid: w.pid });
         }
@@ -647,6 +710,7 @@ impl Agent {
 
     /// Carry out one action. `Some` when the agent is done.
     fn execute(&mut self, action: Action) -> Option<Outcome> {
+        metrics::lock(&self.metrics).on_action(&action, self.clock.now(), self.core.job_alive());
         match action {
             Action::StartListener { reason } => {
                 info!(action = "start-listener", reason = ?reason, program = %self.program.display(), "starting the runner listener");

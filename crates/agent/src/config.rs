@@ -226,6 +226,14 @@ pub const KEYS: &[Key] = &[
         Some("info"),
         "`error`, `warn`, `info`, `debug` or `trace`."
     ),
+    key!(
+        "agent.metrics_listen",
+        "agent-metrics-listen",
+        env_vars::AGENT_METRICS_LISTEN,
+        "ADDR|none",
+        Some("none"),
+        "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off."
+    ),
 ];
 
 /// Configuration errors. Each names the key and where its bad value came from.
@@ -413,6 +421,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `agent.log_level`.
     pub log_level: tracing::level_filters::LevelFilter,
+    /// `agent.metrics_listen`: where the metrics endpoint listens, if it is on.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where each set key came from, with its value as text, for `--config-check`.
     pub origins: BTreeMap<&'static str, (String, Source)>,
 }
@@ -557,6 +567,19 @@ pub fn resolve_with_default(
             ))
         }
     };
+    let metrics_listen = match r.string("agent.metrics_listen")?.as_deref() {
+        None | Some("none") => None,
+        Some(text) => {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                r.invalid(
+                    "agent.metrics_listen",
+                    format!("`{text}` is not an IP:port address (e.g. 127.0.0.1:9464, [::1]:9464) or `none`"),
+                )
+            })?;
+            crate::metrics::check_listen(addr).map_err(|m| r.invalid("agent.metrics_listen", m))?;
+            Some(addr)
+        }
+    };
 
     Ok(Settings {
         config_file: ConfigFile { path, loaded },
@@ -581,6 +604,7 @@ pub fn resolve_with_default(
         socket_group,
         log_format,
         log_level,
+        metrics_listen,
         origins: r.origins,
     })
 }
@@ -994,6 +1018,7 @@ mod tests {
         assert_eq!(s.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(s.runner_command[0], "bin/Runner.Listener");
         assert_eq!(s.stop_deadline, None);
+        assert_eq!(s.metrics_listen, None, "metrics are off by default");
         assert!(s.require_runner_dir().is_err());
     }
 
@@ -1094,6 +1119,10 @@ mod tests {
             ("runner.worker_poll", "5s"),
             ("runner.command", "   "),
             ("agent.socket", &long_socket),
+            ("agent.metrics_listen", "0.0.0.0:9464"),
+            ("agent.metrics_listen", "10.1.2.3:9464"),
+            ("agent.metrics_listen", "localhost:9464"),
+            ("agent.metrics_listen", "9464"),
         ] {
             let flags = vec![(key, value.to_string())];
             let e = resolve_no_etc(&flags, &Env::default()).expect_err(key);
@@ -1118,6 +1147,7 @@ stop_deadline = "6h"
 log_format = "json"
 log_level = "debug"
 socket_group = "runner"
+metrics_listen = "[::1]:9464"
 "#,
         );
         let s = resolve(&[], Some(&path), &Env::default()).expect("resolve");
@@ -1126,6 +1156,10 @@ socket_group = "runner"
         assert!(s.drain_on_rebalance);
         assert_eq!(s.stop_deadline, Some(Duration::from_secs(6 * 3600)));
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.metrics_listen, Some("[::1]:9464".parse().expect("addr")));
+        // A flag turns it off again over the file.
+        let off = resolve(&[("agent.metrics_listen", "none".into())], Some(&path), &Env::default()).expect("off");
+        assert_eq!(off.metrics_listen, None);
         assert_eq!(s.listener_program().expect("program"), PathBuf::from("/usr/bin/env"));
         let core = s.core_config(None);
         assert_eq!(core.listener_mode, ListenerMode::OneJob);

@@ -50,6 +50,8 @@ pub const AGENT_SOCKET_GROUP: &str = "RUNNER_LIFECYCLE_AGENT_SOCKET_GROUP";
 pub const AGENT_LOG_FORMAT: &str = "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT";
 /// `agent.log_level`: `error`, `warn`, `info`, `debug` or `trace`.
 pub const AGENT_LOG_LEVEL: &str = "RUNNER_LIFECYCLE_AGENT_LOG_LEVEL";
+/// `agent.metrics_listen`: loopback address of the Prometheus endpoint, or `none` (off).
+pub const AGENT_METRICS_LISTEN: &str = "RUNNER_LIFECYCLE_AGENT_METRICS_LISTEN";
 
 /// Standard AWS variable, used for the region when `aws.region` is not set (before IMDS).
 pub const STD_AWS_REGION: &str = "AWS_REGION";
@@ -86,4 +88,5 @@ pub const ALL_KEYS: &[&str] = &[
     AGENT_SOCKET_GROUP,
     AGENT_LOG_FORMAT,
     AGENT_LOG_LEVEL,
+    AGENT_METRICS_LISTEN,
 ];

@@ -19,6 +19,8 @@ pub mod env_vars;
 pub mod hook;
 pub mod imds;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod procs;
 pub mod socket;
+pub mod status;

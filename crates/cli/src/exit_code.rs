@@ -16,6 +16,11 @@ pub enum ExitCode {
     InvariantViolated = 4,
     /// `agent`: another agent already serves the hook socket (and supervises the listener).
     AlreadyRunning = 5,
+    /// `status`: no agent is running (its socket is missing, or nothing listens on it).
+    AgentNotRunning = 6,
+    /// `status`: the socket is there but gave no usable answer (permission denied, no answer in
+    /// time, or an unexpected reply).
+    AgentNoAnswer = 7,
     /// `register`: the registration token's secret or parameter does not exist.
     SecretMissing = 20,
     /// `register`: the registration token expired, or GitHub rejected it.

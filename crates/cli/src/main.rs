@@ -7,6 +7,7 @@ mod cmd_iam_policy;
 mod cmd_install;
 mod cmd_register;
 mod cmd_simulate;
+mod cmd_status;
 mod exit_code;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     Simulate(cmd_simulate::SimulateArgs),
     /// Run the agent on a runner host: supervise the listener, drain it on scale-in, never cancel a job.
     Agent(cmd_agent::AgentArgs),
+    /// Show what the running agent sees and what it will do next (exit 6 when no agent runs).
+    Status(cmd_status::StatusArgs),
     /// Job hook for the runner (job-started / job-completed); prints one line, always exits 0.
     Hook(cmd_hook::HookArgs),
     /// Install the agent's systemd unit, wire the job hooks into the runner's .env, create its directories.
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
     let code = match cli.command {
         Command::Simulate(args) => cmd_simulate::run(&args),
         Command::Agent(args) => cmd_agent::run(&args),
+        Command::Status(args) => cmd_status::run(&args),
         Command::Hook(args) => cmd_hook::run(&args),
         Command::Install(args) => cmd_install::run(&args),
         Command::Register(args) => cmd_register::run(&args),

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// What the core believes about the listener process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum ListenerState {
     /// Not running. `relaunch_at` is when it may be (re)started; `None` once it gave up or drained.
     Down {
@@ -44,7 +44,7 @@ pub enum ListenerState {
 }
 
 /// The termination lifecycle action as the core tracks it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum HookPhase {
     /// No lifecycle action known to be pending.
     None,
@@ -100,6 +100,36 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// The next timer.
     pub next_deadline: Option<Time>,
+    /// The listener, structured.
+    pub listener_state: ListenerState,
+    /// The hook phase, structured.
+    pub hook_phase: HookPhase,
+    /// Whether a termination hook is configured at all.
+    pub hook_configured: bool,
+    /// When the last heartbeat succeeded.
+    pub last_heartbeat: Option<Time>,
+    /// When `last_error` happened.
+    pub last_error_at: Option<Time>,
+    /// Auto Scaling calls asked for and not answered yet.
+    pub in_flight: Vec<Call>,
+    /// Calls that failed and wait for their retry, with the earliest retry time.
+    pub retry_at: Vec<(Call, Time)>,
+    /// When protection will be cleared if no job comes (an idle, protected, serving host).
+    pub unprotect_at: Option<Time>,
+    /// Why the core wants a DescribeAutoScalingInstances, if it does.
+    pub describe_wanted: Option<Reason>,
+    /// When the next slow describe poll (launching, IMDS down) is due.
+    pub next_describe_poll: Option<Time>,
+    /// Whether a stop was requested (SIGTERM).
+    pub stop_requested: bool,
+    /// Whether the stop is forced (second request or the stop deadline).
+    pub forced: bool,
+    /// When the stop will be forced (`drain.stop_deadline`), if it will.
+    pub force_at: Option<Time>,
+    /// Whether the core has asked the driver to exit.
+    pub exited: bool,
+    /// Whether the instance is known to be in no Auto Scaling group (serving without protection).
+    pub not_in_group: bool,
 }
 
 /// The decision core for one host.
@@ -146,7 +176,9 @@ pub struct Host {
     complete: CallSlot,
     warned_global: bool,
 
+    last_heartbeat: Option<Time>,
     last_error: Option<String>,
+    last_error_at: Option<Time>,
     next_id: u64,
     inflight: BTreeMap<RequestId, Call>,
     actions: VecDeque<Action>,
@@ -187,7 +219,9 @@ impl Host {
             next_heartbeat: None,
             complete: CallSlot::default(),
             warned_global: false,
+            last_heartbeat: None,
             last_error: None,
+            last_error_at: None,
             next_id: 0,
             inflight: BTreeMap::new(),
             actions: VecDeque::new(),
@@ -212,6 +246,11 @@ impl Host {
     /// The listener as the core sees it.
     pub fn listener(&self) -> &ListenerState {
         &self.listener
+    }
+
+    /// Believed scale-in protection (`None` until a call or a describe tells).
+    pub fn protected(&self) -> Option<bool> {
+        self.protected
     }
 
     /// Why the host drains, if it does.
@@ -316,6 +355,26 @@ impl Host {
             HookPhase::Pending { global_deadline, .. } => (Some(global_deadline), "Terminating:Wait".to_string()),
             HookPhase::Done => (None, "completed".to_string()),
         };
+        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
+        // The same conditions as `decide_protection` wanting `false` once the delay is over.
+        let unprotect_at = (serving
+            && !self.not_in_group
+            && self.terminating.is_none()
+            && self.drain.is_none()
+            && !self.job_alive
+            && self.protected != Some(false))
+        .then(|| self.job_edge_at + self.cfg.unprotect_delay);
+        let slots = [
+            (Call::SetProtection, &self.protection),
+            (Call::Describe, &self.describe),
+            (Call::Heartbeat, &self.heartbeat),
+            (Call::Complete, &self.complete),
+        ];
+        let retry_at = slots
+            .iter()
+            .filter(|(_, s)| s.inflight.is_none())
+            .filter_map(|(c, s)| s.not_before.filter(|t| *t > self.now).map(|t| (*c, t)))
+            .collect();
         Snapshot {
             target_state: self.target.as_ref().map(ToString::to_string),
             confirmed_state: self.confirmed.as_ref().map(ToString::to_string),
@@ -329,6 +388,21 @@ impl Host {
             global_deadline,
             last_error: self.last_error.clone(),
             next_deadline: self.poll_timeout(),
+            listener_state: self.listener.clone(),
+            hook_phase: self.hook,
+            hook_configured: self.cfg.hook.is_some(),
+            last_heartbeat: self.last_heartbeat,
+            last_error_at: self.last_error_at,
+            in_flight: self.inflight.values().copied().collect(),
+            retry_at,
+            unprotect_at,
+            describe_wanted: self.describe_reason(),
+            next_describe_poll: self.next_describe_poll,
+            stop_requested: self.stop_requested,
+            forced: self.forced,
+            force_at: self.force_at,
+            exited: self.exited,
+            not_in_group: self.not_in_group,
         }
     }
 
@@ -533,6 +607,7 @@ impl Host {
                 // the instance is in a group, whatever IMDS said before.
                 self.not_in_group = false;
                 self.last_error = Some(e.to_string());
+                self.last_error_at = Some(self.now);
                 self.detect_termination(Detection::ProtectionRefused);
             }
             Err(e) => self.retry_later(Call::SetProtection, e),
@@ -544,6 +619,7 @@ impl Host {
         match result {
             Ok(_) => {
                 self.heartbeat.failures = 0;
+                self.last_heartbeat = Some(self.now);
                 let interval = self
                     .cfg
                     .hook
@@ -593,6 +669,7 @@ impl Host {
         };
         self.slot_mut(call).not_before = Some(self.now + delay);
         self.last_error = Some(error.to_string());
+        self.last_error_at = Some(self.now);
         let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.notify(Notice::ApiFailed {
             call,

@@ -953,3 +953,78 @@ fn imds_fallback_poll_is_faster_than_a_short_hook_timeout() {
         "detected and completed 10 s after the last poll"
     );
 }
+
+// ----- Snapshot (what `status` shows) -----
+
+#[test]
+fn snapshot_reports_heartbeats_errors_calls_and_timers() {
+    let mut h = Harness::serving(hooked());
+    let s = h.host.snapshot();
+    assert_eq!(s.listener_state, ListenerState::Running { pid: 100, since: h.now });
+    assert!(s.hook_configured && s.in_flight.is_empty() && s.retry_at.is_empty());
+    assert_eq!(
+        (s.last_heartbeat, s.last_error_at, s.describe_wanted),
+        (None, None, None)
+    );
+    assert_eq!(s.unprotect_at, None, "not protected: nothing to clear");
+
+    // A job: protection in flight, then held; after the job, cleared at job end + the delay.
+    h.input(Input::WorkerStarted { pid: 7 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    assert_eq!(h.host.snapshot().in_flight, vec![Call::SetProtection]);
+    h.reply(id, Ok(ApiReply::Done));
+    h.advance(Duration::from_secs(5));
+    h.input(Input::WorkerExited { pid: 7 });
+    let ended = h.now;
+    let s = h.host.snapshot();
+    assert_eq!(s.protected, Some(true));
+    assert_eq!(s.unprotect_at, Some(ended + Duration::from_secs(30)));
+    h.advance(Duration::from_millis(29_999));
+    assert!(h.effects().is_empty());
+    h.advance(Duration::from_millis(1));
+    let id = h
+        .find(|a| protect_id(a, false))
+        .expect("unprotect exactly at unprotect_at");
+    h.reply(id, Ok(ApiReply::Done));
+    assert_eq!(h.host.snapshot().unprotect_at, None);
+
+    // Scale-in under a new job: a heartbeat succeeds, the next one fails and waits for its retry.
+    h.input(Input::WorkerStarted { pid: 8 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect again");
+    h.reply(id, Ok(ApiReply::Done));
+    h.input(Input::TargetState(TargetState::Terminated));
+    let s = h.host.snapshot();
+    assert_eq!(s.describe_wanted, Some(Reason::ConfirmTermination));
+    assert_eq!(s.in_flight, vec![Call::Describe]);
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Wait", true));
+    let s = h.host.snapshot();
+    assert!(matches!(s.hook_phase, HookPhase::Pending { .. }));
+    assert_eq!((s.describe_wanted, s.unprotect_at), (None, None));
+    let first = s.next_heartbeat.expect("a heartbeat is scheduled while the job runs");
+    h.advance(first.since(h.now));
+    let id = h.find(heartbeat_id).expect("heartbeat");
+    h.reply(id, Ok(ApiReply::Done));
+    assert_eq!(h.host.snapshot().last_heartbeat, Some(first));
+    let next = h.host.snapshot().next_heartbeat.expect("next heartbeat");
+    h.advance(next.since(h.now));
+    let id = h.find(heartbeat_id).expect("second heartbeat");
+    h.reply(id, err(ApiErrorKind::Throttled));
+    let s = h.host.snapshot();
+    assert_eq!(s.last_heartbeat, Some(first), "only a successful heartbeat counts");
+    assert_eq!(s.last_error_at, Some(next));
+    assert!(s.last_error.as_deref().is_some_and(|e| e.contains("Throttled")));
+    let retry = s.retry_at.iter().find(|(c, _)| *c == Call::Heartbeat).expect("retry").1;
+    assert!(retry > next && s.in_flight.is_empty(), "{s:?}");
+
+    // SIGTERM with a stop deadline shows when the stop will be forced.
+    let mut cfg = hooked();
+    cfg.stop_deadline = Some(Duration::from_secs(60));
+    let mut h = Harness::serving(cfg);
+    h.input(Input::WorkerStarted { pid: 9 });
+    h.input(Input::StopRequested);
+    let s = h.host.snapshot();
+    assert!(s.stop_requested && !s.forced && !s.exited);
+    assert_eq!(s.force_at, Some(h.now + Duration::from_secs(60)));
+    assert_eq!(s.draining, Some(DrainCause::StopRequested));
+}
