@@ -40,3 +40,46 @@ impl From<ExitCode> for std::process::ExitCode {
         std::process::ExitCode::from(code as u8)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode::{self, *};
+
+    /// Every code; the exhaustive match below makes a new variant fail to compile until it is added.
+    const ALL: [ExitCode; 14] = [
+        Ok,
+        Failure,
+        Usage,
+        Config,
+        InvariantViolated,
+        AlreadyRunning,
+        AgentNotRunning,
+        AgentNoAnswer,
+        SecretMissing,
+        TokenRejected,
+        ConfigScriptFailed,
+        SecretNotDeleted,
+        EventRejected,
+        Retryable,
+    ];
+
+    fn listed(code: ExitCode) -> bool {
+        match code {
+            Ok | Failure | Usage | Config | InvariantViolated | AlreadyRunning | AgentNotRunning | AgentNoAnswer
+            | SecretMissing | TokenRejected | ConfigScriptFailed | SecretNotDeleted | EventRejected | Retryable => {
+                ALL.contains(&code)
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_exit_code() {
+        let readme = include_str!("../../../README.md");
+        let table = &readme[readme.find("## Exit codes").expect("README has an Exit codes section")..];
+        for code in ALL {
+            assert!(listed(code));
+            let row = format!("| {} |", code as u8);
+            assert!(table.contains(&row), "README's exit-code table lacks {code:?} ({row})");
+        }
+    }
+}
