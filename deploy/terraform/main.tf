@@ -29,8 +29,9 @@ resource "aws_iam_role" "agent" {
 
 # Least privilege, generated from the actions the code calls:
 #   runner-lifecycle iam-policy --role agent --group GROUP_NAME --region us-east-1 --account 111122223333
+#   runner-lifecycle iam-policy --role controller ... --github-credentials-secret GITHUB_CREDENTIALS_SECRET
 # The policies/ files are that output (tests/deploy checks they are current); the placeholders are
-# replaced with this group, region and account below.
+# replaced with this group, region, account and secret below.
 resource "aws_iam_role_policy" "agent" {
   name = "runner-lifecycle-agent"
   role = aws_iam_role.agent.id
@@ -61,12 +62,14 @@ resource "aws_launch_template" "runner" {
     instance_metadata_tags      = "disabled"
   }
 
-  # Register (the token never touches argv or logs), then start the agent, which starts the runner.
+  # Register with the token the controller stored at launch in runner-lifecycle/<group>/<instance id>
+  # (the token never touches argv or logs; the secret is deleted afterwards), then start the agent,
+  # which starts the runner once the instance is InService.
   user_data = base64encode(<<-EOT
     #!/bin/bash
     set -euo pipefail
     runner-lifecycle register --runner-dir /opt/actions-runner --url ${var.github_url} \
-      --secret-name '${var.token_secret_prefix}{instance_id}' --labels ${join(",", var.runner_labels)}
+      --labels ${join(",", var.runner_labels)}
     systemctl enable --now runner-lifecycle
   EOT
   )
@@ -120,9 +123,10 @@ resource "aws_iam_role" "controller" {
 resource "aws_iam_role_policy" "controller" {
   name = "runner-lifecycle-controller"
   role = aws_iam_role.controller.id
-  policy = replace(replace(replace(file("${path.module}/policies/controller.json"),
+  policy = replace(replace(replace(replace(file("${path.module}/policies/controller.json"),
     "GROUP_NAME", var.name), ":us-east-1:", ":${data.aws_region.current.name}:"),
-  ":111122223333:", ":${data.aws_caller_identity.current.account_id}:")
+    ":111122223333:", ":${data.aws_caller_identity.current.account_id}:"),
+  "GITHUB_CREDENTIALS_SECRET", var.github_credentials_secret)
 }
 
 resource "aws_iam_role_policy_attachment" "controller_logs" {
@@ -143,10 +147,10 @@ resource "aws_lambda_function" "controller" {
 
   environment {
     variables = {
-      RUNNER_LIFECYCLE_GROUP               = var.name
-      RUNNER_LIFECYCLE_GITHUB_URL          = var.github_url
-      RUNNER_LIFECYCLE_TOKEN_SECRET_PREFIX = var.token_secret_prefix
-      RUNNER_LIFECYCLE_GITHUB_APP_SECRET   = var.github_app_secret_arn
+      RUNNER_LIFECYCLE_CONTROLLER_GROUPS         = var.name
+      RUNNER_LIFECYCLE_GITHUB_URL                = var.github_url
+      RUNNER_LIFECYCLE_GITHUB_CREDENTIALS_SECRET = var.github_credentials_secret
+      RUNNER_LIFECYCLE_LOG_FORMAT                = "json"
     }
   }
 }
@@ -169,10 +173,12 @@ resource "aws_cloudwatch_event_rule" "spot" {
   })
 }
 
-# The orphan sweep: runner registrations and token secrets whose instance is gone, stuck hooks.
+# The sweep: completes actions of hosts whose agent is gone (after the grace period), deletes runner
+# registrations and token secrets whose instance is gone, reports stuck hooks. The grace counts from
+# the activity's start, so the schedule only bounds how late a dead host is completed.
 resource "aws_cloudwatch_event_rule" "sweep" {
   name                = "${var.name}-sweep"
-  schedule_expression = "rate(10 minutes)"
+  schedule_expression = "rate(2 minutes)"
 }
 
 resource "aws_cloudwatch_event_target" "controller" {

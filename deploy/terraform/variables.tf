@@ -40,12 +40,6 @@ variable "runner_labels" {
   default     = ["self-hosted", "linux", "x64"]
 }
 
-variable "token_secret_prefix" {
-  description = "Per-instance registration-token secrets are named <prefix><instance id>."
-  type        = string
-  default     = "gha-runners/registration-token/"
-}
-
 variable "heartbeat_timeout" {
   description = "The termination hook's HeartbeatTimeout (30-7200 s). The agent heartbeats every third of it, only while a job runs."
   type        = number
@@ -53,11 +47,12 @@ variable "heartbeat_timeout" {
 }
 
 variable "controller_zip" {
-  description = "Lambda package: a zip holding the runner-lifecycle binary renamed to 'bootstrap' (docs/controller.md)."
+  description = "Lambda package: a zip holding the runner-lifecycle binary and a 'bootstrap' script that execs `runner-lifecycle controller lambda` (docs/controller.md)."
   type        = string
 }
 
-variable "github_app_secret_arn" {
-  description = "Secrets Manager secret with the GitHub App credentials the controller uses (docs/controller.md)."
+variable "github_credentials_secret" {
+  description = "Name of the Secrets Manager secret holding the controller's GitHub credentials: a token, or GitHub App JSON {app_id, installation_id, private_key} (docs/controller.md)."
   type        = string
+  default     = "runner-lifecycle/github-credentials"
 }

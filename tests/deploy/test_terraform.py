@@ -93,6 +93,8 @@ def test_policy_files_match_iam_policy_output(role: str) -> None:
     args = [binary, "iam-policy", "--role", role]
     for flag, value in PLACEHOLDERS.items():
         args += [flag, value]
+    if role == "controller":
+        args += ["--github-credentials-secret", "GITHUB_CREDENTIALS_SECRET"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout
     committed = json.loads((TF / "policies" / f"{role}.json").read_text())
     assert committed == json.loads(out), (
