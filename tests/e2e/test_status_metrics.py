@@ -307,8 +307,9 @@ def test_metrics_count_a_job_and_an_idle_scale_in(make_host, broker):
     assert m['runner_lifecycle_termination_detected_total{via="imds"}'] == 1
     assert m['runner_lifecycle_drains_started_total{cause="terminating"}'] == 1
     assert m["runner_lifecycle_termination_detection_seconds_count"] == 1
-    # Bounded by the 250 ms IMDS poll here, and it must be in a bucket, not only in +Inf.
-    assert 0 < m["runner_lifecycle_termination_detection_seconds_sum"] < 1.5, m
+    # From the IMDS read that saw Terminated to the SIGINT: the agent's own reaction, which the core's
+    # millisecond clock can record as 0 (CI saw exactly that); it must land in a bucket, not only +Inf.
+    assert 0 <= m["runner_lifecycle_termination_detection_seconds_sum"] < 1.5, m
     assert m['runner_lifecycle_termination_detection_seconds_bucket{le="2"}'] == 1
     assert m["runner_lifecycle_drain_seconds_count"] == 1
     assert 0 < m["runner_lifecycle_drain_seconds_sum"] < 5, m
