@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from harness import AgentProc, hook_scripts, stop_agent, wait_for  # noqa: E402
+from harness import AgentProc, agent_env, hook_scripts, stop_agent, wait_for  # noqa: E402
 from support.env import aws_env as _aws_env  # noqa: E402
 
 
@@ -24,17 +24,7 @@ def test_a_busy_host_drained_by_its_agent_is_left_alone(aws_x: Any, broker: Any,
     imds = aws_x.imds_for(iid)
     runner = make_runner("runner-1")
     runner.set_hooks(**hook_scripts(bin_path))
-    env = _aws_env(aws_x.endpoint_url, imds.url)
-    env.update({
-        "RUNNER_LIFECYCLE_CONFIG": "/dev/null",
-        "RUNNER_LIFECYCLE_RUNNER_DIR": str(runner.path),
-        "RUNNER_LIFECYCLE_AGENT_SOCKET": str(tmp_path / "run" / "agent.sock"),
-        "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT": "json",
-        "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT": imds.url,
-        "RUNNER_LIFECYCLE_AWS_IMDS_POLL": "250ms",
-        "RUNNER_LIFECYCLE_DRAIN_UNPROTECT_DELAY": "1s",
-        "RUNNER_LIFECYCLE_RUNNER_STOP_GRACE": "10s",
-    })
+    env = agent_env(aws_x.endpoint_url, imds.url, runner.path, tmp_path / "run")
     fake_github.add_runner(runner.name, [iid, "asg-runners"])
 
     def live(name: str) -> tuple[str, bool]:

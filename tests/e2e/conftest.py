@@ -15,8 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Host, binary, hook_scripts  # noqa: E402
-from support.env import aws_env as _aws_env  # noqa: E402
+from harness import Host, agent_env, binary, hook_scripts  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,19 +42,7 @@ def make_host(aws: Any, broker: Any, make_runner: Callable[..., Any], tmp_path: 
             runner.set_hooks(**hook_scripts(agent_bin))
         tmp = tmp_path / f"host-{n}"
         tmp.mkdir()
-        env = _aws_env(aws.endpoint_url, imds.url)
-        env.update({
-            "RUNNER_LIFECYCLE_CONFIG": "/dev/null",
-            "RUNNER_LIFECYCLE_RUNNER_DIR": str(runner.path),
-            "RUNNER_LIFECYCLE_AGENT_SOCKET": str(tmp / "run" / "agent.sock"),
-            "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT": "json",
-            "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT": imds.url,
-            # Short but realistic knobs so each test takes seconds, not minutes.
-            "RUNNER_LIFECYCLE_AWS_IMDS_POLL": "250ms",
-            "RUNNER_LIFECYCLE_DRAIN_UNPROTECT_DELAY": "1s",
-            "RUNNER_LIFECYCLE_RUNNER_RELAUNCH_DELAY": "1s",
-            "RUNNER_LIFECYCLE_RUNNER_STOP_GRACE": "10s",
-        })
+        env = agent_env(aws.endpoint_url, imds.url, runner.path, tmp / "run")
         for key, value in settings.items():
             env[f"RUNNER_LIFECYCLE_{key.upper()}"] = value
         host = Host(bin=agent_bin, aws=aws, broker=broker, instance_id=iid, group=group, imds=imds,

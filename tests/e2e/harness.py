@@ -209,6 +209,26 @@ class Host:
             a.close()
 
 
+def agent_env(endpoint_url: str, imds_url: str, runner_path: Path, socket_dir: Path) -> dict[str, str]:
+    """The environment of an agent under test: loopback AWS and IMDS, its runner and socket, and short
+    but realistic knobs so each test takes seconds, not minutes."""
+    from support.env import aws_env
+
+    env = aws_env(endpoint_url, imds_url)
+    env.update({
+        "RUNNER_LIFECYCLE_CONFIG": "/dev/null",
+        "RUNNER_LIFECYCLE_RUNNER_DIR": str(runner_path),
+        "RUNNER_LIFECYCLE_AGENT_SOCKET": str(socket_dir / "agent.sock"),
+        "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT": "json",
+        "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT": imds_url,
+        "RUNNER_LIFECYCLE_AWS_IMDS_POLL": "250ms",
+        "RUNNER_LIFECYCLE_DRAIN_UNPROTECT_DELAY": "1s",
+        "RUNNER_LIFECYCLE_RUNNER_RELAUNCH_DELAY": "1s",
+        "RUNNER_LIFECYCLE_RUNNER_STOP_GRACE": "10s",
+    })
+    return env
+
+
 def hook_scripts(bin_path: Path) -> dict[str, str]:
     """Job hook bodies as an installer would write them."""
     return {

@@ -25,6 +25,20 @@ fn client(api: &str, scope: Scope, auth: Auth) -> GitHubClient {
     GitHubClient::new(scope, auth, opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// An organisation client authenticating as the test GitHub App (installation 42).
+fn app_client(api: &str) -> GitHubClient {
+    let key = lifecycle_github::AppKey::from_pem(&test_key()).unwrap_or_else(|e| panic!("{e}"));
+    client(
+        api,
+        org(),
+        Auth::App {
+            app_id: "12345".into(),
+            installation_id: 42,
+            key,
+        },
+    )
+}
+
 fn org() -> Scope {
     Scope::Org("acme".into())
 }
@@ -76,16 +90,7 @@ async fn every_request_is_valid_against_the_official_description() {
         );
     }
     // As a GitHub App: the installation token request, then a call with the token.
-    let key = lifecycle_github::AppKey::from_pem(&test_key()).unwrap_or_else(|e| panic!("{e}"));
-    let app = client(
-        &api,
-        org(),
-        Auth::App {
-            app_id: "12345".into(),
-            installation_id: 42,
-            key,
-        },
-    );
+    let app = app_client(&api);
     app.registration_token().await.unwrap_or_else(|e| panic!("app: {e}"));
 }
 
@@ -121,16 +126,7 @@ async fn stateful_behaviour_against_the_fake() {
         .unwrap_or_default();
     assert!(err.contains("401") && !err.contains("ghp_wrong"), "{err}");
     // An App: one installation token serves many calls (cached until shortly before expiry).
-    let key = lifecycle_github::AppKey::from_pem(&test_key()).unwrap_or_else(|e| panic!("{e}"));
-    let app = client(
-        &api,
-        org(),
-        Auth::App {
-            app_id: "12345".into(),
-            installation_id: 42,
-            key,
-        },
-    );
+    let app = app_client(&api);
     for _ in 0..3 {
         app.registration_token().await.unwrap_or_else(|e| panic!("app: {e}"));
     }
