@@ -1,8 +1,10 @@
 //! The simulated world's parameters. Defaults describe a realistic mid-size fleet; every number says
 //! where it comes from.
 
+use crate::workload::JobSpec;
 use lifecycle_core::ListenerMode;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Fault rates. Per-instance rates are per instance-day.
@@ -20,6 +22,16 @@ pub struct Faults {
     pub runner_crashes_per_day: f64,
     /// Spot interruptions per instance-day (2-minute notice, AWS spot docs).
     pub spot_interruptions_per_day: f64,
+    /// Account-wide throttling episodes per day: all Auto Scaling calls of an account and region share
+    /// one token bucket whose rates are not published (shared/docs/domain.md section 2), so another
+    /// tool draining it throttles every host at once. Assumption, swept; each episode lasts 1 to 10
+    /// minutes and throttles `EPISODE_THROTTLE` of calls.
+    pub throttle_episodes_per_day: f64,
+    /// Probability that the source PR's fire-and-forget stop path (EventBridge -> Lambda -> SSM
+    /// SendCommand -> `systemctl stop`) never stops the runner: a Lambda error before SendCommand, or
+    /// SSM to a host whose SSM agent is offline. Nothing checks or retries it (domain brief section 4,
+    /// weaknesses 2 and 4). Assumption (1 in 200), swept with `--stop-path-failure-rate`.
+    pub stop_path_failure_rate: f64,
 }
 
 impl Default for Faults {
@@ -31,6 +43,8 @@ impl Default for Faults {
             agent_crashes_per_day: 0.1,
             runner_crashes_per_day: 0.02,
             spot_interruptions_per_day: 0.05,
+            throttle_episodes_per_day: 0.5,
+            stop_path_failure_rate: 0.005,
         }
     }
 }
@@ -45,8 +59,31 @@ impl Faults {
             agent_crashes_per_day: 0.0,
             runner_crashes_per_day: 0.0,
             spot_interruptions_per_day: 0.0,
+            throttle_episodes_per_day: 0.0,
+            stop_path_failure_rate: 0.0,
         }
     }
+}
+
+/// What GitHub does with a job it handed to a listener that stopped before acquiring it (the job
+/// message was in the listener's long poll, or delivered but not yet acknowledged).
+///
+/// Not documented by GitHub. What is known: a one-job listener skips further job messages without
+/// acknowledging them "so the service hands them to another runner" (actions/runner
+/// src/Runner.Listener/Runner.cs, `runOnceJobReceived`), which suggests a re-queue after the
+/// assignment lapses; ephemeral runners have been seen polling 32 minutes after losing an assignment
+/// (actions/runner#4617). We default to the pessimistic reading, `Lost`: every such job counts as
+/// killed by the stop. `Requeue` is the optimistic one.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "policy")]
+pub enum Unacquired {
+    /// The job is cancelled with the stopping runner (counted in `jobs_killed_by_stop`).
+    Lost,
+    /// The job goes back to the front of the queue after this long.
+    Requeue {
+        /// Delay before the broker offers it again.
+        after: Duration,
+    },
 }
 
 /// Everything that shapes one simulated run.
@@ -72,6 +109,27 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Print every event and decision of this instance to stderr (to study a failing seed).
     pub trace_instance: Option<u32>,
+    /// GitHub's REST `busy` flag shows a job this long after it started, uniform in the range: it has
+    /// been seen false 25-60 s into a job (github-aws-runners #5085, PR #5228; domain brief section 3).
+    /// The idle-runner scaling metric reads that flag, so a just-started runner still counts as idle.
+    pub busy_flag_lag: (Duration, Duration),
+    /// Median of the source PR's stop path, scale-in to `systemctl stop`: 11 s in its CloudTrail
+    /// timeline (scale-in 10:31:04, stop command 10:31:15). One measurement: the spread is log-normal
+    /// with sigma `timing::EVENT_TO_STOP_SIGMA` (assumption), and the median is swept.
+    pub event_to_stop: Duration,
+    /// What happens to a job handed to a listener that stops before acquiring it.
+    pub unacquired: Unacquired,
+    /// Instances kept stopped in a warm pool (0: no pool). Scale-out takes from it first.
+    pub warm_pool: u32,
+    /// Warm-pool trims per pool-day (pool resizes, instance refresh, max instance lifetime): each
+    /// sends one stopped instance through `Warmed:Terminating:Wait`, where no agent runs, so a central
+    /// handler must complete it (domain brief section 2). Assumption, swept.
+    pub warm_trims_per_day: f64,
+    /// Replay these jobs instead of the synthetic stream (`simulate --trace FILE`).
+    #[serde(skip)]
+    pub trace: Option<Arc<Vec<JobSpec>>>,
+    /// The trace file's name, for the report.
+    pub trace_file: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -94,6 +152,13 @@ impl SimConfig {
             peak_utilisation: 0.6,
             faults: Faults::default(),
             trace_instance: None,
+            busy_flag_lag: (Duration::from_secs(25), Duration::from_secs(60)),
+            event_to_stop: timing::EVENT_TO_STOP,
+            unacquired: Unacquired::Lost,
+            warm_pool: 0,
+            warm_trims_per_day: 1.0,
+            trace: None,
+            trace_file: None,
         }
     }
 
@@ -121,17 +186,36 @@ pub mod timing {
     pub const SETUP: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));
     /// From the job-completed hook's end to the worker's exit.
     pub const TEARDOWN: Duration = Duration::from_millis(500);
-    /// An idle listener exits this long after SIGINT.
+    /// An idle listener exits this long after SIGINT (the stand-in listener in tests/support, faithful
+    /// to Runner.cs: it ends its session and exits).
     pub const IDLE_EXIT: Duration = Duration::from_millis(300);
-    /// A busy listener cancels its job and exits this long after SIGINT.
-    pub const CANCEL_EXIT: Duration = Duration::from_secs(3);
+    /// A busy listener cancels its job and exits within this range after SIGINT: the worker runs the
+    /// job's cancellation and cleanup, and RunnerService.js SIGKILLs the listener 30 s after its SIGINT
+    /// (domain brief section 3). The lower bound is an assumption.
+    pub const CANCEL_EXIT: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(30));
     /// Auto Scaling API round trip from the agent.
     pub const API_LATENCY: (Duration, Duration) = (Duration::from_millis(30), Duration::from_millis(120));
     /// `aws autoscaling ...` from a bash hook: 742 ms measured on loopback (shared/docs/test-infra.md).
     pub const AWS_CLI: Duration = Duration::from_millis(742);
+    /// The source PR's job-started hook `chown`s the work tree before its CLI call, so protection takes
+    /// effect this long after the hook starts (about 1-2 s in all, issue #8 review of gha_prerun.sh).
+    pub const PRERUN_BEFORE_CALL: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(1300));
     /// Scale-in event -> EventBridge -> Lambda -> SSM -> `systemctl stop`: about 11 s in the source PR's
     /// CloudTrail timeline (scale-in 10:31:04, stop command 10:31:15).
     pub const EVENT_TO_STOP: Duration = Duration::from_secs(11);
+    /// Log-normal spread of that path (assumption: SSM delivery is asynchronous and uneven; with 0.35
+    /// the middle 90% lies between 0.56x and 1.78x the median).
+    pub const EVENT_TO_STOP_SIGMA: f64 = 0.35;
+    /// A termination event reaches a central handler (EventBridge -> Lambda): EventBridge delivers
+    /// typically within about a second, plus a Lambda start (assumption).
+    pub const EVENT_TO_HANDLER: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(3000));
+    /// Throttling episodes: their length and the share of calls they throttle (assumption).
+    pub const EPISODE_LENGTH: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(600));
+    /// See `EPISODE_LENGTH`.
+    pub const EPISODE_THROTTLE: f64 = 0.5;
+    /// A warm (stopped) instance starts and reaches InService faster than a fresh launch (AWS warm pool
+    /// docs: instances "start faster"; the range is an assumption).
+    pub const WARM_START: (Duration, Duration) = (Duration::from_secs(20), Duration::from_secs(45));
     /// Terminating:Proceed until the instance is gone (shutdown).
     pub const SHUTDOWN: Duration = Duration::from_secs(30);
     /// Launch to InService (boot, cloud-init, registration).

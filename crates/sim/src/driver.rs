@@ -2,8 +2,8 @@
 
 use crate::config::timing;
 use crate::metrics::{Metrics, Violation};
+use crate::plot::Timeline;
 use crate::strategy::Controller;
-use crate::workload::JobSpec;
 use crate::world::{Ev, InstId, Routed, World};
 use crate::SimConfig;
 
@@ -18,12 +18,17 @@ pub struct StrategyRun {
     pub violations: Vec<Violation>,
     /// Events processed (for the benchmark).
     pub events: u64,
+    /// The traced instance's timeline, when one was asked for.
+    pub timeline: Option<Timeline>,
 }
 
 impl StrategyRun {
     /// Set the strategy's name, on the run and on each of its violations.
     pub fn named(mut self, name: &'static str) -> Self {
         self.name = name;
+        if let Some(t) = &mut self.timeline {
+            t.strategy = name.to_string();
+        }
         for v in &mut self.violations {
             v.strategy = name.to_string();
         }
@@ -31,16 +36,23 @@ impl StrategyRun {
     }
 }
 
-/// Run strategy `C` over the world described by `cfg` and the job stream `specs`.
-pub fn run<C: Controller>(cfg: &SimConfig, specs: &[JobSpec]) -> StrategyRun {
-    run_checked::<C>(cfg, specs, C::CHECKS_INVARIANTS)
+/// Run strategy `C` over the world described by `cfg` (its jobs come from `cfg`: see `job_source`).
+pub fn run<C: Controller>(cfg: &SimConfig) -> StrategyRun {
+    run_checked::<C>(cfg, C::CHECKS_INVARIANTS)
 }
 
 /// Like `run`, choosing whether to check runner-lifecycle's invariants (tests check that the checker
 /// catches strategies that break them).
-pub fn run_checked<C: Controller>(cfg: &SimConfig, specs: &[JobSpec], check_invariants: bool) -> StrategyRun {
+pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> StrategyRun {
     let listener_mode = cfg.listener_mode;
-    let mut w = World::new(cfg.clone(), specs, check_invariants, listener_mode);
+    let source = crate::job_source(cfg);
+    let mut w = World::new(
+        cfg.clone(),
+        source,
+        check_invariants,
+        listener_mode,
+        C::CENTRAL_COMPLETES_TRIMS,
+    );
     let mut hosts: Vec<Option<C>> = Vec::new();
     let end = lifecycle_core::Time::ZERO + cfg.duration;
     // The initial group boots at time zero; its boot events are queued like any other.
@@ -86,8 +98,10 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, specs: &[JobSpec], check_inva
                     } else {
                         None
                     };
-                    let run = C::job_hook(host, &mut w, inst, kind);
-                    w.hook_finished(inst, job, kind, run);
+                    // A hook whose effect comes later reports its end itself (`World::hook_finished`).
+                    if let Some(run) = C::job_hook(host, &mut w, inst, job, kind) {
+                        w.hook_finished(inst, job, kind, run);
+                    }
                 }
                 Some(inst)
             }
@@ -118,6 +132,7 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, specs: &[JobSpec], check_inva
     w.finish();
     StrategyRun {
         name: C::NAME,
+        timeline: w.timeline.take().map(|t| t.into_timeline(C::NAME)),
         metrics: w.metrics,
         violations: w.violations,
         events,

@@ -11,18 +11,23 @@
 
 pub mod config;
 pub mod driver;
+pub mod jobs;
 pub mod metrics;
+pub mod plot;
 pub mod queue;
 pub mod report;
 pub mod strategy;
+pub mod streams;
+pub mod timeline;
 pub mod workload;
 pub mod world;
 
-pub use config::{Faults, SimConfig};
+pub use config::{Faults, SimConfig, Unacquired};
 pub use metrics::{Metrics, Violation};
 pub use report::{Report, StrategyReport};
 
-use lifecycle_core::{ListenerMode, Rng};
+use jobs::JobSource;
+use lifecycle_core::ListenerMode;
 use strategy::{naive::Naive, runner_lifecycle::RunnerLifecycle, source_pr::SourcePr};
 
 /// A strategy to simulate.
@@ -62,47 +67,54 @@ impl Strategy {
         Strategy::ALL.into_iter().find(|st| st.name() == s)
     }
 
-    fn run(self, cfg: &SimConfig, jobs: &[workload::JobSpec]) -> driver::StrategyRun {
+    fn run(self, cfg: &SimConfig) -> driver::StrategyRun {
         let mut cfg = cfg.clone();
         match self {
             Strategy::RunnerLifecycle => {
                 cfg.listener_mode = ListenerMode::Persistent;
-                driver::run::<RunnerLifecycle>(&cfg, jobs)
+                driver::run::<RunnerLifecycle>(&cfg)
             }
             Strategy::RunnerLifecycleOnce => {
                 cfg.listener_mode = ListenerMode::OneJob;
-                driver::run::<RunnerLifecycle>(&cfg, jobs).named(self.name())
+                driver::run::<RunnerLifecycle>(&cfg).named(self.name())
             }
             Strategy::SourcePr => {
                 cfg.listener_mode = ListenerMode::Persistent;
-                driver::run::<SourcePr>(&cfg, jobs)
+                driver::run::<SourcePr>(&cfg)
             }
             Strategy::Naive => {
                 cfg.listener_mode = ListenerMode::Persistent;
-                driver::run::<Naive>(&cfg, jobs)
+                driver::run::<Naive>(&cfg)
             }
         }
     }
 }
 
-/// The job stream of a run: a function of the seed and the fleet size only.
-pub fn jobs_for(cfg: &SimConfig) -> Vec<workload::JobSpec> {
-    let mut rng = Rng::new(cfg.seed);
-    let peak_busy = f64::from(cfg.instances) * cfg.peak_utilisation;
-    workload::generate(&mut rng, cfg.duration, peak_busy)
+/// Where a run's jobs come from: the trace if one is given, else the synthetic stream, a function of
+/// the seed and the fleet size only, so every strategy sees exactly the same jobs.
+pub fn job_source(cfg: &SimConfig) -> JobSource {
+    match &cfg.trace {
+        Some(jobs) => JobSource::Trace(std::sync::Arc::clone(jobs), 0),
+        None => {
+            let peak_busy = f64::from(cfg.instances) * cfg.peak_utilisation;
+            let rng = streams::stream(cfg.seed, streams::JOBS);
+            JobSource::Synthetic(workload::JobStream::new(rng, cfg.duration, peak_busy))
+        }
+    }
 }
 
-/// Run `strategies` on one world each (same seed, same jobs), in parallel threads, and report.
+/// Every job of a run at once (tests and the benchmark; the simulation itself streams them).
+pub fn jobs_for(cfg: &SimConfig) -> Vec<workload::JobSpec> {
+    match job_source(cfg) {
+        JobSource::Synthetic(stream) => stream.collect(),
+        JobSource::Trace(jobs, _) => jobs.to_vec(),
+    }
+}
+
+/// Run `strategies` on one world each (same seed, same jobs, same faults), in parallel threads.
 pub fn simulate(cfg: &SimConfig, strategies: &[Strategy]) -> Report {
-    let jobs = jobs_for(cfg);
     let runs: Vec<driver::StrategyRun> = std::thread::scope(|scope| {
-        let handles: Vec<_> = strategies
-            .iter()
-            .map(|&s| {
-                let jobs = &jobs;
-                scope.spawn(move || s.run(cfg, jobs))
-            })
-            .collect();
+        let handles: Vec<_> = strategies.iter().map(|&s| scope.spawn(move || s.run(cfg))).collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
@@ -111,20 +123,76 @@ pub fn simulate(cfg: &SimConfig, strategies: &[Strategy]) -> Report {
     Report::from_runs(cfg, 1, runs)
 }
 
-/// Run `seeds` consecutive seeds from `cfg.seed` and aggregate per strategy.
+/// Seeds per unit of parallel work. Chunks are merged in seed order, so a sweep's figures do not
+/// depend on how many threads ran it (floating-point sums are order-sensitive).
+const SEEDS_PER_CHUNK: u64 = 16;
+
+/// Run `seeds` consecutive seeds from `cfg.seed` and aggregate per strategy. Linear in seeds: each
+/// seed's report is folded into its chunk's in constant time (histograms, counters), and chunks run
+/// on every available core.
 pub fn sweep(cfg: &SimConfig, seeds: u64, strategies: &[Strategy]) -> Report {
+    if seeds <= 1 {
+        let mut r = simulate(cfg, strategies);
+        r.seeds = seeds;
+        return r;
+    }
+    let chunks = seeds.div_ceil(SEEDS_PER_CHUNK);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(chunks as usize)
+        .max(1);
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let mut done: Vec<(u64, Report)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = &next;
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let chunk = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if chunk >= chunks {
+                            break;
+                        }
+                        let first = chunk * SEEDS_PER_CHUNK;
+                        let last = (first + SEEDS_PER_CHUNK).min(seeds);
+                        mine.push((chunk, run_chunk(cfg, first..last, strategies)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    done.sort_by_key(|(chunk, _)| *chunk);
     let mut total: Option<Report> = None;
-    for k in 0..seeds {
-        let mut c = cfg.clone();
-        c.seed = cfg.seed.wrapping_add(k);
-        let r = simulate(&c, strategies);
+    for (_, r) in done {
         match &mut total {
             None => total = Some(r),
-            Some(t) => t.absorb(&r),
+            Some(t) => t.absorb(r),
         }
     }
     let mut report = total.unwrap_or_else(|| Report::from_runs(cfg, 0, Vec::new()));
     report.seed = cfg.seed;
     report.seeds = seeds;
+    report.config = cfg.clone();
     report
+}
+
+/// Seeds `range` (offsets from `cfg.seed`), one after another, strategies one after another.
+fn run_chunk(cfg: &SimConfig, range: std::ops::Range<u64>, strategies: &[Strategy]) -> Report {
+    let mut total: Option<Report> = None;
+    for k in range {
+        let mut c = cfg.clone();
+        c.seed = cfg.seed.wrapping_add(k);
+        let runs = strategies.iter().map(|s| s.run(&c)).collect();
+        let r = Report::from_runs(&c, 1, runs);
+        match &mut total {
+            None => total = Some(r),
+            Some(t) => t.absorb(r),
+        }
+    }
+    total.unwrap_or_else(|| Report::from_runs(cfg, 0, Vec::new()))
 }

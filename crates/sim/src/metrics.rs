@@ -1,5 +1,6 @@
 //! What a run measured, and what it found wrong.
 
+use hdrhistogram::Histogram;
 use lifecycle_core::Time;
 use serde::Serialize;
 
@@ -117,8 +118,42 @@ pub struct Metrics {
     pub spot_interruptions: u64,
     /// Instance-seconds the group ran (cost).
     pub instance_seconds: f64,
+    /// Jobs the broker handed to a host already picked for termination (its listener still polled).
+    pub jobs_dispatched_after_pick: u64,
+    /// Jobs handed to a listener that stopped before acquiring them, and queued again (config
+    /// `unacquired = requeue`).
+    pub jobs_requeued: u64,
+    /// Stop paths (EventBridge -> Lambda -> SSM -> systemd) that never reached the host.
+    pub stop_paths_lost: u64,
+    /// Account-wide throttling episodes.
+    pub throttle_episodes: u64,
+    /// Warm-pool trims (`Warmed:Terminating:Wait`).
+    pub warm_trims: u64,
+    /// Warm-pool trims completed by a central handler.
+    pub warm_trims_completed: u64,
+    /// Warm-pool trims nobody completed: the hook ran to its HeartbeatTimeout.
+    pub warm_trims_timed_out: u64,
+    /// Instance-seconds stopped instances spent in `Warmed:Terminating:Wait`.
+    pub warm_trim_wait_seconds: f64,
     #[serde(skip)]
-    waits_ms: Vec<u64>,
+    waits_ms: Waits,
+}
+
+/// Queue waits in a fixed-size HDR histogram (3 significant digits): merging two runs costs the
+/// same whatever their length, so sweeps stay linear in seeds.
+#[derive(Clone, Debug, PartialEq)]
+struct Waits(Histogram<u64>);
+
+impl Default for Waits {
+    fn default() -> Self {
+        // Auto-resizing from 1 ms; 3 significant digits keep the quantiles within 0.1%.
+        Waits(Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
+    }
+}
+
+/// `Histogram::new(3)` fails only for more than 5 significant digits.
+fn unreachable_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1 << 40, 2).unwrap_or_else(|e| panic!("HDR histogram bounds: {e}"))
 }
 
 impl Metrics {
@@ -140,19 +175,23 @@ impl Metrics {
             }
         }
         if let Some(started) = started {
-            self.waits_ms.push(started.since(arrival).as_millis() as u64);
+            let ms = u64::try_from(started.since(arrival).as_millis()).unwrap_or(u64::MAX);
+            self.waits_ms.0.saturating_record(ms);
         }
+    }
+
+    /// Jobs killed by a stop: cancelled by a stop signal, or lost in the stop window. To the user both
+    /// are the same: a job that did not finish because a host was being stopped.
+    pub fn jobs_killed_by_stop(&self) -> u64 {
+        self.jobs_cancelled + self.jobs_lost_in_stop_window
     }
 
     /// The `q` quantile of queue wait (arrival to worker start), in seconds.
     pub fn queue_wait_quantile(&self, q: f64) -> f64 {
-        if self.waits_ms.is_empty() {
+        if self.waits_ms.0.is_empty() {
             return 0.0;
         }
-        let mut w = self.waits_ms.clone();
-        let k = ((w.len() - 1) as f64 * q).round() as usize;
-        let (_, v, _) = w.select_nth_unstable(k);
-        *v as f64 / 1000.0
+        self.waits_ms.0.value_at_quantile(q) as f64 / 1000.0
     }
 
     /// Add another run's counters (for seed sweeps).
@@ -179,6 +218,15 @@ impl Metrics {
         self.scale_ins += o.scale_ins;
         self.spot_interruptions += o.spot_interruptions;
         self.instance_seconds += o.instance_seconds;
-        self.waits_ms.extend_from_slice(&o.waits_ms);
+        self.jobs_dispatched_after_pick += o.jobs_dispatched_after_pick;
+        self.jobs_requeued += o.jobs_requeued;
+        self.stop_paths_lost += o.stop_paths_lost;
+        self.throttle_episodes += o.throttle_episodes;
+        self.warm_trims += o.warm_trims;
+        self.warm_trims_completed += o.warm_trims_completed;
+        self.warm_trims_timed_out += o.warm_trims_timed_out;
+        self.warm_trim_wait_seconds += o.warm_trim_wait_seconds;
+        // Both histograms auto-resize, so adding cannot fail on range.
+        let _ = self.waits_ms.0.add(&o.waits_ms.0);
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::driver::StrategyRun;
 use crate::metrics::{Metrics, Violation};
+use crate::plot::Timeline;
 use crate::SimConfig;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -14,6 +15,12 @@ pub struct StrategyReport {
     /// Counters (flattened into the JSON object).
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// Jobs killed by a stop (cancelled, or lost in the stop window): the headline figure.
+    pub jobs_killed_by_stop: u64,
+    /// The same per 10,000 scale-ins.
+    pub jobs_killed_by_stop_per_10k_scale_ins: f64,
+    /// Idle instance-seconds in Terminating:Wait per scale-in.
+    pub idle_wait_s_per_scale_in: f64,
     /// Median wait from queueing to worker start, seconds.
     pub queue_wait_p50_s: f64,
     /// 95th percentile of that wait, seconds.
@@ -41,15 +48,20 @@ pub struct Report {
     pub strategies: Vec<StrategyReport>,
     /// Every violation, with its seed.
     pub violation_list: Vec<Violation>,
+    /// The traced instance's timeline per strategy (`--trace-instance`), for `--plot`.
+    #[serde(skip)]
+    pub timelines: Vec<Timeline>,
 }
 
 impl Report {
     pub(crate) fn from_runs(cfg: &SimConfig, seeds: u64, runs: Vec<StrategyRun>) -> Report {
         let mut violation_list = Vec::new();
+        let mut timelines = Vec::new();
         let strategies = runs
             .into_iter()
             .map(|r| {
                 violation_list.extend(r.violations.iter().cloned());
+                timelines.extend(r.timeline);
                 strategy_report(r.name.to_string(), r.metrics, r.violations.len(), r.events)
             })
             .collect();
@@ -59,21 +71,24 @@ impl Report {
             config: cfg.clone(),
             strategies,
             violation_list,
+            timelines,
         }
     }
 
-    pub(crate) fn absorb(&mut self, other: &Report) {
-        for (mine, theirs) in self.strategies.iter_mut().zip(&other.strategies) {
-            let mut m = mine.metrics.clone();
+    /// Fold another run's report (same strategies, same order) into this one.
+    pub(crate) fn absorb(&mut self, other: Report) {
+        for (mine, theirs) in self.strategies.iter_mut().zip(other.strategies) {
+            let mut m = std::mem::take(&mut mine.metrics);
             m.absorb(&theirs.metrics);
             *mine = strategy_report(
-                mine.name.clone(),
+                std::mem::take(&mut mine.name),
                 m,
                 mine.violations + theirs.violations,
                 mine.events + theirs.events,
             );
         }
-        self.violation_list.extend(other.violation_list.iter().cloned());
+        self.violation_list.extend(other.violation_list);
+        self.timelines.extend(other.timelines);
     }
 
     /// The report as one JSON object.
@@ -110,7 +125,14 @@ impl Report {
             f.spot_interruptions_per_day
         );
         type Row = (&'static str, fn(&StrategyReport) -> String);
-        let rows: [Row; 21] = [
+        let rows: [Row; 29] = [
+            ("jobs_killed_by_stop", |s| s.jobs_killed_by_stop.to_string()),
+            ("  per 10,000 scale-ins", |s| {
+                format!("{:.1}", s.jobs_killed_by_stop_per_10k_scale_ins)
+            }),
+            ("idle s in Wait per scale-in", |s| {
+                format!("{:.1}", s.idle_wait_s_per_scale_in)
+            }),
             ("jobs_total", |s| s.metrics.jobs_total.to_string()),
             ("jobs_succeeded", |s| s.metrics.jobs_succeeded.to_string()),
             ("jobs_cancelled", |s| s.metrics.jobs_cancelled.to_string()),
@@ -132,6 +154,17 @@ impl Report {
                 s.metrics.jobs_killed_by_interruption.to_string()
             }),
             ("jobs_unfinished (at end)", |s| s.metrics.jobs_unfinished.to_string()),
+            ("jobs_dispatched_after_pick", |s| {
+                s.metrics.jobs_dispatched_after_pick.to_string()
+            }),
+            ("jobs_requeued", |s| s.metrics.jobs_requeued.to_string()),
+            ("scale_ins", |s| s.metrics.scale_ins.to_string()),
+            ("stop paths lost (event->SSM)", |s| {
+                s.metrics.stop_paths_lost.to_string()
+            }),
+            ("warm trims / timed out", |s| {
+                format!("{} / {}", s.metrics.warm_trims, s.metrics.warm_trims_timed_out)
+            }),
             ("hooks_completed", |s| s.metrics.hooks_completed.to_string()),
             ("hooks_timed_out", |s| s.metrics.hooks_timed_out.to_string()),
             ("hooks_hit_global_timeout", |s| {
@@ -176,8 +209,18 @@ impl Report {
 
 fn strategy_report(name: String, metrics: Metrics, violations: usize, events: u64) -> StrategyReport {
     let instance_hours = metrics.instance_seconds / 3600.0;
+    let per_scale_in = |x: f64| {
+        if metrics.scale_ins > 0 {
+            x / metrics.scale_ins as f64
+        } else {
+            0.0
+        }
+    };
     StrategyReport {
         name,
+        jobs_killed_by_stop: metrics.jobs_killed_by_stop(),
+        jobs_killed_by_stop_per_10k_scale_ins: per_scale_in(metrics.jobs_killed_by_stop() as f64 * 10_000.0),
+        idle_wait_s_per_scale_in: per_scale_in(metrics.terminating_idle_seconds),
         queue_wait_p50_s: metrics.queue_wait_quantile(0.5),
         queue_wait_p95_s: metrics.queue_wait_quantile(0.95),
         asg_calls_per_instance_hour: if instance_hours > 0.0 {

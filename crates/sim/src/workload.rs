@@ -42,36 +42,68 @@ fn load_factor(t: Time) -> f64 {
     }
 }
 
-/// Generate every job of a run. At peak, the offered load keeps `peak_busy` runners busy on average.
-pub fn generate(rng: &mut Rng, horizon: Duration, peak_busy: f64) -> Vec<JobSpec> {
-    let mut jobs = Vec::new();
-    // Little's law: busy = arrival rate x mean duration; pushes carry MEAN_BURST jobs each.
-    let peak_push_rate = peak_busy / mean_job().as_secs_f64() / MEAN_BURST;
-    let end = Time::ZERO + horizon;
-    let mut t = Time::ZERO;
-    // Thinning (Lewis and Shedler): draw at the peak rate, keep with probability load_factor.
-    let mean_gap = Duration::from_secs_f64(1.0 / peak_push_rate.max(1e-9));
-    loop {
-        t = t + rng.exponential(mean_gap);
-        if t >= end {
-            break;
-        }
-        if !rng.chance(load_factor(t)) {
-            continue;
-        }
-        // Geometric burst size with the given mean.
-        let mut burst = 1;
-        while rng.chance(1.0 - 1.0 / MEAN_BURST) && burst < 50 {
-            burst += 1;
-        }
-        for _ in 0..burst {
-            let duration = MEDIAN_JOB
-                .mul_f64((SIGMA * rng.normal()).exp())
-                .clamp(Duration::from_secs(5), MAX_JOB);
-            jobs.push(JobSpec { arrival: t, duration });
+/// The job stream of a synthetic run, generated as the simulation reaches each arrival so memory does
+/// not grow with the run's length. Same seed, same jobs, for every strategy (common random numbers).
+#[derive(Clone, Debug)]
+pub struct JobStream {
+    rng: Rng,
+    end: Time,
+    /// The current push's time and how many of its jobs are still to come.
+    t: Time,
+    burst_left: u32,
+    mean_gap: Duration,
+}
+
+impl JobStream {
+    /// At peak, the offered load keeps `peak_busy` runners busy on average.
+    pub fn new(rng: Rng, horizon: Duration, peak_busy: f64) -> Self {
+        // Little's law: busy = arrival rate x mean duration; pushes carry MEAN_BURST jobs each.
+        let peak_push_rate = peak_busy / mean_job().as_secs_f64() / MEAN_BURST;
+        JobStream {
+            rng,
+            end: Time::ZERO + horizon,
+            t: Time::ZERO,
+            burst_left: 0,
+            mean_gap: Duration::from_secs_f64(1.0 / peak_push_rate.max(1e-9)),
         }
     }
-    jobs
+}
+
+impl Iterator for JobStream {
+    type Item = JobSpec;
+
+    fn next(&mut self) -> Option<JobSpec> {
+        while self.burst_left == 0 {
+            // Thinning (Lewis and Shedler): draw at the peak rate, keep with probability load_factor.
+            self.t = self.t + self.rng.exponential(self.mean_gap);
+            if self.t >= self.end {
+                self.t = self.end;
+                return None;
+            }
+            if !self.rng.chance(load_factor(self.t)) {
+                continue;
+            }
+            // Geometric burst size with the given mean.
+            let mut burst = 1;
+            while self.rng.chance(1.0 - 1.0 / MEAN_BURST) && burst < 50 {
+                burst += 1;
+            }
+            self.burst_left = burst;
+        }
+        self.burst_left -= 1;
+        let duration = MEDIAN_JOB
+            .mul_f64((SIGMA * self.rng.normal()).exp())
+            .clamp(Duration::from_secs(5), MAX_JOB);
+        Some(JobSpec {
+            arrival: self.t,
+            duration,
+        })
+    }
+}
+
+/// Generate every job of a run at once (tests and the benchmark's job-hour count).
+pub fn generate(rng: &mut Rng, horizon: Duration, peak_busy: f64) -> Vec<JobSpec> {
+    JobStream::new(rng.fork(), horizon, peak_busy).collect()
 }
 
 #[cfg(test)]

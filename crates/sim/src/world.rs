@@ -2,10 +2,12 @@
 //! policy, IMDS that lags, a GitHub job broker, runner listeners and workers that behave as upstream
 //! does, and faults. Strategies act on it only through the methods a real host could use.
 
-use crate::config::{timing, SimConfig};
+use crate::config::{timing, SimConfig, Unacquired};
+use crate::jobs::{JobSource, JobStore};
 use crate::metrics::{JobOutcome, Metrics, Violation};
 use crate::queue::EventQueue;
-use crate::workload::JobSpec;
+use crate::streams::{self, Streams};
+use crate::timeline::TimelineRecorder;
 use lifecycle_core::{ApiError, ApiErrorKind, ApiReply, AsgState, DescribedInstance, ListenerMode, Rng, Time};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -41,8 +43,22 @@ pub enum HostEvent {
     ImdsDown,
     /// An IMDS poll saw a spot interruption notice.
     SpotNotice,
-    /// The EventBridge termination event reached the strategy's central handler (Lambda).
+    /// The EventBridge termination event reached the strategy's central handler (Lambda) and its stop
+    /// command reached the host.
     TerminationEvent,
+    /// A step the strategy deferred with `World::defer` is due.
+    Deferred(Deferred),
+}
+
+/// A step a strategy scheduled for later on its host (work that takes time before its effect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deferred {
+    /// The job-started hook's Auto Scaling call, after the work the hook does first.
+    PrerunCall(JobId),
+    /// ExecStopPost's describe, after the unit stopped.
+    StopPostDescribe,
+    /// ExecStopPost's completion, after its describe.
+    StopPostComplete,
 }
 
 /// The Auto Scaling calls a strategy can make.
@@ -90,10 +106,18 @@ pub(crate) enum AsgPhase {
     },
     Proceed,
     Gone,
+    /// Launching into the warm pool (boot, then stopped).
+    WarmPending,
+    /// Stopped in the warm pool.
+    Warmed,
+    /// A pool trim holds it in `Warmed:Terminating:Wait`; no agent runs on a stopped host.
+    WarmTrimWait {
+        deadline: Time,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Listener {
+pub(crate) enum Listener {
     Down,
     Starting,
     Polling,
@@ -124,13 +148,10 @@ pub(crate) struct Instance {
     fault_allowance: Duration,
     global_timeout_hit: bool,
     terminations: u32,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Job {
-    spec: JobSpec,
-    started: Option<Time>,
-    outcome: Option<JobOutcome>,
+    /// GitHub's REST `busy` flag shows this listener's job (it lags the job's start).
+    busy_flag: bool,
+    /// This instance's own fault schedule: the same for every strategy (common random numbers).
+    faults_rng: Rng,
 }
 
 /// World events. Host events carry the agent generation they were meant for.
@@ -147,6 +168,14 @@ pub(crate) enum Ev {
     JobDone(InstId, JobId),
     WorkerExit(InstId, JobId, bool),
     HookExpire(InstId, u32),
+    BusyFlag(InstId, u32, JobId),
+    Requeue(JobId),
+    ThrottleEpisode,
+    WarmTrim,
+    TrimEvent(InstId),
+    TrimExpire(InstId),
+    WarmReady(InstId),
+    Deferred(InstId, u32, Deferred),
     Gone(InstId),
     Host(InstId, u32, HostEvent),
     Wake(InstId, u32, Time),
@@ -162,7 +191,7 @@ impl Ev {
     /// The instance an event concerns, if any.
     pub(crate) fn instance(&self) -> Option<InstId> {
         match *self {
-            Ev::Arrival(_) | Ev::ScalingEval => None,
+            Ev::Arrival(_) | Ev::ScalingEval | Ev::Requeue(_) | Ev::ThrottleEpisode | Ev::WarmTrim => None,
             Ev::Boot(i)
             | Ev::ListenerReady(i, _)
             | Ev::ListenerExit(i, _, _)
@@ -172,6 +201,11 @@ impl Ev {
             | Ev::JobDone(i, _)
             | Ev::WorkerExit(i, _, _)
             | Ev::HookExpire(i, _)
+            | Ev::BusyFlag(i, _, _)
+            | Ev::TrimEvent(i)
+            | Ev::TrimExpire(i)
+            | Ev::WarmReady(i)
+            | Ev::Deferred(i, _, _)
             | Ev::Gone(i)
             | Ev::Host(i, _, _)
             | Ev::Wake(i, _, _)
@@ -192,15 +226,31 @@ pub struct World {
     pub cfg: SimConfig,
     /// The fake clock.
     pub now: Time,
-    /// The world's randomness (faults, latencies, dispatch choices).
+    /// The strategies' own randomness (their timers, the cores' seeds).
     pub rng: Rng,
+    /// The world's randomness, one stream per concern so that strategies face the same world.
+    streams: Streams,
     pub(crate) queue: EventQueue<Ev>,
     pub(crate) instances: Vec<Instance>,
-    jobs: Vec<Job>,
-    specs_len: usize,
+    jobs: JobStore,
     job_queue: VecDeque<JobId>,
-    /// Listeners polling for a job.
+    /// Listeners polling for a job: the broker's dispatch pool. A host picked for scale-in stays in
+    /// it until its listener is signalled (the listener long-polls until it is stopped).
     idle: IndexedSet,
+    /// Listeners online (polling, handed a job, or running one), as GitHub's runner list shows them.
+    online: u32,
+    /// Online listeners whose job GitHub's `busy` flag already shows.
+    busy_flagged: u32,
+    /// Until then an account-wide throttling episode is under way.
+    throttled_until: Time,
+    /// Stopped instances in the warm pool, oldest first.
+    warm: VecDeque<InstId>,
+    /// Instances launching into the warm pool.
+    warm_pending: u32,
+    /// Whether the strategy's central handler completes warm-pool trims.
+    central_completes_trims: bool,
+    /// One instance's timeline (`--trace-instance` with `--plot`).
+    pub(crate) timeline: Option<TimelineRecorder>,
     /// InService and unprotected: the scale-in candidates.
     candidates: IndexedSet,
     /// In Terminating:Wait.
@@ -228,27 +278,32 @@ fn between(rng: &mut Rng, (lo, hi): (Duration, Duration)) -> Duration {
 }
 
 impl World {
-    pub(crate) fn new(cfg: SimConfig, specs: &[JobSpec], check_invariants: bool, listener_mode: ListenerMode) -> Self {
-        let rng = Rng::new(cfg.seed ^ 0x5151_5151);
-        let jobs = specs
-            .iter()
-            .map(|&spec| Job {
-                spec,
-                started: None,
-                outcome: None,
-            })
-            .collect();
+    pub(crate) fn new(
+        cfg: SimConfig,
+        source: JobSource,
+        check_invariants: bool,
+        listener_mode: ListenerMode,
+        central_completes_trims: bool,
+    ) -> Self {
+        let rng = streams::stream(cfg.seed, streams::CONTROLLERS);
         World {
             desired: cfg.idle_target,
+            streams: Streams::new(cfg.seed),
+            timeline: cfg.trace_instance.map(TimelineRecorder::new),
             cfg,
             now: Time::ZERO,
             rng,
             queue: EventQueue::default(),
             instances: Vec::new(),
-            jobs,
-            specs_len: specs.len(),
+            jobs: JobStore::new(source),
             job_queue: VecDeque::new(),
             idle: IndexedSet::default(),
+            online: 0,
+            busy_flagged: 0,
+            throttled_until: Time::ZERO,
+            warm: VecDeque::new(),
+            warm_pending: 0,
+            central_completes_trims,
             candidates: IndexedSet::default(),
             waiting: BTreeSet::new(),
             pending: 0,
@@ -267,13 +322,90 @@ impl World {
 
     /// Start the run: the group at its minimum, already InService, and the first events.
     pub(crate) fn start(&mut self) {
-        if self.specs_len > 0 {
-            self.queue.push(self.jobs[0].spec.arrival, Ev::Arrival(0));
+        if let Some((id, at)) = self.jobs.pull_next() {
+            self.queue.push(at, Ev::Arrival(id));
         }
         self.queue.push(Time::ZERO + timing::SCALING_PERIOD, Ev::ScalingEval);
         for _ in 0..self.desired {
             self.launch(true);
         }
+        for _ in 0..self.cfg.warm_pool {
+            self.launch_into_pool(true);
+        }
+        let f = &self.cfg.faults;
+        if let Some(at) = next_fault(&mut self.streams.account, Time::ZERO, f.throttle_episodes_per_day) {
+            self.queue.push(at, Ev::ThrottleEpisode);
+        }
+        let trims = if self.cfg.warm_pool > 0 {
+            self.cfg.warm_trims_per_day
+        } else {
+            0.0
+        };
+        if let Some(at) = next_fault(&mut self.streams.account, Time::ZERO, trims) {
+            self.queue.push(at, Ev::WarmTrim);
+        }
+    }
+
+    /// Set a listener's state, keeping the broker's pool and GitHub's view in step.
+    fn set_listener(&mut self, inst: InstId, new: Listener) {
+        let idx = inst as usize;
+        let old = std::mem::replace(&mut self.instances[idx].listener, new);
+        let online = |l: Listener| matches!(l, Listener::Polling | Listener::Claimed(_) | Listener::Busy(_));
+        match (online(old), online(new)) {
+            (false, true) => self.online += 1,
+            (true, false) => self.online -= 1,
+            _ => {}
+        }
+        if self.instances[idx].busy_flag && !matches!(new, Listener::Busy(_)) {
+            self.instances[idx].busy_flag = false;
+            self.busy_flagged -= 1;
+        }
+        if new == Listener::Polling {
+            self.idle.insert(inst);
+        } else {
+            self.idle.remove(inst);
+        }
+        if old != new {
+            let state = match new {
+                Listener::Down => "Down".to_string(),
+                Listener::Starting => "Starting".to_string(),
+                Listener::Polling => "Polling".to_string(),
+                Listener::Claimed(j) => format!("Handed job {j}"),
+                Listener::Busy(j) => format!("Busy job {j}"),
+                Listener::Exiting => "Exiting".to_string(),
+            };
+            self.record_span(inst, "listener", state);
+        }
+    }
+
+    /// Record a state change on one lane of the traced instance's timeline.
+    fn record_span(&mut self, inst: InstId, lane: &'static str, state: String) {
+        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
+            t.state(lane, self.now, state);
+        }
+    }
+
+    /// Record a point event on the traced instance's timeline.
+    pub fn record_mark(&mut self, inst: InstId, lane: &'static str, label: impl FnOnce() -> String) {
+        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
+            t.mark(lane, self.now, label());
+        }
+    }
+
+    /// Run a strategy's step on `inst` after `after` (work that takes time before its effect).
+    pub fn defer(&mut self, inst: InstId, after: Duration, what: Deferred) {
+        let gen = self.instances[inst as usize].agent_gen;
+        self.queue.push(self.now + after, Ev::Deferred(inst, gen, what));
+    }
+
+    /// The latency of one `aws` CLI call from a bash script (the source PR's hooks and units).
+    pub fn cli_latency(&mut self) -> Duration {
+        timing::AWS_CLI.mul_f64(0.8 + 0.4 * self.streams.lat.unit())
+    }
+
+    /// A duration drawn from the world's latency stream, uniform in the range.
+    pub fn latency(&mut self, range: (Duration, Duration)) -> Duration {
+        between(&mut self.streams.lat, range)
     }
 
     fn next_pid(&mut self) -> u32 {
@@ -310,17 +442,18 @@ impl World {
         }
     }
 
-    /// Start the listener (no-op unless it is down and the host alive).
+    /// Start the listener (no-op unless it is down and the host running).
     pub fn start_listener(&mut self, inst: InstId) {
         let now = self.now;
-        let i = &mut self.instances[inst as usize];
-        if i.listener != Listener::Down || !alive(i.asg) {
+        let i = &self.instances[inst as usize];
+        if i.listener != Listener::Down || !running(i.asg) {
             return;
         }
-        i.listener = Listener::Starting;
+        self.set_listener(inst, Listener::Starting);
+        let i = &mut self.instances[inst as usize];
         i.listener_gen += 1;
         let gen = i.listener_gen;
-        let d = between(&mut self.rng, timing::LISTENER_START);
+        let d = between(&mut self.streams.lat, timing::LISTENER_START);
         self.queue.push(now + d, Ev::ListenerReady(inst, gen));
     }
 
@@ -333,7 +466,7 @@ impl World {
             Listener::Down | Listener::Exiting => return,
             Listener::Starting | Listener::Polling => timing::IDLE_EXIT,
             Listener::Claimed(job) => {
-                self.finish_job(job, JobOutcome::LostInStopWindow);
+                self.drop_unacquired(job, JobOutcome::LostInStopWindow);
                 timing::IDLE_EXIT
             }
             Listener::Busy(job) => {
@@ -347,15 +480,14 @@ impl World {
                     JobOutcome::LostInStopWindow
                 };
                 self.finish_job(job, outcome);
-                self.queue
-                    .push(now + timing::CANCEL_EXIT, Ev::WorkerExit(inst, job, false));
-                timing::CANCEL_EXIT
+                let exit = between(&mut self.streams.lat, timing::CANCEL_EXIT);
+                self.queue.push(now + exit, Ev::WorkerExit(inst, job, false));
+                exit
             }
         };
-        self.unidle(inst);
-        let i = &mut self.instances[idx];
-        i.listener = Listener::Exiting;
-        let gen = i.listener_gen;
+        self.record_mark(inst, "listener", || "SIGINT".into());
+        self.set_listener(inst, Listener::Exiting);
+        let gen = self.instances[idx].listener_gen;
         self.queue.push(now + exit_after, Ev::ListenerExit(inst, gen, Some(0)));
     }
 
@@ -369,18 +501,25 @@ impl World {
     pub fn call(&mut self, inst: InstId, call: ApiCall) -> Result<ApiReply, ApiError> {
         let result = self.call_inner(inst, call);
         self.trace(inst, || format!("api {call:?} -> {result:?}"));
+        self.record_mark(inst, "api", || {
+            let ok = if result.is_ok() { "" } else { " (failed)" };
+            format!("{call:?}{ok}")
+        });
         result
     }
 
     fn call_inner(&mut self, inst: InstId, call: ApiCall) -> Result<ApiReply, ApiError> {
         self.metrics.asg_api_calls += 1;
         let faults = &self.cfg.faults;
-        let (throttle, error) = (faults.throttle_rate, faults.error_rate);
-        if self.rng.chance(throttle) {
+        let (mut throttle, error) = (faults.throttle_rate, faults.error_rate);
+        if self.now < self.throttled_until {
+            throttle = throttle.max(timing::EPISODE_THROTTLE);
+        }
+        if self.streams.api.chance(throttle) {
             self.note_api_fault(inst, call);
             return Err(ApiError::new(ApiErrorKind::Throttled, "Rate exceeded"));
         }
-        if self.rng.chance(error) {
+        if self.streams.api.chance(error) {
             self.note_api_fault(inst, call);
             return Err(ApiError::new(ApiErrorKind::Transient, "InternalFailure (500)"));
         }
@@ -434,6 +573,12 @@ impl World {
                 _ => Err(no_active_action(inst)),
             },
             ApiCall::Complete => match asg {
+                AsgPhase::WarmTrimWait { .. } => {
+                    self.metrics.warm_trims_completed += 1;
+                    self.leave_trim_wait(inst);
+                    self.gone(inst, false);
+                    Ok(ApiReply::Done)
+                }
                 AsgPhase::Wait { .. } => {
                     self.metrics.hooks_completed += 1;
                     if self.check_invariants {
@@ -477,10 +622,46 @@ impl World {
     // ----- the group -----
 
     fn launch(&mut self, in_service: bool) -> InstId {
+        if let Some(inst) = self.warm.pop_front() {
+            // Scale-out takes a stopped instance from the warm pool first; the pool is refilled.
+            self.set_phase(inst, AsgPhase::Pending);
+            self.alive += 1;
+            let boot = between(&mut self.streams.lat, timing::WARM_START);
+            self.queue.push(self.now + boot, Ev::Boot(inst));
+            self.launch_into_pool(false);
+            return inst;
+        }
+        let inst = self.new_instance();
+        self.alive += 1;
+        self.set_phase(inst, AsgPhase::Pending);
+        let boot = if in_service {
+            Duration::ZERO
+        } else {
+            between(&mut self.streams.lat, timing::BOOT)
+        };
+        self.queue.push(self.now + boot, Ev::Boot(inst));
+        inst
+    }
+
+    /// Launch an instance into the warm pool: it boots, then is stopped (not billed as running).
+    fn launch_into_pool(&mut self, at_start: bool) {
+        let inst = self.new_instance();
+        self.instances[inst as usize].asg = AsgPhase::WarmPending;
+        self.warm_pending += 1;
+        let boot = if at_start {
+            Duration::ZERO
+        } else {
+            between(&mut self.streams.lat, timing::BOOT)
+        };
+        self.queue.push(self.now + boot, Ev::WarmReady(inst));
+    }
+
+    fn new_instance(&mut self) -> InstId {
         let inst = self.instances.len() as InstId;
-        let poll_phase = self.rng.jitter(timing::IMDS_POLL, 0.0, 1.0);
+        let poll_phase = self.streams.lat.jitter(timing::IMDS_POLL, 0.0, 1.0);
         self.instances.push(Instance {
-            asg: AsgPhase::Pending,
+            // Not yet counted anywhere: the caller moves it to Pending or keeps it in the pool.
+            asg: AsgPhase::WarmPending,
             protected: false,
             target: Target::InService,
             target_visible_at: Time::ZERO,
@@ -499,15 +680,9 @@ impl World {
             fault_allowance: Duration::ZERO,
             global_timeout_hit: false,
             terminations: 0,
+            busy_flag: false,
+            faults_rng: streams::instance_faults(self.cfg.seed, inst),
         });
-        self.pending += 1;
-        self.alive += 1;
-        let boot = if in_service {
-            Duration::ZERO
-        } else {
-            between(&mut self.rng, timing::BOOT)
-        };
-        self.queue.push(self.now + boot, Ev::Boot(inst));
         inst
     }
 
@@ -530,8 +705,11 @@ impl World {
         if matches!(phase, AsgPhase::Wait { .. }) {
             self.waiting.insert(inst);
         }
-        if phase == AsgPhase::Gone && old != AsgPhase::Gone {
+        if phase == AsgPhase::Gone && running(old) {
             self.alive -= 1;
+        }
+        if old != phase {
+            self.record_span(inst, "asg", phase_name(phase).to_string());
         }
         self.refresh_candidate(inst);
     }
@@ -567,7 +745,7 @@ impl World {
             }
             let pick = self
                 .candidates
-                .get(self.rng.below(self.candidates.len() as u64) as usize);
+                .get(self.streams.asg.below(self.candidates.len() as u64) as usize);
             self.begin_termination(pick);
         }
     }
@@ -610,11 +788,20 @@ impl World {
         let gen = self.instances[idx].agent_gen;
         self.queue
             .push(seen, Ev::Host(inst, gen, HostEvent::Imds(Target::Terminated)));
-        self.queue.push(
-            now + timing::EVENT_TO_STOP,
-            Ev::Host(inst, gen, HostEvent::TerminationEvent),
-        );
-        self.unidle(inst);
+        // The fire-and-forget stop path of the designs that need one (EventBridge -> Lambda -> SSM).
+        // Drawn from the instance's own stream, so every strategy faces the same losses.
+        let i = &mut self.instances[idx];
+        let stop_after = self
+            .cfg
+            .event_to_stop
+            .mul_f64((timing::EVENT_TO_STOP_SIGMA * i.faults_rng.normal()).exp());
+        if i.faults_rng.chance(self.cfg.faults.stop_path_failure_rate) {
+            self.metrics.stop_paths_lost += 1;
+        } else {
+            self.queue
+                .push(now + stop_after, Ev::Host(inst, gen, HostEvent::TerminationEvent));
+        }
+        // The listener stays in the broker's pool: it long-polls until something stops it.
         self.update_idle_wait(inst);
     }
 
@@ -642,7 +829,10 @@ impl World {
     fn scaling_eval(&mut self) {
         let now = self.now;
         self.queue.push(now + timing::SCALING_PERIOD, Ev::ScalingEval);
-        let idle = self.idle.len() as u32;
+        // The source PR's metric: GitHub's `online && !busy` runners, sampled once a minute. It counts
+        // listeners on hosts already picked for termination, and a just-started job's runner until its
+        // busy flag shows (config `busy_flag_lag`).
+        let idle = self.online - self.busy_flagged;
         let pending = self.pending;
         let target = self.cfg.idle_target;
         let (min, max) = (target, self.cfg.instances);
@@ -678,10 +868,8 @@ impl World {
     // ----- the job broker and the runner -----
 
     fn arrival(&mut self, job: JobId) {
-        let next = job as usize + 1;
-        if next < self.specs_len {
-            self.queue
-                .push(self.jobs[next].spec.arrival, Ev::Arrival(next as JobId));
+        if let Some((id, at)) = self.jobs.pull_next() {
+            self.queue.push(at, Ev::Arrival(id));
         }
         self.metrics.jobs_total += 1;
         self.job_queue.push_back(job);
@@ -689,23 +877,36 @@ impl World {
     }
 
     fn make_idle(&mut self, inst: InstId) {
-        self.instances[inst as usize].listener = Listener::Polling;
-        self.idle.insert(inst);
+        self.set_listener(inst, Listener::Polling);
         self.dispatch();
     }
 
-    fn unidle(&mut self, inst: InstId) {
-        self.idle.remove(inst);
+    /// A job handed to a listener that stopped or died before acquiring it (config `unacquired`).
+    fn drop_unacquired(&mut self, job: JobId, outcome: JobOutcome) {
+        match self.cfg.unacquired {
+            Unacquired::Lost => self.finish_job(job, outcome),
+            Unacquired::Requeue { after } => {
+                self.metrics.jobs_requeued += 1;
+                self.queue.push(self.now + after, Ev::Requeue(job));
+            }
+        }
     }
 
     /// GitHub hands queued jobs to polling listeners; which one is not ours to choose.
     fn dispatch(&mut self) {
         while !self.idle.is_empty() {
             let Some(job) = self.job_queue.pop_front() else { return };
-            let pick = self.idle.get(self.rng.below(self.idle.len() as u64) as usize);
-            self.unidle(pick);
-            self.instances[pick as usize].listener = Listener::Claimed(job);
-            let d = between(&mut self.rng, timing::DISPATCH);
+            let pick = self
+                .idle
+                .get(self.streams.dispatch.below(self.idle.len() as u64) as usize);
+            if matches!(
+                self.instances[pick as usize].asg,
+                AsgPhase::Wait { .. } | AsgPhase::Proceed
+            ) {
+                self.metrics.jobs_dispatched_after_pick += 1;
+            }
+            self.set_listener(pick, Listener::Claimed(job));
+            let d = between(&mut self.streams.lat, timing::DISPATCH);
             self.queue.push(self.now + d, Ev::Deliver(pick, job));
         }
     }
@@ -717,26 +918,30 @@ impl World {
             return; // the listener stopped or died meanwhile; the job was accounted for then
         }
         let pid = self.next_pid();
+        self.set_listener(inst, Listener::Busy(job));
+        self.record_span(inst, "worker", format!("job {job}"));
         let i = &mut self.instances[idx];
-        i.listener = Listener::Busy(job);
         i.worker = Some((job, pid, now));
-        self.jobs[job as usize].started = Some(now);
+        self.jobs.start(job, now);
         let gen = i.agent_gen;
+        let lgen = i.listener_gen;
         self.queue.push(
             now + timing::WORKER_OBSERVATION,
             Ev::Host(inst, gen, HostEvent::WorkerStarted(pid)),
         );
-        let setup = between(&mut self.rng, timing::SETUP);
+        let flag = between(&mut self.streams.lat, self.cfg.busy_flag_lag);
+        self.queue.push(now + flag, Ev::BusyFlag(inst, lgen, job));
+        let setup = between(&mut self.streams.lat, timing::SETUP);
         self.queue.push(now + setup, Ev::HookStart(inst, job));
         self.update_idle_wait(inst);
     }
 
     fn worker_alive_with(&self, inst: InstId, job: JobId) -> bool {
-        self.instances[inst as usize].worker.is_some_and(|(j, _, _)| j == job)
-            && self.jobs[job as usize].outcome.is_none()
+        self.instances[inst as usize].worker.is_some_and(|(j, _, _)| j == job) && !self.jobs.finished(job)
     }
 
-    pub(crate) fn hook_finished(&mut self, inst: InstId, job: JobId, kind: HookKind, run: HookRun) {
+    /// A job hook finished; a strategy whose hook takes effect later calls this itself.
+    pub fn hook_finished(&mut self, inst: InstId, job: JobId, kind: HookKind, run: HookRun) {
         let now = self.now;
         if !self.worker_alive_with(inst, job) {
             return;
@@ -749,7 +954,7 @@ impl World {
         }
         match kind {
             HookKind::Started => {
-                let d = self.jobs[job as usize].spec.duration;
+                let d = self.jobs.duration(job);
                 self.queue.push(now + run.took + d, Ev::JobDone(inst, job));
             }
             HookKind::Completed => {
@@ -775,6 +980,7 @@ impl World {
         if succeeded {
             self.finish_job(job, JobOutcome::Succeeded);
         }
+        self.record_span(inst, "worker", "none".into());
         let i = &mut self.instances[idx];
         i.worker = None;
         i.last_worker_exit = now;
@@ -790,7 +996,7 @@ impl World {
                 ListenerMode::Persistent => self.make_idle(inst),
                 // In one-job mode it exits 0 once its job completes (Runner.cs, runOnceJobReceived).
                 ListenerMode::OneJob => {
-                    self.instances[idx].listener = Listener::Exiting;
+                    self.set_listener(inst, Listener::Exiting);
                     let gen = self.instances[idx].listener_gen;
                     self.queue
                         .push(now + timing::IDLE_EXIT, Ev::ListenerExit(inst, gen, Some(0)));
@@ -802,12 +1008,12 @@ impl World {
 
     fn listener_exit(&mut self, inst: InstId, gen: u32, code: Option<i32>) {
         let idx = inst as usize;
-        let i = &mut self.instances[idx];
+        let i = &self.instances[idx];
         if i.listener_gen != gen || i.listener != Listener::Exiting {
             return;
         }
-        i.listener = Listener::Down;
-        let agent_gen = i.agent_gen;
+        self.set_listener(inst, Listener::Down);
+        let agent_gen = self.instances[idx].agent_gen;
         self.queue
             .push(self.now, Ev::Host(inst, agent_gen, HostEvent::ListenerExited(code)));
     }
@@ -817,12 +1023,11 @@ impl World {
         let idx = inst as usize;
         match self.instances[idx].listener {
             Listener::Down => return,
-            Listener::Claimed(job) => self.finish_job(job, job_outcome),
+            Listener::Claimed(job) => self.drop_unacquired(job, job_outcome),
             _ => {}
         }
-        self.unidle(inst);
+        self.set_listener(inst, Listener::Down);
         let i = &mut self.instances[idx];
-        i.listener = Listener::Down;
         i.listener_gen += 1;
         if let Some((job, _, _)) = self.instances[idx].worker {
             // The worker loses its channel to the listener and the job fails.
@@ -838,12 +1043,10 @@ impl World {
 
     fn finish_job(&mut self, job: JobId, outcome: JobOutcome) {
         let now = self.now;
-        let j = &mut self.jobs[job as usize];
-        if j.outcome.is_some() {
-            return;
-        }
-        j.outcome = Some(outcome);
-        self.metrics.record_job(outcome, j.spec.arrival, j.started, now);
+        let Some((arrival, started)) = self.jobs.finish(job) else {
+            return; // already accounted for
+        };
+        self.metrics.record_job(outcome, arrival, started, now);
         if self.check_invariants && outcome.is_tool_fault() {
             self.violations.push(Violation {
                 strategy: String::new(),
@@ -924,14 +1127,12 @@ impl World {
     pub(crate) fn schedule_faults(&mut self, inst: InstId) {
         let f = self.cfg.faults.clone();
         let now = self.now;
-        let next = |rate: f64, rng: &mut Rng| {
-            (rate > 0.0).then(|| now + rng.exponential(Duration::from_secs_f64(86400.0 / rate)))
-        };
+        let rng = &mut self.instances[inst as usize].faults_rng;
         let plan = [
-            (next(f.agent_crashes_per_day, &mut self.rng), Ev::AgentCrash(inst)),
-            (next(f.runner_crashes_per_day, &mut self.rng), Ev::RunnerCrash(inst)),
-            (next(f.imds_outages_per_day, &mut self.rng), Ev::ImdsOutage(inst)),
-            (next(f.spot_interruptions_per_day, &mut self.rng), Ev::SpotNotice(inst)),
+            (next_fault(rng, now, f.agent_crashes_per_day), Ev::AgentCrash(inst)),
+            (next_fault(rng, now, f.runner_crashes_per_day), Ev::RunnerCrash(inst)),
+            (next_fault(rng, now, f.imds_outages_per_day), Ev::ImdsOutage(inst)),
+            (next_fault(rng, now, f.spot_interruptions_per_day), Ev::SpotNotice(inst)),
         ];
         for (at, ev) in plan {
             if let Some(at) = at {
@@ -940,9 +1141,9 @@ impl World {
         }
     }
 
-    fn reschedule_fault(&mut self, rate: f64, ev: Ev) {
-        if rate > 0.0 {
-            let at = self.now + self.rng.exponential(Duration::from_secs_f64(86400.0 / rate));
+    fn reschedule_fault(&mut self, inst: InstId, rate: f64, ev: Ev) {
+        let rng = &mut self.instances[inst as usize].faults_rng;
+        if let Some(at) = next_fault(rng, self.now, rate) {
             self.queue.push(at, ev);
         }
     }
@@ -962,7 +1163,7 @@ impl World {
             }
             Ev::ListenerReady(inst, gen) => {
                 let i = &mut self.instances[inst as usize];
-                if i.listener_gen == gen && i.listener == Listener::Starting && alive(i.asg) {
+                if i.listener_gen == gen && i.listener == Listener::Starting && running(i.asg) {
                     let pid = self.next_pid();
                     let i = &mut self.instances[inst as usize];
                     i.listener_pid = pid;
@@ -1014,35 +1215,88 @@ impl World {
                 }
             }
             Ev::Gone(inst) => self.gone(inst, false),
+            Ev::BusyFlag(inst, lgen, job) => {
+                let i = &mut self.instances[inst as usize];
+                if i.listener_gen == lgen && i.listener == Listener::Busy(job) && !i.busy_flag {
+                    i.busy_flag = true;
+                    self.busy_flagged += 1;
+                }
+            }
+            Ev::Requeue(job) => {
+                if !self.jobs.finished(job) {
+                    self.job_queue.push_front(job);
+                    self.dispatch();
+                }
+            }
+            Ev::ThrottleEpisode => {
+                let len = between(&mut self.streams.account, timing::EPISODE_LENGTH);
+                self.throttled_until = now + len;
+                self.metrics.throttle_episodes += 1;
+                let rate = self.cfg.faults.throttle_episodes_per_day;
+                if let Some(at) = next_fault(&mut self.streams.account, now + len, rate) {
+                    self.queue.push(at, Ev::ThrottleEpisode);
+                }
+            }
+            Ev::WarmReady(inst) => {
+                if self.instances[inst as usize].asg == AsgPhase::WarmPending {
+                    self.warm_pending -= 1;
+                    self.set_phase(inst, AsgPhase::Warmed);
+                    self.warm.push_back(inst);
+                }
+            }
+            Ev::WarmTrim => self.warm_trim(),
+            Ev::TrimEvent(inst) => {
+                if self.central_completes_trims {
+                    // The central handler (Lambda, retried twice by Lambda's async invocation, each
+                    // call through an SDK in standard retry mode) completes with CONTINUE.
+                    for _ in 0..3 {
+                        if self.call_retrying(inst, ApiCall::Complete, 3).is_ok() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ev::TrimExpire(inst) => {
+                if let AsgPhase::WarmTrimWait { deadline } = self.instances[inst as usize].asg {
+                    if now >= deadline {
+                        self.metrics.warm_trims_timed_out += 1;
+                        self.leave_trim_wait(inst);
+                        self.gone(inst, false);
+                    }
+                }
+            }
+            Ev::Deferred(inst, gen, what) => {
+                return Routed::Host(inst, gen, HostEvent::Deferred(what));
+            }
             Ev::Host(inst, gen, hev) => return Routed::Host(inst, gen, hev),
             Ev::Wake(inst, gen, at) => return Routed::Wake(inst, gen, at),
             Ev::AgentCrash(inst) => {
-                if !alive(self.instances[inst as usize].asg) {
+                if !running(self.instances[inst as usize].asg) {
                     return Routed::Nothing;
                 }
                 let rate = self.cfg.faults.agent_crashes_per_day;
-                self.reschedule_fault(rate, ev);
+                self.reschedule_fault(inst, rate, ev);
                 return Routed::AgentCrash(inst);
             }
             Ev::AgentRestart(inst) => {
-                if alive(self.instances[inst as usize].asg) {
+                if running(self.instances[inst as usize].asg) {
                     return Routed::AgentRestart(inst);
                 }
             }
             Ev::RunnerCrash(inst) => {
-                if alive(self.instances[inst as usize].asg) {
+                if running(self.instances[inst as usize].asg) {
                     let rate = self.cfg.faults.runner_crashes_per_day;
-                    self.reschedule_fault(rate, ev);
+                    self.reschedule_fault(inst, rate, ev);
                     let outcome = JobOutcome::Failed(crate::metrics::FailCause::RunnerCrash);
                     self.listener_dies(inst, Some(2), outcome);
                 }
             }
             Ev::ImdsOutage(inst) => {
-                if alive(self.instances[inst as usize].asg) {
+                if running(self.instances[inst as usize].asg) {
                     let rate = self.cfg.faults.imds_outages_per_day;
-                    self.reschedule_fault(rate, ev);
-                    let len = between(&mut self.rng, (Duration::from_secs(5), Duration::from_secs(60)));
+                    self.reschedule_fault(inst, rate, ev);
                     let i = &mut self.instances[inst as usize];
+                    let len = between(&mut i.faults_rng, (Duration::from_secs(5), Duration::from_secs(60)));
                     i.imds_down_until = now + len;
                     // IMDS down costs its length, the 10 s before the fallback poll starts, and one 30 s
                     // poll period (lifecycle-core CoreConfig defaults).
@@ -1064,7 +1318,7 @@ impl World {
             }
             Ev::SpotNotice(inst) => {
                 let i = &mut self.instances[inst as usize];
-                if alive(i.asg) && !i.spot_notice {
+                if running(i.asg) && !i.spot_notice {
                     i.spot_notice = true;
                     self.metrics.spot_interruptions += 1;
                     let gen = i.agent_gen;
@@ -1083,6 +1337,7 @@ impl World {
         if self.instances[idx].asg == AsgPhase::Gone {
             return;
         }
+        let in_pool = !running(self.instances[idx].asg);
         let outcome = if interrupted {
             JobOutcome::KilledByInterruption
         } else if self.instances[idx].global_timeout_hit {
@@ -1091,7 +1346,7 @@ impl World {
             JobOutcome::Failed(crate::metrics::FailCause::InstanceTerminated)
         };
         if let Listener::Claimed(job) = self.instances[idx].listener {
-            self.finish_job(job, outcome);
+            self.drop_unacquired(job, outcome);
         }
         if let Some((job, _, _)) = self.instances[idx].worker {
             self.finish_job(job, outcome);
@@ -1101,14 +1356,41 @@ impl World {
             self.metrics.hooks_lost_to_interruption += 1;
         }
         self.leave_wait(inst);
-        self.unidle(inst);
+        self.set_listener(inst, Listener::Down);
         self.set_phase(inst, AsgPhase::Gone);
         let i = &mut self.instances[idx];
-        i.listener = Listener::Down;
         i.agent_up = false;
         i.agent_gen += 1;
-        // A dead host is replaced to keep the desired capacity.
-        self.reconcile();
+        if in_pool {
+            // A trimmed pool instance is replaced in the pool.
+            self.launch_into_pool(false);
+        } else {
+            // A dead host is replaced to keep the desired capacity.
+            self.reconcile();
+        }
+    }
+
+    /// A warm-pool trim: the oldest stopped instance enters `Warmed:Terminating:Wait`.
+    fn warm_trim(&mut self) {
+        let now = self.now;
+        let rate = self.cfg.warm_trims_per_day * f64::from(self.cfg.warm_pool);
+        if let Some(at) = next_fault(&mut self.streams.account, now, rate) {
+            self.queue.push(at, Ev::WarmTrim);
+        }
+        let Some(inst) = self.warm.pop_front() else { return };
+        self.metrics.warm_trims += 1;
+        let deadline = now + self.cfg.hook_timeout;
+        self.set_phase(inst, AsgPhase::WarmTrimWait { deadline });
+        let to_handler = between(&mut self.streams.lat, timing::EVENT_TO_HANDLER);
+        self.queue.push(now + to_handler, Ev::TrimEvent(inst));
+        self.queue.push(deadline, Ev::TrimExpire(inst));
+        self.instances[inst as usize].idle_in_wait_since = Some(now);
+    }
+
+    fn leave_trim_wait(&mut self, inst: InstId) {
+        if let Some(since) = self.instances[inst as usize].idle_in_wait_since.take() {
+            self.metrics.warm_trim_wait_seconds += self.now.since(since).as_secs_f64();
+        }
     }
 
     /// Schedule a relaunch of the listener (RunnerService.js style), used by strategies without the core.
@@ -1125,6 +1407,11 @@ impl World {
         }
     }
 
+    /// Jobs still queued for a runner right now.
+    pub fn queued_jobs(&self) -> usize {
+        self.job_queue.len()
+    }
+
     /// Close the books at the end of the run.
     pub(crate) fn finish(&mut self) {
         let waiting: Vec<InstId> = self.waiting.iter().copied().collect();
@@ -1134,10 +1421,9 @@ impl World {
             }
             self.leave_wait(inst);
         }
-        for j in &self.jobs {
-            if j.spec.arrival <= self.now && j.outcome.is_none() {
-                self.metrics.jobs_unfinished += 1;
-            }
+        self.metrics.jobs_unfinished += self.jobs.unfinished(self.now);
+        if let Some(t) = self.timeline.as_mut() {
+            t.close(self.now);
         }
     }
 }
@@ -1173,8 +1459,17 @@ pub struct Observation {
     pub spot_notice: bool,
 }
 
-fn alive(asg: AsgPhase) -> bool {
-    !matches!(asg, AsgPhase::Gone)
+/// Whether the instance is running (booting, in service or terminating), not gone or in the pool.
+fn running(asg: AsgPhase) -> bool {
+    !matches!(
+        asg,
+        AsgPhase::Gone | AsgPhase::WarmPending | AsgPhase::Warmed | AsgPhase::WarmTrimWait { .. }
+    )
+}
+
+/// When a Poisson process of `per_day` events per day next fires after `now` (`None`: rate 0).
+fn next_fault(rng: &mut Rng, now: Time, per_day: f64) -> Option<Time> {
+    (per_day > 0.0).then(|| now + rng.exponential(Duration::from_secs_f64(86400.0 / per_day)))
 }
 
 fn asg_state(phase: AsgPhase) -> AsgState {
@@ -1184,6 +1479,22 @@ fn asg_state(phase: AsgPhase) -> AsgState {
         AsgPhase::Wait { .. } => AsgState::TerminatingWait,
         AsgPhase::Proceed => AsgState::TerminatingProceed("Terminating:Proceed".into()),
         AsgPhase::Gone => AsgState::TerminatingProceed("Terminated".into()),
+        AsgPhase::WarmPending => AsgState::Launching("Warmed:Pending".into()),
+        AsgPhase::Warmed => AsgState::Launching("Warmed:Stopped".into()),
+        AsgPhase::WarmTrimWait { .. } => AsgState::TerminatingProceed("Warmed:Terminating:Wait".into()),
+    }
+}
+
+fn phase_name(phase: AsgPhase) -> &'static str {
+    match phase {
+        AsgPhase::Pending => "Pending",
+        AsgPhase::InService => "InService",
+        AsgPhase::Wait { .. } => "Terminating:Wait",
+        AsgPhase::Proceed => "Terminating:Proceed",
+        AsgPhase::Gone => "Terminated",
+        AsgPhase::WarmPending => "Warmed:Pending",
+        AsgPhase::Warmed => "Warmed:Stopped",
+        AsgPhase::WarmTrimWait { .. } => "Warmed:Terminating:Wait",
     }
 }
 

@@ -5,7 +5,7 @@ pub mod naive;
 pub mod runner_lifecycle;
 pub mod source_pr;
 
-use crate::world::{HookKind, HookRun, HostEvent, InstId, World};
+use crate::world::{HookKind, HookRun, HostEvent, InstId, JobId, World};
 use lifecycle_core::Time;
 
 /// One host's controlling software under a strategy.
@@ -16,13 +16,17 @@ pub trait Controller: Sized {
     const HAS_AGENT: bool;
     /// Whether the strategy promises the invariants (only runner-lifecycle does).
     const CHECKS_INVARIANTS: bool;
+    /// Whether a central handler completes warm-pool trims, where no agent runs (runner-lifecycle's
+    /// controller and the source PR's Lambda do).
+    const CENTRAL_COMPLETES_TRIMS: bool;
 
     /// The host's software starts: at boot, or when a crashed agent is restarted (`restart`).
     fn start(w: &mut World, inst: InstId, restart: bool) -> Self;
     /// Something happened on the host.
     fn on_event(&mut self, w: &mut World, inst: InstId, ev: HostEvent);
-    /// A job hook runs. `host` is `None` while the strategy's agent is down.
-    fn job_hook(host: Option<&mut Self>, w: &mut World, inst: InstId, kind: HookKind) -> HookRun;
+    /// A job hook of `job` runs. `host` is `None` while the strategy's agent is down. `None` means the
+    /// hook's effect comes later: the strategy calls `World::hook_finished` itself then.
+    fn job_hook(host: Option<&mut Self>, w: &mut World, inst: InstId, job: JobId, kind: HookKind) -> Option<HookRun>;
     /// When the controller wants to be woken.
     fn next_wake(&self) -> Option<Time>;
     /// The wake-up it asked for.

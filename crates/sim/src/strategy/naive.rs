@@ -1,7 +1,7 @@
 //! The naive design: a termination hook and a stop on the termination event, no protection.
 
 use super::{relaunch_like_runner_service, Controller};
-use crate::world::{ApiCall, HookKind, HookRun, HostEvent, InstId, World};
+use crate::world::{ApiCall, HookKind, HookRun, HostEvent, InstId, JobId, World};
 use lifecycle_core::Time;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ impl Controller for Naive {
     const NAME: &'static str = "naive";
     const HAS_AGENT: bool = false;
     const CHECKS_INVARIANTS: bool = false;
+    const CENTRAL_COMPLETES_TRIMS: bool = false;
 
     fn start(w: &mut World, inst: InstId, _restart: bool) -> Self {
         w.start_listener(inst);
@@ -36,11 +37,17 @@ impl Controller for Naive {
         }
     }
 
-    fn job_hook(_host: Option<&mut Self>, _w: &mut World, _inst: InstId, _kind: HookKind) -> HookRun {
-        HookRun {
+    fn job_hook(
+        _host: Option<&mut Self>,
+        _w: &mut World,
+        _inst: InstId,
+        _job: JobId,
+        _kind: HookKind,
+    ) -> Option<HookRun> {
+        Some(HookRun {
             took: Duration::ZERO,
             fails_job: false,
-        }
+        })
     }
 
     fn next_wake(&self) -> Option<Time> {

@@ -2,7 +2,7 @@
 
 use super::Controller;
 use crate::config::timing;
-use crate::world::{ApiCall, HookKind, HookRun, HostEvent, InstId, Target, World};
+use crate::world::{ApiCall, HookKind, HookRun, HostEvent, InstId, JobId, Target, World};
 use lifecycle_core::{Action, ApiError, ApiReply, CoreConfig, HookConfig, Host, Input, RequestId, TargetState, Time};
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ fn target_input(t: Target) -> Input {
 impl RunnerLifecycle {
     fn feed(&mut self, w: &mut World, inst: InstId, input: Input) {
         w.trace(inst, || format!("core <- {input:?}"));
+        w.record_mark(inst, "agent", || format!("{input:?}"));
         self.core.handle_input(input, w.now);
         self.pump(w, inst);
     }
@@ -47,6 +48,7 @@ impl RunnerLifecycle {
     fn pump(&mut self, w: &mut World, inst: InstId) {
         while let Some(action) = self.core.poll_action() {
             w.trace(inst, || format!("core -> {action:?}"));
+            w.record_mark(inst, "agent", || format!("-> {action:?}"));
             let (id, call) = match action {
                 Action::StartListener { .. } => {
                     w.start_listener(inst);
@@ -67,8 +69,7 @@ impl RunnerLifecycle {
                 Action::CompleteLifecycleAction { id, .. } => (id, ApiCall::Complete),
             };
             let result = w.call(inst, call);
-            let lo = timing::API_LATENCY.0;
-            let latency = lo + w.rng.jitter(timing::API_LATENCY.1 - lo, 0.0, 1.0);
+            let latency = w.latency(timing::API_LATENCY);
             self.replies.push((w.now + latency, id, result));
         }
     }
@@ -78,6 +79,8 @@ impl Controller for RunnerLifecycle {
     const NAME: &'static str = "runner-lifecycle";
     const HAS_AGENT: bool = true;
     const CHECKS_INVARIANTS: bool = true;
+    // The controller (crates/controller) completes trims with CONTINUE.
+    const CENTRAL_COMPLETES_TRIMS: bool = true;
 
     fn start(w: &mut World, inst: InstId, _restart: bool) -> Self {
         let seed = w.rng.next_u64();
@@ -113,12 +116,12 @@ impl Controller for RunnerLifecycle {
             HostEvent::ImdsDown => Input::ImdsUnavailable,
             HostEvent::SpotNotice => Input::SpotInterruption,
             // The agent needs no central event path: it sees termination through IMDS.
-            HostEvent::TerminationEvent => return,
+            HostEvent::TerminationEvent | HostEvent::Deferred(_) => return,
         };
         self.feed(w, inst, input);
     }
 
-    fn job_hook(host: Option<&mut Self>, w: &mut World, inst: InstId, kind: HookKind) -> HookRun {
+    fn job_hook(host: Option<&mut Self>, w: &mut World, inst: InstId, _job: JobId, kind: HookKind) -> Option<HookRun> {
         let input = match kind {
             HookKind::Started => Input::JobStartedHook,
             HookKind::Completed => Input::JobCompletedHook,
@@ -126,10 +129,10 @@ impl Controller for RunnerLifecycle {
         match host {
             Some(h) => {
                 h.feed(w, inst, input);
-                HookRun {
+                Some(HookRun {
                     took: HOOK_VIA_SOCKET,
                     fails_job: false,
-                }
+                })
             }
             None => {
                 // Agent down: the started hook protects directly, once, and exits 0 whatever happens;
@@ -137,10 +140,10 @@ impl Controller for RunnerLifecycle {
                 if kind == HookKind::Started {
                     let _ = w.call(inst, ApiCall::SetProtection(true));
                 }
-                HookRun {
+                Some(HookRun {
                     took: HOOK_FALLBACK,
                     fails_job: false,
-                }
+                })
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use super::{relaunch_like_runner_service, Controller};
 use crate::config::timing;
-use crate::world::{ApiCall, HookKind, HookRun, HostEvent, InstId, World};
+use crate::world::{ApiCall, Deferred, HookKind, HookRun, HostEvent, InstId, JobId, World};
 use lifecycle_core::{ApiErrorKind, ApiReply, AsgState, DescribedInstance, Time};
 use std::time::Duration;
 
@@ -36,10 +36,31 @@ fn is_terminating(reply: &Result<ApiReply, lifecycle_core::ApiError>) -> bool {
     matches!(reply, Ok(ApiReply::Described(Some(d))) if d.state.is_terminating())
 }
 
+/// gha_prerun.sh's call: protect; tolerate Terminating:*; exit 1 on any other failure.
+fn prerun_protect(w: &mut World, inst: InstId) -> HookRun {
+    let done = HookRun {
+        took: Duration::ZERO,
+        fails_job: false,
+    };
+    match w.call_retrying(inst, ApiCall::SetProtection(true), CLI_ATTEMPTS) {
+        Ok(_) => done,
+        Err(e) if e.kind == ApiErrorKind::NotInService => done,
+        Err(_) => {
+            let state = w.call_retrying(inst, ApiCall::Describe, CLI_ATTEMPTS);
+            HookRun {
+                took: w.cli_latency(),
+                fails_job: !is_terminating(&state),
+            }
+        }
+    }
+}
+
 impl Controller for SourcePr {
     const NAME: &'static str = "source-pr";
     const HAS_AGENT: bool = false;
     const CHECKS_INVARIANTS: bool = false;
+    // Its Lambda completes warm-pool trims at once (domain brief section 4).
+    const CENTRAL_COMPLETES_TRIMS: bool = true;
 
     fn start(w: &mut World, inst: InstId, _restart: bool) -> Self {
         w.start_listener(inst);
@@ -57,48 +78,51 @@ impl Controller for SourcePr {
                 self.stopping = true;
                 w.signal_listener(inst);
             }
-            HostEvent::ListenerExited(code) if self.stopping => {
-                // ExecStopPost: complete when the state is Terminating:*; one try, no retry.
-                let state = w.call_retrying(inst, ApiCall::Describe, CLI_ATTEMPTS);
-                if is_terminating(&state) {
-                    let _ = w.call_retrying(inst, ApiCall::Complete, CLI_ATTEMPTS);
-                }
-                let _ = code;
+            HostEvent::ListenerExited(_) if self.stopping => {
+                // ExecStopPost runs once the unit has stopped: a describe, then a completion, each an
+                // `aws` CLI call that takes its time.
+                let after = w.cli_latency();
+                w.defer(inst, after, Deferred::StopPostDescribe);
             }
             HostEvent::ListenerExited(code) => relaunch_like_runner_service(w, inst, code),
+            HostEvent::Deferred(Deferred::StopPostDescribe) => {
+                // Complete when the state is Terminating:*; a describe that fails after the CLI's own
+                // retries is a silent no-op (weakness 4), and nothing retries the completion.
+                let state = w.call_retrying(inst, ApiCall::Describe, CLI_ATTEMPTS);
+                if is_terminating(&state) {
+                    let after = w.cli_latency();
+                    w.defer(inst, after, Deferred::StopPostComplete);
+                }
+            }
+            HostEvent::Deferred(Deferred::StopPostComplete) => {
+                let _ = w.call_retrying(inst, ApiCall::Complete, CLI_ATTEMPTS);
+            }
+            HostEvent::Deferred(Deferred::PrerunCall(job)) => {
+                let run = prerun_protect(w, inst);
+                w.hook_finished(inst, job, HookKind::Started, run);
+            }
             _ => {}
         }
     }
 
-    fn job_hook(_host: Option<&mut Self>, w: &mut World, inst: InstId, kind: HookKind) -> HookRun {
+    fn job_hook(_host: Option<&mut Self>, w: &mut World, inst: InstId, job: JobId, kind: HookKind) -> Option<HookRun> {
         match kind {
-            // gha_prerun.sh: protect; tolerate Terminating:*; exit 1 on any other failure.
-            HookKind::Started => match w.call_retrying(inst, ApiCall::SetProtection(true), CLI_ATTEMPTS) {
-                Ok(_) => HookRun {
-                    took: timing::AWS_CLI,
-                    fails_job: false,
-                },
-                Err(e) if e.kind == ApiErrorKind::NotInService => HookRun {
-                    took: timing::AWS_CLI,
-                    fails_job: false,
-                },
-                Err(_) => {
-                    let state = w.call_retrying(inst, ApiCall::Describe, CLI_ATTEMPTS);
-                    HookRun {
-                        took: timing::AWS_CLI * 2,
-                        fails_job: !is_terminating(&state),
-                    }
-                }
-            },
+            // gha_prerun.sh: `chown` of the work tree first, then the protection call; its effect comes
+            // later, so the group can still pick this busy host meanwhile.
+            HookKind::Started => {
+                let before = w.latency(timing::PRERUN_BEFORE_CALL) + w.cli_latency();
+                w.defer(inst, before, Deferred::PrerunCall(job));
+                None
+            }
             // gha_postrun.sh: unprotect; a failure fails the (green) job.
             HookKind::Completed => {
                 let failed = w
                     .call_retrying(inst, ApiCall::SetProtection(false), CLI_ATTEMPTS)
                     .is_err();
-                HookRun {
-                    took: timing::AWS_CLI,
+                Some(HookRun {
+                    took: w.cli_latency(),
                     fails_job: failed,
-                }
+                })
             }
         }
     }
