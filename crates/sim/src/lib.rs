@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod queue;
 pub mod report;
 pub mod strategy;
+pub mod trace_file;
 pub mod workload;
 pub mod world;
 
