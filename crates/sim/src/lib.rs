@@ -19,6 +19,7 @@ pub mod report;
 pub mod strategy;
 pub mod streams;
 pub mod timeline;
+pub mod trace_file;
 pub mod workload;
 pub mod world;
 
