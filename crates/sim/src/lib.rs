@@ -12,6 +12,7 @@
 pub mod config;
 pub mod driver;
 pub mod metrics;
+pub mod plot;
 pub mod queue;
 pub mod report;
 pub mod strategy;
