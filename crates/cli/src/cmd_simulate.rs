@@ -2,7 +2,10 @@
 
 use crate::exit_code::ExitCode;
 use clap::Args;
-use lifecycle_sim::{Faults, SimConfig, Strategy};
+use lifecycle_sim::trace_file::{load_trace, TraceOptions};
+use lifecycle_sim::{Faults, SimConfig, Strategy, Unacquired};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags of `simulate`. Defaults: a 100-instance fleet for a week, moderate faults, seed 42.
@@ -17,9 +20,9 @@ pub struct SimulateArgs {
     /// The group's maximum size.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=100_000))]
     instances: u32,
-    /// Simulated days.
-    #[arg(long, default_value_t = 7.0, value_parser = positive_days)]
-    days: f64,
+    /// Simulated days (default 7; with --trace, as long as the trace).
+    #[arg(long, value_parser = positive_days)]
+    days: Option<f64>,
     /// Strategies to run (repeat the flag); default: all.
     #[arg(long = "strategy", value_parser = parse_strategy)]
     strategies: Vec<Strategy>,
@@ -53,9 +56,43 @@ pub struct SimulateArgs {
     /// Spot interruptions per instance-day.
     #[arg(long, value_parser = non_negative)]
     spot_interruptions_per_day: Option<f64>,
-    /// Print every event and decision of this instance to stderr (to study a failing seed).
+    /// Account-wide throttling episodes per day (another tool draining the shared API token bucket).
+    #[arg(long, value_parser = non_negative)]
+    throttle_episodes_per_day: Option<f64>,
+    /// Probability that a fire-and-forget stop path (EventBridge -> Lambda -> SSM) never stops the runner.
+    #[arg(long, value_parser = unit_interval)]
+    stop_path_failure_rate: Option<f64>,
+    /// Seconds until GitHub's REST busy flag shows a started job (fixed; default: uniform 25-60 s).
+    #[arg(long, value_parser = non_negative)]
+    busy_flag_lag: Option<f64>,
+    /// Median seconds from scale-in to the source PR's `systemctl stop` (its CloudTrail timeline: 11).
+    #[arg(long, default_value_t = 11.0, value_parser = non_negative)]
+    event_to_stop: f64,
+    /// A job handed to a listener that stops before acquiring it: `lost` (counted as killed by the
+    /// stop) or `requeue:SECONDS` (offered again after that long).
+    #[arg(long, default_value = "lost", value_parser = parse_unacquired)]
+    unacquired: Unacquired,
+    /// Instances kept stopped in a warm pool (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    warm_pool: u32,
+    /// Warm-pool trims per pool instance-day.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
+    warm_trims_per_day: f64,
+    /// Replay job arrivals and durations from this CSV or JSONL file (docs/simulation-traces.md);
+    /// the run lasts as long as the trace unless --days is given.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// With --trace: keep only jobs whose labels include all of these (comma-separated).
+    #[arg(long, value_name = "LABELS", requires = "trace")]
+    trace_labels: Option<String>,
+    /// Print every event and decision of this instance to stderr (to study a failing seed); with
+    /// --plot, also draw its timeline.
     #[arg(long)]
     trace_instance: Option<u32>,
+    /// Write an SVG plot: jobs killed by the stop and idle Terminating:Wait seconds per scale-in per
+    /// strategy, and the --trace-instance timeline.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -65,6 +102,22 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     Strategy::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
         format!("unknown strategy '{s}'; choose from: {}", names.join(", "))
+    })
+}
+
+fn parse_unacquired(s: &str) -> Result<Unacquired, String> {
+    if s == "lost" {
+        return Ok(Unacquired::Lost);
+    }
+    let secs = s
+        .strip_prefix("requeue:")
+        .ok_or_else(|| format!("'{s}' is neither 'lost' nor 'requeue:SECONDS'"))?;
+    let secs = non_negative(secs)?;
+    if secs > 86400.0 {
+        return Err(format!("requeue delay {secs} s is over a day"));
+    }
+    Ok(Unacquired::Requeue {
+        after: Duration::from_secs_f64(secs),
     })
 }
 
@@ -111,8 +164,21 @@ fn unit_interval(s: &str) -> Result<f64, String> {
 }
 
 impl SimulateArgs {
-    fn config(&self) -> SimConfig {
-        let mut cfg = SimConfig::fleet(self.seed, self.instances, self.days);
+    fn config(&self) -> Result<SimConfig, String> {
+        let mut cfg = SimConfig::fleet(self.seed, self.instances, self.days.unwrap_or(7.0));
+        if let Some(path) = &self.trace {
+            let opts = TraceOptions::from_label_list(self.trace_labels.as_deref().unwrap_or(""));
+            let trace = load_trace(path, &opts).map_err(|e| format!("--trace {}: {e}", path.display()))?;
+            if trace.skipped.total() > 0 {
+                eprintln!("runner-lifecycle: trace {}: {}", path.display(), trace.skipped);
+            }
+            if self.days.is_none() {
+                // Run as long as the trace, plus an hour for the last jobs to drain.
+                cfg.duration = trace.span + Duration::from_secs(3600);
+            }
+            cfg.trace = Some(Arc::new(trace.jobs));
+            cfg.trace_file = Some(path.display().to_string());
+        }
         cfg.imds_lag = Duration::from_secs_f64(self.imds_lag);
         cfg.hook_timeout = Duration::from_secs(self.hook_timeout);
         cfg.peak_utilisation = self.peak_utilisation;
@@ -132,15 +198,31 @@ impl SimulateArgs {
         set(&mut f.agent_crashes_per_day, self.agent_crashes_per_day);
         set(&mut f.runner_crashes_per_day, self.runner_crashes_per_day);
         set(&mut f.spot_interruptions_per_day, self.spot_interruptions_per_day);
+        set(&mut f.throttle_episodes_per_day, self.throttle_episodes_per_day);
+        set(&mut f.stop_path_failure_rate, self.stop_path_failure_rate);
         cfg.faults = f;
         cfg.trace_instance = self.trace_instance;
-        cfg
+        if let Some(lag) = self.busy_flag_lag {
+            let lag = Duration::from_secs_f64(lag);
+            cfg.busy_flag_lag = (lag, lag);
+        }
+        cfg.event_to_stop = Duration::from_secs_f64(self.event_to_stop);
+        cfg.unacquired = self.unacquired;
+        cfg.warm_pool = self.warm_pool;
+        cfg.warm_trims_per_day = self.warm_trims_per_day;
+        Ok(cfg)
     }
 }
 
 /// Run the simulation and print the report.
 pub fn run(args: &SimulateArgs) -> ExitCode {
-    let cfg = args.config();
+    let cfg = match args.config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("runner-lifecycle: {e}");
+            return ExitCode::Config;
+        }
+    };
     let strategies = if args.strategies.is_empty() {
         Strategy::ALL.to_vec()
     } else {
@@ -151,6 +233,16 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
+    }
+    if let Some(path) = &args.plot {
+        let svg = lifecycle_sim::plot::render_svg(&report.plot_input());
+        let written = svg
+            .map_err(|e| e.to_string())
+            .and_then(|svg| std::fs::write(path, svg).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("runner-lifecycle: --plot {}: {e}", path.display());
+            return ExitCode::Config;
+        }
     }
     if report.violation_list.is_empty() {
         ExitCode::Ok

@@ -91,6 +91,34 @@ impl Report {
         self.timelines.extend(other.timelines);
     }
 
+    /// What `simulate --plot` draws.
+    pub fn plot_input(&self) -> crate::plot::PlotInput {
+        let seeds = if self.seeds > 1 {
+            format!("seeds {}..{}", self.seed, self.seed + self.seeds - 1)
+        } else {
+            format!("seed {}", self.seed)
+        };
+        crate::plot::PlotInput {
+            title: format!(
+                "runner-lifecycle simulate: {seeds}, {} instances, {:.1} days, IMDS lag {:.1} s",
+                self.config.instances,
+                self.config.duration.as_secs_f64() / 86400.0,
+                self.config.imds_lag.as_secs_f64()
+            ),
+            strategies: self
+                .strategies
+                .iter()
+                .map(|s| crate::plot::StrategyBars {
+                    name: s.name.clone(),
+                    jobs_killed_by_stop_per_10k_scale_ins: s.jobs_killed_by_stop_per_10k_scale_ins,
+                    idle_wait_s_per_scale_in: s.idle_wait_s_per_scale_in,
+                    scale_ins: s.metrics.scale_ins,
+                })
+                .collect(),
+            timelines: self.timelines.clone(),
+        }
+    }
+
     /// The report as one JSON object.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
