@@ -130,6 +130,9 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> St
     }
     w.now = w.now.max(end);
     w.finish();
+    for v in &mut w.violations {
+        v.strategy = C::NAME.to_string();
+    }
     StrategyRun {
         name: C::NAME,
         timeline: w.timeline.take().map(|t| t.into_timeline(C::NAME)),

@@ -121,7 +121,9 @@ pub fn simulate(cfg: &SimConfig, strategies: &[Strategy]) -> Report {
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    Report::from_runs(cfg, 1, runs)
+    let mut report = Report::from_runs(cfg, 1, runs);
+    report.derive();
+    report
 }
 
 /// Seeds per unit of parallel work. Chunks are merged in seed order, so a sweep's figures do not
@@ -179,6 +181,7 @@ pub fn sweep(cfg: &SimConfig, seeds: u64, strategies: &[Strategy]) -> Report {
     report.seed = cfg.seed;
     report.seeds = seeds;
     report.config = cfg.clone();
+    report.derive();
     report
 }
 

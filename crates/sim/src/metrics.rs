@@ -176,7 +176,11 @@ impl Metrics {
         }
         if let Some(started) = started {
             let ms = u64::try_from(started.since(arrival).as_millis()).unwrap_or(u64::MAX);
-            self.waits_ms.0.saturating_record(ms);
+            // `record` grows an auto-resizing histogram; `saturating_record` would clamp to its
+            // current top (about 2 s at first) instead.
+            if self.waits_ms.0.record(ms).is_err() {
+                self.waits_ms.0.saturating_record(ms);
+            }
         }
     }
 
@@ -228,5 +232,54 @@ impl Metrics {
         self.warm_trim_wait_seconds += o.warm_trim_wait_seconds;
         // Both histograms auto-resize, so adding cannot fail on range.
         let _ = self.waits_ms.0.add(&o.waits_ms.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn with_waits(ms: impl Iterator<Item = u64>) -> Metrics {
+        let mut m = Metrics::default();
+        for w in ms {
+            let arrival = Time::ZERO;
+            m.record_job(
+                JobOutcome::Succeeded,
+                arrival,
+                Some(arrival + Duration::from_millis(w)),
+                arrival,
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn quantiles_survive_merging() {
+        let a = with_waits(200..=1000);
+        let b = with_waits((1001..=1800).map(|w| if w == 1800 { 281_000 } else { w }));
+        assert!(
+            (a.queue_wait_quantile(0.5) - 0.6).abs() < 0.01,
+            "{}",
+            a.queue_wait_quantile(0.5)
+        );
+        let mut m = Metrics::default();
+        m.absorb(&a);
+        m.absorb(&b);
+        assert!(
+            (m.queue_wait_quantile(0.5) - 1.0).abs() < 0.01,
+            "{}",
+            m.queue_wait_quantile(0.5)
+        );
+        assert!(
+            (m.queue_wait_quantile(0.95) - 1.72).abs() < 0.01,
+            "{}",
+            m.queue_wait_quantile(0.95)
+        );
+        assert!(
+            (m.queue_wait_quantile(1.0) - 281.0).abs() < 0.5,
+            "{}",
+            m.queue_wait_quantile(1.0)
+        );
     }
 }

@@ -62,7 +62,7 @@ impl Report {
             .map(|r| {
                 violation_list.extend(r.violations.iter().cloned());
                 timelines.extend(r.timeline);
-                strategy_report(r.name.to_string(), r.metrics, r.violations.len(), r.events)
+                raw_report(r.name.to_string(), r.metrics, r.violations.len(), r.events)
             })
             .collect();
         Report {
@@ -75,20 +75,28 @@ impl Report {
         }
     }
 
-    /// Fold another run's report (same strategies, same order) into this one.
+    /// Fold another run's report (same strategies, same order) into this one. Constant time per
+    /// strategy: the derived figures (quantiles, rates) are computed once, by `derive`, at the end.
     pub(crate) fn absorb(&mut self, other: Report) {
         for (mine, theirs) in self.strategies.iter_mut().zip(other.strategies) {
-            let mut m = std::mem::take(&mut mine.metrics);
-            m.absorb(&theirs.metrics);
-            *mine = strategy_report(
-                std::mem::take(&mut mine.name),
-                m,
-                mine.violations + theirs.violations,
-                mine.events + theirs.events,
-            );
+            mine.metrics.absorb(&theirs.metrics);
+            mine.violations += theirs.violations;
+            mine.events += theirs.events;
         }
         self.violation_list.extend(other.violation_list);
         self.timelines.extend(other.timelines);
+    }
+
+    /// Compute every strategy's derived figures from its counters.
+    pub(crate) fn derive(&mut self) {
+        for s in &mut self.strategies {
+            *s = strategy_report(
+                std::mem::take(&mut s.name),
+                std::mem::take(&mut s.metrics),
+                s.violations,
+                s.events,
+            );
+        }
     }
 
     /// What `simulate --plot` draws.
@@ -232,6 +240,23 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// A strategy's counters, derived figures still zero (see `Report::derive`).
+fn raw_report(name: String, metrics: Metrics, violations: usize, events: u64) -> StrategyReport {
+    StrategyReport {
+        name,
+        jobs_killed_by_stop: 0,
+        jobs_killed_by_stop_per_10k_scale_ins: 0.0,
+        idle_wait_s_per_scale_in: 0.0,
+        queue_wait_p50_s: 0.0,
+        queue_wait_p95_s: 0.0,
+        instance_hours: 0.0,
+        asg_calls_per_instance_hour: 0.0,
+        metrics,
+        violations,
+        events,
     }
 }
 

@@ -12,6 +12,7 @@ pub struct TimelineRecorder {
     open: BTreeMap<&'static str, (Time, String)>,
     spans: Vec<Span>,
     marks: Vec<Mark>,
+    ended: bool,
 }
 
 /// Keep a timeline readable and its memory bounded over a long run.
@@ -25,6 +26,7 @@ impl TimelineRecorder {
             open: BTreeMap::new(),
             spans: Vec::new(),
             marks: Vec::new(),
+            ended: false,
         }
     }
 
@@ -35,21 +37,41 @@ impl TimelineRecorder {
 
     /// `lane` changes to `state` at `now`.
     pub fn state(&mut self, lane: &'static str, now: Time, state: String) {
+        if self.ended {
+            return;
+        }
         if let Some((from, old)) = self.open.insert(lane, (now, state)) {
-            if self.spans.len() < MAX_ITEMS && now > from {
-                self.spans.push(Span {
-                    lane,
-                    from_s: from.as_secs_f64(),
-                    to_s: now.as_secs_f64(),
-                    state: old,
-                });
-            }
+            self.push(lane, from, now, old);
+        }
+    }
+
+    /// `lane` has no state from `now` on (a worker exited).
+    pub fn end(&mut self, lane: &'static str, now: Time) {
+        if let Some((from, state)) = self.open.remove(lane) {
+            self.push(lane, from, now, state);
+        }
+    }
+
+    /// The instance is gone: close every lane and record nothing more.
+    pub fn gone(&mut self, now: Time) {
+        self.close(now);
+        self.ended = true;
+    }
+
+    fn push(&mut self, lane: &'static str, from: Time, to: Time, state: String) {
+        if to > from && self.spans.len() < MAX_ITEMS {
+            self.spans.push(Span {
+                lane,
+                from_s: from.as_secs_f64(),
+                to_s: to.as_secs_f64(),
+                state,
+            });
         }
     }
 
     /// A point event on `lane`.
     pub fn mark(&mut self, lane: &'static str, now: Time, label: String) {
-        if self.marks.len() < MAX_ITEMS {
+        if !self.ended && self.marks.len() < MAX_ITEMS {
             self.marks.push(Mark {
                 lane,
                 at_s: now.as_secs_f64(),
@@ -62,14 +84,7 @@ impl TimelineRecorder {
     pub fn close(&mut self, now: Time) {
         let open = std::mem::take(&mut self.open);
         for (lane, (from, state)) in open {
-            if now > from && self.spans.len() < MAX_ITEMS {
-                self.spans.push(Span {
-                    lane,
-                    from_s: from.as_secs_f64(),
-                    to_s: now.as_secs_f64(),
-                    state,
-                });
-            }
+            self.push(lane, from, now, state);
         }
     }
 

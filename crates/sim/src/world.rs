@@ -140,6 +140,9 @@ pub(crate) struct Instance {
     listener_gen: u32,
     listener_pid: u32,
     worker: Option<(JobId, u32, Time)>,
+    /// The host's software has been told about the current worker (its /proc scan, or a restarted
+    /// agent's first look). A stop signal before that is the stop window, not a cancel.
+    worker_seen: bool,
     last_worker_exit: Time,
     pub(crate) agent_up: bool,
     pub(crate) agent_gen: u32,
@@ -416,7 +419,9 @@ impl World {
     // ----- what a host can observe and do -----
 
     /// What a freshly started agent finds on its host.
-    pub fn observe(&self, inst: InstId) -> Observation {
+    pub fn observe(&mut self, inst: InstId) -> Observation {
+        let i = &mut self.instances[inst as usize];
+        i.worker_seen |= i.worker.is_some();
         let i = &self.instances[inst as usize];
         let listener_pid = match i.listener {
             Listener::Down | Listener::Starting => None,
@@ -470,10 +475,9 @@ impl World {
                 timing::IDLE_EXIT
             }
             Listener::Busy(job) => {
-                // A worker the agent could not have seen yet is the stop window; otherwise a cancel.
-                let seen = self.instances[idx]
-                    .worker
-                    .is_some_and(|(_, _, at)| now.since(at) >= timing::WORKER_OBSERVATION);
+                // A worker the host's software was not yet told about is the stop window; one it knew
+                // of is a cancel.
+                let seen = self.instances[idx].worker_seen;
                 let outcome = if seen {
                     JobOutcome::Cancelled
                 } else {
@@ -681,6 +685,7 @@ impl World {
             global_timeout_hit: false,
             terminations: 0,
             busy_flag: false,
+            worker_seen: false,
             faults_rng: streams::instance_faults(self.cfg.seed, inst),
         });
         inst
@@ -922,6 +927,7 @@ impl World {
         self.record_span(inst, "worker", format!("job {job}"));
         let i = &mut self.instances[idx];
         i.worker = Some((job, pid, now));
+        i.worker_seen = false;
         self.jobs.start(job, now);
         let gen = i.agent_gen;
         let lgen = i.listener_gen;
@@ -980,7 +986,9 @@ impl World {
         if succeeded {
             self.finish_job(job, JobOutcome::Succeeded);
         }
-        self.record_span(inst, "worker", "none".into());
+        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
+            t.end("worker", now);
+        }
         let i = &mut self.instances[idx];
         i.worker = None;
         i.last_worker_exit = now;
@@ -1268,7 +1276,16 @@ impl World {
             Ev::Deferred(inst, gen, what) => {
                 return Routed::Host(inst, gen, HostEvent::Deferred(what));
             }
-            Ev::Host(inst, gen, hev) => return Routed::Host(inst, gen, hev),
+            Ev::Host(inst, gen, hev) => {
+                let i = &mut self.instances[inst as usize];
+                if let (HostEvent::WorkerStarted(pid), Some((_, current, _))) = (hev, i.worker) {
+                    // Delivered to the host's software if it is up (the driver checks the generation).
+                    if pid == current && i.agent_up && i.agent_gen == gen {
+                        i.worker_seen = true;
+                    }
+                }
+                return Routed::Host(inst, gen, hev);
+            }
             Ev::Wake(inst, gen, at) => return Routed::Wake(inst, gen, at),
             Ev::AgentCrash(inst) => {
                 if !running(self.instances[inst as usize].asg) {
@@ -1358,6 +1375,9 @@ impl World {
         self.leave_wait(inst);
         self.set_listener(inst, Listener::Down);
         self.set_phase(inst, AsgPhase::Gone);
+        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
+            t.gone(self.now);
+        }
         let i = &mut self.instances[idx];
         i.agent_up = false;
         i.agent_gen += 1;

@@ -36,10 +36,15 @@ fn target_input(t: Target) -> Input {
     })
 }
 
+/// The variant name of a Debug rendering, for a timeline label.
+fn short(debug: &str) -> String {
+    debug.split([' ', '(', '{']).next().unwrap_or(debug).to_string()
+}
+
 impl RunnerLifecycle {
     fn feed(&mut self, w: &mut World, inst: InstId, input: Input) {
         w.trace(inst, || format!("core <- {input:?}"));
-        w.record_mark(inst, "agent", || format!("{input:?}"));
+        w.record_mark(inst, "agent", || short(&format!("{input:?}")));
         self.core.handle_input(input, w.now);
         self.pump(w, inst);
     }
@@ -48,7 +53,7 @@ impl RunnerLifecycle {
     fn pump(&mut self, w: &mut World, inst: InstId) {
         while let Some(action) = self.core.poll_action() {
             w.trace(inst, || format!("core -> {action:?}"));
-            w.record_mark(inst, "agent", || format!("-> {action:?}"));
+            w.record_mark(inst, "agent", || format!("-> {}", short(&format!("{action:?}"))));
             let (id, call) = match action {
                 Action::StartListener { .. } => {
                     w.start_listener(inst);
