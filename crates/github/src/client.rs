@@ -402,11 +402,13 @@ impl GitHubClient {
                             // The budget bounds the time; the count bounds a server that keeps
                             // answering `Retry-After: 0`.
                             rate_waits += 1;
-                            if waited + wait > self.opts.max_rate_limit_wait || rate_waits > MAX_RATE_LIMIT_WAITS {
+                            if waited.saturating_add(wait) > self.opts.max_rate_limit_wait
+                                || rate_waits > MAX_RATE_LIMIT_WAITS
+                            {
                                 return Err(GitHubError::RateLimited { retry_after: wait });
                             }
                             warn!(path = %path, wait_s = wait.as_secs(), "GitHub rate limit; waiting");
-                            waited += wait;
+                            waited = waited.saturating_add(wait);
                             time::sleep(wait).await;
                             attempt -= 1;
                             continue;
@@ -419,7 +421,10 @@ impl GitHubClient {
             if attempt >= self.opts.max_attempts {
                 return Err(GitHubError::Transient(format!("{method} {path}: {failure}")));
             }
-            let base = Duration::from_millis(250) * 2u32.pow(attempt - 1);
+            // Saturating: `max_attempts` is configurable, and 2^32 must not panic.
+            let base = Duration::from_millis(250)
+                .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+                .min(Duration::from_secs(30));
             let delay = {
                 let mut rng = self.jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 rng.jitter(base, 0.5, 1.0)
