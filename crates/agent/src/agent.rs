@@ -458,7 +458,7 @@ async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSen
                     failing = false;
                 }
                 if last.as_ref() != Some(&state) {
-                    info!(target_state = %state, "IMDS target-lifecycle-state");
+                    info!(target_state = %lifecycle_escape::clip(&state.to_string(), 200), "IMDS target-lifecycle-state");
                     last = Some(state.clone());
                     if tx.send(event(Input::TargetState(state))).is_err() {
                         return;
@@ -480,14 +480,21 @@ async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSen
         if !spot_seen {
             if let Ok(Some(body)) = imds.get(paths::SPOT_INSTANCE_ACTION).await {
                 spot_seen = true;
-                warn!(notice = %body.trim(), "spot interruption notice");
+                match crate::imds::parse_spot_notice(&body) {
+                    Ok(n) => warn!(action = %n.action, time = %n.time, "spot interruption notice"),
+                    Err(e) => warn!(
+                        notice = %lifecycle_escape::clip(body.trim(), 200),
+                        error = %e,
+                        "spot interruption notice"
+                    ),
+                }
                 let _ = tx.send(event(Input::SpotInterruption));
             }
         }
         if !rebalance_seen {
             if let Ok(Some(body)) = imds.get(paths::REBALANCE).await {
                 rebalance_seen = true;
-                info!(notice = %body.trim(), "rebalance recommendation");
+                info!(notice = %lifecycle_escape::clip(body.trim(), 200), "rebalance recommendation");
                 let _ = tx.send(event(Input::RebalanceRecommendation));
             }
         }
