@@ -102,11 +102,48 @@ impl Signals {
     }
 }
 
+/// The job hooks that arrived before discovery, as the core needs them: state, not history. A job
+/// (untrusted code) can call the hook socket in a loop, so nothing here may grow per request. The
+/// core keeps two facts from these hooks (is a job open, has the listener run a job); replaying at
+/// most "started, then completed" reproduces both, whatever the history was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct EarlyHooks {
+    /// Hooks noted (for the status), saturating.
+    noted: u64,
+    /// A job-started hook was seen.
+    started_seen: bool,
+    /// The most recent hook: `true` for job-started, `false` for job-completed.
+    last_started: Option<bool>,
+}
+
+impl EarlyHooks {
+    fn note(&mut self, input: &Input) {
+        let started = match input {
+            Input::JobStartedHook => true,
+            Input::JobCompletedHook => false,
+            _ => return,
+        };
+        self.noted = self.noted.saturating_add(1);
+        self.started_seen |= started;
+        self.last_started = Some(started);
+    }
+
+    /// What to feed the core once it runs (at most two inputs).
+    fn replay(&self) -> Vec<Input> {
+        match self.last_started {
+            None => Vec::new(),
+            Some(true) => vec![Input::JobStartedHook],
+            Some(false) if self.started_seen => vec![Input::JobStartedHook, Input::JobCompletedHook],
+            Some(false) => vec![Input::JobCompletedHook],
+        }
+    }
+}
+
 /// The agent before its core runs: it answers signals, hooks and the watchdog while it discovers.
 struct Starting<'a> {
     signals: &'a mut Signals,
     hook_rx: &'a mut mpsc::Receiver<Incoming>,
-    early_hooks: Vec<Input>,
+    early_hooks: EarlyHooks,
     stops: u32,
     have_listener: bool,
     notifier: &'a Notifier,
@@ -131,13 +168,13 @@ impl Starting<'_> {
                     // agent cannot protect the instance, so the hook makes its direct call.
                     let answer = match hook_input(inc.request) {
                         Some(input) => {
-                            self.early_hooks.push(input);
+                            self.early_hooks.note(&input);
                             Err("the agent is starting (instance not discovered yet); job noted".to_string())
                         }
                         None => Ok(status::discovering(
                             Duration::from_millis(self.clock.now().as_millis()),
                             self.metrics_listen.as_deref(),
-                            self.early_hooks.len(),
+                            usize::try_from(self.early_hooks.noted).unwrap_or(usize::MAX),
                         )
                         .to_string()),
                     };
@@ -224,7 +261,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let mut starting = Starting {
         signals: &mut signals,
         hook_rx: &mut hook_rx,
-        early_hooks: Vec::new(),
+        early_hooks: EarlyHooks::default(),
         stops: 0,
         have_listener: adopted.is_some(),
         notifier: &notifier,
@@ -314,7 +351,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
             agent.queue.push_back(Input::WorkerStarted { pid: w.pid });
         }
     }
-    agent.queue.extend(early_hooks);
+    agent.queue.extend(early_hooks.replay());
     for _ in 0..stops {
         agent.queue.push_back(Input::StopRequested);
     }
@@ -458,7 +495,7 @@ async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSen
                     failing = false;
                 }
                 if last.as_ref() != Some(&state) {
-                    info!(target_state = %state, "IMDS target-lifecycle-state");
+                    info!(target_state = %lifecycle_escape::clip(&state.to_string(), 200), "IMDS target-lifecycle-state");
                     last = Some(state.clone());
                     if tx.send(event(Input::TargetState(state))).is_err() {
                         return;
@@ -480,14 +517,21 @@ async fn poll_imds(mut imds: ImdsClient, every: Duration, tx: mpsc::UnboundedSen
         if !spot_seen {
             if let Ok(Some(body)) = imds.get(paths::SPOT_INSTANCE_ACTION).await {
                 spot_seen = true;
-                warn!(notice = %body.trim(), "spot interruption notice");
+                match crate::imds::parse_spot_notice(&body) {
+                    Ok(n) => warn!(action = %n.action, time = %n.time, "spot interruption notice"),
+                    Err(e) => warn!(
+                        notice = %lifecycle_escape::clip(body.trim(), 200),
+                        error = %e,
+                        "spot interruption notice"
+                    ),
+                }
                 let _ = tx.send(event(Input::SpotInterruption));
             }
         }
         if !rebalance_seen {
             if let Ok(Some(body)) = imds.get(paths::REBALANCE).await {
                 rebalance_seen = true;
-                info!(notice = %body.trim(), "rebalance recommendation");
+                info!(notice = %lifecycle_escape::clip(body.trim(), 200), "rebalance recommendation");
                 let _ = tx.send(event(Input::RebalanceRecommendation));
             }
         }
@@ -936,5 +980,59 @@ fn log_notice(notice: &Notice) {
             notice = "not-in-group",
             "instance is in no Auto Scaling group: serving without protection or hooks"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the core keeps from job hooks (lifecycle-core, `Host::handle`): whether a job is open
+    /// and whether the listener has run one.
+    fn core_view(inputs: &[Input]) -> (bool, bool) {
+        inputs.iter().fold((false, false), |(open, ran), i| match i {
+            Input::JobStartedHook => (true, true),
+            Input::JobCompletedHook => (false, ran),
+            _ => (open, ran),
+        })
+    }
+
+    #[test]
+    fn a_flood_of_early_hooks_keeps_constant_state() {
+        // Regression: every early hook was pushed onto a Vec (157 MB after 30 s of a hook loop).
+        let mut early = EarlyHooks::default();
+        for i in 0..1_000_000u32 {
+            early.note(if i % 3 == 0 {
+                &Input::JobStartedHook
+            } else {
+                &Input::JobCompletedHook
+            });
+        }
+        early.note(&Input::JobCompletedHook);
+        assert_eq!(early.noted, 1_000_001);
+        assert_eq!(early.replay().len(), 2);
+        assert_eq!(core_view(&early.replay()), (false, true));
+        assert!(std::mem::size_of::<EarlyHooks>() <= 16);
+        assert!(EarlyHooks::default().replay().is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The replay leaves the core where the whole history would have.
+        #[test]
+        fn replay_matches_the_history(starts in proptest::collection::vec(any::<bool>(), 0..64)) {
+            let history: Vec<Input> = starts
+                .iter()
+                .map(|&s| if s { Input::JobStartedHook } else { Input::JobCompletedHook })
+                .collect();
+            let mut early = EarlyHooks::default();
+            for i in &history {
+                early.note(i);
+            }
+            prop_assert_eq!(core_view(&early.replay()), core_view(&history));
+            prop_assert_eq!(early.noted, history.len() as u64);
+        }
     }
 }

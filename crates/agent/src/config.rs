@@ -7,7 +7,7 @@
 //! discovered at start from IMDS and the Auto Scaling API. Unknown keys are refused, never ignored:
 //! a typo in a timeout must not silently fall back to a default.
 
-use crate::duration::{format_duration, parse_duration};
+use crate::duration::{format_duration, parse_duration_in};
 use crate::env_vars;
 use lifecycle_core::{CoreConfig, HookConfig, ListenerMode};
 use std::collections::BTreeMap;
@@ -235,6 +235,43 @@ pub const KEYS: &[Key] = &[
         "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off."
     ),
 ];
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The allowed range of every duration key, enforced when the value is read (docs/agent.md lists
+/// the same ranges; a test keeps them in step). Upper bounds stop a typo (`5000000000000h`) from
+/// turning into a timer that never fires or an `Instant` that overflows; lower bounds stop values
+/// that would make the agent spin.
+pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
+    // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
+    ("runner.worker_poll", ms(5), secs(1)),
+    // 0 would SIGKILL an idle listener at once; RunnerService.js waits 30 s, an hour is plenty.
+    ("runner.stop_grace", secs(1), secs(3600)),
+    // 0 would relaunch a crashing listener in a tight loop.
+    ("runner.relaunch_delay", ms(100), secs(3600)),
+    // Auto Scaling answers in well under a second; 5 minutes is no longer a timeout.
+    ("aws.api_timeout", ms(100), secs(300)),
+    // A spot notice comes two minutes ahead; polling slower than once a minute risks missing it.
+    ("aws.imds_poll", ms(100), secs(60)),
+    // 0 is fine: clear protection as soon as the runner is idle.
+    ("drain.unprotect_delay", Duration::ZERO, secs(24 * 3600)),
+    // A self-hosted job runs at most 5 days (GitHub Actions usage limits); 0 would cancel every job.
+    ("drain.stop_deadline", secs(1), secs(5 * 24 * 3600)),
+];
+
+/// The allowed range of the duration key `name` (every duration key has one).
+pub fn duration_bounds(name: &str) -> Option<(Duration, Duration)> {
+    DURATION_BOUNDS
+        .iter()
+        .find(|(k, _, _)| *k == name)
+        .map(|&(_, min, max)| (min, max))
+}
 
 /// Configuration errors. Each names the key and where its bad value came from.
 #[derive(Debug, thiserror::Error)]
@@ -475,9 +512,6 @@ pub fn resolve_with_default(
         }
     };
     let worker_poll = r.duration("runner.worker_poll")?;
-    if worker_poll < Duration::from_millis(5) || worker_poll > Duration::from_secs(1) {
-        return Err(r.invalid("runner.worker_poll", "must be between 5ms and 1s".into()));
-    }
     let stop_grace = r.duration("runner.stop_grace")?;
     let relaunch_delay = r.duration("runner.relaunch_delay")?;
     let region = r
@@ -507,9 +541,6 @@ pub fn resolve_with_default(
         }
     }
     let api_timeout = r.duration("aws.api_timeout")?;
-    if api_timeout < Duration::from_millis(100) {
-        return Err(r.invalid("aws.api_timeout", "must be at least 100ms".into()));
-    }
     let imds_endpoint = match r.string_no_default("aws.imds_endpoint")? {
         Some(v) => v,
         None => r
@@ -520,13 +551,10 @@ pub fn resolve_with_default(
         return Err(r.invalid("aws.imds_endpoint", message));
     }
     let imds_poll = r.duration("aws.imds_poll")?;
-    if imds_poll < Duration::from_millis(100) {
-        return Err(r.invalid("aws.imds_poll", "must be at least 100ms".into()));
-    }
     let unprotect_delay = r.duration("drain.unprotect_delay")?;
     let stop_deadline = match r.string("drain.stop_deadline")?.as_deref() {
         None | Some("none") => None,
-        Some(text) => Some(parse_duration(text).map_err(|m| r.invalid("drain.stop_deadline", m))?),
+        Some(text) => Some(r.bounded("drain.stop_deadline", text)?),
     };
     let drain_on_rebalance = r.bool("drain.on_rebalance")?;
     let socket = PathBuf::from(r.string("agent.socket")?.unwrap_or_default());
@@ -772,7 +800,13 @@ impl Resolver<'_> {
 
     fn duration(&mut self, name: &'static str) -> Result<Duration, ConfigError> {
         let text = self.string(name)?.unwrap_or_default();
-        parse_duration(&text).map_err(|m| self.invalid(name, m))
+        self.bounded(name, &text)
+    }
+
+    /// `text` as a duration within the key's range ([`DURATION_BOUNDS`]).
+    fn bounded(&self, name: &'static str, text: &str) -> Result<Duration, ConfigError> {
+        let (min, max) = duration_bounds(name).unwrap_or((Duration::ZERO, Duration::MAX));
+        parse_duration_in(text, min, max).map_err(|m| self.invalid(name, m))
     }
 
     fn bool(&mut self, name: &'static str) -> Result<bool, ConfigError> {
@@ -1127,6 +1161,148 @@ mod tests {
             let flags = vec![(key, value.to_string())];
             let e = resolve_no_etc(&flags, &Env::default()).expect_err(key);
             assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_duration_key_is_bounded_and_documented() {
+        let docs = include_str!("../../../docs/agent.md");
+        for k in KEYS.iter().filter(|k| k.value_name.starts_with("DURATION")) {
+            let (min, max) = duration_bounds(k.name).unwrap_or_else(|| panic!("{} has no bounds", k.name));
+            let range = format!("({} to {})", format_duration(min), format_duration(max));
+            let row = docs
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", k.name)))
+                .unwrap_or_else(|| panic!("no row for {} in docs/agent.md", k.name));
+            assert!(row.contains(&range), "docs/agent.md row of {} lacks {range}", k.name);
+            if let Some(default) = k.default.filter(|d| *d != "none") {
+                let d = crate::duration::parse_duration(default).expect("default parses");
+                assert!(
+                    d >= min && d <= max,
+                    "{}: default {default} out of its own range",
+                    k.name
+                );
+            }
+        }
+        assert_eq!(
+            DURATION_BOUNDS.len(),
+            KEYS.iter().filter(|k| k.value_name.starts_with("DURATION")).count()
+        );
+    }
+
+    #[test]
+    fn durations_out_of_range_name_the_key_the_value_and_the_range() {
+        // Regression: `aws.imds_poll = "5000000000000h"` was accepted.
+        let d = tmpdir("bounds");
+        let path = write(&d, "[aws]\nimds_poll = \"5000000000000h\"\n");
+        let e = resolve(&[], Some(&path), &Env::default()).expect_err("huge poll");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("aws.imds_poll") && msg.contains("5000000000000h") && msg.contains("allowed 100ms to 1m"),
+            "{msg}"
+        );
+        for (key, value) in [
+            ("runner.worker_poll", "2ms"),
+            ("runner.stop_grace", "0s"),
+            ("runner.stop_grace", "2h"),
+            ("runner.relaunch_delay", "0s"),
+            ("aws.api_timeout", "10m"),
+            ("aws.imds_poll", "50ms"),
+            ("drain.unprotect_delay", "25h"),
+            ("drain.stop_deadline", "0s"),
+            ("drain.stop_deadline", "200h"),
+        ] {
+            let flags = vec![(key, value.to_string())];
+            let e = resolve_no_etc(&flags, &Env::default()).expect_err(key);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(key) && msg.contains(value) && msg.contains("allowed"),
+                "{key}: {msg}"
+            );
+        }
+        // The edges are allowed.
+        let flags = vec![
+            ("drain.unprotect_delay", "0s".to_string()),
+            ("aws.imds_poll", "1m".to_string()),
+            ("drain.stop_deadline", "120h".to_string()),
+        ];
+        let s = resolve_no_etc(&flags, &Env::default()).expect("edges");
+        assert_eq!(s.stop_deadline, Some(Duration::from_secs(120 * 3600)));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A TOML file of known sections and keys with arbitrary values of every TOML kind.
+        fn toml_file() -> impl Strategy<Value = String> {
+            let value = prop_oneof![
+                any::<String>().prop_map(|s| toml::Value::String(s).to_string()),
+                "[0-9]{1,25}(ms|s|m|h)".prop_map(|s| toml::Value::String(s).to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                proptest::collection::vec(any::<String>(), 0..3)
+                    .prop_map(|v| toml::Value::Array(v.into_iter().map(toml::Value::String).collect()).to_string()),
+                Just("1.5".to_string()),
+                Just("{ a = 1 }".to_string()),
+            ];
+            let line = (0..KEYS.len(), value).prop_map(|(i, v)| {
+                let (section, name) = KEYS[i].name.split_once('.').unwrap_or(("runner", "dir"));
+                format!("[{section}]\n{name} = {v}\n")
+            });
+            proptest::collection::vec(line, 0..6).prop_map(|lines| lines.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Arbitrary text as the config file: parsed or refused, never a panic.
+            #[test]
+            fn any_text_is_parsed_or_refused(text in any::<String>()) {
+                let _ = parse_file(Path::new("/x.toml"), &text);
+            }
+
+            /// Well-formed files with hostile values: settings within every bound, or an error
+            /// naming a key.
+            #[test]
+            fn any_values_resolve_or_are_refused(text in toml_file()) {
+                let _ = parse_file(Path::new("/x.toml"), &text);
+                let d = std::env::temp_dir().join(format!("rl-config-props-{}", std::process::id()));
+                std::fs::create_dir_all(&d).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let p = d.join("config.toml");
+                std::fs::write(&p, &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match resolve(&[], Some(&p), &Env::default()) {
+                    Ok(s) => {
+                        for (name, value) in [
+                            ("runner.worker_poll", s.worker_poll),
+                            ("runner.stop_grace", s.stop_grace),
+                            ("runner.relaunch_delay", s.relaunch_delay),
+                            ("aws.api_timeout", s.api_timeout),
+                            ("aws.imds_poll", s.imds_poll),
+                            ("drain.unprotect_delay", s.unprotect_delay),
+                        ] {
+                            let (min, max) = duration_bounds(name).unwrap_or((Duration::ZERO, Duration::ZERO));
+                            prop_assert!(value >= min && value <= max, "{name}: {value:?}");
+                        }
+                        let _ = s.render();
+                    }
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+
+            /// Flags and environment variables with arbitrary text.
+            #[test]
+            fn any_flag_or_env_value_resolves_or_is_refused(i in 0..KEYS.len(), value in any::<String>(), env in any::<bool>()) {
+                let key = &KEYS[i];
+                let result = if env {
+                    resolve_with_default(&[], None, &Env::from_pairs([(key.env, value.as_str())]), Path::new("/nonexistent/x.toml"))
+                } else {
+                    resolve_with_default(&[(key.name, value.clone())], None, &Env::default(), Path::new("/nonexistent/x.toml"))
+                };
+                if let Err(e) = result {
+                    prop_assert!(!e.to_string().is_empty());
+                }
+            }
         }
     }
 

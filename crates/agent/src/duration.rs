@@ -25,6 +25,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{t}` is too long"))
 }
 
+/// [`parse_duration`], then a range check: `min..=max`, both named in the error with the value.
+pub fn parse_duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < min || d > max {
+        return Err(format!(
+            "`{}` is out of range: allowed {} to {}",
+            text.trim(),
+            format_duration(min),
+            format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
 /// Format a duration the way [`parse_duration`] reads it back.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -102,6 +116,44 @@ mod tests {
             let d = parse_duration(text).expect(text);
             assert_eq!(d, Duration::from_millis(ms), "{text}");
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+    }
+
+    #[test]
+    fn bounded_parse_names_the_value_and_the_range() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(60));
+        assert_eq!(parse_duration_in("1s", min, max), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration_in("100ms", min, max), Ok(min));
+        assert_eq!(parse_duration_in("1m", min, max), Ok(max));
+        let e = parse_duration_in("5000000000000h", min, max).expect_err("huge");
+        assert_eq!(e, "`5000000000000h` is out of range: allowed 100ms to 1m");
+        assert!(parse_duration_in("99ms", min, max).is_err());
+        assert!(parse_duration_in("30", min, max).expect_err("unit").contains("no unit"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Any text: a duration that formats and parses back to itself, or an error; never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in proptest::prelude::any::<String>()) {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+            }
+            let _ = parse_duration_in(&text, Duration::ZERO, Duration::from_secs(60));
+        }
+
+        #[test]
+        fn duration_like_text_parses_or_is_refused(text in "[ 0-9]{0,25}(ms|s|m|h|d|)[ ]?") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+            }
+        }
+
+        #[test]
+        fn human_and_relative_never_panic(ms in proptest::prelude::any::<i64>()) {
+            let _ = relative(ms);
+            let _ = human(Duration::from_millis(ms.unsigned_abs()));
         }
     }
 

@@ -73,10 +73,11 @@ pub fn ask_agent(socket: &Path, request: Request) -> std::io::Result<String> {
 /// Run the hook and return the one line to print in the job log. Never fails.
 pub fn run(event: HookEvent, settings: &Settings) -> String {
     match ask_agent(&settings.socket, event.request()) {
+        // The reply goes into the job's log: escaped, whoever answered on the socket.
         Ok(reply) => match reply.strip_prefix("ok ") {
-            Some(text) => format!("runner-lifecycle: {}: {text}", event.word()),
+            Some(text) => format!("runner-lifecycle: {}: {}", event.word(), lifecycle_escape::escape(text)),
             None => {
-                let why = format!("the agent answered `{}`", reply.chars().take(120).collect::<String>());
+                let why = format!("the agent answered `{}`", lifecycle_escape::clip(&reply, 120));
                 fallback(event, settings, &why)
             }
         },
@@ -187,6 +188,33 @@ mod tests {
         let line = run(HookEvent::JobStarted, &settings);
         server.join().expect("server");
         assert_eq!(line, "runner-lifecycle: job-started: heard job-started");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn control_characters_in_the_reply_are_escaped() {
+        let dir = std::env::temp_dir().join(format!("rl-hook-esc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read");
+            let mut w = stream;
+            w.write_all(b"ok fine\x1b[2J\x1b]52;c;Zm9v\x07\rforged\n")
+                .expect("write");
+        });
+        let flags = vec![("agent.socket", path.display().to_string())];
+        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
+        let line = run(HookEvent::JobStarted, &settings);
+        server.join().expect("server");
+        assert_eq!(
+            line,
+            "runner-lifecycle: job-started: fine\\u{1b}[2J\\u{1b}]52;c;Zm9v\\u{7}\\rforged"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

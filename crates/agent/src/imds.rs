@@ -175,12 +175,12 @@ impl ImdsClient {
     /// GET with bounded backoff (100 ms doubling to 1 s) until `deadline` passes; for the one-off
     /// reads at start (instance id, region) where an IMDS restart should not fail the agent.
     pub async fn get_retrying(&mut self, path: &str, deadline: Duration) -> Result<Option<String>, ImdsError> {
-        let end = now_instant() + deadline;
+        let start = now_instant();
         let mut delay = Duration::from_millis(100);
         loop {
             match self.get(path).await {
                 Ok(v) => return Ok(v),
-                Err(e) if now_instant() + delay >= end => return Err(e),
+                Err(e) if start.elapsed().saturating_add(delay) >= deadline => return Err(e),
                 Err(_) => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
@@ -213,12 +213,9 @@ impl ImdsClient {
         if value.is_empty() || value.contains(['\r', '\n']) {
             return Err(ImdsError::Protocol("empty or multi-line token".into()));
         }
-        // IMDS may grant less than asked; trust its TTL header when present. Refresh at 80% of
-        // the lifetime so a token never expires between the check and the request.
-        let ttl = resp.ttl.map_or(self.ttl, Duration::from_secs);
         self.token = Some(Token {
             value: value.clone(),
-            refresh_at: obtained + ttl.mul_f64(0.8),
+            refresh_at: refresh_at(obtained, resp.ttl, self.ttl),
         });
         Ok(value)
     }
@@ -261,6 +258,61 @@ impl ImdsClient {
     }
 }
 
+/// When to refresh a token obtained at `obtained` for which IMDS announced `granted` seconds after
+/// `asked` was requested. IMDS may grant less than asked, so its TTL header is trusted, but only
+/// within 1 s and `asked` (itself at most 6 h, the longest IMDS grants): whatever answers on the
+/// IMDS address may be an impostor, and `u64::MAX` seconds would overflow the clock. Refresh at
+/// 80% of the lifetime so a token never expires between the check and the request.
+fn refresh_at(obtained: Instant, granted: Option<u64>, asked: Duration) -> Instant {
+    let asked = asked.clamp(Duration::from_secs(1), DEFAULT_TOKEN_TTL);
+    let ttl = granted.map_or(asked, |s| Duration::from_secs(s).clamp(Duration::from_secs(1), asked));
+    let early = ttl.saturating_sub(ttl / 5);
+    obtained.checked_add(early).unwrap_or(obtained)
+}
+
+/// A spot interruption notice (`meta-data/spot/instance-action`, EC2 User Guide, "Spot Instance
+/// interruption notices"): `{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpotNotice {
+    /// `terminate`, `stop` or `hibernate`.
+    pub action: String,
+    /// When it happens (RFC 3339), as IMDS wrote it.
+    pub time: String,
+}
+
+/// Parse a spot notice. The notice's existence is what matters (the agent drains either way);
+/// this is for the log, so anything but the documented shape is an error, never a panic.
+pub fn parse_spot_notice(body: &str) -> Result<SpotNotice, String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        action: String,
+        time: String,
+    }
+    let raw: Raw = serde_json::from_str(body.trim()).map_err(|e| format!("not a spot notice: {e}"))?;
+    if !matches!(raw.action.as_str(), "terminate" | "stop" | "hibernate") {
+        return Err(format!(
+            "unknown spot action `{}`",
+            lifecycle_escape::clip(&raw.action, 40)
+        ));
+    }
+    let time_ok = raw.time.len() <= 40
+        && !raw.time.is_empty()
+        && raw
+            .time
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-:.+".contains(&b));
+    if !time_ok {
+        return Err(format!(
+            "spot notice time `{}` is not a timestamp",
+            lifecycle_escape::clip(&raw.time, 40)
+        ));
+    }
+    Ok(SpotNotice {
+        action: raw.action,
+        time: raw.time,
+    })
+}
+
 /// Whether `buf` holds a whole response (headers plus a Content-Length or chunked body).
 fn response_complete(buf: &[u8]) -> bool {
     let Some(head_end) = find(buf, b"\r\n\r\n") else {
@@ -296,13 +348,14 @@ fn parse_response(buf: &[u8]) -> Result<Response, ImdsError> {
     let version = parts.next().unwrap_or_default();
     if !version.starts_with("http/1.") {
         return Err(ImdsError::Protocol(format!(
-            "not an HTTP/1 status line: {status_line:?}"
+            "not an HTTP/1 status line: `{}`",
+            lifecycle_escape::clip(status_line, 80)
         )));
     }
     let status: u16 = parts
         .next()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ImdsError::Protocol(format!("bad status line {status_line:?}")))?;
+        .ok_or_else(|| ImdsError::Protocol(format!("bad status line `{}`", lifecycle_escape::clip(status_line, 80))))?;
     let raw_body = &buf[head_end + 4..];
     let body = if let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         raw_body
@@ -483,6 +536,157 @@ mod tests {
             c.get(paths::INSTANCE_ID).await.expect("third");
             assert_eq!(tokens.load(Ordering::SeqCst), 2);
         });
+    }
+
+    #[test]
+    fn absurd_token_ttls_are_clamped() {
+        let t0 = now_instant();
+        let asked = DEFAULT_TOKEN_TTL;
+        // Regression: `u64::MAX` seconds overflowed `Instant + Duration` and aborted the agent.
+        assert_eq!(
+            refresh_at(t0, Some(u64::MAX), asked),
+            t0 + Duration::from_secs(17_280),
+            "at most what was asked, refreshed at 80%"
+        );
+        assert_eq!(refresh_at(t0, Some(0), asked), t0 + Duration::from_millis(800));
+        assert_eq!(refresh_at(t0, Some(60), asked), t0 + Duration::from_secs(48));
+        assert_eq!(
+            refresh_at(t0, None, Duration::from_secs(10)),
+            t0 + Duration::from_secs(8)
+        );
+        assert_eq!(
+            refresh_at(t0, Some(7200), Duration::from_secs(10)),
+            t0 + Duration::from_secs(8),
+            "never longer than asked"
+        );
+        assert_eq!(refresh_at(t0, None, Duration::MAX), t0 + Duration::from_secs(17_280));
+    }
+
+    #[test]
+    fn a_hostile_ttl_header_does_not_crash_the_client() {
+        rt().block_on(async {
+            let (port, tokens) = fake_imds(false, Some(u64::MAX)).await;
+            let mut c = ImdsClient::new(Endpoint::parse(&format!("http://127.0.0.1:{port}")).expect("ep"));
+            for _ in 0..2 {
+                assert_eq!(
+                    c.get(paths::INSTANCE_ID).await.expect("get").as_deref(),
+                    Some("i-0abc1234")
+                );
+            }
+            assert_eq!(tokens.load(Ordering::SeqCst), 1, "the clamped token is reused");
+        });
+    }
+
+    #[test]
+    fn spot_notices_parse() {
+        assert_eq!(
+            parse_spot_notice("{\"action\": \"terminate\", \"time\": \"2017-09-18T08:22:00Z\"}\n"),
+            Ok(SpotNotice {
+                action: "terminate".into(),
+                time: "2017-09-18T08:22:00Z".into()
+            })
+        );
+        for bad in [
+            "",
+            "terminate",
+            "{}",
+            "{\"action\": \"explode\", \"time\": \"2017-09-18T08:22:00Z\"}",
+            "{\"action\": \"stop\", \"time\": \"\\u001b[2J\"}",
+            "{\"action\": 5, \"time\": \"x\"}",
+        ] {
+            let e = parse_spot_notice(bad).expect_err(bad);
+            assert!(!e.contains('\u{1b}'), "{e}");
+        }
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn head() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("HTTP/1.1 200 OK".to_string()),
+                Just("HTTP/1.1 404 Not Found".to_string()),
+                Just("HTTP/1.0 401 Unauthorized".to_string()),
+                "[ -~]{0,30}",
+            ]
+        }
+
+        fn header_line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|n| format!("X-aws-ec2-metadata-token-ttl-seconds: {n}")),
+                "[ -~]{0,30}".prop_map(|v| format!("x-aws-ec2-metadata-token-ttl-seconds: {v}")),
+                any::<u64>().prop_map(|n| format!("Content-Length: {n}")),
+                (0usize..64).prop_map(|n| format!("Content-Length: {n}")),
+                Just("Transfer-Encoding: chunked".to_string()),
+                "[ -~]{0,40}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Arbitrary bytes as an IMDS answer: a response or an error, never a panic.
+            #[test]
+            fn any_bytes_parse_or_fail(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = response_complete(&raw);
+                if let Err(e) = parse_response(&raw) {
+                    // The error reaches the log: short, and no control character of the answer.
+                    let text = e.to_string();
+                    prop_assert!(text.len() < 600 && !text.chars().any(lifecycle_escape::is_unsafe), "{:?}", text);
+                }
+                let _ = dechunk(&raw);
+            }
+
+            /// HTTP-shaped answers with hostile headers and bodies (TTLs, lengths, chunk sizes).
+            #[test]
+            fn http_shaped_answers_parse_or_fail(
+                status in head(),
+                headers in proptest::collection::vec(header_line(), 0..5),
+                body in proptest::collection::vec(any::<u8>(), 0..128),
+                secs_asked in any::<u64>(),
+            ) {
+                let mut raw = format!("{status}\r\n{}\r\n\r\n", headers.join("\r\n")).into_bytes();
+                raw.extend_from_slice(&body);
+                let _ = response_complete(&raw);
+                if let Ok(r) = parse_response(&raw) {
+                    let t0 = now_instant();
+                    let at = refresh_at(t0, r.ttl, Duration::from_secs(secs_asked));
+                    prop_assert!(at > t0 && at <= t0 + DEFAULT_TOKEN_TTL);
+                }
+            }
+
+            #[test]
+            fn any_ttl_refreshes_within_six_hours(granted in proptest::option::of(any::<u64>()), asked in any::<u64>()) {
+                let t0 = now_instant();
+                let at = refresh_at(t0, granted, Duration::from_millis(asked));
+                prop_assert!(at > t0 && at <= t0 + DEFAULT_TOKEN_TTL);
+            }
+
+            /// IMDS bodies the agent interprets: target-lifecycle-state and the spot notice.
+            #[test]
+            fn target_states_and_spot_notices_never_panic(body in any::<String>()) {
+                let state = lifecycle_core::TargetState::parse(&body);
+                let _ = state.to_string();
+                if let Ok(n) = parse_spot_notice(&body) {
+                    prop_assert!(matches!(n.action.as_str(), "terminate" | "stop" | "hibernate"));
+                }
+            }
+
+            #[test]
+            fn spot_shaped_json_parses_or_fails(action in any::<String>(), time in any::<String>()) {
+                let body = serde_json::json!({ "action": action, "time": time }).to_string();
+                if let Ok(n) = parse_spot_notice(&body) {
+                    prop_assert!(!n.time.chars().any(lifecycle_escape::is_unsafe));
+                }
+            }
+
+            #[test]
+            fn endpoints_parse_or_fail(url in any::<String>()) {
+                let _ = Endpoint::parse(&url);
+                let _ = Endpoint::parse(&format!("http://{url}"));
+            }
+        }
     }
 
     #[test]

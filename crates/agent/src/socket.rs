@@ -247,6 +247,41 @@ mod tests {
         assert!(parse_request(long.as_bytes()).expect_err("long").len() < 200);
     }
 
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Any request line: one of the three requests or an explanation that is short and
+            /// carries no control character back to the client's terminal.
+            #[test]
+            fn any_line_parses_or_is_explained(line in proptest::collection::vec(any::<u8>(), 0..MAX_LINE)) {
+                match parse_request(&line) {
+                    Ok(r) => prop_assert_eq!(parse_request(r.word().as_bytes()), Ok(r)),
+                    Err(e) => {
+                        prop_assert!(e.len() < 400, "{}", e.len());
+                        prop_assert!(!e.chars().any(lifecycle_escape::is_unsafe), "{:?}", e);
+                    }
+                }
+            }
+
+            #[test]
+            fn near_miss_words_parse_or_are_explained(
+                word in prop_oneof![Just("job-started"), Just("job-completed"), Just("status")],
+                pad_l in "[ \t\r\x00-\x1f]{0,3}",
+                pad_r in "[ \t\r\x00-\x1f\u{80}-\u{9f}]{0,3}",
+            ) {
+                let line = format!("{pad_l}{word}{pad_r}");
+                match parse_request(line.as_bytes()) {
+                    Ok(r) => prop_assert_eq!(r.word(), word),
+                    Err(e) => prop_assert!(!e.chars().any(lifecycle_escape::is_unsafe), "{:?}", e),
+                }
+            }
+        }
+    }
+
     #[test]
     fn groups_resolve_by_number_or_name() {
         assert_eq!(group_id("0"), Some(0));

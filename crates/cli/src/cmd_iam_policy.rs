@@ -75,6 +75,9 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
     if args.group.is_empty() || args.group.contains(['*', '?', '"']) {
         return bad(format!("--group `{}` is not a group name", args.group));
     }
+    if let Err(e) = iam::check_group_name(&args.group) {
+        return bad(format!("--group: {e}"));
+    }
     let secret = match NameTemplate::parse(&args.secret_template) {
         Ok(t) => t,
         Err(e) => return bad(e),
@@ -83,6 +86,13 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return bad(e),
     };
+    // The policy grants `<prefix>*`: the prefix must belong to this group alone.
+    if let Err(e) = iam::check_template_scope("--secret-template", secret.as_str()) {
+        return bad(e);
+    }
+    if let Err(e) = iam::check_template_scope("--parameter-template", parameter.as_str()) {
+        return bad(e);
+    }
     let target = Target {
         group: args.group.clone(),
         region: args.region.clone(),

@@ -44,8 +44,9 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return unreachable(&socket, &e),
     };
+    // Everything from the socket is untrusted text: escaped before it reaches the terminal.
     let Some(text) = reply.strip_prefix("ok ") else {
-        let shown: String = reply.chars().take(200).collect();
+        let shown = lifecycle_escape::clip(&reply, 200);
         eprintln!(
             "runner-lifecycle status: the agent at {} answered `{shown}` instead of its status",
             socket.display()
@@ -56,14 +57,16 @@ pub fn run(args: &StatusArgs) -> ExitCode {
         Ok(v) => v,
         Err(e) => {
             eprintln!(
-                "runner-lifecycle status: the answer on {} is not JSON ({e}); is this a runner-lifecycle agent of another version?",
-                socket.display()
+                "runner-lifecycle status: the answer on {} is not JSON ({}); is this a runner-lifecycle agent of another version?",
+                socket.display(),
+                lifecycle_escape::escape(&e.to_string())
             );
             return ExitCode::AgentNoAnswer;
         }
     };
     if args.json {
-        println!("{text}");
+        // The same JSON value, with C1 and bidirectional controls inside strings as \u escapes.
+        println!("{}", lifecycle_escape::escape_json_text(text));
     } else {
         print!("{}", render(&value));
     }
@@ -137,7 +140,7 @@ fn when(v: &Value, key: &str) -> Option<String> {
 }
 
 fn ago(v: &Value, key: &str) -> Option<String> {
-    int(v, key).map(|ms| relative(-ms))
+    int(v, key).map(|ms| relative(ms.saturating_neg()))
 }
 
 fn in_flight(v: &Value) -> Vec<&str> {
@@ -147,8 +150,11 @@ fn in_flight(v: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// One line of the status. Every value passes through here, and values carry text from the socket
+/// (group, states, errors, next step): control characters are escaped so a hostile answer cannot
+/// drive the terminal.
 fn row(out: &mut String, label: &str, value: &str) {
-    let _ = writeln!(out, "{label:<12} {value}");
+    let _ = writeln!(out, "{label:<12} {}", lifecycle_escape::escape(value));
 }
 
 /// The status as text, one line per aspect.
@@ -523,6 +529,137 @@ mod tests {
             "running for 800ms (reported by the job-started hook)"
         );
         assert_eq!(line(&text, "protection"), "not protected");
+    }
+
+    #[test]
+    fn control_characters_from_the_socket_are_escaped() {
+        // Regression: these reached the terminal raw (clear screen, OSC 52 clipboard write, a
+        // carriage return that overwrites the line, 8-bit CSI).
+        let hostile = "x\u{1b}[2J\u{1b}]52;c;Zm9v\u{7}\roverwritten\u{9b}31m\u{7f}\u{202e}";
+        let v = serde_json::json!({
+            "agent_state": "running",
+            "version": hostile,
+            "instance_id": hostile,
+            "group": hostile,
+            "region": hostile,
+            "hook_name": hostile,
+            "target_state": hostile,
+            "confirmed_state": hostile,
+            "listener": hostile,
+            "draining": hostile,
+            "last_error": hostile,
+            "calls_in_flight": [hostile],
+            "retries": [{"call": hostile, "in_ms": 5}],
+            "next_step": hostile,
+            "metrics_listen": hostile,
+        });
+        let text = render(&v);
+        assert!(
+            !text.chars().any(|c| lifecycle_escape::is_unsafe(c) && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("x\\u{1b}[2J"), "{text}");
+        assert_eq!(text.lines().count(), text.matches('\n').count());
+        let discovering = serde_json::json!({"agent_state": hostile, "next_step": hostile, "hooks_noted": 3});
+        let text = render(&discovering);
+        assert!(
+            !text.chars().any(|c| lifecycle_escape::is_unsafe(c) && c != '\n'),
+            "{text:?}"
+        );
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(-1i64)].prop_map(Value::from),
+                any::<String>().prop_map(Value::String),
+                prop_oneof![
+                    Just("running"),
+                    Just("pending"),
+                    Just("stopping"),
+                    Just("down"),
+                    Just("terminating"),
+                    Just("heartbeat")
+                ]
+                .prop_map(|s| Value::String(s.to_string())),
+                proptest::collection::vec(any::<String>().prop_map(Value::String), 0..3).prop_map(Value::Array),
+            ]
+        }
+
+        const KEYS: &[&str] = &[
+            "agent_state",
+            "pid",
+            "version",
+            "uptime_ms",
+            "metrics_listen",
+            "hooks_noted",
+            "next_step",
+            "instance_id",
+            "region",
+            "group",
+            "hook_name",
+            "heartbeat_timeout_ms",
+            "target_state",
+            "confirmed_state",
+            "not_in_group",
+            "listener",
+            "listener_pid",
+            "listener_up_ms",
+            "listener_kill_in_ms",
+            "listener_relaunch_in_ms",
+            "workers",
+            "job_alive",
+            "job_age_ms",
+            "idle_ms",
+            "protected",
+            "unprotect_in_ms",
+            "draining",
+            "stop_forced",
+            "stop_forced_in_ms",
+            "hook_phase",
+            "next_heartbeat_in_ms",
+            "global_deadline_in_ms",
+            "last_heartbeat_ago_ms",
+            "last_error",
+            "last_error_ago_ms",
+            "calls_in_flight",
+            "retries",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any status answer renders without a panic and without a control character.
+            #[test]
+            fn any_answer_renders_safely(
+                fields in proptest::collection::vec((0..KEYS.len(), value()), 0..24),
+                running in any::<bool>(),
+            ) {
+                let mut map = serde_json::Map::new();
+                for (i, v) in fields {
+                    map.insert(KEYS[i].to_string(), v);
+                }
+                if running {
+                    map.insert("agent_state".into(), Value::String("running".into()));
+                }
+                let text = render(&Value::Object(map));
+                prop_assert!(!text.chars().any(|c| lifecycle_escape::is_unsafe(c) && c != '\n'), "{:?}", text);
+            }
+
+            #[test]
+            fn any_json_value_renders(s in any::<String>()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&s) {
+                    let _ = render(&v);
+                }
+                let _ = render(&Value::String(s));
+            }
+        }
     }
 
     #[test]

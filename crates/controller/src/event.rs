@@ -232,9 +232,9 @@ pub fn parse_value(value: Value) -> Result<ControllerEvent, EventError> {
     }
 }
 
-/// At most 80 characters of untrusted text, for error messages.
+/// At most 80 characters of untrusted text, escaped, for error messages (they reach the logs).
 fn clip(s: &str) -> String {
-    s.chars().take(80).collect()
+    lifecycle_escape::clip(s, 80)
 }
 
 fn lifecycle(
@@ -298,6 +298,97 @@ mod tests {
     fn rejects_without_panicking() {
         for raw in [&b""[..], b"[]", b"null", b"{}", b"\xff\xfe", b"{\"detail-type\": 5}"] {
             assert!(parse(raw).is_err());
+        }
+    }
+
+    #[test]
+    fn untrusted_fields_in_errors_are_escaped() {
+        let raw = br#"{"source": "aws.ec2\u001b[2J", "detail-type": "x\r\nforged"}"#;
+        let e = parse(raw).expect_err("unsupported").to_string();
+        assert!(!e.chars().any(lifecycle_escape::is_unsafe), "{e:?}");
+        assert!(e.contains("aws.ec2\\u{1b}[2J") && e.contains("x\\r\\nforged"), "{e}");
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<String>().prop_map(Value::String),
+                "i-[0-9a-f]{8}|i-[0-9a-f]{17}".prop_map(Value::String),
+                Just(Value::String(TRANSITION_TERMINATING.into())),
+                Just(Value::String(TRANSITION_LAUNCHING.into())),
+                prop_oneof![Just("EC2"), Just("AutoScalingGroup"), Just("WarmPool")]
+                    .prop_map(|s| Value::String(s.into())),
+                any::<i64>().prop_map(Value::from),
+                Just(Value::Null),
+                Just(serde_json::json!({"nested": [1, 2]})),
+            ]
+        }
+
+        fn event() -> impl Strategy<Value = Value> {
+            let detail_keys = prop_oneof![
+                Just("AutoScalingGroupName"),
+                Just("LifecycleHookName"),
+                Just("EC2InstanceId"),
+                Just("LifecycleTransition"),
+                Just("LifecycleActionToken"),
+                Just("Origin"),
+                Just("Destination"),
+                Just("instance-id"),
+                Just("instance-action"),
+            ];
+            let kind = prop_oneof![
+                Just(("aws.autoscaling", DETAIL_TERMINATE)),
+                Just(("aws.autoscaling", DETAIL_LAUNCH)),
+                Just(("aws.ec2", DETAIL_SPOT)),
+                Just(("aws.events", DETAIL_SCHEDULED)),
+                Just(("aws.other", "Other")),
+            ];
+            (
+                kind,
+                proptest::collection::vec((detail_keys, text()), 0..10),
+                proptest::option::of(text()),
+                proptest::option::of(proptest::collection::vec(text(), 0..2)),
+                any::<bool>(),
+            )
+                .prop_map(|((source, detail_type), fields, time, resources, detail_is_object)| {
+                    let detail: serde_json::Map<String, Value> =
+                        fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                    serde_json::json!({
+                        "source": source,
+                        "detail-type": detail_type,
+                        "time": time,
+                        "resources": resources,
+                        "detail": if detail_is_object { Value::Object(detail) } else { Value::from(5) },
+                    })
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn any_bytes_parse_or_fail(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = parse(&raw);
+            }
+
+            /// Event-shaped JSON with hostile fields: a valid event or an error with no control
+            /// characters in its text, never a panic.
+            #[test]
+            fn event_shaped_values_parse_or_fail(v in event()) {
+                let bytes = serde_json::to_vec(&v).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match parse(&bytes) {
+                    Ok(ControllerEvent::Terminate(a) | ControllerEvent::Launch(a)) => {
+                        prop_assert!(is_instance_id(&a.instance_id));
+                        prop_assert!(!a.group.trim().is_empty() && !a.hook.trim().is_empty());
+                    }
+                    Ok(ControllerEvent::SpotInterruption { instance_id, .. }) => prop_assert!(is_instance_id(&instance_id)),
+                    Ok(ControllerEvent::Scheduled { .. }) => {}
+                    Err(e) => prop_assert!(!e.to_string().chars().any(lifecycle_escape::is_unsafe), "{:?}", e.to_string()),
+                }
+            }
         }
     }
 }

@@ -206,7 +206,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
 
     async fn terminate(&self, action: LifecycleAction) -> Result<Outcome, HandlerError> {
         if !self.manages(&action.group) {
-            info!(group = %action.group, instance_id = %action.instance_id, "termination in an unmanaged group; ignored");
+            info!(group = %lifecycle_escape::clip(&action.group, 255), instance_id = %action.instance_id, "termination in an unmanaged group; ignored");
             return Ok(Outcome::Ignored { group: action.group });
         }
         if action.is_warm_pool_trim() {
@@ -225,7 +225,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
 
     async fn launch(&self, action: LifecycleAction, now: i64) -> Result<Outcome, HandlerError> {
         if !self.manages(&action.group) {
-            info!(group = %action.group, instance_id = %action.instance_id, "launch in an unmanaged group; ignored");
+            info!(group = %lifecycle_escape::clip(&action.group, 255), instance_id = %action.instance_id, "launch in an unmanaged group; ignored");
             return Ok(Outcome::Ignored { group: action.group });
         }
         let secret = self.settings.secret_template.name(&action.group, &action.instance_id);

@@ -177,6 +177,57 @@ pub struct Target {
     pub credentials_secret: Option<String>,
 }
 
+/// The character that must follow `{group}` in a name template, and that a group name scoped by a
+/// policy must not contain. Secret and parameter names allow `A-Za-z0-9/_+=.@-`; all but `/` are
+/// common inside group names (`ci-prod`, `ci_arm64`, `ci.gpu`), so only `/`, the hierarchy
+/// separator of both Secrets Manager names and SSM parameter paths, ends a group name for sure.
+pub const GROUP_DELIMITER: char = '/';
+
+/// A template that scopes one group, for error messages.
+const GOOD_TEMPLATE: &str = "runner-lifecycle/{group}/{instance_id}";
+
+/// Check that a name template's prefix for a group covers that group's names only, since the
+/// policy grants `<prefix>*`: `{group}` must appear, be followed by [`GROUP_DELIMITER`] before
+/// any other placeholder or wildcard, and `{instance_id}` must come after that. Otherwise
+/// `{instance_id}` alone grants `secret:*`, and `rl-{group}-{instance_id}` for group `ci`
+/// (`rl-ci-*`) also grants group `ci-prod`'s secrets.
+pub fn check_template_scope(what: &str, template: &str) -> Result<(), String> {
+    let t = template.trim();
+    let bad = |why: &str| {
+        Err(format!(
+            "{what} `{t}` {why}, so its policy would reach beyond one group; use e.g. `{GOOD_TEMPLATE}`"
+        ))
+    };
+    let Some(g) = t.find("{group}") else {
+        return bad("has no {group}");
+    };
+    let head = &t[..g];
+    if head.contains(['{', '}', '*', '?']) {
+        return bad("has a placeholder or wildcard before {group}");
+    }
+    let after = &t[g + "{group}".len()..];
+    if !after.starts_with(GROUP_DELIMITER) {
+        return bad(&format!("does not follow {{group}} with `{GROUP_DELIMITER}`"));
+    }
+    let rest = &after[GROUP_DELIMITER.len_utf8()..];
+    match rest.find("{instance_id}") {
+        Some(i) if !rest[..i].contains(['{', '}', '*', '?']) => Ok(()),
+        Some(_) => bad("has a placeholder or wildcard between {group} and {instance_id}"),
+        None => bad(&format!("has no {{instance_id}} after `{{group}}{GROUP_DELIMITER}`")),
+    }
+}
+
+/// Check a group name for a policy: no wildcard, and no [`GROUP_DELIMITER`], which would put its
+/// names under another group's prefix (`ci/x` under `ci`'s).
+pub fn check_group_name(group: &str) -> Result<(), String> {
+    if group.is_empty() || group.contains(['*', '?', '"', GROUP_DELIMITER]) {
+        return Err(format!(
+            "group `{group}` is not a group name a policy can scope (no `*`, `?`, `\"` or `{GROUP_DELIMITER}`)"
+        ));
+    }
+    Ok(())
+}
+
 /// The actions a role needs, sorted.
 pub fn actions(role: Role) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = CALLS
@@ -333,6 +384,70 @@ mod tests {
             found,
             vec!["complete_lifecycle_action".to_string(), "get_parameter".to_string()]
         );
+    }
+
+    #[test]
+    fn templates_must_scope_one_group() {
+        use lifecycle_aws::{DEFAULT_PARAMETER_TEMPLATE, DEFAULT_SECRET_TEMPLATE};
+        for good in [
+            DEFAULT_SECRET_TEMPLATE,
+            DEFAULT_PARAMETER_TEMPLATE,
+            "rl/{group}/{instance_id}",
+            "{group}/{instance_id}",
+            "rl/{group}/tokens/{instance_id}/v1",
+        ] {
+            assert_eq!(check_template_scope("secret template", good), Ok(()), "{good}");
+        }
+        // Regression: `{instance_id}` alone granted `secret:*`; `rl-{group}-{instance_id}` for
+        // `ci` granted `rl-ci-*`, which covers `ci-prod`.
+        for bad in [
+            "{instance_id}",
+            "rl-{group}-{instance_id}",
+            "rl/{group}{instance_id}",
+            "rl/{group}.{instance_id}",
+            "rl/{group}",
+            "{instance_id}/{group}/",
+            "rl/{group}/*/{instance_id}",
+        ] {
+            let e = check_template_scope("secret template", bad).expect_err(bad);
+            assert!(e.contains(bad) && e.contains(GOOD_TEMPLATE), "{e}");
+        }
+        assert!(check_group_name("runners").is_ok() && check_group_name("ci-prod.arm_64").is_ok());
+        for bad in ["", "ci/x", "ci*", "a?b"] {
+            assert!(check_group_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Whatever the template and the group: when both pass, one group's prefix never covers
+        /// another group's names.
+        #[test]
+        fn accepted_templates_never_overlap(
+            head in "[a-z/_.-]{0,6}",
+            mid in "[/a-z_.{}-]{0,4}",
+            tail in "[a-z/_.-]{0,4}",
+            g1 in "[a-z0-9/_.-]{1,6}",
+            g2 in "[a-z0-9/_.-]{1,6}",
+        ) {
+            let template = format!("{head}{{group}}{mid}{{instance_id}}{tail}");
+            let ok = check_template_scope("t", &template).is_ok()
+                && check_group_name(&g1).is_ok()
+                && check_group_name(&g2).is_ok();
+            if let (true, Ok(t)) = (ok, lifecycle_aws::NameTemplate::parse(&template)) {
+                if g1 != g2 {
+                    let name2 = t.name(&g2, "i-0123456789abcdef0");
+                    proptest::prop_assert!(!name2.starts_with(&t.prefix(&g1)), "{} covers {}", t.prefix(&g1), name2);
+                }
+            }
+        }
+
+        #[test]
+        fn any_template_is_checked_without_panicking(t in proptest::prelude::any::<String>()) {
+            let _ = check_template_scope("t", &t);
+            let _ = check_group_name(&t);
+        }
     }
 
     #[test]

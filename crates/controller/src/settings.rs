@@ -81,4 +81,20 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("five").is_err() && parse_duration("").is_err() && parse_duration("-1").is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_duration_text_parses_or_is_refused(t in proptest::prelude::any::<String>()) {
+            let _ = parse_duration(&t);
+        }
+
+        #[test]
+        fn duration_shaped_text_parses_or_is_refused(t in "[ +0-9]{0,22}[smhd]?") {
+            if let Ok(d) = parse_duration(&t) {
+                proptest::prop_assert_eq!(parse_duration(&d.as_secs().to_string()), Ok(d));
+            }
+        }
+    }
 }

@@ -134,7 +134,7 @@ pub async fn sweep<A: Aws, G: GitHub>(
             if r.is_online() || r.busy {
                 // A listener still holds a session (a detached host?): deleting the registration
                 // would cancel its job (domain brief section 3). Leave it, say so.
-                warn!(group, runner = %r.name, instance_id = %id, "instance gone from the group but its runner is online; kept");
+                warn!(group, runner = %lifecycle_escape::escape(&r.name), instance_id = %id, "instance gone from the group but its runner is online; kept");
                 report.runners_kept_online.push(r.name.clone());
                 continue;
             }
@@ -143,7 +143,7 @@ pub async fn sweep<A: Aws, G: GitHub>(
             }
             match github.delete_runner(r.id).await {
                 Ok(Deleted::Deleted | Deleted::AlreadyGone) => {
-                    info!(group, runner = %r.name, instance_id = %id, "orphaned runner registration deleted");
+                    info!(group, runner = %lifecycle_escape::escape(&r.name), instance_id = %id, "orphaned runner registration deleted");
                     report.runners_deleted.push(r.name.clone());
                 }
                 Err(e) => {

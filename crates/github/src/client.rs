@@ -167,11 +167,12 @@ struct Answer {
 }
 
 impl Answer {
+    /// GitHub's error message, clipped and escaped: it ends up in errors and logs.
     fn message(&self) -> String {
         let msg = serde_json::from_slice::<ErrorBody>(&self.body)
             .unwrap_or_default()
             .message;
-        msg.chars().take(300).collect()
+        lifecycle_escape::clip(&msg, 300)
     }
 
     fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, GitHubError> {
@@ -179,13 +180,48 @@ impl Answer {
     }
 }
 
+/// Check an API base URL: `https://` anywhere, `http://` only on loopback (127.0.0.0/8, `::1`,
+/// `localhost`), because every request carries the token and plain HTTP hands it to whoever is on
+/// the path. Emulators in tests listen on loopback.
+pub fn check_api_url(url: &str) -> Result<(), GitHubError> {
+    let shown = lifecycle_escape::clip(url, 200);
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(GitHubError::Config(format!("API URL `{shown}` is not http(s)")));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Whatever precedes an `@` is user information, not the host.
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    if is_loopback_host(host) && !authority.contains('@') {
+        return Ok(());
+    }
+    Err(GitHubError::Config(format!(
+        "API URL `{shown}`: plain http:// would send the token unencrypted; use https://, \
+         or http:// only to a loopback host (127.0.0.1, [::1], localhost) such as a local emulator"
+    )))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Ok(v4) = host.parse::<std::net::Ipv4Addr>() {
+        return v4.is_loopback();
+    }
+    host.parse::<std::net::Ipv6Addr>().is_ok_and(|v6| v6.is_loopback())
+}
+
 impl GitHubClient {
     /// A client for `scope` with `auth`. TLS uses the platform's root certificates.
     pub fn new(scope: Scope, auth: Auth, opts: Options) -> Result<GitHubClient, GitHubError> {
         let base = opts.api_url.trim_end_matches('/').to_string();
-        if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(GitHubError::Config(format!("API URL `{base}` is not http(s)")));
-        }
+        check_api_url(&base)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| GitHubError::Config(format!("loading the platform's root certificates: {e}")))?
@@ -402,11 +438,13 @@ impl GitHubClient {
                             // The budget bounds the time; the count bounds a server that keeps
                             // answering `Retry-After: 0`.
                             rate_waits += 1;
-                            if waited + wait > self.opts.max_rate_limit_wait || rate_waits > MAX_RATE_LIMIT_WAITS {
+                            if waited.saturating_add(wait) > self.opts.max_rate_limit_wait
+                                || rate_waits > MAX_RATE_LIMIT_WAITS
+                            {
                                 return Err(GitHubError::RateLimited { retry_after: wait });
                             }
                             warn!(path = %path, wait_s = wait.as_secs(), "GitHub rate limit; waiting");
-                            waited += wait;
+                            waited = waited.saturating_add(wait);
                             time::sleep(wait).await;
                             attempt -= 1;
                             continue;
@@ -419,7 +457,10 @@ impl GitHubClient {
             if attempt >= self.opts.max_attempts {
                 return Err(GitHubError::Transient(format!("{method} {path}: {failure}")));
             }
-            let base = Duration::from_millis(250) * 2u32.pow(attempt - 1);
+            // Saturating: `max_attempts` is configurable, and 2^32 must not panic.
+            let base = Duration::from_millis(250)
+                .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+                .min(Duration::from_secs(30));
             let delay = {
                 let mut rng = self.jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 rng.jitter(base, 0.5, 1.0)
@@ -520,6 +561,58 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_is_refused_unless_loopback() {
+        for good in [
+            "https://api.github.com",
+            "https://ghe.example.com/api/v3",
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3/api/v3",
+            "http://[::1]:9000",
+            "http://localhost:3000/",
+            "http://LOCALHOST",
+        ] {
+            assert!(check_api_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://api.github.com",
+            "http://ghe.example.com/api/v3",
+            "http://10.0.0.1:8080",
+            "http://127.0.0.1.evil.example",
+            "http://127.0.0.1@evil.example/",
+            "http://evil.example@127.0.0.1/",
+            "http://[::2]/",
+            "http://localhost.evil.example",
+            "ftp://127.0.0.1",
+            "api.github.com",
+        ] {
+            let e = check_api_url(bad).expect_err(bad);
+            assert!(matches!(e, GitHubError::Config(_)), "{bad}: {e}");
+        }
+        let e = check_api_url("http://ghe.example.com/api/v3").expect_err("plain");
+        assert!(
+            e.to_string().contains("unencrypted") && e.to_string().contains("loopback"),
+            "{e}"
+        );
+        // The client refuses it at construction, before any request.
+        let opts = Options {
+            api_url: "http://ghe.example.com/api/v3".into(),
+            ..Options::default()
+        };
+        let made = GitHubClient::new(Scope::Org("o".into()), Auth::Token(Secret::new("t")), opts);
+        assert!(matches!(made, Err(GitHubError::Config(_))));
+    }
+
+    #[test]
+    fn error_messages_are_clipped_and_escaped() {
+        let answer = Answer {
+            status: 403,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"{\"message\": \"no\\u001b[2J\\r\\nforged line\"}"),
+        };
+        assert_eq!(answer.message(), "no\\u{1b}[2J\\r\\nforged line");
+    }
+
+    #[test]
     fn builds_scope_paths() {
         assert_eq!(Scope::Org("o".into()).prefix(), "/orgs/o");
         assert_eq!(
@@ -530,5 +623,25 @@ mod tests {
             .prefix(),
             "/repos/o/r"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_url_is_checked_without_panicking(u in proptest::prelude::any::<String>()) {
+            let _ = Scope::from_runner_url(&u);
+            if check_api_url(&u).is_ok() {
+                proptest::prop_assert!(u.starts_with("https://") || u.starts_with("http://"));
+            }
+            let _ = check_api_url(&format!("http://{u}"));
+        }
+
+        /// A stored credential of any shape: credentials or a configuration error.
+        #[test]
+        fn any_stored_credentials_parse_or_fail(raw in proptest::prelude::any::<String>()) {
+            let _ = Auth::from_stored(&Secret::new(raw.as_str()));
+            let _ = Auth::from_stored(&Secret::new(format!("{{\"app_id\": 1, \"installation_id\": 2, \"private_key\": {:?}}}", raw)));
+        }
     }
 }

@@ -30,4 +30,20 @@ mod tests {
         assert_eq!(next_url(""), None);
         assert_eq!(next_url("garbage; rel=\"next\""), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_link_header_gives_a_url_or_none(h in proptest::prelude::any::<String>()) {
+            let _ = next_url(&h);
+        }
+
+        #[test]
+        fn link_shaped_headers_give_a_url_or_none(h in "(<[ -~]{0,20}>(; ?rel=\"?[a-z]{0,5}\"?){0,2},? ?){0,3}") {
+            if let Some(u) = next_url(&h) {
+                proptest::prop_assert!(h.contains(&u));
+            }
+        }
+    }
 }

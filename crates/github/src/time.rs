@@ -130,4 +130,33 @@ mod tests {
         }
         assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_text_parses_or_is_refused(s in proptest::prelude::any::<String>()) {
+            let _ = parse_rfc3339(&s);
+        }
+
+        /// Timestamp-shaped text with every field out of range: a value or `None`, never a panic.
+        #[test]
+        fn timestamp_shaped_text_parses_or_is_refused(
+            s in "[-+0-9]{4}-[-+0-9]{2}-[-+0-9]{2}[Tt ][-+0-9]{2}:[-+0-9]{2}:[-+0-9]{2}(\\.[0-9]{0,12})?(Z|z|[-+][-+0-9]{1,3}:[-+0-9]{1,3}|[^0-9]{0,3})"
+        ) {
+            if let Some(t) = parse_rfc3339(&s) {
+                let _ = format_rfc3339(t);
+            }
+        }
+
+        #[test]
+        fn any_epoch_formats(t in proptest::prelude::any::<i64>()) {
+            let _ = format_rfc3339(t);
+        }
+
+        #[test]
+        fn formats_round_trip_for_four_digit_years(t in -62_135_596_800i64..253_402_300_799) {
+            proptest::prop_assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        }
+    }
 }

@@ -98,3 +98,91 @@ pub(crate) struct ErrorBody {
     #[serde(default)]
     pub message: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A runner-shaped object whose fields take arbitrary values.
+    fn runner() -> impl Strategy<Value = Value> {
+        (
+            value(),
+            value(),
+            value(),
+            value(),
+            value(),
+            any::<u64>(),
+            any::<String>(),
+        )
+            .prop_map(|(id, name, status, busy, labels, good_id, good_name)| {
+                let id = if id.is_null() { Value::from(good_id) } else { id };
+                let name = if name.is_null() { Value::from(good_name) } else { name };
+                json!({ "id": id, "name": name, "status": status, "busy": busy, "labels": labels })
+            })
+    }
+
+    /// Decode `bytes` as every answer type the client reads: `Ok` or `Err`, never a panic.
+    fn decode_all(bytes: &[u8]) {
+        if let Ok(page) = serde_json::from_slice::<RunnerPage>(bytes) {
+            for r in &page.runners {
+                let _ = (r.has_label("self-hosted"), r.is_online());
+            }
+        }
+        let _ = serde_json::from_slice::<Runner>(bytes);
+        let _ = serde_json::from_slice::<RegistrationToken>(bytes);
+        let _ = serde_json::from_slice::<JitConfig>(bytes);
+        let _ = serde_json::from_slice::<InstallationToken>(bytes);
+        let _ = serde_json::from_slice::<ErrorBody>(bytes);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_bytes_decode_or_fail(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            decode_all(&raw);
+        }
+
+        #[test]
+        fn any_json_decodes_or_fails(v in value()) {
+            decode_all(v.to_string().as_bytes());
+        }
+
+        /// Pages and JIT answers with hostile runner fields.
+        #[test]
+        fn schema_shaped_answers_decode_or_fail(
+            runners in proptest::collection::vec(runner(), 0..4),
+            total in value(),
+            token in value(),
+            expires in value(),
+        ) {
+            let page = json!({ "total_count": total, "runners": runners });
+            decode_all(page.to_string().as_bytes());
+            let first = runners.first().cloned().unwrap_or(Value::Null);
+            let jit = json!({ "runner": first, "encoded_jit_config": token.clone() });
+            decode_all(jit.to_string().as_bytes());
+            let tok = json!({ "token": token, "expires_at": expires });
+            decode_all(tok.to_string().as_bytes());
+        }
+    }
+}

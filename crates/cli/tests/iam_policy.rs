@@ -1,0 +1,45 @@
+//! `runner-lifecycle iam-policy` end to end: templates whose `<prefix>*` would reach beyond one
+//! group are configuration errors (exit 3); the defaults still produce a policy.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runner-lifecycle");
+
+fn iam(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["iam-policy", "--role", "agent"])
+        .args(args)
+        .output()
+        .expect("run runner-lifecycle");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_default_templates_give_a_policy() {
+    let (code, out, err) = iam(&["--group", "ci"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("secret:runner-lifecycle/ci/*"), "{out}");
+}
+
+#[test]
+fn templates_reaching_beyond_one_group_are_refused() {
+    for (flag, template) in [
+        ("--secret-template", "{instance_id}"),
+        ("--secret-template", "rl-{group}-{instance_id}"),
+        ("--parameter-template", "/rl/{instance_id}"),
+    ] {
+        let (code, out, err) = iam(&["--group", "ci", flag, template]);
+        assert_eq!(code, 3, "{flag} {template}: {out}{err}");
+        assert!(out.is_empty(), "no policy is printed: {out}");
+        assert!(
+            err.contains(template) && err.contains("runner-lifecycle/{group}/{instance_id}"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = iam(&["--group", "ci/x"]);
+    assert_eq!(code, 3, "{err}");
+}
