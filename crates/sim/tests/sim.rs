@@ -306,3 +306,14 @@ fn regression_seeds() {
         );
     }
 }
+
+/// Seed 293 (20 instances, 1 day, default faults): a job was delivered to a host 50 ms before its IMDS
+/// poll showed the scale-in, and the /proc scan that saw the worker fell on the same instant but after
+/// the IMDS reading. The agent stopped a listener it believed idle: the stop window, which the world
+/// used to misfile as a cancel because the worker was "old enough" to have been seen.
+#[test]
+fn regression_seed_293_same_instant_observations() {
+    let report = simulate(&SimConfig::fleet(293, 20, 1.0), &OURS);
+    assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
+    assert_eq!(report.strategies[0].metrics.jobs_cancelled, 0);
+}
