@@ -1,0 +1,93 @@
+//! `runner-lifecycle simulate` end to end: a replayed trace, the SVG plot, the JSON fields the README
+//! documents, and clear errors (exit 3 for a bad trace, 2 for a bad flag).
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runner-lifecycle");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/traces/example.csv");
+
+fn simulate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("simulate")
+        .args(args)
+        .output()
+        .expect("run runner-lifecycle");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rl-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+#[test]
+fn a_trace_replays_with_a_plot_and_the_documented_fields() {
+    let svg = scratch("plot.svg");
+    let svg_arg = svg.to_str().expect("utf-8 path");
+    let (code, out, err) = simulate(&[
+        "--trace",
+        EXAMPLE,
+        "--instances",
+        "20",
+        "--trace-instance",
+        "3",
+        "--plot",
+        svg_arg,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    let strategies = report["strategies"].as_array().expect("strategies");
+    assert_eq!(strategies.len(), 4);
+    for s in strategies {
+        // The example trace keeps 260 of its 269 rows (docs/simulation-traces.md).
+        assert_eq!(s["jobs_total"], 260, "{s}");
+        for field in [
+            "jobs_killed_by_stop",
+            "jobs_killed_by_stop_per_10k_scale_ins",
+            "idle_wait_s_per_scale_in",
+            "jobs_dispatched_after_pick",
+            "queue_wait_p95_s",
+            "instance_hours",
+        ] {
+            assert!(s.get(field).is_some(), "{field} missing in {s}");
+        }
+    }
+    assert!(err.contains("skipped 9"), "the trace's skips are reported: {err}");
+    let svg = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("runner-lifecycle") && svg.contains("instance 3"), "timeline panel drawn");
+}
+
+#[test]
+fn a_label_filter_keeps_only_matching_jobs() {
+    let (code, out, err) = simulate(&["--trace", EXAMPLE, "--trace-labels", "gpu", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["strategies"][0]["jobs_total"], 17);
+}
+
+#[test]
+fn a_bad_trace_is_a_configuration_error() {
+    let bad = scratch("bad.csv");
+    std::fs::write(&bad, "queued_at,started_at,completed_at\nyesterday,now,later\n").expect("write");
+    let (code, _, err) = simulate(&["--trace", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    let (code, _, err) = simulate(&["--trace", "/nonexistent/trace.csv"]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let (code, _, err) = simulate(&["--unacquired", "sometimes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("requeue:SECONDS"), "{err}");
+    let (code, _, err) = simulate(&["--trace-labels", "gpu"]);
+    assert_eq!(code, 2, "--trace-labels needs --trace: {err}");
+}
