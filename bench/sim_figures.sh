@@ -15,9 +15,11 @@ summary() {
   python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-print(f"  {\"strategy\":<24}{\"killed/10k scale-ins\":>22}{\"idle s/scale-in\":>17}{\"after pick\":>12}{\"scale-ins\":>11}{\"violations\":>12}")
+cols = ("strategy", "killed/10k scale-ins", "idle s/scale-in", "after pick", "scale-ins", "violations")
+print("  %-24s%22s%17s%12s%11s%12s" % cols)
 for s in r["strategies"]:
-    print(f"  {s[\"name\"]:<24}{s[\"jobs_killed_by_stop_per_10k_scale_ins\"]:>22.1f}{s[\"idle_wait_s_per_scale_in\"]:>17.1f}{s[\"jobs_dispatched_after_pick\"]:>12}{s[\"scale_ins\"]:>11}{s[\"violations\"]:>12}")
+    print("  %-24s%22.1f%17.1f%12d%11d%12d" % (s["name"], s["jobs_killed_by_stop_per_10k_scale_ins"],
+          s["idle_wait_s_per_scale_in"], s["jobs_dispatched_after_pick"], s["scale_ins"], s["violations"]))
 '
 }
 
