@@ -72,6 +72,17 @@ pub struct SimulateArgs {
     /// stop) or `requeue:SECONDS` (offered again after that long).
     #[arg(long, default_value = "lost", value_parser = parse_unacquired)]
     unacquired: Unacquired,
+    /// Demand scaling: idle runners kept warm beyond demand (default: 1 per 100 instances, at least 1).
+    #[arg(long)]
+    demand_idle_target: Option<u32>,
+    /// Demand scaling (strategy runner-lifecycle-demand): seconds demand must stay below capacity
+    /// before capacity drops.
+    #[arg(long, default_value_t = 900.0, value_parser = non_negative)]
+    scale_in_after: f64,
+    /// Demand scaling: share of workflow_job webhooks that never arrive (the minute's reconcile repairs
+    /// them).
+    #[arg(long, default_value_t = 0.01, value_parser = unit_interval)]
+    webhook_drop_rate: f64,
     /// Instances kept stopped in a warm pool (0: none).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     warm_pool: u32,
@@ -209,6 +220,11 @@ impl SimulateArgs {
         cfg.event_to_stop = Duration::from_secs_f64(self.event_to_stop);
         cfg.unacquired = self.unacquired;
         cfg.warm_pool = self.warm_pool;
+        cfg.scale_in_after = Duration::from_secs_f64(self.scale_in_after);
+        if let Some(n) = self.demand_idle_target {
+            cfg.demand_idle_target = n;
+        }
+        cfg.webhook_drop_rate = self.webhook_drop_rate;
         cfg.warm_trims_per_day = self.warm_trims_per_day;
         Ok(cfg)
     }

@@ -61,7 +61,10 @@ fn a_trace_replays_with_a_plot_and_the_documented_fields() {
     assert!(err.contains("skipped 9"), "the trace's skips are reported: {err}");
     let svg = std::fs::read_to_string(&svg).expect("plot written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert!(svg.contains("runner-lifecycle") && svg.contains("instance 3"), "timeline panel drawn");
+    assert!(
+        svg.contains("runner-lifecycle") && svg.contains("instance 3"),
+        "timeline panel drawn"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod host;
 pub mod io;
 pub mod rng;
+pub mod scaling;
 pub mod time;
 
 pub use aws::{ApiError, ApiErrorKind, AsgState, TargetState};

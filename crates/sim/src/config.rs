@@ -86,6 +86,30 @@ pub enum Unacquired {
     },
 }
 
+/// How the group's desired capacity is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scaling {
+    /// The source PR's: CloudWatch alarms on GitHub's idle-runner count (`online && !busy`, sampled
+    /// once a minute), 3 x 60 s above or below the target, each step one instance, cooldowns 180 s
+    /// (in) and 60 s (out).
+    IdleAlarms,
+    /// The controller's (`controller scale`, lifecycle-core `scaling`): queued plus running jobs plus
+    /// the idle target, at once on each `workflow_job` webhook, reconciled every minute; scale-in after
+    /// demand stayed lower for `scale_in_after`.
+    Demand,
+}
+
+impl Scaling {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scaling::IdleAlarms => "idle-alarms",
+            Scaling::Demand => "demand",
+        }
+    }
+}
+
 /// Everything that shapes one simulated run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SimConfig {
@@ -130,6 +154,20 @@ pub struct SimConfig {
     pub trace: Option<Arc<Vec<JobSpec>>>,
     /// The trace file's name, for the report.
     pub trace_file: Option<String>,
+    /// The scaling policy (each strategy sets its own; see `Strategy`).
+    pub scaling: Scaling,
+    /// Demand scaling: idle runners kept warm beyond demand. The alarm policy's `idle_target` is a
+    /// floor it reaches one instance a minute; the demand policy scales out for every queued job at
+    /// once, so it needs far fewer idle runners for the same queue wait.
+    pub demand_idle_target: u32,
+    /// Demand scaling: how long demand must stay below capacity before capacity drops. Each scale-in is
+    /// a boot later and a stop window now, so churn costs jobs; 15 minutes halves the scale-ins of 2
+    /// minutes for 10% more idle time on the default world (`--scale-in-after` swept 120-1800 s).
+    pub scale_in_after: Duration,
+    /// Demand scaling: the share of `workflow_job` webhooks that never arrive (GitHub does not retry
+    /// failed deliveries by itself; users report jobs left queued for an hour, pytorch/test-infra
+    /// #5840). The minute's reconcile repairs them. Assumption, swept.
+    pub webhook_drop_rate: f64,
 }
 
 impl Default for SimConfig {
@@ -159,6 +197,10 @@ impl SimConfig {
             warm_trims_per_day: 1.0,
             trace: None,
             trace_file: None,
+            scaling: Scaling::IdleAlarms,
+            demand_idle_target: (instances / 100).max(1),
+            scale_in_after: Duration::from_secs(900),
+            webhook_drop_rate: 0.01,
         }
     }
 
@@ -236,8 +278,12 @@ pub mod timing {
     pub const RELAUNCH: Duration = Duration::from_secs(5);
     /// The scaling policy's evaluation period (CloudWatch alarm period in the source PR: 60 s).
     pub const SCALING_PERIOD: Duration = Duration::from_secs(60);
-    /// Scale-in: idle above target for 3 periods, cooldown 180 s (source PR).
+    /// Scale-in: idle above target for 3 periods, cooldown 180 s (source PR). Scale-out likewise needs
+    /// 3 periods below the target (its second alarm), and each alarm steps the group by one instance.
     pub const SCALE_IN_PERIODS: u32 = 3;
+    /// A `workflow_job` webhook reaches the controller (GitHub delivery plus a Lambda function URL;
+    /// assumption).
+    pub const WEBHOOK_LATENCY: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(2000));
     /// See `SCALE_IN_PERIODS`.
     pub const SCALE_IN_COOLDOWN: Duration = Duration::from_secs(180);
     /// Scale-out cooldown (source PR: 60 s).

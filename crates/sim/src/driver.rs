@@ -12,6 +12,8 @@ use crate::SimConfig;
 pub struct StrategyRun {
     /// The strategy's name.
     pub name: &'static str,
+    /// Its scaling policy.
+    pub scaling: crate::config::Scaling,
     /// Its counters.
     pub metrics: Metrics,
     /// Invariant violations (only checked for runner-lifecycle).
@@ -135,6 +137,7 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> St
     }
     StrategyRun {
         name: C::NAME,
+        scaling: cfg.scaling,
         timeline: w.timeline.take().map(|t| t.into_timeline(C::NAME)),
         metrics: w.metrics,
         violations: w.violations,

@@ -38,6 +38,8 @@ pub enum Strategy {
     RunnerLifecycle,
     /// runner-lifecycle with the listener in one-job mode (`run --once`), relaunched between jobs.
     RunnerLifecycleOnce,
+    /// runner-lifecycle with the controller's demand scaling instead of the source PR's idle alarms.
+    RunnerLifecycleDemand,
     /// The source PR's design.
     SourcePr,
     /// A termination hook and a stop on the event, no protection.
@@ -46,9 +48,10 @@ pub enum Strategy {
 
 impl Strategy {
     /// All strategies, in report order.
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 5] = [
         Strategy::RunnerLifecycle,
         Strategy::RunnerLifecycleOnce,
+        Strategy::RunnerLifecycleDemand,
         Strategy::SourcePr,
         Strategy::Naive,
     ];
@@ -58,6 +61,7 @@ impl Strategy {
         match self {
             Strategy::RunnerLifecycle => "runner-lifecycle",
             Strategy::RunnerLifecycleOnce => "runner-lifecycle-once",
+            Strategy::RunnerLifecycleDemand => "runner-lifecycle-demand",
             Strategy::SourcePr => "source-pr",
             Strategy::Naive => "naive",
         }
@@ -68,8 +72,17 @@ impl Strategy {
         Strategy::ALL.into_iter().find(|st| st.name() == s)
     }
 
+    /// The scaling policy the strategy runs under.
+    pub fn scaling(self) -> config::Scaling {
+        match self {
+            Strategy::RunnerLifecycleDemand => config::Scaling::Demand,
+            _ => config::Scaling::IdleAlarms,
+        }
+    }
+
     fn run(self, cfg: &SimConfig) -> driver::StrategyRun {
         let mut cfg = cfg.clone();
+        cfg.scaling = self.scaling();
         match self {
             Strategy::RunnerLifecycle => {
                 cfg.listener_mode = ListenerMode::Persistent;
@@ -77,6 +90,11 @@ impl Strategy {
             }
             Strategy::RunnerLifecycleOnce => {
                 cfg.listener_mode = ListenerMode::OneJob;
+                driver::run::<RunnerLifecycle>(&cfg).named(self.name())
+            }
+            Strategy::RunnerLifecycleDemand => {
+                cfg.listener_mode = ListenerMode::Persistent;
+                cfg.scaling = config::Scaling::Demand;
                 driver::run::<RunnerLifecycle>(&cfg).named(self.name())
             }
             Strategy::SourcePr => {

@@ -118,6 +118,12 @@ pub struct Metrics {
     pub spot_interruptions: u64,
     /// Instance-seconds the group ran (cost).
     pub instance_seconds: f64,
+    /// Instance-seconds running with no job (waste).
+    pub idle_instance_seconds: f64,
+    /// Desired-capacity changes the scaling policy made.
+    pub scale_actions: u64,
+    /// `workflow_job` webhooks that never reached the controller (demand scaling).
+    pub webhooks_dropped: u64,
     /// Jobs the broker handed to a host already picked for termination (its listener still polled).
     pub jobs_dispatched_after_pick: u64,
     /// Jobs handed to a listener that stopped before acquiring them, and queued again (config
@@ -222,6 +228,9 @@ impl Metrics {
         self.scale_ins += o.scale_ins;
         self.spot_interruptions += o.spot_interruptions;
         self.instance_seconds += o.instance_seconds;
+        self.idle_instance_seconds += o.idle_instance_seconds;
+        self.scale_actions += o.scale_actions;
+        self.webhooks_dropped += o.webhooks_dropped;
         self.jobs_dispatched_after_pick += o.jobs_dispatched_after_pick;
         self.jobs_requeued += o.jobs_requeued;
         self.stop_paths_lost += o.stop_paths_lost;

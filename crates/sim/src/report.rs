@@ -12,6 +12,10 @@ use std::fmt::Write as _;
 pub struct StrategyReport {
     /// Strategy name.
     pub name: String,
+    /// Its scaling policy: `idle-alarms` (the source PR's) or `demand` (the controller's).
+    pub scaling: &'static str,
+    /// Instance-hours running with no job.
+    pub idle_instance_hours: f64,
     /// Counters (flattened into the JSON object).
     #[serde(flatten)]
     pub metrics: Metrics,
@@ -62,7 +66,13 @@ impl Report {
             .map(|r| {
                 violation_list.extend(r.violations.iter().cloned());
                 timelines.extend(r.timeline);
-                raw_report(r.name.to_string(), r.metrics, r.violations.len(), r.events)
+                raw_report(
+                    r.name.to_string(),
+                    r.scaling.name(),
+                    r.metrics,
+                    r.violations.len(),
+                    r.events,
+                )
             })
             .collect();
         Report {
@@ -92,6 +102,7 @@ impl Report {
         for s in &mut self.strategies {
             *s = strategy_report(
                 std::mem::take(&mut s.name),
+                s.scaling,
                 std::mem::take(&mut s.metrics),
                 s.violations,
                 s.events,
@@ -161,7 +172,8 @@ impl Report {
             f.spot_interruptions_per_day
         );
         type Row = (&'static str, fn(&StrategyReport) -> String);
-        let rows: [Row; 29] = [
+        let rows: [Row; 32] = [
+            ("scaling", |s| s.scaling.to_string()),
             ("jobs_killed_by_stop", |s| s.jobs_killed_by_stop.to_string()),
             ("  per 10,000 scale-ins", |s| {
                 format!("{:.1}", s.jobs_killed_by_stop_per_10k_scale_ins)
@@ -215,6 +227,8 @@ impl Report {
                 format!("{:.2}", s.asg_calls_per_instance_hour)
             }),
             ("instance_hours", |s| format!("{:.0}", s.instance_hours)),
+            ("idle_instance_hours", |s| format!("{:.0}", s.idle_instance_hours)),
+            ("scale actions", |s| s.metrics.scale_actions.to_string()),
             ("queue wait p50 / p95 (s)", |s| {
                 format!("{:.1} / {:.1}", s.queue_wait_p50_s, s.queue_wait_p95_s)
             }),
@@ -244,9 +258,11 @@ impl Report {
 }
 
 /// A strategy's counters, derived figures still zero (see `Report::derive`).
-fn raw_report(name: String, metrics: Metrics, violations: usize, events: u64) -> StrategyReport {
+fn raw_report(name: String, scaling: &'static str, metrics: Metrics, violations: usize, events: u64) -> StrategyReport {
     StrategyReport {
         name,
+        scaling,
+        idle_instance_hours: 0.0,
         jobs_killed_by_stop: 0,
         jobs_killed_by_stop_per_10k_scale_ins: 0.0,
         idle_wait_s_per_scale_in: 0.0,
@@ -260,7 +276,13 @@ fn raw_report(name: String, metrics: Metrics, violations: usize, events: u64) ->
     }
 }
 
-fn strategy_report(name: String, metrics: Metrics, violations: usize, events: u64) -> StrategyReport {
+fn strategy_report(
+    name: String,
+    scaling: &'static str,
+    metrics: Metrics,
+    violations: usize,
+    events: u64,
+) -> StrategyReport {
     let instance_hours = metrics.instance_seconds / 3600.0;
     let per_scale_in = |x: f64| {
         if metrics.scale_ins > 0 {
@@ -271,6 +293,8 @@ fn strategy_report(name: String, metrics: Metrics, violations: usize, events: u6
     };
     StrategyReport {
         name,
+        scaling,
+        idle_instance_hours: metrics.idle_instance_seconds / 3600.0,
         jobs_killed_by_stop: metrics.jobs_killed_by_stop(),
         jobs_killed_by_stop_per_10k_scale_ins: per_scale_in(metrics.jobs_killed_by_stop() as f64 * 10_000.0),
         idle_wait_s_per_scale_in: per_scale_in(metrics.terminating_idle_seconds),

@@ -2,7 +2,7 @@
 //! policy, IMDS that lags, a GitHub job broker, runner listeners and workers that behave as upstream
 //! does, and faults. Strategies act on it only through the methods a real host could use.
 
-use crate::config::{timing, SimConfig, Unacquired};
+use crate::config::{timing, Scaling, SimConfig, Unacquired};
 use crate::jobs::{JobSource, JobStore};
 use crate::metrics::{JobOutcome, Metrics, Violation};
 use crate::queue::EventQueue;
@@ -172,6 +172,7 @@ pub(crate) enum Ev {
     WorkerExit(InstId, JobId, bool),
     HookExpire(InstId, u32),
     BusyFlag(InstId, u32, JobId),
+    DemandEval,
     Requeue(JobId),
     ThrottleEpisode,
     WarmTrim,
@@ -194,7 +195,9 @@ impl Ev {
     /// The instance an event concerns, if any.
     pub(crate) fn instance(&self) -> Option<InstId> {
         match *self {
-            Ev::Arrival(_) | Ev::ScalingEval | Ev::Requeue(_) | Ev::ThrottleEpisode | Ev::WarmTrim => None,
+            Ev::Arrival(_) | Ev::ScalingEval | Ev::DemandEval | Ev::Requeue(_) | Ev::ThrottleEpisode | Ev::WarmTrim => {
+                None
+            }
             Ev::Boot(i)
             | Ev::ListenerReady(i, _)
             | Ev::ListenerExit(i, _, _)
@@ -263,6 +266,13 @@ pub struct World {
     alive: u32,
     desired: u32,
     above_target_periods: u32,
+    below_target_periods: u32,
+    /// Workers alive (jobs running).
+    workers: u32,
+    /// The demand policy's memory.
+    demand_state: lifecycle_core::scaling::ScalingState,
+    /// A webhook-triggered demand evaluation is already on its way.
+    demand_eval_pending: bool,
     last_scale_in: Option<Time>,
     last_scale_out: Option<Time>,
     /// What happened.
@@ -313,6 +323,10 @@ impl World {
             in_service: 0,
             alive: 0,
             above_target_periods: 0,
+            below_target_periods: 0,
+            workers: 0,
+            demand_state: Default::default(),
+            demand_eval_pending: false,
             last_scale_in: None,
             last_scale_out: None,
             metrics: Metrics::default(),
@@ -834,6 +848,67 @@ impl World {
     fn scaling_eval(&mut self) {
         let now = self.now;
         self.queue.push(now + timing::SCALING_PERIOD, Ev::ScalingEval);
+        let period = timing::SCALING_PERIOD.as_secs_f64();
+        self.metrics.instance_seconds += f64::from(self.alive) * period;
+        self.metrics.idle_instance_seconds += f64::from(self.alive.saturating_sub(self.workers)) * period;
+        match self.cfg.scaling {
+            Scaling::IdleAlarms => self.idle_alarms(),
+            // The minute's reconcile: demand read back from GitHub's API repairs dropped webhooks.
+            Scaling::Demand => self.demand_eval(),
+        }
+        if self.check_invariants {
+            let waiting: Vec<InstId> = self.waiting.iter().copied().collect();
+            for inst in waiting {
+                self.check_idle_wait(inst, false);
+            }
+        }
+    }
+
+    /// A `workflow_job` webhook (queued, in progress, completed) for the demand policy: it reaches the
+    /// controller after a short delay unless dropped; webhooks arriving meanwhile are coalesced into
+    /// the same evaluation.
+    fn webhook(&mut self) {
+        if self.cfg.scaling != Scaling::Demand || self.demand_eval_pending {
+            return;
+        }
+        if self.streams.account.chance(self.cfg.webhook_drop_rate) {
+            self.metrics.webhooks_dropped += 1;
+            return;
+        }
+        self.demand_eval_pending = true;
+        let d = between(&mut self.streams.lat, timing::WEBHOOK_LATENCY);
+        self.queue.push(self.now + d, Ev::DemandEval);
+    }
+
+    fn demand_eval(&mut self) {
+        use lifecycle_core::scaling::{Demand, DemandPolicy, ScaleDecision};
+        let policy = DemandPolicy {
+            idle_target: self.cfg.demand_idle_target,
+            min: self.cfg.idle_target,
+            max: self.cfg.instances,
+            scale_in_after: self.cfg.scale_in_after,
+        };
+        // Jobs GitHub shows as queued (including those handed to a listener but not yet started) and
+        // in progress.
+        let demand = Demand {
+            queued: (self.job_queue.len() as u32)
+                .saturating_add(self.online.saturating_sub(self.idle.len() as u32 + self.workers)),
+            running: self.workers,
+        };
+        let now = self.now;
+        if let ScaleDecision::Set { desired, .. } =
+            policy.decide(&mut self.demand_state, self.desired, Some(demand), now)
+        {
+            if desired != self.desired {
+                self.desired = desired;
+                self.metrics.scale_actions += 1;
+                self.reconcile();
+            }
+        }
+    }
+
+    fn idle_alarms(&mut self) {
+        let now = self.now;
         // The source PR's metric: GitHub's `online && !busy` runners, sampled once a minute. It counts
         // listeners on hosts already picked for termination, and a just-started job's runner until its
         // busy flag shows (config `busy_flag_lag`).
@@ -846,6 +921,11 @@ impl World {
         } else {
             0
         };
+        self.below_target_periods = if idle + pending < target {
+            self.below_target_periods + 1
+        } else {
+            0
+        };
         let cooled = |last: Option<Time>, cd: Duration| last.is_none_or(|t| now.since(t) >= cd);
         if self.above_target_periods >= timing::SCALE_IN_PERIODS
             && cooled(self.last_scale_in, timing::SCALE_IN_COOLDOWN)
@@ -853,21 +933,16 @@ impl World {
         {
             self.desired -= 1;
             self.last_scale_in = Some(now);
-        } else if idle + pending < target
+            self.metrics.scale_actions += 1;
+        } else if self.below_target_periods >= timing::SCALE_IN_PERIODS
             && cooled(self.last_scale_out, timing::SCALE_OUT_COOLDOWN)
             && self.desired < max
         {
-            self.desired = (self.desired + target - idle - pending).min(max);
+            self.desired += 1;
             self.last_scale_out = Some(now);
+            self.metrics.scale_actions += 1;
         }
         self.reconcile();
-        if self.check_invariants {
-            let waiting: Vec<InstId> = self.waiting.iter().copied().collect();
-            for inst in waiting {
-                self.check_idle_wait(inst, false);
-            }
-        }
-        self.metrics.instance_seconds += f64::from(self.alive) * timing::SCALING_PERIOD.as_secs_f64();
     }
 
     // ----- the job broker and the runner -----
@@ -877,6 +952,7 @@ impl World {
             self.queue.push(at, Ev::Arrival(id));
         }
         self.metrics.jobs_total += 1;
+        self.webhook();
         self.job_queue.push_back(job);
         self.dispatch();
     }
@@ -925,6 +1001,8 @@ impl World {
         let pid = self.next_pid();
         self.set_listener(inst, Listener::Busy(job));
         self.record_span(inst, "worker", format!("job {job}"));
+        self.workers += 1;
+        self.webhook();
         let i = &mut self.instances[idx];
         i.worker = Some((job, pid, now));
         i.worker_seen = false;
@@ -989,6 +1067,8 @@ impl World {
         if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
             t.end("worker", now);
         }
+        self.workers -= 1;
+        self.webhook();
         let i = &mut self.instances[idx];
         i.worker = None;
         i.last_worker_exit = now;
@@ -1162,6 +1242,10 @@ impl World {
         match ev {
             Ev::Arrival(job) => self.arrival(job),
             Ev::ScalingEval => self.scaling_eval(),
+            Ev::DemandEval => {
+                self.demand_eval_pending = false;
+                self.demand_eval();
+            }
             Ev::Boot(inst) => {
                 if self.instances[inst as usize].asg == AsgPhase::Pending {
                     self.set_phase(inst, AsgPhase::InService);
@@ -1368,6 +1452,7 @@ impl World {
         if let Some((job, _, _)) = self.instances[idx].worker {
             self.finish_job(job, outcome);
             self.instances[idx].worker = None;
+            self.workers -= 1;
         }
         if interrupted && matches!(self.instances[idx].asg, AsgPhase::Wait { .. }) {
             self.metrics.hooks_lost_to_interruption += 1;

@@ -167,7 +167,13 @@ fn strategies_face_the_same_world() {
     assert!(episodes.windows(2).all(|w| w[0] == w[1]), "{episodes:?}");
     // Spot notices hit instance indices, not strategies; fleets differ a little in how many instances
     // they launch, so the counts are close rather than equal.
-    let spot: Vec<u64> = report.strategies.iter().map(|s| s.metrics.spot_interruptions).collect();
+    // (The demand-scaling strategy launches more instances, so it is left out of this comparison.)
+    let spot: Vec<u64> = report
+        .strategies
+        .iter()
+        .filter(|s| s.scaling == "idle-alarms")
+        .map(|s| s.metrics.spot_interruptions)
+        .collect();
     let (lo, hi) = (
         spot.iter().min().copied().unwrap_or(0),
         spot.iter().max().copied().unwrap_or(0),
@@ -214,13 +220,13 @@ fn warm_pool_trims_need_a_central_handler() {
 /// With `unacquired = requeue`, a job handed to a stopping listener is offered again, not lost.
 #[test]
 fn unacquired_jobs_can_be_requeued() {
-    let mut cfg = small(21);
-    cfg.imds_lag = std::time::Duration::from_secs(20);
-    let lost = simulate(&cfg, &[Strategy::SourcePr]);
+    let mut cfg = SimConfig::fleet(21, 60, 3.0);
+    cfg.imds_lag = std::time::Duration::from_secs(30);
+    let lost = simulate(&cfg, &[Strategy::RunnerLifecycle]);
     cfg.unacquired = lifecycle_sim::Unacquired::Requeue {
         after: std::time::Duration::from_secs(60),
     };
-    let requeued = simulate(&cfg, &[Strategy::SourcePr]);
+    let requeued = simulate(&cfg, &[Strategy::RunnerLifecycle]);
     let (a, b) = (&lost.strategies[0].metrics, &requeued.strategies[0].metrics);
     assert_eq!(a.jobs_requeued, 0);
     assert!(b.jobs_requeued > 0);
@@ -316,4 +322,26 @@ fn regression_seed_293_same_instant_observations() {
     let report = simulate(&SimConfig::fleet(293, 20, 1.0), &OURS);
     assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
     assert_eq!(report.strategies[0].metrics.jobs_cancelled, 0);
+}
+
+/// The controller's demand scaling against the source PR's idle alarms, same jobs: a far lower p95
+/// queue wait at fewer idle instance-hours on the default fleet (100 instances, a week). It scales in
+/// more often, so with the persistent listener it kills more jobs in the stop window; the README
+/// reports that trade-off.
+#[test]
+fn demand_scaling_cuts_queue_wait_and_idle_time() {
+    let report = simulate(
+        &SimConfig::fleet(42, 100, 7.0),
+        &[Strategy::RunnerLifecycle, Strategy::RunnerLifecycleDemand],
+    );
+    let (alarms, demand) = (&report.strategies[0], &report.strategies[1]);
+    assert_eq!((alarms.scaling, demand.scaling), ("idle-alarms", "demand"));
+    assert!(
+        demand.queue_wait_p95_s * 3.0 < alarms.queue_wait_p95_s,
+        "{} vs {}",
+        demand.queue_wait_p95_s,
+        alarms.queue_wait_p95_s
+    );
+    assert!(demand.idle_instance_hours < alarms.idle_instance_hours);
+    assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
 }
