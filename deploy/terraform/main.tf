@@ -143,7 +143,7 @@ resource "aws_lambda_function" "controller" {
   runtime          = "provided.al2023"
   architectures    = ["x86_64"]
   memory_size      = 128
-  timeout          = 60
+  timeout          = 120
 
   environment {
     variables = {
