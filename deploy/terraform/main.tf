@@ -63,13 +63,20 @@ resource "aws_launch_template" "runner" {
   }
 
   # Register with the token the controller stored at launch in runner-lifecycle/<group>/<instance id>
-  # (the token never touches argv or logs; the secret is deleted afterwards), then start the agent,
-  # which starts the runner once the instance is InService.
+  # (the token never touches argv or logs; the secret is deleted afterwards, on failure too), then
+  # install and start the agent, which starts the runner once the instance is InService.
+  # register runs as the runner's user: the runner's config.sh refuses root ("Must not run with
+  # sudo" unless RUNNER_ALLOW_RUNASROOT is set, actions/runner src/Misc/layoutroot/config.sh), and
+  # under `set -e` that would stop the boot before the agent starts. runuser keeps the environment
+  # (no token in it: register reads the token itself). install is idempotent (the AMI bake ran it;
+  # docs/operations.md). tests/deploy/test_user_data.py renders and runs this script.
   user_data = base64encode(<<-EOT
     #!/bin/bash
     set -euo pipefail
-    runner-lifecycle register --runner-dir /opt/actions-runner --url ${var.github_url} \
-      --labels ${join(",", var.runner_labels)}
+    runuser -u ${var.runner_user} -- runner-lifecycle register --runner-dir ${var.runner_dir} \
+      --url ${var.github_url} --labels ${join(",", var.runner_labels)}
+    runner-lifecycle install --runner-dir ${var.runner_dir} --user ${var.runner_user}
+    systemctl daemon-reload
     systemctl enable --now runner-lifecycle
   EOT
   )
@@ -143,7 +150,7 @@ resource "aws_lambda_function" "controller" {
   runtime          = "provided.al2023"
   architectures    = ["x86_64"]
   memory_size      = 128
-  timeout          = 60
+  timeout          = 120
 
   environment {
     variables = {

@@ -14,6 +14,18 @@ variable "ami_id" {
   type        = string
 }
 
+variable "runner_dir" {
+  description = "Where the AMI has the GitHub runner installed, owned by runner_user."
+  type        = string
+  default     = "/opt/actions-runner"
+}
+
+variable "runner_user" {
+  description = "The unprivileged user the runner, register and the agent run as (the runner refuses root)."
+  type        = string
+  default     = "runner"
+}
+
 variable "instance_type" {
   type    = string
   default = "m7i.large"

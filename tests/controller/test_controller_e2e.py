@@ -184,15 +184,79 @@ def test_launch_stores_a_token_in_the_instance_secret_and_continues(aws_x: Any, 
 def test_launch_is_abandoned_when_no_token_can_be_minted(aws_x: Any, env: dict[str, str], run_bin: Any,
                                                           fake_github: Any) -> None:
     ids = aws_x.create_group(size=1, hook_timeout=None)
+    launch_hook(aws_x)
     fake_github.fail_next = [401]
     since = time.monotonic()
-    r = handle(run_bin, env, event("launch.json", ids[0]))
+    r = handle(run_bin, env, launch_now(ids[0]))
     out = outcome(r)
     assert out["outcome"] == "launch_abandoned" and "401" in out["reason"]
     assert "launch abandoned" in r.stderr
-    [done] = aws_x.calls("CompleteLifecycleAction", since=since)
-    assert done.result == "ABANDON"
+    # At once: one GitHub request, no retry, no DescribeLifecycleHooks, no heartbeat.
+    assert len(fake_github.requests) == 1
+    assert [(c.action, c.result) for c in aws_x.calls(since=since)] == [("CompleteLifecycleAction", "ABANDON")]
+    assert time.monotonic() - since < 10
     assert aws_x.client("secretsmanager").list_secrets()["SecretList"] == []
+
+
+def launch_hook(aws: Any, timeout: int = 300) -> None:
+    """The group's launch hook (moto stores it; it emulates no Pending:Wait, so AWS answers "no
+    active action" to the completion, which is still sent and logged)."""
+    aws.client("autoscaling").put_lifecycle_hook(
+        AutoScalingGroupName="runners", LifecycleHookName="register", HeartbeatTimeout=timeout,
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", DefaultResult="ABANDON")
+
+
+def launch_now(instance_id: str) -> str:
+    """The launch fixture for `instance_id`, happening now (the controller estimates the hook's
+    time left from the event's `time`)."""
+    e = json.loads(event("launch.json", instance_id))
+    e["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return json.dumps(e)
+
+
+@pytest.mark.parametrize("failures", [2, 5])
+def test_github_5xx_during_a_launch_is_retried_then_continued(aws_x: Any, env: dict[str, str], run_bin: Any,
+                                                              fake_github: Any, failures: int) -> None:
+    # Two 503s are absorbed by the GitHub client's own retries of one request; five outlast them
+    # (three attempts), so the controller's launch retry (crates/controller/src/retry.rs) runs.
+    ids = aws_x.create_group(size=1, hook_timeout=None)
+    launch_hook(aws_x)
+    fake_github.fail_next = [503] * failures
+    since = time.monotonic()
+    r = handle(run_bin, env, launch_now(ids[0]))
+    out = outcome(r)
+    assert out["outcome"] == "launch_continued", r.stderr
+    token_posts = [p for (m, p, _ok) in fake_github.requests if m == "POST" and p.endswith("/registration-token")]
+    assert len(token_posts) == failures + 1
+    [token] = fake_github.registration_tokens
+    value = json.loads(aws_x.client("secretsmanager").get_secret_value(SecretId=out["secret"])["SecretString"])
+    assert value["token"] == token
+    calls = [(c.action, c.result) for c in aws_x.calls(since=since)]
+    assert calls[-1] == ("CompleteLifecycleAction", "CONTINUE")
+    assert ("CompleteLifecycleAction", "ABANDON") not in calls
+    if failures > 3:
+        assert "launch: retryable failure; retrying" in r.stderr
+        # The hook's timeout was read once; 300 s left: no heartbeat was needed.
+        assert [a for a, _ in calls] == ["DescribeLifecycleHooks", "CompleteLifecycleAction"]
+    else:
+        assert calls == [("CompleteLifecycleAction", "CONTINUE")]
+    assert token not in r.stdout + r.stderr
+
+
+def test_the_token_secret_is_tagged_with_the_instance_arn(aws_x: Any, env: dict[str, str], run_bin: Any) -> None:
+    ids = aws_x.create_group(size=1, hook_timeout=None)
+    sm = aws_x.client("secretsmanager")
+    out = outcome(handle(run_bin, env, event("launch.json", ids[0])))
+    arn = f"arn:aws:ec2:us-east-1:123456789012:instance/{ids[0]}"
+    tags = {t["Key"]: t["Value"] for t in sm.describe_secret(SecretId=out["secret"]).get("Tags", [])}
+    assert tags == {"runner-lifecycle-instance-arn": arn}
+    # A second launch of the same instance (e.g. out of the warm pool): the secret exists, it is
+    # re-tagged (TagResource) and overwritten.
+    sm.untag_resource(SecretId=out["secret"], TagKeys=["runner-lifecycle-instance-arn"])
+    again = outcome(handle(run_bin, env, event("launch-from-warm-pool.json", ids[0])))
+    assert again["outcome"] == "launch_continued"
+    tags = {t["Key"]: t["Value"] for t in sm.describe_secret(SecretId=out["secret"]).get("Tags", [])}
+    assert tags == {"runner-lifecycle-instance-arn": arn}
 
 
 def test_throttling_is_a_retryable_failure(aws_x: Any, env: dict[str, str], run_bin: Any) -> None:
@@ -223,12 +287,18 @@ def test_iam_policy_documents(run_bin: Any, aws_env: Any) -> None:
     assert actions == sorted([
         "autoscaling:CompleteLifecycleAction", "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeLifecycleHooks",
-        "autoscaling:DescribeScalingActivities", "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret",
-        "secretsmanager:ListSecrets", "secretsmanager:PutSecretValue"])
+        "autoscaling:DescribeScalingActivities", "autoscaling:RecordLifecycleActionHeartbeat",
+        "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret", "secretsmanager:ListSecrets",
+        "secretsmanager:PutSecretValue", "secretsmanager:TagResource"])
     agent = json.loads(run_bin(["iam-policy", "--role", "agent", "--group", "runners"], env).stdout)
     scoped = {s["Sid"]: s["Resource"] for s in agent["Statement"]}
     assert scoped["LifecycleOfThisGroup"].endswith(":autoScalingGroupName/runners")
-    assert scoped["RegistrationTokenSecretsOfThisGroup"] == "arn:aws:secretsmanager:*:*:secret:runner-lifecycle/runners/*"
+    assert scoped["RegistrationTokenSecretOfThisInstance"] == "arn:aws:secretsmanager:*:*:secret:runner-lifecycle/runners/*"
+    # Each host reads and deletes only its own instance's secret (the controller tags it with the
+    # instance ARN). moto does not enforce IAM: this checks the policy text, not its effect.
+    [own] = [st for st in agent["Statement"] if st["Sid"] == "RegistrationTokenSecretOfThisInstance"]
+    assert own["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/runner-lifecycle-instance-arn": "${ec2:SourceInstanceARN}"}}
     bad = run_bin(["iam-policy", "--role", "agent", "--group", "runners", "--account", "12"], env)
     assert bad.returncode == 3 and "account" in bad.stderr
 

@@ -176,20 +176,22 @@ def test_a_rejected_token_is_reported_masked(aws_x: Any, env: dict[str, str], ru
     r = register(run_bin, env, runner, host)
     assert r.returncode == 21, r.stderr
     assert "rejected" in r.stderr and wrong not in r.stdout + r.stderr
-    assert secret_exists(aws_x, name)  # nothing registered: the secret stays for a new token
+    # Nothing registered, and the token (read once) does not outlive the run.
+    assert not secret_exists(aws_x, name)
 
 
 def test_an_expired_token_is_refused_before_config_sh(aws_x: Any, env: dict[str, str], run_bin: Any,
                                                       runner: FakeRunnerDir, host: str) -> None:
-    put_token(aws_x, host, expires_at="2020-01-22T12:13:35.123-08:00")
+    name = put_token(aws_x, host, expires_at="2020-01-22T12:13:35.123-08:00")
     r = register(run_bin, env, runner, host)
     assert r.returncode == 21 and "expired" in r.stderr
     assert runner.config_calls() == [] and TOKEN not in r.stderr
+    assert not secret_exists(aws_x, name)
 
 
 def test_a_failing_config_script_shows_its_output_masked(aws_x: Any, aws_env: Any, run_bin: Any,
                                                          runner: FakeRunnerDir, host: str) -> None:
-    put_token(aws_x, host)
+    name = put_token(aws_x, host)
     if os.getuid() == 0:
         # As root without RUNNER_ALLOW_RUNASROOT, config.sh refuses (upstream's first check).
         r = register(run_bin, aws_env(), runner, host)
@@ -200,6 +202,30 @@ def test_a_failing_config_script_shows_its_output_masked(aws_x: Any, aws_env: An
         expected = "boom ***"
     assert r.returncode == 22, r.stderr
     assert expected in r.stderr and TOKEN not in r.stderr
+    # config.sh failed after the token was read: the secret is gone all the same.
+    assert not secret_exists(aws_x, name)
+    assert "deleted anyway" in r.stderr
+
+
+def test_config_sh_failing_then_the_delete_denied_is_loud(aws_x: Any, env: dict[str, str], run_bin: Any,
+                                                           runner: FakeRunnerDir, host: str) -> None:
+    name = put_token(aws_x, host)
+    (runner.path / "bin" / "Runner.Listener").write_text("#!/bin/sh\necho 'Http response code: InternalServerError'\nexit 1\n")
+    moto_extras.deny_secret_deletes([name])
+    r = register(run_bin, env, runner, host)
+    assert r.returncode == 23, r.stderr
+    assert "REGISTRATION FAILED, AND THE TOKEN'S SECRET COULD NOT BE DELETED" in r.stderr
+    assert "config.sh failed" in r.stderr and "AccessDenied" in r.stderr and TOKEN not in r.stderr
+    assert secret_exists(aws_x, name) and not runner.configured
+
+
+def test_a_malformed_secret_is_deleted_too(aws_x: Any, env: dict[str, str], run_bin: Any, runner: FakeRunnerDir,
+                                           host: str) -> None:
+    name = secret_name(host)
+    aws_x.client("secretsmanager").create_secret(Name=name, SecretString='{"not_a_token": 1}')
+    r = register(run_bin, env, runner, host)
+    assert r.returncode == 3 and "no `token`" in r.stderr, r.stderr
+    assert not secret_exists(aws_x, name) and runner.config_calls() == []
 
 
 def test_config_output_echoing_the_token_is_masked(aws_x: Any, env: dict[str, str], run_bin: Any,
@@ -209,9 +235,11 @@ def test_config_output_echoing_the_token_is_masked(aws_x: Any, env: dict[str, st
     original = listener.read_text()
     # A listener that prints the token it was given and fails (what a debug build might do).
     listener.write_text("#!/bin/sh\nif [ \"$1\" = configure ]; then echo \"token=$ACTIONS_RUNNER_INPUT_TOKEN\" >&2; exit 1; fi\n" + original.split("\n", 1)[1])
+    name = secret_name(host)
     r = register(run_bin, env, runner, host)
     assert r.returncode == 22, r.stderr
     assert "token=***" in r.stderr and TOKEN not in r.stderr
+    assert not secret_exists(aws_x, name)
 
 
 def test_access_denied_on_delete_is_loud_and_keeps_the_registration(aws_x: Any, env: dict[str, str], run_bin: Any,
@@ -259,6 +287,7 @@ def test_a_hung_config_script_is_killed_with_its_children(aws_x: Any, env: dict[
     started = time.monotonic()
     r = register(run_bin, env, runner, host, "--config-timeout", "1")
     assert r.returncode == 22 and "did not finish within 1 s" in r.stderr, r.stderr
+    assert not secret_exists(aws_x, secret_name(host))
     assert time.monotonic() - started < 20
     time.sleep(0.3)
     left = []

@@ -81,6 +81,16 @@ pub struct ControllerOpts {
     /// Also complete stuck instances (this can end a running job).
     #[arg(long, env = "RUNNER_LIFECYCLE_CONTROLLER_COMPLETE_STUCK", global = true)]
     complete_stuck: bool,
+    /// How long one invocation may retry a launch whose token could not be minted or stored
+    /// (the Lambda's own deadline, when shorter, wins).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RUNNER_LIFECYCLE_CONTROLLER_LAUNCH_RETRY_FOR",
+        default_value = "600",
+        global = true
+    )]
+    launch_retry_for: String,
     /// Never delete GitHub runner registrations in the sweep.
     #[arg(long, env = "RUNNER_LIFECYCLE_CONTROLLER_KEEP_RUNNERS", global = true)]
     keep_runners: bool,
@@ -229,6 +239,7 @@ fn settings(opts: &ControllerOpts) -> Result<Settings, String> {
     s.secret_template = NameTemplate::parse(&opts.secret_template)?;
     s.grace = parse_duration(&opts.grace).map_err(|e| format!("--grace: {e}"))?;
     s.stuck_after = parse_duration(&opts.stuck_after).map_err(|e| format!("--stuck-after: {e}"))?;
+    s.launch_retry_for = parse_duration(&opts.launch_retry_for).map_err(|e| format!("--launch-retry-for: {e}"))?;
     s.complete_stuck = opts.complete_stuck;
     s.delete_orphan_runners = !opts.keep_runners;
     Ok(s)

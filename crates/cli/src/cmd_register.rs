@@ -111,7 +111,10 @@ fn exit_for(e: &RegisterError) -> ExitCode {
         RegisterError::SecretMissing { .. } => ExitCode::SecretMissing,
         RegisterError::TokenExpired { .. } | RegisterError::TokenRejected { .. } => ExitCode::TokenRejected,
         RegisterError::ConfigScript { .. } => ExitCode::ConfigScriptFailed,
-        RegisterError::SecretNotDeleted { .. } => ExitCode::SecretNotDeleted,
+        // A token left behind, after a success or a failure: the most urgent thing to fix.
+        RegisterError::SecretNotDeleted { .. } | RegisterError::FailedAndSecretNotDeleted { .. } => {
+            ExitCode::SecretNotDeleted
+        }
         RegisterError::Identity(_) | RegisterError::SecretRead { .. } => ExitCode::Failure,
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::ports::{Aws, Completion, Member, TerminationHook};
 use aws_config::SdkConfig;
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 use lifecycle_aws::{api_error, error_code};
 use lifecycle_core::{ApiError, ApiErrorKind};
 use lifecycle_github::Secret;
@@ -207,7 +207,44 @@ impl Aws for AwsFleet {
         Ok(since)
     }
 
-    async fn put_secret(&self, name: &str, value: &Secret) -> Result<(), ApiError> {
+    async fn hook_timeout(&self, group: &str, hook: &str) -> Result<Option<u64>, ApiError> {
+        self.asg();
+        let out = self
+            .asg_client
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_names(hook)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(out
+            .lifecycle_hooks()
+            .iter()
+            .find(|h| h.lifecycle_hook_name() == Some(hook))
+            // AWS's default when unset is 3600 s (PutLifecycleHook API reference).
+            .map(|h| u64::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(3600)))
+    }
+
+    async fn heartbeat(&self, c: &Completion) -> Result<(), ApiError> {
+        self.asg();
+        let mut req = self
+            .asg_client
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(&c.group)
+            .lifecycle_hook_name(&c.hook);
+        req = match &c.token {
+            Some(token) => req.lifecycle_action_token(token),
+            None => req.instance_id(&c.instance_id),
+        };
+        req.send().await.map_err(|e| api_error(&e))?;
+        Ok(())
+    }
+
+    async fn put_secret(&self, name: &str, value: &Secret, tags: &[(String, String)]) -> Result<(), ApiError> {
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
         self.sm();
         let created = self
             .secrets_client
@@ -217,11 +254,24 @@ impl Aws for AwsFleet {
                 "runner-lifecycle: GitHub registration token for one instance; deleted by `register` after use",
             )
             .secret_string(value.expose())
+            .set_tags((!tags.is_empty()).then(|| tags.clone()))
             .send()
             .await;
         match created {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ResourceExistsException") => {
+                // Tag first: a host policy that confines reads to the instance's own tag must
+                // never see a fresh token under a missing or stale tag.
+                if !tags.is_empty() {
+                    self.sm();
+                    self.secrets_client
+                        .tag_resource()
+                        .secret_id(name)
+                        .set_tags(Some(tags))
+                        .send()
+                        .await
+                        .map_err(|e| api_error(&e))?;
+                }
                 self.sm();
                 self.secrets_client
                     .put_secret_value()

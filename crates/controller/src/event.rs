@@ -88,8 +88,12 @@ pub struct LifecycleAction {
     pub origin: Option<Place>,
     /// Where it goes.
     pub destination: Option<Place>,
-    /// The event's `time` (RFC 3339), when present.
+    /// The event's `time` (RFC 3339), when present: about when the action began.
     pub time: Option<String>,
+    /// The instance's ARN, from the event's `account`, `region` and the partition of its first
+    /// resource (`arn:aws:ec2:REGION:ACCOUNT:instance/ID`), when the event carries them. The
+    /// controller tags the instance's token secret with it (IAM: `ec2:SourceInstanceARN`).
+    pub instance_arn: Option<String>,
 }
 
 impl LifecycleAction {
@@ -150,7 +154,33 @@ struct Envelope {
     #[serde(default)]
     resources: Option<Value>,
     #[serde(default)]
+    account: Option<Value>,
+    #[serde(default)]
+    region: Option<Value>,
+    #[serde(default)]
     detail: Option<Value>,
+}
+
+/// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/ID` from the envelope, when every part is sound.
+fn instance_arn(env: &Envelope, instance_id: &str) -> Option<String> {
+    let account = text(&env.account).filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))?;
+    let region = text(&env.region).filter(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    })?;
+    // The partition of the group's ARN (`arn:aws:autoscaling:...`); `aws` when absent.
+    let partition = env
+        .resources
+        .as_ref()
+        .and_then(Value::as_array)
+        .and_then(|r| r.first())
+        .and_then(Value::as_str)
+        .and_then(|arn| arn.strip_prefix("arn:"))
+        .and_then(|rest| rest.split(':').next())
+        .filter(|p| matches!(*p, "aws" | "aws-cn" | "aws-us-gov"))
+        .unwrap_or("aws");
+    Some(format!("arn:{partition}:ec2:{region}:{account}:instance/{instance_id}"))
 }
 
 fn text(v: &Option<Value>) -> Option<&str> {
@@ -184,10 +214,10 @@ pub fn parse_value(value: Value) -> Result<ControllerEvent, EventError> {
     let time = text(&env.time).map(str::to_string);
     match (source.as_str(), detail_type.as_str()) {
         ("aws.autoscaling", DETAIL_TERMINATE) => {
-            lifecycle(env.detail.as_ref(), "termination", TRANSITION_TERMINATING, time).map(ControllerEvent::Terminate)
+            lifecycle(&env, "termination", TRANSITION_TERMINATING, time).map(ControllerEvent::Terminate)
         }
         ("aws.autoscaling", DETAIL_LAUNCH) => {
-            lifecycle(env.detail.as_ref(), "launch", TRANSITION_LAUNCHING, time).map(ControllerEvent::Launch)
+            lifecycle(&env, "launch", TRANSITION_LAUNCHING, time).map(ControllerEvent::Launch)
         }
         ("aws.ec2", DETAIL_SPOT) => {
             const KIND: &str = "spot interruption";
@@ -238,12 +268,14 @@ fn clip(s: &str) -> String {
 }
 
 fn lifecycle(
-    detail: Option<&Value>,
+    env: &Envelope,
     kind: &'static str,
     transition: &str,
     time: Option<String>,
 ) -> Result<LifecycleAction, EventError> {
-    let detail = detail
+    let detail = env
+        .detail
+        .as_ref()
         .filter(|d| d.is_object())
         .ok_or(EventError::MissingField { kind, field: "detail" })?;
     let field = |name: &'static str| detail_str(detail, name).ok_or(EventError::MissingField { kind, field: name });
@@ -271,6 +303,7 @@ fn lifecycle(
         origin: detail_str(detail, "Origin").map(Place::parse),
         destination: detail_str(detail, "Destination").map(Place::parse),
         time,
+        instance_arn: instance_arn(env, instance_id),
     })
 }
 
@@ -291,6 +324,31 @@ mod tests {
             "i-1234567",
         ] {
             assert!(!is_instance_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_instance_arn_comes_from_the_envelope() {
+        let mut v: Value = serde_json::from_str(include_str!("../../../tests/fixtures/events/launch.json"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let arn = |v: &Value| match parse_value(v.clone()) {
+            Ok(ControllerEvent::Launch(a)) => a.instance_arn,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            arn(&v).as_deref(),
+            Some("arn:aws:ec2:us-east-1:123456789012:instance/i-1234567890abcdef0")
+        );
+        v["resources"] = serde_json::json!(["arn:aws-cn:autoscaling:cn-north-1:123456789012:autoScalingGroup:x"]);
+        v["region"] = "cn-north-1".into();
+        assert_eq!(
+            arn(&v).as_deref(),
+            Some("arn:aws-cn:ec2:cn-north-1:123456789012:instance/i-1234567890abcdef0")
+        );
+        for (field, bad) in [("account", "12"), ("region", "us east"), ("account", "")] {
+            let mut w = v.clone();
+            w[field] = bad.into();
+            assert_eq!(arn(&w), None, "{field}={bad}");
         }
     }
 

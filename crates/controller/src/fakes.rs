@@ -29,6 +29,16 @@ pub struct FakeAws {
     pub secrets: Mutex<BTreeMap<String, String>>,
     /// Every completion made.
     pub completions: Mutex<Vec<Completion>>,
+    /// Every heartbeat recorded (instance ids).
+    pub heartbeats: Mutex<Vec<String>>,
+    /// Launch hooks' HeartbeatTimeout by hook name (DescribeLifecycleHooks for one hook).
+    pub hook_timeouts: Mutex<BTreeMap<String, u64>>,
+    /// Tags of each secret.
+    pub secret_tags: Mutex<BTreeMap<String, Vec<(String, String)>>>,
+    /// When set, this many next `put_secret` calls fail with this kind (then it clears).
+    pub fail_puts: Mutex<Option<(u32, ApiErrorKind)>>,
+    /// When set, heartbeats fail with this kind.
+    pub fail_heartbeats: Mutex<Option<ApiErrorKind>>,
     /// When set, every call fails with this kind.
     pub fail: Mutex<Option<ApiErrorKind>>,
     /// Auto Scaling calls.
@@ -101,9 +111,38 @@ impl Aws for FakeAws {
             .map(|(k, v)| (k.clone(), *v))
             .collect())
     }
-    async fn put_secret(&self, name: &str, value: &Secret) -> Result<(), ApiError> {
+    async fn hook_timeout(&self, _group: &str, hook: &str) -> Result<Option<u64>, ApiError> {
+        self.asg()?;
+        Ok(lock(&self.hook_timeouts).get(hook).copied())
+    }
+    async fn heartbeat(&self, c: &Completion) -> Result<(), ApiError> {
+        self.asg()?;
+        if let Some(kind) = *lock(&self.fail_heartbeats) {
+            return Err(ApiError::new(kind, "injected"));
+        }
+        if !lock(&self.pending).contains(&c.instance_id) {
+            return Err(ApiError::new(
+                ApiErrorKind::NoActiveLifecycleAction,
+                format!(
+                    "ValidationError: No active Lifecycle Action found with instance ID {}",
+                    c.instance_id
+                ),
+            ));
+        }
+        lock(&self.heartbeats).push(c.instance_id.clone());
+        Ok(())
+    }
+    async fn put_secret(&self, name: &str, value: &Secret, tags: &[(String, String)]) -> Result<(), ApiError> {
         self.sm()?;
+        {
+            let mut f = lock(&self.fail_puts);
+            if let Some((n, kind)) = *f {
+                *f = (n > 1).then(|| (n - 1, kind));
+                return Err(ApiError::new(kind, "injected"));
+            }
+        }
         lock(&self.secrets).insert(name.to_string(), value.expose().to_string());
+        lock(&self.secret_tags).insert(name.to_string(), tags.to_vec());
         Ok(())
     }
     async fn list_secrets(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
@@ -130,6 +169,8 @@ pub struct FakeGitHub {
     pub deleted: Mutex<Vec<u64>>,
     /// When set, every call fails with a 5xx-like error.
     pub down: Mutex<bool>,
+    /// Errors the next calls answer with, in order (then normal answers again).
+    pub fail_next: Mutex<Vec<GitHubError>>,
     /// Calls made.
     pub calls: AtomicU64,
 }
@@ -160,6 +201,10 @@ impl FakeGitHub {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if *lock(&self.down) {
             return Err(GitHubError::Transient("injected outage".into()));
+        }
+        let mut next = lock(&self.fail_next);
+        if !next.is_empty() {
+            return Err(next.remove(0));
         }
         Ok(())
     }

@@ -6,15 +6,21 @@
 //! path"): a termination event makes one CompleteLifecycleAction for a warm-pool trim and no call
 //! at all otherwise; a spot warning makes none; a launch event makes one GitHub call (the token),
 //! one Secrets Manager write (two when the secret exists already) and one CompleteLifecycleAction
-//! (CONTINUE, or ABANDON instead when the token could not be minted or stored).
+//! (CONTINUE, or ABANDON instead when the token could not be minted or stored). When minting or
+//! storing fails for a reason a retry can fix, the launch is retried with backoff within the
+//! hook's and the invocation's time ([`crate::retry`]), heartbeating the hook if needed; those
+//! extra calls happen only on that failure path.
 
 use crate::event::{self, ControllerEvent, EventError, LifecycleAction};
 use crate::ports::{Aws, Completion, GitHub, LifecycleResult};
+use crate::retry::{self, Decision, ErrorClass, TimeLeft, Why};
 use crate::settings::Settings;
 use crate::sweep::{self, SweepReport};
 use lifecycle_core::{ApiError, ApiErrorKind};
 use lifecycle_github::{GitHubError, Secret};
 use serde::Serialize;
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 /// What handling one event did.
@@ -49,6 +55,14 @@ pub enum Outcome {
         /// The instance.
         instance_id: String,
         /// Why.
+        reason: String,
+    },
+    /// A launch whose lifecycle action was no longer pending when the controller tried to extend
+    /// it (it timed out, or something else completed it): nothing is left to complete.
+    LaunchExpired {
+        /// The instance.
+        instance_id: String,
+        /// The last failure.
         reason: String,
     },
     /// A spot interruption warning: noted; the host agent drains (it reads the same notice from
@@ -137,11 +151,23 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         self.handle(event, now).await
     }
 
-    /// Handle one typed event at wall-clock `now` (epoch seconds).
+    /// Handle one typed event at wall-clock `now` (epoch seconds), with no deadline but the
+    /// settings' launch retry budget.
     pub async fn handle(&self, event: ControllerEvent, now: i64) -> Result<Outcome, HandlerError> {
+        self.handle_until(event, now, None).await
+    }
+
+    /// Handle one typed event; `deadline` is when the invocation must have returned (a Lambda's
+    /// deadline): launch retries stop before it and hand the event back (`crate::retry`).
+    pub async fn handle_until(
+        &self,
+        event: ControllerEvent,
+        now: i64,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome, HandlerError> {
         match event {
             ControllerEvent::Terminate(action) => self.terminate(action).await,
-            ControllerEvent::Launch(action) => self.launch(action, now).await,
+            ControllerEvent::Launch(action) => self.launch(action, now, deadline).await,
             ControllerEvent::SpotInterruption { instance_id, action } => {
                 info!(
                     instance_id,
@@ -185,13 +211,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
     }
 
     async fn complete(&self, action: &LifecycleAction, result: LifecycleResult) -> Result<bool, HandlerError> {
-        let c = Completion {
-            group: action.group.clone(),
-            hook: action.hook.clone(),
-            instance_id: action.instance_id.clone(),
-            token: action.token.clone(),
-            result,
-        };
+        let c = completion(action, result);
         match self.aws.complete(&c).await {
             Ok(()) => Ok(false),
             // Nothing pending: completed already (by an agent, an earlier delivery of this event)
@@ -223,44 +243,251 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         })
     }
 
-    async fn launch(&self, action: LifecycleAction, now: i64) -> Result<Outcome, HandlerError> {
+    async fn launch(
+        &self,
+        action: LifecycleAction,
+        now: i64,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome, HandlerError> {
         if !self.manages(&action.group) {
             info!(group = %lifecycle_escape::clip(&action.group, 255), instance_id = %action.instance_id, "launch in an unmanaged group; ignored");
             return Ok(Outcome::Ignored { group: action.group });
         }
         let secret = self.settings.secret_template.name(&action.group, &action.instance_id);
-        let stored = match self.github.registration_token().await {
-            Ok(token) => {
-                let value = token_secret_value(&token.token, &token.expires_at, now);
-                self.aws
-                    .put_secret(&secret, &value)
-                    .await
-                    .map_err(|e| format!("storing the token in secret {secret}: {e}"))
+        let tags: Vec<(String, String)> = match &action.instance_arn {
+            Some(arn) => vec![(INSTANCE_TAG.to_string(), arn.clone())],
+            None => {
+                warn!(instance_id = %action.instance_id, "event without account or region: the token secret is not tagged with the instance ARN, so a host policy confined by that tag cannot read it");
+                Vec::new()
             }
-            Err(e) => Err(format!("minting a registration token: {e}")),
         };
-        match stored {
-            Ok(()) => {
+        let started = Instant::now();
+        let budget_end = started + self.settings.launch_retry_for;
+        let invocation_end = deadline.map_or(budget_end, |d| d.min(budget_end));
+        let mut clock: Option<HookClock> = None;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let epoch = now.saturating_add(i64::try_from(started.elapsed().as_secs()).unwrap_or(0));
+            let failure = match self.github.registration_token().await {
+                Ok(token) => {
+                    let value = token_secret_value(&token.token, &token.expires_at, epoch);
+                    match self.aws.put_secret(&secret, &value, &tags).await {
+                        Ok(()) => None,
+                        Err(error) => Some(LaunchFailure::Store(error)),
+                    }
+                }
+                Err(e) => Some(LaunchFailure::Mint(e)),
+            };
+            let Some(failure) = failure else {
                 let already_done = self.complete(&action, LifecycleResult::Continue).await?;
                 if already_done {
                     warn!(instance_id = %action.instance_id, "launch action no longer pending (timed out?); token stored anyway");
                 }
-                info!(instance_id = %action.instance_id, secret, "registration token stored; launch continued");
-                Ok(Outcome::LaunchContinued {
+                info!(instance_id = %action.instance_id, secret, attempts = attempt, "registration token stored; launch continued");
+                return Ok(Outcome::LaunchContinued {
                     instance_id: action.instance_id,
                     secret,
                     already_done,
-                })
-            }
-            Err(reason) => {
-                error!(instance_id = %action.instance_id, group = %action.group, reason, "launch abandoned: the instance could not get a registration token and would never serve");
-                self.complete(&action, LifecycleResult::Abandon).await?;
-                Ok(Outcome::LaunchAbandoned {
-                    instance_id: action.instance_id,
-                    reason,
-                })
+                });
+            };
+            let reason = failure.describe(&secret);
+            let class = failure.class();
+            // Only a retryable failure needs the hook's clock (one DescribeLifecycleHooks, off the
+            // happy path); a permanent one abandons at once.
+            let decision = loop {
+                let left = match (class, clock.as_ref()) {
+                    (ErrorClass::Permanent, _) => TimeLeft {
+                        hook: Duration::ZERO,
+                        heartbeat: None,
+                        invocation: Duration::ZERO,
+                    },
+                    (_, Some(c)) => c.left(invocation_end),
+                    (_, None) => {
+                        let c = self.hook_clock(&action, now, started).await;
+                        let left = c.left(invocation_end);
+                        clock = Some(c);
+                        left
+                    }
+                };
+                let d = retry::decide(attempt, class, left, jitter(&action.instance_id, attempt));
+                let wants_heartbeat = matches!(
+                    d,
+                    Decision::RetryAfter {
+                        heartbeat_first: true,
+                        ..
+                    } | Decision::HandBack { heartbeat_first: true }
+                );
+                let Some(c) = clock.as_mut().filter(|_| wants_heartbeat) else {
+                    break d;
+                };
+                match self
+                    .aws
+                    .heartbeat(&completion(&action, LifecycleResult::Continue))
+                    .await
+                {
+                    Ok(()) => {
+                        c.heartbeaten();
+                        info!(instance_id = %action.instance_id, heartbeat_timeout_s = c.heartbeat_timeout.as_secs(), "launch hook heartbeated while retrying");
+                        break d;
+                    }
+                    Err(e) if e.kind == ApiErrorKind::NoActiveLifecycleAction => {
+                        warn!(instance_id = %action.instance_id, reason, "launch action no longer pending (timed out or completed elsewhere); giving up on it");
+                        return Ok(Outcome::LaunchExpired {
+                            instance_id: action.instance_id,
+                            reason,
+                        });
+                    }
+                    Err(e) => {
+                        // Decide again without heartbeats: retry only within the time the hook
+                        // has by itself, else abandon while we still can.
+                        warn!(instance_id = %action.instance_id, error = %e, "RecordLifecycleActionHeartbeat failed; no more heartbeats for this launch");
+                        c.can_heartbeat = false;
+                    }
+                }
+            };
+            match decision {
+                Decision::RetryAfter { wait, .. } => {
+                    warn!(instance_id = %action.instance_id, attempt, wait_ms = wait.as_millis() as u64, reason, "launch: retryable failure; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Decision::HandBack { .. } => {
+                    let e = failure.into_error();
+                    error!(instance_id = %action.instance_id, attempt, error = %e, "launch: still failing and this invocation's time is nearly out; handing the event back for a retry (the hook stays pending)");
+                    return Err(e);
+                }
+                Decision::Abandon(why) => {
+                    let why = match why {
+                        Why::Permanent => "a failure retrying cannot fix",
+                        Why::HookTimeNearlyOut => "the launch hook's time is nearly out",
+                    };
+                    error!(instance_id = %action.instance_id, group = %action.group, attempt, reason, why, "launch abandoned: the instance could not get a registration token and would never serve");
+                    self.complete(&action, LifecycleResult::Abandon).await?;
+                    return Ok(Outcome::LaunchAbandoned {
+                        instance_id: action.instance_id,
+                        reason: format!("{reason} ({why})"),
+                    });
+                }
             }
         }
+    }
+
+    /// The hook's clock, estimated when a launch first fails: its HeartbeatTimeout from
+    /// DescribeLifecycleHooks (the API's minimum, 30 s, when that fails: heartbeats come earlier,
+    /// never later), counted from the event's time (when the action began) or, without one, from
+    /// the start of this invocation.
+    async fn hook_clock(&self, action: &LifecycleAction, now: i64, started: Instant) -> HookClock {
+        let timeout_s = match self.aws.hook_timeout(&action.group, &action.hook).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                warn!(hook = %action.hook, "launch hook not found; assuming the shortest HeartbeatTimeout (30 s)");
+                MIN_HEARTBEAT_TIMEOUT_S
+            }
+            Err(e) => {
+                warn!(hook = %action.hook, error = %e, "DescribeLifecycleHooks failed; assuming the shortest HeartbeatTimeout (30 s)");
+                MIN_HEARTBEAT_TIMEOUT_S
+            }
+        };
+        let began = action
+            .time
+            .as_deref()
+            .and_then(lifecycle_github::time::parse_rfc3339)
+            .map_or(now, |t| t.min(now));
+        let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+        let left_s = began
+            .saturating_add(i64::try_from(timeout_s).unwrap_or(i64::MAX))
+            .saturating_sub(now.saturating_add(elapsed))
+            .max(0);
+        HookClock {
+            heartbeat_timeout: Duration::from_secs(timeout_s),
+            expires: Instant::now() + Duration::from_secs(u64::try_from(left_s).unwrap_or(0)),
+            can_heartbeat: true,
+        }
+    }
+}
+
+/// The tag the controller puts on every token secret: the instance's ARN, which the host policy
+/// compares with `${ec2:SourceInstanceARN}` (docs/controller.md, "IAM").
+pub const INSTANCE_TAG: &str = "runner-lifecycle-instance-arn";
+/// PutLifecycleHook's lower bound for HeartbeatTimeout (API reference).
+const MIN_HEARTBEAT_TIMEOUT_S: u64 = 30;
+
+/// The launch hook's clock as the retry loop knows it.
+#[derive(Clone, Copy, Debug)]
+struct HookClock {
+    heartbeat_timeout: Duration,
+    expires: Instant,
+    can_heartbeat: bool,
+}
+
+impl HookClock {
+    fn left(&self, invocation_end: Instant) -> TimeLeft {
+        let now = Instant::now();
+        TimeLeft {
+            hook: self.expires.saturating_duration_since(now),
+            heartbeat: self.can_heartbeat.then_some(self.heartbeat_timeout),
+            invocation: invocation_end.saturating_duration_since(now),
+        }
+    }
+
+    fn heartbeaten(&mut self) {
+        self.expires = Instant::now() + self.heartbeat_timeout;
+    }
+}
+
+/// Why one launch attempt failed.
+#[derive(Debug)]
+enum LaunchFailure {
+    Mint(GitHubError),
+    Store(ApiError),
+}
+
+impl LaunchFailure {
+    fn class(&self) -> ErrorClass {
+        match self {
+            LaunchFailure::Mint(GitHubError::RateLimited { retry_after }) => ErrorClass::Retryable {
+                hint: Some(*retry_after),
+            },
+            LaunchFailure::Mint(e) if e.is_retryable() => ErrorClass::Retryable { hint: None },
+            LaunchFailure::Store(e) if e.kind.is_retryable_soon() => ErrorClass::Retryable { hint: None },
+            _ => ErrorClass::Permanent,
+        }
+    }
+
+    fn describe(&self, secret: &str) -> String {
+        match self {
+            LaunchFailure::Mint(e) => format!("minting a registration token: {e}"),
+            LaunchFailure::Store(e) => format!("storing the token in secret {secret}: {e}"),
+        }
+    }
+
+    fn into_error(self) -> HandlerError {
+        match self {
+            LaunchFailure::Mint(e) => HandlerError::GitHub(e),
+            LaunchFailure::Store(error) => HandlerError::Aws {
+                call: "CreateSecret/PutSecretValue",
+                error,
+            },
+        }
+    }
+}
+
+/// A deterministic jitter in 0..=1 per instance and attempt, so a burst of launches failing
+/// together does not retry together.
+fn jitter(instance_id: &str, attempt: u32) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (instance_id, attempt).hash(&mut h);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn completion(action: &LifecycleAction, result: LifecycleResult) -> Completion {
+    Completion {
+        group: action.group.clone(),
+        hook: action.hook.clone(),
+        instance_id: action.instance_id.clone(),
+        token: action.token.clone(),
+        result,
     }
 }
 

@@ -87,7 +87,8 @@ pub const CALLS: &[Call] = &[
     Call {
         action: "autoscaling:RecordLifecycleActionHeartbeat",
         sdk_method: "record_lifecycle_action_heartbeat",
-        parts: &[Part::Agent],
+        // The controller heartbeats a launch hook while it retries minting a token.
+        parts: &[Part::Agent, Part::Controller],
         scope: Scope::Group,
     },
     Call {
@@ -135,6 +136,15 @@ pub const CALLS: &[Call] = &[
     Call {
         action: "secretsmanager:PutSecretValue",
         sdk_method: "put_secret_value",
+        parts: &[Part::Controller],
+        scope: Scope::SecretPrefix,
+    },
+    Call {
+        // Tags the token secret with the instance ARN: on CreateSecret (which needs this
+        // permission when it carries tags, CreateSecret API reference) and with TagResource when
+        // the secret exists already.
+        action: "secretsmanager:TagResource",
+        sdk_method: "tag_resource",
         parts: &[Part::Controller],
         scope: Scope::SecretPrefix,
     },
@@ -281,13 +291,22 @@ pub fn policy(role: Role, target: &Target) -> Value {
     }
     let secrets = scoped(Scope::SecretPrefix);
     if !secrets.is_empty() {
-        statements.push(json!({
+        let mut statement = json!({
             "Sid": "RegistrationTokenSecretsOfThisGroup",
             "Effect": "Allow",
             "Action": secrets,
             // Secrets Manager appends a 6-character suffix to every secret ARN.
             "Resource": format!("arn:{partition}:secretsmanager:{region}:{account}:secret:{secret_prefix}*")
-        }));
+        });
+        if role == Role::Agent {
+            // Each host reads and deletes only its own instance's token: the controller tags the
+            // secret with the instance ARN at creation, and `ec2:SourceInstanceARN` (a global
+            // condition key, usable as a policy variable, present on instance-profile
+            // credentials) is the ARN of the instance the request comes from.
+            statement["Sid"] = "RegistrationTokenSecretOfThisInstance".into();
+            statement["Condition"] = instance_condition();
+        }
+        statements.push(statement);
     }
     let params = scoped(Scope::ParameterPrefix);
     if !params.is_empty() {
@@ -309,6 +328,16 @@ pub fn policy(role: Role, target: &Target) -> Value {
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// The condition that confines a host to the token secret of its own instance:
+/// `{"StringEquals": {"aws:ResourceTag/<INSTANCE_TAG>": "${ec2:SourceInstanceARN}"}}`. A request
+/// without instance-profile credentials has no `ec2:SourceInstanceARN`, so the condition fails
+/// closed (IAM User Guide, "IAM policy elements: Variables and tags": an unresolved variable makes
+/// the statement not match).
+pub fn instance_condition() -> Value {
+    let key = format!("aws:ResourceTag/{}", crate::handler::INSTANCE_TAG);
+    json!({ "StringEquals": { key: "${ec2:SourceInstanceARN}" } })
 }
 
 /// Every `client.<method>()` call in `source`: the SDK operations a file makes, by the convention
@@ -469,10 +498,20 @@ mod tests {
         assert!(text.contains("arn:aws:secretsmanager:us-east-1:123456789012:secret:runner-lifecycle/runners/*"));
         assert!(text.contains("arn:aws:ssm:us-east-1:123456789012:parameter/runner-lifecycle/runners/*"));
         assert!(!text.contains("CreateSecret") && !text.contains("ListSecrets"));
-        let controller = policy(Role::Controller, &target).to_string();
-        assert!(
-            !controller.contains("SetInstanceProtection") && !controller.contains("RecordLifecycleActionHeartbeat")
+        // A host reads and deletes only the secret tagged with its own instance's ARN.
+        let statement = agent["Statement"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["Sid"] == "RegistrationTokenSecretOfThisInstance"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            statement["Condition"],
+            serde_json::json!({"StringEquals": {"aws:ResourceTag/runner-lifecycle-instance-arn": "${ec2:SourceInstanceARN}"}})
         );
+        let controller = policy(Role::Controller, &target).to_string();
+        // The controller heartbeats launch hooks while it retries, but never protects.
+        assert!(!controller.contains("SetInstanceProtection") && controller.contains("RecordLifecycleActionHeartbeat"));
+        assert!(controller.contains("secretsmanager:TagResource") && !controller.contains("ec2:SourceInstanceARN"));
         assert!(!controller.contains("ssm:"));
         assert!(controller.contains("secret:runner-lifecycle/github-??????"));
         let without = policy(

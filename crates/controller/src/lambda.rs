@@ -20,10 +20,11 @@ pub async fn invoke<A: Aws, G: GitHub>(
     controller: &Controller<A, G>,
     event: Value,
     now: i64,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Value, HandlerError> {
     let parsed = crate::event::parse_value(event);
     let result = match parsed {
-        Ok(event) => controller.handle(event, now).await,
+        Ok(event) => controller.handle_until(event, now, deadline).await,
         Err(e) => Err(HandlerError::Event(e)),
     };
     match result {
@@ -82,9 +83,23 @@ where
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let controller = Arc::clone(&controller);
         async move {
-            invoke(&controller, event.payload, lifecycle_github::time::now_epoch())
-                .await
-                .map_err(|e| lambda_runtime::Error::from(e.to_string()))
+            // The function's deadline (epoch ms, from the runtime API's
+            // Lambda-Runtime-Deadline-Ms): launch retries stop before it (crate::retry).
+            // The epoch clock has whole seconds here: count from the end of this second.
+            let now_ms = u64::try_from(lifecycle_github::time::now_epoch())
+                .unwrap_or(0)
+                .saturating_add(1)
+                .saturating_mul(1000);
+            let left = std::time::Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            let deadline = tokio::time::Instant::now() + left;
+            invoke(
+                &controller,
+                event.payload,
+                lifecycle_github::time::now_epoch(),
+                Some(deadline),
+            )
+            .await
+            .map_err(|e| lambda_runtime::Error::from(e.to_string()))
         }
     }))
     .await

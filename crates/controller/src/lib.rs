@@ -7,6 +7,8 @@
 //! - [`event`]: the EventBridge events, typed; malformed ones are rejected, never a panic;
 //! - [`handler`]: one event in, one outcome out, generic over the narrow [`ports::Aws`] and
 //!   [`ports::GitHub`] traits (warm-pool trims, launch tokens, spot warnings);
+//! - [`retry`]: what to do when a launch fails (retry, heartbeat, hand back, abandon), a pure
+//!   decision;
 //! - [`sweep`]: the scheduled sweep (orphaned registrations and secrets, instances whose agent is
 //!   gone, stuck instances);
 //! - [`iam`]: least-privilege policies from the one list of AWS calls the code makes;
@@ -21,6 +23,7 @@ pub mod handler;
 pub mod iam;
 pub mod lambda;
 pub mod ports;
+pub mod retry;
 pub mod settings;
 pub mod sweep;
 

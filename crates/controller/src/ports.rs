@@ -79,8 +79,17 @@ pub trait Aws {
         group: &str,
         ids: &BTreeSet<String>,
     ) -> impl Future<Output = Result<BTreeMap<String, i64>, ApiError>> + Send;
-    /// CreateSecret, or PutSecretValue when it exists.
-    fn put_secret(&self, name: &str, value: &Secret) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// DescribeLifecycleHooks for one hook: its HeartbeatTimeout in seconds (`None`: no such hook).
+    fn hook_timeout(&self, group: &str, hook: &str) -> impl Future<Output = Result<Option<u64>, ApiError>> + Send;
+    /// RecordLifecycleActionHeartbeat for the action `c` names (its `result` is ignored).
+    fn heartbeat(&self, c: &Completion) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// CreateSecret with `tags`, or, when it exists, PutSecretValue and TagResource with them.
+    fn put_secret(
+        &self,
+        name: &str,
+        value: &Secret,
+        tags: &[(String, String)],
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// ListSecrets whose name starts with `prefix`.
     fn list_secrets(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// DeleteSecret without recovery window; a secret already gone counts as deleted.

@@ -14,6 +14,10 @@ pub use lifecycle_aws::DEFAULT_SECRET_TEMPLATE;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 /// A terminating instance still waiting after this long is reported as stuck.
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// The longest one invocation retries a launch whose token could not be minted or stored (the
+/// Lambda's own deadline, when shorter, wins). Ten minutes rides out a typical GitHub incident
+/// without ever reaching the hook's global timeout (at least 50 minutes: 100 x 30 s).
+pub const DEFAULT_LAUNCH_RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// What the controller is configured with.
 #[derive(Clone, Debug)]
@@ -30,6 +34,8 @@ pub struct Settings {
     pub complete_stuck: bool,
     /// Whether the sweep may delete GitHub registrations of instances that are gone.
     pub delete_orphan_runners: bool,
+    /// How long one invocation may retry a launch (`crate::retry`).
+    pub launch_retry_for: Duration,
 }
 
 impl Settings {
@@ -42,6 +48,7 @@ impl Settings {
             stuck_after: DEFAULT_STUCK_AFTER,
             complete_stuck: false,
             delete_orphan_runners: true,
+            launch_retry_for: DEFAULT_LAUNCH_RETRY_FOR,
         }
     }
 }

@@ -107,7 +107,7 @@ mod fixtures {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn launch_is_abandoned_when_no_token_can_be_minted() {
         let aws = FakeAws::default();
         pending(&aws, ID);
@@ -401,5 +401,223 @@ mod sweep {
         aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::AccessDenied)).ok();
         let err = sweep(&settings, &aws, &gh, "runners", NOW).await.err();
         assert!(err.as_ref().is_some_and(|e| !e.is_retryable()), "{err:?}");
+    }
+}
+
+/// Launch retries (crate `retry` drives them): paused tokio time, so minutes of backoff take
+/// milliseconds. The launch fixture's action began at 10:31:04, `NOW` is 10:33:20: with a 300 s
+/// hook, 164 s are left when the handler starts.
+mod launch_retries {
+    use super::*;
+    use lifecycle_github::GitHubError;
+    use tokio::time::{Duration as TDuration, Instant};
+
+    fn launch_world(hook_timeout: Option<u64>) -> (FakeAws, FakeGitHub) {
+        let aws = FakeAws::default();
+        pending(&aws, ID);
+        if let Some(t) = hook_timeout {
+            aws.hook_timeouts
+                .lock()
+                .map(|mut h| h.insert("register".into(), t))
+                .ok();
+        }
+        (aws, FakeGitHub::default())
+    }
+
+    fn fail_github(gh: &FakeGitHub, errors: Vec<GitHubError>) {
+        gh.fail_next.lock().map(|mut f| *f = errors).ok();
+    }
+
+    fn transient(n: usize) -> Vec<GitHubError> {
+        (0..n)
+            .map(|_| GitHubError::Transient("HTTP 503: injected".into()))
+            .collect()
+    }
+
+    fn results(aws: &FakeAws) -> Vec<&'static str> {
+        aws.completed().iter().map(|c| c.result.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn github_5xx_is_retried_then_the_launch_continues() {
+        let (aws, gh) = launch_world(Some(300));
+        fail_github(&gh, transient(3));
+        let c = controller(aws, gh);
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        assert_eq!(results(c.aws()), ["CONTINUE"]);
+        assert_eq!(c.github().calls(), 4);
+        // Backoff 2, 4, 8 s, each scaled by 0.5..1 jitter.
+        let waited = t0.elapsed();
+        assert!(
+            waited >= TDuration::from_secs(7) && waited <= TDuration::from_secs(14),
+            "{waited:?}"
+        );
+        // One DescribeLifecycleHooks (only because something failed), no heartbeat: 164 s left.
+        assert_eq!(c.aws().asg_calls(), 2);
+        assert!(c.aws().heartbeats.lock().map(|h| h.is_empty()).unwrap_or(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_credentials_abandon_at_once() {
+        for e in [
+            GitHubError::Unauthorized("Bad credentials".into()),
+            GitHubError::Forbidden("Resource not accessible by integration".into()),
+            GitHubError::NotFound {
+                what: "organization acme".into(),
+                message: "Not Found".into(),
+            },
+            GitHubError::Unexpected {
+                status: 422,
+                message: "Validation Failed".into(),
+            },
+        ] {
+            let (aws, gh) = launch_world(Some(300));
+            fail_github(&gh, vec![e]);
+            let c = controller(aws, gh);
+            let t0 = Instant::now();
+            let out = c.handle_bytes(&read("launch.json"), NOW).await;
+            assert!(
+                matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("retrying cannot fix")),
+                "{out:?}"
+            );
+            assert_eq!(results(c.aws()), ["ABANDON"]);
+            // No wait, no second GitHub call, no DescribeLifecycleHooks: the completion only.
+            assert_eq!((c.github().calls(), c.aws().asg_calls()), (1, 1));
+            assert_eq!(t0.elapsed(), TDuration::ZERO);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_is_waited_out() {
+        let (aws, gh) = launch_world(Some(300));
+        fail_github(
+            &gh,
+            vec![GitHubError::RateLimited {
+                retry_after: TDuration::from_secs(45),
+            }],
+        );
+        let c = controller(aws, gh);
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        assert!(t0.elapsed() >= TDuration::from_secs(45));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn storing_is_retried_on_throttling_and_abandoned_on_access_denied() {
+        let (aws, gh) = launch_world(Some(300));
+        aws.fail_puts
+            .lock()
+            .map(|mut f| *f = Some((2, ApiErrorKind::Throttled)))
+            .ok();
+        let c = controller(aws, gh);
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        assert_eq!(c.github().calls(), 3);
+
+        let (aws, gh) = launch_world(Some(300));
+        aws.fail_puts
+            .lock()
+            .map(|mut f| *f = Some((1, ApiErrorKind::AccessDenied)))
+            .ok();
+        let c = controller(aws, gh);
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(matches!(out, Ok(Outcome::LaunchAbandoned { .. })), "{out:?}");
+        assert_eq!(c.github().calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hook_is_heartbeated_when_retries_approach_its_timeout() {
+        // A 50 s hook that began 16 s ago (34 s left): the first retry already needs a heartbeat.
+        let (aws, gh) = launch_world(Some(50));
+        fail_github(&gh, transient(2));
+        let c = controller(aws, gh);
+        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        let beats = c.aws().heartbeats.lock().map(|h| h.clone()).unwrap_or_default();
+        assert!(!beats.is_empty() && beats.iter().all(|b| b == ID), "{beats:?}");
+        assert_eq!(results(c.aws()), ["CONTINUE"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hook_that_cannot_be_heartbeated_is_abandoned_before_its_time_runs_out() {
+        let (aws, gh) = launch_world(Some(60));
+        aws.fail_heartbeats
+            .lock()
+            .map(|mut f| *f = Some(ApiErrorKind::AccessDenied))
+            .ok();
+        gh.down.lock().map(|mut d| *d = true).ok();
+        let c = controller(aws, gh);
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        assert!(
+            matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("nearly out")),
+            "{out:?}"
+        );
+        assert_eq!(results(c.aws()), ["ABANDON"]);
+        // Abandoned while the hook (60 s, begun 16 s ago) was still alive, with the reserve left.
+        assert!(t0.elapsed() <= TDuration::from_secs(44 - 40), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_action_gone_meanwhile_is_left_alone() {
+        // By the event's time the 300 s hook is over; the heartbeat finds nothing pending.
+        let (aws, gh) = launch_world(Some(300));
+        aws.pending.lock().map(|mut p| p.clear()).ok();
+        fail_github(&gh, transient(1));
+        let c = controller(aws, gh);
+        let out = c.handle_bytes(&read("launch.json"), NOW + 600).await;
+        assert!(matches!(out, Ok(Outcome::LaunchExpired { .. })), "{out:?}");
+        assert!(c.aws().completed().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_invocation_deadline_hands_the_event_back_with_a_heartbeat() {
+        // A 60 s Lambda and GitHub down: a few retries, then a retryable error (Lambda's retry
+        // redelivers the event) and the hook stays pending.
+        let (aws, gh) = launch_world(Some(120));
+        gh.down.lock().map(|mut d| *d = true).ok();
+        let c = controller(aws, gh);
+        let t0 = Instant::now();
+        let deadline = t0 + TDuration::from_secs(60);
+        let event = lifecycle_controller::event::parse(&read("launch.json")).unwrap_or_else(|e| panic!("{e}"));
+        let out = c.handle_until(event, NOW, Some(deadline)).await;
+        assert!(out.as_ref().is_err_and(HandlerError::is_retryable), "{out:?}");
+        assert!(Instant::now() < deadline, "returned after the deadline");
+        assert!(c.github().calls() >= 2);
+        assert!(c.aws().completed().is_empty(), "nothing completed: the redelivery will");
+        // 120 s hook, began 136 s before NOW: its estimate is spent, so the hand-back heartbeats.
+        assert_eq!(c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_the_retry_budget_ends_it() {
+        let (aws, gh) = launch_world(Some(7200));
+        gh.down.lock().map(|mut d| *d = true).ok();
+        let mut settings = Settings::new(["runners".to_string()]);
+        settings.launch_retry_for = Duration::from_secs(120);
+        let c = Controller::new(settings, aws, gh);
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(out.as_ref().is_err_and(HandlerError::is_retryable), "{out:?}");
+        assert!(t0.elapsed() <= TDuration::from_secs(120));
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_tagged_with_the_instance_arn() {
+        let (aws, gh) = launch_world(Some(300));
+        let c = controller(aws, gh);
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        let tags = c.aws().secret_tags.lock().map(|t| t.clone()).unwrap_or_default();
+        assert_eq!(
+            tags.get(&format!("runner-lifecycle/runners/{ID}")),
+            Some(&vec![(
+                "runner-lifecycle-instance-arn".to_string(),
+                format!("arn:aws:ec2:us-east-1:123456789012:instance/{ID}")
+            )])
+        );
     }
 }

@@ -21,6 +21,12 @@
 //! 5. After success, delete the secret for good (no recovery window). AccessDenied there is
 //!    reported loudly with an exit code of its own, and the registration stays.
 //!
+//! On any failure after the token was read (an expired or malformed value, config.sh failing,
+//! timing out or rejecting the token), the secret is deleted too: a token must not outlive the
+//! one run that could use it. If that deletion fails as well, the error says so loudly
+//! ([`RegisterError::FailedAndSecretNotDeleted`], the same exit code as an undeleted secret after
+//! success).
+//!
 //! The token is a [`Secret`] from the moment it is read: it is never logged, and config.sh's
 //! output is masked before it is shown in an error.
 
@@ -148,6 +154,19 @@ pub enum RegisterError {
         code: i32,
         /// Its output, token masked.
         output: String,
+    },
+    /// Registration failed after the token was read, and the token's secret could not be
+    /// deleted either: a usable token is left behind.
+    #[error("{failure}\nAND {kind} `{name}` could not be deleted: {error}; it still holds a usable token for this group until it expires: delete it and grant the delete permission (runner-lifecycle iam-policy --role agent)")]
+    FailedAndSecretNotDeleted {
+        /// Why registration failed.
+        failure: Box<RegisterError>,
+        /// `secret` or `parameter`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Why it could not be deleted.
+        error: ApiError,
     },
     /// Registered, but the token's secret could not be deleted.
     #[error("runner registered, but {kind} `{name}` could not be deleted: {error}; it still holds a token for this group: delete it and grant the delete permission (runner-lifecycle iam-policy --role agent)")]
@@ -387,11 +406,45 @@ pub async fn register(spec: &Spec, host: &Host, aws: &RegisterAws, now_epoch: i6
         Ok(Fetched::Missing) => return Err(RegisterError::SecretMissing { kind: k, name }),
         Err(error) => return Err(RegisterError::SecretRead { kind: k, name, error }),
     };
-    let (token, expires_at) = parse_stored(&stored).map_err(|e| RegisterError::Config(format!("{k} `{name}`: {e}")))?;
+    // From here on the token has been read: whatever happens, it must not outlive this run.
+    let result = configure(spec, host, state, &name, &stored, now_epoch).await;
+    drop(stored);
+    let failure = match result {
+        Ok(repaired) => return finish(spec, host, aws, name, repaired).await,
+        Err(failure) => failure,
+    };
+    match aws.delete(spec.store, &name).await {
+        Ok(()) => {
+            warn!(secret = %name, "registration failed; the token's {k} was deleted anyway (a retry needs a new token: a new launch of this instance, or a new secret)");
+            Err(failure)
+        }
+        Err(error) => {
+            error!(%error, secret = %name, "REGISTRATION FAILED, AND THE TOKEN'S {} COULD NOT BE DELETED", k.to_uppercase());
+            Err(RegisterError::FailedAndSecretNotDeleted {
+                failure: Box::new(failure),
+                kind: k,
+                name,
+                error,
+            })
+        }
+    }
+}
+
+/// Check the stored token and run config.sh with it.
+async fn configure(
+    spec: &Spec,
+    host: &Host,
+    state: DirState,
+    name: &str,
+    stored: &Secret,
+    now_epoch: i64,
+) -> Result<bool, RegisterError> {
+    let k = kind(spec.store);
+    let (token, expires_at) = parse_stored(stored).map_err(|e| RegisterError::Config(format!("{k} `{name}`: {e}")))?;
     if let Some(exp) = &expires_at {
         if lifecycle_github::time::parse_rfc3339(exp).is_some_and(|t| t <= now_epoch) {
             return Err(RegisterError::TokenExpired {
-                name,
+                name: name.to_string(),
                 expires_at: exp.clone(),
             });
         }
@@ -412,6 +465,18 @@ pub async fn register(spec: &Spec, host: &Host, aws: &RegisterAws, now_epoch: i6
     let output = run_config(&spec.runner_dir, &args, Some(&token), spec.config_timeout).await?;
     drop(token);
     info!(output = %output.lines().last().unwrap_or_default(), "runner configured");
+    Ok(repaired)
+}
+
+/// After a successful configuration: delete the token for good.
+async fn finish(
+    spec: &Spec,
+    host: &Host,
+    aws: &RegisterAws,
+    name: String,
+    repaired: bool,
+) -> Result<Done, RegisterError> {
+    let k = kind(spec.store);
     if let Err(error) = aws.delete(spec.store, &name).await {
         error!(%error, secret = %name, "REGISTERED, BUT THE TOKEN'S {} COULD NOT BE DELETED", k.to_uppercase());
         return Err(RegisterError::SecretNotDeleted { kind: k, name, error });

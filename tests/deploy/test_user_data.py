@@ -1,0 +1,306 @@
+"""deploy/terraform/main.tf's user_data, rendered and run end to end on loopback emulators.
+
+The chain of a real boot: the controller handles the launch event (the GitHub emulator mints a
+registration token, the instance's secret gets it), then the user_data script runs as root:
+`register` as the unprivileged runner user (the stand-in config.sh refuses root like upstream's),
+`install`, `systemctl daemon-reload`, `systemctl enable --now runner-lifecycle`, and the agent
+starts the runner's listener.
+
+Two things of this machine are shimmed, and only those: systemd does not run here (PID 1 is not
+systemd, `systemctl` answers "offline"), so a `systemctl` on PATH starts the agent exactly as the
+rendered unit says (`User=`, `ExecStart=`; `RuntimeDirectory=` becomes a temporary directory);
+and `install` runs with `--dry-run`, so the test plans the install against this machine's real
+/etc/passwd and runner directory without writing into /etc of the CI machine. Needs root (to
+create the `runner` user, removed afterwards, and for runuser): CI runs as root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import hcl2
+import pytest
+
+from support.fake_runner import Broker, install_fake_runner
+
+REPO = Path(__file__).resolve().parents[2]
+TF = REPO / "deploy" / "terraform"
+FIXTURES = REPO / "tests" / "fixtures" / "events"
+USER = "runner"
+URL = "https://github.com/acme"
+
+
+def _unquote(v: Any) -> Any:
+    """python-hcl2 keeps the quotes of string literals."""
+    if isinstance(v, str):
+        return v[1:-1] if len(v) >= 2 and v[0] == v[-1] == '"' else v
+    if isinstance(v, list):
+        return [_unquote(x) for x in v]
+    return v
+
+
+def variable_defaults() -> dict[str, Any]:
+    with (TF / "variables.tf").open() as fh:
+        doc = hcl2.load(fh)
+    out: dict[str, Any] = {}
+    for block in doc.get("variable", []):
+        for name, body in block.items():
+            if isinstance(body, dict) and "default" in body:
+                out[name.strip('"')] = _unquote(body["default"])
+    return out
+
+
+def render_user_data(values: dict[str, str]) -> str:
+    """The user_data heredoc of main.tf with its template expressions substituted, as Terraform
+    renders it (`<<-EOT` strips the common indentation; `$${` is a literal `${`)."""
+    text = (TF / "main.tf").read_text()
+    m = re.search(r"user_data = base64encode\(<<-EOT\n(.*?)\n[ \t]*EOT\n", text, re.S)
+    assert m, "main.tf has no user_data heredoc"
+    body = textwrap.dedent(m.group(1))
+
+    def sub(mo: re.Match[str]) -> str:
+        expr = mo.group(1)
+        assert expr in values, f"user_data uses ${{{expr}}}, which this test does not know"
+        return values[expr]
+
+    rendered = re.sub(r"(?<!\$)\$\{([^}]*)\}", sub, body).replace("$${", "${")
+    return rendered + "\n"
+
+
+def test_the_user_data_renders_and_parses() -> None:
+    defaults = variable_defaults()
+    script = render_user_data({
+        "var.runner_user": defaults["runner_user"],
+        "var.runner_dir": defaults["runner_dir"],
+        "var.github_url": URL,
+        'join(",", var.runner_labels)': ",".join(defaults["runner_labels"]),
+    })
+    assert script.startswith("#!/bin/bash\nset -euo pipefail\n")
+    # register runs as the runner's user, never as root.
+    assert "runuser -u runner -- runner-lifecycle register --runner-dir /opt/actions-runner" in script
+    assert re.search(r"^runner-lifecycle register", script, re.M) is None
+    assert "--labels self-hosted,linux,x64" in script
+    syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert syntax.returncode == 0, syntax.stderr
+
+
+@pytest.fixture
+def runner_user() -> Iterator[pwd.struct_passwd]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates the `runner` user and runs user_data as root (CI runs as root)")
+    created = False
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
+                       check=True)
+        created = True
+    try:
+        yield pwd.getpwnam(USER)
+    finally:
+        if created:
+            subprocess.run(["userdel", USER], check=False)
+
+
+def runner_python(user: str) -> str:
+    """An interpreter the runner user may execute for the stand-in's scripts (this venv may live
+    under a directory only root can enter)."""
+    import sys
+
+    for candidate in (sys.executable, shutil.which("python3") or "", "/usr/bin/python3"):
+        if candidate and subprocess.run(["runuser", "-u", user, "--", candidate, "-c", "pass"],
+                                        capture_output=True).returncode == 0:
+            return candidate
+    pytest.fail(f"no Python interpreter the `{user}` user can run")
+
+
+SYSTEMCTL = """#!/bin/bash
+# systemctl stand-in (systemd does not run in this test environment): records its arguments and,
+# for `enable --now runner-lifecycle`, starts the agent as the unit rendered by `install` says.
+set -euo pipefail
+echo "$*" >> "$RLE_SYSTEMCTL_LOG"
+case "$*" in
+  daemon-reload) exit 0 ;;
+  "enable --now runner-lifecycle") ;;
+  *) echo "systemctl stand-in: unsupported: $*" >&2; exit 1 ;;
+esac
+unit="$("$RLE_BIN" install --print-unit --runner-dir "$RLE_RUNNER_DIR" --user "$RLE_RUNNER_USER")"
+printf '%s\\n' "$unit" > "$RLE_UNIT_COPY"
+user="$(printf '%s\\n' "$unit" | sed -n 's/^User=//p')"
+workdir="$(printf '%s\\n' "$unit" | sed -n 's/^WorkingDirectory=//p')"
+exec_start="$(printf '%s\\n' "$unit" | sed -n 's/^ExecStart=//p')"
+# The unit's configuration file is /etc/runner-lifecycle/config.toml, which this test does not
+# write; RuntimeDirectory= (/run/runner-lifecycle) is a directory the test made for the user.
+exec_start="${exec_start//\\/etc\\/runner-lifecycle\\/config.toml/$RLE_CONFIG}"
+cd "$workdir"
+RUNNER_LIFECYCLE_AGENT_SOCKET="$RLE_RUNTIME_DIR/agent.sock" \\
+  setsid runuser -u "$user" -- $exec_start > "$RLE_AGENT_LOG" 2>&1 < /dev/null &
+echo $! > "$RLE_AGENT_PID"
+"""
+
+RUNNER_LIFECYCLE = """#!/bin/sh
+# The binary under test; `install` only plans (--dry-run): this test does not write into /etc.
+if [ "$1" = install ]; then shift; exec "$RLE_BIN" install --dry-run "$@"; fi
+exec "$RLE_BIN" "$@"
+"""
+
+
+def write_exec(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+def kill_group(pid_file: Path) -> None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    out.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return out
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid in /proc/{pid}/status")
+
+
+def test_user_data_registers_as_the_runner_user_and_starts_the_agent(
+        aws_x: Any, aws_env: Any, run_bin: Any, fake_github: Any, bin_path: Path,
+        runner_user: pwd.struct_passwd) -> None:
+    if subprocess.run(["runuser", "-u", USER, "--", str(bin_path), "--version"], capture_output=True).returncode:
+        pytest.fail(f"the `{USER}` user cannot execute {bin_path}")
+    [instance_id] = aws_x.create_group(size=1, hook_timeout=None)
+    base = Path(tempfile.mkdtemp(prefix="rl-user-data-"))
+    base.chmod(0o755)
+    broker = Broker(poll_timeout_s=2.0).start()
+    pid_file = base / "agent.pid"
+    try:
+        # 1. The controller handles the launch: the emulated GitHub mints, the secret holds it.
+        env = aws_env(instance_id=instance_id)
+        ctl_env = {**env, "RUNNER_LIFECYCLE_CONTROLLER_GROUPS": "runners", "RUNNER_LIFECYCLE_GITHUB_URL": URL,
+                   "RUNNER_LIFECYCLE_GITHUB_API_URL": fake_github.url,
+                   "RUNNER_LIFECYCLE_GITHUB_TOKEN": fake_github.token}
+        launch = json.loads((FIXTURES / "launch.json").read_text())
+        launch["detail"]["EC2InstanceId"] = instance_id
+        r = run_bin(["controller", "handle-event", "--event", "-"], ctl_env, input=json.dumps(launch))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout.strip().splitlines()[-1])["outcome"] == "launch_continued"
+        [token] = fake_github.registration_tokens
+        broker.registration_token = token  # the stand-in's GitHub accepts exactly that token
+        secret = f"runner-lifecycle/runners/{instance_id}"
+
+        # 2. The AMI: the runner installed in runner_dir, owned by the runner user.
+        runner_dir = base / "actions-runner"
+        runner = install_fake_runner(runner_dir, broker.url, name="unused", configured=False)
+        python = runner_python(USER)
+        for exe in ("Runner.Listener", "Runner.Worker"):
+            script = runner_dir / "bin" / exe
+            script.write_text(re.sub(r"^#!.*", f"#!{python}", script.read_text(), count=1))
+        runtime_dir = base / "run"
+        runtime_dir.mkdir()
+        subprocess.run(["chown", "-R", f"{USER}:", str(runner_dir), str(runtime_dir)], check=True)
+        config = base / "config.toml"
+        config.write_text((REPO / "packaging" / "config.toml").read_text()
+                          .replace('dir = "/opt/actions-runner"', f'dir = "{runner_dir}"'))
+        config.chmod(0o644)
+        shims = base / "bin"
+        shims.mkdir()
+        write_exec(shims / "systemctl", SYSTEMCTL)
+        write_exec(shims / "runner-lifecycle", RUNNER_LIFECYCLE)
+
+        # 3. Boot: the rendered user_data as root, with the instance's (emulated) environment.
+        defaults = variable_defaults()
+        script = render_user_data({
+            "var.runner_user": USER,
+            "var.runner_dir": str(runner_dir),
+            "var.github_url": URL,
+            'join(",", var.runner_labels)': ",".join(defaults["runner_labels"]),
+        })
+        (base / "user-data.sh").write_text(script)
+        boot_env = {
+            **env,
+            "PATH": f"{shims}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "RLE_BIN": str(bin_path), "RLE_RUNNER_DIR": str(runner_dir), "RLE_RUNNER_USER": USER,
+            "RLE_CONFIG": str(config), "RLE_RUNTIME_DIR": str(runtime_dir),
+            "RLE_SYSTEMCTL_LOG": str(base / "systemctl.log"), "RLE_UNIT_COPY": str(base / "unit"),
+            "RLE_AGENT_LOG": str(base / "agent.log"), "RLE_AGENT_PID": str(pid_file),
+            "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT": env["AWS_EC2_METADATA_SERVICE_ENDPOINT"],
+            "RUNNER_LIFECYCLE_AWS_IMDS_POLL": "250ms",
+            "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT": "json",
+        }
+        boot_env.pop("RUNNER_ALLOW_RUNASROOT", None)
+        boot = subprocess.run(["bash", str(base / "user-data.sh")], env=boot_env, capture_output=True, text=True,
+                              timeout=120)
+        assert boot.returncode == 0, f"user_data failed:\n{boot.stdout}\n{boot.stderr}"
+        assert token not in boot.stdout + boot.stderr
+
+        # register ran config.sh as the runner user, the token in its environment only.
+        [call] = runner.config_calls()
+        assert call["uid"] == runner_user.pw_uid != 0
+        assert call["env"].get("ACTIONS_RUNNER_INPUT_TOKEN") == token and "RUNNER_ALLOW_RUNASROOT" not in call["env"]
+        assert token not in " ".join(call["argv"])
+        assert runner.configured and "registered" in boot.stdout
+        names = [s["Name"] for s in aws_x.client("secretsmanager").list_secrets()["SecretList"]]
+        assert secret not in names
+        # The stand-in's GitHub has the runner, labelled as the controller's sweep expects.
+        labels = broker.runners()[instance_id]["labels"]
+        assert labels[-5:] == ["self-hosted", "linux", "x64", instance_id, "asg-runners"]
+        # install planned its files (dry run), systemd was asked to reload and start the unit.
+        assert "dry run; nothing changed" in boot.stdout
+        assert (base / "systemctl.log").read_text().splitlines() == ["daemon-reload", "enable --now runner-lifecycle"]
+        assert f"User={USER}" in (base / "unit").read_text()
+
+        # 4. The agent, started as the unit says, runs as the runner user and starts the listener.
+        session = broker.wait_listening(instance_id, timeout=60)
+        assert session.runner == instance_id
+        pgid = int(pid_file.read_text().strip())
+        agents = [p for p in processes_in_group(pgid) if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(bin_path)]
+        assert agents, (base / "agent.log").read_text()[-3000:]
+        assert all(uid_of(p) == runner_user.pw_uid for p in agents)
+        # The listener is the agent's child, as the runner user too.
+        assert uid_of(session.pid) == runner_user.pw_uid
+        assert any(parent_of(session.pid) == a for a in agents)
+    finally:
+        kill_group(pid_file)
+        broker.stop()
+        shutil.rmtree(base, ignore_errors=True)
