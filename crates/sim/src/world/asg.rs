@@ -1,0 +1,398 @@
+//! The Auto Scaling side of the world: launches (fresh or from the warm pool), phases and their
+//! counters, the scale-in pick, termination hooks and their timeouts, and the API calls a host can
+//! make, answered as AWS would with injected faults.
+
+use super::*;
+
+impl World {
+    /// An Auto Scaling call, answered as AWS would, with injected faults. The effect applies now; the
+    /// caller models the round trip.
+    pub fn call(&mut self, inst: InstId, call: ApiCall) -> Result<ApiReply, ApiError> {
+        let result = self.call_inner(inst, call);
+        self.trace(inst, || format!("api {call:?} -> {result:?}"));
+        self.record_mark(inst, "api", || {
+            let ok = if result.is_ok() { "" } else { " (failed)" };
+            format!("{call:?}{ok}")
+        });
+        result
+    }
+
+    pub(super) fn call_inner(&mut self, inst: InstId, call: ApiCall) -> Result<ApiReply, ApiError> {
+        self.metrics.asg_api_calls += 1;
+        let faults = &self.cfg.faults;
+        let (mut throttle, error) = (faults.throttle_rate, faults.error_rate);
+        if self.now < self.throttled_until {
+            throttle = throttle.max(timing::EPISODE_THROTTLE);
+        }
+        if self.streams.api.chance(throttle) {
+            self.note_api_fault(inst, call);
+            return Err(ApiError::new(ApiErrorKind::Throttled, "Rate exceeded"));
+        }
+        if self.streams.api.chance(error) {
+            self.note_api_fault(inst, call);
+            return Err(ApiError::new(ApiErrorKind::Transient, "InternalFailure (500)"));
+        }
+        let now = self.now;
+        let idx = inst as usize;
+        let asg = self.instances[idx].asg;
+        match call {
+            ApiCall::Describe => Ok(ApiReply::Described(match asg {
+                AsgPhase::Gone => None,
+                phase => Some(DescribedInstance {
+                    state: asg_state(phase),
+                    protected: self.instances[idx].protected,
+                }),
+            })),
+            ApiCall::SetProtection(true) => match asg {
+                AsgPhase::InService => {
+                    self.set_protected(inst, true);
+                    Ok(ApiReply::Done)
+                }
+                _ => Err(ApiError::new(
+                    ApiErrorKind::NotInService,
+                    format!("The instance i-{inst} is not in InService or EnteringStandby or Standby."),
+                )),
+            },
+            ApiCall::SetProtection(false) => {
+                self.set_protected(inst, false);
+                // A scale-in deferred because everything was protected takes this instance at once.
+                self.reconcile();
+                Ok(ApiReply::Done)
+            }
+            ApiCall::Heartbeat => match asg {
+                AsgPhase::Wait { seq, since, global, .. } => {
+                    if self.check_invariants {
+                        let i = &self.instances[idx];
+                        let job_recent =
+                            i.worker.is_some() || now.since(i.last_worker_exit) <= timing::WORKER_OBSERVATION * 2;
+                        if !job_recent {
+                            self.violate(inst, "heartbeat while no job was alive");
+                        }
+                    }
+                    let deadline = (now + self.cfg.hook_timeout).min(global);
+                    self.instances[idx].asg = AsgPhase::Wait {
+                        seq,
+                        since,
+                        deadline,
+                        global,
+                    };
+                    self.metrics.heartbeats += 1;
+                    Ok(ApiReply::Done)
+                }
+                _ => Err(no_active_action(inst)),
+            },
+            ApiCall::Complete => match asg {
+                AsgPhase::WarmTrimWait { .. } => {
+                    self.metrics.warm_trims_completed += 1;
+                    self.leave_trim_wait(inst);
+                    self.gone(inst, false);
+                    Ok(ApiReply::Done)
+                }
+                AsgPhase::Wait { .. } => {
+                    self.metrics.hooks_completed += 1;
+                    if self.check_invariants {
+                        if self.instances[idx].worker.is_some() {
+                            self.violate(inst, "lifecycle action completed while a job was alive");
+                        }
+                        self.check_idle_wait(inst, true);
+                    }
+                    self.proceed(inst);
+                    Ok(ApiReply::Done)
+                }
+                _ => Err(no_active_action(inst)),
+            },
+        }
+    }
+
+    /// A call made through a client that retries throttling and 5xx by itself, up to `attempts` tries
+    /// in all (AWS CLI legacy retry mode: 5; AWS SDKs' standard mode: 3). Every try is an API call.
+    pub fn call_retrying(&mut self, inst: InstId, call: ApiCall, attempts: u32) -> Result<ApiReply, ApiError> {
+        let mut result = self.call(inst, call);
+        for _ in 1..attempts {
+            match &result {
+                Err(e) if e.kind.is_retryable_soon() => result = self.call(inst, call),
+                _ => break,
+            }
+        }
+        result
+    }
+
+    pub(super) fn note_api_fault(&mut self, inst: InstId, call: ApiCall) {
+        // Retries after a failure are part of the idle-wait allowance: describe backs off up to 30 s,
+        // completion up to 4 s (lifecycle-core CoreConfig defaults).
+        let extra = match call {
+            ApiCall::Describe => Duration::from_secs(30),
+            ApiCall::Complete => Duration::from_secs(4),
+            _ => Duration::ZERO,
+        };
+        self.instances[inst as usize].fault_allowance += extra;
+    }
+
+    pub(super) fn launch(&mut self, in_service: bool) -> InstId {
+        if let Some(inst) = self.warm.pop_front() {
+            // Scale-out takes a stopped instance from the warm pool first; the pool is refilled.
+            self.set_phase(inst, AsgPhase::Pending);
+            self.alive += 1;
+            let boot = between(&mut self.streams.lat, timing::WARM_START);
+            self.queue.push(self.now + boot, Ev::Boot(inst));
+            self.launch_into_pool(false);
+            return inst;
+        }
+        let inst = self.new_instance();
+        self.alive += 1;
+        self.set_phase(inst, AsgPhase::Pending);
+        let boot = if in_service {
+            Duration::ZERO
+        } else {
+            between(&mut self.streams.lat, timing::BOOT)
+        };
+        self.queue.push(self.now + boot, Ev::Boot(inst));
+        inst
+    }
+
+    /// Launch an instance into the warm pool: it boots, then is stopped (not billed as running).
+    pub(super) fn launch_into_pool(&mut self, at_start: bool) {
+        let inst = self.new_instance();
+        self.instances[inst as usize].asg = AsgPhase::WarmPending;
+        self.warm_pending += 1;
+        let boot = if at_start {
+            Duration::ZERO
+        } else {
+            between(&mut self.streams.lat, timing::BOOT)
+        };
+        self.queue.push(self.now + boot, Ev::WarmReady(inst));
+    }
+
+    pub(super) fn new_instance(&mut self) -> InstId {
+        let inst = self.instances.len() as InstId;
+        let poll_phase = self.streams.lat.jitter(timing::IMDS_POLL, 0.0, 1.0);
+        self.instances.push(Instance {
+            // Not yet counted anywhere: the caller moves it to Pending or keeps it in the pool.
+            asg: AsgPhase::WarmPending,
+            protected: false,
+            target: Target::InService,
+            target_visible_at: Time::ZERO,
+            imds_down_until: Time::ZERO,
+            poll_phase,
+            spot_notice: false,
+            listener: Listener::Down,
+            listener_gen: 0,
+            listener_pid: 0,
+            worker: None,
+            last_worker_exit: Time::ZERO,
+            agent_up: false,
+            agent_gen: 0,
+            wake_at: None,
+            idle_in_wait_since: None,
+            fault_allowance: Duration::ZERO,
+            global_timeout_hit: false,
+            terminations: 0,
+            busy_flag: false,
+            worker_seen: false,
+            faults_rng: streams::instance_faults(self.cfg.seed, inst),
+        });
+        inst
+    }
+
+    /// Move an instance to a new Auto Scaling phase, keeping the counters and candidate sets true.
+    pub(super) fn set_phase(&mut self, inst: InstId, phase: AsgPhase) {
+        let old = std::mem::replace(&mut self.instances[inst as usize].asg, phase);
+        for (p, sign) in [(old, -1i64), (phase, 1)] {
+            let counter = match p {
+                AsgPhase::Pending => Some(&mut self.pending),
+                AsgPhase::InService => Some(&mut self.in_service),
+                _ => None,
+            };
+            if let Some(c) = counter {
+                *c = (i64::from(*c) + sign) as u32;
+            }
+        }
+        if matches!(old, AsgPhase::Wait { .. }) && !matches!(phase, AsgPhase::Wait { .. }) {
+            self.waiting.remove(&inst);
+        }
+        if matches!(phase, AsgPhase::Wait { .. }) {
+            self.waiting.insert(inst);
+        }
+        if phase == AsgPhase::Gone && running(old) {
+            self.alive -= 1;
+        }
+        if old != phase {
+            self.record_span(inst, "asg", phase_name(phase).to_string());
+        }
+        self.refresh_candidate(inst);
+    }
+
+    pub(super) fn set_protected(&mut self, inst: InstId, protected: bool) {
+        self.instances[inst as usize].protected = protected;
+        self.refresh_candidate(inst);
+    }
+
+    pub(super) fn refresh_candidate(&mut self, inst: InstId) {
+        let i = &self.instances[inst as usize];
+        if i.asg == AsgPhase::InService && !i.protected {
+            self.candidates.insert(inst);
+        } else {
+            self.candidates.remove(inst);
+        }
+    }
+
+    /// Launch or pick instances until the group matches its desired capacity.
+    pub(super) fn reconcile(&mut self) {
+        let active = self.pending + self.in_service;
+        for _ in active..self.desired {
+            self.launch(false);
+        }
+        if active <= self.desired {
+            return;
+        }
+        for _ in self.desired..active {
+            // The default termination policy (AZ balance, oldest launch template, nearest billing hour)
+            // is arbitrary within one AZ and template: pick at random among the unprotected.
+            if self.candidates.is_empty() {
+                return; // all protected: termination deferred until one is unprotected
+            }
+            let pick = self
+                .candidates
+                .get(self.streams.asg.below(self.candidates.len() as u64) as usize);
+            self.begin_termination(pick);
+        }
+    }
+
+    pub(super) fn begin_termination(&mut self, inst: InstId) {
+        let now = self.now;
+        let global = now
+            + self
+                .cfg
+                .hook_timeout
+                .saturating_mul(100)
+                .min(Duration::from_secs(48 * 3600));
+        let idx = inst as usize;
+        self.metrics.scale_ins += 1;
+        self.instances[idx].terminations += 1;
+        let seq = self.instances[idx].terminations;
+        self.set_phase(
+            inst,
+            AsgPhase::Wait {
+                seq,
+                since: now,
+                deadline: now + self.cfg.hook_timeout,
+                global,
+            },
+        );
+        let i = &mut self.instances[idx];
+        i.target = Target::Terminated;
+        i.target_visible_at = now + self.cfg.imds_lag;
+        // Faults already under way delay this drain too.
+        i.fault_allowance = if i.agent_up {
+            Duration::ZERO
+        } else {
+            timing::AGENT_RESTART
+        };
+        if i.imds_down_until > now {
+            i.fault_allowance += i.imds_down_until.since(now) + Duration::from_secs(40);
+        }
+        self.queue.push(now + self.cfg.hook_timeout, Ev::HookExpire(inst, seq));
+        let seen = self.next_poll_after(inst, now + self.cfg.imds_lag);
+        let gen = self.instances[idx].agent_gen;
+        self.queue
+            .push(seen, Ev::Host(inst, gen, HostEvent::Imds(Target::Terminated)));
+        // The fire-and-forget stop path of the designs that need one (EventBridge -> Lambda -> SSM).
+        // Drawn from the instance's own stream, so every strategy faces the same losses.
+        let i = &mut self.instances[idx];
+        let stop_after = self
+            .cfg
+            .event_to_stop
+            .mul_f64((timing::EVENT_TO_STOP_SIGMA * i.faults_rng.normal()).exp());
+        if i.faults_rng.chance(self.cfg.faults.stop_path_failure_rate) {
+            self.metrics.stop_paths_lost += 1;
+        } else {
+            self.queue
+                .push(now + stop_after, Ev::Host(inst, gen, HostEvent::TerminationEvent));
+        }
+        // The listener stays in the broker's pool: it long-polls until something stops it.
+        self.update_idle_wait(inst);
+    }
+
+    pub(super) fn proceed(&mut self, inst: InstId) {
+        self.leave_wait(inst);
+        self.set_phase(inst, AsgPhase::Proceed);
+        self.queue.push(self.now + timing::SHUTDOWN, Ev::Gone(inst));
+    }
+
+    pub(super) fn leave_wait(&mut self, inst: InstId) {
+        self.update_idle_wait_to(inst, false);
+    }
+
+    pub(super) fn gone(&mut self, inst: InstId, interrupted: bool) {
+        let idx = inst as usize;
+        if self.instances[idx].asg == AsgPhase::Gone {
+            return;
+        }
+        let in_pool = !running(self.instances[idx].asg);
+        let outcome = if interrupted {
+            JobOutcome::KilledByInterruption
+        } else if self.instances[idx].global_timeout_hit {
+            JobOutcome::Failed(crate::metrics::FailCause::GlobalTimeout)
+        } else {
+            JobOutcome::Failed(crate::metrics::FailCause::InstanceTerminated)
+        };
+        if let Listener::Claimed(job) = self.instances[idx].listener {
+            self.drop_unacquired(job, outcome);
+        }
+        if let Some((job, _, _)) = self.instances[idx].worker {
+            self.finish_job(job, outcome);
+            self.instances[idx].worker = None;
+            self.workers -= 1;
+        }
+        if interrupted && matches!(self.instances[idx].asg, AsgPhase::Wait { .. }) {
+            self.metrics.hooks_lost_to_interruption += 1;
+        }
+        self.leave_wait(inst);
+        self.set_listener(inst, Listener::Down);
+        self.set_phase(inst, AsgPhase::Gone);
+        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
+            t.gone(self.now);
+        }
+        let i = &mut self.instances[idx];
+        i.agent_up = false;
+        i.agent_gen += 1;
+        if in_pool {
+            // A trimmed pool instance is replaced in the pool.
+            self.launch_into_pool(false);
+        } else {
+            // A dead host is replaced to keep the desired capacity.
+            self.reconcile();
+        }
+    }
+
+    /// A warm-pool trim: the oldest stopped instance enters `Warmed:Terminating:Wait`.
+    pub(super) fn warm_trim(&mut self) {
+        let now = self.now;
+        let rate = self.cfg.warm_trims_per_day * f64::from(self.cfg.warm_pool);
+        if let Some(at) = next_fault(&mut self.streams.account, now, rate) {
+            self.queue.push(at, Ev::WarmTrim);
+        }
+        let Some(inst) = self.warm.pop_front() else { return };
+        self.metrics.warm_trims += 1;
+        let deadline = now + self.cfg.hook_timeout;
+        self.set_phase(inst, AsgPhase::WarmTrimWait { deadline });
+        let to_handler = between(&mut self.streams.lat, timing::EVENT_TO_HANDLER);
+        self.queue.push(now + to_handler, Ev::TrimEvent(inst));
+        self.queue.push(deadline, Ev::TrimExpire(inst));
+        self.instances[inst as usize].idle_in_wait_since = Some(now);
+    }
+
+    pub(super) fn leave_trim_wait(&mut self, inst: InstId) {
+        if let Some(since) = self.instances[inst as usize].idle_in_wait_since.take() {
+            self.metrics.warm_trim_wait_seconds += self.now.since(since).as_secs_f64();
+        }
+    }
+
+    /// The Auto Scaling state of an instance, as a describe would show it.
+    pub fn asg_state(&self, inst: InstId) -> Option<AsgState> {
+        match self.instances[inst as usize].asg {
+            AsgPhase::Gone => None,
+            phase => Some(asg_state(phase)),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The runner's processes as upstream behaves: the listener (start, SIGINT, SIGKILL, exit), its workers
+//! and job hooks, and what a host observes of them.
+
+use super::*;
+
+impl World {
+    /// Set a listener's state, keeping the broker's pool and GitHub's view in step.
+    pub(super) fn set_listener(&mut self, inst: InstId, new: Listener) {
+        let idx = inst as usize;
+        let old = std::mem::replace(&mut self.instances[idx].listener, new);
+        let online = |l: Listener| matches!(l, Listener::Polling | Listener::Claimed(_) | Listener::Busy(_));
+        match (online(old), online(new)) {
+            (false, true) => self.online += 1,
+            (true, false) => self.online -= 1,
+            _ => {}
+        }
+        if self.instances[idx].busy_flag && !matches!(new, Listener::Busy(_)) {
+            self.instances[idx].busy_flag = false;
+            self.busy_flagged -= 1;
+        }
+        if new == Listener::Polling {
+            self.idle.insert(inst);
+        } else {
+            self.idle.remove(inst);
+        }
+        if old != new {
+            let state = match new {
+                Listener::Down => "Down".to_string(),
+                Listener::Starting => "Starting".to_string(),
+                Listener::Polling => "Polling".to_string(),
+                Listener::Claimed(j) => format!("Handed job {j}"),
+                Listener::Busy(j) => format!("Busy job {j}"),
+                Listener::Exiting => "Exiting".to_string(),
+            };
+            self.record_span(inst, "listener", state);
+        }
+    }
+
+    /// Start the listener (no-op unless it is down and the host running).
+    pub fn start_listener(&mut self, inst: InstId) {
+        let now = self.now;
+        let i = &self.instances[inst as usize];
+        if i.listener != Listener::Down || !running(i.asg) {
+            return;
+        }
+        self.set_listener(inst, Listener::Starting);
+        let i = &mut self.instances[inst as usize];
+        i.listener_gen += 1;
+        let gen = i.listener_gen;
+        let d = between(&mut self.streams.lat, timing::LISTENER_START);
+        self.queue.push(now + d, Ev::ListenerReady(inst, gen));
+    }
+
+    /// SIGINT to the listener. Upstream, that cancels a running job (actions/runner
+    /// src/Runner.Listener/Runner.cs); a job already handed to it is lost the same way.
+    pub fn signal_listener(&mut self, inst: InstId) {
+        let now = self.now;
+        let idx = inst as usize;
+        let exit_after = match self.instances[idx].listener {
+            Listener::Down | Listener::Exiting => return,
+            Listener::Starting | Listener::Polling => timing::IDLE_EXIT,
+            Listener::Claimed(job) => {
+                self.drop_unacquired(job, JobOutcome::LostInStopWindow);
+                timing::IDLE_EXIT
+            }
+            Listener::Busy(job) => {
+                // A worker the host's software was not yet told about is the stop window; one it knew
+                // of is a cancel.
+                let seen = self.instances[idx].worker_seen;
+                let outcome = if seen {
+                    JobOutcome::Cancelled
+                } else {
+                    JobOutcome::LostInStopWindow
+                };
+                self.finish_job(job, outcome);
+                let exit = between(&mut self.streams.lat, timing::CANCEL_EXIT);
+                self.queue.push(now + exit, Ev::WorkerExit(inst, job, false));
+                exit
+            }
+        };
+        self.record_mark(inst, "listener", || "SIGINT".into());
+        self.set_listener(inst, Listener::Exiting);
+        let gen = self.instances[idx].listener_gen;
+        self.queue.push(now + exit_after, Ev::ListenerExit(inst, gen, Some(0)));
+    }
+
+    /// SIGKILL to the listener: it is gone at once, and its worker with it.
+    pub fn kill_listener(&mut self, inst: InstId) {
+        self.listener_dies(inst, None, JobOutcome::Failed(crate::metrics::FailCause::Killed));
+    }
+
+    pub(super) fn worker_alive_with(&self, inst: InstId, job: JobId) -> bool {
+        self.instances[inst as usize].worker.is_some_and(|(j, _, _)| j == job) && !self.jobs.finished(job)
+    }
+
+    /// A job hook finished; a strategy whose hook takes effect later calls this itself.
+    pub fn hook_finished(&mut self, inst: InstId, job: JobId, kind: HookKind, run: HookRun) {
+        let now = self.now;
+        if !self.worker_alive_with(inst, job) {
+            return;
+        }
+        if run.fails_job {
+            self.finish_job(job, JobOutcome::Failed(crate::metrics::FailCause::HookFailed));
+            self.queue
+                .push(now + run.took + timing::TEARDOWN, Ev::WorkerExit(inst, job, false));
+            return;
+        }
+        match kind {
+            HookKind::Started => {
+                let d = self.jobs.duration(job);
+                self.queue.push(now + run.took + d, Ev::JobDone(inst, job));
+            }
+            HookKind::Completed => {
+                self.queue
+                    .push(now + run.took + timing::TEARDOWN, Ev::WorkerExit(inst, job, true));
+            }
+        }
+    }
+
+    pub(crate) fn hook_due(&self, inst: InstId, job: JobId) -> bool {
+        self.worker_alive_with(inst, job)
+    }
+
+    pub(super) fn worker_exit(&mut self, inst: InstId, job: JobId, succeeded: bool) {
+        let now = self.now;
+        let idx = inst as usize;
+        let Some((j, pid, _)) = self.instances[idx].worker else {
+            return;
+        };
+        if j != job {
+            return;
+        }
+        if succeeded {
+            self.finish_job(job, JobOutcome::Succeeded);
+        }
+        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
+            t.end("worker", now);
+        }
+        self.workers -= 1;
+        self.webhook();
+        let i = &mut self.instances[idx];
+        i.worker = None;
+        i.last_worker_exit = now;
+        let gen = i.agent_gen;
+        self.queue.push(
+            now + timing::WORKER_OBSERVATION,
+            Ev::Host(inst, gen, HostEvent::WorkerExited(pid)),
+        );
+        if self.instances[idx].listener == Listener::Busy(job) {
+            match self.listener_mode {
+                // A persistent listener polls again at once and may take the next job right away
+                // (actions/runner src/Runner.Listener/Runner.cs message loop).
+                ListenerMode::Persistent => self.make_idle(inst),
+                // In one-job mode it exits 0 once its job completes (Runner.cs, runOnceJobReceived).
+                ListenerMode::OneJob => {
+                    self.set_listener(inst, Listener::Exiting);
+                    let gen = self.instances[idx].listener_gen;
+                    self.queue
+                        .push(now + timing::IDLE_EXIT, Ev::ListenerExit(inst, gen, Some(0)));
+                }
+            }
+        }
+        self.update_idle_wait(inst);
+    }
+
+    pub(super) fn listener_exit(&mut self, inst: InstId, gen: u32, code: Option<i32>) {
+        let idx = inst as usize;
+        let i = &self.instances[idx];
+        if i.listener_gen != gen || i.listener != Listener::Exiting {
+            return;
+        }
+        self.set_listener(inst, Listener::Down);
+        let agent_gen = self.instances[idx].agent_gen;
+        self.queue
+            .push(self.now, Ev::Host(inst, agent_gen, HostEvent::ListenerExited(code)));
+    }
+
+    pub(super) fn listener_dies(&mut self, inst: InstId, code: Option<i32>, job_outcome: JobOutcome) {
+        let now = self.now;
+        let idx = inst as usize;
+        match self.instances[idx].listener {
+            Listener::Down => return,
+            Listener::Claimed(job) => self.drop_unacquired(job, job_outcome),
+            _ => {}
+        }
+        self.set_listener(inst, Listener::Down);
+        let i = &mut self.instances[idx];
+        i.listener_gen += 1;
+        if let Some((job, _, _)) = self.instances[idx].worker {
+            // The worker loses its channel to the listener and the job fails.
+            self.finish_job(job, job_outcome);
+            self.worker_exit(inst, job, false);
+        }
+        let i = &mut self.instances[idx];
+        let gen = i.agent_gen;
+        self.queue
+            .push(now, Ev::Host(inst, gen, HostEvent::ListenerExited(code)));
+        self.update_idle_wait(inst);
+    }
+
+    pub(super) fn finish_job(&mut self, job: JobId, outcome: JobOutcome) {
+        let now = self.now;
+        let Some((arrival, started)) = self.jobs.finish(job) else {
+            return; // already accounted for
+        };
+        self.metrics.record_job(outcome, arrival, started, now);
+        if self.check_invariants && outcome.is_tool_fault() {
+            self.violations.push(Violation {
+                strategy: String::new(),
+                seed: self.cfg.seed,
+                at: now,
+                instance: None,
+                what: format!("job {job} ended {outcome:?}"),
+            });
+        }
+    }
+
+    /// Schedule a relaunch of the listener (RunnerService.js style), used by strategies without the core.
+    pub fn relaunch_listener_later(&mut self, inst: InstId, after: Duration) {
+        let gen = self.instances[inst as usize].listener_gen;
+        self.queue.push(self.now + after, Ev::Relaunch(inst, gen));
+    }
+
+    /// What a freshly started agent finds on its host.
+    pub fn observe(&mut self, inst: InstId) -> Observation {
+        let i = &mut self.instances[inst as usize];
+        i.worker_seen |= i.worker.is_some();
+        let i = &self.instances[inst as usize];
+        let listener_pid = match i.listener {
+            Listener::Down | Listener::Starting => None,
+            _ => Some(i.listener_pid),
+        };
+        Observation {
+            listener_pid,
+            worker_pid: i.worker.map(|(_, pid, _)| pid),
+            target: if self.now >= i.imds_down_until {
+                Some(self.visible_target(i))
+            } else {
+                None
+            },
+            spot_notice: i.spot_notice,
+        }
+    }
+
+    pub(super) fn visible_target(&self, i: &Instance) -> Target {
+        if self.now >= i.target_visible_at {
+            i.target
+        } else {
+            Target::InService
+        }
+    }
+
+    pub(super) fn next_pid(&mut self) -> u32 {
+        self.pid_seq += 1;
+        self.pid_seq
+    }
+
+    /// When the agent's once-a-second IMDS poll first sees something visible from `t` on.
+    pub(crate) fn next_poll_after(&self, inst: InstId, t: Time) -> Time {
+        let i = &self.instances[inst as usize];
+        let t = t.max(i.imds_down_until);
+        let period = timing::IMDS_POLL.as_millis() as u64;
+        let phase = i.poll_phase.as_millis() as u64;
+        let ms = t.as_millis();
+        let k = ms.saturating_sub(phase).div_ceil(period);
+        Time::from_millis(phase + k * period).max(t)
+    }
+
+    /// Run a strategy's step on `inst` after `after` (work that takes time before its effect).
+    pub fn defer(&mut self, inst: InstId, after: Duration, what: Deferred) {
+        let gen = self.instances[inst as usize].agent_gen;
+        self.queue.push(self.now + after, Ev::Deferred(inst, gen, what));
+    }
+
+    /// The latency of one `aws` CLI call from a bash script (the source PR's hooks and units).
+    pub fn cli_latency(&mut self) -> Duration {
+        timing::AWS_CLI.mul_f64(0.8 + 0.4 * self.streams.lat.unit())
+    }
+
+    /// A duration drawn from the world's latency stream, uniform in the range.
+    pub fn latency(&mut self, range: (Duration, Duration)) -> Duration {
+        between(&mut self.streams.lat, range)
+    }
+}
