@@ -976,6 +976,10 @@ fn log_notice(notice: &Notice) {
             )
         }
         Notice::RebalanceRecommended => info!(notice = "rebalance-recommended", "rebalance recommended"),
+        Notice::HookClaimDropped => warn!(
+            notice = "hook-claim-dropped",
+            "a job-started report with no Runner.Worker under the listener was dropped (a hook report is a hint; /proc is the truth)"
+        ),
         Notice::NotInGroup => info!(
             notice = "not-in-group",
             "instance is in no Auto Scaling group: serving without protection or hooks"

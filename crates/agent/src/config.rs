@@ -918,6 +918,14 @@ impl Settings {
         }
     }
 
+    /// How long a `job-started` report may wait for its `Runner.Worker` to show in `/proc`: two
+    /// worker polls, at least 1 s. The started hook runs inside the worker (actions/runner
+    /// src/Runner.Worker/JobExtension.cs), so a genuine report has a worker already; the grace only
+    /// covers the polling lag and a slow tick.
+    pub fn hook_grace(&self) -> Duration {
+        (self.worker_poll * 2).max(Duration::from_secs(1))
+    }
+
     /// The decision core's configuration; `hook` comes from discovery.
     pub fn core_config(&self, hook: Option<HookConfig>) -> CoreConfig {
         CoreConfig {
@@ -928,6 +936,7 @@ impl Settings {
             listener_mode: self.runner_mode,
             drain_on_rebalance: self.drain_on_rebalance,
             relaunch_delay: self.relaunch_delay,
+            hook_grace: self.hook_grace(),
             ..CoreConfig::default()
         }
     }

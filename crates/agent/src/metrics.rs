@@ -260,7 +260,8 @@ impl Metrics {
             | Notice::ApiFailed { .. }
             | Notice::ListenerGaveUp { .. }
             | Notice::RebalanceRecommended
-            | Notice::NotInGroup => {}
+            | Notice::NotInGroup
+            | Notice::HookClaimDropped => {}
         }
     }
 
