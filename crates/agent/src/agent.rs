@@ -329,6 +329,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         workers: BTreeSet::new(),
         stop_signals: stops,
         watcher: None,
+        proc_failing_since: None,
         queue: VecDeque::new(),
         notifier,
         metrics,
@@ -552,6 +553,8 @@ struct Agent {
     stop_signals: u32,
     /// The worker watcher of the current listener (its pid, the watcher).
     watcher: Option<(u32, procs::WorkerWatcher)>,
+    /// Since when `/proc` reads fail (logged once per streak).
+    proc_failing_since: Option<Time>,
     /// Observations waiting to be fed to the core (follow-ups of executed actions, adoption).
     queue: VecDeque<Input>,
     /// systemd's notification socket.
@@ -721,9 +724,18 @@ impl Agent {
     /// Check the listener's children for workers, and an adopted listener for its exit.
     fn watch_processes(&mut self) {
         let Some(listener) = self.listener else { return };
-        if !listener.ours && !procs::alive(listener.id) {
-            self.listener_gone(None, None);
-            return;
+        if !listener.ours {
+            match procs::liveness(listener.id) {
+                procs::Liveness::Alive => {}
+                procs::Liveness::Gone => {
+                    self.listener_gone(None, None);
+                    return;
+                }
+                procs::Liveness::Unknown => {
+                    self.proc_read_failed(&std::io::Error::other("cannot read the listener's stat"));
+                    return;
+                }
+            }
         }
         let watcher = match &mut self.watcher {
             Some(w) if w.0 == listener.id.pid => &mut w.1,
@@ -734,7 +746,18 @@ impl Agent {
                     .1
             }
         };
-        let now: BTreeSet<ProcId> = watcher.workers().into_iter().collect();
+        let now: BTreeSet<ProcId> = match watcher.workers() {
+            Ok(w) => w.into_iter().collect(),
+            Err(e) => {
+                // Not "no worker": keep what was known (a drain must never SIGINT a busy listener
+                // because /proc could not be read).
+                self.proc_read_failed(&e);
+                return;
+            }
+        };
+        if self.proc_failing_since.take().is_some() {
+            info!("/proc reads work again");
+        }
         if now == self.workers {
             return;
         }
@@ -749,6 +772,14 @@ impl Agent {
             metrics::lock(&self.metrics).on_worker_started();
             info!(pid = w.pid, "Runner.Worker started: job assigned");
             self.feed(Input::WorkerStarted { pid: w.pid });
+        }
+    }
+
+    /// A `/proc` read failed: keep the last known worker state, and log once per failure streak.
+    fn proc_read_failed(&mut self, e: &std::io::Error) {
+        if self.proc_failing_since.is_none() {
+            self.proc_failing_since = Some(self.clock.now());
+            warn!(error = %e, "cannot read /proc; keeping the last known worker state until it can");
         }
     }
 
@@ -891,8 +922,21 @@ impl Agent {
             warn!("no listener to signal");
             return;
         };
-        // Never signal a recycled pid: the start time must still match.
-        if listener.id.start_time != 0 && !procs::alive(listener.id) {
+        // Never signal a recycled pid: the start time must still match. If /proc cannot be read,
+        // the pid cannot be checked either: no signal this time (SIGKILL follows after the grace).
+        let liveness = if listener.id.start_time == 0 {
+            procs::Liveness::Alive
+        } else {
+            procs::liveness(listener.id)
+        };
+        if liveness == procs::Liveness::Unknown {
+            warn!(
+                pid = listener.id.pid,
+                "cannot read /proc to check the listener's pid; not signalling it now"
+            );
+            return;
+        }
+        if liveness == procs::Liveness::Gone {
             warn!(pid = listener.id.pid, "listener already gone");
             if !listener.ours {
                 self.listener = None;

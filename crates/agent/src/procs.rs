@@ -62,7 +62,38 @@ pub fn stat(pid: u32) -> Option<Stat> {
 
 /// Whether `id` still names a live (non-zombie) process.
 pub fn alive(id: ProcId) -> bool {
-    stat(id.pid).is_some_and(|s| s.id == id && s.state != 'Z')
+    liveness(id) == Liveness::Alive
+}
+
+/// What `/proc` says about a process the agent watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running with the same start time.
+    Alive,
+    /// Gone: no such pid, a zombie, or another process under a recycled pid.
+    Gone,
+    /// `/proc` could not be read (EMFILE, EACCES, ...): nothing is known, so nothing may change.
+    Unknown,
+}
+
+/// [`Liveness`] of `id`. Only "no such process" counts as gone; any other read failure is
+/// [`Liveness::Unknown`], never "gone": an agent out of file descriptors must not conclude that the
+/// listener (or its job) has exited.
+pub fn liveness(id: ProcId) -> Liveness {
+    match std::fs::read_to_string(format!("/proc/{}/stat", id.pid)) {
+        Ok(text) => match parse_stat(&text) {
+            Some(s) if s.id == id && s.state != 'Z' => Liveness::Alive,
+            Some(_) => Liveness::Gone,
+            None => Liveness::Unknown,
+        },
+        Err(e) if is_gone(&e) => Liveness::Gone,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Whether a `/proc` read error means the process (or thread) no longer exists.
+pub fn is_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error())
 }
 
 /// The command line, split at NULs.
@@ -92,26 +123,33 @@ pub fn is_named(stat: &Stat, argv: &[String], name: &str) -> bool {
 /// forked it, and the .NET listener forks from a worker thread). Falls back to a full scan when the
 /// kernel lacks `CONFIG_PROC_CHILDREN`.
 pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
+    try_children(pid).unwrap_or_default()
+}
+
+/// [`children`], with read failures reported instead of read as "no children".
+pub fn try_children(pid: u32) -> std::io::Result<Vec<u32>> {
     let mut out = Vec::new();
     let mut any_file = false;
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            any_file = true;
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        match std::fs::read_to_string(task?.path().join("children")) {
+            Ok(text) => {
+                any_file = true;
+                out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+            Err(e) if is_gone(&e) => {}
+            Err(e) => return Err(e),
         }
     }
     if !any_file {
-        out = all_pids()
-            .into_iter()
+        out = std::fs::read_dir("/proc")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
             .filter(|p| stat(*p).is_some_and(|s| s.ppid == pid))
             .collect();
     }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }
 
 /// Every pid in `/proc`.
@@ -151,6 +189,9 @@ pub struct WorkerWatcher {
     /// Children seen last time: pid -> `Some(worker)` for workers, `None` for other children.
     known: std::collections::BTreeMap<u32, Option<ProcId>>,
     buf: Vec<u8>,
+    /// Tests: the next reads fail with this error.
+    #[cfg(test)]
+    fail_reads: Option<std::io::ErrorKind>,
 }
 
 /// Ticks between forced thread-list refreshes (at the default 50 ms per tick: once a second).
@@ -168,26 +209,49 @@ impl WorkerWatcher {
             ticks: 0,
             known: std::collections::BTreeMap::new(),
             buf: Vec::with_capacity(512),
+            #[cfg(test)]
+            fail_reads: None,
         }
     }
 
-    /// The listener's current `Runner.Worker` children.
-    pub fn workers(&mut self) -> Vec<ProcId> {
+    /// Tests: make every read fail with `kind` (or succeed again with `None`).
+    #[cfg(test)]
+    pub fn inject_read_failure(&mut self, kind: Option<std::io::ErrorKind>) {
+        self.fail_reads = kind;
+    }
+
+    fn injected(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(kind) = self.fail_reads {
+            return Err(std::io::Error::from(kind));
+        }
+        Ok(())
+    }
+
+    /// The listener's current `Runner.Worker` children. `Err` when `/proc` could not be read
+    /// completely (EMFILE, EACCES, a thread that vanished mid-read): the caller must keep what it
+    /// knew, because a failed read is not "no worker" (that would let a drain SIGINT a busy
+    /// listener and cancel its job).
+    pub fn workers(&mut self) -> std::io::Result<Vec<ProcId>> {
         self.ticks += 1;
-        let threads = self.thread_count();
+        self.injected()?;
+        let threads = self.thread_count()?;
         if threads != self.threads || self.files.is_empty() || self.ticks - self.relisted_at >= RELIST_EVERY {
-            self.relist();
+            if let Err(e) = self.relist() {
+                self.files.clear();
+                return Err(e);
+            }
             self.threads = threads;
         }
         let mut pids: Vec<u32> = if self.files.is_empty() {
             // No `children` files (kernel without CONFIG_PROC_CHILDREN): the slow full scan.
-            children(self.listener)
+            try_children(self.listener)?
         } else {
             let mut pids = Vec::new();
             for i in 0..self.files.len() {
-                if reread(&mut self.files[i], &mut self.buf).is_err() {
-                    self.threads = 0; // a thread is gone: re-list next tick
-                    continue;
+                if let Err(e) = reread(&mut self.files[i], &mut self.buf) {
+                    self.threads = 0; // a thread may be gone: re-list next tick
+                    return Err(e);
                 }
                 pids.extend(
                     std::str::from_utf8(&self.buf)
@@ -211,32 +275,39 @@ impl WorkerWatcher {
                 self.known.insert(pid, worker.then_some(s.id));
             }
         }
-        self.known.values().flatten().copied().collect()
+        Ok(self.known.values().flatten().copied().collect())
     }
 
-    fn thread_count(&mut self) -> u64 {
-        let Some(f) = self.stat.as_mut() else { return 0 };
-        if reread(f, &mut self.buf).is_err() {
-            return 0;
+    fn thread_count(&mut self) -> std::io::Result<u64> {
+        if self.stat.is_none() {
+            // Opening failed before (EMFILE at start, say): try again.
+            self.stat = Some(std::fs::File::open(format!("/proc/{}/stat", self.listener))?);
         }
+        let Some(f) = self.stat.as_mut() else { return Ok(0) };
+        reread(f, &mut self.buf)?;
         // Field 20 (num_threads) is the 18th field after the `)` that closes the command name.
-        std::str::from_utf8(&self.buf)
+        Ok(std::str::from_utf8(&self.buf)
             .ok()
             .and_then(|t| t.rsplit_once(')'))
             .and_then(|(_, rest)| rest.split_whitespace().nth(17))
             .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0))
     }
 
-    fn relist(&mut self) {
+    fn relist(&mut self) -> std::io::Result<()> {
         self.relisted_at = self.ticks;
-        self.files = std::fs::read_dir(format!("/proc/{}/task", self.listener))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|t| std::fs::File::open(t.path().join("children")).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut files = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.listener))? {
+            let task = task?;
+            match std::fs::File::open(task.path().join("children")) {
+                Ok(f) => files.push(f),
+                // A thread that exited meanwhile; or no `children` files at all (old kernel).
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.files = files;
+        Ok(())
     }
 }
 
@@ -339,7 +410,7 @@ mod tests {
         let fake = dir.join(WORKER_NAME);
         std::os::unix::fs::symlink("/bin/sleep", &fake).expect("symlink");
         let mut watcher = WorkerWatcher::new(std::process::id());
-        let before = watcher.workers();
+        let before = watcher.workers().expect("read");
         let mut other = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
@@ -348,8 +419,15 @@ mod tests {
             .arg("5")
             .spawn()
             .expect("spawn worker");
-        let seen = watcher.workers();
+        let seen = watcher.workers().expect("read");
         assert!(seen.iter().any(|w| w.pid == worker.id()), "{seen:?}");
+        // A failed read (EMFILE, EACCES) is an error, never "the worker is gone".
+        for kind in [std::io::ErrorKind::PermissionDenied, std::io::ErrorKind::Other] {
+            watcher.inject_read_failure(Some(kind));
+            assert_eq!(watcher.workers().map_err(|e| e.kind()), Err(kind));
+        }
+        watcher.inject_read_failure(None);
+        assert_eq!(watcher.workers().expect("read again"), seen);
         assert!(!seen.iter().any(|w| w.pid == other.id()), "only workers: {seen:?}");
         assert_eq!(
             workers_of(std::process::id())
@@ -360,7 +438,7 @@ mod tests {
         );
         worker.kill().expect("kill");
         worker.wait().expect("wait");
-        let after = watcher.workers();
+        let after = watcher.workers().expect("read");
         assert!(!after.iter().any(|w| w.pid == worker.id()), "{after:?}");
         assert_eq!(after.len(), before.len());
         other.kill().expect("kill");
