@@ -14,6 +14,7 @@ pub mod agent;
 pub mod asg;
 pub mod clock;
 pub mod config;
+pub mod conns;
 pub mod duration;
 pub mod env_vars;
 pub mod hook;

@@ -16,6 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_LINE: usize = 256;
 /// How long one connection may stay open: hooks send one line and leave.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait before its next request line arrives: a hook writes its line
+/// right after connecting.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections open at once. The job can connect as often as it likes: beyond this the oldest idle
+/// connection is closed ([`crate::conns`]), so the fd count stays bounded and a real hook is served.
+pub const MAX_CONNECTIONS: usize = 64;
 /// How long the main loop may take to answer a request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -159,13 +165,29 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketErro
 
 /// Accept connections forever, handing each request to `to_agent`.
 pub async fn serve(listener: UnixListener, to_agent: mpsc::Sender<Incoming>) {
+    serve_limited(listener, to_agent, crate::conns::Limiter::new(MAX_CONNECTIONS)).await;
+}
+
+/// [`serve`] with a given connection limiter (tests look at it).
+pub async fn serve_limited(
+    listener: UnixListener,
+    to_agent: mpsc::Sender<Incoming>,
+    limiter: std::sync::Arc<crate::conns::Limiter>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                // Every slot busy being answered: close at once (the hook answers its job and
+                // exits 0 without waiting).
+                let Some(slot) = limiter.admit() else {
+                    drop(stream);
+                    continue;
+                };
                 let tx = to_agent.clone();
                 tokio::spawn(async move {
                     // A client that connects and never speaks must not hold a task forever.
-                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, tx)).await;
+                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, tx, &slot)).await;
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -177,16 +199,23 @@ pub async fn serve(listener: UnixListener, to_agent: mpsc::Sender<Incoming>) {
     }
 }
 
-async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>) {
+async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>, slot: &crate::conns::Slot) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(64);
     loop {
         line.clear();
-        let n = match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
-            Ok(n) => n,
-            Err(_) => return,
+        let evicted = slot.idle();
+        let mut limited = (&mut reader).take(MAX_LINE as u64);
+        let read = tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut line));
+        let n = tokio::select! {
+            r = read => match r {
+                Ok(Ok(n)) => n,
+                _ => return,
+            },
+            _ = evicted => return,
         };
+        slot.busy();
         if n == 0 {
             return;
         }
@@ -344,6 +373,49 @@ mod tests {
                 lines.next_line().await.expect("read").as_deref(),
                 Some("ok seen job-completed")
             );
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    #[test]
+    fn idle_connections_cannot_lock_out_a_real_hook_nor_exhaust_fds() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tmp("flood");
+            let path = dir.join("agent.sock");
+            let listener = bind(&path, None).expect("bind");
+            let limiter = crate::conns::Limiter::new(MAX_CONNECTIONS);
+            let (tx, mut rx) = mpsc::channel::<Incoming>(8);
+            tokio::spawn(serve_limited(listener, tx, limiter.clone()));
+            tokio::spawn(async move {
+                while let Some(inc) = rx.recv().await {
+                    let _ = inc.reply.send(Ok("noted".into()));
+                }
+            });
+            let mut idle = Vec::new();
+            for _ in 0..500 {
+                idle.push(UnixStream::connect(&path).await.expect("connect"));
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(limiter.open() <= MAX_CONNECTIONS, "{}", limiter.open());
+            let started = crate::clock::now_instant();
+            let stream = UnixStream::connect(&path).await.expect("connect");
+            let (r, mut w) = stream.into_split();
+            w.write_all(b"job-started\n").await.expect("write");
+            let reply = tokio::time::timeout(Duration::from_secs(1), BufReader::new(r).lines().next_line())
+                .await
+                .expect("answered within a second")
+                .expect("read");
+            assert_eq!(reply.as_deref(), Some("ok noted"));
+            assert!(started.elapsed() < Duration::from_secs(1));
+            assert!(limiter.open() <= MAX_CONNECTIONS);
+            // Idle connections are closed after the read deadline too.
+            tokio::time::sleep(READ_TIMEOUT + Duration::from_millis(300)).await;
+            assert_eq!(limiter.open(), 0);
             let _ = std::fs::remove_dir_all(&dir);
         });
     }
