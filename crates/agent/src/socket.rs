@@ -88,6 +88,9 @@ pub enum SocketError {
     /// The socket group does not exist.
     #[error("agent.socket_group `{0}` is not a group on this host")]
     UnknownGroup(String),
+    /// The socket's directory can be written by others, who could replace the socket.
+    #[error("{0} is writable by other users (mode {1:o}), who could put their own socket in the agent's place; use a directory only the agent can write (systemd's RuntimeDirectory=)")]
+    UnsafeDirectory(PathBuf, u32),
     /// Creating, binding or securing the socket failed.
     #[error("cannot set up the hook socket {path}: {source}")]
     Io {
@@ -111,18 +114,38 @@ pub fn group_id(name: &str) -> Option<u32> {
     })
 }
 
-/// Bind the socket at `path`: mode 0600, or 0660 with `group` as its group. The socket is bound
-/// under a temporary name, secured, then renamed into place, so it is never reachable with looser
-/// permissions. A stale socket from a crashed agent is replaced; a live one is an error.
+/// Bind the socket at `path`: mode 0600, or 0660 with `group` as its group. See [`bind_gid`].
 pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketError> {
-    let io_err = |source| SocketError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let gid = match group {
         Some(g) => Some(group_id(g).ok_or_else(|| SocketError::UnknownGroup(g.to_string()))?),
         None => None,
     };
+    bind_gid(path, gid)
+}
+
+/// Bind the socket at `path`: mode 0600 (only the agent's user), or 0660 with group `gid`.
+///
+/// Who may connect: the job hooks run as the runner's user. When the listener runs as the agent's
+/// own user, 0600 is enough. When it runs as another user (`runner.user`, the agent being root),
+/// the agent passes the runner's primary group here (unless `agent.socket_group` names one), and
+/// the socket is 0660 with that group: not 0666, because then every local account (any daemon on
+/// the host) could report jobs or read the status; the runner's group already holds what has to
+/// connect. The job can connect either way (it runs as the runner's user): its reports are hints
+/// that `/proc` must confirm (lifecycle-core's hook grace).
+///
+/// The socket is bound under a temporary name, secured, then renamed into place, so it is never
+/// reachable with looser permissions. A stale socket of ours from a crashed agent is replaced, a
+/// live one is an error (another agent runs). Whatever else occupies the path and is not owned by
+/// the agent's user (an impostor's socket or file) is removed, never connected to or followed, and
+/// logged. The directory must not be writable by others (unless sticky), or they could replace the
+/// socket after the bind.
+pub fn bind_gid(path: &Path, gid: Option<u32>) -> Result<UnixListener, SocketError> {
+    use std::os::unix::fs::MetadataExt;
+    let io_err = |source| SocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let me = rustix::process::geteuid().as_raw();
     let dir = path.parent().unwrap_or(Path::new("/"));
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -132,7 +155,26 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketErro
             std::os::unix::fs::chown(dir, None, Some(gid)).map_err(io_err)?;
         }
     }
+    let dir_meta = std::fs::metadata(dir).map_err(io_err)?;
+    let mode = dir_meta.mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(SocketError::UnsafeDirectory(dir.to_path_buf(), mode & 0o7777));
+    }
     match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.uid() != me => {
+            // Not ours: an impostor (or a leftover of another account). Never connect to it (a
+            // live impostor would make us exit "already running" forever) and never follow it.
+            tracing::warn!(
+                path = %lifecycle_escape::escape(&path.display().to_string()),
+                owner_uid = meta.uid(),
+                "the hook socket's path is occupied by something the agent's user does not own; replacing it"
+            );
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(SocketError::InUse(path.to_path_buf()));
@@ -416,6 +458,54 @@ mod tests {
             // Idle connections are closed after the read deadline too.
             tokio::time::sleep(READ_TIMEOUT + Duration::from_millis(300)).await;
             assert_eq!(limiter.open(), 0);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    #[test]
+    fn an_impostors_live_socket_is_replaced_and_open_directories_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tmp("impostor");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let path = dir.join("agent.sock");
+            // A live socket of another user at the path (the test runs as root in CI; as another
+            // user the chown is not allowed and only the directory rule is checked).
+            let impostor = std::os::unix::net::UnixListener::bind(&path).expect("impostor binds");
+            if std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).is_ok() {
+                let _ours = bind_gid(&path, None).expect("the impostor is replaced, not obeyed");
+                let meta = std::fs::symlink_metadata(&path).expect("meta");
+                use std::os::unix::fs::MetadataExt;
+                assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+                assert_eq!(meta.mode() & 0o777, 0o600);
+                impostor.set_nonblocking(true).expect("nonblocking");
+                let _client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+                assert!(impostor.accept().is_err(), "clients reach the agent, not the impostor");
+                // A foreign regular file is replaced too.
+                drop(_ours);
+                std::fs::remove_file(&path).expect("rm");
+                std::fs::write(&path, "x").expect("write");
+                std::os::unix::fs::lchown(&path, Some(65534), None).expect("chown");
+                let _l = bind_gid(&path, Some(65534)).expect("replaced");
+                assert_eq!(std::fs::metadata(&path).expect("meta").mode() & 0o777, 0o660);
+                assert_eq!(std::fs::metadata(&path).expect("meta").gid(), 65534);
+            }
+            // In a directory others can write, an impostor could replace the socket after the bind.
+            let open = dir.join("open");
+            std::fs::create_dir_all(&open).expect("mkdir");
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+            assert!(matches!(
+                bind_gid(&open.join("agent.sock"), None),
+                Err(SocketError::UnsafeDirectory(_, 0o777))
+            ));
+            // Sticky (like /tmp): others cannot remove or rename the agent's entry.
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+            assert!(bind_gid(&open.join("agent.sock"), None).is_ok());
             let _ = std::fs::remove_dir_all(&dir);
         });
     }
