@@ -14,6 +14,7 @@ use crate::imds::{paths, Endpoint, ImdsClient};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::procs::{self, ProcId};
+use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
 use lifecycle_core::{
@@ -21,6 +22,7 @@ use lifecycle_core::{
     Time,
 };
 use std::collections::{BTreeSet, VecDeque};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -226,11 +228,19 @@ pub fn run_blocking(settings: Settings) -> Result<Outcome, AgentError> {
 pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let clock = Clock::start();
     let program = settings.listener_program()?;
+    let account = settings.runner_account()?;
     let mut signals = Signals::install()?;
 
     // The socket first: a second agent on the same host must stop here, before it touches the
     // listener the first one supervises.
-    let socket_listener = socket::bind(&settings.socket, settings.socket_group.as_deref())?;
+    // Who may connect: agent.socket_group, else the runner user's primary group when the listener
+    // runs as another user (its hooks must reach the agent), else the agent's user only.
+    let socket_gid = match (&settings.socket_group, &account) {
+        (Some(g), _) => Some(socket::group_id(g).ok_or_else(|| SocketError::UnknownGroup(g.clone()))?),
+        (None, Some(user)) => Some(user.gid),
+        (None, None) => None,
+    };
+    let socket_listener = socket::bind_gid(&settings.socket, socket_gid)?;
     let (hook_tx, mut hook_rx) = mpsc::channel::<Incoming>(64);
     let server = tokio::spawn(socket::serve(socket_listener, hook_tx));
     info!(socket = %settings.socket.display(), "hook socket ready");
@@ -322,6 +332,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         core,
         settings,
         program,
+        account,
         asg: discovered.asg.clone(),
         discovered,
         tx,
@@ -544,6 +555,8 @@ struct Agent {
     core: Host,
     settings: Settings,
     program: PathBuf,
+    /// `runner.user`, resolved: the listener runs as this user (`None`: as the agent's own).
+    account: Option<User>,
     discovered: Discovered,
     asg: AutoScaling,
     tx: mpsc::UnboundedSender<Event>,
@@ -864,27 +877,59 @@ impl Agent {
         });
     }
 
+    /// The listener's environment: never the agent's own (runner_env): an allowlist, the runner
+    /// user's identity, the runner's `.env`, and what the job hooks need to find the agent.
+    fn listener_env(&self, runner_dir: &std::path::Path) -> std::collections::BTreeMap<OsString, OsString> {
+        let owner = self
+            .account
+            .as_ref()
+            .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
+        let dot_env = match runner_env::read_env_file(&runner_dir.join(".env"), owner) {
+            Ok(Some(text)) => runner_env::parse_env_file(&text),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warn!(error = %lifecycle_escape::escape(&e), "the runner's .env is not used");
+                Vec::new()
+            }
+        };
+        let mut extra: Vec<(&str, OsString)> = vec![
+            (env_vars::AGENT_SOCKET, self.settings.socket.clone().into_os_string()),
+            (env_vars::AWS_INSTANCE_ID, self.discovered.instance_id.clone().into()),
+            (env_vars::AWS_REGION, self.discovered.region.clone().into()),
+        ];
+        if let Some(group) = &self.discovered.group {
+            extra.push((env_vars::AWS_GROUP, group.clone().into()));
+        }
+        runner_env::build(std::env::vars_os(), self.account.as_ref(), &dot_env, &extra)
+    }
+
     fn spawn_listener(&mut self) {
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(self.settings.runner_command.iter().skip(1))
-            .current_dir(self.settings.runner_dir.clone().unwrap_or_default())
+        let runner_dir = self.settings.runner_dir.clone().unwrap_or_default();
+        let env = self.listener_env(&runner_dir);
+        let args = self.settings.runner_command.get(1..).unwrap_or_default();
+        let mut cmd = match &self.account {
+            // As another user: through the launcher, which sets the groups too (runner_env::EXEC_AS).
+            Some(user) => {
+                let mut cmd = tokio::process::Command::new("/proc/self/exe");
+                cmd.args(runner_env::exec_as_args(user, &self.program, args));
+                cmd
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new(&self.program);
+                cmd.args(args);
+                cmd
+            }
+        };
+        cmd.current_dir(runner_dir)
             .stdin(Stdio::null())
             // Its own process group: signals for the agent (systemd, a terminal's Ctrl-C) never
             // reach it, because SIGINT/SIGTERM to the listener cancels the running job.
             .process_group(0)
             .kill_on_drop(false)
-            // The job hooks run under the listener: tell them where the agent is, and what they
-            // need for their direct fallback call if the agent cannot be reached.
-            .env(env_vars::AGENT_SOCKET, &self.settings.socket)
-            .env(env_vars::AWS_INSTANCE_ID, &self.discovered.instance_id)
-            .env(env_vars::AWS_REGION, &self.discovered.region)
-            // systemd's notification socket is the agent's alone (NotifyAccess=main).
-            .env_remove(env_vars::NOTIFY_SOCKET)
-            .env_remove(env_vars::WATCHDOG_USEC)
-            .env_remove(env_vars::WATCHDOG_PID);
-        if let Some(group) = &self.discovered.group {
-            cmd.env(env_vars::AWS_GROUP, group);
-        }
+            // Nothing of the agent's environment but the allowlist: no AWS keys, no agent
+            // settings, not systemd's notification socket (NotifyAccess=main).
+            .env_clear()
+            .envs(env);
         match cmd.spawn() {
             Ok(mut child) => {
                 let Some(pid) = child.id() else {

@@ -23,5 +23,6 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod procs;
+pub mod runner_env;
 pub mod socket;
 pub mod status;
