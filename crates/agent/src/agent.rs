@@ -257,7 +257,10 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     {
         warn!("runner.mode is one-job but runner.command has no --once: the listener must exit after its job (an ephemeral registration does so too)");
     }
-    let adopted = adopt(&program);
+    let runner_uid = account
+        .as_ref()
+        .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
+    let adopted = adopt(&program, runner_uid);
 
     let endpoint = Endpoint::parse(&settings.imds_endpoint).map_err(|message| ConfigError::Invalid {
         key: "aws.imds_endpoint",
@@ -406,9 +409,19 @@ fn hook_input(request: Request) -> Option<Input> {
     }
 }
 
-/// A listener left running by a previous agent, and its workers.
-fn adopt(program: &std::path::Path) -> Option<(ProcId, Vec<ProcId>)> {
-    let found = procs::find_listeners(program);
+/// A listener left running by a previous agent, and its workers. Only a process that runs the
+/// configured program as the runner's user in the agent's own cgroup is adopted
+/// ([`procs::Expected`]); look-alikes are logged and left alone.
+fn adopt(program: &std::path::Path, uid: u32) -> Option<(ProcId, Vec<ProcId>)> {
+    let (found, rejected) = procs::find_listeners(&procs::Expected::for_program(program, uid));
+    for r in rejected {
+        warn!(
+            pid = r.pid,
+            argv = %lifecycle_escape::clip(&r.argv.join(" "), 200),
+            why = %lifecycle_escape::escape(&r.why),
+            "a process that looks like the runner's listener is not adopted"
+        );
+    }
     if found.len() > 1 {
         warn!(pids = ?found.iter().map(|p| p.pid).collect::<Vec<_>>(), "several listeners run; adopting the oldest");
     }

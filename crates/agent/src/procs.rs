@@ -329,27 +329,149 @@ fn reread(f: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
-/// Listeners running `program` (by absolute path), found by scanning `/proc`: after an agent
-/// restart the old listener is no longer our child, but it is still running the runner's binary.
-/// Oldest first.
-pub fn find_listeners(program: &Path) -> Vec<ProcId> {
+/// What a listener left by a previous agent must be, to be adopted. The job runs as the runner's
+/// user and can start any process with any argv (a `Runner.Listener` look-alike that ignores
+/// SIGINT, or one that makes the agent believe the runner idle): argv and `comm` are its to choose.
+/// What it cannot choose: the executable the kernel runs (`/proc/<pid>/exe`), the real uid, and the
+/// cgroup (under systemd the unit's cgroup, which only root can write; a job's processes that
+/// escape the listener's tree land in the same cgroup only as descendants, so the uid and exe checks
+/// carry the rest, and the oldest match wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// The configured listener program, canonical.
+    pub program: PathBuf,
+    /// When the program is a script (`#!` line): its interpreter, canonical; the kernel runs that,
+    /// with the script as `argv[1]` (the test stand-in is such a script).
+    pub interpreter: Option<PathBuf>,
+    /// The runner user's uid (the agent's own when `runner.user` is unset).
+    pub uid: u32,
+    /// The agent's own `/proc/self/cgroup`.
+    pub cgroup: Option<String>,
+}
+
+/// What `/proc` says about one candidate.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Facts {
+    /// `/proc/<pid>/exe`, resolved (`None`: unreadable).
+    pub exe: Option<PathBuf>,
+    /// The command line.
+    pub argv: Vec<String>,
+    /// Real uid from `/proc/<pid>/status`.
+    pub uid: Option<u32>,
+    /// `/proc/<pid>/cgroup`.
+    pub cgroup: Option<String>,
+}
+
+impl Expected {
+    /// For `program` run by `uid`, compared with this process's cgroup.
+    pub fn for_program(program: &Path, uid: u32) -> Expected {
+        Expected {
+            program: canonical(program),
+            interpreter: interpreter_of(program).map(|i| canonical(&i)),
+            uid,
+            cgroup: std::fs::read_to_string("/proc/self/cgroup").ok(),
+        }
+    }
+
+    /// `Ok` when `facts` describe the runner's listener; otherwise why not.
+    pub fn check(&self, facts: &Facts) -> Result<(), String> {
+        let exe = facts.exe.as_ref().ok_or("its executable cannot be read")?;
+        let runs_program = if *exe == self.program {
+            true
+        } else {
+            // A script: the kernel runs its interpreter with the script's path as argv[1].
+            self.interpreter.as_ref() == Some(exe)
+                && facts
+                    .argv
+                    .get(1)
+                    .is_some_and(|a| canonical(Path::new(a)) == self.program)
+        };
+        if !runs_program {
+            return Err(format!("it runs {}, not {}", exe.display(), self.program.display()));
+        }
+        match facts.uid {
+            Some(uid) if uid == self.uid => {}
+            Some(uid) => return Err(format!("it runs as uid {uid}, not the runner's uid {}", self.uid)),
+            None => return Err("its uid cannot be read".into()),
+        }
+        match (&facts.cgroup, &self.cgroup) {
+            (Some(theirs), Some(ours)) if theirs == ours => Ok(()),
+            (Some(_), Some(_)) => Err("it is in another cgroup than the agent".into()),
+            _ => Err("its cgroup cannot be compared with the agent's".into()),
+        }
+    }
+}
+
+/// The interpreter named by a script's `#!` line (`None` for a binary, or `#!/usr/bin/env ...`
+/// whose real interpreter depends on PATH).
+pub fn interpreter_of(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head.get(..n)?.strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let interp = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
+    (Path::new(interp).is_absolute() && !interp.ends_with("/env")).then(|| PathBuf::from(interp))
+}
+
+/// The real uid in the text of `/proc/<pid>/status` (`Uid:` real, effective, saved, fs).
+pub fn parse_status_uid(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+}
+
+/// Read the [`Facts`] of `pid`.
+pub fn facts(pid: u32) -> Facts {
+    Facts {
+        exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+        argv: cmdline(pid),
+        uid: std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|t| parse_status_uid(&t)),
+        cgroup: std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok(),
+    }
+}
+
+/// A process that looked like a listener but failed [`Expected::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line (untrusted: escape before logging).
+    pub argv: Vec<String>,
+    /// Why it was not adopted.
+    pub why: String,
+}
+
+/// Listeners of the runner found by scanning `/proc` (after an agent restart the old listener is no
+/// longer our child), oldest first, and the look-alikes that failed the check. A candidate is any
+/// process named like the listener (`comm` or argv) or running the program; the decision is
+/// [`Expected::check`]'s alone, never argv's.
+pub fn find_listeners(expected: &Expected) -> (Vec<ProcId>, Vec<Rejected>) {
     let me = std::process::id();
-    let want = canonical(program);
-    let mut found: Vec<ProcId> = all_pids()
-        .into_iter()
-        .filter(|p| *p != me)
-        .filter_map(|pid| {
-            let s = stat(pid)?;
-            if s.state == 'Z' {
-                return None;
-            }
-            let argv = cmdline(pid);
-            let runs_it = argv.iter().take(2).any(|a| canonical(Path::new(a)) == want);
-            (runs_it && is_named(&s, &argv, LISTENER_NAME)).then_some(s.id)
-        })
-        .collect();
+    let mut found = Vec::new();
+    let mut rejected = Vec::new();
+    for pid in all_pids().into_iter().filter(|p| *p != me) {
+        let Some(s) = stat(pid) else { continue };
+        if s.state == 'Z' {
+            continue;
+        }
+        let argv = cmdline(pid);
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let looks_like = is_named(&s, &argv, LISTENER_NAME) || exe.as_deref() == Some(expected.program.as_path());
+        if !looks_like {
+            continue;
+        }
+        let f = Facts { exe, ..facts(pid) };
+        match expected.check(&f) {
+            Ok(()) => found.push(s.id),
+            Err(why) => rejected.push(Rejected { pid, argv, why }),
+        }
+    }
     found.sort_by_key(|id| id.start_time);
-    found
+    (found, rejected)
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -359,6 +481,97 @@ fn canonical(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expected() -> Expected {
+        Expected {
+            program: PathBuf::from("/home/runner/actions-runner/bin/Runner.Listener"),
+            interpreter: None,
+            uid: 1001,
+            cgroup: Some("0::/system.slice/runner-lifecycle.service\n".into()),
+        }
+    }
+
+    fn genuine() -> Facts {
+        Facts {
+            exe: Some(PathBuf::from("/home/runner/actions-runner/bin/Runner.Listener")),
+            argv: vec!["/home/runner/actions-runner/bin/Runner.Listener".into(), "run".into()],
+            uid: Some(1001),
+            cgroup: Some("0::/system.slice/runner-lifecycle.service\n".into()),
+        }
+    }
+
+    #[test]
+    fn adoption_checks_exe_uid_and_cgroup_not_argv() {
+        let want = expected();
+        assert_eq!(want.check(&genuine()), Ok(()));
+        // The job's look-alike: the right argv and comm, another executable.
+        let fake = Facts {
+            exe: Some(PathBuf::from("/usr/bin/python3.12")),
+            ..genuine()
+        };
+        assert!(want.check(&fake).expect_err("exe").contains("runs /usr/bin/python3.12"));
+        // The real binary, started by someone else (another user), or outside the agent's cgroup
+        // (a user session, a docker container, another unit).
+        let other_user = Facts {
+            uid: Some(0),
+            ..genuine()
+        };
+        assert!(want.check(&other_user).expect_err("uid").contains("uid 0"));
+        let other_cgroup = Facts {
+            cgroup: Some("0::/user.slice/user-1001.slice/session-3.scope\n".into()),
+            ..genuine()
+        };
+        assert!(want.check(&other_cgroup).expect_err("cgroup").contains("cgroup"));
+        // Unreadable facts never adopt.
+        for f in [
+            Facts { exe: None, ..genuine() },
+            Facts { uid: None, ..genuine() },
+            Facts {
+                cgroup: None,
+                ..genuine()
+            },
+        ] {
+            assert!(want.check(&f).is_err(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn a_script_listener_is_matched_by_its_interpreter_and_script_path() {
+        let dir = std::env::temp_dir().join(format!("rl-adopt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+        let script = dir.join("bin").join(LISTENER_NAME);
+        std::fs::write(&script, "#!/bin/sh -e\nexec sleep 1\n").expect("write");
+        assert_eq!(interpreter_of(&script), Some(PathBuf::from("/bin/sh")));
+        let env_script = dir.join("env-script");
+        std::fs::write(&env_script, "#!/usr/bin/env python3\n").expect("write");
+        assert_eq!(interpreter_of(&env_script), None, "PATH decides; not trusted");
+        let want = Expected::for_program(&script, 1001);
+        let sh = canonical(Path::new("/bin/sh"));
+        let ok = Facts {
+            exe: Some(sh.clone()),
+            argv: vec!["/bin/sh".into(), script.display().to_string(), "run".into()],
+            uid: Some(1001),
+            cgroup: want.cgroup.clone(),
+        };
+        assert_eq!(want.check(&ok), Ok(()));
+        let other_script = Facts {
+            argv: vec!["/bin/sh".into(), "/tmp/Runner.Listener".into()],
+            ..ok.clone()
+        };
+        assert!(want.check(&other_script).is_err(), "same interpreter, another script");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn status_uid_parses() {
+        let status = "Name:\tRunner.Listener\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1001\t1001\t1001\t1001\nGid:\t1001\t1001\t1001\t1001\n";
+        assert_eq!(parse_status_uid(status), Some(1001));
+        assert_eq!(parse_status_uid("Name: x\n"), None);
+        assert_eq!(parse_status_uid("Uid:\tabc\n"), None);
+        let me = parse_status_uid(&std::fs::read_to_string("/proc/self/status").expect("status"));
+        assert_eq!(me, Some(rustix::process::getuid().as_raw()));
+    }
 
     #[test]
     fn stat_lines_parse_even_with_odd_names() {
