@@ -153,3 +153,33 @@ def test_an_impostor_on_the_socket_path_is_replaced(make_host, broker):
         assert stop_agent(agent) == 0
     finally:
         impostor.close()
+
+
+def test_a_look_alike_listener_is_not_adopted(make_host, broker, tmp_path):
+    """The job can start a process called Runner.Listener with the runner's argv; after an agent
+    restart it must not be adopted (nor later signalled as the listener)."""
+    import subprocess
+    import sys
+
+    host = make_host()
+    fake_dir = tmp_path / "job-workspace" / "bin"
+    fake_dir.mkdir(parents=True)
+    fake = fake_dir / "Runner.Listener"
+    fake.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    fake.chmod(0o755)
+    # Same comm (the script's name) and an argv that names the real listener.
+    look_alike = subprocess.Popen([str(fake), str(host.runner.listener), "run", "--startuptype", "service"],
+                                  start_new_session=True)
+    try:
+        agent = host.start_serving()
+        rejected = agent.wait_record(message="a process that looks like the runner's listener is not adopted",
+                                     pid=look_alike.pid, timeout=10)
+        assert "runs" in rejected["why"], rejected
+        assert not agent.records(message="adopted a running listener from a previous agent")
+        started = agent.wait_record(message="listener started")
+        assert started["pid"] != look_alike.pid
+        assert stop_agent(agent) == 0
+        assert look_alike.poll() is None, "the look-alike was never signalled"
+    finally:
+        look_alike.kill()
+        look_alike.wait()

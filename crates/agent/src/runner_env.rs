@@ -369,6 +369,33 @@ mod tests {
     }
 
     #[test]
+    fn the_launcher_gets_uid_gid_and_every_group() {
+        let user = parse_user("runner", PASSWD, GROUP).expect("runner");
+        let args = exec_as_args(
+            &user,
+            Path::new("/opt/r/bin/Runner.Listener"),
+            &["run".into(), "--once".into()],
+        );
+        let shown: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+        assert_eq!(
+            shown,
+            [
+                "exec-as",
+                "1001",
+                "1001",
+                "1001,4,999",
+                "/opt/r/bin/Runner.Listener",
+                "run",
+                "--once"
+            ]
+        );
+        let bad = exec_as(&["x".into()]);
+        assert_eq!(bad.kind(), std::io::ErrorKind::InvalidInput);
+        let bad = exec_as(&["1".into(), "1".into(), "a,b".into(), "/bin/true".into()]);
+        assert_eq!(bad.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
     fn env_files_the_runner_user_may_not_read_are_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("rl-envfile-{}", std::process::id()));
