@@ -375,7 +375,12 @@ impl Expected {
 
     /// `Ok` when `facts` describe the runner's listener; otherwise why not.
     pub fn check(&self, facts: &Facts) -> Result<(), String> {
-        let exe = facts.exe.as_ref().ok_or("its executable cannot be read")?;
+        // Reading another user's /proc/<pid>/exe takes CAP_SYS_PTRACE (ptrace read access), even
+        // for root: without it nothing is adopted, which fails closed.
+        let exe = facts
+            .exe
+            .as_ref()
+            .ok_or("its executable cannot be read (/proc/<pid>/exe of another user needs CAP_SYS_PTRACE)")?;
         let runs_program = if *exe == self.program {
             true
         } else {
