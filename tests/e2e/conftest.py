@@ -45,6 +45,13 @@ def make_host(aws: Any, broker: Any, make_runner: Callable[..., Any], tmp_path: 
         env = agent_env(aws.endpoint_url, imds.url, runner.path, tmp / "run")
         for key, value in settings.items():
             env[f"RUNNER_LIFECYCLE_{key.upper()}"] = value
+        if hooks:
+            # The listener gets none of the agent's environment (docs/agent.md): what the job hooks
+            # need to stay on loopback if they fall back to a direct call goes in the runner's .env,
+            # as a deployment would put its own settings there.
+            runner.set_env({k: v for k, v in env.items()
+                            if k.startswith("AWS_") or k in ("NO_PROXY", "no_proxy", "RUNNER_LIFECYCLE_CONFIG",
+                                                             "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT")})
         host = Host(bin=agent_bin, aws=aws, broker=broker, instance_id=iid, group=group, imds=imds,
                     runner=runner, tmp=tmp, env=env)
         made.append(host)

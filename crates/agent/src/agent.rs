@@ -14,6 +14,7 @@ use crate::imds::{paths, Endpoint, ImdsClient};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::procs::{self, ProcId};
+use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
 use lifecycle_core::{
@@ -21,6 +22,7 @@ use lifecycle_core::{
     Time,
 };
 use std::collections::{BTreeSet, VecDeque};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -226,11 +228,19 @@ pub fn run_blocking(settings: Settings) -> Result<Outcome, AgentError> {
 pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let clock = Clock::start();
     let program = settings.listener_program()?;
+    let account = settings.runner_account()?;
     let mut signals = Signals::install()?;
 
     // The socket first: a second agent on the same host must stop here, before it touches the
     // listener the first one supervises.
-    let socket_listener = socket::bind(&settings.socket, settings.socket_group.as_deref())?;
+    // Who may connect: agent.socket_group, else the runner user's primary group when the listener
+    // runs as another user (its hooks must reach the agent), else the agent's user only.
+    let socket_gid = match (&settings.socket_group, &account) {
+        (Some(g), _) => Some(socket::group_id(g).ok_or_else(|| SocketError::UnknownGroup(g.clone()))?),
+        (None, Some(user)) => Some(user.gid),
+        (None, None) => None,
+    };
+    let socket_listener = socket::bind_gid(&settings.socket, socket_gid)?;
     let (hook_tx, mut hook_rx) = mpsc::channel::<Incoming>(64);
     let server = tokio::spawn(socket::serve(socket_listener, hook_tx));
     info!(socket = %settings.socket.display(), "hook socket ready");
@@ -247,7 +257,10 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     {
         warn!("runner.mode is one-job but runner.command has no --once: the listener must exit after its job (an ephemeral registration does so too)");
     }
-    let adopted = adopt(&program);
+    let runner_uid = account
+        .as_ref()
+        .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
+    let adopted = adopt(&program, runner_uid);
 
     let endpoint = Endpoint::parse(&settings.imds_endpoint).map_err(|message| ConfigError::Invalid {
         key: "aws.imds_endpoint",
@@ -322,6 +335,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         core,
         settings,
         program,
+        account,
         asg: discovered.asg.clone(),
         discovered,
         tx,
@@ -329,6 +343,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         workers: BTreeSet::new(),
         stop_signals: stops,
         watcher: None,
+        proc_failing_since: None,
         queue: VecDeque::new(),
         notifier,
         metrics,
@@ -394,9 +409,19 @@ fn hook_input(request: Request) -> Option<Input> {
     }
 }
 
-/// A listener left running by a previous agent, and its workers.
-fn adopt(program: &std::path::Path) -> Option<(ProcId, Vec<ProcId>)> {
-    let found = procs::find_listeners(program);
+/// A listener left running by a previous agent, and its workers. Only a process that runs the
+/// configured program as the runner's user in the agent's own cgroup is adopted
+/// ([`procs::Expected`]); look-alikes are logged and left alone.
+fn adopt(program: &std::path::Path, uid: u32) -> Option<(ProcId, Vec<ProcId>)> {
+    let (found, rejected) = procs::find_listeners(&procs::Expected::for_program(program, uid));
+    for r in rejected {
+        warn!(
+            pid = r.pid,
+            argv = %lifecycle_escape::clip(&r.argv.join(" "), 200),
+            why = %lifecycle_escape::escape(&r.why),
+            "a process that looks like the runner's listener is not adopted"
+        );
+    }
     if found.len() > 1 {
         warn!(pids = ?found.iter().map(|p| p.pid).collect::<Vec<_>>(), "several listeners run; adopting the oldest");
     }
@@ -543,6 +568,8 @@ struct Agent {
     core: Host,
     settings: Settings,
     program: PathBuf,
+    /// `runner.user`, resolved: the listener runs as this user (`None`: as the agent's own).
+    account: Option<User>,
     discovered: Discovered,
     asg: AutoScaling,
     tx: mpsc::UnboundedSender<Event>,
@@ -552,6 +579,8 @@ struct Agent {
     stop_signals: u32,
     /// The worker watcher of the current listener (its pid, the watcher).
     watcher: Option<(u32, procs::WorkerWatcher)>,
+    /// Since when `/proc` reads fail (logged once per streak).
+    proc_failing_since: Option<Time>,
     /// Observations waiting to be fed to the core (follow-ups of executed actions, adoption).
     queue: VecDeque<Input>,
     /// systemd's notification socket.
@@ -721,9 +750,18 @@ impl Agent {
     /// Check the listener's children for workers, and an adopted listener for its exit.
     fn watch_processes(&mut self) {
         let Some(listener) = self.listener else { return };
-        if !listener.ours && !procs::alive(listener.id) {
-            self.listener_gone(None, None);
-            return;
+        if !listener.ours {
+            match procs::liveness(listener.id) {
+                procs::Liveness::Alive => {}
+                procs::Liveness::Gone => {
+                    self.listener_gone(None, None);
+                    return;
+                }
+                procs::Liveness::Unknown => {
+                    self.proc_read_failed(&std::io::Error::other("cannot read the listener's stat"));
+                    return;
+                }
+            }
         }
         let watcher = match &mut self.watcher {
             Some(w) if w.0 == listener.id.pid => &mut w.1,
@@ -734,7 +772,18 @@ impl Agent {
                     .1
             }
         };
-        let now: BTreeSet<ProcId> = watcher.workers().into_iter().collect();
+        let now: BTreeSet<ProcId> = match watcher.workers() {
+            Ok(w) => w.into_iter().collect(),
+            Err(e) => {
+                // Not "no worker": keep what was known (a drain must never SIGINT a busy listener
+                // because /proc could not be read).
+                self.proc_read_failed(&e);
+                return;
+            }
+        };
+        if self.proc_failing_since.take().is_some() {
+            info!("/proc reads work again");
+        }
         if now == self.workers {
             return;
         }
@@ -749,6 +798,14 @@ impl Agent {
             metrics::lock(&self.metrics).on_worker_started();
             info!(pid = w.pid, "Runner.Worker started: job assigned");
             self.feed(Input::WorkerStarted { pid: w.pid });
+        }
+    }
+
+    /// A `/proc` read failed: keep the last known worker state, and log once per failure streak.
+    fn proc_read_failed(&mut self, e: &std::io::Error) {
+        if self.proc_failing_since.is_none() {
+            self.proc_failing_since = Some(self.clock.now());
+            warn!(error = %e, "cannot read /proc; keeping the last known worker state until it can");
         }
     }
 
@@ -833,27 +890,59 @@ impl Agent {
         });
     }
 
+    /// The listener's environment: never the agent's own (runner_env): an allowlist, the runner
+    /// user's identity, the runner's `.env`, and what the job hooks need to find the agent.
+    fn listener_env(&self, runner_dir: &std::path::Path) -> std::collections::BTreeMap<OsString, OsString> {
+        let owner = self
+            .account
+            .as_ref()
+            .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
+        let dot_env = match runner_env::read_env_file(&runner_dir.join(".env"), owner) {
+            Ok(Some(text)) => runner_env::parse_env_file(&text),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warn!(error = %lifecycle_escape::escape(&e), "the runner's .env is not used");
+                Vec::new()
+            }
+        };
+        let mut extra: Vec<(&str, OsString)> = vec![
+            (env_vars::AGENT_SOCKET, self.settings.socket.clone().into_os_string()),
+            (env_vars::AWS_INSTANCE_ID, self.discovered.instance_id.clone().into()),
+            (env_vars::AWS_REGION, self.discovered.region.clone().into()),
+        ];
+        if let Some(group) = &self.discovered.group {
+            extra.push((env_vars::AWS_GROUP, group.clone().into()));
+        }
+        runner_env::build(std::env::vars_os(), self.account.as_ref(), &dot_env, &extra)
+    }
+
     fn spawn_listener(&mut self) {
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(self.settings.runner_command.iter().skip(1))
-            .current_dir(self.settings.runner_dir.clone().unwrap_or_default())
+        let runner_dir = self.settings.runner_dir.clone().unwrap_or_default();
+        let env = self.listener_env(&runner_dir);
+        let args = self.settings.runner_command.get(1..).unwrap_or_default();
+        let mut cmd = match &self.account {
+            // As another user: through the launcher, which sets the groups too (runner_env::EXEC_AS).
+            Some(user) => {
+                let mut cmd = tokio::process::Command::new("/proc/self/exe");
+                cmd.args(runner_env::exec_as_args(user, &self.program, args));
+                cmd
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new(&self.program);
+                cmd.args(args);
+                cmd
+            }
+        };
+        cmd.current_dir(runner_dir)
             .stdin(Stdio::null())
             // Its own process group: signals for the agent (systemd, a terminal's Ctrl-C) never
             // reach it, because SIGINT/SIGTERM to the listener cancels the running job.
             .process_group(0)
             .kill_on_drop(false)
-            // The job hooks run under the listener: tell them where the agent is, and what they
-            // need for their direct fallback call if the agent cannot be reached.
-            .env(env_vars::AGENT_SOCKET, &self.settings.socket)
-            .env(env_vars::AWS_INSTANCE_ID, &self.discovered.instance_id)
-            .env(env_vars::AWS_REGION, &self.discovered.region)
-            // systemd's notification socket is the agent's alone (NotifyAccess=main).
-            .env_remove(env_vars::NOTIFY_SOCKET)
-            .env_remove(env_vars::WATCHDOG_USEC)
-            .env_remove(env_vars::WATCHDOG_PID);
-        if let Some(group) = &self.discovered.group {
-            cmd.env(env_vars::AWS_GROUP, group);
-        }
+            // Nothing of the agent's environment but the allowlist: no AWS keys, no agent
+            // settings, not systemd's notification socket (NotifyAccess=main).
+            .env_clear()
+            .envs(env);
         match cmd.spawn() {
             Ok(mut child) => {
                 let Some(pid) = child.id() else {
@@ -891,8 +980,21 @@ impl Agent {
             warn!("no listener to signal");
             return;
         };
-        // Never signal a recycled pid: the start time must still match.
-        if listener.id.start_time != 0 && !procs::alive(listener.id) {
+        // Never signal a recycled pid: the start time must still match. If /proc cannot be read,
+        // the pid cannot be checked either: no signal this time (SIGKILL follows after the grace).
+        let liveness = if listener.id.start_time == 0 {
+            procs::Liveness::Alive
+        } else {
+            procs::liveness(listener.id)
+        };
+        if liveness == procs::Liveness::Unknown {
+            warn!(
+                pid = listener.id.pid,
+                "cannot read /proc to check the listener's pid; not signalling it now"
+            );
+            return;
+        }
+        if liveness == procs::Liveness::Gone {
             warn!(pid = listener.id.pid, "listener already gone");
             if !listener.ours {
                 self.listener = None;
@@ -976,6 +1078,10 @@ fn log_notice(notice: &Notice) {
             )
         }
         Notice::RebalanceRecommended => info!(notice = "rebalance-recommended", "rebalance recommended"),
+        Notice::HookClaimDropped => warn!(
+            notice = "hook-claim-dropped",
+            "a job-started report with no Runner.Worker under the listener was dropped (a hook report is a hint; /proc is the truth)"
+        ),
         Notice::NotInGroup => info!(
             notice = "not-in-group",
             "instance is in no Auto Scaling group: serving without protection or hooks"

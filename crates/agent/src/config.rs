@@ -107,6 +107,14 @@ pub const KEYS: &[Key] = &[
         "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s)."
     ),
     key!(
+        "runner.user",
+        "runner-user",
+        env_vars::RUNNER_USER,
+        "USER",
+        None,
+        "User (name or uid, from /etc/passwd) the listener runs as, with its groups. Unset: the agent's own user."
+    ),
+    key!(
         "aws.region",
         "aws-region",
         env_vars::AWS_REGION,
@@ -428,6 +436,8 @@ pub struct Settings {
     pub stop_grace: Duration,
     /// `runner.relaunch_delay`.
     pub relaunch_delay: Duration,
+    /// `runner.user`: the listener's user, as written (resolved by [`Settings::runner_account`]).
+    pub runner_user: Option<String>,
     /// `aws.region` (or `AWS_REGION`).
     pub region: Option<String>,
     /// `aws.instance_id`.
@@ -514,6 +524,12 @@ pub fn resolve_with_default(
     let worker_poll = r.duration("runner.worker_poll")?;
     let stop_grace = r.duration("runner.stop_grace")?;
     let relaunch_delay = r.duration("runner.relaunch_delay")?;
+    let runner_user = r.string("runner.user")?;
+    if let Some(u) = &runner_user {
+        if u.is_empty() || u.contains([':', '\n', '\0']) || u.len() > 64 {
+            return Err(r.invalid("runner.user", "is not a user name or uid".into()));
+        }
+    }
     let region = r
         .string("aws.region")?
         .or_else(|| r.std_env("aws.region", env_vars::STD_AWS_REGION));
@@ -617,6 +633,7 @@ pub fn resolve_with_default(
         worker_poll,
         stop_grace,
         relaunch_delay,
+        runner_user,
         region,
         instance_id,
         group,
@@ -881,10 +898,29 @@ impl Settings {
         })
     }
 
-    /// Check that the runner directory and the listener program exist, so a typo fails at start
-    /// instead of as a relaunch loop.
+    /// The account the listener runs as: `runner.user` from `/etc/passwd`, or `None` (the agent's
+    /// own user).
+    pub fn runner_account(&self) -> Result<Option<crate::runner_env::User>, ConfigError> {
+        match &self.runner_user {
+            None => Ok(None),
+            Some(spec) => crate::runner_env::lookup_user(spec)
+                .map(Some)
+                .map_err(|message| ConfigError::Invalid {
+                    key: "runner.user",
+                    origin: self
+                        .origins
+                        .get("runner.user")
+                        .map_or_else(|| "resolved settings".into(), |(_, s)| s.to_string()),
+                    message,
+                }),
+        }
+    }
+
+    /// Check that the runner directory and the listener program exist (and `runner.user`), so a
+    /// typo fails at start instead of as a relaunch loop.
     pub fn check_runner(&self) -> Result<(), ConfigError> {
         use std::os::unix::fs::PermissionsExt;
+        self.runner_account()?;
         let dir = self.require_runner_dir()?;
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
@@ -918,6 +954,14 @@ impl Settings {
         }
     }
 
+    /// How long a `job-started` report may wait for its `Runner.Worker` to show in `/proc`: two
+    /// worker polls, at least 1 s. The started hook runs inside the worker (actions/runner
+    /// src/Runner.Worker/JobExtension.cs), so a genuine report has a worker already; the grace only
+    /// covers the polling lag and a slow tick.
+    pub fn hook_grace(&self) -> Duration {
+        (self.worker_poll * 2).max(Duration::from_secs(1))
+    }
+
     /// The decision core's configuration; `hook` comes from discovery.
     pub fn core_config(&self, hook: Option<HookConfig>) -> CoreConfig {
         CoreConfig {
@@ -928,6 +972,7 @@ impl Settings {
             listener_mode: self.runner_mode,
             drain_on_rebalance: self.drain_on_rebalance,
             relaunch_delay: self.relaunch_delay,
+            hook_grace: self.hook_grace(),
             ..CoreConfig::default()
         }
     }

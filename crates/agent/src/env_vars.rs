@@ -17,6 +17,8 @@ pub const RUNNER_WORKER_POLL: &str = "RUNNER_LIFECYCLE_RUNNER_WORKER_POLL";
 pub const RUNNER_STOP_GRACE: &str = "RUNNER_LIFECYCLE_RUNNER_STOP_GRACE";
 /// `runner.relaunch_delay`: delay before relaunching a listener that asked for it.
 pub const RUNNER_RELAUNCH_DELAY: &str = "RUNNER_LIFECYCLE_RUNNER_RELAUNCH_DELAY";
+/// `runner.user`: the user (name or uid) the listener runs as; unset: the agent's own user.
+pub const RUNNER_USER: &str = "RUNNER_LIFECYCLE_RUNNER_USER";
 
 /// `aws.region`.
 pub const AWS_REGION: &str = "RUNNER_LIFECYCLE_AWS_REGION";
@@ -73,6 +75,7 @@ pub const ALL_KEYS: &[&str] = &[
     RUNNER_WORKER_POLL,
     RUNNER_STOP_GRACE,
     RUNNER_RELAUNCH_DELAY,
+    RUNNER_USER,
     AWS_REGION,
     AWS_INSTANCE_ID,
     AWS_GROUP,

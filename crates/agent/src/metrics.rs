@@ -260,7 +260,8 @@ impl Metrics {
             | Notice::ApiFailed { .. }
             | Notice::ListenerGaveUp { .. }
             | Notice::RebalanceRecommended
-            | Notice::NotInGroup => {}
+            | Notice::NotInGroup
+            | Notice::HookClaimDropped => {}
         }
     }
 
@@ -505,6 +506,8 @@ const MAX_HEAD: usize = 8 * 1024;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed at once (a scraper needs one).
 const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may take to send its request head (a scraper sends it at once).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether `addr` may serve metrics: loopback only, because the endpoint has no authentication.
 pub fn check_listen(addr: SocketAddr) -> Result<(), String> {
@@ -526,18 +529,19 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serve `GET /metrics` forever.
 pub async fn serve(listener: TcpListener, metrics: Shared) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Idle connections cannot starve scrapes: at the cap the oldest idle one is closed (crate::conns).
+    let limiter = crate::conns::Limiter::new(MAX_CONNECTIONS);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                let Some(slot) = limiter.admit() else {
                     drop(stream);
                     continue;
                 };
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, &metrics)).await;
-                    drop(permit);
+                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, &metrics, &slot)).await;
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -548,18 +552,26 @@ pub async fn serve(listener: TcpListener, metrics: Shared) {
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Mutex<Metrics>) {
+async fn handle(mut stream: TcpStream, metrics: &Mutex<Metrics>, slot: &crate::conns::Slot) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    loop {
-        if head_end(&head).is_some() || head.len() > MAX_HEAD {
-            break;
+    let evicted = slot.idle();
+    let read_head = async {
+        loop {
+            if head_end(&head).is_some() || head.len() > MAX_HEAD {
+                break;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(READ_TIMEOUT, read_head) => if r.is_err() { return },
+        _ = evicted => return,
     }
+    slot.busy();
     if head.is_empty() {
         return;
     }

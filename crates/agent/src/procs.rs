@@ -62,7 +62,38 @@ pub fn stat(pid: u32) -> Option<Stat> {
 
 /// Whether `id` still names a live (non-zombie) process.
 pub fn alive(id: ProcId) -> bool {
-    stat(id.pid).is_some_and(|s| s.id == id && s.state != 'Z')
+    liveness(id) == Liveness::Alive
+}
+
+/// What `/proc` says about a process the agent watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running with the same start time.
+    Alive,
+    /// Gone: no such pid, a zombie, or another process under a recycled pid.
+    Gone,
+    /// `/proc` could not be read (EMFILE, EACCES, ...): nothing is known, so nothing may change.
+    Unknown,
+}
+
+/// [`Liveness`] of `id`. Only "no such process" counts as gone; any other read failure is
+/// [`Liveness::Unknown`], never "gone": an agent out of file descriptors must not conclude that the
+/// listener (or its job) has exited.
+pub fn liveness(id: ProcId) -> Liveness {
+    match std::fs::read_to_string(format!("/proc/{}/stat", id.pid)) {
+        Ok(text) => match parse_stat(&text) {
+            Some(s) if s.id == id && s.state != 'Z' => Liveness::Alive,
+            Some(_) => Liveness::Gone,
+            None => Liveness::Unknown,
+        },
+        Err(e) if is_gone(&e) => Liveness::Gone,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Whether a `/proc` read error means the process (or thread) no longer exists.
+pub fn is_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error())
 }
 
 /// The command line, split at NULs.
@@ -92,26 +123,33 @@ pub fn is_named(stat: &Stat, argv: &[String], name: &str) -> bool {
 /// forked it, and the .NET listener forks from a worker thread). Falls back to a full scan when the
 /// kernel lacks `CONFIG_PROC_CHILDREN`.
 pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
+    try_children(pid).unwrap_or_default()
+}
+
+/// [`children`], with read failures reported instead of read as "no children".
+pub fn try_children(pid: u32) -> std::io::Result<Vec<u32>> {
     let mut out = Vec::new();
     let mut any_file = false;
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            any_file = true;
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        match std::fs::read_to_string(task?.path().join("children")) {
+            Ok(text) => {
+                any_file = true;
+                out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+            Err(e) if is_gone(&e) => {}
+            Err(e) => return Err(e),
         }
     }
     if !any_file {
-        out = all_pids()
-            .into_iter()
+        out = std::fs::read_dir("/proc")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
             .filter(|p| stat(*p).is_some_and(|s| s.ppid == pid))
             .collect();
     }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }
 
 /// Every pid in `/proc`.
@@ -151,6 +189,9 @@ pub struct WorkerWatcher {
     /// Children seen last time: pid -> `Some(worker)` for workers, `None` for other children.
     known: std::collections::BTreeMap<u32, Option<ProcId>>,
     buf: Vec<u8>,
+    /// Tests: the next reads fail with this error.
+    #[cfg(test)]
+    fail_reads: Option<std::io::ErrorKind>,
 }
 
 /// Ticks between forced thread-list refreshes (at the default 50 ms per tick: once a second).
@@ -168,26 +209,49 @@ impl WorkerWatcher {
             ticks: 0,
             known: std::collections::BTreeMap::new(),
             buf: Vec::with_capacity(512),
+            #[cfg(test)]
+            fail_reads: None,
         }
     }
 
-    /// The listener's current `Runner.Worker` children.
-    pub fn workers(&mut self) -> Vec<ProcId> {
+    /// Tests: make every read fail with `kind` (or succeed again with `None`).
+    #[cfg(test)]
+    pub fn inject_read_failure(&mut self, kind: Option<std::io::ErrorKind>) {
+        self.fail_reads = kind;
+    }
+
+    fn injected(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(kind) = self.fail_reads {
+            return Err(std::io::Error::from(kind));
+        }
+        Ok(())
+    }
+
+    /// The listener's current `Runner.Worker` children. `Err` when `/proc` could not be read
+    /// completely (EMFILE, EACCES, a thread that vanished mid-read): the caller must keep what it
+    /// knew, because a failed read is not "no worker" (that would let a drain SIGINT a busy
+    /// listener and cancel its job).
+    pub fn workers(&mut self) -> std::io::Result<Vec<ProcId>> {
         self.ticks += 1;
-        let threads = self.thread_count();
+        self.injected()?;
+        let threads = self.thread_count()?;
         if threads != self.threads || self.files.is_empty() || self.ticks - self.relisted_at >= RELIST_EVERY {
-            self.relist();
+            if let Err(e) = self.relist() {
+                self.files.clear();
+                return Err(e);
+            }
             self.threads = threads;
         }
         let mut pids: Vec<u32> = if self.files.is_empty() {
             // No `children` files (kernel without CONFIG_PROC_CHILDREN): the slow full scan.
-            children(self.listener)
+            try_children(self.listener)?
         } else {
             let mut pids = Vec::new();
             for i in 0..self.files.len() {
-                if reread(&mut self.files[i], &mut self.buf).is_err() {
-                    self.threads = 0; // a thread is gone: re-list next tick
-                    continue;
+                if let Err(e) = reread(&mut self.files[i], &mut self.buf) {
+                    self.threads = 0; // a thread may be gone: re-list next tick
+                    return Err(e);
                 }
                 pids.extend(
                     std::str::from_utf8(&self.buf)
@@ -211,32 +275,39 @@ impl WorkerWatcher {
                 self.known.insert(pid, worker.then_some(s.id));
             }
         }
-        self.known.values().flatten().copied().collect()
+        Ok(self.known.values().flatten().copied().collect())
     }
 
-    fn thread_count(&mut self) -> u64 {
-        let Some(f) = self.stat.as_mut() else { return 0 };
-        if reread(f, &mut self.buf).is_err() {
-            return 0;
+    fn thread_count(&mut self) -> std::io::Result<u64> {
+        if self.stat.is_none() {
+            // Opening failed before (EMFILE at start, say): try again.
+            self.stat = Some(std::fs::File::open(format!("/proc/{}/stat", self.listener))?);
         }
+        let Some(f) = self.stat.as_mut() else { return Ok(0) };
+        reread(f, &mut self.buf)?;
         // Field 20 (num_threads) is the 18th field after the `)` that closes the command name.
-        std::str::from_utf8(&self.buf)
+        Ok(std::str::from_utf8(&self.buf)
             .ok()
             .and_then(|t| t.rsplit_once(')'))
             .and_then(|(_, rest)| rest.split_whitespace().nth(17))
             .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0))
     }
 
-    fn relist(&mut self) {
+    fn relist(&mut self) -> std::io::Result<()> {
         self.relisted_at = self.ticks;
-        self.files = std::fs::read_dir(format!("/proc/{}/task", self.listener))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|t| std::fs::File::open(t.path().join("children")).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut files = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.listener))? {
+            let task = task?;
+            match std::fs::File::open(task.path().join("children")) {
+                Ok(f) => files.push(f),
+                // A thread that exited meanwhile; or no `children` files at all (old kernel).
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.files = files;
+        Ok(())
     }
 }
 
@@ -258,27 +329,154 @@ fn reread(f: &mut std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
-/// Listeners running `program` (by absolute path), found by scanning `/proc`: after an agent
-/// restart the old listener is no longer our child, but it is still running the runner's binary.
-/// Oldest first.
-pub fn find_listeners(program: &Path) -> Vec<ProcId> {
+/// What a listener left by a previous agent must be, to be adopted. The job runs as the runner's
+/// user and can start any process with any argv (a `Runner.Listener` look-alike that ignores
+/// SIGINT, or one that makes the agent believe the runner idle): argv and `comm` are its to choose.
+/// What it cannot choose: the executable the kernel runs (`/proc/<pid>/exe`), the real uid, and the
+/// cgroup (under systemd the unit's cgroup, which only root can write; a job's processes that
+/// escape the listener's tree land in the same cgroup only as descendants, so the uid and exe checks
+/// carry the rest, and the oldest match wins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// The configured listener program, canonical.
+    pub program: PathBuf,
+    /// When the program is a script (`#!` line): its interpreter, canonical; the kernel runs that,
+    /// with the script as `argv[1]` (the test stand-in is such a script).
+    pub interpreter: Option<PathBuf>,
+    /// The runner user's uid (the agent's own when `runner.user` is unset).
+    pub uid: u32,
+    /// The agent's own `/proc/self/cgroup`.
+    pub cgroup: Option<String>,
+}
+
+/// What `/proc` says about one candidate.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Facts {
+    /// `/proc/<pid>/exe`, resolved (`None`: unreadable).
+    pub exe: Option<PathBuf>,
+    /// The command line.
+    pub argv: Vec<String>,
+    /// Real uid from `/proc/<pid>/status`.
+    pub uid: Option<u32>,
+    /// `/proc/<pid>/cgroup`.
+    pub cgroup: Option<String>,
+}
+
+impl Expected {
+    /// For `program` run by `uid`, compared with this process's cgroup.
+    pub fn for_program(program: &Path, uid: u32) -> Expected {
+        Expected {
+            program: canonical(program),
+            interpreter: interpreter_of(program).map(|i| canonical(&i)),
+            uid,
+            cgroup: std::fs::read_to_string("/proc/self/cgroup").ok(),
+        }
+    }
+
+    /// `Ok` when `facts` describe the runner's listener; otherwise why not.
+    pub fn check(&self, facts: &Facts) -> Result<(), String> {
+        // Reading another user's /proc/<pid>/exe takes CAP_SYS_PTRACE (ptrace read access), even
+        // for root: without it nothing is adopted, which fails closed.
+        let exe = facts
+            .exe
+            .as_ref()
+            .ok_or("its executable cannot be read (/proc/<pid>/exe of another user needs CAP_SYS_PTRACE)")?;
+        let runs_program = if *exe == self.program {
+            true
+        } else {
+            // A script: the kernel runs its interpreter with the script's path as argv[1].
+            self.interpreter.as_ref() == Some(exe)
+                && facts
+                    .argv
+                    .get(1)
+                    .is_some_and(|a| canonical(Path::new(a)) == self.program)
+        };
+        if !runs_program {
+            return Err(format!("it runs {}, not {}", exe.display(), self.program.display()));
+        }
+        match facts.uid {
+            Some(uid) if uid == self.uid => {}
+            Some(uid) => return Err(format!("it runs as uid {uid}, not the runner's uid {}", self.uid)),
+            None => return Err("its uid cannot be read".into()),
+        }
+        match (&facts.cgroup, &self.cgroup) {
+            (Some(theirs), Some(ours)) if theirs == ours => Ok(()),
+            (Some(_), Some(_)) => Err("it is in another cgroup than the agent".into()),
+            _ => Err("its cgroup cannot be compared with the agent's".into()),
+        }
+    }
+}
+
+/// The interpreter named by a script's `#!` line (`None` for a binary, or `#!/usr/bin/env ...`
+/// whose real interpreter depends on PATH).
+pub fn interpreter_of(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head.get(..n)?.strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let interp = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
+    (Path::new(interp).is_absolute() && !interp.ends_with("/env")).then(|| PathBuf::from(interp))
+}
+
+/// The real uid in the text of `/proc/<pid>/status` (`Uid:` real, effective, saved, fs).
+pub fn parse_status_uid(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+}
+
+/// Read the [`Facts`] of `pid`.
+pub fn facts(pid: u32) -> Facts {
+    Facts {
+        exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+        argv: cmdline(pid),
+        uid: std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|t| parse_status_uid(&t)),
+        cgroup: std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok(),
+    }
+}
+
+/// A process that looked like a listener but failed [`Expected::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line (untrusted: escape before logging).
+    pub argv: Vec<String>,
+    /// Why it was not adopted.
+    pub why: String,
+}
+
+/// Listeners of the runner found by scanning `/proc` (after an agent restart the old listener is no
+/// longer our child), oldest first, and the look-alikes that failed the check. A candidate is any
+/// process named like the listener (`comm` or argv) or running the program; the decision is
+/// [`Expected::check`]'s alone, never argv's.
+pub fn find_listeners(expected: &Expected) -> (Vec<ProcId>, Vec<Rejected>) {
     let me = std::process::id();
-    let want = canonical(program);
-    let mut found: Vec<ProcId> = all_pids()
-        .into_iter()
-        .filter(|p| *p != me)
-        .filter_map(|pid| {
-            let s = stat(pid)?;
-            if s.state == 'Z' {
-                return None;
-            }
-            let argv = cmdline(pid);
-            let runs_it = argv.iter().take(2).any(|a| canonical(Path::new(a)) == want);
-            (runs_it && is_named(&s, &argv, LISTENER_NAME)).then_some(s.id)
-        })
-        .collect();
+    let mut found = Vec::new();
+    let mut rejected = Vec::new();
+    for pid in all_pids().into_iter().filter(|p| *p != me) {
+        let Some(s) = stat(pid) else { continue };
+        if s.state == 'Z' {
+            continue;
+        }
+        let argv = cmdline(pid);
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let looks_like = is_named(&s, &argv, LISTENER_NAME) || exe.as_deref() == Some(expected.program.as_path());
+        if !looks_like {
+            continue;
+        }
+        let f = Facts { exe, ..facts(pid) };
+        match expected.check(&f) {
+            Ok(()) => found.push(s.id),
+            Err(why) => rejected.push(Rejected { pid, argv, why }),
+        }
+    }
     found.sort_by_key(|id| id.start_time);
-    found
+    (found, rejected)
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -288,6 +486,97 @@ fn canonical(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expected() -> Expected {
+        Expected {
+            program: PathBuf::from("/home/runner/actions-runner/bin/Runner.Listener"),
+            interpreter: None,
+            uid: 1001,
+            cgroup: Some("0::/system.slice/runner-lifecycle.service\n".into()),
+        }
+    }
+
+    fn genuine() -> Facts {
+        Facts {
+            exe: Some(PathBuf::from("/home/runner/actions-runner/bin/Runner.Listener")),
+            argv: vec!["/home/runner/actions-runner/bin/Runner.Listener".into(), "run".into()],
+            uid: Some(1001),
+            cgroup: Some("0::/system.slice/runner-lifecycle.service\n".into()),
+        }
+    }
+
+    #[test]
+    fn adoption_checks_exe_uid_and_cgroup_not_argv() {
+        let want = expected();
+        assert_eq!(want.check(&genuine()), Ok(()));
+        // The job's look-alike: the right argv and comm, another executable.
+        let fake = Facts {
+            exe: Some(PathBuf::from("/usr/bin/python3.12")),
+            ..genuine()
+        };
+        assert!(want.check(&fake).expect_err("exe").contains("runs /usr/bin/python3.12"));
+        // The real binary, started by someone else (another user), or outside the agent's cgroup
+        // (a user session, a docker container, another unit).
+        let other_user = Facts {
+            uid: Some(0),
+            ..genuine()
+        };
+        assert!(want.check(&other_user).expect_err("uid").contains("uid 0"));
+        let other_cgroup = Facts {
+            cgroup: Some("0::/user.slice/user-1001.slice/session-3.scope\n".into()),
+            ..genuine()
+        };
+        assert!(want.check(&other_cgroup).expect_err("cgroup").contains("cgroup"));
+        // Unreadable facts never adopt.
+        for f in [
+            Facts { exe: None, ..genuine() },
+            Facts { uid: None, ..genuine() },
+            Facts {
+                cgroup: None,
+                ..genuine()
+            },
+        ] {
+            assert!(want.check(&f).is_err(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn a_script_listener_is_matched_by_its_interpreter_and_script_path() {
+        let dir = std::env::temp_dir().join(format!("rl-adopt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+        let script = dir.join("bin").join(LISTENER_NAME);
+        std::fs::write(&script, "#!/bin/sh -e\nexec sleep 1\n").expect("write");
+        assert_eq!(interpreter_of(&script), Some(PathBuf::from("/bin/sh")));
+        let env_script = dir.join("env-script");
+        std::fs::write(&env_script, "#!/usr/bin/env python3\n").expect("write");
+        assert_eq!(interpreter_of(&env_script), None, "PATH decides; not trusted");
+        let want = Expected::for_program(&script, 1001);
+        let sh = canonical(Path::new("/bin/sh"));
+        let ok = Facts {
+            exe: Some(sh.clone()),
+            argv: vec!["/bin/sh".into(), script.display().to_string(), "run".into()],
+            uid: Some(1001),
+            cgroup: want.cgroup.clone(),
+        };
+        assert_eq!(want.check(&ok), Ok(()));
+        let other_script = Facts {
+            argv: vec!["/bin/sh".into(), "/tmp/Runner.Listener".into()],
+            ..ok.clone()
+        };
+        assert!(want.check(&other_script).is_err(), "same interpreter, another script");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn status_uid_parses() {
+        let status = "Name:\tRunner.Listener\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1001\t1001\t1001\t1001\nGid:\t1001\t1001\t1001\t1001\n";
+        assert_eq!(parse_status_uid(status), Some(1001));
+        assert_eq!(parse_status_uid("Name: x\n"), None);
+        assert_eq!(parse_status_uid("Uid:\tabc\n"), None);
+        let me = parse_status_uid(&std::fs::read_to_string("/proc/self/status").expect("status"));
+        assert_eq!(me, Some(rustix::process::getuid().as_raw()));
+    }
 
     #[test]
     fn stat_lines_parse_even_with_odd_names() {
@@ -339,7 +628,7 @@ mod tests {
         let fake = dir.join(WORKER_NAME);
         std::os::unix::fs::symlink("/bin/sleep", &fake).expect("symlink");
         let mut watcher = WorkerWatcher::new(std::process::id());
-        let before = watcher.workers();
+        let before = watcher.workers().expect("read");
         let mut other = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
@@ -348,8 +637,15 @@ mod tests {
             .arg("5")
             .spawn()
             .expect("spawn worker");
-        let seen = watcher.workers();
+        let seen = watcher.workers().expect("read");
         assert!(seen.iter().any(|w| w.pid == worker.id()), "{seen:?}");
+        // A failed read (EMFILE, EACCES) is an error, never "the worker is gone".
+        for kind in [std::io::ErrorKind::PermissionDenied, std::io::ErrorKind::Other] {
+            watcher.inject_read_failure(Some(kind));
+            assert_eq!(watcher.workers().map_err(|e| e.kind()), Err(kind));
+        }
+        watcher.inject_read_failure(None);
+        assert_eq!(watcher.workers().expect("read again"), seen);
         assert!(!seen.iter().any(|w| w.pid == other.id()), "only workers: {seen:?}");
         assert_eq!(
             workers_of(std::process::id())
@@ -360,7 +656,7 @@ mod tests {
         );
         worker.kill().expect("kill");
         worker.wait().expect("wait");
-        let after = watcher.workers();
+        let after = watcher.workers().expect("read");
         assert!(!after.iter().any(|w| w.pid == worker.id()), "{after:?}");
         assert_eq!(after.len(), before.len());
         other.kill().expect("kill");

@@ -16,6 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_LINE: usize = 256;
 /// How long one connection may stay open: hooks send one line and leave.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait before its next request line arrives: a hook writes its line
+/// right after connecting.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections open at once. The job can connect as often as it likes: beyond this the oldest idle
+/// connection is closed ([`crate::conns`]), so the fd count stays bounded and a real hook is served.
+pub const MAX_CONNECTIONS: usize = 64;
 /// How long the main loop may take to answer a request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -82,6 +88,9 @@ pub enum SocketError {
     /// The socket group does not exist.
     #[error("agent.socket_group `{0}` is not a group on this host")]
     UnknownGroup(String),
+    /// The socket's directory can be written by others, who could replace the socket.
+    #[error("{0} is writable by other users (mode {1:o}), who could put their own socket in the agent's place; use a directory only the agent can write (systemd's RuntimeDirectory=)")]
+    UnsafeDirectory(PathBuf, u32),
     /// Creating, binding or securing the socket failed.
     #[error("cannot set up the hook socket {path}: {source}")]
     Io {
@@ -105,18 +114,38 @@ pub fn group_id(name: &str) -> Option<u32> {
     })
 }
 
-/// Bind the socket at `path`: mode 0600, or 0660 with `group` as its group. The socket is bound
-/// under a temporary name, secured, then renamed into place, so it is never reachable with looser
-/// permissions. A stale socket from a crashed agent is replaced; a live one is an error.
+/// Bind the socket at `path`: mode 0600, or 0660 with `group` as its group. See [`bind_gid`].
 pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketError> {
-    let io_err = |source| SocketError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let gid = match group {
         Some(g) => Some(group_id(g).ok_or_else(|| SocketError::UnknownGroup(g.to_string()))?),
         None => None,
     };
+    bind_gid(path, gid)
+}
+
+/// Bind the socket at `path`: mode 0600 (only the agent's user), or 0660 with group `gid`.
+///
+/// Who may connect: the job hooks run as the runner's user. When the listener runs as the agent's
+/// own user, 0600 is enough. When it runs as another user (`runner.user`, the agent being root),
+/// the agent passes the runner's primary group here (unless `agent.socket_group` names one), and
+/// the socket is 0660 with that group: not 0666, because then every local account (any daemon on
+/// the host) could report jobs or read the status; the runner's group already holds what has to
+/// connect. The job can connect either way (it runs as the runner's user): its reports are hints
+/// that `/proc` must confirm (lifecycle-core's hook grace).
+///
+/// The socket is bound under a temporary name, secured, then renamed into place, so it is never
+/// reachable with looser permissions. A stale socket of ours from a crashed agent is replaced, a
+/// live one is an error (another agent runs). Whatever else occupies the path and is not owned by
+/// the agent's user (an impostor's socket or file) is removed, never connected to or followed, and
+/// logged. The directory must not be writable by others (unless sticky), or they could replace the
+/// socket after the bind.
+pub fn bind_gid(path: &Path, gid: Option<u32>) -> Result<UnixListener, SocketError> {
+    use std::os::unix::fs::MetadataExt;
+    let io_err = |source| SocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let me = rustix::process::geteuid().as_raw();
     let dir = path.parent().unwrap_or(Path::new("/"));
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -126,7 +155,26 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketErro
             std::os::unix::fs::chown(dir, None, Some(gid)).map_err(io_err)?;
         }
     }
+    let dir_meta = std::fs::metadata(dir).map_err(io_err)?;
+    let mode = dir_meta.mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(SocketError::UnsafeDirectory(dir.to_path_buf(), mode & 0o7777));
+    }
     match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.uid() != me => {
+            // Not ours: an impostor (or a leftover of another account). Never connect to it (a
+            // live impostor would make us exit "already running" forever) and never follow it.
+            tracing::warn!(
+                path = %lifecycle_escape::escape(&path.display().to_string()),
+                owner_uid = meta.uid(),
+                "the hook socket's path is occupied by something the agent's user does not own; replacing it"
+            );
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(SocketError::InUse(path.to_path_buf()));
@@ -159,13 +207,29 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketErro
 
 /// Accept connections forever, handing each request to `to_agent`.
 pub async fn serve(listener: UnixListener, to_agent: mpsc::Sender<Incoming>) {
+    serve_limited(listener, to_agent, crate::conns::Limiter::new(MAX_CONNECTIONS)).await;
+}
+
+/// [`serve`] with a given connection limiter (tests look at it).
+pub async fn serve_limited(
+    listener: UnixListener,
+    to_agent: mpsc::Sender<Incoming>,
+    limiter: std::sync::Arc<crate::conns::Limiter>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                // Every slot busy being answered: close at once (the hook answers its job and
+                // exits 0 without waiting).
+                let Some(slot) = limiter.admit() else {
+                    drop(stream);
+                    continue;
+                };
                 let tx = to_agent.clone();
                 tokio::spawn(async move {
                     // A client that connects and never speaks must not hold a task forever.
-                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, tx)).await;
+                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, tx, &slot)).await;
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -177,16 +241,23 @@ pub async fn serve(listener: UnixListener, to_agent: mpsc::Sender<Incoming>) {
     }
 }
 
-async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>) {
+async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>, slot: &crate::conns::Slot) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(64);
     loop {
         line.clear();
-        let n = match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
-            Ok(n) => n,
-            Err(_) => return,
+        let evicted = slot.idle();
+        let mut limited = (&mut reader).take(MAX_LINE as u64);
+        let read = tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut line));
+        let n = tokio::select! {
+            r = read => match r {
+                Ok(Ok(n)) => n,
+                _ => return,
+            },
+            _ = evicted => return,
         };
+        slot.busy();
         if n == 0 {
             return;
         }
@@ -344,6 +415,97 @@ mod tests {
                 lines.next_line().await.expect("read").as_deref(),
                 Some("ok seen job-completed")
             );
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    #[test]
+    fn idle_connections_cannot_lock_out_a_real_hook_nor_exhaust_fds() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tmp("flood");
+            let path = dir.join("agent.sock");
+            let listener = bind(&path, None).expect("bind");
+            let limiter = crate::conns::Limiter::new(MAX_CONNECTIONS);
+            let (tx, mut rx) = mpsc::channel::<Incoming>(8);
+            tokio::spawn(serve_limited(listener, tx, limiter.clone()));
+            tokio::spawn(async move {
+                while let Some(inc) = rx.recv().await {
+                    let _ = inc.reply.send(Ok("noted".into()));
+                }
+            });
+            let mut idle = Vec::new();
+            for _ in 0..500 {
+                idle.push(UnixStream::connect(&path).await.expect("connect"));
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(limiter.open() <= MAX_CONNECTIONS, "{}", limiter.open());
+            let started = crate::clock::now_instant();
+            let stream = UnixStream::connect(&path).await.expect("connect");
+            let (r, mut w) = stream.into_split();
+            w.write_all(b"job-started\n").await.expect("write");
+            let reply = tokio::time::timeout(Duration::from_secs(1), BufReader::new(r).lines().next_line())
+                .await
+                .expect("answered within a second")
+                .expect("read");
+            assert_eq!(reply.as_deref(), Some("ok noted"));
+            assert!(started.elapsed() < Duration::from_secs(1));
+            assert!(limiter.open() <= MAX_CONNECTIONS);
+            // Idle connections are closed after the read deadline too.
+            tokio::time::sleep(READ_TIMEOUT + Duration::from_millis(300)).await;
+            assert_eq!(limiter.open(), 0);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
+
+    #[test]
+    fn an_impostors_live_socket_is_replaced_and_open_directories_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tmp("impostor");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let path = dir.join("agent.sock");
+            // A live socket of another user at the path (the test runs as root in CI; as another
+            // user the chown is not allowed and only the directory rule is checked).
+            let impostor = std::os::unix::net::UnixListener::bind(&path).expect("impostor binds");
+            if std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).is_ok() {
+                let _ours = bind_gid(&path, None).expect("the impostor is replaced, not obeyed");
+                let meta = std::fs::symlink_metadata(&path).expect("meta");
+                use std::os::unix::fs::MetadataExt;
+                assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+                assert_eq!(meta.mode() & 0o777, 0o600);
+                impostor.set_nonblocking(true).expect("nonblocking");
+                let _client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+                assert!(impostor.accept().is_err(), "clients reach the agent, not the impostor");
+                // A foreign regular file is replaced too.
+                drop(_ours);
+                std::fs::remove_file(&path).expect("rm");
+                std::fs::write(&path, "x").expect("write");
+                std::os::unix::fs::lchown(&path, Some(65534), None).expect("chown");
+                let _l = bind_gid(&path, Some(65534)).expect("replaced");
+                assert_eq!(std::fs::metadata(&path).expect("meta").mode() & 0o777, 0o660);
+                assert_eq!(std::fs::metadata(&path).expect("meta").gid(), 65534);
+            }
+            // In a directory others can write, an impostor could replace the socket after the bind.
+            let open = dir.join("open");
+            std::fs::create_dir_all(&open).expect("mkdir");
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+            assert!(matches!(
+                bind_gid(&open.join("agent.sock"), None),
+                Err(SocketError::UnsafeDirectory(_, 0o777))
+            ));
+            // Sticky (like /tmp): others cannot remove or rename the agent's entry.
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+            assert!(bind_gid(&open.join("agent.sock"), None).is_ok());
             let _ = std::fs::remove_dir_all(&dir);
         });
     }

@@ -41,6 +41,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // The agent's listener launcher (not a user command, so not in clap's help): set the runner
+    // user's groups, gid and uid, then exec the listener. Before anything else: it must run
+    // single-threaded (lifecycle_agent::runner_env::exec_as).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == lifecycle_agent::runner_env::EXEC_AS) {
+        let e = lifecycle_agent::runner_env::exec_as(argv.get(2..).unwrap_or_default());
+        eprintln!("runner-lifecycle exec-as: cannot start the listener: {e}");
+        return exit_code::ExitCode::Failure.into();
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Simulate(args) => cmd_simulate::run(&args),

@@ -80,6 +80,18 @@ pub struct CoreConfig {
     pub relaunch_delay: Duration,
     /// Give up relaunching after this many failed starts in a row (RunnerService.js: 10).
     pub relaunch_limit: u32,
+    /// How long a `job-started` hook report may wait for a `Runner.Worker` to be seen before its claim
+    /// is dropped. A hook report is a hint (anything running as the runner's user can send one); the
+    /// worker is the truth. The started hook runs as a step of the job inside the worker process
+    /// (actions/runner src/Runner.Worker/JobExtension.cs), so a genuine report always has a worker
+    /// already: the grace only covers the driver's `/proc` polling (the agent uses 2 x
+    /// `runner.worker_poll`, at least 1 s).
+    #[serde(default = "default_hook_grace")]
+    pub hook_grace: Duration,
+}
+
+fn default_hook_grace() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Default for CoreConfig {
@@ -101,6 +113,7 @@ impl Default for CoreConfig {
             global_timeout_warning: Duration::from_secs(3600),
             relaunch_delay: Duration::from_secs(5),
             relaunch_limit: 10,
+            hook_grace: default_hook_grace(),
         }
     }
 }

@@ -73,6 +73,18 @@ impl CallSlot {
     }
 }
 
+/// A `job-started` hook report that no `Runner.Worker` has backed yet, and what it changed, so that
+/// dropping it leaves the core as if it had never come.
+#[derive(Clone, Copy, Debug)]
+struct HookClaim {
+    /// When the claim is dropped if no worker has been seen by then.
+    drop_at: Time,
+    /// When the runner became idle, if it was idle when the report came.
+    idle_since: Option<Time>,
+    /// `listener_ran_job` before the report.
+    ran_job: bool,
+}
+
 /// A read-only summary of the core's view, for `status` and tests.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Snapshot {
@@ -152,6 +164,13 @@ pub struct Host {
     listener: ListenerState,
     workers: BTreeSet<u32>,
     hook_job_open: bool,
+    /// The open hook report is not backed by a worker yet.
+    hook_claim: Option<HookClaim>,
+    /// A claim was dropped and no worker has been seen since: later unbacked reports are ignored
+    /// (one protect/unprotect pair per forgery streak, not one per report).
+    hooks_distrusted: bool,
+    /// Set when a claim is dropped: the idle time to restore once the job edge has been tracked.
+    restore_idle_since: Option<Time>,
     job_alive: bool,
     job_edge_at: Time,
     listener_ran_job: bool,
@@ -202,6 +221,9 @@ impl Host {
             listener: ListenerState::Down { relaunch_at: Some(now) },
             workers: BTreeSet::new(),
             hook_job_open: false,
+            hook_claim: None,
+            hooks_distrusted: false,
+            restore_idle_since: None,
             job_alive: false,
             job_edge_at: now,
             listener_ran_job: false,
@@ -283,6 +305,9 @@ impl Host {
             Input::WorkerStarted { pid } => {
                 self.workers.insert(pid);
                 self.listener_ran_job = true;
+                // A worker backs any open report, and restores trust in the next ones.
+                self.hook_claim = None;
+                self.hooks_distrusted = false;
             }
             Input::WorkerExited { pid } => {
                 self.workers.remove(&pid);
@@ -292,11 +317,13 @@ impl Host {
                     self.hook_job_open = false;
                 }
             }
-            Input::JobStartedHook => {
-                self.hook_job_open = true;
-                self.listener_ran_job = true;
+            Input::JobStartedHook => self.on_job_started_hook(),
+            Input::JobCompletedHook => {
+                self.hook_job_open = false;
+                if let Some(claim) = self.hook_claim.take() {
+                    self.drop_claim(claim);
+                }
             }
-            Input::JobCompletedHook => self.hook_job_open = false,
             Input::StopRequested => self.on_stop_requested(),
             Input::ApiResult { id, result } => self.on_api_result(id, result),
         }
@@ -343,6 +370,7 @@ impl Host {
             unprotect,
             heartbeat,
             warning,
+            self.hook_claim.map(|c| c.drop_at),
         ];
         candidates.into_iter().flatten().filter(|t| *t > self.now).min()
     }
@@ -464,6 +492,41 @@ impl Host {
         self.start_drain(DrainCause::StopRequested);
     }
 
+    /// A `job-started` report is a hint: anything that runs as the runner's user can send one. The
+    /// started hook runs as a step of the job inside `Runner.Worker` (actions/runner
+    /// src/Runner.Worker/JobExtension.cs), so a genuine report always has a worker already; without
+    /// one seen, the report holds the job open only for `hook_grace` (the driver's `/proc` lag).
+    fn on_job_started_hook(&mut self) {
+        if !self.workers.is_empty() {
+            self.hook_job_open = true;
+            self.listener_ran_job = true;
+            return;
+        }
+        if self.hooks_distrusted {
+            self.notify(Notice::HookClaimDropped);
+            return;
+        }
+        if self.hook_claim.is_none() {
+            self.hook_claim = Some(HookClaim {
+                drop_at: self.now + self.cfg.hook_grace,
+                idle_since: (!self.job_alive).then_some(self.job_edge_at),
+                ran_job: self.listener_ran_job,
+            });
+        }
+        self.hook_job_open = true;
+        self.listener_ran_job = true;
+    }
+
+    /// Forget an unbacked report: the job it opened is closed, and the idle time and one-job state it
+    /// changed are restored (so protection is cleared when it would have been without the report).
+    fn drop_claim(&mut self, claim: HookClaim) {
+        self.hook_job_open = false;
+        self.listener_ran_job = claim.ran_job;
+        self.restore_idle_since = claim.idle_since;
+        self.hooks_distrusted = true;
+        self.notify(Notice::HookClaimDropped);
+    }
+
     fn on_listener_started(&mut self, pid: u32) {
         match self.listener {
             // Found running while we want it stopped: keep the stop going, with a fresh grace.
@@ -489,6 +552,7 @@ impl Host {
         }
         self.workers.clear();
         self.hook_job_open = false;
+        self.hook_claim = None;
 
         if matches!(was, ListenerState::Stopping { .. }) || self.drain.is_some() {
             return; // we stopped it, or we are draining: it stays down.
@@ -703,7 +767,16 @@ impl Host {
         if self.exited {
             return;
         }
+        if let Some(claim) = self.hook_claim.filter(|c| c.drop_at <= self.now) {
+            self.hook_claim = None;
+            self.drop_claim(claim);
+        }
         self.track_job_edges();
+        if let Some(idle_since) = self.restore_idle_since.take() {
+            if !self.job_alive {
+                self.job_edge_at = idle_since;
+            }
+        }
         self.decide_describe();
         self.decide_listener();
         self.decide_protection();

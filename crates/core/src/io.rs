@@ -248,6 +248,10 @@ pub enum Notice {
     RebalanceRecommended,
     /// The instance is in no Auto Scaling group: serving without protection or hooks.
     NotInGroup,
+    /// A `job-started` hook report was not followed by a `Runner.Worker` within
+    /// [`CoreConfig::hook_grace`](crate::CoreConfig::hook_grace): its claim of a job is dropped (the
+    /// report did not come from a job of this listener).
+    HookClaimDropped,
 }
 
 /// How termination was detected.

@@ -289,6 +289,100 @@ fn hook_report_alone_counts_as_a_job() {
     assert!(!h.host.job_alive());
 }
 
+/// A report without a worker (forged by anything running as the runner's user, or an early hook
+/// noted during discovery) holds the job open for the grace only; then protection is cleared as if
+/// it had never come.
+#[test]
+fn a_started_hook_without_a_worker_is_dropped_after_the_grace() {
+    let mut h = Harness::serving(hooked());
+    h.advance(Duration::from_secs(60)); // idle long past the unprotect delay
+    h.input(Input::JobStartedHook);
+    let id = h.find(|a| protect_id(a, true)).expect("the hint protects at once");
+    h.reply(id, Ok(ApiReply::Done));
+    h.advance(Duration::from_millis(999));
+    assert!(h.host.job_alive(), "within the grace");
+    h.advance(Duration::from_millis(1));
+    let acts = h.take();
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Notify(Notice::HookClaimDropped))),
+        "{acts:?}"
+    );
+    assert!(!h.host.job_alive());
+    // Idle since long before the report: protection goes at once, not after another delay.
+    let id = acts
+        .iter()
+        .find_map(|a| protect_id(a, false))
+        .expect("unprotect right after the drop");
+    h.reply(id, Ok(ApiReply::Done));
+    // More forged reports are ignored until a worker is seen: no protect/unprotect churn.
+    for _ in 0..10 {
+        h.input(Input::JobStartedHook);
+        h.advance(Duration::from_millis(500));
+    }
+    assert!(h.effects().is_empty());
+    assert!(!h.host.job_alive());
+    // A real job restores trust.
+    h.input(Input::WorkerStarted { pid: 9 });
+    assert!(h.find(|a| protect_id(a, true)).is_some());
+    h.input(Input::JobStartedHook);
+    h.input(Input::WorkerExited { pid: 9 });
+    assert!(!h.host.job_alive());
+    h.input(Input::JobStartedHook);
+    assert!(h.host.job_alive(), "trusted again for the grace");
+}
+
+#[test]
+fn a_worker_seen_within_the_grace_backs_the_report() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::JobStartedHook);
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    h.reply(id, Ok(ApiReply::Done));
+    h.advance(Duration::from_millis(300));
+    h.input(Input::WorkerStarted { pid: 4 });
+    h.advance(Duration::from_secs(600));
+    assert!(h.host.job_alive());
+    assert!(h.effects().is_empty());
+}
+
+/// On a terminating host the forged report must not hold the lifecycle hook: once dropped, the
+/// idle listener is stopped and the hook completed.
+#[test]
+fn a_dropped_report_on_a_terminating_host_completes_as_idle() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::JobStartedHook);
+    h.take();
+    confirmed_wait(&mut h);
+    assert!(!h.take().iter().any(is_stop), "held while the claim stands");
+    h.advance(Duration::from_secs(1));
+    let acts = h.take();
+    assert!(acts.iter().any(is_stop), "{acts:?}");
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h.find(complete_id).is_some());
+}
+
+#[test]
+fn the_grace_is_configurable_and_a_completed_report_drops_the_claim_too() {
+    let mut h = Harness::serving(CoreConfig {
+        hook_grace: Duration::from_secs(3),
+        ..hooked()
+    });
+    h.input(Input::JobStartedHook);
+    h.advance(Duration::from_millis(2900));
+    assert!(h.host.job_alive());
+    h.advance(Duration::from_millis(100));
+    assert!(!h.host.job_alive());
+    let mut h = Harness::serving(hooked());
+    h.input(Input::JobStartedHook);
+    h.input(Input::JobCompletedHook);
+    assert!(h
+        .take()
+        .iter()
+        .any(|a| matches!(a, Action::Notify(Notice::HookClaimDropped))));
+    h.input(Input::JobStartedHook);
+    assert!(!h.host.job_alive(), "distrusted until a worker comes");
+}
+
 #[test]
 fn protection_throttling_is_retried_with_growing_jittered_backoff() {
     let mut h = Harness::serving(hooked());
