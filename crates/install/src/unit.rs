@@ -121,25 +121,22 @@ pub fn render(o: &UnitOptions) -> String {
          not restrict. A runner user with sudo rights would make every fence here moot.",
         "NoNewPrivileges=yes".into(),
     );
-    let mut rw = o.runner_dir.clone();
+    let mut rw = format!("{} /tmp /var/tmp", o.runner_dir);
     if let Some(home) = &o.runner_home {
         rw.push_str(&format!(" -{home}"));
     }
     line(
         "The whole file system is read-only for the agent, the listener and the jobs (they run in\n\
-         this unit's mount namespace), except what is listed here and the directories below. The\n\
-         runner directory stays writable (the runner's _work, _diag, self-updates), and so does the\n\
-         runner user's home (the '-' ignores a missing one). Unix sockets still connect on a\n\
-         read-only mount (/run/docker.sock, for instance).",
+         this unit's mount namespace), except what is listed here, /dev/shm and the directories\n\
+         below. The runner directory stays writable (the runner's _work, _diag, self-updates), and so\n\
+         do the host's /tmp and /var/tmp and the runner user's home (the '-' ignores a missing one).\n\
+         Not PrivateTmp=: systemd gives a restarted service a fresh private /tmp and removes the old\n\
+         one, which a job outliving an agent restart still uses. Unix sockets still connect on a\n\
+         read-only mount (/run/docker.sock).",
         "ProtectSystem=strict".into(),
     );
     line("", "ProtectHome=read-only".into());
     line("", format!("ReadWritePaths={rw}"));
-    line(
-        "A /tmp and /var/tmp of the unit's own: writable for jobs, invisible to other services, and\n\
-         emptied when the unit stops.",
-        "PrivateTmp=yes".into(),
-    );
     line(
         "Only the agent gets the stop signal. With the default (control-group) systemd would also\n\
          SIGTERM the listener, which cancels the running job (actions/runner Runner.cs).",
@@ -237,7 +234,7 @@ mod tests {
             "NoNewPrivileges=yes",
             "RuntimeDirectoryMode=0755",
             "Environment=RUNNER_LIFECYCLE_RUNNER_USER=runner",
-            "ReadWritePaths=/opt/actions-runner -/home/runner",
+            "ReadWritePaths=/opt/actions-runner /tmp /var/tmp -/home/runner",
             "Wants=network-online.target runner-lifecycle-imds-fence.service",
         ] {
             assert!(u.lines().any(|l| l == needle), "missing {needle}");
@@ -254,6 +251,10 @@ mod tests {
             ..sample()
         });
         assert!(!u.contains("imds-fence"), "{u}");
-        assert!(u.lines().any(|l| l == "ReadWritePaths=/opt/actions-runner"), "{u}");
+        assert!(
+            u.lines()
+                .any(|l| l == "ReadWritePaths=/opt/actions-runner /tmp /var/tmp"),
+            "{u}"
+        );
     }
 }
