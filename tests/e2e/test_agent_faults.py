@@ -122,7 +122,10 @@ def test_a_listener_ignoring_sigint_is_killed_only_after_the_grace(make_host, tm
     assert agent.wait(timeout=15) == 0
 
 
-def test_hooks_while_the_agent_cannot_discover_the_instance_fall_back_and_are_remembered(make_host, broker):
+def test_hooks_while_the_agent_cannot_discover_the_instance_are_remembered(make_host, broker):
+    """During discovery the agent notes a job-started hook and answers `error`; the hook prints that
+    answer and calls nothing itself (it has no AWS rights to use); the agent protects the host as
+    soon as it knows its instance."""
     host = make_host()
     host.imds.set_unavailable(8, mode="refused")
     agent = host.start_agent()
@@ -130,14 +133,15 @@ def test_hooks_while_the_agent_cannot_discover_the_instance_fall_back_and_are_re
 
     r = host.hook("job-started", RUNNER_LIFECYCLE_AWS_INSTANCE_ID=host.instance_id)
     assert r.returncode == 0
-    assert "the agent is starting" in r.stdout and "protection to true directly" in r.stdout, r.stdout
-    assert host.protected() is True
+    assert "the agent is starting" in r.stdout and "job noted" in r.stdout, r.stdout
+    assert len(r.stdout.strip().splitlines()) == 1, r.stdout
+    assert host.calls("SetInstanceProtection") == [], "the hook called AWS itself"
 
     # Once IMDS is back the agent discovers the instance and feeds the noted report to the core.
     # A report is a hint that /proc must confirm (docs/agent.md, "Hook reports are hints"): no
     # Runner.Worker runs here (the hook was sent by hand), so after the grace the claim is dropped
-    # and the protection the fallback set is cleared. (With a real job, the adopted listener's worker
-    # backs the report and the protection stays.)
+    # and any protection set for it is cleared. (With a real job, the adopted listener's worker backs
+    # the report and the protection stays.)
     agent.wait_record(message="discovered", timeout=30)
     agent.wait_record(notice="job-assigned", timeout=10)
     agent.wait_record(notice="hook-claim-dropped", timeout=5)

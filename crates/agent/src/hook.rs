@@ -2,25 +2,28 @@
 //!
 //! The runner runs these as the first and last step of every job, and a hook that fails fails the
 //! job (actions/runner src/Runner.Worker/JobExtension.cs). So the hook never fails: it sends one
-//! line to the agent over a plain blocking Unix socket (no async runtime, no AWS SDK set up) and
-//! prints the agent's answer. Only when the agent cannot be reached does it build a runtime and make
-//! one direct SetInstanceProtection call, and whatever happens it prints one line and exits 0.
+//! line to the agent over a plain blocking Unix socket (no async runtime, no AWS SDK set up),
+//! prints one line and exits 0.
+//!
+//! The hook needs neither IMDS nor the instance role, and never calls AWS itself. It runs as the
+//! runner's user, which is the job's user: the IMDS fence (`runner-lifecycle install
+//! --fence-imds`, docs/security.md) keeps that user away from the instance role's credentials,
+//! and the Auto Scaling calls a hook could make cannot be confined to this instance by IAM (their
+//! resource is the whole group). When the agent cannot be reached the hook says so in the job log
+//! and returns at once: the agent's own `/proc` watch sees the job's `Runner.Worker` (every
+//! `runner.worker_poll`, 50 ms by default, and in its first scan after a restart) and protects the
+//! host itself. The hook is a hint that arrives early, never the truth the agent relies on.
 
-use crate::asg::{self, AutoScaling, RetryPolicy};
 use crate::config::Settings;
-use crate::imds::{paths, Endpoint, ImdsClient};
 use crate::socket::Request;
-use lifecycle_core::ApiErrorKind;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 /// How long the hook waits for the agent's answer. The agent answers from memory, in microseconds;
-/// seconds mean it is wedged, and the fallback takes over.
+/// seconds mean it is wedged, and the hook gives up (the job is not held up longer than this).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The fallback's whole budget: a job should not sit in its first step for long.
-const FALLBACK_BUDGET: Duration = Duration::from_secs(20);
 
 /// Which hook is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,91 +73,32 @@ pub fn ask_agent(socket: &Path, request: Request) -> std::io::Result<String> {
     Ok(line.trim_end().to_string())
 }
 
-/// Run the hook and return the one line to print in the job log. Never fails.
+/// Run the hook and return the one line to print in the job log. Never fails, never calls AWS.
 pub fn run(event: HookEvent, settings: &Settings) -> String {
+    let word = event.word();
     match ask_agent(&settings.socket, event.request()) {
         // The reply goes into the job's log: escaped, whoever answered on the socket.
         Ok(reply) => match reply.strip_prefix("ok ") {
-            Some(text) => format!("runner-lifecycle: {}: {}", event.word(), lifecycle_escape::escape(text)),
-            None => {
-                let why = format!("the agent answered `{}`", lifecycle_escape::clip(&reply, 120));
-                fallback(event, settings, &why)
-            }
+            Some(text) => format!("runner-lifecycle: {word}: {}", lifecycle_escape::escape(text)),
+            // `error ...`: the agent heard the hook but did not act on it (for example it is
+            // still discovering its instance; it notes the job for later). Its words are the news.
+            None => format!(
+                "runner-lifecycle: {word}: the agent answered `{}`; {}",
+                lifecycle_escape::clip(&reply, 160),
+                UNSEEN
+            ),
         },
-        Err(e) => fallback(
-            event,
-            settings,
-            &format!("agent unreachable at {} ({e})", settings.socket.display()),
+        Err(e) => format!(
+            "runner-lifecycle: {word}: agent unreachable at {} ({}); not reported. {}",
+            lifecycle_escape::clip(&settings.socket.display().to_string(), 120),
+            lifecycle_escape::clip(&e.to_string(), 120),
+            UNSEEN
         ),
     }
 }
 
-fn fallback(event: HookEvent, settings: &Settings, why: &str) -> String {
-    let protect = event == HookEvent::JobStarted;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return format!("runner-lifecycle: {}: {why}; no fallback possible ({e})", event.word()),
-    };
-    let outcome = runtime.block_on(async {
-        tokio::time::timeout(FALLBACK_BUDGET, direct_protection(settings, protect))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {}s", FALLBACK_BUDGET.as_secs())))
-    });
-    let result = match outcome {
-        Ok(()) => format!("set scale-in protection to {protect} directly"),
-        Err(e) => e,
-    };
-    format!("runner-lifecycle: {}: {why}; {result}", event.word())
-}
-
-async fn imds_value(client: &mut Option<ImdsClient>, settings: &Settings, path: &str) -> Result<String, String> {
-    if client.is_none() {
-        let endpoint = Endpoint::parse(&settings.imds_endpoint)?;
-        *client = Some(ImdsClient::new(endpoint).with_timeout(Duration::from_secs(2)));
-    }
-    let Some(c) = client.as_mut() else {
-        return Err("no IMDS client".into());
-    };
-    c.get_retrying(path, Duration::from_secs(3))
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| format!("IMDS has no {path}"))
-}
-
-/// The one direct call: SetInstanceProtection for this instance.
-async fn direct_protection(settings: &Settings, protect: bool) -> Result<(), String> {
-    let group = settings
-        .group
-        .clone()
-        .ok_or("cannot protect directly: the group is unknown (set aws.group)")?;
-    let mut imds: Option<ImdsClient> = None;
-    let instance_id = match &settings.instance_id {
-        Some(id) => id.clone(),
-        None => imds_value(&mut imds, settings, paths::INSTANCE_ID).await?,
-    };
-    let region = match &settings.region {
-        Some(r) => r.clone(),
-        None => imds_value(&mut imds, settings, paths::REGION).await?,
-    };
-    let sdk = asg::sdk_config(
-        &region,
-        settings.endpoint_url.as_deref(),
-        settings.api_timeout,
-        RetryPolicy::Standard,
-    )
-    .await;
-    let client = AutoScaling::new(&sdk, instance_id).with_target(Some(group), None);
-    match client.set_protection(protect).await {
-        Ok(_) => Ok(()),
-        // SetInstanceProtection is refused once the instance terminates (API reference); the job
-        // is safe anyway: the termination hook waits for it.
-        Err(e) if e.kind == ApiErrorKind::NotInService => {
-            Err("instance is already terminating, so not protected; its lifecycle hook holds it".into())
-        }
-        Err(e) => Err(format!("SetInstanceProtection failed ({e})")),
-    }
-}
+/// What happens when the hook could not tell the agent, said in the job log.
+const UNSEEN: &str = "The job is not affected: the agent sees its Runner.Worker in /proc and protects the host itself";
 
 #[cfg(test)]
 mod tests {
@@ -218,19 +162,66 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// No agent: one line, at once, and no AWS call or IMDS read is even attempted (an IMDS
+    /// endpoint and a group are configured here to show that nothing reaches for them).
     #[test]
-    fn without_agent_or_group_it_still_answers_one_line() {
+    #[allow(clippy::disallowed_methods)] // the test measures the hook's own wall time
+    fn without_an_agent_it_says_so_in_one_line_at_once() {
         let flags = vec![
             ("agent.socket", "/nonexistent/rl/agent.sock".to_string()),
             ("aws.imds_endpoint", "http://127.0.0.1:1".to_string()),
+            ("aws.group", "runners".to_string()),
         ];
         let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
+        let started = std::time::Instant::now();
         let line = run(HookEvent::JobCompleted, &settings);
         assert!(
-            line.starts_with("runner-lifecycle: job-completed: agent unreachable"),
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            line.starts_with("runner-lifecycle: job-completed: agent unreachable at /nonexistent/rl/agent.sock ("),
             "{line}"
         );
-        assert!(line.contains("group is unknown"), "{line}");
-        assert!(!line.contains('\n'));
+        assert!(
+            line.contains("not reported") && line.contains("Runner.Worker in /proc"),
+            "{line}"
+        );
+        assert!(
+            !line.contains('\n') && !line.contains("SetInstanceProtection"),
+            "{line}"
+        );
+    }
+
+    /// An `error` answer (the agent is still discovering its instance) is printed, escaped, and
+    /// nothing else is tried.
+    #[test]
+    fn an_error_answer_is_reported_as_it_is() {
+        let dir = std::env::temp_dir().join(format!("rl-hook-err-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read");
+            let mut w = stream;
+            w.write_all(b"error the agent is starting\x1b[2J; job noted\n")
+                .expect("write");
+        });
+        let flags = vec![("agent.socket", path.display().to_string())];
+        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
+        let line = run(HookEvent::JobStarted, &settings);
+        server.join().expect("server");
+        assert!(
+            line.starts_with(
+                "runner-lifecycle: job-started: the agent answered `error the agent is starting\\u{1b}[2J; job noted`; "
+            ),
+            "{line}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

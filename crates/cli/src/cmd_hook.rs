@@ -1,6 +1,9 @@
 //! `runner-lifecycle hook job-started|job-completed`: the runner's job hooks. They print one line
 //! into the job log and always exit 0, because a failing hook fails the job
-//! (actions/runner src/Runner.Worker/JobExtension.cs).
+//! (actions/runner src/Runner.Worker/JobExtension.cs). They run as the runner's user, which is the
+//! job's user, so they talk to the agent only: no IMDS read, no AWS call, no instance role needed
+//! (docs/security.md). An unreachable agent is reported in that line and the hook returns at once;
+//! the agent sees the job's `Runner.Worker` in `/proc` on its own.
 
 use crate::exit_code::ExitCode;
 use clap::Args;
@@ -9,7 +12,7 @@ use lifecycle_agent::hook::{self, HookEvent};
 use std::path::{Path, PathBuf};
 
 /// Tell the agent a job started or completed (point ACTIONS_RUNNER_HOOK_JOB_STARTED/COMPLETED at a
-/// script that runs this). Always exits 0.
+/// script that runs this). Talks to the agent only, never to AWS. Always exits 0.
 #[derive(Debug, Args)]
 pub struct HookArgs {
     /// `job-started` or `job-completed` (anything else, or nothing, is reported and ignored).

@@ -1,9 +1,11 @@
-//! `runner-lifecycle install`: the systemd unit, the job hooks in the runner's `.env`, the directories.
+//! `runner-lifecycle install`: the systemd unit, the job hooks in the runner's `.env`, the directories,
+//! and the IMDS fence; `--uninstall` takes them away again.
 
 use crate::exit_code::ExitCode;
 use clap::Args;
-use lifecycle_install::{apply, plan, InstallError, InstallOptions};
-use std::path::PathBuf;
+use lifecycle_install::{apply, paths, plan, plan_uninstall, InstallError, InstallOptions, Plan};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Flags of `install`.
 #[derive(Debug, Args)]
@@ -11,7 +13,8 @@ pub struct InstallArgs {
     /// The GitHub runner's install directory (holding bin/Runner.Listener).
     #[arg(long, default_value = "/opt/actions-runner")]
     runner_dir: PathBuf,
-    /// The user the runner and the agent run as (the runner refuses root).
+    /// The user the runner, and so every job, runs as (the runner refuses root). The agent itself
+    /// runs as root with a few capabilities and starts the listener as this user.
     #[arg(long, default_value = "runner")]
     user: String,
     /// The agent binary as the unit and the hooks call it. Default: this binary's own path.
@@ -26,6 +29,17 @@ pub struct InstallArgs {
     /// Print the rendered systemd unit and exit.
     #[arg(long)]
     print_unit: bool,
+    /// Keep the runner's user (so every job) off the EC2 instance metadata service, and so off the
+    /// instance role's credentials: a oneshot unit with nftables (or iptables) rules. The default.
+    #[arg(long, overrides_with = "no_fence_imds")]
+    fence_imds: bool,
+    /// Do not fence IMDS (and remove an installed fence). Jobs can then use the instance role.
+    #[arg(long, overrides_with = "fence_imds")]
+    no_fence_imds: bool,
+    /// Remove what install wrote (units, fence, hook scripts, the hook lines of the runner's .env);
+    /// keep the configuration and the state directory. Stop the units first.
+    #[arg(long, conflicts_with = "print_unit")]
+    uninstall: bool,
 }
 
 /// Run `install`.
@@ -45,10 +59,18 @@ pub fn run(args: &InstallArgs) -> ExitCode {
         runner_dir: args.runner_dir.clone(),
         user: args.user.clone(),
         binary,
+        fence_imds: !args.no_fence_imds,
     };
     if args.print_unit {
-        print!("{}", lifecycle_install::unit::render(&opts.unit_options()));
+        let home = lifecycle_install::lookup_home(&opts.root, &opts.user);
+        print!(
+            "{}",
+            lifecycle_install::unit::render(&opts.unit_options(home.as_deref()))
+        );
         return ExitCode::Ok;
+    }
+    if args.uninstall {
+        return uninstall(&opts, args.dry_run);
     }
     let plan = match plan(&opts) {
         Ok(p) => p,
@@ -63,14 +85,66 @@ pub fn run(args: &InstallArgs) -> ExitCode {
         println!("runner-lifecycle install: dry run; nothing changed");
         return ExitCode::Ok;
     }
+    remove_fence_rules_first(&plan);
+    if let Err(e) = apply(&plan) {
+        return report(&e);
+    }
+    let units = if opts.fence_imds {
+        "runner-lifecycle-imds-fence runner-lifecycle"
+    } else {
+        "runner-lifecycle"
+    };
+    println!(
+        "runner-lifecycle install: done. Next: systemctl daemon-reload && systemctl enable --now {units}\n\
+         (and do not also install the runner's own service with svc.sh: the agent supervises the listener)"
+    );
+    ExitCode::Ok
+}
+
+fn uninstall(opts: &InstallOptions, dry_run: bool) -> ExitCode {
+    let plan = match plan_uninstall(opts) {
+        Ok(p) => p,
+        Err(e) => return report(&e),
+    };
+    print!("{}", plan.describe());
+    if plan.is_noop() {
+        println!("runner-lifecycle install --uninstall: nothing of runner-lifecycle is installed; nothing changed");
+        return ExitCode::Ok;
+    }
+    if dry_run {
+        println!("runner-lifecycle install --uninstall: dry run; nothing changed");
+        return ExitCode::Ok;
+    }
+    remove_fence_rules_first(&plan);
     if let Err(e) = apply(&plan) {
         return report(&e);
     }
     println!(
-        "runner-lifecycle install: done. Next: systemctl daemon-reload && systemctl enable --now runner-lifecycle\n\
-         (and do not also install the runner's own service with svc.sh: the agent supervises the listener)"
+        "runner-lifecycle install --uninstall: done; the configuration in /etc/runner-lifecycle and the state in\n\
+         /var/lib/runner-lifecycle are kept. Next: systemctl daemon-reload (stop the units before uninstalling:\n\
+         systemctl disable --now runner-lifecycle runner-lifecycle-imds-fence; the first drains the runner)"
     );
     ExitCode::Ok
+}
+
+/// On the host itself (root `/`), an IMDS fence about to be removed is lifted now, with its own
+/// script, rather than at the next reboot; a staging root is never touched beyond its files.
+fn remove_fence_rules_first(plan: &Plan) {
+    if plan.root() != Path::new("/") || !plan.removes(paths::FENCE_SCRIPT) {
+        return;
+    }
+    let script = Path::new("/").join(paths::FENCE_SCRIPT);
+    match Command::new(&script).arg("remove").status() {
+        Ok(s) if s.success() => println!("runner-lifecycle install: IMDS fence rules removed"),
+        Ok(s) => eprintln!(
+            "runner-lifecycle install: {} remove exited with {s}; the rules may stay until reboot",
+            script.display()
+        ),
+        Err(e) => eprintln!(
+            "runner-lifecycle install: cannot run {} ({e}); the rules may stay until reboot",
+            script.display()
+        ),
+    }
 }
 
 fn report(e: &InstallError) -> ExitCode {

@@ -180,7 +180,7 @@ pub fn render(v: &Value) -> String {
             row(
                 &mut out,
                 "job hooks",
-                &format!("{n} noted before discovery (their jobs protected themselves directly)"),
+                &format!("{n} noted before discovery (acted on once the instance is known)"),
             );
         }
         row(&mut out, "next", text(v, "next_step").unwrap_or("?"));

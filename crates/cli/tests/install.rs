@@ -2,7 +2,7 @@
 //! errors, and a unit that `systemd-analyze verify` accepts without a single warning.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -52,6 +52,10 @@ impl Drop for Staging {
     }
 }
 
+fn is_root() -> bool {
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -83,6 +87,22 @@ fn installs_then_a_second_run_changes_nothing() {
         .contains("dir = \"/opt/actions-runner\""));
     let unit = s.read("etc/systemd/system/runner-lifecycle.service");
     assert_eq!(unit, include_str!("../../../packaging/runner-lifecycle.service"));
+    assert_eq!(
+        s.read("etc/systemd/system/runner-lifecycle-imds-fence.service"),
+        include_str!("../../../packaging/runner-lifecycle-imds-fence.service")
+    );
+    assert_eq!(
+        s.read("usr/lib/runner-lifecycle/imds-fence"),
+        include_str!("../../../packaging/imds-fence")
+    );
+    // The socket's directory: the job may pass through it to connect, never write into it.
+    for (dir, mode) in [("run/runner-lifecycle", 0o755), ("var/lib/runner-lifecycle", 0o750)] {
+        let meta = fs::metadata(s.root.join(dir)).expect(dir);
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{dir}");
+        if is_root() {
+            assert_eq!((meta.uid(), meta.gid()), (0, 0), "{dir} is root's");
+        }
+    }
 
     let second = s.install(&[]);
     assert!(second.status.success());
@@ -145,6 +165,99 @@ fn clear_errors_with_the_config_exit_code() {
     assert!(text(&out).contains(".env:1: not a KEY=VALUE line"), "{}", text(&out));
 }
 
+#[test]
+fn no_fence_imds_removes_an_installed_fence_and_the_units_reference_to_it() {
+    let s = Staging::new("nofence");
+    assert!(s.install(&[]).status.success());
+    assert!(s
+        .read("etc/systemd/system/runner-lifecycle.service")
+        .contains("imds-fence"));
+    let out = s.install(&["--no-fence-imds"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("remove  /etc/systemd/system/runner-lifecycle-imds-fence.service"),
+        "{t}"
+    );
+    assert!(t.contains("remove  /usr/lib/runner-lifecycle/imds-fence"), "{t}");
+    assert!(!s.root.join("usr/lib/runner-lifecycle/imds-fence").exists());
+    assert!(!s
+        .read("etc/systemd/system/runner-lifecycle.service")
+        .contains("imds-fence"));
+    let again = s.install(&["--no-fence-imds"]);
+    assert!(text(&again).contains("nothing changed"), "{}", text(&again));
+    // The last of the two flags wins; the fence comes back.
+    let back = s.install(&["--no-fence-imds", "--fence-imds"]);
+    assert!(
+        text(&back).contains("create  /usr/lib/runner-lifecycle/imds-fence"),
+        "{}",
+        text(&back)
+    );
+}
+
+#[test]
+fn uninstall_takes_away_what_install_wrote_and_keeps_the_configuration() {
+    let s = Staging::new("uninstall");
+    assert!(s.install(&[]).status.success());
+    let env = s.root.join("opt/actions-runner/.env");
+    let mut content = s.read("opt/actions-runner/.env");
+    content.push_str("# mine\nMY_VAR=1\n");
+    fs::write(&env, content).expect("env");
+    let out = s.install(&["--uninstall", "--dry-run"]);
+    assert!(out.status.success() && text(&out).contains("dry run"), "{}", text(&out));
+    assert!(s.root.join("etc/systemd/system/runner-lifecycle.service").exists());
+    let out = s.install(&["--uninstall"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for gone in [
+        "etc/systemd/system/runner-lifecycle.service",
+        "etc/systemd/system/runner-lifecycle-imds-fence.service",
+        "usr/lib/runner-lifecycle/imds-fence",
+        "usr/lib/runner-lifecycle/job-started.sh",
+        "usr/lib/runner-lifecycle/job-completed.sh",
+    ] {
+        assert!(t.contains(&format!("remove  /{gone}")), "{t}");
+        assert!(!s.root.join(gone).exists(), "{gone}");
+    }
+    assert_eq!(s.read("opt/actions-runner/.env"), "LANG=C.UTF-8\n# mine\nMY_VAR=1\n");
+    assert!(
+        s.root.join("etc/runner-lifecycle/config.toml").exists(),
+        "the operator's config stays"
+    );
+    let again = s.install(&["--uninstall"]);
+    assert!(text(&again).contains("nothing changed"), "{}", text(&again));
+}
+
+/// The agent is root without CAP_DAC_OVERRIDE: a runner below a 0700 home would be out of its reach.
+#[test]
+fn a_runner_dir_the_root_agent_cannot_enter_is_refused_with_the_fix() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give a directory to another user");
+        return;
+    }
+    let s = Staging::new("search");
+    let opt = s.root.join("opt");
+    std::os::unix::fs::chown(&opt, Some(1001), Some(1001)).expect("chown");
+    fs::set_permissions(&opt, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let out = s.install(&[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("/opt (mode 0700) cannot be entered by the agent") && text(&out).contains("chmod o+x /opt"),
+        "{}",
+        text(&out)
+    );
+    fs::set_permissions(&opt, fs::Permissions::from_mode(0o711)).expect("chmod");
+    assert!(s.install(&[]).status.success());
+}
+
+#[test]
+fn user_names_that_cannot_go_into_a_unit_are_refused() {
+    let s = Staging::new("badname");
+    let out = s.install(&["--user", "run ner"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("not a portable user name"), "{}", text(&out));
+}
+
 /// Debian's systemd package provides systemd-analyze; scripts/test installs it where it is missing.
 #[test]
 fn systemd_analyze_verify_accepts_the_unit_without_warnings() {
@@ -173,6 +286,26 @@ fn systemd_analyze_verify_accepts_the_unit_without_warnings() {
     assert!(
         verify.status.success() && t.trim().is_empty(),
         "systemd-analyze verify:\n{t}"
+    );
+    // The fence unit, next to the agent unit that wants it, with its script where the unit says.
+    let s = Staging::new("verify-fence");
+    assert!(s.install(&[]).status.success());
+    let script = s.root.join("usr/lib/runner-lifecycle/imds-fence");
+    let fence = s
+        .read("etc/systemd/system/runner-lifecycle-imds-fence.service")
+        .replace("/usr/lib/runner-lifecycle/imds-fence", script.to_str().expect("utf8"));
+    let fence_unit = dir.join("runner-lifecycle-imds-fence.service");
+    fs::write(&fence_unit, fence).expect("write");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .arg(&fence_unit)
+        .output()
+        .expect("run");
+    let t = text(&verify);
+    assert!(
+        verify.status.success() && t.trim().is_empty(),
+        "systemd-analyze verify (with the fence):\n{t}"
     );
     // The check has teeth: a broken directive is reported.
     let broken = String::from_utf8_lossy(&out.stdout).replace("KillMode=process", "KillMode=bogus");

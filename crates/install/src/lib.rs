@@ -7,6 +7,7 @@
 //! Everything is written below a root directory (`/` on a host; a staging directory in tests or when
 //! baking an image), so the whole install can be checked without touching the machine.
 
+pub mod fence;
 pub mod unit;
 
 use std::fmt;
@@ -29,6 +30,10 @@ pub mod paths {
     pub const STATE_DIR: &str = "var/lib/runner-lifecycle";
     /// The hook socket's directory (systemd `RuntimeDirectory=` creates it at each start).
     pub const SOCKET_DIR: &str = "run/runner-lifecycle";
+    /// The IMDS fence's unit.
+    pub const FENCE_UNIT: &str = "etc/systemd/system/runner-lifecycle-imds-fence.service";
+    /// The IMDS fence's script (rules applied by the unit's ExecStart, removed by its ExecStop).
+    pub const FENCE_SCRIPT: &str = "usr/lib/runner-lifecycle/imds-fence";
 }
 
 /// Errors of `install`. Each says what to do.
@@ -42,6 +47,20 @@ pub enum InstallError {
     /// The user is not in the passwd file.
     #[error("user '{0}' does not exist in {1}: create it (useradd --system {0}) or pass --user")]
     UnknownUser(String, PathBuf),
+    /// The user name cannot be written into a unit or a script as it is.
+    #[error("user name '{0}' is not a portable user name (letters, digits, '.', '_', '-'): pass --user")]
+    BadUserName(String),
+    /// The root agent, without CAP_DAC_OVERRIDE, could not enter a directory on the runner's path.
+    #[error(
+        "{dir} (mode {mode:04o}) cannot be entered by the agent, which runs as root without CAP_DAC_OVERRIDE \
+         (docs/security.md): chmod o+x {dir} (lets others pass through, not list it), or install the runner elsewhere"
+    )]
+    NotSearchable {
+        /// The directory, as on the host.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The runner's .env has a line that is not KEY=VALUE.
     #[error("{path}:{line}: not a KEY=VALUE line; fix or remove it, then run install again")]
     BadEnvLine {
@@ -77,20 +96,26 @@ pub struct InstallOptions {
     pub root: PathBuf,
     /// The runner's install directory, as seen on the host (not prefixed by `root`).
     pub runner_dir: PathBuf,
-    /// The user the runner and the agent run as.
+    /// The user the runner (and so every job) runs as; the agent runs as root.
     pub user: String,
     /// The agent binary's path on the host.
     pub binary: PathBuf,
+    /// Install the IMDS fence (`fence` module); without it, an installed fence is removed.
+    pub fence_imds: bool,
 }
 
 impl InstallOptions {
-    /// The unit's parameters for these options.
-    pub fn unit_options(&self) -> unit::UnitOptions {
+    /// The unit's parameters for these options; `home` is the runner user's home directory.
+    pub fn unit_options(&self, home: Option<&str>) -> unit::UnitOptions {
         unit::UnitOptions {
             binary: self.binary.display().to_string(),
             config: format!("/{}", paths::CONFIG),
             user: self.user.clone(),
             runner_dir: self.runner_dir.display().to_string(),
+            runner_home: home
+                .filter(|h| h.starts_with('/') && *h != "/" && !h.contains(char::is_whitespace))
+                .map(str::to_string),
+            fence_imds: self.fence_imds,
         }
     }
 }
@@ -120,6 +145,11 @@ pub enum Item {
         /// Leave an existing file alone (operator-edited configuration).
         keep_existing: bool,
     },
+    /// A file that must not exist (left by an earlier install, or being uninstalled).
+    Absent {
+        /// Path below the root.
+        path: PathBuf,
+    },
     /// A directory.
     Dir {
         /// Path below the root.
@@ -134,7 +164,7 @@ pub enum Item {
 impl Item {
     fn path(&self) -> &Path {
         match self {
-            Item::File { path, .. } | Item::Dir { path, .. } => path,
+            Item::File { path, .. } | Item::Dir { path, .. } | Item::Absent { path } => path,
         }
     }
 }
@@ -150,6 +180,10 @@ pub enum Change {
     Unchanged,
     /// Present and deliberately kept (the operator's configuration).
     Kept,
+    /// Present but not wanted: will be removed.
+    Remove,
+    /// Not wanted, and already absent.
+    Absent,
 }
 
 impl fmt::Display for Change {
@@ -159,6 +193,8 @@ impl fmt::Display for Change {
             Change::Update => "update",
             Change::Unchanged => "unchanged",
             Change::Kept => "keep (exists)",
+            Change::Remove => "remove",
+            Change::Absent => "absent",
         })
     }
 }
@@ -176,7 +212,19 @@ impl Plan {
     pub fn is_noop(&self) -> bool {
         self.items
             .iter()
-            .all(|(_, c)| matches!(c, Change::Unchanged | Change::Kept))
+            .all(|(_, c)| matches!(c, Change::Unchanged | Change::Kept | Change::Absent))
+    }
+
+    /// Whether applying removes this path (below the root).
+    pub fn removes(&self, path: &str) -> bool {
+        self.items
+            .iter()
+            .any(|(i, c)| *c == Change::Remove && i.path() == Path::new(path))
+    }
+
+    /// The root the plan applies below.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// One line per item.
@@ -267,6 +315,30 @@ fn merged_env(existing: &str, path: &Path) -> Result<String, InstallError> {
     Ok(out)
 }
 
+/// The runner's `.env` without the hook variables `install` added (uninstall).
+fn unmerged_env(existing: &str, path: &Path) -> Result<String, InstallError> {
+    let mut out = String::new();
+    for (n, raw) in existing.lines().enumerate() {
+        let line = raw.trim();
+        if !line.is_empty() && !line.starts_with('#') {
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(InstallError::BadEnvLine {
+                    path: path.to_path_buf(),
+                    line: n + 1,
+                });
+            };
+            // Only the lines pointing at our scripts: hooks of the operator's own stay.
+            let ours = |(k, v): &(&str, &str)| *k == key.trim() && value.trim().strip_prefix('/') == Some(*v);
+            if hook_env_lines().iter().any(ours) {
+                continue;
+            }
+        }
+        out.push_str(raw);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// Look a user up in `<root>/etc/passwd` (no NSS: an image being baked has only its files).
 pub fn lookup_user(root: &Path, user: &str) -> Result<Owner, InstallError> {
     let passwd = root.join("etc/passwd");
@@ -285,29 +357,65 @@ pub fn lookup_user(root: &Path, user: &str) -> Result<Owner, InstallError> {
         .ok_or_else(|| InstallError::UnknownUser(user.to_string(), passwd))
 }
 
+/// The home directory of `user` in `<root>/etc/passwd`, if the entry has one.
+pub fn lookup_home(root: &Path, user: &str) -> Option<String> {
+    let text = fs::read_to_string(root.join("etc/passwd")).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[0] == user && !f[5].is_empty()).then(|| f[5].to_string())
+    })
+}
+
+/// Whether root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH may pass through a directory:
+/// the owner's bit if root owns it, the group's if its group is root's, else the others' bit.
+fn root_may_search(meta: &fs::Metadata) -> bool {
+    let mode = meta.permissions().mode();
+    (meta.uid() == 0 && mode & 0o100 != 0) || (meta.gid() == 0 && mode & 0o010 != 0) || mode & 0o001 != 0
+}
+
+/// Every directory from `/` to the runner's directory must be enterable by the agent.
+fn check_searchable(root: &Path, runner_dir: &Path) -> Result<(), InstallError> {
+    let mut host = PathBuf::from("/");
+    for part in strip_root(runner_dir).components() {
+        host.push(part);
+        let abs = root.join(strip_root(&host));
+        let meta = fs::metadata(&abs).map_err(io_err("inspect", &abs))?;
+        if meta.is_dir() && !root_may_search(&meta) {
+            return Err(InstallError::NotSearchable {
+                dir: host,
+                mode: meta.permissions().mode() & 0o7777,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn strip_root(p: &Path) -> PathBuf {
     p.strip_prefix("/").unwrap_or(p).to_path_buf()
 }
 
 /// Plan the install: what must exist, and what each item needs.
 pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
+    if !fence::valid_user(&o.user) {
+        return Err(InstallError::BadUserName(o.user.clone()));
+    }
     let runner_rel = strip_root(&o.runner_dir);
     let runner_abs = o.root.join(&runner_rel);
     if !runner_abs.join("bin/Runner.Listener").exists() {
         return Err(InstallError::RunnerDirMissing(o.runner_dir.clone()));
     }
     let owner = lookup_user(&o.root, &o.user)?;
+    check_searchable(&o.root, &o.runner_dir)?;
+    let home = lookup_home(&o.root, &o.user);
     // Chown needs root; a non-root staging install records modes and content only.
     let chown = rustix::process::geteuid().is_root();
     let runner_owner = chown.then_some(owner);
+    // The agent's own directories belong to root: the job (the runner's user) must not be able to
+    // replace the hook socket or touch the agent's state (docs/security.md).
+    let root_owner = chown.then_some(Owner { uid: 0, gid: 0 });
     let env_path = runner_rel.join(".env");
-    let env_abs = o.root.join(&env_path);
-    let existing_env = match fs::read_to_string(&env_abs) {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_err("read", &env_abs)(e)),
-    };
-    let unit_opts = o.unit_options();
+    let existing_env = read_env(&o.root, &env_path)?;
+    let unit_opts = o.unit_options(home.as_deref());
     let file = |path: &str, content: String, mode: u32| Item::File {
         path: PathBuf::from(path),
         content,
@@ -315,7 +423,7 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
         owner: None,
         keep_existing: false,
     };
-    let items = vec![
+    let mut items = vec![
         Item::Dir {
             path: PathBuf::from("usr/lib/runner-lifecycle"),
             mode: 0o755,
@@ -341,15 +449,32 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
             owner: None,
         },
         file(paths::UNIT, unit::render(&unit_opts), 0o644),
+    ];
+    if o.fence_imds {
+        items.push(file(paths::FENCE_SCRIPT, fence::script(&o.user), 0o755));
+        items.push(file(
+            paths::FENCE_UNIT,
+            fence::unit(&format!("/{}", paths::FENCE_SCRIPT)),
+            0o644,
+        ));
+    } else {
+        items.push(Item::Absent {
+            path: PathBuf::from(paths::FENCE_UNIT),
+        });
+        items.push(Item::Absent {
+            path: PathBuf::from(paths::FENCE_SCRIPT),
+        });
+    }
+    items.extend([
         Item::Dir {
             path: PathBuf::from(paths::STATE_DIR),
             mode: 0o750,
-            owner: runner_owner,
+            owner: root_owner,
         },
         Item::Dir {
             path: PathBuf::from(paths::SOCKET_DIR),
-            mode: 0o750,
-            owner: runner_owner,
+            mode: 0o755,
+            owner: root_owner,
         },
         Item::File {
             path: env_path.clone(),
@@ -358,7 +483,49 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
             owner: runner_owner,
             keep_existing: false,
         },
-    ];
+    ]);
+    finish(o, items)
+}
+
+/// Plan `install --uninstall`: remove the units, the fence and the hook scripts, and take the hook
+/// lines out of the runner's `.env`. The configuration (the operator's) and the state directory
+/// stay; so does the runner.
+pub fn plan_uninstall(o: &InstallOptions) -> Result<Plan, InstallError> {
+    let mut items: Vec<Item> = [
+        paths::UNIT,
+        paths::FENCE_UNIT,
+        paths::FENCE_SCRIPT,
+        paths::HOOK_STARTED,
+        paths::HOOK_COMPLETED,
+    ]
+    .iter()
+    .map(|p| Item::Absent { path: PathBuf::from(p) })
+    .collect();
+    let env_path = strip_root(&o.runner_dir).join(".env");
+    let env_abs = o.root.join(&env_path);
+    if let Ok(meta) = fs::metadata(&env_abs) {
+        let existing = read_env(&o.root, &env_path)?;
+        items.push(Item::File {
+            content: unmerged_env(&existing, &env_path)?,
+            path: env_path,
+            mode: meta.permissions().mode() & 0o7777,
+            owner: None,
+            keep_existing: false,
+        });
+    }
+    finish(o, items)
+}
+
+fn read_env(root: &Path, env_path: &Path) -> Result<String, InstallError> {
+    let env_abs = root.join(env_path);
+    match fs::read_to_string(&env_abs) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(io_err("read", &env_abs)(e)),
+    }
+}
+
+fn finish(o: &InstallOptions, items: Vec<Item>) -> Result<Plan, InstallError> {
     let items = items
         .into_iter()
         .map(|item| {
@@ -382,12 +549,20 @@ fn owner_differs(meta: &fs::Metadata, owner: Option<Owner>) -> bool {
 
 fn change_for(root: &Path, item: &Item) -> Result<Change, InstallError> {
     let abs = root.join(item.path());
+    if let Item::Absent { .. } = item {
+        return match fs::symlink_metadata(&abs) {
+            Ok(_) => Ok(Change::Remove),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Absent),
+            Err(e) => Err(io_err("inspect", &abs)(e)),
+        };
+    }
     let meta = match fs::metadata(&abs) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Change::Create),
         Err(e) => return Err(io_err("inspect", &abs)(e)),
     };
     Ok(match item {
+        Item::Absent { .. } => Change::Remove,
         Item::Dir { mode, owner, .. } => {
             if mode_differs(&meta, *mode) || owner_differs(&meta, *owner) {
                 Change::Update
@@ -414,11 +589,12 @@ fn change_for(root: &Path, item: &Item) -> Result<Change, InstallError> {
 /// Apply a plan: create and update what it says, atomically per file (write, then rename).
 pub fn apply(plan: &Plan) -> Result<(), InstallError> {
     for (item, change) in &plan.items {
-        if matches!(change, Change::Unchanged | Change::Kept) {
+        if matches!(change, Change::Unchanged | Change::Kept | Change::Absent) {
             continue;
         }
         let abs = plan.root.join(item.path());
         match item {
+            Item::Absent { .. } => fs::remove_file(&abs).map_err(io_err("remove", &abs))?,
             Item::Dir { mode, owner, .. } => {
                 fs::create_dir_all(&abs).map_err(io_err("create directory", &abs))?;
                 set_mode_owner(&abs, *mode, *owner)?;
