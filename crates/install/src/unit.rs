@@ -112,7 +112,8 @@ pub fn render(o: &UnitOptions) -> String {
         "Root, but only with what the agent uses: CAP_SETUID and CAP_SETGID to start the listener as\n\
          the runner's user, CAP_KILL to signal it, CAP_SYS_PTRACE to read its /proc/PID/exe when\n\
          adopting it after a restart (CAP_DAC_READ_SEARCH is not enough: the kernel asks for ptrace\n\
-         read access), CAP_CHOWN to give the hook socket to the runner's group. No CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SYS_ADMIN... The bounding set is\n\
+         read access), CAP_CHOWN to give the hook socket to the runner's group (mode 0660).\n\
+         No CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SYS_ADMIN... The bounding set is\n\
          inherited by the listener and every job: nothing below the agent can ever gain more.\n\
          (AmbientCapabilities= is for units with a non-root User=; root gets the bounding set.)",
         format!("CapabilityBoundingSet={}", CAPABILITIES.join(" ")),
