@@ -8,8 +8,8 @@ use std::time::Duration;
 
 /// The job hook's round trip over the agent's Unix socket.
 const HOOK_VIA_SOCKET: Duration = Duration::from_millis(2);
-/// The hook's fallback when the agent is down: one direct SetInstanceProtection call.
-const HOOK_FALLBACK: Duration = Duration::from_millis(20);
+/// The hook when the agent is down: a refused connection, one line, exit 0.
+const HOOK_AGENT_DOWN: Duration = Duration::from_millis(1);
 
 /// One host running the runner-lifecycle agent.
 #[derive(Debug)]
@@ -140,13 +140,11 @@ impl Controller for RunnerLifecycle {
                 })
             }
             None => {
-                // Agent down: the started hook protects directly, once, and exits 0 whatever happens;
-                // the completed hook leaves clearing to the restarted agent.
-                if kind == HookKind::Started {
-                    let _ = w.call(inst, ApiCall::SetProtection(true));
-                }
+                // Agent down: the hook finds no socket, prints one line and exits 0 at once; it makes
+                // no AWS call of its own (the job's user is fenced off IMDS). The restarted agent's
+                // /proc scan sees the worker and protects the host.
                 Some(HookRun {
-                    took: HOOK_FALLBACK,
+                    took: HOOK_AGENT_DOWN,
                     fails_job: false,
                 })
             }
