@@ -43,7 +43,7 @@ fn a_trace_replays_with_a_plot_and_the_documented_fields() {
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
     let strategies = report["strategies"].as_array().expect("strategies");
-    assert_eq!(strategies.len(), 4);
+    assert_eq!(strategies.len(), 5, "every strategy, including runner-lifecycle-demand");
     for s in strategies {
         // The example trace keeps 260 of its 269 rows (docs/simulation-traces.md).
         assert_eq!(s["jobs_total"], 260, "{s}");
