@@ -55,7 +55,7 @@ fn jit() -> JitRequest {
         name: "jit-runner-1".into(),
         runner_group_id: 1,
         labels: vec!["self-hosted".into(), "i-0123456789abcdef0".into()],
-        work_folder: "_work".into(),
+        work_folder: Some("_work".into()),
     }
 }
 
@@ -78,7 +78,7 @@ async fn every_request_is_valid_against_the_official_description() {
             .unwrap_or_else(|e| panic!("{scope}: token: {e}"));
         assert!(!token.token.is_empty() && lifecycle_github::time::parse_rfc3339(&token.expires_at).is_some());
         let jit = c
-            .generate_jitconfig(&jit())
+            .generate_jit_config(&jit())
             .await
             .unwrap_or_else(|e| panic!("{scope}: jit: {e}"));
         assert!(!jit.encoded_jit_config.is_empty() && jit.runner.id > 0);
