@@ -77,3 +77,34 @@ def test_rate_limits_and_server_errors(fake_github) -> None:
     posts = [p for (m, p, _ok) in fake_github.requests if m == "POST"]
     # 502, retried to 201; a 429 given up on; then `Retry-After: 0` answered four times (3 waits).
     assert len(posts) == 3 + 4
+
+
+def test_jit_conflicts_and_the_never_online_sweep(fake_github) -> None:
+    import time
+
+    now = int(time.time())
+    old, young = now - 3600, now - 30
+    fake_github.add_runner("rle-c-1000-taken", ["rle-test"])
+    fake_github.add_runner(f"rle-c-{old}-never", ["x"], version=None, os_name="unknown", ephemeral=True)
+    fake_github.add_runner(f"rle-c-{old}-connected", ["x"], ephemeral=True)
+    fake_github.add_runner(f"rle-c-{old}-online", ["x"], status="online", version=None)
+    fake_github.add_runner(f"rle-c-{old}-busy", ["x"], busy=True, version=None)
+    fake_github.add_runner(f"rle-c-{young}-young", ["x"], version=None)
+    fake_github.add_runner("rle-c-noepoch", ["x"], version=None)
+    fake_github.add_runner(f"other-{old}-x", ["x"], version=None)
+    fake_github.fail_next = [0, 0, 409, 409]
+    result = cargo_contract("jit_conflicts_and_the_never_online_sweep_against_the_fake", {
+        "RLE_GITHUB_FAKE_URL": fake_github.url, "RLE_GITHUB_FAKE_TOKEN": fake_github.token,
+        "RLE_GITHUB_FAKE_OLD": str(old)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 passed" in result.stdout
+    names = fake_github.runner_names()
+    assert f"rle-c-{old}-never" not in names and "rle-c-1000-taken" in names
+    assert not [n for n in names if n.startswith("rle-c-1000-taken-r")]
+    for kept in (f"rle-c-{old}-connected", f"rle-c-{old}-online", f"rle-c-{old}-busy", f"rle-c-{young}-young",
+                 "rle-c-noepoch", f"other-{old}-x"):
+        assert kept in names
+    posts = [p for (m, p, _ok) in fake_github.requests if m == "POST"]
+    assert posts == ["/orgs/acme/actions/runners/generate-jitconfig"] * 4
+    assert [p for (m, p, _ok) in fake_github.requests if m == "DELETE"] and \
+        all(p.startswith("/orgs/acme/actions/runners/") for (m, p, _ok) in fake_github.requests if m == "DELETE")

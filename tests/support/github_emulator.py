@@ -8,7 +8,11 @@ Two servers, both answering the runner endpoints of GitHub's REST API (domain br
   load, the cut ~2 s; test-infra.md). Prism validates every request against the schema and answers
   with the spec's examples: the contract test for the Rust client. Stateless.
 * :class:`FakeGitHub`: a small stateful server for the same paths (list, delete then 404, busy
-  422, registration tokens, JIT configs, App installation tokens), for tests that need state.
+  422, registration tokens, JIT configs with name conflicts, App installation tokens), for tests
+  that need state. With :meth:`FakeGitHub.attach_broker` its JIT configs are ones the stand-in
+  listener (support.fake_runner) consumes, and its runner list follows the broker: online while a
+  listener holds a session, busy during its job, ``version`` once it connected, gone once GitHub
+  would have deleted the ephemeral registration (after its one job).
   ``validate_fake_against_spec`` checks its routes and answers against the same cut spec.
 
 Node packages are installed with ``npm ci`` into tests/github/node_modules on first use
@@ -183,6 +187,10 @@ class FakeGitHub:
         #: Optional live view: name -> (status, busy), e.g. derived from the fake runner broker's
         #: sessions, so GitHub's runner status follows the real (stand-in) listener.
         self.live: Callable[[str], tuple[str, bool]] | None = None
+        #: JIT configurations handed out, by runner name (what the stand-in listener takes).
+        self.jit_configs: dict[str, str] = {}
+        self.jit_names: set[str] = set()
+        self.broker: Any = None
         self._next_id = 1
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -199,17 +207,82 @@ class FakeGitHub:
             self._server.shutdown()
         self._server.server_close()
 
-    def add_runner(self, name: str, labels: list[str], status: str = "offline", busy: bool = False) -> int:
+    def attach_broker(self, broker: Any) -> "FakeGitHub":
+        """Link JIT runners to a support.fake_runner Broker: generate-jitconfig registers the
+        runner there and answers a config whose `.runner` points at it; list and delete follow
+        the broker's view (:meth:`Broker.runner_state`)."""
+        self.broker = broker
+        return self
+
+    def add_runner(self, name: str, labels: list[str], status: str = "offline", busy: bool = False,
+                   version: str | None = "2.336.0", os_name: str = "Linux", ephemeral: bool = False,
+                   runner_group_id: int = 1, default_labels: bool = True) -> int:
+        """Register a runner directly. ``version=None`` models a registration no listener ever
+        connected to (GitHub sets `version` only after the first connection)."""
         with self._lock:
             rid = self._next_id
             self._next_id += 1
-            self.runners[rid] = {
-                "id": rid, "name": name, "os": "Linux", "status": status, "busy": busy, "ephemeral": False,
-                "runner_group_id": 1,
-                "labels": [{"id": i + 1, "name": label, "type": "read-only" if i < 3 else "custom"}
-                           for i, label in enumerate(["self-hosted", "Linux", "X64"] + labels)],
+            names = (["self-hosted", "Linux", "X64"] if default_labels else []) + labels
+            runner: dict[str, Any] = {
+                "id": rid, "name": name, "os": os_name, "status": status, "busy": busy, "ephemeral": ephemeral,
+                "runner_group_id": runner_group_id,
+                "labels": [{"id": i + 1, "name": label,
+                            "type": "read-only" if label.lower() in _DEFAULT_LABELS else "custom"}
+                           for i, label in enumerate(names)],
             }
+            if version is not None:
+                runner["version"] = version
+            self.runners[rid] = runner
             return rid
+
+    def _sync_jit(self) -> None:
+        """Apply the broker's view to the JIT runners (deleted ones disappear)."""
+        if self.broker is None:
+            return
+        with self._lock:
+            jit = [(rid, r["name"]) for rid, r in self.runners.items() if r["name"] in self.jit_names]
+        for rid, name in jit:
+            state = self.broker.runner_state(name)
+            with self._lock:
+                runner = self.runners.get(rid)
+                if runner is None:
+                    continue
+                if state["deleted"] or not state["registered"]:
+                    del self.runners[rid]
+                    self.jit_names.discard(name)
+                    continue
+                runner["status"] = "online" if state["online"] else "offline"
+                runner["busy"] = state["busy"]
+                if state["connected_once"]:
+                    runner["version"] = "2.336.0"
+                    runner["os"] = "Linux"
+
+    def _generate_jitconfig(self, body: dict[str, Any], scope_url: str) -> tuple[int, dict[str, str], Any]:
+        name, group, labels = body.get("name"), body.get("runner_group_id"), body.get("labels")
+        work = body.get("work_folder", "_work")
+        if (not isinstance(name, str) or not name.strip() or not isinstance(group, int) or isinstance(group, bool)
+                or not isinstance(labels, list) or not 1 <= len(labels) <= 100
+                or not all(isinstance(x, str) and x.strip() for x in labels) or not isinstance(work, str)):
+            return 422, {}, {"message": "Validation Failed", "documentation_url": "https://docs.github.com/rest"}
+        self._sync_jit()
+        with self._lock:
+            taken = any(r["name"] == name for r in self.runners.values())
+        if taken:
+            # The description documents 409 (basic-error); GitHub's exact wording is not
+            # established here: do not assert on the message.
+            return 409, {}, {"message": f"Already exists - A runner with the name {name} already exists.",
+                             "documentation_url": "https://docs.github.com/rest"}
+        rid = self.add_runner(name, labels, version=None, os_name="unknown", ephemeral=True,
+                              runner_group_id=group, default_labels=False)
+        with self._lock:
+            self.jit_names.add(name)
+            runner = copy.deepcopy(self.runners[rid])
+        if self.broker is not None:
+            blob = self.broker.generate_jitconfig(name, labels, work_folder=work, runner_id=rid, github_url=scope_url)
+        else:
+            blob = _standalone_jitconfig(name, rid, self.url, scope_url, work)
+        self.jit_configs[name] = blob
+        return 201, {}, {"runner": runner, "encoded_jit_config": blob}
 
     def runner_names(self) -> list[str]:
         with self._lock:
@@ -244,15 +317,22 @@ class FakeGitHub:
         if rest[:2] != ["actions", "runners"]:
             return 404, {}, {"message": "Not Found", "documentation_url": "x"}
         tail = rest[2:]
+        scope_url = "https://github.com/" + "/".join(parts[1:2] if parts[0] == "orgs" else parts[1:3])
+        if tail == ["generate-jitconfig"] and method == "POST":
+            return self._generate_jitconfig(body, scope_url)
+        self._sync_jit()
         if not tail and method == "GET":
             per_page = int(query.get("per_page", ["30"])[0])
             per_page = min(per_page, self.page_size)
             page = int(query.get("page", ["1"])[0])
             with self._lock:
                 items = copy.deepcopy(sorted(self.runners.values(), key=lambda r: r["id"]))
+            if "name" in query:
+                items = [r for r in items if r["name"] == query["name"][0]]
             if self.live is not None:
                 for r in items:
-                    r["status"], r["busy"] = self.live(r["name"])
+                    if r["name"] not in self.jit_names:
+                        r["status"], r["busy"] = self.live(r["name"])
             chunk = items[(page - 1) * per_page: page * per_page]
             headers = {}
             if page * per_page < len(items):
@@ -262,11 +342,6 @@ class FakeGitHub:
             tok = "AABBCC" + uuid.uuid4().hex.upper()[:23]
             self.registration_tokens.append(tok)
             return 201, {}, {"token": tok, "expires_at": _iso(time.time() + 3600)}
-        if tail == ["generate-jitconfig"] and method == "POST":
-            rid = self.add_runner(body.get("name", "jit"), list(body.get("labels", [])))
-            with self._lock:
-                runner = copy.deepcopy(self.runners[rid])
-            return 201, {}, {"runner": runner, "encoded_jit_config": "eyJmYWtlIjogdHJ1ZX0="}
         if len(tail) == 1 and tail[0].isdigit() and method == "DELETE":
             rid = int(tail[0])
             with self._lock:
@@ -276,8 +351,33 @@ class FakeGitHub:
                 if runner["busy"]:
                     return 422, {}, {"message": "Bad request - Runner is currently running a job", "documentation_url": "x"}
                 del self.runners[rid]
+                jit = runner["name"] in self.jit_names
+                self.jit_names.discard(runner["name"])
+            if jit and self.broker is not None:
+                # The listener's next poll gets runner-not-found; its credentials stop working.
+                self.broker.delete_runner(runner["name"])
             return 204, {}, None
         return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+
+
+_DEFAULT_LABELS = {"self-hosted", "linux", "x64", "arm64", "windows", "macos"}
+
+
+def _standalone_jitconfig(name: str, rid: int, server_url: str, scope_url: str, work: str) -> str:
+    """A well-formed JIT config when no broker is attached (same shape as
+    Broker.generate_jitconfig); its serverUrl is FakeGitHub itself, which has no session routes,
+    so a listener given it fails to connect."""
+    import base64
+
+    from support.fake_runner.common import runner_settings
+
+    files = {
+        ".runner": json.dumps(runner_settings(name, server_url, scope_url, agent_id=rid, ephemeral=True, work=work)),
+        ".credentials": json.dumps({"scheme": "OAuth", "data": {"clientId": str(uuid.uuid4())}}),
+        ".credentials_rsaparams": json.dumps({"fake": "not a key"}),
+    }
+    blob = {k: base64.b64encode(v.encode("utf-8-sig")).decode() for k, v in files.items()}
+    return base64.b64encode(json.dumps(blob).encode()).decode()
 
 
 def _iso(t: float) -> str:
@@ -343,6 +443,13 @@ def validate_fake_against_spec(spec_path: Path) -> list[str]:
         ("post", "/orgs/{org}/actions/runners/registration-token", "POST", "/orgs/acme/actions/runners/registration-token", {}, 201),
         ("post", "/orgs/{org}/actions/runners/generate-jitconfig", "POST", "/orgs/acme/actions/runners/generate-jitconfig",
          {"name": "jit-1", "runner_group_id": 1, "labels": ["x"], "work_folder": "_work"}, 201),
+        ("post", "/orgs/{org}/actions/runners/generate-jitconfig", "POST", "/orgs/acme/actions/runners/generate-jitconfig",
+         {"name": "jit-1", "runner_group_id": 1, "labels": ["x"]}, 409),
+        ("post", "/orgs/{org}/actions/runners/generate-jitconfig", "POST", "/orgs/acme/actions/runners/generate-jitconfig",
+         {"name": "jit-3", "runner_group_id": 1, "labels": []}, 422),
+        ("post", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig", "POST",
+         "/repos/acme/infra/actions/runners/generate-jitconfig", {"name": "jit-2", "runner_group_id": 1, "labels": ["x"]}, 201),
+        ("get", "/orgs/{org}/actions/runners", "GET", "/orgs/acme/actions/runners", {}, 200),
         ("delete", "/orgs/{org}/actions/runners/{runner_id}", "DELETE", f"/orgs/acme/actions/runners/{busy}", {}, 422),
         ("delete", "/orgs/{org}/actions/runners/{runner_id}", "DELETE", f"/orgs/acme/actions/runners/{idle}", {}, 204),
         ("get", "/repos/{owner}/{repo}/actions/runners", "GET", "/repos/acme/infra/actions/runners", {}, 200),

@@ -3,11 +3,14 @@
 
 use crate::auth::Auth;
 use crate::error::GitHubError;
+use crate::jit::{self, Sweep, SweepVerdict};
 use crate::link;
 use crate::ratelimit::{self, RateHeaders, Verdict};
 use crate::secret::Secret;
 use crate::time;
-use crate::types::{ErrorBody, InstallationToken, JitConfig, JitRequest, RegistrationToken, Runner, RunnerPage};
+use crate::types::{
+    ErrorBody, InstallationToken, JitConfig, JitRequest, RegistrationToken, Runner, RunnerDetail, RunnerPage,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
@@ -256,12 +259,21 @@ impl GitHubClient {
 
     /// Every runner of the scope (all pages).
     pub async fn list_runners(&self) -> Result<Vec<Runner>, GitHubError> {
+        self.list_pages().await
+    }
+
+    /// Every runner of the scope with the fields few callers need (`version`, `os`, group).
+    pub async fn list_runner_details(&self) -> Result<Vec<RunnerDetail>, GitHubError> {
+        self.list_pages().await
+    }
+
+    async fn list_pages<T: DeserializeOwned>(&self) -> Result<Vec<T>, GitHubError> {
         let mut url = format!("{}{}/actions/runners?per_page=100", self.base, self.scope.prefix());
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
             let answer = self.authed(Method::GET, &url, None).await?;
             let answer = self.expect_ok(answer, &format!("the runners of {}", self.scope))?;
-            let page: RunnerPage = answer.json("runner list")?;
+            let page: RunnerPage<T> = answer.json("runner list")?;
             debug!(count = page.runners.len(), total = page.total_count, "runner page");
             all.extend(page.runners);
             let next = answer
@@ -324,8 +336,31 @@ impl GitHubClient {
             .json("registration token")
     }
 
-    /// A just-in-time configuration for one ephemeral runner.
-    pub async fn generate_jitconfig(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
+    /// A just-in-time configuration for one ephemeral runner (`201`). When the name is taken
+    /// (`409`) the client tries once more under [`jit::conflict_retry_name`] and never deletes
+    /// the holder (crate::jit explains why); the answer's `runner.name` is the name used. A
+    /// second 409 is [`GitHubError::NameConflict`]; a 422 (validation failed, or "the endpoint
+    /// has been spammed") is [`GitHubError::Unexpected`].
+    pub async fn generate_jit_config(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
+        request.validate()?;
+        match self.post_jit_config(request).await {
+            Err(GitHubError::NameConflict { name, message }) => {
+                let random = {
+                    let mut rng = self.jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    rng.next_u64()
+                };
+                let retry = JitRequest {
+                    name: jit::conflict_retry_name(&name, random),
+                    ..request.clone()
+                };
+                warn!(%name, retry = %retry.name, %message, "runner name taken (HTTP 409); trying once under a fresh name");
+                self.post_jit_config(&retry).await
+            }
+            other => other,
+        }
+    }
+
+    async fn post_jit_config(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
         let url = format!(
             "{}{}/actions/runners/generate-jitconfig",
             self.base,
@@ -333,8 +368,61 @@ impl GitHubClient {
         );
         let body = serde_json::to_vec(request).map_err(|e| GitHubError::Decode(e.to_string()))?;
         let answer = self.authed(Method::POST, &url, Some(body)).await?;
-        self.expect_ok(answer, &format!("{}", self.scope))?
-            .json("JIT configuration")
+        if answer.status == 409 {
+            return Err(GitHubError::NameConflict {
+                name: request.name.clone(),
+                message: answer.message(),
+            });
+        }
+        let config: JitConfig = self
+            .expect_ok(answer, &format!("{}", self.scope))?
+            .json("JIT configuration")?;
+        if config.encoded_jit_config.is_empty() {
+            return Err(GitHubError::Decode(
+                "JIT configuration: empty encoded_jit_config".into(),
+            ));
+        }
+        debug!(id = config.runner.id, name = %config.runner.name, "JIT runner registered");
+        Ok(config)
+    }
+
+    /// Delete the JIT registrations of this group that no listener ever connected to: name
+    /// starting with `prefix` and carrying a creation time at least `older_than` ago
+    /// ([`jit::jit_runner_name`]), `status: offline`, `busy: false`, `version` unset. Online or
+    /// busy runners, and runners that ever connected, are never deleted ([`jit::sweep_verdict`]);
+    /// a 422 (GitHub says it runs a job) keeps the runner and is reported, a 404 counts as done.
+    /// An empty prefix is refused.
+    pub async fn delete_runners_never_online(&self, prefix: &str, older_than: Duration) -> Result<Sweep, GitHubError> {
+        if prefix.is_empty() {
+            return Err(GitHubError::Config(
+                "the never-online sweep needs a runner name prefix (an empty one matches every runner)".into(),
+            ));
+        }
+        let runners = self.list_runner_details().await?;
+        let now = time::now_epoch();
+        let mut sweep = Sweep::default();
+        for r in runners {
+            match jit::sweep_verdict(&r, prefix, older_than, now) {
+                SweepVerdict::Keep(jit::KeepReason::OtherPrefix) => {}
+                SweepVerdict::Keep(why) => {
+                    debug!(id = r.runner.id, name = %r.runner.name, ?why, "sweep keeps runner");
+                    sweep.kept += 1;
+                }
+                SweepVerdict::Delete => {
+                    let entry = (r.runner.id, r.runner.name.clone());
+                    match self.delete_runner(r.runner.id).await {
+                        Ok(Deleted::Deleted) => {
+                            debug!(id = entry.0, name = %entry.1, "deleted a never-online JIT registration");
+                            sweep.deleted.push(entry);
+                        }
+                        Ok(Deleted::AlreadyGone) => sweep.already_gone.push(entry),
+                        Err(GitHubError::RunnerBusy { .. }) => sweep.refused_busy.push(entry),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(sweep)
     }
 
     fn expect_ok(&self, answer: Answer, what: &str) -> Result<Answer, GitHubError> {

@@ -32,6 +32,15 @@ pub enum GitHubError {
         /// GitHub's message.
         message: String,
     },
+    /// 409 from `generate-jitconfig`: a runner with this name exists in the scope, also under
+    /// the fresh name the client tried once more with (crate::jit, "409 policy").
+    #[error("runner name {name} is taken (HTTP 409): {message}")]
+    NameConflict {
+        /// The last name tried.
+        name: String,
+        /// GitHub's message.
+        message: String,
+    },
     /// A primary or secondary rate limit that lasts longer than the client may wait.
     #[error("GitHub rate limit: retry in {} s", retry_after.as_secs())]
     RateLimited {

@@ -6,7 +6,9 @@
 //! - `GET {scope}/actions/runners?per_page=100` (paginated by the `Link` header), filtered by label;
 //! - `DELETE {scope}/actions/runners/{runner_id}` (404 counts as done, 422 means busy);
 //! - `POST {scope}/actions/runners/registration-token`;
-//! - `POST {scope}/actions/runners/generate-jitconfig`;
+//! - `POST {scope}/actions/runners/generate-jitconfig` (201; 409 when the name is taken: one retry
+//!   under a fresh name, see [`jit`]), and the sweep of JIT registrations no listener ever
+//!   connected to ([`GitHubClient::delete_runners_never_online`]);
 //!
 //! where `{scope}` is `/orgs/{org}` or `/repos/{owner}/{repo}`. It authenticates with a token (PAT
 //! or installation token) or as a GitHub App (RS256 JWT, installation token cached until five
@@ -21,6 +23,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod jit;
 pub mod labels;
 pub mod link;
 pub mod ratelimit;
@@ -31,5 +34,6 @@ pub mod types;
 pub use auth::{AppKey, Auth};
 pub use client::{Deleted, GitHubClient, Options, Scope};
 pub use error::GitHubError;
+pub use jit::Sweep;
 pub use secret::Secret;
-pub use types::{JitConfig, JitRequest, RegistrationToken, Runner, RunnerLabel};
+pub use types::{JitConfig, JitRequest, RegistrationToken, Runner, RunnerDetail, RunnerLabel};

@@ -38,6 +38,34 @@ impl Runner {
     }
 }
 
+/// A runner with the fields only some callers need, read from the same `runner` schema
+/// (`Runner` itself stays as it is: other crates build it field by field).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct RunnerDetail {
+    /// The fields every caller uses.
+    #[serde(flatten)]
+    pub runner: Runner,
+    /// The runner software's version. GitHub's description of the `runner` schema: "only set if
+    /// the runner has connected to the service at least once", so `None` (null or absent) means
+    /// no listener has ever connected with this registration.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `unknown` for a registration no listener has connected to yet (the description's
+    /// `runner-jitconfig` example); informational only.
+    #[serde(default)]
+    pub os: Option<String>,
+    /// The runner group.
+    #[serde(default)]
+    pub runner_group_id: Option<u64>,
+}
+
+impl RunnerDetail {
+    /// Whether a listener has ever connected with this registration (`version` is set).
+    pub fn has_connected(&self) -> bool {
+        self.version.as_deref().is_some_and(|v| !v.trim().is_empty())
+    }
+}
+
 /// One label of a runner (`#/components/schemas/runner-label`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct RunnerLabel {
@@ -47,10 +75,10 @@ pub struct RunnerLabel {
 
 /// `GET .../actions/runners`: one page.
 #[derive(Debug, Deserialize)]
-pub(crate) struct RunnerPage {
+pub(crate) struct RunnerPage<T = Runner> {
     #[serde(default)]
     pub total_count: u64,
-    pub runners: Vec<Runner>,
+    pub runners: Vec<T>,
 }
 
 /// A registration token (`#/components/schemas/authentication-token`), valid for one hour.
@@ -62,26 +90,65 @@ pub struct RegistrationToken {
     pub expires_at: String,
 }
 
-/// The body of `POST .../actions/runners/generate-jitconfig`.
+/// The body of `POST {scope}/actions/runners/generate-jitconfig` (GitHub's OpenAPI description:
+/// `name`, `runner_group_id` and `labels` are required, `labels` has 1 to 100 items, `work_folder`
+/// defaults to `_work`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JitRequest {
-    /// The new runner's name.
+    /// The new runner's name; unique within the scope (409 otherwise). See [`crate::jit`].
     pub name: String,
     /// The runner group's id (1 is the default group).
     pub runner_group_id: u64,
-    /// Its labels (1 to 100; the default ones are not added for JIT runners).
+    /// Its custom labels, 1 to 100.
     pub labels: Vec<String>,
-    /// The work folder relative to the runner directory.
-    pub work_folder: String,
+    /// The work folder relative to the runner directory; omitted: GitHub's default `_work`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_folder: Option<String>,
 }
 
-/// The answer of `generate-jitconfig`: the ephemeral runner and its configuration, which the
-/// listener takes as `--jitconfig` (or `ACTIONS_RUNNER_INPUT_JITCONFIG`) instead of `config.sh`.
+/// Most labels GitHub accepts in one `generate-jitconfig` request.
+pub const MAX_JIT_LABELS: usize = 100;
+
+impl JitRequest {
+    /// A request in the default work folder.
+    pub fn new(name: impl Into<String>, runner_group_id: u64, labels: Vec<String>) -> JitRequest {
+        JitRequest {
+            name: name.into(),
+            runner_group_id,
+            labels,
+            work_folder: None,
+        }
+    }
+
+    /// What GitHub would refuse with 422, refused before a request: an empty name, no labels or
+    /// more than 100, an empty label.
+    pub fn validate(&self) -> Result<(), crate::GitHubError> {
+        let bad = |why: String| Err(crate::GitHubError::Config(format!("JIT runner request: {why}")));
+        if self.name.trim().is_empty() {
+            return bad("the runner name is empty".into());
+        }
+        if self.labels.is_empty() || self.labels.len() > MAX_JIT_LABELS {
+            return bad(format!(
+                "{} labels; GitHub takes 1 to {MAX_JIT_LABELS}",
+                self.labels.len()
+            ));
+        }
+        if self.labels.iter().any(|l| l.trim().is_empty()) {
+            return bad("an empty label".into());
+        }
+        Ok(())
+    }
+}
+
+/// The answer of `generate-jitconfig` (201): the new registration and its configuration, which
+/// the listener takes as `run --jitconfig <value>` or, off the command line, as the environment
+/// variable `ACTIONS_RUNNER_INPUT_JITCONFIG` (docs/controller.md, "Just-in-time runners").
 #[derive(Clone, Debug, Deserialize)]
 pub struct JitConfig {
-    /// The registration created.
+    /// The registration created (offline, never connected, until a listener uses the config).
     pub runner: Runner,
-    /// Base64 JSON of the runner's configuration files; a credential.
+    /// Base64 of a JSON map from runner-directory file name (`.runner`, `.credentials`, ...) to
+    /// the base64 of its content: the runner's credentials. A [`Secret`]: never printed.
     pub encoded_jit_config: Secret,
 }
 
@@ -149,10 +216,69 @@ mod tests {
             }
         }
         let _ = serde_json::from_slice::<Runner>(bytes);
+        if let Ok(page) = serde_json::from_slice::<RunnerPage<RunnerDetail>>(bytes) {
+            for r in &page.runners {
+                let _ = r.has_connected();
+            }
+        }
         let _ = serde_json::from_slice::<RegistrationToken>(bytes);
         let _ = serde_json::from_slice::<JitConfig>(bytes);
         let _ = serde_json::from_slice::<InstallationToken>(bytes);
         let _ = serde_json::from_slice::<ErrorBody>(bytes);
+    }
+
+    #[test]
+    fn details_read_version_as_the_connected_marker() {
+        let page: RunnerPage<RunnerDetail> = serde_json::from_value(json!({
+            "total_count": 3,
+            "runners": [
+                {"id": 1, "name": "a", "os": "unknown", "status": "offline", "busy": false, "labels": []},
+                {"id": 2, "name": "b", "os": "Linux", "status": "offline", "busy": false, "labels": [],
+                 "version": "2.336.0", "runner_group_id": 3, "ephemeral": true},
+                {"id": 3, "name": "c", "os": "Linux", "status": "online", "busy": true, "labels": [],
+                 "version": null},
+            ]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let connected: Vec<bool> = page.runners.iter().map(RunnerDetail::has_connected).collect();
+        assert_eq!(connected, [false, true, false]);
+        assert_eq!(page.runners[1].runner_group_id, Some(3));
+        assert!(page.runners[1].runner.ephemeral && page.runners[2].runner.busy);
+    }
+
+    #[test]
+    fn jit_requests_serialize_as_the_description_names_them() {
+        let mut r = JitRequest::new("rle-1700000000-i-0abc", 1, vec!["self-hosted".into()]);
+        assert_eq!(
+            serde_json::to_value(&r).unwrap_or_default(),
+            json!({"name": "rle-1700000000-i-0abc", "runner_group_id": 1, "labels": ["self-hosted"]})
+        );
+        r.work_folder = Some("_w".into());
+        assert_eq!(serde_json::to_value(&r).unwrap_or_default()["work_folder"], "_w");
+        assert!(r.validate().is_ok());
+        for bad in [
+            JitRequest::new(" ", 1, vec!["x".into()]),
+            JitRequest::new("n", 1, vec![]),
+            JitRequest::new("n", 1, vec!["x".into(), "".into()]),
+            JitRequest::new("n", 1, (0..101).map(|i| i.to_string()).collect()),
+        ] {
+            assert!(matches!(bad.validate(), Err(crate::GitHubError::Config(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_jit_config_never_prints_its_secret() {
+        let c: JitConfig = serde_json::from_value(json!({
+            "runner": {"id": 23, "name": "n", "os": "unknown", "status": "offline", "busy": false, "labels": []},
+            "encoded_jit_config": "eyJzZWNyZXQiOiB0cnVlfQ=="
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("eyJzZWNyZXQ") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert_eq!(c.encoded_jit_config.expose(), "eyJzZWNyZXQiOiB0cnVlfQ==");
     }
 
     proptest! {

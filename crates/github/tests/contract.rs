@@ -5,9 +5,10 @@
 //! - `RLE_GITHUB_PRISM_URL`: Prism serving GitHub's official OpenAPI description (validates each
 //!   request, answers with the description's examples);
 //! - `RLE_GITHUB_FAKE_URL` + `RLE_GITHUB_FAKE_TOKEN`: the stateful fake (delete then 404, busy
-//!   422, pagination, App installation tokens).
+//!   422, pagination, App installation tokens, JIT name conflicts, the never-online sweep).
 
 use lifecycle_github::{Auth, Deleted, GitHubClient, GitHubError, JitRequest, Options, Scope, Secret};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn url(var: &str) -> String {
@@ -55,7 +56,7 @@ fn jit() -> JitRequest {
         name: "jit-runner-1".into(),
         runner_group_id: 1,
         labels: vec!["self-hosted".into(), "i-0123456789abcdef0".into()],
-        work_folder: "_work".into(),
+        work_folder: Some("_work".into()),
     }
 }
 
@@ -78,10 +79,16 @@ async fn every_request_is_valid_against_the_official_description() {
             .unwrap_or_else(|e| panic!("{scope}: token: {e}"));
         assert!(!token.token.is_empty() && lifecycle_github::time::parse_rfc3339(&token.expires_at).is_some());
         let jit = c
-            .generate_jitconfig(&jit())
+            .generate_jit_config(&jit())
             .await
             .unwrap_or_else(|e| panic!("{scope}: jit: {e}"));
         assert!(!jit.encoded_jit_config.is_empty() && jit.runner.id > 0);
+        // The sweep only lists here: the description's example runners lack the prefix.
+        let sweep = c
+            .delete_runners_never_online("rle-", Duration::from_secs(600))
+            .await
+            .unwrap_or_else(|e| panic!("{scope}: sweep: {e}"));
+        assert!(sweep.deleted.is_empty() && sweep.kept == 0, "{sweep:?}");
         assert_eq!(
             c.delete_runner(23)
                 .await
@@ -149,4 +156,57 @@ async fn rate_limits_and_server_errors() {
     // `Retry-After: 0` forever: the client gives up after a few waits instead of spinning.
     let err = c.registration_token().await.err();
     assert!(matches!(err, Some(GitHubError::RateLimited { .. })), "{err:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the stateful fake (tests/controller/test_github_contract.py)"]
+async fn jit_conflicts_and_the_never_online_sweep_against_the_fake() {
+    // The fake holds `rle-c-1000-taken` (connected once) and, named with a creation time an hour
+    // ago (`OLD`) or 30 s ago, the cases of the sweep rule; RLE_GITHUB_FAKE_FAILS-style
+    // injection makes the 3rd and 4th requests answer 409.
+    let api = url("RLE_GITHUB_FAKE_URL");
+    let c = client(&api, org(), Auth::Token(Secret::new(url("RLE_GITHUB_FAKE_TOKEN"))));
+    let request = JitRequest::new("rle-c-1000-taken", 1, vec!["rle-test".into()]);
+    // 1: 409 (taken), 2: 201 under a fresh name; the holder is not deleted.
+    let jit = c
+        .generate_jit_config(&request)
+        .await
+        .unwrap_or_else(|e| panic!("409 then a fresh name: {e}"));
+    assert!(
+        jit.runner.name.starts_with("rle-c-1000-taken-r") && jit.runner.name.len() == "rle-c-1000-taken-r".len() + 4
+    );
+    assert!(!format!("{jit:?}").contains(jit.encoded_jit_config.expose()));
+    // 3, 4: 409 twice: a clear error naming the last name tried.
+    let err = c
+        .generate_jit_config(&JitRequest::new("rle-c-1000-other", 1, vec!["x".into()]))
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(GitHubError::NameConflict { name, .. }) if name.starts_with("rle-c-1000-other-r")),
+        "{err:?}"
+    );
+    // A body GitHub would refuse is refused before any request.
+    let err = c
+        .generate_jit_config(&JitRequest::new("rle-c-1-x", 1, vec![]))
+        .await
+        .err();
+    assert!(matches!(err, Some(GitHubError::Config(_))), "{err:?}");
+    let sweep = c
+        .delete_runners_never_online("rle-c-", Duration::from_secs(600))
+        .await
+        .unwrap_or_else(|e| panic!("sweep: {e}"));
+    let deleted: BTreeSet<&str> = sweep.deleted.iter().map(|(_, n)| n.as_str()).collect();
+    let old = url("RLE_GITHUB_FAKE_OLD");
+    let never = format!("rle-c-{old}-never");
+    assert_eq!(deleted, BTreeSet::from([never.as_str(), jit.runner.name.as_str()]));
+    assert_eq!(sweep.kept, 6, "{sweep:?}");
+    assert!(sweep.already_gone.is_empty() && sweep.refused_busy.is_empty());
+    // Nothing left to do the second time.
+    let again = c
+        .delete_runners_never_online("rle-c-", Duration::from_secs(600))
+        .await
+        .unwrap_or_else(|e| panic!("sweep: {e}"));
+    assert!(again.deleted.is_empty() && again.kept == 6, "{again:?}");
+    let err = c.delete_runners_never_online("", Duration::from_secs(600)).await.err();
+    assert!(matches!(err, Some(GitHubError::Config(_))), "{err:?}");
 }

@@ -108,6 +108,7 @@ class Broker:
         self._sessions: dict[str, Session] = {}
         self._runners: dict[str, dict[str, Any]] = {}
         self._deleted: set[str] = set()
+        self._connected_once: set[str] = set()  # names a listener ever opened a session for
         self._exit_orders: list[tuple[str | None, int]] = []
         self._next_runner_id = 1
         self._stop = threading.Event()
@@ -243,25 +244,50 @@ class Broker:
         with self._cond:
             return any(s.current_job for s in self._sessions.values() if s.runner == runner and not s.closed)
 
-    def generate_jitconfig(self, name: str, labels: list[str] | None = None) -> str:
+    def generate_jitconfig(self, name: str, labels: list[str] | None = None, *, work_folder: str = "_work",
+                           runner_id: int | None = None, github_url: str = "https://github.com/fake-org") -> str:
         """Like POST .../actions/runners/generate-jitconfig: registers an ephemeral runner and
-        returns the base64 config that `Runner.Listener run --jitconfig` accepts (a JSON map of
-        file name to base64 content, src/Runner.Listener/Runner.cs)."""
-        self._register(name, labels or ["self-hosted"], ephemeral=True, replace=True)
-        runner = json.dumps(runner_settings(name, self.url, "https://github.com/fake-org", ephemeral=True)).encode("utf-8-sig")
-        creds = json.dumps({"scheme": "OAuth", "data": {"clientId": str(uuid.uuid4())}}).encode("utf-8-sig")
-        files = {".runner": base64.b64encode(runner).decode(), ".credentials": base64.b64encode(creds).decode()}
-        return base64.b64encode(json.dumps(files).encode()).decode()
+        returns the base64 config that `Runner.Listener run --jitconfig` (or
+        ACTIONS_RUNNER_INPUT_JITCONFIG) accepts: base64 of a JSON map from file name to the
+        base64 of its content (src/Runner.Listener/Runner.cs writes each entry to
+        <root>/<name>). The map holds `.runner` (ephemeral), `.credentials` (OAuth, with a
+        client id of this registration only) and `.credentials_rsaparams`. A name that is
+        registered already is replaced here; FakeGitHub answers 409 before it gets this far."""
+        client_id = str(uuid.uuid4())
+        _status, info = self._register(name, labels or ["self-hosted"], ephemeral=True, replace=True,
+                                       client_id=client_id, runner_id=runner_id)
+        runner = runner_settings(name, self.url, github_url, agent_id=info["id"], ephemeral=True, work=work_folder)
+        creds = {"scheme": "OAuth", "data": {"clientId": client_id,
+                                             "authorizationUrl": f"{self.url}/_apis/oauth2/token",
+                                             "requireFipsCryptography": "True"}}
+        rsa = {"fake": "not a key; the stand-in does not sign tokens", "clientId": client_id}
+        files = {".runner": json.dumps(runner).encode("utf-8-sig"), ".credentials": json.dumps(creds).encode("utf-8-sig"),
+                 ".credentials_rsaparams": json.dumps(rsa).encode("utf-8-sig")}
+        blob = {k: base64.b64encode(v).decode() for k, v in files.items()}
+        return base64.b64encode(json.dumps(blob).encode()).decode()
+
+    def runner_state(self, name: str) -> dict[str, bool]:
+        """The service's view of one registration, for FakeGitHub's runner list: registered,
+        deleted (by the service or the REST API), online (a listener holds a session), busy
+        (that session runs a job), connected_once (a session was ever opened with it)."""
+        with self._cond:
+            sessions = [s for s in self._sessions.values() if s.runner == name and not s.closed]
+            return {"registered": name in self._runners, "deleted": name in self._deleted,
+                    "online": bool(sessions), "busy": any(s.current_job for s in sessions),
+                    "connected_once": name in self._connected_once}
 
     # ------------------------------------------------------------------ internals
-    def _register(self, name: str, labels: list[str], ephemeral: bool, replace: bool) -> tuple[int, dict[str, Any]]:
+    def _register(self, name: str, labels: list[str], ephemeral: bool, replace: bool,
+                  client_id: str | None = None, runner_id: int | None = None) -> tuple[int, dict[str, Any]]:
         with self._cond:
             if name in self._runners and not replace:
                 return 409, {"error": f"A runner exists with the same name {name}."}
-            rid = self._next_runner_id
-            self._next_runner_id += 1
-            self._runners[name] = {"id": rid, "name": name, "labels": labels, "ephemeral": ephemeral}
+            rid = runner_id if runner_id is not None else self._next_runner_id
+            self._next_runner_id = max(self._next_runner_id, rid) + 1
+            self._runners[name] = {"id": rid, "name": name, "labels": labels, "ephemeral": ephemeral,
+                                   "client_id": client_id}
             self._deleted.discard(name)
+            self._connected_once.discard(name)
             return 200, dict(self._runners[name])
 
     def _free_session(self, job: Job) -> None:
@@ -280,8 +306,10 @@ class Broker:
             self._free_session(job)
         info = self._runners.get(job.runner or "")
         if info and info.get("ephemeral"):
-            # GitHub unregisters an ephemeral runner once its job is done.
+            # GitHub unregisters an ephemeral runner once its job is done; its credentials stop
+            # working (a second start with the same JIT config fails, see _handle "sessions").
             self._runners.pop(job.runner or "", None)
+            self._deleted.add(job.runner or "")
         self._cond.notify_all()
 
     def _requeue(self, job: Job) -> None:
@@ -328,7 +356,9 @@ class Broker:
                 while not self._stop.is_set():
                     if sess.closed:
                         return 410, {"error": "session closed"}
-                    if sess.runner in self._deleted:
+                    if sess.runner in self._deleted and not (sess.once and sess.got_job):
+                        # (A one-job listener whose registration went with its finished job
+                        # exits by itself; see Listener.run.)
                         return 404, {"error": "runner not found"}
                     for i, (runner, code) in enumerate(self._exit_orders):
                         if runner in (None, sess.runner):
@@ -384,10 +414,22 @@ class Broker:
         if parts == ["sessions"] and method == "POST":
             name = body["runner"]
             with self._cond:
+                info = self._runners.get(name)
+                if body.get("client_id") and (name in self._deleted or (info and info.get("client_id")
+                                                                        and info["client_id"] != body["client_id"])):
+                    # Upstream's credentials are an OAuth client of the registration: once it is
+                    # deleted the token exchange fails with "invalid_client"
+                    # (src/Runner.Listener/MessageListener.cs CreateSessionAsync).
+                    return 401, {"error": "invalid_client"}
                 if name in self._deleted:
                     return 404, {"error": "runner not found"}
+                if info and info.get("client_id") and any(
+                        s.runner == name and not s.closed for s in self._sessions.values()):
+                    # A JIT registration already has a listener: TaskAgentSessionConflictException.
+                    return 409, {"error": "session conflict"}
                 if name not in self._runners:
                     self._register(name, body.get("labels") or ["self-hosted"], bool(body.get("ephemeral")), True)
+                self._connected_once.add(name)
                 sid = str(uuid.uuid4())
                 self._sessions[sid] = Session(sid, name, int(body.get("pid", 0)), bool(body.get("once")), time.monotonic())
                 return 200, {"session_id": sid}

@@ -388,10 +388,30 @@ class Listener:
                 return
 
     def run(self) -> int:
+        client_id = None
+        try:
+            client_id = read_json_bom(self.root / ".credentials").get("data", {}).get("clientId")
+        except (OSError, ValueError):
+            pass
         status, answer = http_json("POST", f"{self.broker_url}/sessions", {
             "runner": self.settings["agentName"], "pid": os.getpid(), "once": self.run_once,
-            "ephemeral": bool(self.settings.get("ephemeral")),
+            "ephemeral": bool(self.settings.get("ephemeral")), "client_id": client_id,
         })
+        if status == 401 and answer and answer.get("error") == "invalid_client":
+            # MessageListener.cs CreateSessionAsync: the OAuth token exchange fails with
+            # invalid_client once the registration is deleted -> CreateSessionResult.Failure ->
+            # Runner.cs returns TerminatedError (1). The local files stay.
+            err("Failed to create a session. The runner registration has been deleted from the server, please "
+                "re-configure. Runner registrations are automatically deleted for runners that have not connected "
+                "to the service recently.")
+            return ReturnCode.TERMINATED_ERROR
+        if status == 409:
+            # MessageListener.cs: TaskAgentSessionConflictException -> "A session for this runner
+            # already exists."; upstream retries every 30 s for 4 minutes before returning
+            # SessionConflict (5). The stand-in gives up at once.
+            err("A session for this runner already exists.")
+            err("Failed to create session. session conflict")
+            return ReturnCode.SESSION_CONFLICT
         if status != 200:
             err("The runner no longer exists on the server." if status == 404 else f"Failed to create session: HTTP {status}")
             return ReturnCode.TERMINATED_ERROR
@@ -496,16 +516,29 @@ def main(argv: list[str] | None = None) -> int:
         out("Usage: Runner.Listener run [--once] [--startuptype service] | configure ... | remove ...")
         return ReturnCode.SUCCESS
 
-    # Runner.cs: --jitconfig files are written before the settings are loaded.
+    # Runner.cs ExecuteCommand: the JIT config (`--jitconfig B64`, or ACTIONS_RUNNER_INPUT_JITCONFIG
+    # through CommandSettings.GetJitConfig -> GetArg -> GetEnvArg) is written before the settings
+    # are loaded: base64 of a JSON map from file name to base64 content, each written to
+    # <root>/<name>, replacing what is there. Any failure: the message, TerminatedError (1).
     jit = cmd.arg("jitconfig")
     if jit:
         import base64
+        import binascii
 
         try:
-            files = json.loads(base64.b64decode(jit))
+            files = json.loads(base64.b64decode(jit, validate=True).decode("utf-8"))
+            if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+                raise ValueError("the JIT configuration is not a map of file names to base64 contents")
+            decoded = {}
             for fname, content in files.items():
-                (root / fname).write_bytes(base64.b64decode(content))
-        except ValueError as e:
+                # Upstream joins the name to the root unchecked; the stand-in refuses to write
+                # outside the runner directory.
+                if not fname or "/" in fname or fname in (".", ".."):
+                    raise ValueError(f"refusing JIT configuration file name {fname!r}")
+                decoded[fname] = base64.b64decode(content, validate=True)
+            for fname, data in decoded.items():
+                (root / fname).write_bytes(data)
+        except (ValueError, binascii.Error, UnicodeDecodeError, OSError) as e:
             err(str(e))
             return ReturnCode.TERMINATED_ERROR
     if not (root / ".runner").exists():
