@@ -2,10 +2,11 @@
 against the real binary: the agent runs as root with `runner.user` = a throwaway unprivileged user,
 the stand-in listener runs as that user, and the attacker is a process of that user (hostlib.py).
 
-On the code before this round (commit 88933a8) every test here fails, first of all because
-`RUNNER_LIFECYCLE_RUNNER_USER` is an unknown configuration key there (the agent exits 3 at
-start: it could only run as the runner's user, `User=runner` in the unit); each docstring says what
-the attack got on that code, where the agent ran as the job's user.
+Checked against the code before this round (commit 88933a8, built in a scratch directory): every
+test here fails there. That code has no `runner.user` (it ignores `RUNNER_LIFECYCLE_RUNNER_USER`,
+starts the listener as the agent's own user and makes the socket 0600 for that user), and its unit
+ran the agent as the runner's user (`User=runner`); each docstring says what the attack got there
+and which assertion fails.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from hostlib import PY, as_user, attack, attack_py, fd_count, wait_for  # first: puts tests/e2e on the path
-from harness import ask_socket, stop_agent  # noqa: E402
+from harness import stop_agent  # noqa: E402
 
 
 def test_attack1_sigterm_to_the_agent_is_refused(user_host, broker):
@@ -31,7 +31,8 @@ def test_attack1_sigterm_to_the_agent_is_refused(user_host, broker):
     listener stopped after the job, protection was cleared and the runner took no more jobs; a clean
     exit 0 was not restarted. After: the kernel refuses it (EPERM: an unprivileged user cannot signal
     a root process); the agent keeps serving hooks and the host stays protected while the job runs.
-    Fails on 88933a8: no `runner.user` (exit 3), and there the agent was the job's user.
+    Fails on 88933a8: the listener runs as root, not as the runner's user (first assertion); as
+    deployed there (`User=runner`) the agent was the job's user and the signal went through.
     """
     host = user_host.make()
     agent = host.start_serving()
@@ -96,8 +97,8 @@ def test_attack2_the_hook_socket_cannot_be_replaced_and_an_occupied_path_is_take
     a file and binding beside or over the socket all fail (EACCES / EADDRINUSE) while connecting
     still works (socket root:<runner group> 0660); and a restarted agent that finds the path occupied
     by something it does not own (simulated here as root: a live socket owned by the job's user)
-    replaces it and serves. Fails on 88933a8: no `runner.user` (exit 3); there the agent exited 5 on a
-    live impostor and kept the socket 0600 for its own user.
+    replaces it and serves. Fails on 88933a8: the socket is root:root 0600, so the runner's user
+    cannot even connect (the stat assertion fails first); that code also exited 5 on a live impostor.
     """
     host = user_host.make()
     agent = host.start_serving()
@@ -166,7 +167,9 @@ def test_attack3_a_forged_job_started_neither_holds_protection_nor_keeps_a_termi
     no Runner.Worker under the listener within the grace, the claim is dropped (`hook-claim-dropped`)
     and protection cleared; after a scale-in the agent stops the idle listener and completes the
     lifecycle action within seconds, whatever the attacker keeps sending, with no heartbeat. Fails on
-    88933a8: no `runner.user` (exit 3); there a forged report held the job open until job-completed.
+    88933a8: with a root agent the 0600 socket refuses the job's user (EACCES), so hooks do not work
+    at all; as deployed there (agent = job's user) the forged report held protection until a
+    `job-completed` and a terminating host heartbeated instead of completing.
     """
     host = user_host.make(hook_timeout=30)
     agent = host.start_serving()
@@ -225,8 +228,9 @@ def test_attack4_hundreds_of_held_connections_neither_lock_out_hooks_nor_exhaust
     cancelled). After: at most 64 connections, the oldest idle one closed to admit a new one: a
     real hook (run as the runner's user) is answered within a second, the agent's fd count stays
     within 64 (+ a margin) of its baseline, and the busy listener is stopped only after its job ends.
-    Fails on 88933a8: no `runner.user` (exit 3); there connections were unbounded (fd count grows by
-    the flood).
+    Fails on 88933a8: with a root agent the job's user cannot use the 0600 socket (the real hook gets
+    EACCES); as deployed there (agent = job's user) connections were unbounded and each cost a
+    descriptor.
     """
     host = user_host.make(hook_timeout=30)
     agent = host.start_serving()
@@ -308,8 +312,8 @@ def test_attack5_the_job_finds_none_of_the_agents_secrets(user_host, broker, rl_
     Before: the listener inherited the agent's whole environment (minus sd_notify variables), so every
     job had the AWS keys; and the agent ran as the job's user, so its environ and mem were readable.
     After: the job (here: the started hook's script, running in the job as the runner's user) finds
-    no canary anywhere, and the agent's environ and mem give EACCES. Fails on 88933a8: no
-    `runner.user` (exit 3); there the listener's environment held every canary.
+    no canary anywhere, and the agent's environ and mem give EACCES. Fails on 88933a8: the
+    listener's environment (so the job's) holds every canary (`the job found canary-aws-secret-...`).
     """
     pid_file = user_host.base / "agent.pid"
     # Where the job leaves what it found: a directory of the job's user.
@@ -380,8 +384,8 @@ def test_attack8_the_job_cannot_write_the_agents_configuration_or_state(user_hos
     be made to read it). After: `install` makes the configuration directory and the state directory
     root-owned (0755 and 0750), the configuration file is root 0644: every write, rename, unlink and
     chmod is refused (EACCES / EPERM), the state directory cannot even be listed, and the agent reads
-    the same configuration before and after. Fails on 88933a8: the state directory belonged to the
-    runner's user (`state_create` succeeds).
+    the same configuration before and after. Fails on 88933a8: `install` makes the state directory
+    the runner's user's (uid assertion on var/lib/runner-lifecycle).
     """
     name, uid, gid = user_host.user, user_host.uid, user_host.gid
     root = user_host.base / "root"

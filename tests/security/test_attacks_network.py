@@ -118,8 +118,9 @@ def test_attack6_the_job_cannot_reach_imds_and_the_hook_does_not_need_it(imds_ne
     API directly. After: with the fence `install` renders (nftables, in a namespace of the test's
     own), the runner's user is refused on both addresses at once while root still gets through; and
     `hook job-started` with the agent down makes no IMDS request at all (the namespace's IMDS logs
-    none, fence or not) and exits 0 within a second or two. Fails on 88933a8: its `install` renders
-    no fence (no imds-fence script), and its hook's fallback asked IMDS (the log is not empty).
+    none, fence or not) and exits 0 within a second or two. Fails on 88933a8: its hook's fallback
+    asks IMDS for a token, the instance id and the role's credentials (the log is not empty); its
+    `install` renders no fence either.
     """
     need_tools("nft")
     ns, log = imds_netns
@@ -173,18 +174,22 @@ def test_attack7_a_hostile_imds_token_ttl_crashes_neither_agent_nor_hook(user_ho
     18446744073709551615 s (u64::MAX).
 
     Before: the agent computed the token's refresh time as `now + ttl * 0.8`, which overflows
-    `Instant`: a panic, and with panic = "abort" the agent died with 134 at its first IMDS poll
-    (restarted by systemd, dying again); the hook's IMDS fallback did the same. After: the TTL is
-    clamped to what was asked (6 h at most): the agent keeps polling and serving, `hook job-started`
-    (as the job's user) exits 0 whether the agent is up or down. Fails on 88933a8: exit 134.
+    `Instant`: a panic at its first IMDS poll (exit 134 in the release build, panic = "abort"; 101 in
+    a debug build), restarted by systemd and dying again; the hook's IMDS fallback did the same.
+    After: the TTL is clamped to what was asked (6 h at most): the agent keeps polling and serving,
+    `hook job-started` (as the job's user) exits 0 whether the agent is up or down. Fails on
+    88933a8: the agent panics at its first poll ("panicked at .../std/src/time.rs", exit 101 in the
+    debug build).
     """
     host = user_host.make()
     host.imds.token_ttl_answer = HUGE
-    agent = host.start_serving()
-    wait_for(lambda: [r for r in host.imds.requests if r[1] == "GET" and r[3] == 200], 10, "IMDS polled with the token")
+    agent = host.start_agent()
+    wait_for(lambda: not agent.running() or [r for r in host.imds.requests if r[1] == "GET" and r[3] == 200], 10,
+             "IMDS polled with the token")
     n = len(host.imds.requests)
     time.sleep(1.0)
     assert agent.running(), f"the agent exited {agent.proc.returncode}\n{agent.tail()}"
+    host.broker.wait_listening(host.runner.name, timeout=30)
     assert len(host.imds.requests) > n, "the agent keeps polling IMDS"
     r = user_host.hook_as_user(host, "job-started")
     assert r.returncode == 0 and "runner-lifecycle: job-started:" in r.stdout and "unreachable" not in r.stdout, r
@@ -217,13 +222,14 @@ def test_attack7_hostile_github_rate_limit_headers_do_not_crash_the_controller(
     headers no real answer carries: `Retry-After: 18446744073709551615`, `x-ratelimit-reset:
     -9223372036854775808` (or i64::MAX, or a Retry-After past u64).
 
-    Before: the wait was computed as `reset - now` in i64 (overflow: a panic, so exit 134 with
-    panic = "abort") and slept for `Retry-After` seconds unbounded (an `Instant` overflow, or a sweep
-    that never ends). After: every wait is clamped to 15 minutes and compared with the client's
+    Before: the wait was computed as `reset - now` in i64 (overflow: a panic; 134 in the release
+    build, 101 in a debug build) and `Retry-After` was taken unbounded ("retry in
+    18446744073709551615 s"). After: every wait is clamped to 15 minutes and compared with the client's
     rate-limit budget: the controller's sweep ends within seconds with its report, either listing the
     runners (after a one-second wait for a reset in the past) or saying "GitHub rate limit: retry in
-    900 s" and deciding nothing on missing data; never 134. Fails on
-    88933a8: the i64 subtraction overflows (134), and `Retry-After` is slept as given.
+    900 s" and deciding nothing on missing data; never 134. Fails on 88933a8: reset-i64-min panics
+    (exit 101 in the debug build); the others report a retry in 18446744073709551615 s and in
+    9223372035058635091 s.
     """
     aws_x.create_group(size=1)
     env = aws_env(RUNNER_LIFECYCLE_CONTROLLER_GROUPS="runners", RUNNER_LIFECYCLE_GITHUB_URL="https://github.com/acme",
