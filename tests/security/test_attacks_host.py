@@ -20,8 +20,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from hostlib import PY, as_user, attack, attack_py, fd_count, wait_for  # first: puts tests/e2e on the path
 from harness import stop_agent  # noqa: E402
+
+# Each attack is bounded: a hung agent or emulator fails the test, fixtures still clean up.
+pytestmark = pytest.mark.timeout(60)
 
 
 def test_attack1_sigterm_to_the_agent_is_refused(user_host, broker):

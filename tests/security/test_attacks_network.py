@@ -19,6 +19,9 @@ from harness import stop_agent  # noqa: E402
 from seclib import need_root, need_tools, run  # noqa: E402
 from support.controller_fixtures import aws_x, fake_github  # noqa: E402,F401  (fixtures)
 
+# Each attack is bounded: a hung agent or emulator fails the test, fixtures still clean up.
+pytestmark = pytest.mark.timeout(60)
+
 V4, V6 = "169.254.169.254", "fd00:ec2::254"
 
 # IMDS stand-in inside the namespace: answers any request 200 on both addresses, port 80, and
