@@ -8,7 +8,8 @@ starts the runner's listener.
 
 Two things of this machine are shimmed, and only those: systemd does not run here (PID 1 is not
 systemd, `systemctl` answers "offline"), so a `systemctl` on PATH starts the agent exactly as the
-rendered unit says (`User=`, `ExecStart=`; `RuntimeDirectory=` becomes a temporary directory);
+rendered unit says (`User=` if any, else root; `Environment=`; `ExecStart=`; `RuntimeDirectory=`
+becomes a temporary directory);
 and `install` runs with `--dry-run`, so the test plans the install against this machine's real
 /etc/passwd and runner directory without writing into /etc of the CI machine. Needs root (to
 create the `runner` user, removed afterwards, and for runuser): CI runs as root.
@@ -137,7 +138,10 @@ case "$*" in
 esac
 unit="$("$RLE_BIN" install --print-unit --runner-dir "$RLE_RUNNER_DIR" --user "$RLE_RUNNER_USER")"
 printf '%s\\n' "$unit" > "$RLE_UNIT_COPY"
+# No User= means root (the agent); Environment= lines reach the agent as systemd passes them.
 user="$(printf '%s\\n' "$unit" | sed -n 's/^User=//p')"
+user="${user:-root}"
+envs="$(printf '%s\\n' "$unit" | sed -n 's/^Environment=//p')"
 workdir="$(printf '%s\\n' "$unit" | sed -n 's/^WorkingDirectory=//p')"
 exec_start="$(printf '%s\\n' "$unit" | sed -n 's/^ExecStart=//p')"
 # The unit's configuration file is /etc/runner-lifecycle/config.toml, which this test does not
@@ -145,7 +149,7 @@ exec_start="$(printf '%s\\n' "$unit" | sed -n 's/^ExecStart=//p')"
 exec_start="${exec_start//\\/etc\\/runner-lifecycle\\/config.toml/$RLE_CONFIG}"
 cd "$workdir"
 RUNNER_LIFECYCLE_AGENT_SOCKET="$RLE_RUNTIME_DIR/agent.sock" \\
-  setsid runuser -u "$user" -- $exec_start > "$RLE_AGENT_LOG" 2>&1 < /dev/null &
+  setsid runuser -u "$user" -- env $envs $exec_start > "$RLE_AGENT_LOG" 2>&1 < /dev/null &
 echo $! > "$RLE_AGENT_PID"
 """
 
@@ -288,16 +292,19 @@ def test_user_data_registers_as_the_runner_user_and_starts_the_agent(
         # install planned its files (dry run), systemd was asked to reload and start the unit.
         assert "dry run; nothing changed" in boot.stdout
         assert (base / "systemctl.log").read_text().splitlines() == ["daemon-reload", "enable --now runner-lifecycle"]
-        assert f"User={USER}" in (base / "unit").read_text()
+        unit = (base / "unit").read_text()
+        assert "\nUser=" not in unit, "the agent runs as root, not as the job's user"
+        assert f"Environment=RUNNER_LIFECYCLE_RUNNER_USER={USER}" in unit
 
-        # 4. The agent, started as the unit says, runs as the runner user and starts the listener.
+        # 4. The agent, started as the unit says, runs as root and starts the listener as the runner
+        # user (docs/security.md: the job must not share the agent's uid).
         session = broker.wait_listening(instance_id, timeout=60)
         assert session.runner == instance_id
         pgid = int(pid_file.read_text().strip())
         agents = [p for p in processes_in_group(pgid) if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(bin_path)]
         assert agents, (base / "agent.log").read_text()[-3000:]
-        assert all(uid_of(p) == runner_user.pw_uid for p in agents)
-        # The listener is the agent's child, as the runner user too.
+        assert all(uid_of(p) == 0 for p in agents)
+        # The listener is the agent's child, as the runner user.
         assert uid_of(session.pid) == runner_user.pw_uid
         assert any(parent_of(session.pid) == a for a in agents)
     finally:

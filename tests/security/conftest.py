@@ -55,3 +55,18 @@ def staged(rl_bin: Path, job_user: tuple[str, int, int], tmp_path: Path) -> Path
     out = run(str(rl_bin), "install", "--root", str(root), "--user", name, "--binary", "/usr/bin/runner-lifecycle")
     assert out.returncode == 0, out
     return root
+
+
+@pytest.fixture
+def user_host(rl_bin: Path, aws, broker, job_user: tuple[str, int, int], tmp_path: Path):
+    """user_host.make(**settings) -> harness.Host whose agent runs as root with `runner.user` = the job
+    user, runner under /tmp owned by that user, socket directory root 0755 (see hostlib.py). Agents,
+    the user's processes and the directory are removed after, on failure too."""
+    need_tools("setpriv", "chown")
+    from hostlib import UserHosts
+
+    hosts = UserHosts(rl_bin, aws, broker, job_user, tmp_path)
+    try:
+        yield hosts
+    finally:
+        hosts.close()

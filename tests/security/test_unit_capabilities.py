@@ -84,8 +84,10 @@ def test_the_units_capabilities_are_exactly_what_the_agent_needs(rl_bin, job_use
     with tempfile.TemporaryDirectory() as d:
         sock = os.path.join(d, "sock")
         open(sock, "w").close()
-        assert run(*bounded(caps), "chgrp", str(gid), sock, check=False).returncode == 0
+        # Without first: once the file has that group, chgrp to it again is a no-op the owner may do
+        # without CAP_CHOWN (fs/attr.c chgrp_ok), so the order matters.
         assert run(*bounded(without("chown")), "chgrp", str(gid), sock, check=False).returncode != 0
+        assert run(*bounded(caps), "chgrp", str(gid), sock, check=False).returncode == 0
 
     # CAP_DAC_READ_SEARCH does not replace CAP_SYS_PTRACE for another uid's exe link (the kernel
     # asks ptrace_may_access(PTRACE_MODE_READ_FSCREDS), fs/proc/base.c).

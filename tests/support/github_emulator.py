@@ -183,7 +183,9 @@ class FakeGitHub:
         self.requests: list[tuple[str, str, bool]] = []
         self.registration_tokens: list[str] = []
         self.installation_tokens: list[str] = []
-        self.fail_next: list[int] = []  # statuses to answer next, in order (0: normally; 4290: 429 + Retry-After: 0)
+        #: Statuses to answer next, in order (0: normally; 4290: 429 + Retry-After: 0), or
+        #: (status, {header: value}) for any answer with headers of the test's choosing.
+        self.fail_next: list[int | tuple[int, dict[str, str]]] = []
         #: Optional live view: name -> (status, busy), e.g. derived from the fake runner broker's
         #: sessions, so GitHub's runner status follows the real (stand-in) listener.
         self.live: Callable[[str], tuple[str, bool]] | None = None
@@ -296,6 +298,9 @@ class FakeGitHub:
         with self._lock:
             self.requests.append((method, path, ok))
             status = self.fail_next.pop(0) if self.fail_next else 0
+            if isinstance(status, tuple):  # (status, headers): any answer, hostile headers included
+                code, extra = status
+                return code, dict(extra), {"message": "injected answer", "documentation_url": "x"}
             if status == 4290:  # a 429 with `Retry-After: 0`
                 return 429, {"Retry-After": "0"}, {"message": "injected rate limit", "documentation_url": "x"}
             if status:  # 0: answer normally

@@ -85,6 +85,9 @@ class ImdsServer:
         self._unavailable_until = 0.0
         self._unavailable_mode = "refused"
         self._lag_s = 0.0
+        #: When set, the token answer's TTL header says this (any text, hostile values included)
+        #: instead of the TTL granted; the token itself stays valid for the TTL asked.
+        self.token_ttl_answer: str | None = None
         self._server: ThreadingHTTPServer | None = None
         self._restart_timer: threading.Timer | None = None
         self._closed = False
@@ -296,7 +299,8 @@ def _make_handler(imds: ImdsServer) -> type[BaseHTTPRequestHandler]:
                 return
             token = imds._issue_token(ttl)
             # The TTL header on the answer is required by the AWS SDKs' IMDS clients.
-            self._send(200, token, headers={TTL_HEADER: str(ttl)})
+            answer = imds.token_ttl_answer if imds.token_ttl_answer is not None else str(ttl)
+            self._send(200, token, headers={TTL_HEADER: answer})
 
         def do_GET(self) -> None:
             if not self._gate():
