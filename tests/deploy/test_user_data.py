@@ -240,9 +240,10 @@ def test_user_data_registers_as_the_runner_user_and_starts_the_agent(
         for exe in ("Runner.Listener", "Runner.Worker"):
             script = runner_dir / "bin" / exe
             script.write_text(re.sub(r"^#!.*", f"#!{python}", script.read_text(), count=1))
+        # RuntimeDirectory= as the unit makes it: root's, 0755 (the job can connect, not replace).
         runtime_dir = base / "run"
-        runtime_dir.mkdir()
-        subprocess.run(["chown", "-R", f"{USER}:", str(runner_dir), str(runtime_dir)], check=True)
+        runtime_dir.mkdir(mode=0o755)
+        subprocess.run(["chown", "-R", f"{USER}:", str(runner_dir)], check=True)
         config = base / "config.toml"
         config.write_text((REPO / "packaging" / "config.toml").read_text()
                           .replace('dir = "/opt/actions-runner"', f'dir = "{runner_dir}"'))
