@@ -7,7 +7,10 @@ use crate::link;
 use crate::ratelimit::{self, RateHeaders, Verdict};
 use crate::secret::Secret;
 use crate::time;
-use crate::types::{ErrorBody, InstallationToken, JitConfig, JitRequest, RegistrationToken, Runner, RunnerPage};
+use crate::types::{
+    ErrorBody, InstallationToken, JitConfig, JitRequest, RegistrationToken, Runner, RunnerPage, WorkflowJob,
+    WorkflowJobPage, WorkflowRun, WorkflowRunPage,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
@@ -256,14 +259,51 @@ impl GitHubClient {
 
     /// Every runner of the scope (all pages).
     pub async fn list_runners(&self) -> Result<Vec<Runner>, GitHubError> {
-        let mut url = format!("{}{}/actions/runners?per_page=100", self.base, self.scope.prefix());
+        let url = format!("{}{}/actions/runners?per_page=100", self.base, self.scope.prefix());
+        let what = format!("the runners of {}", self.scope);
+        self.pages(url, &what, |page: RunnerPage| {
+            debug!(count = page.runners.len(), total = page.total_count, "runner page");
+            page.runners
+        })
+        .await
+    }
+
+    /// The workflow runs of `owner/repo` with `status` (`queued`, `in_progress`), all pages
+    /// (`GET /repos/{owner}/{repo}/actions/runs?status=`).
+    pub async fn workflow_runs(&self, owner: &str, repo: &str, status: &str) -> Result<Vec<WorkflowRun>, GitHubError> {
+        let url = format!(
+            "{}/repos/{owner}/{repo}/actions/runs?status={status}&per_page=100",
+            self.base
+        );
+        let what = format!("the {status} workflow runs of {owner}/{repo}");
+        self.pages(url, &what, |page: WorkflowRunPage| page.workflow_runs).await
+    }
+
+    /// The latest attempt's jobs of one workflow run, all pages
+    /// (`GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs?filter=latest`).
+    pub async fn run_jobs(&self, owner: &str, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
+        let url = format!(
+            "{}/repos/{owner}/{repo}/actions/runs/{run_id}/jobs?filter=latest&per_page=100",
+            self.base
+        );
+        let what = format!("the jobs of run {run_id} of {owner}/{repo}");
+        self.pages(url, &what, |page: WorkflowJobPage| page.jobs).await
+    }
+
+    /// Follow a list's `Link: rel="next"` pages (never to another host than the API's).
+    async fn pages<P: DeserializeOwned, T>(
+        &self,
+        first: String,
+        what: &str,
+        items: impl Fn(P) -> Vec<T>,
+    ) -> Result<Vec<T>, GitHubError> {
+        let mut url = first;
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
             let answer = self.authed(Method::GET, &url, None).await?;
-            let answer = self.expect_ok(answer, &format!("the runners of {}", self.scope))?;
-            let page: RunnerPage = answer.json("runner list")?;
-            debug!(count = page.runners.len(), total = page.total_count, "runner page");
-            all.extend(page.runners);
+            let answer = self.expect_ok(answer, what)?;
+            let page: P = answer.json(what)?;
+            all.extend(items(page));
             let next = answer
                 .headers
                 .get("link")
@@ -281,7 +321,7 @@ impl GitHubClient {
                 None => return Ok(all),
             }
         }
-        warn!(pages = MAX_PAGES, "runner list truncated");
+        warn!(pages = MAX_PAGES, what, "list truncated");
         Ok(all)
     }
 

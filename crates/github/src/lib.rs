@@ -32,4 +32,4 @@ pub use auth::{AppKey, Auth};
 pub use client::{Deleted, GitHubClient, Options, Scope};
 pub use error::GitHubError;
 pub use secret::Secret;
-pub use types::{JitConfig, JitRequest, RegistrationToken, Runner, RunnerLabel};
+pub use types::{JitConfig, JitRequest, RegistrationToken, Runner, RunnerLabel, WorkflowJob, WorkflowRun};
