@@ -50,7 +50,7 @@ pub struct Job {
     /// When it was queued (epoch s).
     #[serde(rename = "q")]
     pub queued_at: i64,
-    /// When the controller last heard of it (epoch s).
+    /// When a webhook last told of it (epoch s; 0: known from a reconcile only).
     #[serde(rename = "s")]
     pub seen_at: i64,
 }
@@ -185,7 +185,7 @@ impl GroupState {
                 Job {
                     running,
                     queued_at,
-                    seen_at: now,
+                    seen_at: 0,
                 },
             );
         }
@@ -660,8 +660,9 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         let decide = |st: &mut GroupState, repaired: &mut u32| -> (Option<Demand>, Option<(u32, ScaleReason)>) {
             st.capacity = Some(cap.into());
             if let Some(jobs) = &jobs {
-                // Keep what webhooks told in the last minute: newer than this answer, maybe.
-                *repaired = st.replace_jobs(jobs, now.saturating_sub(60), now);
+                // Keep what a webhook told since this reconcile began: it may be newer than the
+                // answers read since.
+                *repaired = st.replace_jobs(jobs, now, now);
                 st.reconciled_at = Some(now);
             }
             let p = policy(s, cap.into());
