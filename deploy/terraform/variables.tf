@@ -84,7 +84,7 @@ variable "idle_target" {
 variable "scale_in_after_s" {
   description = "Seconds demand must stay below capacity before capacity drops (shorter: fewer idle instance-hours, more scale-ins and stop windows; docs/operations.md)."
   type        = number
-  default     = 600
+  default     = 900
 }
 
 variable "scale_repos" {

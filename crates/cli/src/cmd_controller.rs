@@ -154,7 +154,7 @@ pub struct ControllerOpts {
     /// Idle runners kept beyond demand.
     #[arg(long, value_name = "N", env = "RUNNER_LIFECYCLE_SCALE_IDLE_TARGET", default_value_t = lifecycle_controller::settings::DEFAULT_IDLE_TARGET, global = true)]
     idle_target: u32,
-    /// How long demand must stay below capacity before capacity drops (600, 10m).
+    /// How long demand must stay below capacity before capacity drops (900, 15m).
     #[arg(
         long,
         value_name = "DURATION",

@@ -44,7 +44,7 @@ pub struct Settings {
 pub const DEFAULT_IDLE_TARGET: u32 = 1;
 /// Demand must stay below capacity this long before capacity drops (the simulation's trade-off:
 /// shorter means more scale-ins, each a stop window; docs/operations.md, "Scaling").
-pub const DEFAULT_SCALE_IN_AFTER: Duration = Duration::from_secs(600);
+pub const DEFAULT_SCALE_IN_AFTER: Duration = Duration::from_secs(900);
 /// At most one Auto Scaling apply per group per this long (leading and trailing edge).
 pub const DEFAULT_APPLY_INTERVAL: Duration = Duration::from_secs(5);
 /// Webhook-derived demand may lower capacity only if a reconcile succeeded this recently.
