@@ -355,6 +355,18 @@ impl Aws for AwsFleet {
     async fn claim_delivery(&self, table: &str, delivery: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
         self.put_delivery(table, delivery, now, expires_at).await
     }
+
+    async fn release_delivery(&self, table: &str, delivery: &str) -> Result<(), ApiError> {
+        self.ddb_client
+            .put_item()
+            .table_name(table)
+            .item(TABLE_KEY, AttributeValue::S(format!("delivery#{delivery}")))
+            .item(TABLE_TTL, AttributeValue::N("0".to_string()))
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(())
+    }
 }
 
 /// The state table's partition key (a string): `group#NAME` or `delivery#ID`.

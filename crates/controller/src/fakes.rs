@@ -51,6 +51,8 @@ pub struct FakeAws {
     pub deliveries: Mutex<BTreeMap<String, i64>>,
     /// When set, every DynamoDB call fails with this kind.
     pub table_down: Mutex<Option<ApiErrorKind>>,
+    /// This many next state writes fail (transient).
+    pub fail_next_save: Mutex<u32>,
     /// DynamoDB calls.
     pub table_calls: AtomicU64,
     /// Auto Scaling calls.
@@ -195,6 +197,13 @@ impl Aws for FakeAws {
     }
     async fn save_state(&self, table: &str, group: &str, json: &str, expected: Option<u64>) -> Result<bool, ApiError> {
         self.ddb()?;
+        {
+            let mut n = lock(&self.fail_next_save);
+            if *n > 0 {
+                *n -= 1;
+                return Err(ApiError::new(ApiErrorKind::Transient, "injected write failure"));
+            }
+        }
         let mut t = lock(&self.table);
         let key = format!("{table}/{group}");
         if t.get(&key).map(|s| s.version) != expected {
@@ -218,6 +227,11 @@ impl Aws for FakeAws {
         }
         d.insert(delivery.to_string(), expires_at);
         Ok(true)
+    }
+    async fn release_delivery(&self, _table: &str, delivery: &str) -> Result<(), ApiError> {
+        self.ddb()?;
+        lock(&self.deliveries).insert(delivery.to_string(), 0);
+        Ok(())
     }
 }
 

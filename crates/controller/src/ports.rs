@@ -143,6 +143,9 @@ pub trait Aws {
         now: i64,
         expires_at: i64,
     ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+    /// PutItem of a delivery id as already expired: forget a claim whose event could not be
+    /// counted, so GitHub's redelivery is not refused as a replay.
+    fn release_delivery(&self, table: &str, delivery: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
 /// What the controller asks of GitHub.

@@ -38,6 +38,8 @@ pub const MAX_JOBS: usize = 4000;
 pub const MAX_DONE: usize = 2000;
 /// Seconds a completed job id is remembered.
 pub const DONE_KEEP_S: i64 = 3600;
+/// Trailing-edge rounds one invocation waits at most.
+const TRAILING_ROUNDS: u32 = 3;
 /// Conditional-write attempts per state update before giving up (retryable).
 const WRITE_ATTEMPTS: u32 = 20;
 
@@ -571,7 +573,13 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             .await;
         let (st, (waited, next)) = match updated {
             Ok(v) => v,
-            Err(e) => return a(503, format!("state table unavailable: {e}")),
+            Err(e) => {
+                // Not counted: forget the claim, so a redelivery is counted rather than refused.
+                if let Err(e2) = self.aws().release_delivery(&s.table, delivery).await {
+                    warn!(error = %e2, "could not release the delivery id; a redelivery will be refused as a replay");
+                }
+                return a(503, format!("state table unavailable: {e}"));
+            }
         };
         m.queue_time_s = waited;
         gauges(m, &st);
@@ -602,7 +610,9 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         }
     }
 
-    /// The trailing edge: wait for the window to open, then apply the latest decision.
+    /// The trailing edge: wait for the window to open, then apply the latest decision. If another
+    /// invocation applied at the window's opening and a newer change is due again, this one owns
+    /// the next trailing edge too (a few rounds at most; the reconcile catches anything left).
     async fn trailing(
         &self,
         s: &ScaleSettings,
@@ -610,26 +620,32 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         until: i64,
         m: &mut ScaleMetrics,
     ) -> Result<Option<Applied>, HandlerError> {
-        let wait = Duration::from_secs(u64::try_from(until.saturating_sub(now)).unwrap_or(0));
-        tokio::time::sleep(wait).await;
-        let later = now.saturating_add(i64::try_from(wait.as_secs()).unwrap_or(0));
-        let (_, next) = self
-            .update_state(s, |st| {
-                if st.deferred_until == Some(until) {
-                    st.deferred_until = None;
-                }
-                plan(s, st, later)
-            })
-            .await
-            .map_err(|error| HandlerError::Aws {
-                call: "DynamoDB PutItem",
-                error,
-            })?;
-        match next {
-            Plan::Apply => self.apply(s, later, m).await.map(Some),
-            // Another change after this one owns the next trailing edge; nothing is lost.
-            Plan::Nothing | Plan::Defer { .. } => Ok(None),
+        let (mut clock, mut until) = (now, until);
+        for _ in 0..TRAILING_ROUNDS {
+            let wait = Duration::from_secs(u64::try_from(until.saturating_sub(clock)).unwrap_or(0));
+            tokio::time::sleep(wait).await;
+            clock = clock.saturating_add(i64::try_from(wait.as_secs()).unwrap_or(0));
+            let at = clock;
+            let owned = until;
+            let (_, next) = self
+                .update_state(s, |st| {
+                    if st.deferred_until == Some(owned) {
+                        st.deferred_until = None;
+                    }
+                    plan(s, st, at)
+                })
+                .await
+                .map_err(|error| HandlerError::Aws {
+                    call: "DynamoDB PutItem",
+                    error,
+                })?;
+            match next {
+                Plan::Apply => return self.apply(s, at, m).await.map(Some),
+                Plan::Nothing => return Ok(None),
+                Plan::Defer { until: next } => until = next,
+            }
         }
+        Ok(None)
     }
 
     /// The reconcile (`controller scale`, the one-minute schedule): read demand from GitHub's REST
@@ -888,6 +904,25 @@ mod tests {
         *c.github().jobs.lock().expect("lock") = (1..=10).map(|i| job(i, "queued")).collect();
         let r = c.scale(60).await.expect("reconciled");
         assert_eq!(r.applied.to, 11);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_could_not_be_counted_can_be_redelivered() {
+        let c = controller(0, 20, 5);
+        // The claim succeeds, the state write fails: the claim is released.
+        *c.aws().fail_next_save.lock().expect("lock") = 100;
+        assert_eq!(c.webhook(&request("queued", 1, "d1"), 0).await.status, 503);
+        *c.aws().fail_next_save.lock().expect("lock") = 0;
+        assert_eq!(
+            c.webhook(&request("queued", 1, "d1"), 1).await.status,
+            202,
+            "redelivered"
+        );
+        assert_eq!(
+            c.webhook(&request("queued", 1, "d1"), 2).await.status,
+            409,
+            "then a replay"
+        );
     }
 
     #[test]
