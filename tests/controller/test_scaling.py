@@ -165,6 +165,7 @@ def test_a_burst_of_1000_queued_jobs_makes_few_auto_scaling_calls(aws_x: Any, la
     describes = aws_x.calls("DescribeAutoScalingGroups")
     # At most one apply per 2 s window, plus the leading and the trailing edge.
     bound = int(elapsed / 2) + 2
+    print(f"burst: 1000 events, {len(sets)} SetDesiredCapacity, {len(describes)} DescribeAutoScalingGroups, {elapsed:.1f} s")
     assert 1 <= len(sets) <= bound, (len(sets), elapsed)
     assert len(describes) <= bound, (len(describes), elapsed)
     assert len(sets) < 50, "bounded whatever the number of events"
