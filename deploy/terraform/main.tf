@@ -5,7 +5,11 @@
 #   host heartbeats it only while a job runs and completes it the moment the runner is idle;
 # - the agent protects busy instances from scale-in, so the group prefers idle ones;
 # - the controller Lambda completes what no agent can (warm-pool trims, dead hosts) and mints the
-#   per-instance registration token on launch.
+#   per-instance registration token on launch;
+# - the controller also sizes the group from demand: GitHub's workflow_job webhooks reach it through
+#   a function URL, a one-minute reconcile repairs what webhooks missed, state lives in a DynamoDB
+#   table (docs/controller.md, "Scaling"). It sets DesiredCapacity only; which instance leaves on a
+#   scale-in is the group's choice, made safe by the agent.
 #
 # Status: syntax-checked by the test suite (python-hcl2), not applied against a real account.
 
@@ -29,7 +33,8 @@ resource "aws_iam_role" "agent" {
 
 # Least privilege, generated from the actions the code calls:
 #   runner-lifecycle iam-policy --role agent --group GROUP_NAME --region us-east-1 --account 111122223333
-#   runner-lifecycle iam-policy --role controller ... --github-credentials-secret GITHUB_CREDENTIALS_SECRET
+#   runner-lifecycle iam-policy --role controller ... --github-credentials-secret GITHUB_CREDENTIALS_SECRET \
+#     --webhook-secret WEBHOOK_SECRET --state-table STATE_TABLE
 # The policies/ files are that output (tests/deploy checks they are current); the placeholders are
 # replaced with this group, region, account and secret below.
 resource "aws_iam_role_policy" "agent" {
@@ -115,6 +120,11 @@ resource "aws_autoscaling_group" "runners" {
     value               = var.name
     propagate_at_launch = true
   }
+
+  # The controller owns DesiredCapacity (demand scaling); Terraform must not reset it on apply.
+  lifecycle {
+    ignore_changes = [desired_capacity]
+  }
 }
 
 # ----- the controller -----
@@ -130,10 +140,12 @@ resource "aws_iam_role" "controller" {
 resource "aws_iam_role_policy" "controller" {
   name = "runner-lifecycle-controller"
   role = aws_iam_role.controller.id
-  policy = replace(replace(replace(replace(file("${path.module}/policies/controller.json"),
+  policy = replace(replace(replace(replace(replace(replace(file("${path.module}/policies/controller.json"),
     "GROUP_NAME", var.name), ":us-east-1:", ":${data.aws_region.current.name}:"),
     ":111122223333:", ":${data.aws_caller_identity.current.account_id}:"),
-  "GITHUB_CREDENTIALS_SECRET", var.github_credentials_secret)
+    "GITHUB_CREDENTIALS_SECRET", var.github_credentials_secret),
+    "WEBHOOK_SECRET", var.webhook_secret),
+  "STATE_TABLE", aws_dynamodb_table.state.name)
 }
 
 resource "aws_iam_role_policy_attachment" "controller_logs" {
@@ -158,8 +170,60 @@ resource "aws_lambda_function" "controller" {
       RUNNER_LIFECYCLE_GITHUB_URL                = var.github_url
       RUNNER_LIFECYCLE_GITHUB_CREDENTIALS_SECRET = var.github_credentials_secret
       RUNNER_LIFECYCLE_LOG_FORMAT                = "json"
+      # Demand scaling (docs/controller.md, "Scaling"; docs/operations.md, "Scaling: tuning and
+      # troubleshooting"). A job counts when all its runs-on labels are among these: GitHub's
+      # default labels, the configured ones and the group label register adds.
+      RUNNER_LIFECYCLE_SCALE_TABLE       = aws_dynamodb_table.state.name
+      RUNNER_LIFECYCLE_SCALE_LABELS      = join(",", distinct(concat(["self-hosted", "linux", "x64"], [for l in var.runner_labels : lower(l)], ["asg-${var.name}"])))
+      RUNNER_LIFECYCLE_SCALE_IDLE_TARGET = tostring(var.idle_target)
+      RUNNER_LIFECYCLE_SCALE_IN_AFTER    = tostring(var.scale_in_after_s)
+      RUNNER_LIFECYCLE_SCALE_REPOS       = join(",", var.scale_repos)
+      RUNNER_LIFECYCLE_WEBHOOK_SECRET    = var.webhook_secret
     }
   }
+}
+
+# Scaling state: one item per group (demand, the policy's memory, the last applied capacity) and one
+# per webhook delivery id (replay protection, expired by TTL). On-demand: a few writes per webhook.
+resource "aws_dynamodb_table" "state" {
+  name         = "${var.name}-scaling"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "pk"
+
+  attribute {
+    name = "pk"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = false
+  }
+}
+
+# GitHub's webhook endpoint (workflow_job events). AuthType NONE is deliberate: GitHub cannot sign
+# requests with SigV4; every request is authenticated by its X-Hub-Signature-256 HMAC (the webhook
+# secret), checked in constant time before anything else, and replays are refused by delivery id.
+resource "aws_lambda_function_url" "webhook" {
+  function_name      = aws_lambda_function.controller.function_name
+  authorization_type = "NONE"
+}
+
+# The reconcile: reads queued and in-progress jobs from GitHub's REST API every minute, repairs
+# dropped or duplicated webhooks, applies the decision. Its input selects the scale event kind.
+resource "aws_cloudwatch_event_rule" "scale" {
+  name                = "${var.name}-scale"
+  schedule_expression = "rate(1 minute)"
+}
+
+resource "aws_cloudwatch_event_target" "scale" {
+  rule  = aws_cloudwatch_event_rule.scale.name
+  arn   = aws_lambda_function.controller.arn
+  input = jsonencode({ "runner-lifecycle" = "scale" })
 }
 
 # Lifecycle actions of this group (termination, launch, warm-pool trims).
@@ -203,6 +267,7 @@ resource "aws_lambda_permission" "events" {
     lifecycle = aws_cloudwatch_event_rule.lifecycle.arn
     spot      = aws_cloudwatch_event_rule.spot.arn
     sweep     = aws_cloudwatch_event_rule.sweep.arn
+    scale     = aws_cloudwatch_event_rule.scale.arn
   }
   statement_id  = "events-${each.key}"
   action        = "lambda:InvokeFunction"
@@ -213,4 +278,9 @@ resource "aws_lambda_permission" "events" {
 
 output "group_name" {
   value = aws_autoscaling_group.runners.name
+}
+
+output "webhook_url" {
+  description = "The Payload URL of the GitHub webhook (content type application/json, event: Workflow jobs)."
+  value       = aws_lambda_function_url.webhook.function_url
 }

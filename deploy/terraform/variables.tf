@@ -68,3 +68,27 @@ variable "github_credentials_secret" {
   type        = string
   default     = "runner-lifecycle/github-credentials"
 }
+
+variable "webhook_secret" {
+  description = "Name of the Secrets Manager secret holding the GitHub webhook secret (the same text as the webhook's Secret field; docs/controller.md, 'Scaling')."
+  type        = string
+  default     = "runner-lifecycle/webhook"
+}
+
+variable "idle_target" {
+  description = "Idle runners kept beyond demand, so a new job starts without waiting for a boot."
+  type        = number
+  default     = 1
+}
+
+variable "scale_in_after_s" {
+  description = "Seconds demand must stay below capacity before capacity drops (shorter: fewer idle instance-hours, more scale-ins and stop windows; docs/operations.md)."
+  type        = number
+  default     = 900
+}
+
+variable "scale_repos" {
+  description = "OWNER/REPO list whose jobs the reconcile reads; empty for a repository github_url, required for an organization."
+  type        = list(string)
+  default     = []
+}

@@ -288,8 +288,19 @@ def test_iam_policy_documents(run_bin: Any, aws_env: Any) -> None:
         "autoscaling:CompleteLifecycleAction", "autoscaling:DescribeAutoScalingGroups",
         "autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeLifecycleHooks",
         "autoscaling:DescribeScalingActivities", "autoscaling:RecordLifecycleActionHeartbeat",
+        "autoscaling:SetDesiredCapacity",
         "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret", "secretsmanager:ListSecrets",
         "secretsmanager:PutSecretValue", "secretsmanager:TagResource"])
+    # Demand scaling: the state table and the webhook secret, each only when named.
+    r = run_bin(["iam-policy", "--role", "controller", "--group", "runners", "--region", "us-east-1",
+                 "--account", "123456789012", "--state-table", "rl-state", "--webhook-secret", "rl/webhook"], env)
+    scaled = {s["Sid"]: s for s in json.loads(r.stdout)["Statement"]}
+    assert scaled["ScalingStateTable"]["Action"] == ["dynamodb:GetItem", "dynamodb:PutItem"]
+    assert scaled["ScalingStateTable"]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/rl-state"
+    assert scaled["GitHubCredentials"]["Resource"] == "arn:aws:secretsmanager:us-east-1:123456789012:secret:rl/webhook-??????"
+    assert "SetDesiredCapacity" in json.dumps(scaled["LifecycleOfThisGroup"])
+    bad = run_bin(["iam-policy", "--role", "controller", "--group", "runners", "--state-table", "a*"], env)
+    assert bad.returncode == 3 and "--state-table" in bad.stderr
     agent = json.loads(run_bin(["iam-policy", "--role", "agent", "--group", "runners"], env).stdout)
     scoped = {s["Sid"]: s["Resource"] for s in agent["Statement"]}
     assert scoped["LifecycleOfThisGroup"].endswith(":autoScalingGroupName/runners")

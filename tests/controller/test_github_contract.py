@@ -42,13 +42,18 @@ def test_every_client_request_is_valid_against_the_official_description(prism, a
     log = prism.log()[before:]
     # Prism logs each request's validation; a violation is an error line from its VALIDATOR.
     assert "Request received" in log
-    violations = [line for line in log.splitlines() if "VALIDATOR" in line and "✖" in line]
+    # Only the requests are ours: Prism also checks its answer (the description's own example) and
+    # the example of list-jobs-for-workflow-run lacks the `created_at` its schema requires.
+    violations = [line for line in log.splitlines() if "VALIDATOR" in line and "✖" in line
+                  and "Violation: response." not in line]
     assert violations == [], "\n".join(violations)
     for request in ("get /orgs/acme/actions/runners ", "post /orgs/acme/actions/runners/registration-token ",
                     "post /orgs/acme/actions/runners/generate-jitconfig ", "delete /orgs/acme/actions/runners/23 ",
                     "get /repos/acme/infra/actions/runners ", "post /repos/acme/infra/actions/runners/registration-token ",
                     "post /repos/acme/infra/actions/runners/generate-jitconfig ",
-                    "delete /repos/acme/infra/actions/runners/23 ", "post /app/installations/42/access_tokens "):
+                    "delete /repos/acme/infra/actions/runners/23 ", "post /app/installations/42/access_tokens ",
+                    "get /repos/acme/infra/actions/runs ",
+                    "get /repos/acme/infra/actions/runs/30433642/jobs "):
         assert f"[HTTP SERVER] {request}" in log, request
 
 

@@ -75,6 +75,26 @@ def test_every_reference_is_declared() -> None:
     assert "aws_autoscaling_group.runners" in names["resource"]
 
 
+def test_scaling_is_wired() -> None:
+    """The function URL (AuthType NONE: the HMAC is the auth), the one-minute reconcile with the
+    scale input, the state table with its TTL, and the controller's scaling settings."""
+    with (TF / "main.tf").open() as fh:
+        doc = hcl2.load(fh)
+    res: dict[str, dict] = {}
+    for b in blocks(doc, "resource"):
+        for rtype, body in b.items():
+            for name, v in body.items():
+                res[f"{rtype}.{unquote(name)}"] = v
+    assert unquote(res["aws_lambda_function_url.webhook"]["authorization_type"]) == "NONE"
+    assert unquote(res["aws_cloudwatch_event_rule.scale"]["schedule_expression"]) == "rate(1 minute)"
+    assert "scale" in res["aws_cloudwatch_event_target.scale"]["input"]
+    table = res["aws_dynamodb_table.state"]
+    assert unquote(table["hash_key"]) == "pk" and unquote(table["ttl"][0]["attribute_name"]) == "expires_at"
+    text = (TF / "main.tf").read_text()
+    for var in ("RUNNER_LIFECYCLE_SCALE_TABLE", "RUNNER_LIFECYCLE_SCALE_LABELS", "RUNNER_LIFECYCLE_WEBHOOK_SECRET"):
+        assert var in text, var
+
+
 def test_lifecycle_hooks_are_there() -> None:
     with (TF / "main.tf").open() as fh:
         doc = hcl2.load(fh)
@@ -94,7 +114,8 @@ def test_policy_files_match_iam_policy_output(role: str) -> None:
     for flag, value in PLACEHOLDERS.items():
         args += [flag, value]
     if role == "controller":
-        args += ["--github-credentials-secret", "GITHUB_CREDENTIALS_SECRET"]
+        args += ["--github-credentials-secret", "GITHUB_CREDENTIALS_SECRET", "--webhook-secret", "WEBHOOK_SECRET",
+                 "--state-table", "STATE_TABLE"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True).stdout
     committed = json.loads((TF / "policies" / f"{role}.json").read_text())
     assert committed == json.loads(out), (

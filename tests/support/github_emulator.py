@@ -38,7 +38,8 @@ from urllib.parse import parse_qs, urlparse
 GITHUB_DIR = Path(__file__).resolve().parents[1] / "github"
 SPEC_IN_PACKAGE = "node_modules/@octokit/openapi/generated/api.github.com.json"
 
-#: The operations runner-lifecycle calls: (method, OpenAPI path).
+#: The operations runner-lifecycle calls: (method, OpenAPI path). The runner operations, the App
+#: token, and the two workflow-run reads of the scaling reconcile.
 RUNNER_OPERATIONS = [
     ("get", "/orgs/{org}/actions/runners"),
     ("delete", "/orgs/{org}/actions/runners/{runner_id}"),
@@ -49,6 +50,9 @@ RUNNER_OPERATIONS = [
     ("post", "/repos/{owner}/{repo}/actions/runners/registration-token"),
     ("post", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"),
     ("post", "/app/installations/{installation_id}/access_tokens"),
+    # Demand for `controller scale` (the reconcile): queued / in-progress runs and their jobs.
+    ("get", "/repos/{owner}/{repo}/actions/runs"),
+    ("get", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs"),
 ]
 
 
@@ -183,6 +187,8 @@ class FakeGitHub:
         self.requests: list[tuple[str, str, bool]] = []
         self.registration_tokens: list[str] = []
         self.installation_tokens: list[str] = []
+        #: Workflow jobs by id (GitHub's ``job`` schema); runs are derived from them.
+        self.jobs: dict[int, dict[str, Any]] = {}
         #: Statuses to answer next, in order (0: normally; 4290: 429 + Retry-After: 0), or
         #: (status, {header: value}) for any answer with headers of the test's choosing.
         self.fail_next: list[int | tuple[int, dict[str, str]]] = []
@@ -286,6 +292,67 @@ class FakeGitHub:
         self.jit_configs[name] = blob
         return 201, {}, {"runner": runner, "encoded_jit_config": blob}
 
+    def add_job(self, job_id: int, labels: list[str], status: str = "queued", run_id: int = 1,
+                repo: str = "acme/infra") -> dict[str, Any]:
+        """A workflow job (``queued``, ``in_progress`` or ``completed``) of run ``run_id``."""
+        now = _iso(time.time())
+        job = {
+            "id": job_id, "node_id": f"J_{job_id}", "run_id": run_id, "run_attempt": 1,
+            "run_url": f"{self.url}/repos/{repo}/actions/runs/{run_id}", "head_sha": "0" * 40,
+            "workflow_name": "ci", "head_branch": "main", "name": f"job-{job_id}",
+            "url": f"{self.url}/repos/{repo}/actions/jobs/{job_id}",
+            "html_url": f"https://github.com/{repo}/actions/runs/{run_id}/job/{job_id}",
+            "status": status, "conclusion": "success" if status == "completed" else None,
+            "created_at": now, "started_at": now, "completed_at": now if status == "completed" else None,
+            "check_run_url": f"{self.url}/repos/{repo}/check-runs/{job_id}", "labels": list(labels),
+            "runner_id": None, "runner_name": None, "runner_group_id": None, "runner_group_name": None,
+            "_repo": repo,
+        }
+        with self._lock:
+            self.jobs[job_id] = job
+        return job
+
+    def set_job(self, job_id: int, status: str) -> None:
+        with self._lock:
+            self.jobs[job_id]["status"] = status
+            self.jobs[job_id]["conclusion"] = "success" if status == "completed" else None
+
+    def _public(self, job: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def _actions(self, method: str, repo: str, tail: list[str], query: dict[str, list[str]],
+                 path: str) -> tuple[int, dict[str, str], Any]:
+        """``GET .../actions/runs?status=`` and ``GET .../actions/runs/{id}/jobs`` (one page each)."""
+        if method != "GET":
+            return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+        with self._lock:
+            jobs = [copy.deepcopy(j) for j in self.jobs.values() if j["_repo"] == repo]
+        if tail == ["runs"]:
+            want = query.get("status", [None])[0]
+            runs: dict[int, str] = {}
+            for j in jobs:
+                # A run is in progress while any job is, queued while all unfinished ones are queued.
+                st = runs.get(j["run_id"], "completed")
+                if j["status"] == "in_progress" or st == "in_progress":
+                    st = "in_progress"
+                elif j["status"] == "queued":
+                    st = "queued"
+                runs[j["run_id"]] = st
+            chosen = [{"id": rid, "status": st, "name": "ci"} for rid, st in sorted(runs.items())
+                      if want is None or st == want]
+            return 200, {}, {"total_count": len(chosen), "workflow_runs": chosen}
+        if len(tail) == 3 and tail[0] == "runs" and tail[1].isdigit() and tail[2] == "jobs":
+            rid = int(tail[1])
+            chosen = [self._public(j) for j in sorted(jobs, key=lambda j: j["id"]) if j["run_id"] == rid]
+            per_page = min(int(query.get("per_page", ["30"])[0]), self.page_size)
+            page = int(query.get("page", ["1"])[0])
+            chunk = chosen[(page - 1) * per_page: page * per_page]
+            headers = {}
+            if page * per_page < len(chosen):
+                headers["Link"] = f'<{self.url}{path}?filter=latest&per_page={per_page}&page={page + 1}>; rel="next"'
+            return 200, headers, {"total_count": len(chosen), "jobs": chunk}
+        return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+
     def runner_names(self) -> list[str]:
         with self._lock:
             return sorted(r["name"] for r in self.runners.values())
@@ -317,6 +384,8 @@ class FakeGitHub:
             rest = parts[2:]
         elif parts[0] == "repos" and len(parts) >= 5:
             rest = parts[3:]
+            if rest[:2] == ["actions", "runs"]:
+                return self._actions(method, f"{parts[1]}/{parts[2]}", rest[1:], query, path)
         else:
             return 404, {}, {"message": "Not Found", "documentation_url": "x"}
         if rest[:2] != ["actions", "runners"]:
@@ -440,6 +509,9 @@ def validate_fake_against_spec(spec_path: Path) -> list[str]:
         return node
 
     fake = FakeGitHub()
+    # Completed: the description's `conclusion` enum (OpenAPI 3.0 `nullable` + `enum`) refuses the
+    # null GitHub sends for an unfinished job, so the schema check uses a finished one.
+    fake.add_job(7, ["self-hosted", "linux"], status="completed", run_id=3)
     busy = fake.add_runner("i-0123456789abcdef0", ["i-0123456789abcdef0", "asg-runners"], status="online", busy=True)
     idle = fake.add_runner("i-0123456789abcdef1", ["i-0123456789abcdef1", "asg-runners"])
     auth = f"Bearer {fake.token}"
@@ -459,6 +531,7 @@ def validate_fake_against_spec(spec_path: Path) -> list[str]:
         ("delete", "/orgs/{org}/actions/runners/{runner_id}", "DELETE", f"/orgs/acme/actions/runners/{idle}", {}, 204),
         ("get", "/repos/{owner}/{repo}/actions/runners", "GET", "/repos/acme/infra/actions/runners", {}, 200),
         ("post", "/repos/{owner}/{repo}/actions/runners/registration-token", "POST", "/repos/acme/infra/actions/runners/registration-token", {}, 201),
+        ("get", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", "GET", "/repos/acme/infra/actions/runs/3/jobs", {}, 200),
     ]
     problems = []
     for method, template, verb, path, body, want in calls:

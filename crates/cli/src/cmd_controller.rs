@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use lifecycle_aws::{NameTemplate, RetryPolicy};
 use lifecycle_controller::aws::AwsFleet;
 use lifecycle_controller::ports::{AnyGitHub, NoGitHub};
-use lifecycle_controller::settings::{parse_duration, DEFAULT_SECRET_TEMPLATE};
+use lifecycle_controller::settings::{parse_duration, parse_repo, ScaleSettings, DEFAULT_SECRET_TEMPLATE};
 use lifecycle_controller::{Controller, HandlerError, Settings};
 use lifecycle_github::{AppKey, Auth, GitHubClient, Options, Scope, Secret};
 use std::io::Read;
@@ -41,6 +41,9 @@ enum Action {
     },
     /// Sweep every managed group once; print the reports as JSON.
     Sweep,
+    /// Reconcile demand scaling once: read queued and running jobs from GitHub's REST API, repair
+    /// the webhook-derived demand, set the group's desired capacity; print the report as JSON.
+    Scale,
     /// Serve AWS Lambda invocations (the function's bootstrap runs this).
     Lambda,
 }
@@ -131,6 +134,66 @@ pub struct ControllerOpts {
         global = true
     )]
     github_credentials_secret: Option<String>,
+    /// Demand scaling: the DynamoDB table holding the scaling state (enables scaling, with
+    /// --scale-labels).
+    #[arg(long, value_name = "TABLE", env = "RUNNER_LIFECYCLE_SCALE_TABLE", global = true)]
+    scale_table: Option<String>,
+    /// The labels the scaled group's runners serve (comma-separated); a job counts as demand when
+    /// all its `runs-on` labels are among them.
+    #[arg(
+        long,
+        value_name = "LABELS",
+        env = "RUNNER_LIFECYCLE_SCALE_LABELS",
+        value_delimiter = ',',
+        global = true
+    )]
+    scale_labels: Vec<String>,
+    /// The group to scale [default: the only --group].
+    #[arg(long, value_name = "NAME", env = "RUNNER_LIFECYCLE_SCALE_GROUP", global = true)]
+    scale_group: Option<String>,
+    /// Idle runners kept beyond demand.
+    #[arg(long, value_name = "N", env = "RUNNER_LIFECYCLE_SCALE_IDLE_TARGET", default_value_t = lifecycle_controller::settings::DEFAULT_IDLE_TARGET, global = true)]
+    idle_target: u32,
+    /// How long demand must stay below capacity before capacity drops (900, 15m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RUNNER_LIFECYCLE_SCALE_IN_AFTER",
+        default_value = "600",
+        global = true
+    )]
+    scale_in_after: String,
+    /// At most one Auto Scaling apply per group per this long (coalesces webhook bursts).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RUNNER_LIFECYCLE_SCALE_APPLY_INTERVAL",
+        default_value = "5",
+        global = true
+    )]
+    apply_interval: String,
+    /// Webhook demand may lower capacity only while a reconcile succeeded this recently.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RUNNER_LIFECYCLE_SCALE_FRESH_FOR",
+        default_value = "180",
+        global = true
+    )]
+    scale_fresh_for: String,
+    /// Repositories whose jobs the reconcile reads (OWNER/REPO, comma-separated) [default: the
+    /// --github-url repository; required for an organisation URL].
+    #[arg(
+        long,
+        value_name = "OWNER/REPO",
+        env = "RUNNER_LIFECYCLE_SCALE_REPOS",
+        value_delimiter = ',',
+        global = true
+    )]
+    scale_repos: Vec<String>,
+    /// A Secrets Manager secret holding the GitHub webhook secret, read once at start.
+    #[arg(long, value_name = "SECRET", env = "RUNNER_LIFECYCLE_WEBHOOK_SECRET", global = true)]
+    webhook_secret: Option<String>,
     /// AWS region.
     #[arg(long, value_name = "REGION", env = "AWS_REGION", global = true)]
     region: Option<String>,
@@ -242,7 +305,40 @@ fn settings(opts: &ControllerOpts) -> Result<Settings, String> {
     s.launch_retry_for = parse_duration(&opts.launch_retry_for).map_err(|e| format!("--launch-retry-for: {e}"))?;
     s.complete_stuck = opts.complete_stuck;
     s.delete_orphan_runners = !opts.keep_runners;
+    s.scale = scale_settings(opts, &s)?;
     Ok(s)
+}
+
+fn scale_settings(opts: &ControllerOpts, s: &Settings) -> Result<Option<ScaleSettings>, String> {
+    let labels: Vec<&str> = opts
+        .scale_labels
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let table = match (&opts.scale_table, labels.is_empty()) {
+        (None, true) => return Ok(None),
+        (Some(t), false) if !t.trim().is_empty() => t.trim(),
+        _ => return Err("demand scaling needs both --scale-table and --scale-labels".into()),
+    };
+    let group = match (&opts.scale_group, s.groups.len()) {
+        (Some(g), _) if s.groups.contains(g) => g.clone(),
+        (Some(g), _) => return Err(format!("--scale-group `{g}` is not one of --group")),
+        (None, 1) => s.groups.iter().next().cloned().unwrap_or_default(),
+        (None, _) => return Err("several groups: say which one to scale with --scale-group".into()),
+    };
+    let mut scale = ScaleSettings::new(&group, &labels, table);
+    scale.idle_target = opts.idle_target;
+    scale.scale_in_after = parse_duration(&opts.scale_in_after).map_err(|e| format!("--scale-in-after: {e}"))?;
+    scale.apply_interval = parse_duration(&opts.apply_interval).map_err(|e| format!("--apply-interval: {e}"))?;
+    scale.fresh_for = parse_duration(&opts.scale_fresh_for).map_err(|e| format!("--scale-fresh-for: {e}"))?;
+    scale.repos = opts
+        .scale_repos
+        .iter()
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| parse_repo(r).map_err(|e| format!("--scale-repos: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(scale))
 }
 
 fn failure(e: &HandlerError) -> ExitCode {
@@ -261,7 +357,7 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
         eprintln!("runner-lifecycle controller: configuration error: {msg}");
         ExitCode::Config
     };
-    let settings = match settings(opts) {
+    let mut settings = match settings(opts) {
         Ok(s) => s,
         Err(e) => return config_error(e),
     };
@@ -312,6 +408,12 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
             },
             _ => None,
         };
+        if let (Some(scale), Some(id)) = (settings.scale.as_mut(), &opts.webhook_secret) {
+            match fleet.read_secret(id).await {
+                Ok(value) => scale.webhook_secret = Some(value),
+                Err(e) => return config_error(format!("reading the webhook secret {id}: {e}")),
+            }
+        }
         // GitHub is built inside the runtime: its connection pool needs one.
         let github = match github(opts, stored) {
             Ok(g) => g,
@@ -328,6 +430,15 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
                         now,
                     )
                     .await
+            }
+            (Action::Scale, _) => {
+                return match controller.scale(now).await {
+                    Ok(report) => {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                        ExitCode::Ok
+                    }
+                    Err(e) => failure(&e),
+                };
             }
             (Action::Lambda, _) => {
                 return match lifecycle_controller::lambda::run(controller).await {

@@ -23,6 +23,12 @@ pub struct IamPolicyArgs {
     /// The controller reads its GitHub credentials from this secret (grants GetSecretValue on it).
     #[arg(long, value_name = "NAME")]
     github_credentials_secret: Option<String>,
+    /// The controller reads the GitHub webhook secret from this secret (grants GetSecretValue on it).
+    #[arg(long, value_name = "NAME")]
+    webhook_secret: Option<String>,
+    /// The controller keeps its scaling state in this DynamoDB table (grants GetItem and PutItem).
+    #[arg(long, value_name = "NAME")]
+    state_table: Option<String>,
     /// Whose policy.
     #[arg(long, value_enum)]
     role: RoleArg,
@@ -61,6 +67,17 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
         eprintln!("runner-lifecycle iam-policy: {msg}");
         ExitCode::Config
     };
+    if let Some(name) = &args.webhook_secret {
+        if name.is_empty() || name.contains(['*', '?', '"']) {
+            return bad(format!("--webhook-secret `{name}` is not a secret name"));
+        }
+    }
+    if let Some(name) = &args.state_table {
+        // DynamoDB table names: 3-255 of [A-Za-z0-9_.-].
+        if name.len() < 3 || name.len() > 255 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            return bad(format!("--state-table `{name}` is not a DynamoDB table name"));
+        }
+    }
     if args.account != "*" && !(args.account.len() == 12 && args.account.bytes().all(|b| b.is_ascii_digit())) {
         return bad(format!("--account `{}` is not a 12-digit account id", args.account));
     }
@@ -101,6 +118,8 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
         secret_prefix: secret.prefix(&args.group),
         parameter_prefix: parameter.prefix(&args.group),
         credentials_secret: args.github_credentials_secret.clone(),
+        webhook_secret: args.webhook_secret.clone(),
+        state_table: args.state_table.clone(),
     };
     let role = match args.role {
         RoleArg::Agent => Role::Agent,

@@ -1,9 +1,11 @@
-//! The real [`Aws`] port: the official AWS SDK for Rust (Auto Scaling and Secrets Manager). Every
+//! The real [`Aws`] port: the official AWS SDK for Rust (Auto Scaling, Secrets Manager and the
+//! DynamoDB state table). Every
 //! SDK operation this file calls is listed in [`crate::iam`]; a test there reads this file and
 //! fails if the two differ.
 
-use crate::ports::{Aws, Completion, Member, TerminationHook};
+use crate::ports::{Aws, Capacity, Completion, Member, StoredState, TerminationHook};
 use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 use lifecycle_aws::{api_error, error_code};
 use lifecycle_core::{ApiError, ApiErrorKind};
@@ -23,6 +25,7 @@ const ACTIVITY_PAGES: usize = 10;
 pub struct AwsFleet {
     asg_client: aws_sdk_autoscaling::Client,
     secrets_client: aws_sdk_secretsmanager::Client,
+    ddb_client: aws_sdk_dynamodb::Client,
     asg_calls: AtomicU64,
     secret_calls: AtomicU64,
 }
@@ -33,6 +36,7 @@ impl AwsFleet {
         AwsFleet {
             asg_client: aws_sdk_autoscaling::Client::new(config),
             secrets_client: aws_sdk_secretsmanager::Client::new(config),
+            ddb_client: aws_sdk_dynamodb::Client::new(config),
             asg_calls: AtomicU64::new(0),
             secret_calls: AtomicU64::new(0),
         }
@@ -328,6 +332,162 @@ impl Aws for AwsFleet {
         {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(api_error(&e)),
+        }
+    }
+
+    async fn capacity(&self, group: &str) -> Result<Capacity, ApiError> {
+        self.describe_capacity(group).await
+    }
+
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), ApiError> {
+        self.set_capacity(group, desired).await
+    }
+
+    async fn load_state(&self, table: &str, group: &str) -> Result<Option<StoredState>, ApiError> {
+        self.get_state(table, group).await
+    }
+
+    async fn save_state(&self, table: &str, group: &str, json: &str, expected: Option<u64>) -> Result<bool, ApiError> {
+        self.put_state(table, group, json, expected).await
+    }
+
+    async fn claim_delivery(&self, table: &str, delivery: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
+        self.put_delivery(table, delivery, now, expires_at).await
+    }
+
+    async fn release_delivery(&self, table: &str, delivery: &str) -> Result<(), ApiError> {
+        self.ddb_client
+            .put_item()
+            .table_name(table)
+            .item(TABLE_KEY, AttributeValue::S(format!("delivery#{delivery}")))
+            .item(TABLE_TTL, AttributeValue::N("0".to_string()))
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(())
+    }
+}
+
+/// The state table's partition key (a string): `group#NAME` or `delivery#ID`.
+pub const TABLE_KEY: &str = "pk";
+/// The state table's TTL attribute (epoch seconds), on delivery items.
+pub const TABLE_TTL: &str = "expires_at";
+
+fn group_key(group: &str) -> AttributeValue {
+    AttributeValue::S(format!("group#{group}"))
+}
+
+impl AwsFleet {
+    async fn describe_capacity(&self, group: &str) -> Result<Capacity, ApiError> {
+        self.asg();
+        let out = self
+            .asg_client
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        let g = out
+            .auto_scaling_groups()
+            .iter()
+            .find(|g| g.auto_scaling_group_name() == Some(group))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ApiErrorKind::Other,
+                    format!("Auto Scaling group `{group}` does not exist"),
+                )
+            })?;
+        let n = |v: Option<i32>| u32::try_from(v.unwrap_or(0)).unwrap_or(0);
+        Ok(Capacity {
+            desired: n(g.desired_capacity()),
+            min: n(g.min_size()),
+            max: n(g.max_size()),
+        })
+    }
+
+    async fn set_capacity(&self, group: &str, desired: u32) -> Result<(), ApiError> {
+        self.asg();
+        self.asg_client
+            .set_desired_capacity()
+            .auto_scaling_group_name(group)
+            .desired_capacity(i32::try_from(desired).unwrap_or(i32::MAX))
+            .honor_cooldown(false)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(())
+    }
+
+    async fn get_state(&self, table: &str, group: &str) -> Result<Option<StoredState>, ApiError> {
+        let out = self
+            .ddb_client
+            .get_item()
+            .table_name(table)
+            .key(TABLE_KEY, group_key(group))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let json = item
+            .get("state")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(Some(StoredState { json, version }))
+    }
+
+    async fn put_state(&self, table: &str, group: &str, json: &str, expected: Option<u64>) -> Result<bool, ApiError> {
+        let next = expected.map_or(1, |v| v + 1);
+        let mut req = self
+            .ddb_client
+            .put_item()
+            .table_name(table)
+            .item(TABLE_KEY, group_key(group))
+            .item("state", AttributeValue::S(json.to_string()))
+            .item("version", AttributeValue::N(next.to_string()));
+        req = match expected {
+            None => req.condition_expression("attribute_not_exists(#pk)"),
+            Some(v) => req
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+        };
+        if expected.is_none() {
+            req = req.expression_attribute_names("#pk", TABLE_KEY);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(api_error(&e)),
+        }
+    }
+
+    async fn put_delivery(&self, table: &str, delivery: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
+        // TTL deletion is lazy (up to days late): an expired item counts as absent.
+        let sent = self
+            .ddb_client
+            .put_item()
+            .table_name(table)
+            .item(TABLE_KEY, AttributeValue::S(format!("delivery#{delivery}")))
+            .item(TABLE_TTL, AttributeValue::N(expires_at.to_string()))
+            .condition_expression("attribute_not_exists(#pk) OR #ttl < :now")
+            .expression_attribute_names("#pk", TABLE_KEY)
+            .expression_attribute_names("#ttl", TABLE_TTL)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(api_error(&e)),
         }
     }

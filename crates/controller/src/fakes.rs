@@ -1,9 +1,9 @@
 //! In-memory ports that count every call: for the handler's tests, the integration tests and the
 //! benchmark (bench/controller_bench.rs). Not used by the binary.
 
-use crate::ports::{Aws, Completion, GitHub, Member, TerminationHook};
+use crate::ports::{Aws, Capacity, Completion, GitHub, Member, StoredState, TerminationHook};
 use lifecycle_core::{ApiError, ApiErrorKind};
-use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, RunnerLabel, Secret};
+use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, RunnerLabel, Secret, WorkflowJob};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -41,6 +41,20 @@ pub struct FakeAws {
     pub fail_heartbeats: Mutex<Option<ApiErrorKind>>,
     /// When set, every call fails with this kind.
     pub fail: Mutex<Option<ApiErrorKind>>,
+    /// The group's capacity (DescribeAutoScalingGroups).
+    pub capacity: Mutex<Option<Capacity>>,
+    /// Every SetDesiredCapacity (group, desired).
+    pub set_desired: Mutex<Vec<(String, u32)>>,
+    /// The state table: key -> (json, version) for groups, delivery id -> expiry.
+    pub table: Mutex<BTreeMap<String, StoredState>>,
+    /// Delivery ids and their expiry.
+    pub deliveries: Mutex<BTreeMap<String, i64>>,
+    /// When set, every DynamoDB call fails with this kind.
+    pub table_down: Mutex<Option<ApiErrorKind>>,
+    /// This many next state writes fail (transient).
+    pub fail_next_save: Mutex<u32>,
+    /// DynamoDB calls.
+    pub table_calls: AtomicU64,
     /// Auto Scaling calls.
     pub asg_calls: AtomicU64,
     /// Secrets Manager calls.
@@ -55,6 +69,13 @@ impl FakeAws {
     fn sm(&self) -> Result<(), ApiError> {
         self.secret_calls.fetch_add(1, Ordering::Relaxed);
         self.failing()
+    }
+    fn ddb(&self) -> Result<(), ApiError> {
+        self.table_calls.fetch_add(1, Ordering::Relaxed);
+        match *lock(&self.table_down) {
+            Some(kind) => Err(ApiError::new(kind, "injected table outage")),
+            None => self.failing(),
+        }
     }
     fn failing(&self) -> Result<(), ApiError> {
         match *lock(&self.fail) {
@@ -158,6 +179,60 @@ impl Aws for FakeAws {
         lock(&self.secrets).remove(name);
         Ok(())
     }
+    async fn capacity(&self, group: &str) -> Result<Capacity, ApiError> {
+        self.asg()?;
+        (*lock(&self.capacity)).ok_or_else(|| ApiError::new(ApiErrorKind::Other, format!("no group {group}")))
+    }
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), ApiError> {
+        self.asg()?;
+        if let Some(c) = lock(&self.capacity).as_mut() {
+            c.desired = desired;
+        }
+        lock(&self.set_desired).push((group.to_string(), desired));
+        Ok(())
+    }
+    async fn load_state(&self, table: &str, group: &str) -> Result<Option<StoredState>, ApiError> {
+        self.ddb()?;
+        Ok(lock(&self.table).get(&format!("{table}/{group}")).cloned())
+    }
+    async fn save_state(&self, table: &str, group: &str, json: &str, expected: Option<u64>) -> Result<bool, ApiError> {
+        self.ddb()?;
+        {
+            let mut n = lock(&self.fail_next_save);
+            if *n > 0 {
+                *n -= 1;
+                return Err(ApiError::new(ApiErrorKind::Transient, "injected write failure"));
+            }
+        }
+        let mut t = lock(&self.table);
+        let key = format!("{table}/{group}");
+        if t.get(&key).map(|s| s.version) != expected {
+            return Ok(false);
+        }
+        let version = expected.map_or(1, |v| v + 1);
+        t.insert(
+            key,
+            StoredState {
+                json: json.to_string(),
+                version,
+            },
+        );
+        Ok(true)
+    }
+    async fn claim_delivery(&self, _table: &str, delivery: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
+        self.ddb()?;
+        let mut d = lock(&self.deliveries);
+        if d.get(delivery).is_some_and(|&e| e > now) {
+            return Ok(false);
+        }
+        d.insert(delivery.to_string(), expires_at);
+        Ok(true)
+    }
+    async fn release_delivery(&self, _table: &str, delivery: &str) -> Result<(), ApiError> {
+        self.ddb()?;
+        lock(&self.deliveries).insert(delivery.to_string(), 0);
+        Ok(())
+    }
 }
 
 /// A fake GitHub.
@@ -171,6 +246,8 @@ pub struct FakeGitHub {
     pub down: Mutex<bool>,
     /// Errors the next calls answer with, in order (then normal answers again).
     pub fail_next: Mutex<Vec<GitHubError>>,
+    /// Jobs in flight (the REST API's view).
+    pub jobs: Mutex<Vec<WorkflowJob>>,
     /// Calls made.
     pub calls: AtomicU64,
 }
@@ -237,5 +314,9 @@ impl GitHub for FakeGitHub {
         } else {
             Deleted::AlreadyGone
         })
+    }
+    async fn jobs_in_flight(&self, _repos: &[(String, String)]) -> Result<Vec<WorkflowJob>, GitHubError> {
+        self.call()?;
+        Ok(lock(&self.jobs).clone())
     }
 }

@@ -47,8 +47,11 @@ pub enum Scope {
     SecretPrefix,
     /// SSM parameters under the parameter template's prefix for the group.
     ParameterPrefix,
-    /// The one secret holding the controller's GitHub credentials (when configured).
+    /// The secrets the controller reads at start: its GitHub credentials and the webhook secret
+    /// (each when configured).
     CredentialsSecret,
+    /// The controller's DynamoDB state table (when configured).
+    StateTable,
 }
 
 /// One AWS operation the code calls.
@@ -104,6 +107,13 @@ pub const CALLS: &[Call] = &[
         scope: Scope::Any,
     },
     Call {
+        // Demand scaling (crate::scale): the group's desired capacity, never the warm pool's.
+        action: "autoscaling:SetDesiredCapacity",
+        sdk_method: "set_desired_capacity",
+        parts: &[Part::Controller],
+        scope: Scope::Group,
+    },
+    Call {
         action: "autoscaling:DescribeScalingActivities",
         sdk_method: "describe_scaling_activities",
         parts: &[Part::Controller],
@@ -120,6 +130,19 @@ pub const CALLS: &[Call] = &[
         sdk_method: "get_secret_value",
         parts: &[Part::Controller],
         scope: Scope::CredentialsSecret,
+    },
+    Call {
+        // The scaling state: one item per group, delivery ids (crate::scale).
+        action: "dynamodb:GetItem",
+        sdk_method: "get_item",
+        parts: &[Part::Controller],
+        scope: Scope::StateTable,
+    },
+    Call {
+        action: "dynamodb:PutItem",
+        sdk_method: "put_item",
+        parts: &[Part::Controller],
+        scope: Scope::StateTable,
     },
     Call {
         action: "secretsmanager:DeleteSecret",
@@ -185,6 +208,10 @@ pub struct Target {
     pub parameter_prefix: String,
     /// The secret with the controller's GitHub credentials, if it reads them from one.
     pub credentials_secret: Option<String>,
+    /// The secret with the GitHub webhook secret, if the controller scales from webhooks.
+    pub webhook_secret: Option<String>,
+    /// The DynamoDB state table, if the controller scales.
+    pub state_table: Option<String>,
 }
 
 /// The character that must follow `{group}` in a name template, and that a group name scoped by a
@@ -260,6 +287,8 @@ pub fn policy(role: Role, target: &Target) -> Value {
         secret_prefix,
         parameter_prefix,
         credentials_secret,
+        webhook_secret,
+        state_table,
     } = target;
     let scoped = |scope: Scope| -> Vec<&'static str> {
         let mut v: Vec<&'static str> = CALLS
@@ -318,13 +347,27 @@ pub fn policy(role: Role, target: &Target) -> Value {
         }));
     }
     let creds = scoped(Scope::CredentialsSecret);
-    if let (false, Some(name)) = (creds.is_empty(), credentials_secret) {
+    // The six characters Secrets Manager appends to the name in the ARN.
+    let secret_arns: Vec<String> = [credentials_secret, webhook_secret]
+        .into_iter()
+        .flatten()
+        .map(|name| format!("arn:{partition}:secretsmanager:{region}:{account}:secret:{name}-??????"))
+        .collect();
+    if !creds.is_empty() && !secret_arns.is_empty() {
         statements.push(json!({
             "Sid": "GitHubCredentials",
             "Effect": "Allow",
             "Action": creds,
-            // The six characters Secrets Manager appends to the name in the ARN.
-            "Resource": format!("arn:{partition}:secretsmanager:{region}:{account}:secret:{name}-??????")
+            "Resource": if secret_arns.len() == 1 { json!(secret_arns[0]) } else { json!(secret_arns) }
+        }));
+    }
+    let table = scoped(Scope::StateTable);
+    if let (false, Some(name)) = (table.is_empty(), state_table) {
+        statements.push(json!({
+            "Sid": "ScalingStateTable",
+            "Effect": "Allow",
+            "Action": table,
+            "Resource": format!("arn:{partition}:dynamodb:{region}:{account}:table/{name}")
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
@@ -489,6 +532,8 @@ mod tests {
             secret_prefix: "runner-lifecycle/runners/".into(),
             parameter_prefix: "/runner-lifecycle/runners/".into(),
             credentials_secret: Some("runner-lifecycle/github".into()),
+            webhook_secret: Some("runner-lifecycle/webhook".into()),
+            state_table: Some("runner-lifecycle-state".into()),
         };
         let agent = policy(Role::Agent, &target);
         let text = agent.to_string();
@@ -514,15 +559,22 @@ mod tests {
         assert!(controller.contains("secretsmanager:TagResource") && !controller.contains("ec2:SourceInstanceARN"));
         assert!(!controller.contains("ssm:"));
         assert!(controller.contains("secret:runner-lifecycle/github-??????"));
+        // Scaling: the group's capacity, the webhook secret, the state table, nothing more.
+        assert!(controller.contains("autoscaling:SetDesiredCapacity"));
+        assert!(controller.contains("secret:runner-lifecycle/webhook-??????"));
+        assert!(controller.contains("dynamodb:us-east-1:123456789012:table/runner-lifecycle-state\""));
+        assert!(!controller.contains("dynamodb:Scan") && !controller.contains("dynamodb:*"));
         let without = policy(
             Role::Controller,
             &Target {
                 credentials_secret: None,
+                webhook_secret: None,
+                state_table: None,
                 ..target.clone()
             },
         )
         .to_string();
-        assert!(!without.contains("GetSecretValue"));
+        assert!(!without.contains("GetSecretValue") && !without.contains("dynamodb:"));
         // Every action a role needs appears in its document exactly once.
         for role in [Role::Agent, Role::Controller] {
             let doc = policy(role, &target).to_string();

@@ -22,6 +22,35 @@ pub async fn invoke<A: Aws, G: GitHub>(
     now: i64,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Value, HandlerError> {
+    if crate::webhook::is_http_event(&event) {
+        // A function-URL request: always an HTTP answer, never an invocation error (GitHub does
+        // not retry a delivery; the reconcile repairs what is lost).
+        return Ok(match crate::webhook::parse_http_event(&event) {
+            Ok(req) => {
+                let a = controller.webhook(&req, now).await;
+                crate::webhook::response(a.status, &a.message)
+            }
+            Err(e) => {
+                error!(error = %e, "webhook: malformed function-URL event");
+                crate::webhook::response(400, &e)
+            }
+        });
+    }
+    if crate::scale::is_scale_event(&event) {
+        return match controller.scale(now).await {
+            Ok(report) => Ok(serde_json::to_value(&report)
+                .map(|r| json!({"outcome": "scaled", "report": r}))
+                .unwrap_or_else(|e| json!({"outcome": "unserialisable", "error": e.to_string()}))),
+            Err(e) if e.is_retryable() => {
+                error!(error = %e, retryable = true, "reconcile failed; Lambda will retry");
+                Err(e)
+            }
+            Err(e) => {
+                error!(error = %e, retryable = false, "reconcile failed");
+                Ok(json!({"outcome": "rejected", "retryable": false, "error": e.to_string()}))
+            }
+        };
+    }
     let parsed = crate::event::parse_value(event);
     let result = match parsed {
         Ok(event) => controller.handle_until(event, now, deadline).await,

@@ -11,6 +11,7 @@
 //!   decision;
 //! - [`sweep`]: the scheduled sweep (orphaned registrations and secrets, instances whose agent is
 //!   gone, stuck instances);
+//! - [`scale`]: demand scaling from [`webhook`]s and a periodic reconcile, state in DynamoDB;
 //! - [`iam`]: least-privilege policies from the one list of AWS calls the code makes;
 //! - [`aws`]: the real AWS port (official SDK); [`lambda`]: the Lambda runtime glue.
 //!
@@ -24,8 +25,10 @@ pub mod iam;
 pub mod lambda;
 pub mod ports;
 pub mod retry;
+pub mod scale;
 pub mod settings;
 pub mod sweep;
+pub mod webhook;
 
 pub use handler::{Controller, HandlerError, Outcome};
 pub use settings::Settings;

@@ -2,7 +2,7 @@
 //! and [`lifecycle_github::GitHubClient`]; tests and the benchmark use counting fakes.
 
 use lifecycle_core::ApiError;
-use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, Secret};
+use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, Secret, WorkflowJob};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
@@ -61,7 +61,28 @@ pub struct TerminationHook {
     pub heartbeat_timeout_s: u64,
 }
 
-/// What the controller asks of AWS (Auto Scaling and Secrets Manager). Every method is one kind of
+/// A group's capacity as DescribeAutoScalingGroups reports it. `desired` is the in-service
+/// capacity: warm-pool instances are not part of it (AWS User Guide, "Warm pools").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Capacity {
+    /// DesiredCapacity.
+    pub desired: u32,
+    /// MinSize.
+    pub min: u32,
+    /// MaxSize.
+    pub max: u32,
+}
+
+/// One stored item of the scaling state table: its JSON and its version (optimistic locking).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredState {
+    /// The state, as JSON.
+    pub json: String,
+    /// The version written with it.
+    pub version: u64,
+}
+
+/// What the controller asks of AWS (Auto Scaling, Secrets Manager and its DynamoDB table). Every method is one kind of
 /// API call; `crate::iam` lists them for the IAM policy.
 pub trait Aws {
     /// CompleteLifecycleAction.
@@ -94,6 +115,37 @@ pub trait Aws {
     fn list_secrets(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
     /// DeleteSecret without recovery window; a secret already gone counts as deleted.
     fn delete_secret(&self, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// DescribeAutoScalingGroups for one group: its capacity and bounds.
+    fn capacity(&self, group: &str) -> impl Future<Output = Result<Capacity, ApiError>> + Send;
+    /// SetDesiredCapacity (HonorCooldown false: the controller is the only scaler).
+    fn set_desired_capacity(&self, group: &str, desired: u32) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// GetItem (consistent read) of a group's scaling state in `table`.
+    fn load_state(
+        &self,
+        table: &str,
+        group: &str,
+    ) -> impl Future<Output = Result<Option<StoredState>, ApiError>> + Send;
+    /// PutItem of a group's scaling state if the stored version is still `expected` (`None`: no
+    /// item yet). `Ok(false)`: another invocation wrote first.
+    fn save_state(
+        &self,
+        table: &str,
+        group: &str,
+        json: &str,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+    /// PutItem of a webhook delivery id with a TTL, unless it is there and not expired.
+    /// `Ok(false)`: seen before (a replay).
+    fn claim_delivery(
+        &self,
+        table: &str,
+        delivery: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+    /// PutItem of a delivery id as already expired: forget a claim whose event could not be
+    /// counted, so GitHub's redelivery is not refused as a replay.
+    fn release_delivery(&self, table: &str, delivery: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
 /// What the controller asks of GitHub.
@@ -104,6 +156,25 @@ pub trait GitHub {
     fn runners(&self) -> impl Future<Output = Result<Vec<Runner>, GitHubError>> + Send;
     /// Delete one registration.
     fn delete_runner(&self, id: u64) -> impl Future<Output = Result<Deleted, GitHubError>> + Send;
+    /// The queued and in-progress jobs of the queued and in-progress workflow runs of `repos`
+    /// (`owner`, `repo`); none given: the scope's repository.
+    fn jobs_in_flight(
+        &self,
+        repos: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<WorkflowJob>, GitHubError>> + Send;
+}
+
+/// The repositories to read jobs from: `repos`, or the scope's repository.
+fn repos_of(scope: &lifecycle_github::Scope, repos: &[(String, String)]) -> Result<Vec<(String, String)>, GitHubError> {
+    if !repos.is_empty() {
+        return Ok(repos.to_vec());
+    }
+    match scope {
+        lifecycle_github::Scope::Repo { owner, repo } => Ok(vec![(owner.clone(), repo.clone())]),
+        lifecycle_github::Scope::Org(org) => Err(GitHubError::Config(format!(
+            "organisation `{org}`: list the repositories whose jobs the group serves (--scale-repos OWNER/REPO,...)"
+        ))),
+    }
 }
 
 impl GitHub for lifecycle_github::GitHubClient {
@@ -115,6 +186,28 @@ impl GitHub for lifecycle_github::GitHubClient {
     }
     async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
         lifecycle_github::GitHubClient::delete_runner(self, id).await
+    }
+    async fn jobs_in_flight(&self, repos: &[(String, String)]) -> Result<Vec<WorkflowJob>, GitHubError> {
+        let mut jobs: BTreeMap<u64, WorkflowJob> = BTreeMap::new();
+        for (owner, repo) in repos_of(self.scope(), repos)? {
+            let mut runs = BTreeSet::new();
+            for status in ["queued", "in_progress"] {
+                runs.extend(
+                    self.workflow_runs(&owner, &repo, status)
+                        .await?
+                        .into_iter()
+                        .map(|r| r.id),
+                );
+            }
+            for run in runs {
+                for job in self.run_jobs(&owner, &repo, run).await? {
+                    if job.status == "queued" || job.status == "in_progress" {
+                        jobs.insert(job.id, job);
+                    }
+                }
+            }
+        }
+        Ok(jobs.into_values().collect())
     }
 }
 
@@ -131,6 +224,9 @@ impl GitHub for NoGitHub {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
     async fn delete_runner(&self, _id: u64) -> Result<Deleted, GitHubError> {
+        Err(GitHubError::Config("no GitHub credentials configured".into()))
+    }
+    async fn jobs_in_flight(&self, _repos: &[(String, String)]) -> Result<Vec<WorkflowJob>, GitHubError> {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
 }
@@ -161,6 +257,12 @@ impl GitHub for AnyGitHub {
         match self {
             AnyGitHub::Client(c) => GitHub::delete_runner(c.as_ref(), id).await,
             AnyGitHub::None(n) => n.delete_runner(id).await,
+        }
+    }
+    async fn jobs_in_flight(&self, repos: &[(String, String)]) -> Result<Vec<WorkflowJob>, GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => GitHub::jobs_in_flight(c.as_ref(), repos).await,
+            AnyGitHub::None(n) => n.jobs_in_flight(repos).await,
         }
     }
 }

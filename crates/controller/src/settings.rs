@@ -36,6 +36,74 @@ pub struct Settings {
     pub delete_orphan_runners: bool,
     /// How long one invocation may retry a launch (`crate::retry`).
     pub launch_retry_for: Duration,
+    /// Demand scaling (`controller scale`, webhooks); `None`: the controller does not scale.
+    pub scale: Option<ScaleSettings>,
+}
+
+/// Idle runners kept beyond demand by default: one, so a lone job starts without a boot.
+pub const DEFAULT_IDLE_TARGET: u32 = 1;
+/// Demand must stay below capacity this long before capacity drops (the simulation's trade-off:
+/// shorter means more scale-ins, each a stop window; docs/operations.md, "Scaling").
+pub const DEFAULT_SCALE_IN_AFTER: Duration = Duration::from_secs(900);
+/// At most one Auto Scaling apply per group per this long (leading and trailing edge).
+pub const DEFAULT_APPLY_INTERVAL: Duration = Duration::from_secs(5);
+/// Webhook-derived demand may lower capacity only if a reconcile succeeded this recently.
+pub const DEFAULT_FRESH_FOR: Duration = Duration::from_secs(180);
+/// Delivery ids are remembered this long (GitHub keeps deliveries for redelivery for 3 days).
+pub const DEFAULT_DELIVERY_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// What demand scaling is configured with.
+#[derive(Clone, Debug)]
+pub struct ScaleSettings {
+    /// The group it scales.
+    pub group: String,
+    /// The labels the group serves (lower-case): a job counts when all its labels are here.
+    pub labels: BTreeSet<String>,
+    /// Idle runners kept beyond demand.
+    pub idle_target: u32,
+    /// How long demand must stay below capacity before capacity drops.
+    pub scale_in_after: Duration,
+    /// At most one apply per this long.
+    pub apply_interval: Duration,
+    /// How recent a successful reconcile must be for webhook demand to lower capacity.
+    pub fresh_for: Duration,
+    /// The DynamoDB table.
+    pub table: String,
+    /// Repositories whose jobs the reconcile reads (`owner`, `repo`); empty: the runner URL's.
+    pub repos: Vec<(String, String)>,
+    /// How long a delivery id is remembered.
+    pub delivery_ttl: Duration,
+    /// The webhook secret (read once at start); `None`: every webhook is refused.
+    pub webhook_secret: Option<lifecycle_github::Secret>,
+}
+
+impl ScaleSettings {
+    /// Settings for `group` served by `labels`, state in `table`, every default.
+    pub fn new(group: &str, labels: &[&str], table: &str) -> ScaleSettings {
+        ScaleSettings {
+            group: group.to_string(),
+            labels: labels.iter().map(|l| l.to_ascii_lowercase()).collect(),
+            idle_target: DEFAULT_IDLE_TARGET,
+            scale_in_after: DEFAULT_SCALE_IN_AFTER,
+            apply_interval: DEFAULT_APPLY_INTERVAL,
+            fresh_for: DEFAULT_FRESH_FOR,
+            table: table.to_string(),
+            repos: Vec::new(),
+            delivery_ttl: DEFAULT_DELIVERY_TTL,
+            webhook_secret: None,
+        }
+    }
+}
+
+/// Parse `OWNER/REPO` (GitHub's name characters only, so it cannot change the request path).
+pub fn parse_repo(s: &str) -> Result<(String, String), String> {
+    let ok = |p: &str| {
+        !p.is_empty() && p != "." && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    match s.trim().split_once('/') {
+        Some((o, r)) if ok(o) && ok(r) => Ok((o.to_string(), r.to_string())),
+        _ => Err(format!("`{s}` is not OWNER/REPO")),
+    }
 }
 
 impl Settings {
@@ -49,6 +117,7 @@ impl Settings {
             complete_stuck: false,
             delete_orphan_runners: true,
             launch_retry_for: DEFAULT_LAUNCH_RETRY_FOR,
+            scale: None,
         }
     }
 }
@@ -79,6 +148,14 @@ mod tests {
         assert!(NameTemplate::parse(DEFAULT_SECRET_TEMPLATE).is_ok());
         let s = Settings::new(["runners".to_string()]);
         assert_eq!(s.secret_template.as_str(), DEFAULT_SECRET_TEMPLATE);
+    }
+
+    #[test]
+    fn repos() {
+        assert_eq!(parse_repo("acme/infra"), Ok(("acme".into(), "infra".into())));
+        for bad in ["acme", "acme/", "/x", "a/b/c", "a/..", "a/b?c", "a b/c"] {
+            assert!(parse_repo(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::secret::Secret;
 use crate::time;
 use crate::types::{
     ErrorBody, InstallationToken, JitConfig, JitRequest, RegistrationToken, Runner, RunnerDetail, RunnerPage,
+    WorkflowJob, WorkflowJobPage, WorkflowRun, WorkflowRunPage,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -259,23 +260,59 @@ impl GitHubClient {
 
     /// Every runner of the scope (all pages).
     pub async fn list_runners(&self) -> Result<Vec<Runner>, GitHubError> {
-        self.list_pages().await
+        let url = format!("{}{}/actions/runners?per_page=100", self.base, self.scope.prefix());
+        let what = format!("the runners of {}", self.scope);
+        self.pages(url, &what, |page: RunnerPage| {
+            debug!(count = page.runners.len(), total = page.total_count, "runner page");
+            page.runners
+        })
+        .await
     }
 
     /// Every runner of the scope with the fields few callers need (`version`, `os`, group).
     pub async fn list_runner_details(&self) -> Result<Vec<RunnerDetail>, GitHubError> {
-        self.list_pages().await
+        let url = format!("{}{}/actions/runners?per_page=100", self.base, self.scope.prefix());
+        let what = format!("the runners of {}", self.scope);
+        self.pages(url, &what, |page: RunnerPage<RunnerDetail>| page.runners)
+            .await
     }
 
-    async fn list_pages<T: DeserializeOwned>(&self) -> Result<Vec<T>, GitHubError> {
-        let mut url = format!("{}{}/actions/runners?per_page=100", self.base, self.scope.prefix());
+    /// The workflow runs of `owner/repo` with `status` (`queued`, `in_progress`), all pages
+    /// (`GET /repos/{owner}/{repo}/actions/runs?status=`).
+    pub async fn workflow_runs(&self, owner: &str, repo: &str, status: &str) -> Result<Vec<WorkflowRun>, GitHubError> {
+        let url = format!(
+            "{}/repos/{owner}/{repo}/actions/runs?status={status}&per_page=100",
+            self.base
+        );
+        let what = format!("the {status} workflow runs of {owner}/{repo}");
+        self.pages(url, &what, |page: WorkflowRunPage| page.workflow_runs).await
+    }
+
+    /// The latest attempt's jobs of one workflow run, all pages
+    /// (`GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs?filter=latest`).
+    pub async fn run_jobs(&self, owner: &str, repo: &str, run_id: u64) -> Result<Vec<WorkflowJob>, GitHubError> {
+        let url = format!(
+            "{}/repos/{owner}/{repo}/actions/runs/{run_id}/jobs?filter=latest&per_page=100",
+            self.base
+        );
+        let what = format!("the jobs of run {run_id} of {owner}/{repo}");
+        self.pages(url, &what, |page: WorkflowJobPage| page.jobs).await
+    }
+
+    /// Follow a list's `Link: rel="next"` pages (never to another host than the API's).
+    async fn pages<P: DeserializeOwned, T>(
+        &self,
+        first: String,
+        what: &str,
+        items: impl Fn(P) -> Vec<T>,
+    ) -> Result<Vec<T>, GitHubError> {
+        let mut url = first;
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
             let answer = self.authed(Method::GET, &url, None).await?;
-            let answer = self.expect_ok(answer, &format!("the runners of {}", self.scope))?;
-            let page: RunnerPage<T> = answer.json("runner list")?;
-            debug!(count = page.runners.len(), total = page.total_count, "runner page");
-            all.extend(page.runners);
+            let answer = self.expect_ok(answer, what)?;
+            let page: P = answer.json(what)?;
+            all.extend(items(page));
             let next = answer
                 .headers
                 .get("link")
@@ -293,7 +330,7 @@ impl GitHubClient {
                 None => return Ok(all),
             }
         }
-        warn!(pages = MAX_PAGES, "runner list truncated");
+        warn!(pages = MAX_PAGES, what, "list truncated");
         Ok(all)
     }
 

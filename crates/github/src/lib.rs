@@ -36,4 +36,6 @@ pub use client::{Deleted, GitHubClient, Options, Scope};
 pub use error::GitHubError;
 pub use jit::Sweep;
 pub use secret::Secret;
-pub use types::{JitConfig, JitRequest, RegistrationToken, Runner, RunnerDetail, RunnerLabel};
+pub use types::{
+    JitConfig, JitRequest, RegistrationToken, Runner, RunnerDetail, RunnerLabel, WorkflowJob, WorkflowRun,
+};

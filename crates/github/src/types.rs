@@ -312,3 +312,50 @@ mod tests {
         }
     }
 }
+
+/// One workflow run as `GET /repos/{owner}/{repo}/actions/runs` lists it
+/// (`#/components/schemas/workflow-run`; only its id is used).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct WorkflowRun {
+    /// The run's id (for its jobs).
+    pub id: u64,
+    /// `queued`, `in_progress`, `completed`, ...
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A page of workflow runs.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct WorkflowRunPage {
+    #[serde(default)]
+    pub workflow_runs: Vec<WorkflowRun>,
+}
+
+/// One job of a workflow run (`#/components/schemas/job`), as the jobs API lists it and as the
+/// `workflow_job` webhook carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct WorkflowJob {
+    /// The job's id.
+    pub id: u64,
+    /// The run it belongs to.
+    #[serde(default)]
+    pub run_id: Option<u64>,
+    /// `queued`, `in_progress`, `completed`, `waiting`, `requested`, `pending`.
+    pub status: String,
+    /// The labels of `runs-on`.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// When the job was created (RFC 3339).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// When a runner started it (RFC 3339).
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
+/// A page of jobs.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct WorkflowJobPage {
+    #[serde(default)]
+    pub jobs: Vec<WorkflowJob>,
+}

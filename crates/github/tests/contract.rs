@@ -96,6 +96,23 @@ async fn every_request_is_valid_against_the_official_description() {
             Deleted::Deleted
         );
     }
+    // The scaling reconcile's reads: queued and in-progress runs, and one run's jobs.
+    let c = client(&api, repo(), Auth::Token(Secret::new("ghp_contracttest")));
+    for status in ["queued", "in_progress"] {
+        let runs = c
+            .workflow_runs("acme", "infra", status)
+            .await
+            .unwrap_or_else(|e| panic!("runs {status}: {e}"));
+        assert!(
+            !runs.is_empty() && runs.iter().all(|r| r.id > 0),
+            "the example lists runs"
+        );
+    }
+    let jobs = c
+        .run_jobs("acme", "infra", 30433642)
+        .await
+        .unwrap_or_else(|e| panic!("jobs: {e}"));
+    assert!(!jobs.is_empty() && jobs.iter().all(|j| j.id > 0 && !j.status.is_empty()));
     // As a GitHub App: the installation token request, then a call with the token.
     let app = app_client(&api);
     app.registration_token().await.unwrap_or_else(|e| panic!("app: {e}"));

@@ -1,0 +1,325 @@
+//! GitHub `workflow_job` webhooks as a Lambda function URL delivers them: the request, its
+//! signature, its payload. No IO here; [`crate::scale`] acts on what this module accepts.
+//!
+//! - The invocation event is the function-URL (API Gateway HTTP API v2) request shape: `headers`
+//!   (names lower-cased), `body` (a string), `isBase64Encoded`, `requestContext.http.method`.
+//! - `X-Hub-Signature-256` is `sha256=` and the hex HMAC-SHA256 of the raw body keyed with the
+//!   webhook secret (GitHub Docs, "Validating webhook deliveries"); it is checked with aws-lc-rs's
+//!   `hmac::verify`, which compares in constant time.
+//! - Only `workflow_job` events with the actions `queued`, `in_progress` and `completed` count as
+//!   demand; everything else is ignored (HTTP 204).
+
+use aws_lc_rs::hmac;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use lifecycle_github::Secret;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// The largest body accepted (GitHub caps payloads at 25 MB; a workflow_job payload is a few KiB).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// One HTTP request from a function URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The method (`POST`).
+    pub method: String,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The raw body, as signed.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether a Lambda event is a function-URL / HTTP API v2 request (`requestContext.http`).
+pub fn is_http_event(event: &Value) -> bool {
+    event
+        .get("requestContext")
+        .and_then(|c| c.get("http"))
+        .is_some_and(Value::is_object)
+}
+
+/// The request of a function-URL event; `Err` names what is malformed.
+pub fn parse_http_event(event: &Value) -> Result<HttpRequest, String> {
+    let method = event
+        .pointer("/requestContext/http/method")
+        .and_then(Value::as_str)
+        .ok_or("no requestContext.http.method")?
+        .to_ascii_uppercase();
+    let mut headers = Vec::new();
+    if let Some(map) = event.get("headers").and_then(Value::as_object) {
+        for (k, v) in map {
+            if let Some(v) = v.as_str() {
+                headers.push((k.to_ascii_lowercase(), v.to_string()));
+            }
+        }
+    }
+    let text = event.get("body").and_then(Value::as_str).unwrap_or_default();
+    let body = if event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| format!("body is not base64: {e}"))?
+    } else {
+        text.as_bytes().to_vec()
+    };
+    if body.len() > MAX_BODY {
+        return Err(format!("body of {} bytes is larger than {MAX_BODY}", body.len()));
+    }
+    Ok(HttpRequest { method, headers, body })
+}
+
+/// Why a signature was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureError {
+    /// No `X-Hub-Signature-256` header.
+    Missing,
+    /// Not `sha256=` and 64 hex digits.
+    Malformed,
+    /// The HMAC does not match.
+    Mismatch,
+}
+
+impl std::fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignatureError::Missing => "no X-Hub-Signature-256 header",
+            SignatureError::Malformed => "X-Hub-Signature-256 is not sha256=<64 hex digits>",
+            SignatureError::Mismatch => "X-Hub-Signature-256 does not match the body (wrong secret or altered body)",
+        })
+    }
+}
+
+/// The `X-Hub-Signature-256` value for `body` (tests and tools).
+pub fn sign(secret: &Secret, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
+    let tag = hmac::sign(&key, body);
+    let mut out = String::from("sha256=");
+    for b in tag.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Check `X-Hub-Signature-256` against the raw body, in constant time.
+pub fn verify(secret: &Secret, header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let hex = header.trim().strip_prefix("sha256=").ok_or(SignatureError::Malformed)?;
+    let tag = decode_hex(hex).ok_or(SignatureError::Malformed)?;
+    if tag.len() != 32 {
+        return Err(SignatureError::Malformed);
+    }
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
+    hmac::verify(&key, body, &tag).map_err(|_| SignatureError::Mismatch)
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+/// What a `workflow_job` event says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobAction {
+    /// The job waits for a runner.
+    Queued,
+    /// A runner started it.
+    InProgress,
+    /// It ended (or was cancelled before it started).
+    Completed,
+}
+
+/// A `workflow_job` event the controller counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobEvent {
+    /// What happened.
+    pub action: JobAction,
+    /// The job.
+    pub job_id: u64,
+    /// Its `runs-on` labels.
+    pub labels: Vec<String>,
+    /// When it was created (epoch s), from `workflow_job.created_at`.
+    pub created_at: Option<i64>,
+    /// When it started (epoch s), from `workflow_job.started_at`.
+    pub started_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    action: String,
+    workflow_job: lifecycle_github::WorkflowJob,
+}
+
+/// What a delivery is, for the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A job event to count.
+    Job(JobEvent),
+    /// Something to ignore, and why (for the log line).
+    Ignored(String),
+}
+
+/// Classify a verified delivery: `event` is `X-GitHub-Event`. `Err`: a `workflow_job` body that
+/// does not parse.
+pub fn classify(event: Option<&str>, body: &[u8]) -> Result<Delivery, String> {
+    match event {
+        Some("workflow_job") => {}
+        Some(other) => {
+            return Ok(Delivery::Ignored(format!(
+                "event `{}` is not workflow_job",
+                lifecycle_escape::clip(other, 64)
+            )))
+        }
+        None => return Ok(Delivery::Ignored("no X-GitHub-Event header".into())),
+    }
+    let p: Payload = serde_json::from_slice(body).map_err(|e| format!("workflow_job payload: {e}"))?;
+    let action = match p.action.as_str() {
+        "queued" => JobAction::Queued,
+        "in_progress" => JobAction::InProgress,
+        "completed" => JobAction::Completed,
+        other => {
+            return Ok(Delivery::Ignored(format!(
+                "workflow_job action `{}`",
+                lifecycle_escape::clip(other, 64)
+            )))
+        }
+    };
+    let t = |s: &Option<String>| s.as_deref().and_then(lifecycle_github::time::parse_rfc3339);
+    Ok(Delivery::Job(JobEvent {
+        action,
+        job_id: p.workflow_job.id,
+        labels: p.workflow_job.labels.clone(),
+        created_at: t(&p.workflow_job.created_at),
+        started_at: t(&p.workflow_job.started_at),
+    }))
+}
+
+/// Whether every label of a job is served by the group (GitHub compares labels
+/// case-insensitively; `served` is lower-case). A job without labels is not ours.
+pub fn served(labels: &[String], served: &BTreeSet<String>) -> bool {
+    !labels.is_empty() && labels.iter().all(|l| served.contains(&l.to_ascii_lowercase()))
+}
+
+/// A function-URL answer.
+pub fn response(status: u16, message: &str) -> Value {
+    serde_json::json!({
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": serde_json::json!({"message": message}).to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new("It's a Secret to Everybody".to_string())
+    }
+
+    #[test]
+    fn githubs_documented_example_verifies() {
+        // GitHub Docs, "Validating webhook deliveries", "Testing the webhook payload validation".
+        let body = b"Hello, World!";
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(sign(&secret(), body), sig);
+        assert_eq!(verify(&secret(), Some(sig), body), Ok(()));
+    }
+
+    #[test]
+    fn bad_signatures_are_refused() {
+        let body = b"Hello, World!";
+        let good = sign(&secret(), body);
+        assert_eq!(verify(&secret(), None, body), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(&secret(), Some("sha1=abc"), body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(&secret(), Some("sha256=zz"), body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(&secret(), Some("sha256=abcd"), body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(&secret(), Some(&good), b"Hello, World?"),
+            Err(SignatureError::Mismatch)
+        );
+        let other = Secret::new("another".to_string());
+        assert_eq!(verify(&other, Some(&good), body), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
+    fn function_url_events_parse() {
+        let e = serde_json::json!({
+            "version": "2.0", "rawPath": "/",
+            "headers": {"X-GitHub-Event": "workflow_job", "x-github-delivery": "d-1"},
+            "requestContext": {"http": {"method": "post"}},
+            "body": STANDARD.encode(b"{}"), "isBase64Encoded": true
+        });
+        assert!(is_http_event(&e));
+        let r = parse_http_event(&e).expect("parses");
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.header("X-GitHub-Delivery"), Some("d-1"));
+        assert_eq!(r.header("x-github-event"), Some("workflow_job"));
+        assert_eq!(r.body, b"{}");
+        assert!(!is_http_event(&serde_json::json!({"source": "aws.events"})));
+    }
+
+    #[test]
+    fn job_events_classify() {
+        let body = br#"{"action":"queued","workflow_job":{"id":7,"run_id":1,"status":"queued",
+            "labels":["self-hosted","Linux"],"created_at":"2026-01-01T00:00:00Z","started_at":null}}"#;
+        let Ok(Delivery::Job(j)) = classify(Some("workflow_job"), body) else {
+            panic!("not a job")
+        };
+        assert_eq!((j.action, j.job_id), (JobAction::Queued, 7));
+        assert!(j.created_at.is_some() && j.started_at.is_none());
+        assert!(matches!(classify(Some("ping"), b"{}"), Ok(Delivery::Ignored(_))));
+        let waiting = br#"{"action":"waiting","workflow_job":{"id":7,"status":"waiting"}}"#;
+        assert!(matches!(
+            classify(Some("workflow_job"), waiting),
+            Ok(Delivery::Ignored(_))
+        ));
+        assert!(classify(Some("workflow_job"), b"nope").is_err());
+    }
+
+    #[test]
+    fn labels_must_all_be_served() {
+        let ours: BTreeSet<String> = ["self-hosted", "linux", "x64"].iter().map(|s| s.to_string()).collect();
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(served(&l(&["self-hosted", "Linux"]), &ours));
+        assert!(!served(&l(&["self-hosted", "gpu"]), &ours));
+        assert!(!served(&[], &ours));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_and_header_is_verified_or_refused(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), h in ".{0,80}") {
+            let _ = verify(&secret(), Some(&h), &body);
+            let _ = classify(Some("workflow_job"), &body);
+        }
+    }
+}
