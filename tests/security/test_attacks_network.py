@@ -16,13 +16,13 @@ import pytest
 
 from hostlib import PY, as_user, attack, wait_for  # first: puts tests/e2e on the path
 from harness import stop_agent  # noqa: E402
-from seclib import need_root, need_tools, run  # noqa: E402
+from seclib import IMDS_V4 as V4, IMDS_V6 as V6, imds_namespace, need_tools, run  # noqa: E402
 from support.controller_fixtures import aws_x, fake_github  # noqa: E402,F401  (fixtures)
 
 # Each attack is bounded: a hung agent or emulator fails the test, fixtures still clean up.
 pytestmark = pytest.mark.timeout(60)
 
-V4, V6 = "169.254.169.254", "fd00:ec2::254"
+
 
 # IMDS stand-in inside the namespace: answers any request 200 on both addresses, port 80, and
 # writes one line per request to its log (so "nobody asked" is observable).
@@ -76,33 +76,10 @@ except OSError as e:
 @pytest.fixture
 def imds_netns(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A network namespace where both IMDS addresses answer HTTP; (name, request log)."""
-    need_root()
-    need_tools("ip")
-    name = f"rl-sec-{os.getpid()}"
     log = tmp_path / "imds-requests.log"
     log.write_text("")
-    run("ip", "netns", "del", name, check=False)
-    run("ip", "netns", "add", name)
-    server = None
-    try:
-        ns = ("ip", "netns", "exec", name)
-        run(*ns, "ip", "link", "set", "lo", "up")
-        dev = "imds0"
-        if run(*ns, "ip", "link", "add", dev, "type", "dummy", check=False).returncode == 0:
-            run(*ns, "ip", "link", "set", dev, "up")
-        else:
-            dev = "lo"  # no dummy driver: local addresses on lo take the same path
-        run(*ns, "ip", "addr", "add", f"{V4}/32", "dev", dev)
-        run(*ns, "ip", "-6", "addr", "add", f"{V6}/128", "dev", dev, "nodad")
-        server = subprocess.Popen([*ns, PY, "-c", IMDS_SERVER, str(log), V4, V6], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    with imds_namespace("rl-sec", [PY, "-c", IMDS_SERVER, str(log), V4, V6]) as name:
         yield name, log
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait(timeout=10)
-        run("ip", "netns", "del", name, check=False)
 
 
 def in_ns(ns: str, user: str, *argv: str, env: dict[str, str] | None = None,

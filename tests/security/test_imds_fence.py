@@ -6,7 +6,6 @@ leaves the namespace; the real IMDS is never contacted.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,9 +14,9 @@ from typing import Iterator
 
 import pytest
 
-from seclib import need_root, need_tools, run
+from seclib import IMDS_V4 as V4, IMDS_V6 as V6, imds_namespace, need_tools, run
 
-V4, V6, PORT = "169.254.169.254", "fd00:ec2::254", 80
+PORT = 80
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 SERVER = f"""
@@ -54,30 +53,8 @@ except OSError as e:
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A network namespace with both IMDS addresses and a TCP listener on each."""
-    need_root()
-    need_tools("ip")
-    name = f"rl-fence-{os.getpid()}"
-    run("ip", "netns", "del", name, check=False)
-    run("ip", "netns", "add", name)
-    server = None
-    try:
-        ns = ("ip", "netns", "exec", name)
-        run(*ns, "ip", "link", "set", "lo", "up")
-        dev = "imds0"
-        if run(*ns, "ip", "link", "add", dev, "type", "dummy", check=False).returncode == 0:
-            run(*ns, "ip", "link", "set", dev, "up")
-        else:
-            dev = "lo"  # this kernel has no dummy driver; local addresses on lo take the same path
-        run(*ns, "ip", "addr", "add", f"{V4}/32", "dev", dev)
-        run(*ns, "ip", "-6", "addr", "add", f"{V6}/128", "dev", dev, "nodad")
-        server = subprocess.Popen([*ns, PY, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    with imds_namespace("rl-fence", [PY, "-c", SERVER]) as name:
         yield name
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait(timeout=10)
-        run("ip", "netns", "del", name, check=False)
 
 
 def connect(ns: str, addr: str, user: str | None) -> tuple[bool, float]:

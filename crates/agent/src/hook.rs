@@ -105,6 +105,29 @@ mod tests {
     use super::*;
     use crate::config::{resolve, Env};
 
+    /// `hook job-started` against a one-shot agent on a fresh socket that answers `reply(request)`.
+    fn hook_against(tag: &str, reply: impl FnOnce(&str) -> Vec<u8> + Send + 'static) -> String {
+        let dir = std::env::temp_dir().join(format!("rl-hook-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read");
+            let mut w = stream;
+            w.write_all(&reply(&line)).expect("write");
+        });
+        let flags = vec![("agent.socket", path.display().to_string())];
+        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
+        let line = run(HookEvent::JobStarted, &settings);
+        server.join().expect("server");
+        let _ = std::fs::remove_dir_all(&dir);
+        line
+    }
+
     #[test]
     fn events_parse() {
         assert_eq!(HookEvent::parse("job-started"), Some(HookEvent::JobStarted));
@@ -114,52 +137,17 @@ mod tests {
 
     #[test]
     fn asks_the_agent_and_prints_its_answer() {
-        let dir = std::env::temp_dir().join(format!("rl-hook-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join("agent.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            let mut w = stream;
-            w.write_all(format!("ok heard {}", line).as_bytes()).expect("write");
-        });
-        let flags = vec![("agent.socket", path.display().to_string())];
-        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
-        let line = run(HookEvent::JobStarted, &settings);
-        server.join().expect("server");
+        let line = hook_against("ask", |line| format!("ok heard {}", line).into_bytes());
         assert_eq!(line, "runner-lifecycle: job-started: heard job-started");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn control_characters_in_the_reply_are_escaped() {
-        let dir = std::env::temp_dir().join(format!("rl-hook-esc-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join("agent.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            let mut w = stream;
-            w.write_all(b"ok fine\x1b[2J\x1b]52;c;Zm9v\x07\rforged\n")
-                .expect("write");
-        });
-        let flags = vec![("agent.socket", path.display().to_string())];
-        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
-        let line = run(HookEvent::JobStarted, &settings);
-        server.join().expect("server");
+        let line = hook_against("esc", |_| b"ok fine\x1b[2J\x1b]52;c;Zm9v\x07\rforged\n".to_vec());
         assert_eq!(
             line,
             "runner-lifecycle: job-started: fine\\u{1b}[2J\\u{1b}]52;c;Zm9v\\u{7}\\rforged"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// No agent: one line, at once, and no AWS call or IMDS read is even attempted (an IMDS
@@ -198,30 +186,12 @@ mod tests {
     /// nothing else is tried.
     #[test]
     fn an_error_answer_is_reported_as_it_is() {
-        let dir = std::env::temp_dir().join(format!("rl-hook-err-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join("agent.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            let mut w = stream;
-            w.write_all(b"error the agent is starting\x1b[2J; job noted\n")
-                .expect("write");
-        });
-        let flags = vec![("agent.socket", path.display().to_string())];
-        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
-        let line = run(HookEvent::JobStarted, &settings);
-        server.join().expect("server");
+        let line = hook_against("err", |_| b"error the agent is starting\x1b[2J; job noted\n".to_vec());
         assert!(
             line.starts_with(
                 "runner-lifecycle: job-started: the agent answered `error the agent is starting\\u{1b}[2J; job noted`; "
             ),
             "{line}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

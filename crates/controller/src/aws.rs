@@ -5,6 +5,7 @@
 
 use crate::ports::{Aws, Capacity, Completion, Member, StoredState, TerminationHook};
 use aws_config::SdkConfig;
+use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 use lifecycle_aws::{api_error, error_code};
@@ -103,24 +104,7 @@ impl Aws for AwsFleet {
     }
 
     async fn members(&self, group: &str) -> Result<Vec<Member>, ApiError> {
-        self.asg();
-        let out = self
-            .asg_client
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(group)
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        let g = out
-            .auto_scaling_groups()
-            .iter()
-            .find(|g| g.auto_scaling_group_name() == Some(group))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ApiErrorKind::Other,
-                    format!("Auto Scaling group `{group}` does not exist"),
-                )
-            })?;
+        let g = self.describe_group(group).await?;
         Ok(g.instances()
             .iter()
             .filter_map(|i| {
@@ -379,7 +363,8 @@ fn group_key(group: &str) -> AttributeValue {
 }
 
 impl AwsFleet {
-    async fn describe_capacity(&self, group: &str) -> Result<Capacity, ApiError> {
+    /// One group, as `DescribeAutoScalingGroups` shows it; a group that does not exist is an error.
+    async fn describe_group(&self, group: &str) -> Result<AutoScalingGroup, ApiError> {
         self.asg();
         let out = self
             .asg_client
@@ -388,16 +373,20 @@ impl AwsFleet {
             .send()
             .await
             .map_err(|e| api_error(&e))?;
-        let g = out
-            .auto_scaling_groups()
+        out.auto_scaling_groups()
             .iter()
             .find(|g| g.auto_scaling_group_name() == Some(group))
+            .cloned()
             .ok_or_else(|| {
                 ApiError::new(
                     ApiErrorKind::Other,
                     format!("Auto Scaling group `{group}` does not exist"),
                 )
-            })?;
+            })
+    }
+
+    async fn describe_capacity(&self, group: &str) -> Result<Capacity, ApiError> {
+        let g = self.describe_group(group).await?;
         let n = |v: Option<i32>| u32::try_from(v.unwrap_or(0)).unwrap_or(0);
         Ok(Capacity {
             desired: n(g.desired_capacity()),
