@@ -7,11 +7,8 @@
 //! metrics crate would add more code to the binary than this whole module. One request per
 //! connection, `Connection: close`, no keep-alive, no TLS, no authentication (hence loopback only).
 
-use crate::status::call_name;
 use lifecycle_core::Time;
-use lifecycle_core::{
-    Action, ApiError, ApiErrorKind, ApiReply, Call, Detection, DrainCause, Notice, Reason, RequestId,
-};
+use lifecycle_core::{Action, ApiError, ApiReply, Call, Detection, DrainCause, JobLoss, Notice, Reason, RequestId};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -66,52 +63,13 @@ impl Histogram {
     }
 }
 
-fn detection_name(via: Detection) -> &'static str {
-    match via {
-        Detection::Imds => "imds",
-        Detection::ProtectionRefused => "protection_refused",
-        Detection::Describe => "describe",
-    }
-}
-
-fn cause_label(cause: DrainCause) -> &'static str {
-    match cause {
-        DrainCause::Terminating => "terminating",
-        DrainCause::StopRequested => "stop_requested",
-        DrainCause::SpotInterruption => "spot_interruption",
-        DrainCause::Rebalance => "rebalance",
-    }
-}
-
-fn kind_label(kind: ApiErrorKind) -> &'static str {
-    match kind {
-        ApiErrorKind::NotInService => "not_in_service",
-        ApiErrorKind::NoActiveLifecycleAction => "no_active_lifecycle_action",
-        ApiErrorKind::InstanceNotFound => "instance_not_found",
-        ApiErrorKind::Throttled => "throttled",
-        ApiErrorKind::Transient => "transient",
-        ApiErrorKind::AccessDenied => "access_denied",
-        ApiErrorKind::Other => "other",
-    }
-}
-
+/// The `reason` label of a listener start: the start reason's own spelling.
 fn start_label(reason: Reason) -> &'static str {
     match reason {
-        Reason::Relaunch => "relaunch",
-        Reason::NextJob => "next_job",
-        _ => "serving",
+        Reason::Relaunch | Reason::NextJob => reason.name(),
+        _ => Reason::Serving.name(),
     }
 }
-
-/// Prometheus label values use the log's call names with `_` (set_protection, ...).
-fn call_label(call: Call) -> &'static str {
-    match call_name(call) {
-        "set-protection" => "set_protection",
-        other => other,
-    }
-}
-
-const CALLS: [Call; 4] = [Call::SetProtection, Call::Describe, Call::Heartbeat, Call::Complete];
 
 /// Every metric of the agent, and the bookkeeping that turns actions into them.
 #[derive(Clone, Debug)]
@@ -145,10 +103,6 @@ pub struct Metrics {
     /// An IMDS detection on an idle host, waiting for the listener's stop signal.
     detection_started: Option<Time>,
     drain_started: Option<Time>,
-    /// A non-forced stop signal went to the current listener: a worker appearing now is lost.
-    stop_sent: bool,
-    /// A job was counted as lost in the stop window of the current listener.
-    stop_window_loss: bool,
 }
 
 impl Default for Metrics {
@@ -161,14 +115,13 @@ impl Metrics {
     /// Everything at zero; label sets with few values are present from the start, so dashboards
     /// and `rate()` see them before the first event.
     pub fn new() -> Metrics {
-        let zeros = |names: &[&'static str]| names.iter().map(|n| (*n, 0)).collect::<BTreeMap<_, _>>();
         Metrics {
             jobs_assigned: 0,
             jobs_ended: 0,
-            jobs_lost: zeros(&["stop_window", "listener_died", "forced_stop"]),
+            jobs_lost: JobLoss::ALL.iter().map(|c| (c.name(), 0)).collect(),
             protection_calls: BTreeMap::new(),
-            termination_detected: zeros(&["imds", "protection_refused", "describe"]),
-            drains_started: zeros(&["terminating", "stop_requested", "spot_interruption", "rebalance"]),
+            termination_detected: Detection::ALL.iter().map(|d| (d.name(), 0)).collect(),
+            drains_started: DrainCause::ALL.iter().map(|c| (c.name(), 0)).collect(),
             detection_latency: Histogram::new(DETECTION_BUCKETS),
             drain_duration: Histogram::new(DRAIN_BUCKETS),
             heartbeats_sent: 0,
@@ -176,9 +129,12 @@ impl Metrics {
             hooks_completed: [0, 0],
             hooks_gone: 0,
             global_timeout_warnings: 0,
-            api_calls: CALLS.iter().map(|c| (call_label(*c), 0)).collect(),
+            api_calls: Call::ALL.iter().map(|c| (c.name(), 0)).collect(),
             api_errors: BTreeMap::new(),
-            listener_starts: zeros(&["serving", "relaunch", "next_job"]),
+            listener_starts: [Reason::Serving, Reason::Relaunch, Reason::NextJob]
+                .iter()
+                .map(|r| (r.name(), 0))
+                .collect(),
             job_alive: false,
             draining: false,
             protected: None,
@@ -187,8 +143,6 @@ impl Metrics {
             imds_terminated_read: None,
             detection_started: None,
             drain_started: None,
-            stop_sent: false,
-            stop_window_loss: false,
         }
     }
 
@@ -202,12 +156,9 @@ impl Metrics {
         match action {
             Action::StartListener { reason } => {
                 *self.listener_starts.entry(start_label(*reason)).or_default() += 1;
-                self.stop_sent = false;
-                self.stop_window_loss = false;
             }
             Action::StopListener { cancels_job, .. } => {
                 if !cancels_job {
-                    self.stop_sent = true;
                     if let Some(seen) = self.detection_started.take() {
                         self.detection_latency.observe(now.since(seen));
                     }
@@ -228,7 +179,7 @@ impl Metrics {
     fn on_notice(&mut self, notice: &Notice, now: Time, job_alive: bool) {
         match notice {
             Notice::TerminationDetected { via } => {
-                *self.termination_detected.entry(detection_name(*via)).or_default() += 1;
+                *self.termination_detected.entry(via.name()).or_default() += 1;
                 // Measured on idle hosts only: a busy host's listener is signalled when its job
                 // ends, which is the drain's time, not detection's.
                 if *via == Detection::Imds && !job_alive {
@@ -236,7 +187,7 @@ impl Metrics {
                 }
             }
             Notice::DrainStarted { cause } => {
-                *self.drains_started.entry(cause_label(*cause)).or_default() += 1;
+                *self.drains_started.entry(cause.name()).or_default() += 1;
                 self.drain_started.get_or_insert(now);
             }
             Notice::JobAssigned => self.jobs_assigned += 1,
@@ -248,15 +199,12 @@ impl Metrics {
                 }
             }
             Notice::HookGone => self.hooks_gone += 1,
-            Notice::ListenerDiedWithJob => {
-                // A job lost in the stop window also ends with the listener: count it once.
-                if !self.stop_window_loss {
-                    *self.jobs_lost.entry("listener_died").or_default() += 1;
-                }
-            }
-            Notice::ForcingStopWithJob => *self.jobs_lost.entry("forced_stop").or_default() += 1,
+            // The core reports each lost job once, with its cause.
+            Notice::JobLost { cause } => *self.jobs_lost.entry(cause.name()).or_default() += 1,
             Notice::GlobalTimeoutNear { .. } => self.global_timeout_warnings += 1,
-            Notice::StateConfirmed { .. }
+            Notice::ListenerDiedWithJob
+            | Notice::ForcingStopWithJob
+            | Notice::StateConfirmed { .. }
             | Notice::ApiFailed { .. }
             | Notice::ListenerGaveUp { .. }
             | Notice::RebalanceRecommended
@@ -267,15 +215,12 @@ impl Metrics {
 
     /// An Auto Scaling call finished.
     pub fn on_api_result(&mut self, id: RequestId, call: Call, result: &Result<ApiReply, ApiError>) {
-        *self.api_calls.entry(call_label(call)).or_default() += 1;
+        *self.api_calls.entry(call.name()).or_default() += 1;
         let outcome = match result {
             Ok(_) => "ok",
             Err(e) => {
-                *self
-                    .api_errors
-                    .entry((call_label(call), kind_label(e.kind)))
-                    .or_default() += 1;
-                kind_label(e.kind)
+                *self.api_errors.entry((call.name(), e.kind.name())).or_default() += 1;
+                e.kind.name()
             }
         };
         match call {
@@ -288,14 +233,6 @@ impl Metrics {
             }
             Call::Heartbeat if result.is_err() => self.heartbeats_failed += 1,
             _ => {}
-        }
-    }
-
-    /// A `Runner.Worker` appeared under the listener.
-    pub fn on_worker_started(&mut self) {
-        if self.stop_sent {
-            *self.jobs_lost.entry("stop_window").or_default() += 1;
-            self.stop_window_loss = true;
         }
     }
 
@@ -333,7 +270,7 @@ impl Metrics {
             "Assigned jobs that ended (no worker left and no open job-started hook).",
         );
         sample(o, "jobs_ended_total", &[], self.jobs_ended);
-        header(o, "jobs_lost_total", "counter", "Jobs lost on this host, by cause: stop_window (a worker appeared after a non-forced stop signal), listener_died (the listener exited under a job), forced_stop (a forced stop cancelled a job).");
+        header(o, "jobs_lost_total", "counter", "Jobs lost on this host, by cause: stop-window (a worker appeared after a non-forced stop signal), listener-died (the listener exited under a job), forced-stop (a forced stop cancelled a job).");
         for (cause, n) in &self.jobs_lost {
             sample(o, "jobs_lost_total", &[("cause", cause)], *n);
         }
@@ -355,7 +292,7 @@ impl Metrics {
             o,
             "termination_detected_total",
             "counter",
-            "Terminations noticed, by the signal that revealed them first (imds, protection_refused, describe).",
+            "Terminations noticed, by the signal that revealed them first (imds, protection-refused, describe).",
         );
         for (via, n) in &self.termination_detected {
             sample(o, "termination_detected_total", &[("via", via)], *n);
@@ -364,7 +301,7 @@ impl Metrics {
             o,
             "drains_started_total",
             "counter",
-            "Drains started, by cause (terminating, stop_requested, spot_interruption, rebalance).",
+            "Drains started, by cause (terminating, stop-requested, spot-interruption, rebalance).",
         );
         for (cause, n) in &self.drains_started {
             sample(o, "drains_started_total", &[("cause", cause)], *n);
@@ -426,7 +363,7 @@ impl Metrics {
             o,
             "api_calls_total",
             "counter",
-            "Finished Auto Scaling calls, by call (set_protection, describe, heartbeat, complete).",
+            "Finished Auto Scaling calls, by call (set-protection, describe, heartbeat, complete).",
         );
         for (call, n) in &self.api_calls {
             sample(o, "api_calls_total", &[("call", call)], *n);
@@ -440,7 +377,7 @@ impl Metrics {
         for ((call, kind), n) in &self.api_errors {
             sample(o, "api_errors_total", &[("call", call), ("kind", kind)], *n);
         }
-        header(o, "listener_starts_total", "counter", "Listener launches, by reason: serving (first start), relaunch (after an exit asking for it), next_job (one-job mode).");
+        header(o, "listener_starts_total", "counter", "Listener launches, by reason: serving (first start), relaunch (after an exit asking for it), next-job (one-job mode).");
         for (reason, n) in &self.listener_starts {
             sample(o, "listener_starts_total", &[("reason", reason)], *n);
         }
@@ -644,7 +581,7 @@ fn reply(code: u16, text: &str, extra: &[(&str, &str)], body: &str, with_body: b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifecycle_core::LifecycleResult;
+    use lifecycle_core::{ApiErrorKind, LifecycleResult};
 
     fn line(text: &str, name: &str) -> Option<String> {
         text.lines()
@@ -799,7 +736,7 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "runner_lifecycle_api_errors_total{call=\"set_protection\",kind=\"throttled\"}"
+                "runner_lifecycle_api_errors_total{call=\"set-protection\",kind=\"throttled\"}"
             ),
             1.0
         );
@@ -843,7 +780,7 @@ mod tests {
         assert_eq!(value(&text, "runner_lifecycle_draining"), 1.0);
         assert_eq!(value(&text, "runner_lifecycle_protected"), 0.0);
         assert_eq!(
-            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"stop_window\"}"),
+            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"stop-window\"}"),
             0.0
         );
     }
@@ -875,9 +812,15 @@ mod tests {
             cancels_job: false,
         };
         m.on_action(&stop, t(600_000), false);
-        // A worker shows up after the stop signal: lost in the stop window; the listener then
-        // exits under it, which is the same job.
-        m.on_worker_started();
+        // A worker shows up after the stop signal: the core reports it lost in the stop window,
+        // once; the listener then exits under it, which only the log mentions.
+        m.on_action(
+            &Action::Notify(Notice::JobLost {
+                cause: JobLoss::StopWindow,
+            }),
+            t(600_100),
+            true,
+        );
         m.on_action(&Action::Notify(Notice::ListenerDiedWithJob), t(600_500), true);
         let text = m.render();
         assert_eq!(
@@ -887,11 +830,11 @@ mod tests {
         assert_eq!(value(&text, "runner_lifecycle_heartbeats_sent_total"), 1.0);
         assert_eq!(value(&text, "runner_lifecycle_heartbeats_failed_total"), 1.0);
         assert_eq!(
-            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"stop_window\"}"),
+            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"stop-window\"}"),
             1.0
         );
         assert_eq!(
-            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"listener_died\"}"),
+            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"listener-died\"}"),
             0.0
         );
 
@@ -903,15 +846,21 @@ mod tests {
             t(700_000),
             false,
         );
-        m.on_worker_started();
         m.on_action(&Action::Notify(Notice::ListenerDiedWithJob), t(800_000), true);
+        m.on_action(
+            &Action::Notify(Notice::JobLost {
+                cause: JobLoss::ListenerDied,
+            }),
+            t(800_000),
+            true,
+        );
         let text = m.render();
         assert_eq!(
-            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"stop_window\"}"),
+            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"stop-window\"}"),
             1.0
         );
         assert_eq!(
-            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"listener_died\"}"),
+            value(&text, "runner_lifecycle_jobs_lost_total{cause=\"listener-died\"}"),
             1.0
         );
         assert_eq!(

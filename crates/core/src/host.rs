@@ -9,9 +9,13 @@
 
 use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 use crate::config::{CoreConfig, ListenerMode};
-use crate::io::{Action, ApiReply, Call, Detection, DrainCause, Input, LifecycleResult, Notice, Reason, RequestId};
+use crate::io::{
+    Action, ApiReply, Call, Detection, DrainCause, Input, JobLoss, LifecycleResult, Notice, Reason, RequestId,
+};
 use crate::rng::Rng;
+use crate::step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
 use crate::time::Time;
+use crate::timer::Timer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -36,8 +40,9 @@ pub enum ListenerState {
     Stopping {
         /// Its pid.
         pid: u32,
-        /// When the grace period ends and SIGKILL follows (if no job is alive).
-        kill_at: Time,
+        /// When the grace period ends and SIGKILL follows (if no job is alive); `None` once SIGKILL
+        /// has been sent.
+        kill_at: Option<Time>,
         /// Whether the stop was forced while a job ran.
         forced: bool,
     },
@@ -88,12 +93,12 @@ struct HookClaim {
 /// A read-only summary of the core's view, for `status` and tests.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Snapshot {
+    /// The core's clock when the snapshot was taken: every time below is on this timeline.
+    pub now: Time,
     /// Last IMDS target state.
-    pub target_state: Option<String>,
+    pub target_state: Option<TargetState>,
     /// Last confirmed Auto Scaling state.
-    pub confirmed_state: Option<String>,
-    /// Listener state, in words.
-    pub listener: String,
+    pub confirmed_state: Option<AsgState>,
     /// Whether a job is assigned.
     pub job_alive: bool,
     /// Since when (job start, or idle start).
@@ -102,16 +107,16 @@ pub struct Snapshot {
     pub protected: Option<bool>,
     /// Why it drains, if it does.
     pub draining: Option<DrainCause>,
-    /// Hook phase, in words.
-    pub hook: String,
     /// Next heartbeat, if one is scheduled.
     pub next_heartbeat: Option<Time>,
     /// When the hook's global timeout hits, if pending.
     pub global_deadline: Option<Time>,
     /// Last Auto Scaling error.
     pub last_error: Option<String>,
-    /// The next timer.
-    pub next_deadline: Option<Time>,
+    /// The next timer to come due, and which one it is.
+    pub next_timer: Option<(Time, Timer)>,
+    /// What the core will do next.
+    pub next_step: NextStep,
     /// The listener, structured.
     pub listener_state: ListenerState,
     /// The hook phase, structured.
@@ -130,8 +135,6 @@ pub struct Snapshot {
     pub unprotect_at: Option<Time>,
     /// Why the core wants a DescribeAutoScalingInstances, if it does.
     pub describe_wanted: Option<Reason>,
-    /// When the next slow describe poll (launching, IMDS down) is due.
-    pub next_describe_poll: Option<Time>,
     /// Whether a stop was requested (SIGTERM).
     pub stop_requested: bool,
     /// Whether the stop is forced (second request or the stop deadline).
@@ -173,6 +176,8 @@ pub struct Host {
     restore_idle_since: Option<Time>,
     job_alive: bool,
     job_edge_at: Time,
+    /// The current job has been reported lost (`Notice::JobLost`): once per job.
+    job_lost: bool,
     listener_ran_job: bool,
     relaunch_streak: u32,
 
@@ -226,6 +231,7 @@ impl Host {
             restore_idle_since: None,
             job_alive: false,
             job_edge_at: now,
+            job_lost: false,
             listener_ran_job: false,
             relaunch_streak: 0,
             drain: None,
@@ -303,6 +309,11 @@ impl Host {
             Input::ListenerStarted { pid } => self.on_listener_started(pid),
             Input::ListenerExited { code } => self.on_listener_exited(code),
             Input::WorkerStarted { pid } => {
+                // SIGINT went to the listener before this worker was seen: the listener cancels its
+                // job as part of its shutdown (lost in the stop window).
+                if matches!(self.listener, ListenerState::Stopping { forced: false, .. }) {
+                    self.job_lost(JobLoss::StopWindow);
+                }
                 self.workers.insert(pid);
                 self.listener_ran_job = true;
                 // A worker backs any open report, and restores trust in the next ones.
@@ -343,79 +354,103 @@ impl Host {
 
     /// When `handle_timeout` should be called next. Always later than the last `now`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let listener = match self.listener {
-            ListenerState::Down { relaunch_at } => relaunch_at,
-            ListenerState::Stopping { kill_at, .. } => Some(kill_at),
-            ListenerState::Starting | ListenerState::Running { .. } => None,
-        };
-        let unprotect =
-            (!self.job_alive && self.protected != Some(false)).then(|| self.job_edge_at + self.cfg.unprotect_delay);
-        let (heartbeat, warning) = match self.hook {
-            HookPhase::Pending { global_deadline, .. } if self.job_alive => (
-                self.next_heartbeat,
-                Some(global_deadline - self.cfg.global_timeout_warning),
-            ),
-            _ => (None, None),
-        };
-        // A fixed array, not a Vec: the simulator asks this after every event on every host.
-        let candidates = [
-            self.force_at,
-            self.describe.not_before,
-            self.next_describe_poll,
-            self.protection.not_before,
-            self.complete.not_before,
-            self.heartbeat.not_before,
-            self.imds_failing_since.map(|t| t + self.cfg.imds_down_after),
-            listener,
-            unprotect,
-            heartbeat,
-            warning,
-            self.hook_claim.map(|c| c.drop_at),
-        ];
-        candidates.into_iter().flatten().filter(|t| *t > self.now).min()
+        self.next_timer().map(|(t, _)| t)
+    }
+
+    /// The next timer to come due, and which one: the earliest armed timer later than the last
+    /// `now` (ties go to the first in [`Timer::ALL`]).
+    pub fn next_timer(&self) -> Option<(Time, Timer)> {
+        let mut next: Option<(Time, Timer)> = None;
+        for timer in Timer::ALL {
+            if let Some(t) = self.timer(timer).filter(|t| *t > self.now) {
+                if next.is_none_or(|(n, _)| t < n) {
+                    next = Some((t, timer));
+                }
+            }
+        }
+        next
+    }
+
+    /// When `timer` is armed for, if it is (possibly already due).
+    pub fn timer(&self, timer: Timer) -> Option<Time> {
+        match timer {
+            Timer::ForceStop => self.force_at,
+            Timer::Retry(call) => self.slot(call).not_before,
+            Timer::DescribePoll => self.next_describe_poll,
+            Timer::ImdsDown => self.imds_failing_since.map(|t| t + self.cfg.imds_down_after),
+            Timer::ListenerRelaunch => match self.listener {
+                ListenerState::Down { relaunch_at } => relaunch_at,
+                _ => None,
+            },
+            Timer::ListenerKill => match self.listener {
+                ListenerState::Stopping { kill_at, .. } => kill_at,
+                _ => None,
+            },
+            Timer::Unprotect => self.unprotect_at(),
+            Timer::Heartbeat => self.heartbeat_pending().and(self.next_heartbeat),
+            Timer::GlobalTimeoutWarning => self
+                .heartbeat_pending()
+                .map(|global_deadline| global_deadline - self.cfg.global_timeout_warning),
+            Timer::HookClaimExpiry => self.hook_claim.map(|c| c.drop_at),
+        }
+    }
+
+    /// The lifecycle action's global deadline while it waits on a running job (heartbeats due).
+    fn heartbeat_pending(&self) -> Option<Time> {
+        match self.hook {
+            HookPhase::Pending { global_deadline, .. } if self.job_alive => Some(global_deadline),
+            _ => None,
+        }
+    }
+
+    /// When an idle host's scale-in protection is to be cleared: the one statement of that rule.
+    /// `None` while a job runs, when it is not protected, or when protection does not apply (not
+    /// serving, in no group, terminating). A drain wants it cleared at once (the idle start).
+    fn unprotect_at(&self) -> Option<Time> {
+        let applies = self.protection_applies();
+        if !applies || self.job_alive || self.protected == Some(false) {
+            return None;
+        }
+        Some(match self.drain {
+            Some(_) => self.job_edge_at,
+            None => self.job_edge_at + self.cfg.unprotect_delay,
+        })
+    }
+
+    /// Whether scale-in protection may be changed: it is only valid InService/Standby
+    /// (SetInstanceProtection API reference), and on a terminating instance it no longer matters:
+    /// the hook holds the instance.
+    fn protection_applies(&self) -> bool {
+        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
+        serving && !self.not_in_group && self.terminating.is_none()
     }
 
     /// A summary of the current view.
     pub fn snapshot(&self) -> Snapshot {
-        let (global_deadline, hook) = match self.hook {
-            HookPhase::None if self.cfg.hook.is_none() => (None, "no termination hook configured".to_string()),
-            HookPhase::None => (None, "no lifecycle action pending".to_string()),
-            HookPhase::Pending { global_deadline, .. } => (Some(global_deadline), "Terminating:Wait".to_string()),
-            HookPhase::Done => (None, "completed".to_string()),
+        let global_deadline = match self.hook {
+            HookPhase::Pending { global_deadline, .. } => Some(global_deadline),
+            HookPhase::None | HookPhase::Done => None,
         };
-        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
-        // The same conditions as `decide_protection` wanting `false` once the delay is over.
-        let unprotect_at = (serving
-            && !self.not_in_group
-            && self.terminating.is_none()
-            && self.drain.is_none()
-            && !self.job_alive
-            && self.protected != Some(false))
-        .then(|| self.job_edge_at + self.cfg.unprotect_delay);
-        let slots = [
-            (Call::SetProtection, &self.protection),
-            (Call::Describe, &self.describe),
-            (Call::Heartbeat, &self.heartbeat),
-            (Call::Complete, &self.complete),
-        ];
-        let retry_at = slots
-            .iter()
-            .filter(|(_, s)| s.inflight.is_none())
-            .filter_map(|(c, s)| s.not_before.filter(|t| *t > self.now).map(|t| (*c, t)))
+        let retry_at = [Call::SetProtection, Call::Describe, Call::Heartbeat, Call::Complete]
+            .into_iter()
+            .filter_map(|c| match self.progress(c) {
+                Some(CallProgress::RetryAt(t)) => Some((c, t)),
+                _ => None,
+            })
             .collect();
         Snapshot {
-            target_state: self.target.as_ref().map(ToString::to_string),
-            confirmed_state: self.confirmed.as_ref().map(ToString::to_string),
-            listener: format!("{:?}", self.listener),
+            now: self.now,
+            target_state: self.target.clone(),
+            confirmed_state: self.confirmed.clone(),
             job_alive: self.job_alive,
             job_or_idle_since: self.job_edge_at,
             protected: self.protected,
             draining: self.drain,
-            hook,
             next_heartbeat: if self.job_alive { self.next_heartbeat } else { None },
             global_deadline,
             last_error: self.last_error.clone(),
-            next_deadline: self.poll_timeout(),
+            next_timer: self.next_timer(),
+            next_step: self.next_step(),
             listener_state: self.listener.clone(),
             hook_phase: self.hook,
             hook_configured: self.cfg.hook.is_some(),
@@ -423,14 +458,159 @@ impl Host {
             last_error_at: self.last_error_at,
             in_flight: self.inflight.values().copied().collect(),
             retry_at,
-            unprotect_at,
+            // While draining the protection is cleared at once, not at a time worth showing.
+            unprotect_at: self.unprotect_at().filter(|_| self.drain.is_none()),
             describe_wanted: self.describe_reason(),
-            next_describe_poll: self.next_describe_poll,
             stop_requested: self.stop_requested,
             forced: self.forced,
             force_at: self.force_at,
             exited: self.exited,
             not_in_group: self.not_in_group,
+        }
+    }
+
+    // ----- what comes next -----
+
+    /// Where a call stands: in flight, or failed and waiting for its retry.
+    fn progress(&self, call: Call) -> Option<CallProgress> {
+        let slot = self.slot(call);
+        if slot.inflight.is_some() {
+            Some(CallProgress::InFlight)
+        } else {
+            slot.not_before.filter(|t| *t > self.now).map(CallProgress::RetryAt)
+        }
+    }
+
+    /// What the core will do next, typed (the agent's `status` words it).
+    pub fn next_step(&self) -> NextStep {
+        if self.exited {
+            return NextStep {
+                describe: None,
+                step: Some(Step::Exited),
+            };
+        }
+        let describe = self.describe_step();
+        let (describe, step) = match self.drain {
+            Some(cause) => (describe, self.draining_step(cause, describe.is_some())),
+            None => self.serving_step(describe),
+        };
+        NextStep { describe, step }
+    }
+
+    fn describe_step(&self) -> Option<DescribeStep> {
+        let reason = self.describe_reason()?;
+        let when = match self.progress(Call::Describe) {
+            Some(p) => DescribeWhen::Call(p),
+            None => match self
+                .next_describe_poll
+                .filter(|t| self.describe_is_poll(reason) && *t > self.now)
+            {
+                Some(t) => DescribeWhen::PollAt(t),
+                None => DescribeWhen::DueNow,
+            },
+        };
+        Some(DescribeStep { reason, when })
+    }
+
+    fn serving_step(&self, describe: Option<DescribeStep>) -> (Option<DescribeStep>, Option<Step>) {
+        match self.listener {
+            ListenerState::Running { .. } => (describe, Some(self.serving_running())),
+            ListenerState::Starting => (None, Some(Step::StartListener)),
+            ListenerState::Stopping { .. } => (None, Some(Step::WaitListenerExit)),
+            ListenerState::Down { relaunch_at: None } => (None, Some(Step::ListenerGaveUp)),
+            ListenerState::Down { relaunch_at: Some(t) } => {
+                if describe.is_some() {
+                    (describe, None)
+                } else if !self.may_serve() {
+                    (None, Some(Step::AwaitInService))
+                } else if t > self.now {
+                    (None, Some(Step::Relaunch { at: t }))
+                } else {
+                    (None, Some(Step::StartListener))
+                }
+            }
+        }
+    }
+
+    fn serving_running(&self) -> Step {
+        let call = self.progress(Call::SetProtection);
+        if self.job_alive {
+            let protection = match (self.protected, call) {
+                _ if self.not_in_group => JobProtection::NotInGroup,
+                (_, Some(p)) => JobProtection::Call(p),
+                (Some(true), None) => JobProtection::Protected,
+                (_, None) => JobProtection::NotYet,
+            };
+            Step::JobRunning { protection }
+        } else if let Some(at) = self.unprotect_at() {
+            Step::Unprotect { at, progress: call }
+        } else if let Some(p) = call {
+            Step::IdleProtectionCall(p)
+        } else {
+            Step::Idle
+        }
+    }
+
+    /// What is left after the listener stops, for a draining host.
+    fn after_stop(&self, cause: DrainCause) -> AfterStop {
+        let complete_hook = self.cfg.hook.is_some()
+            && match self.hook {
+                HookPhase::Pending { .. } => true,
+                HookPhase::None => cause == DrainCause::Terminating && !self.not_in_group,
+                HookPhase::Done => false,
+            };
+        AfterStop {
+            complete_hook,
+            exit: self.stop_requested,
+        }
+    }
+
+    fn draining_step(&self, cause: DrainCause, describing: bool) -> Option<Step> {
+        let then = self.after_stop(cause);
+        if self.job_alive {
+            return Some(match self.listener {
+                ListenerState::Stopping { forced: true, .. } => Step::CancellingJob,
+                ListenerState::Stopping { kill_at: None, .. } => Step::ListenerKilled {
+                    then: AfterStop::default(),
+                },
+                ListenerState::Stopping { .. } => Step::JobInStopWindow,
+                _ => Step::WaitForJob {
+                    then,
+                    heartbeat: match self.progress(Call::Heartbeat) {
+                        Some(p) => Some(HeartbeatWhen::Call(p)),
+                        None => self.next_heartbeat.map(HeartbeatWhen::At),
+                    },
+                    force_at: self.force_at.filter(|_| !self.forced),
+                },
+            });
+        }
+        Some(match self.listener {
+            ListenerState::Running { .. } => Step::StopIdleListener { then },
+            ListenerState::Starting => Step::WaitStartThenStop { then },
+            ListenerState::Stopping { kill_at: None, .. } => Step::ListenerKilled { then },
+            ListenerState::Stopping {
+                kill_at: Some(kill_at), ..
+            } => Step::WaitIdleExit { kill_at, then },
+            ListenerState::Down { .. } if describing => return None,
+            ListenerState::Down { .. } => self.drained(cause),
+        })
+    }
+
+    /// A drained host: the listener is down and no job runs.
+    fn drained(&self, cause: DrainCause) -> Step {
+        if matches!(self.hook, HookPhase::Pending { .. }) {
+            return Step::CompleteHook(self.progress(Call::Complete));
+        }
+        if self.stop_requested {
+            return match self.progress(Call::SetProtection) {
+                Some(p) => Step::UnprotectBeforeExit(p),
+                None => Step::Exiting,
+            };
+        }
+        Step::Drained {
+            cause,
+            hook_completed: self.hook == HookPhase::Done,
+            hook_configured: self.cfg.hook.is_some(),
         }
     }
 
@@ -533,7 +713,7 @@ impl Host {
             ListenerState::Stopping { forced, .. } => {
                 self.listener = ListenerState::Stopping {
                     pid,
-                    kill_at: self.now + self.cfg.stop_grace,
+                    kill_at: Some(self.now + self.cfg.stop_grace),
                     forced,
                 };
             }
@@ -549,6 +729,7 @@ impl Host {
         // Its workers die with it (they lose their channel to the listener): the job, if any, is over.
         if self.job_alive && !matches!(was, ListenerState::Stopping { forced: true, .. }) {
             self.notify(Notice::ListenerDiedWithJob);
+            self.job_lost(JobLoss::ListenerDied);
         }
         self.workers.clear();
         self.hook_job_open = false;
@@ -752,6 +933,15 @@ impl Host {
         self.rng.jitter(exp.min(cap), 0.5, 1.0)
     }
 
+    fn slot(&self, call: Call) -> &CallSlot {
+        match call {
+            Call::SetProtection => &self.protection,
+            Call::Describe => &self.describe,
+            Call::Heartbeat => &self.heartbeat,
+            Call::Complete => &self.complete,
+        }
+    }
+
     fn slot_mut(&mut self, call: Call) -> &mut CallSlot {
         match call {
             Call::SetProtection => &mut self.protection,
@@ -796,6 +986,7 @@ impl Host {
         } else {
             // A heartbeat is only ever due while a job runs: forget the schedule when it ends.
             self.next_heartbeat = None;
+            self.job_lost = false;
             self.notify(Notice::JobEnded);
         }
     }
@@ -838,11 +1029,15 @@ impl Host {
         }
     }
 
+    /// Whether a describe for `reason` waits for the slow poll period (IMDS down, or still
+    /// launching after a first answer); confirmations never wait for it.
+    fn describe_is_poll(&self, reason: Reason) -> bool {
+        reason == Reason::ImdsDown || (reason == Reason::AwaitInService && self.confirmed.is_some())
+    }
+
     fn decide_describe(&mut self) {
         let Some(reason) = self.describe_reason() else { return };
-        let is_poll =
-            matches!(reason, Reason::ImdsDown) || (reason == Reason::AwaitInService && self.confirmed.is_some());
-        let poll_due = !is_poll || self.next_describe_poll.is_none_or(|t| t <= self.now);
+        let poll_due = !self.describe_is_poll(reason) || self.next_describe_poll.is_none_or(|t| t <= self.now);
         if poll_due && self.describe.ready(self.now) {
             self.describe.not_before = None;
             let id = self.request(Call::Describe);
@@ -885,25 +1080,32 @@ impl Host {
                     self.signal_stop(pid, false, self.drain_reason());
                 } else if self.forced {
                     self.notify(Notice::ForcingStopWithJob);
+                    self.job_lost(JobLoss::ForcedStop);
                     self.signal_stop(pid, true, Reason::Forced);
                 }
             }
             ListenerState::Stopping { pid, forced: false, .. } if self.forced && self.job_alive => {
                 self.notify(Notice::ForcingStopWithJob);
+                // A job in the stop window is already lost (and counted): the force changes nothing.
+                self.job_lost(JobLoss::ForcedStop);
                 self.signal_stop(pid, true, Reason::Forced);
             }
-            ListenerState::Stopping { pid, kill_at, forced } if kill_at <= now => {
+            ListenerState::Stopping {
+                pid,
+                kill_at: Some(kill_at),
+                forced,
+            } if kill_at <= now => {
                 if self.job_alive && !forced {
                     // A job landed in the stop window: the listener is cancelling it. Let it finish that.
                     self.listener = ListenerState::Stopping {
                         pid,
-                        kill_at: now + self.cfg.stop_grace,
+                        kill_at: Some(now + self.cfg.stop_grace),
                         forced,
                     };
                 } else {
                     self.listener = ListenerState::Stopping {
                         pid,
-                        kill_at: Time::from_millis(u64::MAX),
+                        kill_at: None,
                         forced,
                     };
                     self.push(Action::KillListener {
@@ -918,27 +1120,23 @@ impl Host {
     fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: Reason) {
         self.listener = ListenerState::Stopping {
             pid,
-            kill_at: self.now + self.cfg.stop_grace,
+            kill_at: Some(self.now + self.cfg.stop_grace),
             forced: cancels_job,
         };
         self.push(Action::StopListener { reason, cancels_job });
     }
 
     fn decide_protection(&mut self) {
-        // Protection is only valid InService/Standby (SetInstanceProtection API reference), and on a
-        // terminating instance it no longer matters: the hook holds the instance.
-        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
-        if self.not_in_group || !serving || self.terminating.is_some() {
+        if !self.protection_applies() {
             return;
         }
         let want = if self.job_alive {
-            Some(true)
-        } else if self.drain.is_some() || self.now.since(self.job_edge_at) >= self.cfg.unprotect_delay {
-            Some(false)
+            true
+        } else if self.unprotect_at().is_some_and(|t| t <= self.now) {
+            false
         } else {
-            None
+            return;
         };
-        let Some(want) = want else { return };
         if self.protected == Some(want) || !self.protection.ready(self.now) {
             return;
         }
@@ -1029,6 +1227,14 @@ impl Host {
 
     fn push(&mut self, action: Action) {
         self.actions.push_back(action);
+    }
+
+    /// Report the current job lost, once per job whatever else befalls it.
+    fn job_lost(&mut self, cause: JobLoss) {
+        if !self.job_lost {
+            self.job_lost = true;
+            self.notify(Notice::JobLost { cause });
+        }
     }
 
     fn notify(&mut self, notice: Notice) {

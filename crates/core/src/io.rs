@@ -154,6 +154,7 @@ pub enum Action {
 
 /// Why an action was taken; shown in every log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// The instance is confirmed InService (or in no group) and nothing asks us to drain.
     Serving,
@@ -240,8 +241,13 @@ pub enum Notice {
         /// Its last exit code.
         code: Option<i32>,
     },
-    /// The listener exited while a job was assigned: that job is lost (runner crash, not a drain).
+    /// The listener exited while a job was assigned (a runner crash, or a listener that was stopping).
     ListenerDiedWithJob,
+    /// A job was lost, and how: emitted exactly once per lost job (what `jobs_lost_total` counts).
+    JobLost {
+        /// How it was lost.
+        cause: JobLoss,
+    },
     /// The stop was forced while a job was assigned: it will be cancelled.
     ForcingStopWithJob,
     /// A rebalance recommendation arrived (only a warning unless `drain_on_rebalance`).
@@ -254,8 +260,21 @@ pub enum Notice {
     HookClaimDropped,
 }
 
+/// How a job was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobLoss {
+    /// A worker appeared after a non-forced stop signal: the stopping listener cancels its job.
+    StopWindow,
+    /// The listener exited under a job it was not told to give up (a crash).
+    ListenerDied,
+    /// A forced stop (second stop request or the stop deadline) cancelled the job.
+    ForcedStop,
+}
+
 /// How termination was detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Detection {
     /// IMDS target-lifecycle-state turned `Terminated`.
     Imds,
@@ -267,6 +286,7 @@ pub enum Detection {
 
 /// Why the runner is draining.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DrainCause {
     /// Scale-in (or any termination through the group).
     Terminating,
@@ -279,7 +299,8 @@ pub enum DrainCause {
 }
 
 /// The Auto Scaling calls the core makes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Call {
     /// SetInstanceProtection.
     SetProtection,
@@ -289,4 +310,35 @@ pub enum Call {
     Heartbeat,
     /// CompleteLifecycleAction.
     Complete,
+}
+
+wire_names! {
+    Reason {
+        Serving => "serving",
+        Relaunch => "relaunch",
+        NextJob => "next-job",
+        TerminatingIdle => "terminating-idle",
+        StopRequestedIdle => "stop-requested-idle",
+        SpotInterruptionIdle => "spot-interruption-idle",
+        RebalanceIdle => "rebalance-idle",
+        Forced => "forced",
+        GraceExpired => "grace-expired",
+        JobAssigned => "job-assigned",
+        Idle => "idle",
+        ConfirmTermination => "confirm-termination",
+        ProtectionRefused => "protection-refused",
+        AwaitInService => "await-in-service",
+        ImdsDown => "imds-down",
+        JobRunning => "job-running",
+        RunnerIdleAndStopped => "runner-idle-and-stopped",
+    }
+    Call { SetProtection => "set-protection", Describe => "describe", Heartbeat => "heartbeat", Complete => "complete" }
+    DrainCause {
+        Terminating => "terminating",
+        StopRequested => "stop-requested",
+        SpotInterruption => "spot-interruption",
+        Rebalance => "rebalance",
+    }
+    Detection { Imds => "imds", ProtectionRefused => "protection-refused", Describe => "describe" }
+    JobLoss { StopWindow => "stop-window", ListenerDied => "listener-died", ForcedStop => "forced-stop" }
 }
