@@ -178,7 +178,7 @@ impl Starting<'_> {
                             self.metrics_listen.as_deref(),
                             usize::try_from(self.early_hooks.noted).unwrap_or(usize::MAX),
                         )
-                        .to_string()),
+                        .to_json()),
                     };
                     let _ = inc.reply.send(answer);
                 }
@@ -750,7 +750,7 @@ impl Agent {
             workers: self.workers.iter().map(|w| w.pid).collect(),
             metrics_listen: self.metrics_listen.clone(),
         };
-        status::running(&self.core.snapshot(), self.clock.now(), &facts).to_string()
+        status::running(&self.core.snapshot(), self.clock.now(), &facts).to_json()
     }
 
     /// Check the listener's children for workers, and an adopted listener for its exit.

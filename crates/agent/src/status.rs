@@ -1,20 +1,16 @@
 //! The agent's answer to a `status` request on the hook socket: the decision core's snapshot and
-//! what the agent itself knows, as one JSON object with stable field names (docs/agent.md,
-//! "Status"). Every time is relative to the moment of the answer (`..._in_ms` ahead, `..._ago_ms`
+//! what the agent itself knows, as one typed [`Status`] ([`crate::status_wire`], documented in
+//! docs/agent.md, "Status"). Every time is relative to the moment of the answer (`..._in_ms` ahead, `..._ago_ms`
 //! behind), never the core's internal clock, and `next_step` words what the core says it will do
 //! next ([`lifecycle_core::NextStep`]): nothing here decides or re-derives.
 
 use crate::duration::relative;
+use crate::status_wire::{self as wire, Status};
 use lifecycle_core::{
     AfterStop, Call, CallProgress, DescribeStep, DescribeWhen, DrainCause, HeartbeatWhen, HookPhase, JobProtection,
     ListenerState, NextStep, Reason, Snapshot, Step, Time,
 };
-use serde_json::{json, Value};
 use std::time::Duration;
-
-/// Version of the JSON layout. New fields do not change it; a field that changes meaning or goes
-/// away does.
-pub const SCHEMA: u32 = 1;
 
 /// What the agent knows beyond the core's snapshot.
 #[derive(Clone, Debug, Default)]
@@ -56,36 +52,48 @@ fn api_name(call: Call) -> &'static str {
     }
 }
 
+fn agent(uptime_ms: u64, metrics_listen: Option<String>, next_step: String) -> wire::Agent {
+    wire::Agent {
+        schema: wire::SCHEMA,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_ms,
+        metrics_listen,
+        next_step,
+    }
+}
+
 /// The answer while the agent is still discovering its instance (no core yet).
-pub fn discovering(uptime: Duration, metrics_listen: Option<&str>, hooks_noted: usize) -> Value {
-    json!({
-        "schema": SCHEMA,
-        "agent_state": "discovering",
-        "pid": std::process::id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_ms": millis(uptime),
-        "metrics_listen": metrics_listen,
-        "hooks_noted": hooks_noted,
-        "next_step": "discovering the instance (IMDS, DescribeAutoScalingInstances, DescribeLifecycleHooks); \
-                      the listener starts after that",
+pub fn discovering(uptime: Duration, metrics_listen: Option<&str>, hooks_noted: usize) -> Status {
+    Status::Discovering(wire::Discovering {
+        agent: agent(
+            millis(uptime),
+            metrics_listen.map(str::to_string),
+            "discovering the instance (IMDS, DescribeAutoScalingInstances, DescribeLifecycleHooks); \
+             the listener starts after that"
+                .into(),
+        ),
+        hooks_noted: u64::try_from(hooks_noted).unwrap_or(u64::MAX),
     })
 }
 
 /// The answer of a running agent. `now` is the core's current time (the agent's uptime).
-pub fn running(s: &Snapshot, now: Time, facts: &Facts) -> Value {
+pub fn running(s: &Snapshot, now: Time, facts: &Facts) -> Status {
     let at = |t: Option<Time>| t.map(|t| offset(t, now));
     let ago = |t: Option<Time>| t.map(|t| offset(now, t));
     let (listener, core_pid, up, kill_in, relaunch_in) = match &s.listener_state {
-        ListenerState::Down { relaunch_at } => ("down", None, None, None, at(*relaunch_at)),
-        ListenerState::Starting => ("starting", None, None, None, None),
-        ListenerState::Running { pid, since } => ("running", Some(*pid), ago(Some(*since)), None, None),
-        ListenerState::Stopping { pid, kill_at, .. } => ("stopping", Some(*pid), None, at(*kill_at), None),
+        ListenerState::Down { relaunch_at } => (wire::Listener::Down, None, None, None, at(*relaunch_at)),
+        ListenerState::Starting => (wire::Listener::Starting, None, None, None, None),
+        ListenerState::Running { pid, since } => (wire::Listener::Running, Some(*pid), ago(Some(*since)), None, None),
+        ListenerState::Stopping { pid, kill_at, .. } => {
+            (wire::Listener::Stopping, Some(*pid), None, at(*kill_at), None)
+        }
     };
     let hook_phase = match s.hook_phase {
-        _ if !s.hook_configured => "not-configured",
-        HookPhase::None => "none",
-        HookPhase::Pending { .. } => "pending",
-        HookPhase::Done => "completed",
+        _ if !s.hook_configured => wire::HookPhase::NotConfigured,
+        HookPhase::None => wire::HookPhase::None,
+        HookPhase::Pending { .. } => wire::HookPhase::Pending,
+        HookPhase::Done => wire::HookPhase::Completed,
     };
     let hook_detail = match s.hook_phase {
         HookPhase::None if !s.hook_configured => "no termination hook configured",
@@ -93,54 +101,51 @@ pub fn running(s: &Snapshot, now: Time, facts: &Facts) -> Value {
         HookPhase::Pending { .. } => "Terminating:Wait",
         HookPhase::Done => "completed",
     };
-    let retries: Vec<Value> = s
-        .retry_at
-        .iter()
-        .map(|(call, t)| json!({ "call": call.name(), "in_ms": offset(*t, now) }))
-        .collect();
     let job_edge = offset(now, s.job_or_idle_since);
-    json!({
-        "schema": SCHEMA,
-        "agent_state": "running",
-        "pid": std::process::id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_ms": now.as_millis(),
-        "metrics_listen": facts.metrics_listen,
-        "instance_id": facts.instance_id,
-        "region": facts.region,
-        "group": facts.group,
-        "hook_name": facts.hook_name,
-        "heartbeat_timeout_ms": facts.heartbeat_timeout.map(millis),
-        "target_state": s.target_state.as_ref().map(ToString::to_string),
-        "confirmed_state": s.confirmed_state.as_ref().map(ToString::to_string),
-        "not_in_group": s.not_in_group,
-        "listener": listener,
-        "listener_pid": facts.listener_pid.or(core_pid),
-        "listener_up_ms": up,
-        "listener_kill_in_ms": kill_in,
-        "listener_relaunch_in_ms": relaunch_in,
-        "workers": facts.workers,
-        "job_alive": s.job_alive,
-        "job_age_ms": s.job_alive.then_some(job_edge),
-        "idle_ms": (!s.job_alive).then_some(job_edge),
-        "protected": s.protected,
-        "unprotect_in_ms": at(s.unprotect_at),
-        "draining": s.draining.map(DrainCause::name),
-        "stop_requested": s.stop_requested,
-        "stop_forced": s.forced,
-        "stop_forced_in_ms": at(s.force_at),
-        "hook_phase": hook_phase,
-        "hook_detail": hook_detail,
-        "next_heartbeat_in_ms": at(s.next_heartbeat),
-        "global_deadline_in_ms": at(s.global_deadline),
-        "last_heartbeat_ago_ms": ago(s.last_heartbeat),
-        "last_error": s.last_error,
-        "last_error_ago_ms": ago(s.last_error_at),
-        "calls_in_flight": s.in_flight.iter().map(|c| c.name()).collect::<Vec<_>>(),
-        "retries": retries,
-        "next_step": next_step(s, now),
-        "next_deadline_in_ms": at(s.next_timer.map(|(t, _)| t)),
-    })
+    Status::Running(Box::new(wire::Running {
+        agent: agent(now.as_millis(), facts.metrics_listen.clone(), next_step(s, now)),
+        instance_id: facts.instance_id.clone(),
+        region: facts.region.clone(),
+        group: facts.group.clone(),
+        hook_name: facts.hook_name.clone(),
+        heartbeat_timeout_ms: facts.heartbeat_timeout.map(millis),
+        target_state: s.target_state.as_ref().map(ToString::to_string),
+        confirmed_state: s.confirmed_state.as_ref().map(ToString::to_string),
+        not_in_group: s.not_in_group,
+        listener,
+        listener_pid: facts.listener_pid.or(core_pid),
+        listener_up_ms: up,
+        listener_kill_in_ms: kill_in,
+        listener_relaunch_in_ms: relaunch_in,
+        workers: facts.workers.clone(),
+        job_alive: s.job_alive,
+        job_age_ms: s.job_alive.then_some(job_edge),
+        idle_ms: (!s.job_alive).then_some(job_edge),
+        protected: s.protected,
+        unprotect_in_ms: at(s.unprotect_at),
+        draining: s.draining,
+        stop_requested: s.stop_requested,
+        stop_forced: s.forced,
+        stop_forced_in_ms: at(s.force_at),
+        hook_phase,
+        hook_detail: hook_detail.into(),
+        next_heartbeat_in_ms: at(s.next_heartbeat),
+        global_deadline_in_ms: at(s.global_deadline),
+        last_heartbeat_ago_ms: ago(s.last_heartbeat),
+        last_error: s.last_error.clone(),
+        last_error_ago_ms: ago(s.last_error_at),
+        calls_in_flight: s.in_flight.clone(),
+        retries: s
+            .retry_at
+            .iter()
+            .map(|(call, t)| wire::Retry {
+                call: *call,
+                in_ms: offset(*t, now),
+            })
+            .collect(),
+        next_deadline_in_ms: at(s.next_timer.map(|(t, _)| t)),
+        next_timer: s.next_timer.map(|(_, timer)| timer),
+    }))
 }
 
 fn join_then(steps: &[&str]) -> String {
@@ -390,8 +395,8 @@ mod tests {
             next_step(&self.host.snapshot(), self.now)
         }
 
-        fn json(&self) -> Value {
-            running(&self.host.snapshot(), self.now, &Facts::default())
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(running(&self.host.snapshot(), self.now, &Facts::default())).expect("json")
         }
     }
 
@@ -413,7 +418,7 @@ mod tests {
         assert_eq!(j["listener"], "running");
         assert_eq!(j["hook_phase"], "none");
         assert_eq!(j["job_alive"], false);
-        assert_eq!(j["job_age_ms"], Value::Null);
+        assert_eq!(j["job_age_ms"], serde_json::Value::Null);
 
         c.input(Input::WorkerStarted { pid: 5 });
         assert!(c
