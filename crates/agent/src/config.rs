@@ -574,20 +574,7 @@ pub fn resolve_with_default(
     };
     let drain_on_rebalance = r.bool("drain.on_rebalance")?;
     let socket = PathBuf::from(r.string("agent.socket")?.unwrap_or_default());
-    if !socket.is_absolute() {
-        return Err(r.invalid(
-            "agent.socket",
-            format!("`{}` must be an absolute path", socket.display()),
-        ));
-    }
-    // sockaddr_un holds 108 bytes with the terminating NUL; the bind goes through a sibling name
-    // a few bytes longer than the directory, so keep some room.
-    if socket.as_os_str().len() > 100 {
-        return Err(r.invalid(
-            "agent.socket",
-            "is longer than 100 bytes (a Unix socket path is limited to 107)".into(),
-        ));
-    }
+    check_socket(&socket).map_err(|m| r.invalid("agent.socket", m))?;
     let socket_group = r.string("agent.socket_group")?;
     let log_format = match r.string("agent.log_format")?.as_deref() {
         Some("human") => LogFormat::Human,
@@ -652,6 +639,101 @@ pub fn resolve_with_default(
         metrics_listen,
         origins: r.origins,
     })
+}
+
+/// Whether `path` can be the hook socket.
+fn check_socket(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("`{}` must be an absolute path", path.display()));
+    }
+    // sockaddr_un holds 108 bytes with the terminating NUL; the bind goes through a sibling name
+    // a few bytes longer than the directory, so keep some room.
+    if path.as_os_str().len() > 100 {
+        return Err("is longer than 100 bytes (a Unix socket path is limited to 107)".into());
+    }
+    Ok(())
+}
+
+/// `agent.socket` alone, for `hook` and `status`: flag, then environment, then the file, then the
+/// default, as [`resolve`] picks it, but without reading or checking any other key and without
+/// retries. A source whose value is unusable (an unreadable or broken file, a relative path in the
+/// environment) is skipped for the next one, and the first such error comes back with the path:
+/// the hook must reach the agent whatever else is wrong with the configuration. Only a bad `flag`
+/// is an error.
+pub fn socket_path(
+    flag: Option<&str>,
+    config_flag: Option<&Path>,
+    env: &Env,
+) -> Result<(PathBuf, Option<ConfigError>), ConfigError> {
+    socket_path_with_default(flag, config_flag, env, Path::new(DEFAULT_CONFIG_PATH))
+}
+
+/// [`socket_path`] with another default file path (tests).
+pub fn socket_path_with_default(
+    flag: Option<&str>,
+    config_flag: Option<&Path>,
+    env: &Env,
+    default_path: &Path,
+) -> Result<(PathBuf, Option<ConfigError>), ConfigError> {
+    let key = key_spec("agent.socket");
+    let invalid = |origin: Source, message: String| ConfigError::Invalid {
+        key: key.name,
+        origin: origin.to_string(),
+        message,
+    };
+    if let Some(v) = flag {
+        let path = PathBuf::from(v.trim());
+        check_socket(&path).map_err(|m| invalid(Source::Flag(key.flag), m))?;
+        return Ok((path, None));
+    }
+    let mut skipped = None;
+    if let Some(v) = env.get(key.env) {
+        let path = PathBuf::from(v.trim());
+        match check_socket(&path) {
+            Ok(()) => return Ok((path, None)),
+            Err(m) => skipped = Some(invalid(Source::Env(key.env), m)),
+        }
+    }
+    let (file, explicit) = match (config_flag, env.get(env_vars::CONFIG)) {
+        (Some(p), _) => (p.to_path_buf(), true),
+        (None, Some(p)) => (PathBuf::from(p), true),
+        (None, None) => (default_path.to_path_buf(), false),
+    };
+    let from_file = match std::fs::read_to_string(&file) {
+        Ok(text) => socket_in_file(&file, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(None),
+        Err(source) => Err(ConfigError::Read { path: file, source }),
+    };
+    match from_file {
+        Ok(Some(path)) => return Ok((path, skipped)),
+        Ok(None) => {}
+        Err(e) => skipped = skipped.or(Some(e)),
+    }
+    Ok((PathBuf::from(key.default.unwrap_or(DEFAULT_SOCKET)), skipped))
+}
+
+/// `[agent] socket` in a configuration file's text, checked; nothing else of the file is looked at.
+fn socket_in_file(path: &Path, text: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    let Some(value) = table.get("agent").and_then(|a| a.get("socket")) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "agent.socket",
+        origin: Source::File(path.to_path_buf()).to_string(),
+        message,
+    };
+    let socket = PathBuf::from(
+        value
+            .as_str()
+            .ok_or_else(|| invalid("expected a string".into()))?
+            .trim(),
+    );
+    check_socket(&socket).map_err(invalid)?;
+    Ok(Some(socket))
 }
 
 /// Read the file into key -> raw value, refusing unknown sections and keys.
@@ -1054,6 +1136,60 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("mkdir");
         d
+    }
+
+    #[test]
+    fn the_socket_alone_is_picked_like_the_agent_picks_it() {
+        let no_etc = Path::new("/nonexistent/runner-lifecycle/config.toml");
+        let pick =
+            |flag: Option<&str>, file: Option<&Path>, env: &Env| socket_path_with_default(flag, file, env, no_etc);
+        let (p, skipped) = pick(None, None, &Env::default()).expect("default");
+        assert_eq!((p.as_path(), skipped.is_none()), (Path::new(DEFAULT_SOCKET), true));
+
+        // The file's socket, whatever else the file holds (other keys are not even checked).
+        let dir = tmpdir("socket-only");
+        let file = write(
+            &dir,
+            "[agent]\nsocket = \"/run/x/agent.sock\"\n[runner]\nmode = \"bogus\"\n",
+        );
+        let (p, skipped) = pick(None, Some(&file), &Env::default()).expect("file");
+        assert_eq!(p, Path::new("/run/x/agent.sock"));
+        assert!(skipped.is_none());
+        assert!(resolve_no_etc(&[], &Env::from_pairs([(env_vars::CONFIG, file.to_str().unwrap_or(""))])).is_err());
+
+        // Environment over file, flag over both.
+        let env = Env::from_pairs([(env_vars::AGENT_SOCKET, "/run/env.sock")]);
+        assert_eq!(
+            pick(None, Some(&file), &env).expect("env").0,
+            Path::new("/run/env.sock")
+        );
+        assert_eq!(
+            pick(Some("/run/flag.sock"), Some(&file), &env).expect("flag").0,
+            Path::new("/run/flag.sock")
+        );
+        assert!(
+            pick(Some("relative.sock"), None, &env).is_err(),
+            "a bad flag is an error"
+        );
+
+        // A broken file or a bad variable is skipped, and said.
+        let broken = write(&dir, "[[[");
+        let (p, skipped) = pick(None, Some(&broken), &env).expect("env despite the file");
+        assert_eq!((p.as_path(), skipped.is_none()), (Path::new("/run/env.sock"), true));
+        let (p, skipped) = pick(None, Some(&broken), &Env::default()).expect("default");
+        assert_eq!(p, Path::new(DEFAULT_SOCKET));
+        assert!(matches!(skipped, Some(ConfigError::Syntax { .. })), "{skipped:?}");
+        let bad_env = Env::from_pairs([(env_vars::AGENT_SOCKET, "agent.sock")]);
+        let (p, skipped) = pick(None, None, &bad_env).expect("default");
+        assert_eq!(p, Path::new(DEFAULT_SOCKET));
+        assert!(skipped.is_some_and(|e| e.to_string().contains("absolute")));
+        let missing = dir.join("missing.toml");
+        let (_, skipped) = pick(None, Some(&missing), &Env::default()).expect("default");
+        assert!(
+            matches!(skipped, Some(ConfigError::Read { .. })),
+            "an explicit file must exist"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

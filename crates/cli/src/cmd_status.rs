@@ -80,20 +80,18 @@ fn not_a_status(socket: &Path, e: &serde_json::Error) -> ExitCode {
     ExitCode::AgentNoAnswer
 }
 
-/// `--socket`, else `agent.socket` resolved as the agent does (flag > environment > file >
-/// default). A broken config file is reported and skipped: the agent may well run on an older one.
+/// `--socket`, else `agent.socket` picked as the agent picks it (environment > file > default),
+/// reading nothing else. An unusable source is reported and skipped: the agent may well run on an
+/// older file.
 fn socket_path(args: &StatusArgs) -> Result<PathBuf, config::ConfigError> {
     if let Some(p) = &args.socket {
         return Ok(p.clone());
     }
-    let env = Env::from_process();
-    match config::resolve(&[], args.config.as_deref(), &env) {
-        Ok(s) => Ok(s.socket),
-        Err(e) => {
-            eprintln!("runner-lifecycle status: configuration ignored ({e})");
-            config::resolve(&[], Some(Path::new("/dev/null")), &env).map(|s| s.socket)
-        }
+    let (socket, skipped) = config::socket_path(None, args.config.as_deref(), &Env::from_process())?;
+    if let Some(e) = skipped {
+        eprintln!("runner-lifecycle status: configuration ignored ({e})");
     }
+    Ok(socket)
 }
 
 fn unreachable(socket: &Path, e: &std::io::Error) -> ExitCode {
