@@ -10,7 +10,7 @@ use crate::asg::{self, AutoScaling, RetryPolicy};
 use crate::clock::{jitter_seed, Clock};
 use crate::config::{ConfigError, Settings};
 use crate::env_vars;
-use crate::imds::{paths, Endpoint, ImdsClient};
+use crate::imds::{paths, ImdsClient};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::procs::{self, ProcId};
@@ -262,12 +262,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
     let adopted = adopt(&program, runner_uid);
 
-    let endpoint = Endpoint::parse(&settings.imds_endpoint).map_err(|message| ConfigError::Invalid {
-        key: "aws.imds_endpoint",
-        origin: "resolved settings".into(),
-        message,
-    })?;
-    let mut imds = ImdsClient::new(endpoint);
+    let mut imds = ImdsClient::new(settings.imds_endpoint.clone());
 
     // Discovery, while answering signals, hooks and the watchdog. The discovery future lives
     // across those events: restarting it on each one could starve it.

@@ -26,7 +26,34 @@ pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 /// (actions/runner src/Misc/layoutbin/RunnerService.js: `bin/Runner.Listener run --startuptype service`).
 pub const DEFAULT_RUNNER_COMMAND: &str = "bin/Runner.Listener run --startuptype service";
 
-/// One configuration key and its three spellings.
+/// What a key's value is, for validation and for the docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    /// Free text, checked by the key's `check` if it has one.
+    Text,
+    /// A command line: a string split at whitespace, or (in the file) an array of strings.
+    Command,
+    /// One of a few words.
+    Choice(&'static [&'static str]),
+    /// A duration like `30s`, within its bounds.
+    Duration {
+        /// Shortest allowed.
+        min: Duration,
+        /// Longest allowed.
+        max: Duration,
+        /// Whether `none` (no duration) is allowed.
+        none: bool,
+    },
+    /// `true` or `false` (also `1`/`0`, `yes`/`no` outside the file).
+    Bool,
+}
+
+/// A check of a key's text value: `Err` says what is wrong with it.
+pub type Check = fn(&str) -> Result<(), String>;
+
+/// One configuration key, declared once: its name, flag, environment variable, type (with bounds
+/// or choices), default and documentation. The flag, the variable, the file key, the validation,
+/// `--help` and docs/agent.md's table all derive from this.
 #[derive(Debug)]
 pub struct Key {
     /// `section.name`, as in the file.
@@ -37,212 +64,62 @@ pub struct Key {
     pub env: &'static str,
     /// Placeholder for help texts.
     pub value_name: &'static str,
-    /// One line of help.
-    pub doc: &'static str,
+    /// What the value is.
+    pub ty: Type,
     /// The default, as text; `None` when the value is discovered or optional.
     pub default: Option<&'static str>,
+    /// A check of a text value (beyond its type), if any.
+    pub check: Option<Check>,
+    /// One line of help (`--help`).
+    pub doc: &'static str,
+    /// The docs table's default column when there is no default (what happens instead).
+    pub unset: &'static str,
+    /// The docs table's meaning column (markdown); the bounds of a duration are appended.
+    pub docs: &'static str,
 }
 
-macro_rules! key {
-    ($name:literal, $flag:literal, $env:expr, $vn:literal, $default:expr, $doc:literal) => {
-        Key {
-            name: $name,
-            flag: $flag,
-            env: $env,
-            value_name: $vn,
-            doc: $doc,
-            default: $default,
+impl Key {
+    /// The bounds of a duration key.
+    pub fn bounds(&self) -> Option<(Duration, Duration)> {
+        match self.ty {
+            Type::Duration { min, max, .. } => Some((min, max)),
+            _ => None,
         }
+    }
+}
+
+/// The one table of configuration keys: each row declares a key once. `$var` names its environment
+/// variable's constant in [`vars`] (`RUNNER_LIFECYCLE_` + the name).
+macro_rules! keys {
+    ($(
+        $var:ident: $name:literal, flag $flag:literal, $vn:literal, $ty:expr, default $default:expr,
+        check $check:expr, doc $doc:literal, unset $unset:literal, docs $docs:literal;
+    )+) => {
+        /// The environment variable of every key, generated from the key table.
+        pub mod vars {
+            $(
+                #[doc = concat!("`", $name, "`.")]
+                pub const $var: &str = concat!("RUNNER_LIFECYCLE_", stringify!($var));
+            )+
+        }
+
+        /// Every key, in documentation order.
+        pub const KEYS: &[Key] = &[$(
+            Key {
+                name: $name,
+                flag: $flag,
+                env: vars::$var,
+                value_name: $vn,
+                ty: $ty,
+                default: $default,
+                check: $check,
+                doc: $doc,
+                unset: $unset,
+                docs: $docs,
+            },
+        )+];
     };
 }
-
-/// Every key, in documentation order.
-pub const KEYS: &[Key] = &[
-    key!(
-        "runner.dir",
-        "runner-dir",
-        env_vars::RUNNER_DIR,
-        "DIR",
-        None,
-        "The runner's install directory (holds bin/Runner.Listener). Required by `agent`."
-    ),
-    key!(
-        "runner.command",
-        "runner-command",
-        env_vars::RUNNER_COMMAND,
-        "CMD",
-        Some(DEFAULT_RUNNER_COMMAND),
-        "Listener command line; a relative program is taken from runner.dir. In the file: a string or an array."
-    ),
-    key!(
-        "runner.mode",
-        "runner-mode",
-        env_vars::RUNNER_MODE,
-        "MODE",
-        Some("persistent"),
-        "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job)."
-    ),
-    key!(
-        "runner.worker_poll",
-        "runner-worker-poll",
-        env_vars::RUNNER_WORKER_POLL,
-        "DURATION",
-        Some("50ms"),
-        "How often the listener's children are checked for a Runner.Worker (a job)."
-    ),
-    key!(
-        "runner.stop_grace",
-        "runner-stop-grace",
-        env_vars::RUNNER_STOP_GRACE,
-        "DURATION",
-        Some("30s"),
-        "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s)."
-    ),
-    key!(
-        "runner.relaunch_delay",
-        "runner-relaunch-delay",
-        env_vars::RUNNER_RELAUNCH_DELAY,
-        "DURATION",
-        Some("5s"),
-        "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s)."
-    ),
-    key!(
-        "runner.user",
-        "runner-user",
-        env_vars::RUNNER_USER,
-        "USER",
-        None,
-        "User (name or uid, from /etc/passwd) the listener runs as, with its groups. Unset: the agent's own user."
-    ),
-    key!(
-        "aws.region",
-        "aws-region",
-        env_vars::AWS_REGION,
-        "REGION",
-        None,
-        "AWS region. Unset: AWS_REGION, then IMDS placement/region."
-    ),
-    key!(
-        "aws.instance_id",
-        "aws-instance-id",
-        env_vars::AWS_INSTANCE_ID,
-        "ID",
-        None,
-        "This instance's id. Unset: IMDS meta-data/instance-id."
-    ),
-    key!(
-        "aws.group",
-        "aws-group",
-        env_vars::AWS_GROUP,
-        "NAME",
-        None,
-        "Auto Scaling group. Unset: DescribeAutoScalingInstances."
-    ),
-    key!(
-        "aws.hook",
-        "aws-hook",
-        env_vars::AWS_HOOK,
-        "NAME",
-        None,
-        "Termination lifecycle hook. Unset: the group's EC2_INSTANCE_TERMINATING hook from DescribeLifecycleHooks."
-    ),
-    key!(
-        "aws.endpoint_url",
-        "aws-endpoint-url",
-        env_vars::AWS_ENDPOINT_URL,
-        "URL",
-        None,
-        "Auto Scaling endpoint override (unset: the SDK's default, which honours AWS_ENDPOINT_URL)."
-    ),
-    key!(
-        "aws.api_timeout",
-        "aws-api-timeout",
-        env_vars::AWS_API_TIMEOUT,
-        "DURATION",
-        Some("10s"),
-        "Longest time one Auto Scaling call may take before it counts as a transient failure."
-    ),
-    key!(
-        "aws.imds_endpoint",
-        "aws-imds-endpoint",
-        env_vars::AWS_IMDS_ENDPOINT,
-        "URL",
-        Some(DEFAULT_IMDS_ENDPOINT),
-        "Instance metadata base URL. Unset: AWS_EC2_METADATA_SERVICE_ENDPOINT, then the default."
-    ),
-    key!(
-        "aws.imds_poll",
-        "aws-imds-poll",
-        env_vars::AWS_IMDS_POLL,
-        "DURATION",
-        Some("1s"),
-        "How often IMDS target-lifecycle-state, spot and rebalance notices are read."
-    ),
-    key!(
-        "drain.unprotect_delay",
-        "drain-unprotect-delay",
-        env_vars::DRAIN_UNPROTECT_DELAY,
-        "DURATION",
-        Some("30s"),
-        "How long an idle runner stays protected after a job before protection is cleared."
-    ),
-    key!(
-        "drain.stop_deadline",
-        "drain-stop-deadline",
-        env_vars::DRAIN_STOP_DEADLINE,
-        "DURATION|none",
-        Some("none"),
-        "After SIGTERM, the longest a running job may delay the stop before it is forced (cancelled)."
-    ),
-    key!(
-        "drain.on_rebalance",
-        "drain-on-rebalance",
-        env_vars::DRAIN_ON_REBALANCE,
-        "BOOL",
-        Some("false"),
-        "Whether an EC2 rebalance recommendation drains the runner (default: only a warning)."
-    ),
-    key!(
-        "agent.socket",
-        "agent-socket",
-        env_vars::AGENT_SOCKET,
-        "PATH",
-        Some(DEFAULT_SOCKET),
-        "Unix socket the job hooks talk to."
-    ),
-    key!(
-        "agent.socket_group",
-        "agent-socket-group",
-        env_vars::AGENT_SOCKET_GROUP,
-        "GROUP",
-        None,
-        "Group allowed to use the socket (mode 0660); unset: owner only (mode 0600)."
-    ),
-    key!(
-        "agent.log_format",
-        "agent-log-format",
-        env_vars::AGENT_LOG_FORMAT,
-        "FORMAT",
-        Some("human"),
-        "`human` or `json` (one JSON object per line)."
-    ),
-    key!(
-        "agent.log_level",
-        "agent-log-level",
-        env_vars::AGENT_LOG_LEVEL,
-        "LEVEL",
-        Some("info"),
-        "`error`, `warn`, `info`, `debug` or `trace`."
-    ),
-    key!(
-        "agent.metrics_listen",
-        "agent-metrics-listen",
-        env_vars::AGENT_METRICS_LISTEN,
-        "ADDR|none",
-        Some("none"),
-        "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off."
-    ),
-];
 
 const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -252,33 +129,223 @@ const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The allowed range of every duration key, enforced when the value is read (docs/agent.md lists
-/// the same ranges; a test keeps them in step). Upper bounds stop a typo (`5000000000000h`) from
-/// turning into a timer that never fires or an `Instant` that overflows; lower bounds stop values
-/// that would make the agent spin.
-pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
+/// A duration key's type. Upper bounds stop a typo (`5000000000000h`) from turning into a timer that
+/// never fires or an `Instant` that overflows; lower bounds stop values that would make the agent
+/// spin.
+const fn duration(min: Duration, max: Duration) -> Type {
+    Type::Duration { min, max, none: false }
+}
+
+keys! {
+    RUNNER_DIR: "runner.dir", flag "runner-dir", "DIR", Type::Text, default None, check None,
+        doc "The runner's install directory (holds bin/Runner.Listener). Required by `agent`.",
+        unset "(required)",
+        docs "the runner's install directory (holds `bin/Runner.Listener`)";
+    RUNNER_COMMAND: "runner.command", flag "runner-command", "CMD", Type::Command,
+        default Some(DEFAULT_RUNNER_COMMAND), check None,
+        doc "Listener command line; a relative program is taken from runner.dir. In the file: a string or an array.",
+        unset "",
+        docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace";
+    RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&["persistent", "one-job"]),
+        default Some("persistent"), check None,
+        doc "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job).",
+        unset "",
+        docs "`persistent`, or `one-job`: the listener takes one job, exits 0, and is relaunched unless draining (add `--once` to `runner.command`, or use an ephemeral registration; the agent warns otherwise)";
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
-    ("runner.worker_poll", ms(5), secs(1)),
+    RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
+        default Some("50ms"), check None,
+        doc "How often the listener's children are checked for a Runner.Worker (a job).",
+        unset "",
+        docs "how often the listener's children are checked for `Runner.Worker`";
     // 0 would SIGKILL an idle listener at once; RunnerService.js waits 30 s, an hour is plenty.
-    ("runner.stop_grace", secs(1), secs(3600)),
+    RUNNER_STOP_GRACE: "runner.stop_grace", flag "runner-stop-grace", "DURATION", duration(secs(1), secs(3600)),
+        default Some("30s"), check None,
+        doc "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s).",
+        unset "",
+        docs "SIGINT to SIGKILL delay for an *idle* listener";
     // 0 would relaunch a crashing listener in a tight loop.
-    ("runner.relaunch_delay", ms(100), secs(3600)),
+    RUNNER_RELAUNCH_DELAY: "runner.relaunch_delay", flag "runner-relaunch-delay", "DURATION",
+        duration(ms(100), secs(3600)), default Some("5s"), check None,
+        doc "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s).",
+        unset "",
+        docs "delay before relaunching a listener that exited 2, 3, 4 or an unknown code";
+    RUNNER_USER: "runner.user", flag "runner-user", "USER", Type::Text, default None, check Some(check_user),
+        doc "User (name or uid, from /etc/passwd) the listener runs as, with its groups. Unset: the agent's own user.",
+        unset "(unset: the agent's own user)",
+        docs "user (name or numeric uid, from `/etc/passwd`) the listener runs as, with its primary and supplementary groups (`/etc/group`) and `HOME`, `USER`, `LOGNAME`, `SHELL` from its passwd entry; the agent must be root (or hold `CAP_SETUID`/`CAP_SETGID`); see \"The listener's user and environment\"";
+    AWS_REGION: "aws.region", flag "aws-region", "REGION", Type::Text, default None, check Some(check_region),
+        doc "AWS region. Unset: AWS_REGION, then IMDS placement/region.",
+        unset "`AWS_REGION`, then IMDS",
+        docs "region of the Auto Scaling API";
+    AWS_INSTANCE_ID: "aws.instance_id", flag "aws-instance-id", "ID", Type::Text, default None,
+        check Some(check_instance_id),
+        doc "This instance's id. Unset: IMDS meta-data/instance-id.",
+        unset "IMDS `instance-id`",
+        docs "this instance";
+    AWS_GROUP: "aws.group", flag "aws-group", "NAME", Type::Text, default None, check None,
+        doc "Auto Scaling group. Unset: DescribeAutoScalingInstances.",
+        unset "DescribeAutoScalingInstances",
+        docs "the Auto Scaling group";
+    AWS_HOOK: "aws.hook", flag "aws-hook", "NAME", Type::Text, default None, check None,
+        doc "Termination lifecycle hook. Unset: the group's EC2_INSTANCE_TERMINATING hook from DescribeLifecycleHooks.",
+        unset "the group's `autoscaling:EC2_INSTANCE_TERMINATING` hook",
+        docs "termination hook to drive; an explicit name overrides discovery; no termination hook means hook actions are no-ops";
+    AWS_ENDPOINT_URL: "aws.endpoint_url", flag "aws-endpoint-url", "URL", Type::Text, default None,
+        check Some(check_http_url),
+        doc "Auto Scaling endpoint override (unset: the SDK's default, which honours AWS_ENDPOINT_URL).",
+        unset "the SDK's (honours `AWS_ENDPOINT_URL`)",
+        docs "Auto Scaling endpoint";
     // Auto Scaling answers in well under a second; 5 minutes is no longer a timeout.
-    ("aws.api_timeout", ms(100), secs(300)),
+    AWS_API_TIMEOUT: "aws.api_timeout", flag "aws-api-timeout", "DURATION", duration(ms(100), secs(300)),
+        default Some("10s"), check None,
+        doc "Longest time one Auto Scaling call may take before it counts as a transient failure.",
+        unset "",
+        docs "longest time one call attempt may take (counts as a transient failure)";
+    AWS_IMDS_ENDPOINT: "aws.imds_endpoint", flag "aws-imds-endpoint", "URL", Type::Text,
+        default Some(DEFAULT_IMDS_ENDPOINT), check Some(check_imds_endpoint),
+        doc "Instance metadata base URL. Unset: AWS_EC2_METADATA_SERVICE_ENDPOINT, then the default.",
+        unset "",
+        docs "IMDS base URL";
     // A spot notice comes two minutes ahead; polling slower than once a minute risks missing it.
-    ("aws.imds_poll", ms(100), secs(60)),
+    AWS_IMDS_POLL: "aws.imds_poll", flag "aws-imds-poll", "DURATION", duration(ms(100), secs(60)),
+        default Some("1s"), check None,
+        doc "How often IMDS target-lifecycle-state, spot and rebalance notices are read.",
+        unset "",
+        docs "IMDS polling period; a spot notice comes two minutes ahead";
     // 0 is fine: clear protection as soon as the runner is idle.
-    ("drain.unprotect_delay", Duration::ZERO, secs(24 * 3600)),
+    DRAIN_UNPROTECT_DELAY: "drain.unprotect_delay", flag "drain-unprotect-delay", "DURATION",
+        duration(Duration::ZERO, secs(24 * 3600)), default Some("30s"), check None,
+        doc "How long an idle runner stays protected after a job before protection is cleared.",
+        unset "",
+        docs "an idle runner stays protected this long after a job before protection is cleared";
     // A self-hosted job runs at most 5 days (GitHub Actions usage limits); 0 would cancel every job.
-    ("drain.stop_deadline", secs(1), secs(5 * 24 * 3600)),
-];
+    DRAIN_STOP_DEADLINE: "drain.stop_deadline", flag "drain-stop-deadline", "DURATION|none",
+        Type::Duration { min: secs(1), max: secs(5 * 24 * 3600), none: true }, default Some("none"), check None,
+        doc "After SIGTERM, the longest a running job may delay the stop before it is forced (cancelled).",
+        unset "",
+        docs "after SIGTERM, the longest a running job may delay the stop before it is forced (cancelling the job); a self-hosted job runs at most 5 days";
+    DRAIN_ON_REBALANCE: "drain.on_rebalance", flag "drain-on-rebalance", "BOOL", Type::Bool,
+        default Some("false"), check None,
+        doc "Whether an EC2 rebalance recommendation drains the runner (default: only a warning).",
+        unset "",
+        docs "whether a rebalance recommendation drains the runner";
+    AGENT_SOCKET: "agent.socket", flag "agent-socket", "PATH", Type::Text, default Some(DEFAULT_SOCKET),
+        check Some(check_socket_text),
+        doc "Unix socket the job hooks talk to.",
+        unset "",
+        docs "the hook socket (absolute path, at most 100 bytes)";
+    AGENT_SOCKET_GROUP: "agent.socket_group", flag "agent-socket-group", "GROUP", Type::Text, default None,
+        check None,
+        doc "Group allowed to use the socket (mode 0660); unset: owner only (mode 0600).",
+        unset "(none: mode 0600; with `runner.user`, that user's primary group and mode 0660)",
+        docs "group allowed to use the socket (mode 0660)";
+    AGENT_LOG_FORMAT: "agent.log_format", flag "agent-log-format", "FORMAT", Type::Choice(&["human", "json"]),
+        default Some("human"), check None,
+        doc "`human` or `json` (one JSON object per line).",
+        unset "",
+        docs "`human` or `json`";
+    AGENT_LOG_LEVEL: "agent.log_level", flag "agent-log-level", "LEVEL",
+        Type::Choice(&["error", "warn", "info", "debug", "trace"]), default Some("info"), check None,
+        doc "`error`, `warn`, `info`, `debug` or `trace`.",
+        unset "",
+        docs "`error`, `warn`, `info`, `debug`, `trace` (dependencies log at most `warn`)";
+    AGENT_METRICS_LISTEN: "agent.metrics_listen", flag "agent-metrics-listen", "ADDR|none", Type::Text,
+        default Some("none"), check Some(check_metrics_listen),
+        doc "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off.",
+        unset "",
+        docs "Prometheus endpoint `GET /metrics` on this loopback `IP:port`, e.g. `127.0.0.1:9464`; any other address is a configuration error (see \"Metrics\")";
+}
+
+/// The docs table's default column of a key whose default the table shows differently.
+fn docs_default(key: &Key) -> String {
+    match (key.name, key.default) {
+        ("aws.imds_endpoint", Some(d)) => format!("`AWS_EC2_METADATA_SERVICE_ENDPOINT`, then `{d}`"),
+        ("agent.metrics_listen", Some(d)) => format!("`{d}` (off)"),
+        (_, Some(d)) => format!("`{d}`"),
+        (_, None) => key.unset.to_string(),
+    }
+}
+
+/// docs/agent.md's table of keys, generated from [`KEYS`] (a test checks that the docs have it).
+pub fn docs_table() -> String {
+    let mut out =
+        String::from("| key | flag | environment variable | default | meaning |\n| --- | --- | --- | --- | --- |\n");
+    for key in KEYS {
+        let bounds = key
+            .bounds()
+            .map(|(min, max)| format!(" ({} to {})", format_duration(min), format_duration(max)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `{}` | `--{}` | `{}` | {} | {}{bounds} |",
+            key.name,
+            key.flag,
+            key.env,
+            docs_default(key),
+            key.docs
+        );
+    }
+    out
+}
 
 /// The allowed range of the duration key `name` (every duration key has one).
 pub fn duration_bounds(name: &str) -> Option<(Duration, Duration)> {
-    DURATION_BOUNDS
-        .iter()
-        .find(|(k, _, _)| *k == name)
-        .map(|&(_, min, max)| (min, max))
+    KEYS.iter().find(|k| k.name == name).and_then(Key::bounds)
+}
+
+fn check_user(u: &str) -> Result<(), String> {
+    if u.is_empty() || u.contains([':', '\n', '\0']) || u.len() > 64 {
+        return Err("is not a user name or uid".into());
+    }
+    Ok(())
+}
+
+fn check_region(region: &str) -> Result<(), String> {
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!("`{region}` is not a region name"));
+    }
+    Ok(())
+}
+
+fn check_instance_id(id: &str) -> Result<(), String> {
+    if !id.starts_with("i-") || id.len() < 3 {
+        return Err(format!("`{id}` is not an instance id (i-...)"));
+    }
+    Ok(())
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("`{url}` is not an http(s) URL"));
+    }
+    Ok(())
+}
+
+fn check_imds_endpoint(url: &str) -> Result<(), String> {
+    crate::imds::Endpoint::parse(url).map(|_| ())
+}
+
+fn check_socket_text(path: &str) -> Result<(), String> {
+    check_socket(Path::new(path))
+}
+
+fn parse_metrics_listen(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if text == "none" {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP:port address (e.g. 127.0.0.1:9464, [::1]:9464) or `none`"))?;
+    crate::metrics::check_listen(addr)?;
+    Ok(Some(addr))
+}
+
+fn check_metrics_listen(text: &str) -> Result<(), String> {
+    parse_metrics_listen(text).map(|_| ())
 }
 
 /// Configuration errors. Each names the key and where its bad value came from.
@@ -450,8 +517,8 @@ pub struct Settings {
     pub endpoint_url: Option<String>,
     /// `aws.api_timeout`.
     pub api_timeout: Duration,
-    /// `aws.imds_endpoint`.
-    pub imds_endpoint: String,
+    /// `aws.imds_endpoint`, parsed.
+    pub imds_endpoint: crate::imds::Endpoint,
     /// `aws.imds_poll`.
     pub imds_poll: Duration,
     /// `drain.unprotect_delay`.
@@ -509,108 +576,50 @@ pub fn resolve_with_default(
         origins: BTreeMap::new(),
     };
 
+    // One line per key: its type, bounds, choices and checks come from KEYS.
     let runner_dir = r.string("runner.dir")?.map(PathBuf::from);
     let runner_command = r.command("runner.command")?;
-    let runner_mode = match r.string("runner.mode")?.as_deref() {
-        Some("persistent") => ListenerMode::Persistent,
-        Some("one-job") => ListenerMode::OneJob,
-        other => {
-            return Err(r.invalid(
-                "runner.mode",
-                format!("`{}`: expected `persistent` or `one-job`", other.unwrap_or("")),
-            ))
-        }
+    let runner_mode = match r.choice("runner.mode")? {
+        "one-job" => ListenerMode::OneJob,
+        _ => ListenerMode::Persistent,
     };
     let worker_poll = r.duration("runner.worker_poll")?;
     let stop_grace = r.duration("runner.stop_grace")?;
     let relaunch_delay = r.duration("runner.relaunch_delay")?;
     let runner_user = r.string("runner.user")?;
-    if let Some(u) = &runner_user {
-        if u.is_empty() || u.contains([':', '\n', '\0']) || u.len() > 64 {
-            return Err(r.invalid("runner.user", "is not a user name or uid".into()));
-        }
-    }
-    let region = r
-        .string("aws.region")?
-        .or_else(|| r.std_env("aws.region", env_vars::STD_AWS_REGION));
-    if let Some(region) = &region {
-        if region.is_empty()
-            || !region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(r.invalid("aws.region", format!("`{region}` is not a region name")));
-        }
-    }
+    let region = match r.string("aws.region")? {
+        Some(region) => Some(region),
+        None => r.std_env("aws.region", env_vars::STD_AWS_REGION)?,
+    };
     let instance_id = r.string("aws.instance_id")?;
-    if let Some(id) = &instance_id {
-        if !id.starts_with("i-") || id.len() < 3 {
-            return Err(r.invalid("aws.instance_id", format!("`{id}` is not an instance id (i-...)")));
-        }
-    }
     let group = r.string("aws.group")?;
     let hook = r.string("aws.hook")?;
     let endpoint_url = r.string("aws.endpoint_url")?;
-    if let Some(url) = &endpoint_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(r.invalid("aws.endpoint_url", format!("`{url}` is not an http(s) URL")));
-        }
-    }
     let api_timeout = r.duration("aws.api_timeout")?;
     let imds_endpoint = match r.string_no_default("aws.imds_endpoint")? {
         Some(v) => v,
-        None => r
-            .std_env("aws.imds_endpoint", env_vars::STD_IMDS_ENDPOINT)
-            .unwrap_or_else(|| r.default_string("aws.imds_endpoint")),
+        None => match r.std_env("aws.imds_endpoint", env_vars::STD_IMDS_ENDPOINT)? {
+            Some(v) => v,
+            None => r.default_string("aws.imds_endpoint"),
+        },
     };
-    if let Err(message) = crate::imds::Endpoint::parse(&imds_endpoint) {
-        return Err(r.invalid("aws.imds_endpoint", message));
-    }
+    let imds_endpoint = crate::imds::Endpoint::parse(&imds_endpoint).map_err(|m| r.invalid("aws.imds_endpoint", m))?;
     let imds_poll = r.duration("aws.imds_poll")?;
     let unprotect_delay = r.duration("drain.unprotect_delay")?;
-    let stop_deadline = match r.string("drain.stop_deadline")?.as_deref() {
-        None | Some("none") => None,
-        Some(text) => Some(r.bounded("drain.stop_deadline", text)?),
-    };
+    let stop_deadline = r.optional_duration("drain.stop_deadline")?;
     let drain_on_rebalance = r.bool("drain.on_rebalance")?;
     let socket = PathBuf::from(r.string("agent.socket")?.unwrap_or_default());
-    check_socket(&socket).map_err(|m| r.invalid("agent.socket", m))?;
     let socket_group = r.string("agent.socket_group")?;
-    let log_format = match r.string("agent.log_format")?.as_deref() {
-        Some("human") => LogFormat::Human,
-        Some("json") => LogFormat::Json,
-        other => {
-            return Err(r.invalid(
-                "agent.log_format",
-                format!("`{}`: expected `human` or `json`", other.unwrap_or("")),
-            ))
-        }
+    let log_format = match r.choice("agent.log_format")? {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Human,
     };
-    let level_text = r.string("agent.log_level")?.unwrap_or_default();
-    let log_level = match level_text.as_str() {
-        "error" | "warn" | "info" | "debug" | "trace" => level_text
-            .parse::<tracing::level_filters::LevelFilter>()
-            .map_err(|e| r.invalid("agent.log_level", e.to_string()))?,
-        other => {
-            return Err(r.invalid(
-                "agent.log_level",
-                format!("`{other}`: expected error, warn, info, debug or trace"),
-            ))
-        }
-    };
-    let metrics_listen = match r.string("agent.metrics_listen")?.as_deref() {
-        None | Some("none") => None,
-        Some(text) => {
-            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
-                r.invalid(
-                    "agent.metrics_listen",
-                    format!("`{text}` is not an IP:port address (e.g. 127.0.0.1:9464, [::1]:9464) or `none`"),
-                )
-            })?;
-            crate::metrics::check_listen(addr).map_err(|m| r.invalid("agent.metrics_listen", m))?;
-            Some(addr)
-        }
-    };
+    let log_level = r
+        .choice("agent.log_level")?
+        .parse::<tracing::level_filters::LevelFilter>()
+        .map_err(|e| r.invalid("agent.log_level", e.to_string()))?;
+    let metrics_listen = parse_metrics_listen(&r.string("agent.metrics_listen")?.unwrap_or_default())
+        .map_err(|m| r.invalid("agent.metrics_listen", m))?;
 
     Ok(Settings {
         config_file: ConfigFile { path, loaded },
@@ -869,10 +878,22 @@ impl Resolver<'_> {
         value
     }
 
-    fn std_env(&mut self, name: &'static str, var: &'static str) -> Option<String> {
-        let v = self.env.get(var)?.trim().to_string();
+    /// A standard variable that stands in for an unset key, checked as the key would be.
+    fn std_env(&mut self, name: &'static str, var: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(v) = self.env.get(var).map(|v| v.trim().to_string()) else {
+            return Ok(None);
+        };
         self.record(name, v.clone(), Source::Env(var));
-        Some(v)
+        self.check(name, &v)?;
+        Ok(Some(v))
+    }
+
+    /// The key's own check ([`Key::check`]), if it has one.
+    fn check(&self, name: &'static str, value: &str) -> Result<(), ConfigError> {
+        match key_spec(name).check {
+            Some(check) => check(value).map_err(|m| self.invalid(name, m)),
+            None => Ok(()),
+        }
     }
 
     fn string_no_default(&mut self, name: &'static str) -> Result<Option<String>, ConfigError> {
@@ -880,6 +901,7 @@ impl Resolver<'_> {
             Some((Raw::Str(s), source)) => {
                 let s = s.trim().to_string();
                 self.record(name, s.clone(), source);
+                self.check(name, &s)?;
                 Ok(Some(s))
             }
             Some((_, source)) => {
@@ -897,12 +919,40 @@ impl Resolver<'_> {
         Ok(key_spec(name).default.map(|_| self.default_string(name)))
     }
 
+    /// One of the key's choices ([`Type::Choice`]).
+    fn choice(&mut self, name: &'static str) -> Result<&'static str, ConfigError> {
+        let text = self.string(name)?.unwrap_or_default();
+        let Type::Choice(choices) = key_spec(name).ty else {
+            return Err(self.invalid(name, "is not a choice".into()));
+        };
+        match choices.iter().find(|c| **c == text) {
+            Some(c) => Ok(c),
+            None => {
+                let quoted: Vec<String> = choices.iter().map(|c| format!("`{c}`")).collect();
+                let expected = match quoted.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, init)) => format!("{} or {last}", init.join(", ")),
+                    None => String::new(),
+                };
+                Err(self.invalid(name, format!("`{text}`: expected {expected}")))
+            }
+        }
+    }
+
     fn duration(&mut self, name: &'static str) -> Result<Duration, ConfigError> {
         let text = self.string(name)?.unwrap_or_default();
         self.bounded(name, &text)
     }
 
-    /// `text` as a duration within the key's range ([`DURATION_BOUNDS`]).
+    /// A duration, or `none` where the key allows it.
+    fn optional_duration(&mut self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+        match self.string(name)?.as_deref() {
+            None | Some("none") => Ok(None),
+            Some(text) => self.bounded(name, text).map(Some),
+        }
+    }
+
+    /// `text` as a duration within the key's bounds ([`Key::bounds`]).
     fn bounded(&self, name: &'static str, text: &str) -> Result<Duration, ConfigError> {
         let (min, max) = duration_bounds(name).unwrap_or((Duration::ZERO, Duration::MAX));
         parse_duration_in(text, min, max).map_err(|m| self.invalid(name, m))
@@ -1199,9 +1249,22 @@ mod tests {
             assert_eq!(k.flag, flag, "{}", k.name);
             let env = format!("RUNNER_LIFECYCLE_{}", k.name.replace('.', "_").to_ascii_uppercase());
             assert_eq!(k.env, env, "{}", k.name);
-            assert!(env_vars::ALL_KEYS.contains(&k.env), "{} missing from ALL_KEYS", k.env);
+            assert_eq!(k.value_name.starts_with("DURATION"), k.bounds().is_some(), "{}", k.name);
+            if let Type::Choice(choices) = k.ty {
+                assert!(k.default.is_some_and(|d| choices.contains(&d)), "{}", k.name);
+            }
         }
-        assert_eq!(env_vars::ALL_KEYS.len(), KEYS.len());
+    }
+
+    /// docs/agent.md's key table is the one generated from KEYS, row for row.
+    #[test]
+    fn the_docs_key_table_is_the_generated_one() {
+        let docs = include_str!("../../../docs/agent.md");
+        let start = docs
+            .find("| key | flag | environment variable |")
+            .expect("the key table");
+        let table = docs[start..].split("\n\n").next().unwrap_or_default();
+        assert_eq!(format!("{table}\n"), docs_table());
     }
 
     #[test]
@@ -1281,7 +1344,10 @@ mod tests {
         ]);
         let s = resolve_no_etc(&[], &env).expect("resolve");
         assert_eq!(s.region.as_deref(), Some("us-east-1"));
-        assert_eq!(s.imds_endpoint, "http://127.0.0.1:9999");
+        assert_eq!(
+            s.imds_endpoint,
+            crate::imds::Endpoint::parse("http://127.0.0.1:9999").expect("url")
+        );
     }
 
     #[test]
@@ -1365,10 +1431,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(
-            DURATION_BOUNDS.len(),
-            KEYS.iter().filter(|k| k.value_name.starts_with("DURATION")).count()
-        );
     }
 
     #[test]
