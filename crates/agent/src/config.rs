@@ -666,14 +666,14 @@ fn check_socket(path: &Path) -> Result<(), String> {
 /// `agent.socket` alone, for `hook` and `status`: flag, then environment, then the file, then the
 /// default, as [`resolve`] picks it, but without reading or checking any other key and without
 /// retries. A source whose value is unusable (an unreadable or broken file, a relative path in the
-/// environment) is skipped for the next one, and the first such error comes back with the path:
-/// the hook must reach the agent whatever else is wrong with the configuration. Only a bad `flag`
-/// is an error.
+/// environment) is skipped for the next one, and what was wrong comes back with the path (a broken
+/// file is reported even when a flag or the environment names the socket): the hook must reach the
+/// agent whatever else is wrong with the configuration. Only a bad `flag` is an error.
 pub fn socket_path(
     flag: Option<&str>,
     config_flag: Option<&Path>,
     env: &Env,
-) -> Result<(PathBuf, Option<ConfigError>), ConfigError> {
+) -> Result<(PathBuf, Option<String>), ConfigError> {
     socket_path_with_default(flag, config_flag, env, Path::new(DEFAULT_CONFIG_PATH))
 }
 
@@ -683,26 +683,15 @@ pub fn socket_path_with_default(
     config_flag: Option<&Path>,
     env: &Env,
     default_path: &Path,
-) -> Result<(PathBuf, Option<ConfigError>), ConfigError> {
+) -> Result<(PathBuf, Option<String>), ConfigError> {
     let key = key_spec("agent.socket");
     let invalid = |origin: Source, message: String| ConfigError::Invalid {
         key: key.name,
         origin: origin.to_string(),
         message,
     };
-    if let Some(v) = flag {
-        let path = PathBuf::from(v.trim());
-        check_socket(&path).map_err(|m| invalid(Source::Flag(key.flag), m))?;
-        return Ok((path, None));
-    }
-    let mut skipped = None;
-    if let Some(v) = env.get(key.env) {
-        let path = PathBuf::from(v.trim());
-        match check_socket(&path) {
-            Ok(()) => return Ok((path, None)),
-            Err(m) => skipped = Some(invalid(Source::Env(key.env), m)),
-        }
-    }
+    // The file is read whatever wins, so that a broken one is always reported (only its syntax and
+    // its agent.socket are looked at).
     let (file, explicit) = match (config_flag, env.get(env_vars::CONFIG)) {
         (Some(p), _) => (p.to_path_buf(), true),
         (None, Some(p)) => (PathBuf::from(p), true),
@@ -713,10 +702,28 @@ pub fn socket_path_with_default(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(None),
         Err(source) => Err(ConfigError::Read { path: file, source }),
     };
+    // A file that cannot be read or parsed is worth a warning even when a flag or a variable wins.
+    let file_warning = |r: &Result<Option<PathBuf>, ConfigError>| match r {
+        Err(e @ (ConfigError::Read { .. } | ConfigError::Syntax { .. })) => Some(e.to_string()),
+        _ => None,
+    };
+    if let Some(v) = flag {
+        let path = PathBuf::from(v.trim());
+        check_socket(&path).map_err(|m| invalid(Source::Flag(key.flag), m))?;
+        return Ok((path, file_warning(&from_file)));
+    }
+    let mut skipped = None;
+    if let Some(v) = env.get(key.env) {
+        let path = PathBuf::from(v.trim());
+        match check_socket(&path) {
+            Ok(()) => return Ok((path, file_warning(&from_file))),
+            Err(m) => skipped = Some(invalid(Source::Env(key.env), m).to_string()),
+        }
+    }
     match from_file {
         Ok(Some(path)) => return Ok((path, skipped)),
         Ok(None) => {}
-        Err(e) => skipped = skipped.or(Some(e)),
+        Err(e) => skipped = skipped.or(Some(e.to_string())),
     }
     Ok((PathBuf::from(key.default.unwrap_or(DEFAULT_SOCKET)), skipped))
 }
@@ -1225,18 +1232,25 @@ mod tests {
         // A broken file or a bad variable is skipped, and said.
         let broken = write(&dir, "[[[");
         let (p, skipped) = pick(None, Some(&broken), &env).expect("env despite the file");
-        assert_eq!((p.as_path(), skipped.is_none()), (Path::new("/run/env.sock"), true));
+        assert_eq!(p, Path::new("/run/env.sock"));
+        assert!(
+            skipped.is_some_and(|e| e.contains("not valid TOML")),
+            "a broken file is still reported"
+        );
         let (p, skipped) = pick(None, Some(&broken), &Env::default()).expect("default");
         assert_eq!(p, Path::new(DEFAULT_SOCKET));
-        assert!(matches!(skipped, Some(ConfigError::Syntax { .. })), "{skipped:?}");
+        assert!(
+            skipped.as_deref().is_some_and(|e| e.contains("not valid TOML")),
+            "{skipped:?}"
+        );
         let bad_env = Env::from_pairs([(env_vars::AGENT_SOCKET, "agent.sock")]);
         let (p, skipped) = pick(None, None, &bad_env).expect("default");
         assert_eq!(p, Path::new(DEFAULT_SOCKET));
-        assert!(skipped.is_some_and(|e| e.to_string().contains("absolute")));
+        assert!(skipped.is_some_and(|e| e.contains("absolute")));
         let missing = dir.join("missing.toml");
         let (_, skipped) = pick(None, Some(&missing), &Env::default()).expect("default");
         assert!(
-            matches!(skipped, Some(ConfigError::Read { .. })),
+            skipped.is_some_and(|e| e.contains("cannot read")),
             "an explicit file must exist"
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -42,7 +42,7 @@ pub fn run(args: &HookArgs) -> ExitCode {
         args.config.as_deref(),
         &Env::from_process(),
     ) {
-        Ok((socket, skipped)) => (socket, skipped.map(|e| e.to_string())),
+        Ok(found) => found,
         Err(e) => {
             println!("runner-lifecycle: {word}: configuration unusable ({e}); nothing done");
             return ExitCode::Ok;
