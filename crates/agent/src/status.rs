@@ -7,8 +7,8 @@
 use crate::duration::relative;
 use crate::status_wire::{self as wire, Status};
 use lifecycle_core::{
-    AfterStop, Call, CallProgress, DescribeStep, DescribeWhen, DrainCause, HeartbeatWhen, HookPhase, JobProtection,
-    ListenerState, NextStep, Reason, Snapshot, Step, Time,
+    AfterStop, Call, CallProgress, DescribeReason, DescribeStep, DescribeWhen, DrainCause, HeartbeatWhen, HookPhase,
+    JobProtection, ListenerState, NextStep, Snapshot, Step, Time,
 };
 use std::time::Duration;
 
@@ -201,13 +201,12 @@ pub fn next_step(s: &Snapshot, now: Time) -> String {
 /// A describe the core waits for, with its progress.
 fn describe_text(d: DescribeStep, now: Time) -> String {
     let what = match d.reason {
-        Reason::ConfirmTermination => "confirming the termination with DescribeAutoScalingInstances",
-        Reason::ProtectionRefused => {
+        DescribeReason::ConfirmTermination => "confirming the termination with DescribeAutoScalingInstances",
+        DescribeReason::ProtectionRefused => {
             "protection was refused (instance not InService): confirming the termination with DescribeAutoScalingInstances"
         }
-        Reason::AwaitInService => "waiting for Auto Scaling to confirm InService before serving jobs",
-        Reason::ImdsDown => "IMDS is not answering: watching for termination with DescribeAutoScalingInstances",
-        _ => "describing the instance",
+        DescribeReason::AwaitInService => "waiting for Auto Scaling to confirm InService before serving jobs",
+        DescribeReason::ImdsDown => "IMDS is not answering: watching for termination with DescribeAutoScalingInstances",
     };
     let when = match d.when {
         DescribeWhen::Call(p) => progress(Call::Describe, p, now),

@@ -10,7 +10,8 @@
 use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 use crate::config::{CoreConfig, ListenerMode};
 use crate::io::{
-    Action, ApiReply, Call, Detection, DrainCause, Input, JobLoss, LifecycleResult, Notice, Reason, RequestId,
+    Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, HeartbeatReason, Input, JobLoss,
+    KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
 };
 use crate::rng::Rng;
 use crate::step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
@@ -134,7 +135,7 @@ pub struct Snapshot {
     /// When protection will be cleared if no job comes (an idle, protected, serving host).
     pub unprotect_at: Option<Time>,
     /// Why the core wants a DescribeAutoScalingInstances, if it does.
-    pub describe_wanted: Option<Reason>,
+    pub describe_wanted: Option<DescribeReason>,
     /// Whether a stop was requested (SIGTERM).
     pub stop_requested: bool,
     /// Whether the stop is forced (second request or the stop deadline).
@@ -749,7 +750,7 @@ impl Host {
         let relaunch_at = match code {
             Some(0) if self.cfg.listener_mode == ListenerMode::OneJob && self.listener_ran_job => {
                 self.push(Action::StartListener {
-                    reason: Reason::NextJob,
+                    reason: StartReason::NextJob,
                 });
                 self.listener = ListenerState::Starting;
                 return;
@@ -1007,23 +1008,23 @@ impl Host {
     }
 
     /// Whether a describe is wanted now, and why.
-    fn describe_reason(&self) -> Option<Reason> {
+    fn describe_reason(&self) -> Option<DescribeReason> {
         if self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::is_terminating) {
             return None;
         }
         match self.terminating {
-            Some(Detection::ProtectionRefused) => return Some(Reason::ProtectionRefused),
-            Some(_) => return Some(Reason::ConfirmTermination),
+            Some(Detection::ProtectionRefused) => return Some(DescribeReason::ProtectionRefused),
+            Some(_) => return Some(DescribeReason::ConfirmTermination),
             None => {}
         }
         if self.imds_down() {
-            return Some(Reason::ImdsDown);
+            return Some(DescribeReason::ImdsDown);
         }
         let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
         match self.target {
             // IMDS says InService already during Pending:Wait; only the API can tell when it is real.
             Some(TargetState::InService | TargetState::Standby | TargetState::Other(_)) if !serving => {
-                Some(Reason::AwaitInService)
+                Some(DescribeReason::AwaitInService)
             }
             _ => None,
         }
@@ -1031,8 +1032,8 @@ impl Host {
 
     /// Whether a describe for `reason` waits for the slow poll period (IMDS down, or still
     /// launching after a first answer); confirmations never wait for it.
-    fn describe_is_poll(&self, reason: Reason) -> bool {
-        reason == Reason::ImdsDown || (reason == Reason::AwaitInService && self.confirmed.is_some())
+    fn describe_is_poll(&self, reason: DescribeReason) -> bool {
+        reason == DescribeReason::ImdsDown || (reason == DescribeReason::AwaitInService && self.confirmed.is_some())
     }
 
     fn decide_describe(&mut self) {
@@ -1050,13 +1051,13 @@ impl Host {
         self.drain.is_none() && (self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::may_serve))
     }
 
-    fn drain_reason(&self) -> Reason {
-        match self.drain {
-            Some(DrainCause::Terminating) => Reason::TerminatingIdle,
-            Some(DrainCause::StopRequested) => Reason::StopRequestedIdle,
-            Some(DrainCause::SpotInterruption) => Reason::SpotInterruptionIdle,
-            Some(DrainCause::Rebalance) => Reason::RebalanceIdle,
-            None => Reason::Serving,
+    /// Why an idle listener is stopped: the drain's cause.
+    fn stop_reason(cause: DrainCause) -> StopReason {
+        match cause {
+            DrainCause::Terminating => StopReason::TerminatingIdle,
+            DrainCause::StopRequested => StopReason::StopRequestedIdle,
+            DrainCause::SpotInterruption => StopReason::SpotInterruptionIdle,
+            DrainCause::Rebalance => StopReason::RebalanceIdle,
         }
     }
 
@@ -1065,30 +1066,30 @@ impl Host {
         match self.listener.clone() {
             ListenerState::Down { relaunch_at: Some(at) } if at <= now && self.may_serve() => {
                 let reason = if self.relaunch_streak > 0 {
-                    Reason::Relaunch
+                    StartReason::Relaunch
                 } else {
-                    Reason::Serving
+                    StartReason::Serving
                 };
                 self.listener = ListenerState::Starting;
                 self.push(Action::StartListener { reason });
             }
-            ListenerState::Running { pid, .. } if self.drain.is_some() => {
+            ListenerState::Running { pid, .. } if let Some(cause) = self.drain => {
                 // The one rule everything else serves: SIGINT to a listener with a live worker cancels
                 // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
                 // listener is signalled, unless the stop is forced.
                 if !self.job_alive {
-                    self.signal_stop(pid, false, self.drain_reason());
+                    self.signal_stop(pid, false, Self::stop_reason(cause));
                 } else if self.forced {
                     self.notify(Notice::ForcingStopWithJob);
                     self.job_lost(JobLoss::ForcedStop);
-                    self.signal_stop(pid, true, Reason::Forced);
+                    self.signal_stop(pid, true, StopReason::Forced);
                 }
             }
             ListenerState::Stopping { pid, forced: false, .. } if self.forced && self.job_alive => {
                 self.notify(Notice::ForcingStopWithJob);
                 // A job in the stop window is already lost (and counted): the force changes nothing.
                 self.job_lost(JobLoss::ForcedStop);
-                self.signal_stop(pid, true, Reason::Forced);
+                self.signal_stop(pid, true, StopReason::Forced);
             }
             ListenerState::Stopping {
                 pid,
@@ -1109,7 +1110,7 @@ impl Host {
                         forced,
                     };
                     self.push(Action::KillListener {
-                        reason: Reason::GraceExpired,
+                        reason: KillReason::GraceExpired,
                     });
                 }
             }
@@ -1117,7 +1118,7 @@ impl Host {
         }
     }
 
-    fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: Reason) {
+    fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: StopReason) {
         self.listener = ListenerState::Stopping {
             pid,
             kill_at: Some(self.now + self.cfg.stop_grace),
@@ -1144,7 +1145,11 @@ impl Host {
         let id = self.request(Call::SetProtection);
         self.protection.inflight = Some(id);
         self.protection_target = Some(want);
-        let reason = if want { Reason::JobAssigned } else { Reason::Idle };
+        let reason = if want {
+            ProtectReason::JobAssigned
+        } else {
+            ProtectReason::Idle
+        };
         self.push(Action::SetProtection {
             id,
             protect: want,
@@ -1178,7 +1183,7 @@ impl Host {
                 self.heartbeat.inflight = Some(id);
                 self.push(Action::Heartbeat {
                     id,
-                    reason: Reason::JobRunning,
+                    reason: HeartbeatReason::JobRunning,
                 });
             }
             return;
@@ -1191,7 +1196,7 @@ impl Host {
             self.push(Action::CompleteLifecycleAction {
                 id,
                 result: LifecycleResult::Continue,
-                reason: Reason::RunnerIdleAndStopped,
+                reason: CompleteReason::RunnerIdleAndStopped,
             });
         }
     }

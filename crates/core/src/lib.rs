@@ -47,8 +47,8 @@ pub use aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 pub use config::{CoreConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{
-    Action, ApiReply, Call, DescribedInstance, Detection, DrainCause, Input, JobLoss, LifecycleResult, Notice, Reason,
-    RequestId,
+    Action, ApiReply, Call, CompleteReason, DescribeReason, DescribedInstance, Detection, DrainCause, HeartbeatReason,
+    Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
 };
 pub use rng::Rng;
 pub use step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};

@@ -1,6 +1,6 @@
 //! What the core will do next, typed: the shells word it (`status`), they never work it out.
 
-use crate::io::{DrainCause, Reason};
+use crate::io::{DescribeReason, DrainCause};
 use crate::time::Time;
 use serde::Serialize;
 
@@ -29,8 +29,8 @@ pub enum DescribeWhen {
 /// A DescribeAutoScalingInstances the core wants, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DescribeStep {
-    /// Why (`ConfirmTermination`, `ProtectionRefused`, `AwaitInService` or `ImdsDown`).
-    pub reason: Reason,
+    /// Why.
+    pub reason: DescribeReason,
     /// When it goes out.
     pub when: DescribeWhen,
 }

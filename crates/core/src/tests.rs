@@ -162,7 +162,7 @@ fn listener_waits_for_confirmed_in_service() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::StartListener {
-            reason: Reason::Serving
+            reason: StartReason::Serving
         }
     )));
 }
@@ -419,7 +419,7 @@ fn protection_refused_means_terminating_and_the_job_goes_on() {
     assert!(acts.iter().any(|a| matches!(
         a,
         Action::Describe {
-            reason: Reason::ProtectionRefused,
+            reason: DescribeReason::ProtectionRefused,
             ..
         }
     )));
@@ -446,7 +446,7 @@ fn idle_scale_in_stops_at_once_and_completes_after_exit() {
         .find_map(|a| match a {
             Action::Describe {
                 id,
-                reason: Reason::ConfirmTermination,
+                reason: DescribeReason::ConfirmTermination,
             } => Some(*id),
             _ => None,
         })
@@ -675,7 +675,7 @@ fn job_in_the_stop_window_is_not_killed_early() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::KillListener {
-            reason: Reason::GraceExpired
+            reason: KillReason::GraceExpired
         }
     )));
 }
@@ -698,7 +698,7 @@ fn idle_spot_notice_stops_at_once() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::StopListener {
-            reason: Reason::SpotInterruptionIdle,
+            reason: StopReason::SpotInterruptionIdle,
             ..
         }
     )));
@@ -760,7 +760,7 @@ fn second_sigterm_forces_the_stop() {
         a,
         Action::StopListener {
             cancels_job: true,
-            reason: Reason::Forced
+            reason: StopReason::Forced
         }
     )));
     h.input(Input::ListenerExited { code: None });
@@ -827,7 +827,7 @@ fn relaunch_codes_follow_runner_service_js() {
             matches!(
                 a,
                 Action::StartListener {
-                    reason: Reason::Relaunch
+                    reason: StartReason::Relaunch
                 }
             )
         });
@@ -863,7 +863,7 @@ fn one_job_mode_relaunches_after_each_job_unless_draining() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::StartListener {
-            reason: Reason::NextJob
+            reason: StartReason::NextJob
         }
     )));
     h.input(Input::ListenerStarted { pid: 101 });
@@ -1088,7 +1088,7 @@ fn snapshot_reports_heartbeats_errors_calls_and_timers() {
     h.reply(id, Ok(ApiReply::Done));
     h.input(Input::TargetState(TargetState::Terminated));
     let s = h.host.snapshot();
-    assert_eq!(s.describe_wanted, Some(Reason::ConfirmTermination));
+    assert_eq!(s.describe_wanted, Some(DescribeReason::ConfirmTermination));
     assert_eq!(s.in_flight, vec![Call::Describe]);
     let id = h.expect_describe();
     h.reply(id, described("Terminating:Wait", true));
@@ -1254,7 +1254,7 @@ fn next_step_follows_the_decisions() {
     assert_eq!(
         step.describe,
         Some(DescribeStep {
-            reason: Reason::AwaitInService,
+            reason: DescribeReason::AwaitInService,
             when: DescribeWhen::Call(CallProgress::InFlight)
         })
     );
@@ -1295,7 +1295,7 @@ fn next_step_follows_the_decisions() {
     assert_eq!(
         h.host.next_step().describe,
         Some(DescribeStep {
-            reason: Reason::ImdsDown,
+            reason: DescribeReason::ImdsDown,
             when: DescribeWhen::PollAt(poll)
         })
     );

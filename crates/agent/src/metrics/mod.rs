@@ -11,7 +11,9 @@ pub use http::{bind, check_listen, respond, serve};
 
 use exposition::{counts, header, histogram, sample, Histogram};
 use lifecycle_core::Time;
-use lifecycle_core::{Action, ApiError, ApiReply, Call, Detection, DrainCause, JobLoss, Notice, Reason, RequestId};
+use lifecycle_core::{
+    Action, ApiError, ApiReply, Call, Detection, DrainCause, JobLoss, Notice, RequestId, StartReason,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -30,14 +32,6 @@ const DETECTION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 3
 const DRAIN_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
 ];
-
-/// The `reason` label of a listener start: the start reason's own spelling.
-fn start_label(reason: Reason) -> &'static str {
-    match reason {
-        Reason::Relaunch | Reason::NextJob => reason.name(),
-        _ => Reason::Serving.name(),
-    }
-}
 
 /// Every metric of the agent, and the bookkeeping that turns actions into them.
 #[derive(Clone, Debug)]
@@ -99,10 +93,7 @@ impl Metrics {
             global_timeout_warnings: 0,
             api_calls: Call::ALL.iter().map(|c| (c.name(), 0)).collect(),
             api_errors: BTreeMap::new(),
-            listener_starts: [Reason::Serving, Reason::Relaunch, Reason::NextJob]
-                .iter()
-                .map(|r| (r.name(), 0))
-                .collect(),
+            listener_starts: StartReason::ALL.iter().map(|r| (r.name(), 0)).collect(),
             job_alive: false,
             draining: false,
             protected: None,
@@ -123,7 +114,7 @@ impl Metrics {
     pub fn on_action(&mut self, action: &Action, now: Time, job_alive: bool) {
         match action {
             Action::StartListener { reason } => {
-                *self.listener_starts.entry(start_label(*reason)).or_default() += 1;
+                *self.listener_starts.entry(reason.name()).or_default() += 1;
             }
             Action::StopListener { cancels_job, .. } => {
                 if !cancels_job {
@@ -278,7 +269,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifecycle_core::{ApiErrorKind, LifecycleResult};
+    use lifecycle_core::{ApiErrorKind, CompleteReason, HeartbeatReason, LifecycleResult, ProtectReason, StopReason};
 
     fn line(text: &str, name: &str) -> Option<String> {
         text.lines()
@@ -387,7 +378,7 @@ mod tests {
         let mut m = Metrics::new();
         m.on_action(
             &Action::StartListener {
-                reason: Reason::Serving,
+                reason: StartReason::Serving,
             },
             t(0),
             false,
@@ -396,7 +387,7 @@ mod tests {
         let protect = Action::SetProtection {
             id: RequestId(1),
             protect: true,
-            reason: Reason::JobAssigned,
+            reason: ProtectReason::JobAssigned,
         };
         m.on_action(&protect, t(1000), true);
         m.on_api_result(RequestId(1), Call::SetProtection, &Ok(ApiReply::Done));
@@ -404,7 +395,7 @@ mod tests {
         let unprotect = Action::SetProtection {
             id: RequestId(2),
             protect: false,
-            reason: Reason::Idle,
+            reason: ProtectReason::Idle,
         };
         m.on_action(&unprotect, t(35_000), false);
         let throttled = Err(ApiError::new(ApiErrorKind::Throttled, "Rate exceeded"));
@@ -422,7 +413,7 @@ mod tests {
             false,
         );
         let stop = Action::StopListener {
-            reason: Reason::TerminatingIdle,
+            reason: StopReason::TerminatingIdle,
             cancels_job: false,
         };
         m.on_action(&stop, t(40_300), false);
@@ -430,7 +421,7 @@ mod tests {
             &Action::CompleteLifecycleAction {
                 id: RequestId(3),
                 result: LifecycleResult::Continue,
-                reason: Reason::RunnerIdleAndStopped,
+                reason: CompleteReason::RunnerIdleAndStopped,
             },
             t(41_000),
             false,
@@ -524,7 +515,7 @@ mod tests {
         m.on_action(
             &Action::Heartbeat {
                 id: RequestId(1),
-                reason: Reason::JobRunning,
+                reason: HeartbeatReason::JobRunning,
             },
             t(100_000),
             true,
@@ -535,7 +526,7 @@ mod tests {
         ));
         m.on_api_result(RequestId(1), Call::Heartbeat, &gone);
         let stop = Action::StopListener {
-            reason: Reason::TerminatingIdle,
+            reason: StopReason::TerminatingIdle,
             cancels_job: false,
         };
         m.on_action(&stop, t(600_000), false);
@@ -568,7 +559,7 @@ mod tests {
         // A new listener: a later crash under a job is a listener death again.
         m.on_action(
             &Action::StartListener {
-                reason: Reason::Relaunch,
+                reason: StartReason::Relaunch,
             },
             t(700_000),
             false,
