@@ -74,6 +74,8 @@ pub struct Key {
     pub doc: &'static str,
     /// The docs table's default column when there is no default (what happens instead).
     pub unset: &'static str,
+    /// What `--config-check` says of the key when it is not set (keys without a default).
+    pub note: &'static str,
     /// The docs table's meaning column (markdown); the bounds of a duration are appended.
     pub docs: &'static str,
 }
@@ -93,7 +95,7 @@ impl Key {
 macro_rules! keys {
     ($(
         $var:ident: $name:literal, flag $flag:literal, $vn:literal, $ty:expr, default $default:expr,
-        check $check:expr, doc $doc:literal, unset $unset:literal, docs $docs:literal;
+        check $check:expr, doc $doc:literal, unset $unset:literal, note $note:literal, docs $docs:literal;
     )+) => {
         /// The environment variable of every key, generated from the key table.
         pub mod vars {
@@ -115,6 +117,7 @@ macro_rules! keys {
                 check: $check,
                 doc: $doc,
                 unset: $unset,
+                note: $note,
                 docs: $docs,
             },
         )+];
@@ -140,119 +143,142 @@ keys! {
     RUNNER_DIR: "runner.dir", flag "runner-dir", "DIR", Type::Text, default None, check None,
         doc "The runner's install directory (holds bin/Runner.Listener). Required by `agent`.",
         unset "(required)",
+        note "required by `agent`",
         docs "the runner's install directory (holds `bin/Runner.Listener`)";
     RUNNER_COMMAND: "runner.command", flag "runner-command", "CMD", Type::Command,
         default Some(DEFAULT_RUNNER_COMMAND), check None,
         doc "Listener command line; a relative program is taken from runner.dir. In the file: a string or an array.",
         unset "",
+        note "",
         docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace";
     RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&["persistent", "one-job"]),
         default Some("persistent"), check None,
         doc "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job).",
         unset "",
+        note "",
         docs "`persistent`, or `one-job`: the listener takes one job, exits 0, and is relaunched unless draining (add `--once` to `runner.command`, or use an ephemeral registration; the agent warns otherwise)";
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
     RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
         default Some("50ms"), check None,
         doc "How often the listener's children are checked for a Runner.Worker (a job).",
         unset "",
+        note "",
         docs "how often the listener's children are checked for `Runner.Worker`";
     // 0 would SIGKILL an idle listener at once; RunnerService.js waits 30 s, an hour is plenty.
     RUNNER_STOP_GRACE: "runner.stop_grace", flag "runner-stop-grace", "DURATION", duration(secs(1), secs(3600)),
         default Some("30s"), check None,
         doc "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s).",
         unset "",
+        note "",
         docs "SIGINT to SIGKILL delay for an *idle* listener";
     // 0 would relaunch a crashing listener in a tight loop.
     RUNNER_RELAUNCH_DELAY: "runner.relaunch_delay", flag "runner-relaunch-delay", "DURATION",
         duration(ms(100), secs(3600)), default Some("5s"), check None,
         doc "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s).",
         unset "",
+        note "",
         docs "delay before relaunching a listener that exited 2, 3, 4 or an unknown code";
     RUNNER_USER: "runner.user", flag "runner-user", "USER", Type::Text, default None, check Some(check_user),
         doc "User (name or uid, from /etc/passwd) the listener runs as, with its groups. Unset: the agent's own user.",
         unset "(unset: the agent's own user)",
+        note "",
         docs "user (name or numeric uid, from `/etc/passwd`) the listener runs as, with its primary and supplementary groups (`/etc/group`) and `HOME`, `USER`, `LOGNAME`, `SHELL` from its passwd entry; the agent must be root (or hold `CAP_SETUID`/`CAP_SETGID`); see \"The listener's user and environment\"";
     AWS_REGION: "aws.region", flag "aws-region", "REGION", Type::Text, default None, check Some(check_region),
         doc "AWS region. Unset: AWS_REGION, then IMDS placement/region.",
         unset "`AWS_REGION`, then IMDS",
+        note "read from IMDS at start",
         docs "region of the Auto Scaling API";
     AWS_INSTANCE_ID: "aws.instance_id", flag "aws-instance-id", "ID", Type::Text, default None,
         check Some(check_instance_id),
         doc "This instance's id. Unset: IMDS meta-data/instance-id.",
         unset "IMDS `instance-id`",
+        note "read from IMDS at start",
         docs "this instance";
     AWS_GROUP: "aws.group", flag "aws-group", "NAME", Type::Text, default None, check None,
         doc "Auto Scaling group. Unset: DescribeAutoScalingInstances.",
         unset "DescribeAutoScalingInstances",
+        note "found with DescribeAutoScalingInstances at start",
         docs "the Auto Scaling group";
     AWS_HOOK: "aws.hook", flag "aws-hook", "NAME", Type::Text, default None, check None,
         doc "Termination lifecycle hook. Unset: the group's EC2_INSTANCE_TERMINATING hook from DescribeLifecycleHooks.",
         unset "the group's `autoscaling:EC2_INSTANCE_TERMINATING` hook",
+        note "found with DescribeLifecycleHooks at start",
         docs "termination hook to drive; an explicit name overrides discovery; no termination hook means hook actions are no-ops";
     AWS_ENDPOINT_URL: "aws.endpoint_url", flag "aws-endpoint-url", "URL", Type::Text, default None,
         check Some(check_http_url),
         doc "Auto Scaling endpoint override (unset: the SDK's default, which honours AWS_ENDPOINT_URL).",
         unset "the SDK's (honours `AWS_ENDPOINT_URL`)",
+        note "the SDK's default endpoint",
         docs "Auto Scaling endpoint";
     // Auto Scaling answers in well under a second; 5 minutes is no longer a timeout.
     AWS_API_TIMEOUT: "aws.api_timeout", flag "aws-api-timeout", "DURATION", duration(ms(100), secs(300)),
         default Some("10s"), check None,
         doc "Longest time one Auto Scaling call may take before it counts as a transient failure.",
         unset "",
+        note "",
         docs "longest time one call attempt may take (counts as a transient failure)";
     AWS_IMDS_ENDPOINT: "aws.imds_endpoint", flag "aws-imds-endpoint", "URL", Type::Text,
         default Some(DEFAULT_IMDS_ENDPOINT), check Some(check_imds_endpoint),
         doc "Instance metadata base URL. Unset: AWS_EC2_METADATA_SERVICE_ENDPOINT, then the default.",
         unset "",
+        note "",
         docs "IMDS base URL";
     // A spot notice comes two minutes ahead; polling slower than once a minute risks missing it.
     AWS_IMDS_POLL: "aws.imds_poll", flag "aws-imds-poll", "DURATION", duration(ms(100), secs(60)),
         default Some("1s"), check None,
         doc "How often IMDS target-lifecycle-state, spot and rebalance notices are read.",
         unset "",
+        note "",
         docs "IMDS polling period; a spot notice comes two minutes ahead";
     // 0 is fine: clear protection as soon as the runner is idle.
     DRAIN_UNPROTECT_DELAY: "drain.unprotect_delay", flag "drain-unprotect-delay", "DURATION",
         duration(Duration::ZERO, secs(24 * 3600)), default Some("30s"), check None,
         doc "How long an idle runner stays protected after a job before protection is cleared.",
         unset "",
+        note "",
         docs "an idle runner stays protected this long after a job before protection is cleared";
     // A self-hosted job runs at most 5 days (GitHub Actions usage limits); 0 would cancel every job.
     DRAIN_STOP_DEADLINE: "drain.stop_deadline", flag "drain-stop-deadline", "DURATION|none",
         Type::Duration { min: secs(1), max: secs(5 * 24 * 3600), none: true }, default Some("none"), check None,
         doc "After SIGTERM, the longest a running job may delay the stop before it is forced (cancelled).",
         unset "",
+        note "",
         docs "after SIGTERM, the longest a running job may delay the stop before it is forced (cancelling the job); a self-hosted job runs at most 5 days";
     DRAIN_ON_REBALANCE: "drain.on_rebalance", flag "drain-on-rebalance", "BOOL", Type::Bool,
         default Some("false"), check None,
         doc "Whether an EC2 rebalance recommendation drains the runner (default: only a warning).",
         unset "",
+        note "",
         docs "whether a rebalance recommendation drains the runner";
     AGENT_SOCKET: "agent.socket", flag "agent-socket", "PATH", Type::Text, default Some(DEFAULT_SOCKET),
         check Some(check_socket_text),
         doc "Unix socket the job hooks talk to.",
         unset "",
+        note "",
         docs "the hook socket (absolute path, at most 100 bytes)";
     AGENT_SOCKET_GROUP: "agent.socket_group", flag "agent-socket-group", "GROUP", Type::Text, default None,
         check None,
         doc "Group allowed to use the socket (mode 0660); unset: owner only (mode 0600).",
         unset "(none: mode 0600; with `runner.user`, that user's primary group and mode 0660)",
+        note "socket is owner-only, mode 0600",
         docs "group allowed to use the socket (mode 0660)";
     AGENT_LOG_FORMAT: "agent.log_format", flag "agent-log-format", "FORMAT", Type::Choice(&["human", "json"]),
         default Some("human"), check None,
         doc "`human` or `json` (one JSON object per line).",
         unset "",
+        note "",
         docs "`human` or `json`";
     AGENT_LOG_LEVEL: "agent.log_level", flag "agent-log-level", "LEVEL",
         Type::Choice(&["error", "warn", "info", "debug", "trace"]), default Some("info"), check None,
         doc "`error`, `warn`, `info`, `debug` or `trace`.",
         unset "",
+        note "",
         docs "`error`, `warn`, `info`, `debug`, `trace` (dependencies log at most `warn`)";
     AGENT_METRICS_LISTEN: "agent.metrics_listen", flag "agent-metrics-listen", "ADDR|none", Type::Text,
         default Some("none"), check Some(check_metrics_listen),
         doc "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off.",
         unset "",
+        note "",
         docs "Prometheus endpoint `GET /metrics` on this loopback `IP:port`, e.g. `127.0.0.1:9464`; any other address is a configuration error (see \"Metrics\")";
 }
 
@@ -1142,7 +1168,8 @@ impl Settings {
                     let _ = writeln!(out, "{name} = {}  # {source}", shown_value(key, value, self));
                 }
                 None => {
-                    let _ = writeln!(out, "# {name}: not set ({})", unset_note(key.name));
+                    let note = if key.note.is_empty() { "no default" } else { key.note };
+                    let _ = writeln!(out, "# {name}: not set ({note})");
                 }
             }
         }
@@ -1156,19 +1183,6 @@ fn shown_value(key: &Key, raw: &str, s: &Settings) -> String {
         "drain.on_rebalance" => s.drain_on_rebalance.to_string(),
         "runner.worker_poll" => format!("\"{}\"", format_duration(s.worker_poll)),
         _ => format!("{raw:?}"),
-    }
-}
-
-fn unset_note(name: &str) -> &'static str {
-    match name {
-        "runner.dir" => "required by `agent`",
-        "aws.region" => "read from IMDS at start",
-        "aws.instance_id" => "read from IMDS at start",
-        "aws.group" => "found with DescribeAutoScalingInstances at start",
-        "aws.hook" => "found with DescribeLifecycleHooks at start",
-        "aws.endpoint_url" => "the SDK's default endpoint",
-        "agent.socket_group" => "socket is owner-only, mode 0600",
-        _ => "no default",
     }
 }
 
