@@ -52,8 +52,9 @@ pub enum Type {
 pub type Check = fn(&str) -> Result<(), String>;
 
 /// One configuration key, declared once: its name, flag, environment variable, type (with bounds
-/// or choices), default and documentation. The flag, the variable, the file key, the validation,
-/// `--help` and docs/agent.md's table all derive from this.
+/// or choices), default, check and documentation; its row in `keys!` also names the typed
+/// [`Settings`] field it resolves to. The flag, the variable, the file key, the validation,
+/// `--help`, `Settings` and docs/agent.md's table all derive from that row.
 #[derive(Debug)]
 pub struct Key {
     /// `section.name`, as in the file.
@@ -95,7 +96,8 @@ impl Key {
 macro_rules! keys {
     ($(
         $var:ident: $name:literal, flag $flag:literal, $vn:literal, $ty:expr, default $default:expr,
-        check $check:expr, doc $doc:literal, unset $unset:literal, note $note:literal, docs $docs:literal;
+        check $check:expr, doc $doc:literal, unset $unset:literal, note $note:literal, docs $docs:literal,
+        field $field:ident: $fty:ty = ($r:ident, $k:ident) $resolve:block;
     )+) => {
         /// The environment variable of every key, generated from the key table.
         pub mod vars {
@@ -121,6 +123,37 @@ macro_rules! keys {
                 docs: $docs,
             },
         )+];
+
+        /// The resolved settings: one typed field per key, resolved by its row of the table.
+        #[derive(Clone, Debug)]
+        pub struct Settings {
+            /// The file that was read (or looked for).
+            pub config_file: ConfigFile,
+            $(
+                #[doc = concat!("`", $name, "`: ", $doc)]
+                pub $field: $fty,
+            )+
+            /// Where each set key came from, with its value as text, for `--config-check`.
+            pub origins: BTreeMap<&'static str, (String, Source)>,
+        }
+
+        /// How each key's value is resolved (its row's `field` clause).
+        mod resolvers {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                pub(super) fn $field($r: &mut Resolver<'_>, $k: &'static str) -> Result<$fty, ConfigError> $resolve
+            )+
+        }
+
+        /// Every key resolved in table order (an error names the first bad key).
+        fn resolve_keys(r: &mut Resolver<'_>, config_file: ConfigFile) -> Result<Settings, ConfigError> {
+            Ok(Settings {
+                config_file,
+                $($field: resolvers::$field(r, $name)?,)+
+                origins: std::mem::take(&mut r.origins),
+            })
+        }
     };
 }
 
@@ -144,142 +177,193 @@ keys! {
         doc "The runner's install directory (holds bin/Runner.Listener). Required by `agent`.",
         unset "(required)",
         note "required by `agent`",
-        docs "the runner's install directory (holds `bin/Runner.Listener`)";
+        docs "the runner's install directory (holds `bin/Runner.Listener`)",
+        field runner_dir: Option<PathBuf> = (r, k) { Ok(r.string(k)?.map(PathBuf::from)) };
     RUNNER_COMMAND: "runner.command", flag "runner-command", "CMD", Type::Command,
         default Some(DEFAULT_RUNNER_COMMAND), check None,
         doc "Listener command line; a relative program is taken from runner.dir. In the file: a string or an array.",
         unset "",
         note "",
-        docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace";
+        docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace",
+        field runner_command: Vec<String> = (r, k) { r.command(k) };
     RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&["persistent", "one-job"]),
         default Some("persistent"), check None,
         doc "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job).",
         unset "",
         note "",
-        docs "`persistent`, or `one-job`: the listener takes one job, exits 0, and is relaunched unless draining (add `--once` to `runner.command`, or use an ephemeral registration; the agent warns otherwise)";
+        docs "`persistent`, or `one-job`: the listener takes one job, exits 0, and is relaunched unless draining (add `--once` to `runner.command`, or use an ephemeral registration; the agent warns otherwise)",
+        field runner_mode: ListenerMode = (r, k) {
+            Ok(match r.choice(k)? {
+                "one-job" => ListenerMode::OneJob,
+                _ => ListenerMode::Persistent,
+            })
+        };
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
     RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
         default Some("50ms"), check None,
         doc "How often the listener's children are checked for a Runner.Worker (a job).",
         unset "",
         note "",
-        docs "how often the listener's children are checked for `Runner.Worker`";
+        docs "how often the listener's children are checked for `Runner.Worker`",
+        field worker_poll: Duration = (r, k) { r.duration(k) };
     // 0 would SIGKILL an idle listener at once; RunnerService.js waits 30 s, an hour is plenty.
     RUNNER_STOP_GRACE: "runner.stop_grace", flag "runner-stop-grace", "DURATION", duration(secs(1), secs(3600)),
         default Some("30s"), check None,
         doc "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s).",
         unset "",
         note "",
-        docs "SIGINT to SIGKILL delay for an *idle* listener";
+        docs "SIGINT to SIGKILL delay for an *idle* listener",
+        field stop_grace: Duration = (r, k) { r.duration(k) };
     // 0 would relaunch a crashing listener in a tight loop.
     RUNNER_RELAUNCH_DELAY: "runner.relaunch_delay", flag "runner-relaunch-delay", "DURATION",
         duration(ms(100), secs(3600)), default Some("5s"), check None,
         doc "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s).",
         unset "",
         note "",
-        docs "delay before relaunching a listener that exited 2, 3, 4 or an unknown code";
+        docs "delay before relaunching a listener that exited 2, 3, 4 or an unknown code",
+        field relaunch_delay: Duration = (r, k) { r.duration(k) };
     RUNNER_USER: "runner.user", flag "runner-user", "USER", Type::Text, default None, check Some(check_user),
         doc "User (name or uid, from /etc/passwd) the listener runs as, with its groups. Unset: the agent's own user.",
         unset "(unset: the agent's own user)",
         note "",
-        docs "user (name or numeric uid, from `/etc/passwd`) the listener runs as, with its primary and supplementary groups (`/etc/group`) and `HOME`, `USER`, `LOGNAME`, `SHELL` from its passwd entry; the agent must be root (or hold `CAP_SETUID`/`CAP_SETGID`); see \"The listener's user and environment\"";
+        docs "user (name or numeric uid, from `/etc/passwd`) the listener runs as, with its primary and supplementary groups (`/etc/group`) and `HOME`, `USER`, `LOGNAME`, `SHELL` from its passwd entry; the agent must be root (or hold `CAP_SETUID`/`CAP_SETGID`); see \"The listener's user and environment\"",
+        field runner_user: Option<String> = (r, k) { r.string(k) };
     AWS_REGION: "aws.region", flag "aws-region", "REGION", Type::Text, default None, check Some(check_region),
         doc "AWS region. Unset: AWS_REGION, then IMDS placement/region.",
         unset "`AWS_REGION`, then IMDS",
         note "read from IMDS at start",
-        docs "region of the Auto Scaling API";
+        docs "region of the Auto Scaling API",
+        field region: Option<String> = (r, k) {
+            match r.string(k)? {
+                Some(region) => Ok(Some(region)),
+                None => r.std_env(k, env_vars::STD_AWS_REGION),
+            }
+        };
     AWS_INSTANCE_ID: "aws.instance_id", flag "aws-instance-id", "ID", Type::Text, default None,
         check Some(check_instance_id),
         doc "This instance's id. Unset: IMDS meta-data/instance-id.",
         unset "IMDS `instance-id`",
         note "read from IMDS at start",
-        docs "this instance";
+        docs "this instance",
+        field instance_id: Option<String> = (r, k) { r.string(k) };
     AWS_GROUP: "aws.group", flag "aws-group", "NAME", Type::Text, default None, check None,
         doc "Auto Scaling group. Unset: DescribeAutoScalingInstances.",
         unset "DescribeAutoScalingInstances",
         note "found with DescribeAutoScalingInstances at start",
-        docs "the Auto Scaling group";
+        docs "the Auto Scaling group",
+        field group: Option<String> = (r, k) { r.string(k) };
     AWS_HOOK: "aws.hook", flag "aws-hook", "NAME", Type::Text, default None, check None,
         doc "Termination lifecycle hook. Unset: the group's EC2_INSTANCE_TERMINATING hook from DescribeLifecycleHooks.",
         unset "the group's `autoscaling:EC2_INSTANCE_TERMINATING` hook",
         note "found with DescribeLifecycleHooks at start",
-        docs "termination hook to drive; an explicit name overrides discovery; no termination hook means hook actions are no-ops";
+        docs "termination hook to drive; an explicit name overrides discovery; no termination hook means hook actions are no-ops",
+        field hook: Option<String> = (r, k) { r.string(k) };
     AWS_ENDPOINT_URL: "aws.endpoint_url", flag "aws-endpoint-url", "URL", Type::Text, default None,
         check Some(check_http_url),
         doc "Auto Scaling endpoint override (unset: the SDK's default, which honours AWS_ENDPOINT_URL).",
         unset "the SDK's (honours `AWS_ENDPOINT_URL`)",
         note "the SDK's default endpoint",
-        docs "Auto Scaling endpoint";
+        docs "Auto Scaling endpoint",
+        field endpoint_url: Option<String> = (r, k) { r.string(k) };
     // Auto Scaling answers in well under a second; 5 minutes is no longer a timeout.
     AWS_API_TIMEOUT: "aws.api_timeout", flag "aws-api-timeout", "DURATION", duration(ms(100), secs(300)),
         default Some("10s"), check None,
         doc "Longest time one Auto Scaling call may take before it counts as a transient failure.",
         unset "",
         note "",
-        docs "longest time one call attempt may take (counts as a transient failure)";
+        docs "longest time one call attempt may take (counts as a transient failure)",
+        field api_timeout: Duration = (r, k) { r.duration(k) };
     AWS_IMDS_ENDPOINT: "aws.imds_endpoint", flag "aws-imds-endpoint", "URL", Type::Text,
         default Some(DEFAULT_IMDS_ENDPOINT), check Some(check_imds_endpoint),
         doc "Instance metadata base URL. Unset: AWS_EC2_METADATA_SERVICE_ENDPOINT, then the default.",
         unset "",
         note "",
-        docs "IMDS base URL";
+        docs "IMDS base URL",
+        field imds_endpoint: crate::imds::Endpoint = (r, k) {
+            let url = match r.string_no_default(k)? {
+                Some(v) => v,
+                None => match r.std_env(k, env_vars::STD_IMDS_ENDPOINT)? {
+                    Some(v) => v,
+                    None => r.default_string(k),
+                },
+            };
+            crate::imds::Endpoint::parse(&url).map_err(|m| r.invalid(k, m))
+        };
     // A spot notice comes two minutes ahead; polling slower than once a minute risks missing it.
     AWS_IMDS_POLL: "aws.imds_poll", flag "aws-imds-poll", "DURATION", duration(ms(100), secs(60)),
         default Some("1s"), check None,
         doc "How often IMDS target-lifecycle-state, spot and rebalance notices are read.",
         unset "",
         note "",
-        docs "IMDS polling period; a spot notice comes two minutes ahead";
+        docs "IMDS polling period; a spot notice comes two minutes ahead",
+        field imds_poll: Duration = (r, k) { r.duration(k) };
     // 0 is fine: clear protection as soon as the runner is idle.
     DRAIN_UNPROTECT_DELAY: "drain.unprotect_delay", flag "drain-unprotect-delay", "DURATION",
         duration(Duration::ZERO, secs(24 * 3600)), default Some("30s"), check None,
         doc "How long an idle runner stays protected after a job before protection is cleared.",
         unset "",
         note "",
-        docs "an idle runner stays protected this long after a job before protection is cleared";
+        docs "an idle runner stays protected this long after a job before protection is cleared",
+        field unprotect_delay: Duration = (r, k) { r.duration(k) };
     // A self-hosted job runs at most 5 days (GitHub Actions usage limits); 0 would cancel every job.
     DRAIN_STOP_DEADLINE: "drain.stop_deadline", flag "drain-stop-deadline", "DURATION|none",
         Type::Duration { min: secs(1), max: secs(5 * 24 * 3600), none: true }, default Some("none"), check None,
         doc "After SIGTERM, the longest a running job may delay the stop before it is forced (cancelled).",
         unset "",
         note "",
-        docs "after SIGTERM, the longest a running job may delay the stop before it is forced (cancelling the job); a self-hosted job runs at most 5 days";
+        docs "after SIGTERM, the longest a running job may delay the stop before it is forced (cancelling the job); a self-hosted job runs at most 5 days",
+        field stop_deadline: Option<Duration> = (r, k) { r.optional_duration(k) };
     DRAIN_ON_REBALANCE: "drain.on_rebalance", flag "drain-on-rebalance", "BOOL", Type::Bool,
         default Some("false"), check None,
         doc "Whether an EC2 rebalance recommendation drains the runner (default: only a warning).",
         unset "",
         note "",
-        docs "whether a rebalance recommendation drains the runner";
+        docs "whether a rebalance recommendation drains the runner",
+        field drain_on_rebalance: bool = (r, k) { r.bool(k) };
     AGENT_SOCKET: "agent.socket", flag "agent-socket", "PATH", Type::Text, default Some(DEFAULT_SOCKET),
         check Some(check_socket_text),
         doc "Unix socket the job hooks talk to.",
         unset "",
         note "",
-        docs "the hook socket (absolute path, at most 100 bytes)";
+        docs "the hook socket (absolute path, at most 100 bytes)",
+        field socket: PathBuf = (r, k) { Ok(PathBuf::from(r.string(k)?.unwrap_or_default())) };
     AGENT_SOCKET_GROUP: "agent.socket_group", flag "agent-socket-group", "GROUP", Type::Text, default None,
         check None,
         doc "Group allowed to use the socket (mode 0660); unset: owner only (mode 0600).",
         unset "(none: mode 0600; with `runner.user`, that user's primary group and mode 0660)",
         note "socket is owner-only, mode 0600",
-        docs "group allowed to use the socket (mode 0660)";
+        docs "group allowed to use the socket (mode 0660)",
+        field socket_group: Option<String> = (r, k) { r.string(k) };
     AGENT_LOG_FORMAT: "agent.log_format", flag "agent-log-format", "FORMAT", Type::Choice(&["human", "json"]),
         default Some("human"), check None,
         doc "`human` or `json` (one JSON object per line).",
         unset "",
         note "",
-        docs "`human` or `json`";
+        docs "`human` or `json`",
+        field log_format: LogFormat = (r, k) {
+            Ok(match r.choice(k)? {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Human,
+            })
+        };
     AGENT_LOG_LEVEL: "agent.log_level", flag "agent-log-level", "LEVEL",
         Type::Choice(&["error", "warn", "info", "debug", "trace"]), default Some("info"), check None,
         doc "`error`, `warn`, `info`, `debug` or `trace`.",
         unset "",
         note "",
-        docs "`error`, `warn`, `info`, `debug`, `trace` (dependencies log at most `warn`)";
+        docs "`error`, `warn`, `info`, `debug`, `trace` (dependencies log at most `warn`)",
+        field log_level: tracing::level_filters::LevelFilter = (r, k) {
+            r.choice(k)?
+                .parse::<tracing::level_filters::LevelFilter>()
+                .map_err(|e| r.invalid(k, e.to_string()))
+        };
     AGENT_METRICS_LISTEN: "agent.metrics_listen", flag "agent-metrics-listen", "ADDR|none", Type::Text,
         default Some("none"), check Some(check_metrics_listen),
         doc "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off.",
         unset "",
         note "",
-        docs "Prometheus endpoint `GET /metrics` on this loopback `IP:port`, e.g. `127.0.0.1:9464`; any other address is a configuration error (see \"Metrics\")";
+        docs "Prometheus endpoint `GET /metrics` on this loopback `IP:port`, e.g. `127.0.0.1:9464`; any other address is a configuration error (see \"Metrics\")",
+        field metrics_listen: Option<std::net::SocketAddr> = (r, k) { parse_metrics_listen(&r.string(k)?.unwrap_or_default()).map_err(|m| r.invalid(k, m)) };
 }
 
 /// The docs table's default column of a key whose default the table shows differently.
@@ -512,61 +596,6 @@ pub struct ConfigFile {
     pub loaded: bool,
 }
 
-/// The resolved settings.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The file that was read (or looked for).
-    pub config_file: ConfigFile,
-    /// `runner.dir`.
-    pub runner_dir: Option<PathBuf>,
-    /// `runner.command`, program first; a relative program is relative to `runner.dir`.
-    pub runner_command: Vec<String>,
-    /// `runner.mode`.
-    pub runner_mode: ListenerMode,
-    /// `runner.worker_poll`.
-    pub worker_poll: Duration,
-    /// `runner.stop_grace`.
-    pub stop_grace: Duration,
-    /// `runner.relaunch_delay`.
-    pub relaunch_delay: Duration,
-    /// `runner.user`: the listener's user, as written (resolved by [`Settings::runner_account`]).
-    pub runner_user: Option<String>,
-    /// `aws.region` (or `AWS_REGION`).
-    pub region: Option<String>,
-    /// `aws.instance_id`.
-    pub instance_id: Option<String>,
-    /// `aws.group`.
-    pub group: Option<String>,
-    /// `aws.hook`.
-    pub hook: Option<String>,
-    /// `aws.endpoint_url`.
-    pub endpoint_url: Option<String>,
-    /// `aws.api_timeout`.
-    pub api_timeout: Duration,
-    /// `aws.imds_endpoint`, parsed.
-    pub imds_endpoint: crate::imds::Endpoint,
-    /// `aws.imds_poll`.
-    pub imds_poll: Duration,
-    /// `drain.unprotect_delay`.
-    pub unprotect_delay: Duration,
-    /// `drain.stop_deadline`.
-    pub stop_deadline: Option<Duration>,
-    /// `drain.on_rebalance`.
-    pub drain_on_rebalance: bool,
-    /// `agent.socket`.
-    pub socket: PathBuf,
-    /// `agent.socket_group`.
-    pub socket_group: Option<String>,
-    /// `agent.log_format`.
-    pub log_format: LogFormat,
-    /// `agent.log_level`.
-    pub log_level: tracing::level_filters::LevelFilter,
-    /// `agent.metrics_listen`: where the metrics endpoint listens, if it is on.
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Where each set key came from, with its value as text, for `--config-check`.
-    pub origins: BTreeMap<&'static str, (String, Source)>,
-}
-
 /// Resolve the settings from flags (key name, value), the environment and the file that
 /// `config_flag` / `RUNNER_LIFECYCLE_CONFIG` / the default path names.
 pub fn resolve(
@@ -602,78 +631,7 @@ pub fn resolve_with_default(
         origins: BTreeMap::new(),
     };
 
-    // One line per key: its type, bounds, choices and checks come from KEYS.
-    let runner_dir = r.string("runner.dir")?.map(PathBuf::from);
-    let runner_command = r.command("runner.command")?;
-    let runner_mode = match r.choice("runner.mode")? {
-        "one-job" => ListenerMode::OneJob,
-        _ => ListenerMode::Persistent,
-    };
-    let worker_poll = r.duration("runner.worker_poll")?;
-    let stop_grace = r.duration("runner.stop_grace")?;
-    let relaunch_delay = r.duration("runner.relaunch_delay")?;
-    let runner_user = r.string("runner.user")?;
-    let region = match r.string("aws.region")? {
-        Some(region) => Some(region),
-        None => r.std_env("aws.region", env_vars::STD_AWS_REGION)?,
-    };
-    let instance_id = r.string("aws.instance_id")?;
-    let group = r.string("aws.group")?;
-    let hook = r.string("aws.hook")?;
-    let endpoint_url = r.string("aws.endpoint_url")?;
-    let api_timeout = r.duration("aws.api_timeout")?;
-    let imds_endpoint = match r.string_no_default("aws.imds_endpoint")? {
-        Some(v) => v,
-        None => match r.std_env("aws.imds_endpoint", env_vars::STD_IMDS_ENDPOINT)? {
-            Some(v) => v,
-            None => r.default_string("aws.imds_endpoint"),
-        },
-    };
-    let imds_endpoint = crate::imds::Endpoint::parse(&imds_endpoint).map_err(|m| r.invalid("aws.imds_endpoint", m))?;
-    let imds_poll = r.duration("aws.imds_poll")?;
-    let unprotect_delay = r.duration("drain.unprotect_delay")?;
-    let stop_deadline = r.optional_duration("drain.stop_deadline")?;
-    let drain_on_rebalance = r.bool("drain.on_rebalance")?;
-    let socket = PathBuf::from(r.string("agent.socket")?.unwrap_or_default());
-    let socket_group = r.string("agent.socket_group")?;
-    let log_format = match r.choice("agent.log_format")? {
-        "json" => LogFormat::Json,
-        _ => LogFormat::Human,
-    };
-    let log_level = r
-        .choice("agent.log_level")?
-        .parse::<tracing::level_filters::LevelFilter>()
-        .map_err(|e| r.invalid("agent.log_level", e.to_string()))?;
-    let metrics_listen = parse_metrics_listen(&r.string("agent.metrics_listen")?.unwrap_or_default())
-        .map_err(|m| r.invalid("agent.metrics_listen", m))?;
-
-    Ok(Settings {
-        config_file: ConfigFile { path, loaded },
-        runner_dir,
-        runner_command,
-        runner_mode,
-        worker_poll,
-        stop_grace,
-        relaunch_delay,
-        runner_user,
-        region,
-        instance_id,
-        group,
-        hook,
-        endpoint_url,
-        api_timeout,
-        imds_endpoint,
-        imds_poll,
-        unprotect_delay,
-        stop_deadline,
-        drain_on_rebalance,
-        socket,
-        socket_group,
-        log_format,
-        log_level,
-        metrics_listen,
-        origins: r.origins,
-    })
+    resolve_keys(&mut r, ConfigFile { path, loaded })
 }
 
 /// Whether `path` can be the hook socket.
