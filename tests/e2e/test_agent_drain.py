@@ -92,7 +92,7 @@ def test_sigterm_mid_job_lets_the_job_finish_then_exits_zero(make_host, broker):
     wait_for(lambda: host.protected() is True, 3, "protection")
 
     agent.signal(signal.SIGTERM)
-    agent.wait_record(notice="drain-started", cause="StopRequested", timeout=5)
+    agent.wait_record(notice="drain-started", cause="stop-requested", timeout=5)
     time.sleep(0.5)
     assert agent.running(), "the agent must wait for the job"
     assert not agent.records(action="stop-listener"), "no signal to a listener with a live job"
@@ -100,7 +100,7 @@ def test_sigterm_mid_job_lets_the_job_finish_then_exits_zero(make_host, broker):
     assert agent.wait(timeout=30) == 0
     assert broker.outcome(job) == "succeeded"
     stop = agent.records(action="stop-listener")
-    assert len(stop) == 1 and stop[0]["reason"] == "StopRequestedIdle"
+    assert len(stop) == 1 and stop[0]["reason"] == "stop-requested-idle"
     assert broker.job(job).ended_at is not None
     # An idle host left behind unprotected, so the group can scale it in.
     assert host.protected() is False
@@ -136,7 +136,7 @@ def test_spot_notice_stops_new_jobs_but_lets_the_running_one_finish(make_host, b
     first = broker.assign_job(3.0, runner=host.runner.name)
     broker.wait_worker_started(first)
     host.imds.set_spot_notice("terminate")
-    agent.wait_record(notice="drain-started", cause="SpotInterruption", timeout=5)
+    agent.wait_record(notice="drain-started", cause="spot-interruption", timeout=5)
     second = broker.assign_job(1.0, runner=host.runner.name)
 
     assert broker.wait_outcome(first, timeout=20) == "succeeded"
@@ -160,5 +160,5 @@ def test_one_job_mode_relaunches_the_listener_between_jobs(make_host, broker):
         broker.wait_listening(host.runner.name, timeout=15)
     starts = wait_for(lambda: len(agent.records(action="start-listener")) >= 3 and agent.records(action="start-listener"),
                       10, "third listener start")
-    assert [s["reason"] for s in starts] == ["Serving", "NextJob", "NextJob"], starts
+    assert [s["reason"] for s in starts] == ["serving", "next-job", "next-job"], starts
     assert stop_agent(agent) == 0

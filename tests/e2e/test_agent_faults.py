@@ -37,8 +37,8 @@ def test_throttling_and_5xx_on_heartbeat_and_complete_are_retried_and_complete_o
     assert not aws.pending_actions(iid)
     failed = agent.records(notice="api-failed")
     kinds = sorted({(r["call"], r["kind"]) for r in failed})
-    assert kinds == [("Complete", "Throttled"), ("Complete", "Transient"),
-                     ("Heartbeat", "Throttled"), ("Heartbeat", "Transient")], kinds
+    assert kinds == [("complete", "throttled"), ("complete", "transient"),
+                     ("heartbeat", "throttled"), ("heartbeat", "transient")], kinds
     assert stop_agent(agent) == 0
 
 
@@ -58,7 +58,7 @@ def test_imds_down_for_ten_seconds(make_host, broker, aws):
 
     time.sleep(max(0.0, outage_end - time.monotonic()))
     agent.wait_record(message="IMDS answers again", timeout=10)
-    fallback = agent.records(action="describe", reason="ImdsDown")
+    fallback = agent.records(action="describe", reason="imds-down")
     assert len(fallback) == 1, "one slow describe while IMDS was down, not a poll storm"
     assert agent.running()
     # The listener was never stopped for lack of IMDS.
@@ -66,7 +66,7 @@ def test_imds_down_for_ten_seconds(make_host, broker, aws):
 
     # And termination is still noticed once IMDS is back.
     host.terminate()
-    agent.wait_record(action="stop-listener", reason="TerminatingIdle", timeout=10)
+    agent.wait_record(action="stop-listener", reason="terminating-idle", timeout=10)
     wait_for(lambda: host.calls("CompleteLifecycleAction", ok=True), 10, "CompleteLifecycleAction")
     wait_for(host.gone, 10, "instance removed")
     assert stop_agent(agent) == 0
@@ -116,7 +116,7 @@ def test_a_listener_ignoring_sigint_is_killed_only_after_the_grace(make_host, tm
     kill = agent.wait_record(action="kill-listener", timeout=10)
     gap = parse_ts(kill["timestamp"]) - parse_ts(stop["timestamp"])
     assert 1.9 <= gap < 4.0, f"SIGKILL {gap:.2f} s after SIGINT; the grace is 2 s"
-    assert kill["reason"] == "GraceExpired"
+    assert kill["reason"] == "grace-expired"
     exited = agent.wait_record(message="listener exited", timeout=10)
     assert exited["signal"] == 9
     assert agent.wait(timeout=15) == 0

@@ -28,8 +28,8 @@ def test_job_is_protected_while_it_runs_and_unprotected_after(make_host, broker)
     wait_for(lambda: host.protected() is False, 5.0, "protection cleared after the job")
     sets = [c.protected for c in host.calls("SetInstanceProtection", ok=True)]
     assert sets == [True, False], sets
-    assert agent.records(action="set-protection", reason="JobAssigned")
-    assert agent.records(action="set-protection", reason="Idle")
+    assert agent.records(action="set-protection", reason="job-assigned")
+    assert agent.records(action="set-protection", reason="idle")
     assert agent.running()
     assert stop_agent(agent) == 0
 
@@ -42,7 +42,7 @@ def test_idle_scale_in_stops_listener_within_a_second_and_completes_the_hook(mak
     _, wall_wait = host.entered("Terminating:Wait")
 
     stop = agent.wait_record(action="stop-listener", timeout=10)
-    assert stop["reason"] == "TerminatingIdle" and stop["cancels_job"] is False
+    assert stop["reason"] == "terminating-idle" and stop["cancels_job"] is False
     lag = host_time(stop) - wall_wait
     assert lag < 1.0, f"listener signalled {lag:.3f} s after IMDS turned Terminated"
 
@@ -70,7 +70,7 @@ def test_listener_exits_are_handled_as_runsvc_does(make_host, broker):
     first_pid = agent.records(message="listener started")[0]["pid"]
 
     broker.crash_next(2, runner=host.runner.name)
-    relaunch = agent.wait_record(action="start-listener", reason="Relaunch", timeout=15)
+    relaunch = agent.wait_record(action="start-listener", reason="relaunch", timeout=15)
     assert relaunch
     broker.wait_listening(host.runner.name, timeout=15)
     pids = [r["pid"] for r in agent.records(message="listener started")]
@@ -140,7 +140,7 @@ def test_group_without_termination_hook_serves_and_never_calls_hook_actions(make
 
     wait_for(lambda: host.protected() is False, 5, "unprotected")
     host.asg().set_desired_capacity(AutoScalingGroupName=host.group, DesiredCapacity=0)
-    agent.wait_record(action="stop-listener", reason="TerminatingIdle", timeout=10)
+    agent.wait_record(action="stop-listener", reason="terminating-idle", timeout=10)
     wait_for(host.gone, 10, "instance removed")
     time.sleep(0.5)
     assert not host.calls("CompleteLifecycleAction") and not host.calls("RecordLifecycleActionHeartbeat")

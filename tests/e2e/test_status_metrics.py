@@ -296,7 +296,7 @@ def test_metrics_count_a_job_and_an_idle_scale_in(make_host, broker):
                  3, "the unprotect call counted")
     assert m["runner_lifecycle_jobs_assigned_total"] == 1 and m["runner_lifecycle_jobs_ended_total"] == 1
     assert m['runner_lifecycle_protection_calls_total{action="protect",result="ok"}'] == 1
-    assert m['runner_lifecycle_api_calls_total{call="set_protection"}'] == len(host.calls("SetInstanceProtection"))
+    assert m['runner_lifecycle_api_calls_total{call="set-protection"}'] == len(host.calls("SetInstanceProtection"))
     assert m["runner_lifecycle_job_alive"] == 0 and m["runner_lifecycle_protected"] == 0
 
     # Idle scale-in: detected through IMDS, the listener signalled, the hook completed.
@@ -342,7 +342,7 @@ def test_metrics_count_heartbeats_and_api_errors_of_a_busy_drain(make_host, brok
     assert m["runner_lifecycle_heartbeats_sent_total"] == len(beats)
     assert m["runner_lifecycle_heartbeats_failed_total"] == 1
     assert m['runner_lifecycle_api_errors_total{call="heartbeat",kind="throttled"}'] == 1
-    assert m['runner_lifecycle_api_errors_total{call="set_protection",kind="throttled"}'] == 1
+    assert m['runner_lifecycle_api_errors_total{call="set-protection",kind="throttled"}'] == 1
     assert m['runner_lifecycle_protection_calls_total{action="protect",result="throttled"}'] == 1
     assert m['runner_lifecycle_protection_calls_total{action="protect",result="ok"}'] == 1
     assert m['runner_lifecycle_termination_detected_total{via="imds"}'] == 1

@@ -10,7 +10,7 @@ use crate::asg::{self, AutoScaling, RetryPolicy};
 use crate::clock::{jitter_seed, Clock};
 use crate::config::{ConfigError, Settings};
 use crate::env_vars;
-use crate::imds::{paths, Endpoint, ImdsClient};
+use crate::imds::{paths, ImdsClient};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::procs::{self, ProcId};
@@ -178,7 +178,7 @@ impl Starting<'_> {
                             self.metrics_listen.as_deref(),
                             usize::try_from(self.early_hooks.noted).unwrap_or(usize::MAX),
                         )
-                        .to_string()),
+                        .to_json()),
                     };
                     let _ = inc.reply.send(answer);
                 }
@@ -262,12 +262,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
     let adopted = adopt(&program, runner_uid);
 
-    let endpoint = Endpoint::parse(&settings.imds_endpoint).map_err(|message| ConfigError::Invalid {
-        key: "aws.imds_endpoint",
-        origin: "resolved settings".into(),
-        message,
-    })?;
-    let mut imds = ImdsClient::new(endpoint);
+    let mut imds = ImdsClient::new(settings.imds_endpoint.clone());
 
     // Discovery, while answering signals, hooks and the watchdog. The discovery future lives
     // across those events: restarting it on each one could starve it.
@@ -607,10 +602,16 @@ impl Agent {
                 return outcome;
             }
             self.update_gauges();
-            let deadline = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
+            let next = self.core.next_timer();
+            let deadline = next.map(|(t, _)| self.clock.instant_of(t));
             let watching = self.listener.is_some();
             tokio::select! {
-                () = sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
+                () = sleep_until(deadline) => {
+                    if let Some((_, timer)) = next {
+                        debug!(timer = %timer, "timer due");
+                    }
+                    self.core.handle_timeout(self.clock.now());
+                }
                 Some(event) = rx.recv() => self.on_event(event),
                 Some(inc) = hook_rx.recv() => self.on_hook(inc),
                 _ = signals.term.recv() => self.on_stop_signal("SIGTERM"),
@@ -673,8 +674,8 @@ impl Agent {
                 metrics::lock(&self.metrics).on_api_result(id, call, &result);
                 let took_ms = took.as_millis() as u64;
                 match &result {
-                    Ok(_) => info!(%id, call = ?call, took_ms, "Auto Scaling call succeeded"),
-                    Err(e) => debug!(%id, call = ?call, took_ms, error = %e, "Auto Scaling call failed"),
+                    Ok(_) => info!(%id, call = %call, took_ms, "Auto Scaling call succeeded"),
+                    Err(e) => debug!(%id, call = %call, took_ms, error = %e, "Auto Scaling call failed"),
                 }
                 self.feed(Input::ApiResult { id, result });
             }
@@ -744,7 +745,7 @@ impl Agent {
             workers: self.workers.iter().map(|w| w.pid).collect(),
             metrics_listen: self.metrics_listen.clone(),
         };
-        status::running(&self.core.snapshot(), self.clock.now(), &facts).to_string()
+        status::running(&self.core.snapshot(), self.clock.now(), &facts).to_json()
     }
 
     /// Check the listener's children for workers, and an adopted listener for its exit.
@@ -795,7 +796,6 @@ impl Agent {
             self.feed(Input::WorkerExited { pid: w.pid });
         }
         for w in started {
-            metrics::lock(&self.metrics).on_worker_started();
             info!(pid = w.pid, "Runner.Worker started: job assigned");
             self.feed(Input::WorkerStarted { pid: w.pid });
         }
@@ -814,23 +814,23 @@ impl Agent {
         metrics::lock(&self.metrics).on_action(&action, self.clock.now(), self.core.job_alive());
         match action {
             Action::StartListener { reason } => {
-                info!(action = "start-listener", reason = ?reason, program = %self.program.display(), "starting the runner listener");
+                info!(action = "start-listener", reason = %reason, program = %self.program.display(), "starting the runner listener");
                 self.spawn_listener();
             }
             Action::StopListener { reason, cancels_job } => {
                 if cancels_job {
-                    error!(action = "stop-listener", reason = ?reason, cancels_job, "SIGINT to the listener while a job runs: the job will be cancelled");
+                    error!(action = "stop-listener", reason = %reason, cancels_job, "SIGINT to the listener while a job runs: the job will be cancelled");
                 } else {
-                    info!(action = "stop-listener", reason = ?reason, cancels_job, "SIGINT to the idle listener");
+                    info!(action = "stop-listener", reason = %reason, cancels_job, "SIGINT to the idle listener");
                 }
                 self.signal_listener(rustix::process::Signal::INT);
             }
             Action::KillListener { reason } => {
-                warn!(action = "kill-listener", reason = ?reason, "SIGKILL to the listener");
+                warn!(action = "kill-listener", reason = %reason, "SIGKILL to the listener");
                 self.signal_listener(rustix::process::Signal::KILL);
             }
             Action::SetProtection { id, protect, reason } => {
-                info!(action = "set-protection", %id, protect, reason = ?reason, "SetInstanceProtection");
+                info!(action = "set-protection", %id, protect, reason = %reason, "SetInstanceProtection");
                 let asg = self.asg.clone();
                 self.call(
                     id,
@@ -839,17 +839,17 @@ impl Agent {
                 );
             }
             Action::Describe { id, reason } => {
-                info!(action = "describe", %id, reason = ?reason, "DescribeAutoScalingInstances");
+                info!(action = "describe", %id, reason = %reason, "DescribeAutoScalingInstances");
                 let asg = self.asg.clone();
                 self.call(id, Call::Describe, async move { asg.describe_for_core().await });
             }
             Action::Heartbeat { id, reason } => {
-                info!(action = "heartbeat", %id, reason = ?reason, "RecordLifecycleActionHeartbeat");
+                info!(action = "heartbeat", %id, reason = %reason, "RecordLifecycleActionHeartbeat");
                 let asg = self.asg.clone();
                 self.call(id, Call::Heartbeat, async move { asg.heartbeat().await });
             }
             Action::CompleteLifecycleAction { id, result, reason } => {
-                info!(action = "complete", %id, result = %result, reason = ?reason, "CompleteLifecycleAction");
+                info!(action = "complete", %id, result = %result, reason = %reason, "CompleteLifecycleAction");
                 let asg = self.asg.clone();
                 self.call(id, Call::Complete, async move { asg.complete(result).await });
             }
@@ -1031,12 +1031,12 @@ fn cause_text(cause: DrainCause) -> &'static str {
 fn log_notice(notice: &Notice) {
     match notice {
         Notice::TerminationDetected { via } => {
-            info!(notice = "termination-detected", via = ?via, "termination detected")
+            info!(notice = "termination-detected", via = %via, "termination detected")
         }
         Notice::StateConfirmed { state } => {
             info!(notice = "state-confirmed", state = %state, "Auto Scaling state confirmed")
         }
-        Notice::DrainStarted { cause } => info!(notice = "drain-started", cause = ?cause, "drain started: no new jobs"),
+        Notice::DrainStarted { cause } => info!(notice = "drain-started", cause = %cause, "drain started: no new jobs"),
         Notice::JobAssigned => info!(notice = "job-assigned", "job assigned"),
         Notice::JobEnded => info!(notice = "job-ended", "job ended"),
         Notice::HookGone => warn!(
@@ -1051,7 +1051,7 @@ fn log_notice(notice: &Notice) {
             error,
             retry_in_ms,
         } => {
-            warn!(notice = "api-failed", call = ?call, kind = ?error.kind, error = %error.message, retry_in_ms, "Auto Scaling call failed; will retry")
+            warn!(notice = "api-failed", call = %call, kind = %error.kind, error = %error.message, retry_in_ms, "Auto Scaling call failed; will retry")
         }
         Notice::GlobalTimeoutNear { remaining_ms } => {
             warn!(
@@ -1070,6 +1070,9 @@ fn log_notice(notice: &Notice) {
                 notice = "listener-died-with-job",
                 "the listener exited while a job ran: that job is lost"
             )
+        }
+        Notice::JobLost { cause } => {
+            error!(notice = "job-lost", cause = %cause, "a job was lost")
         }
         Notice::ForcingStopWithJob => {
             error!(

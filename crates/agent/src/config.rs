@@ -26,7 +26,35 @@ pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 /// (actions/runner src/Misc/layoutbin/RunnerService.js: `bin/Runner.Listener run --startuptype service`).
 pub const DEFAULT_RUNNER_COMMAND: &str = "bin/Runner.Listener run --startuptype service";
 
-/// One configuration key and its three spellings.
+/// What a key's value is, for validation and for the docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    /// Free text, checked by the key's `check` if it has one.
+    Text,
+    /// A command line: a string split at whitespace, or (in the file) an array of strings.
+    Command,
+    /// One of a few words.
+    Choice(&'static [&'static str]),
+    /// A duration like `30s`, within its bounds.
+    Duration {
+        /// Shortest allowed.
+        min: Duration,
+        /// Longest allowed.
+        max: Duration,
+        /// Whether `none` (no duration) is allowed.
+        none: bool,
+    },
+    /// `true` or `false` (also `1`/`0`, `yes`/`no` outside the file).
+    Bool,
+}
+
+/// A check of a key's text value: `Err` says what is wrong with it.
+pub type Check = fn(&str) -> Result<(), String>;
+
+/// One configuration key, declared once: its name, flag, environment variable, type (with bounds
+/// or choices), default, check and documentation; its row in `keys!` also names the typed
+/// [`Settings`] field it resolves to. The flag, the variable, the file key, the validation,
+/// `--help`, `Settings` and docs/agent.md's table all derive from that row.
 #[derive(Debug)]
 pub struct Key {
     /// `section.name`, as in the file.
@@ -37,212 +65,97 @@ pub struct Key {
     pub env: &'static str,
     /// Placeholder for help texts.
     pub value_name: &'static str,
-    /// One line of help.
-    pub doc: &'static str,
+    /// What the value is.
+    pub ty: Type,
     /// The default, as text; `None` when the value is discovered or optional.
     pub default: Option<&'static str>,
+    /// A check of a text value (beyond its type), if any.
+    pub check: Option<Check>,
+    /// One line of help (`--help`).
+    pub doc: &'static str,
+    /// The docs table's default column when there is no default (what happens instead).
+    pub unset: &'static str,
+    /// What `--config-check` says of the key when it is not set (keys without a default).
+    pub note: &'static str,
+    /// The docs table's meaning column (markdown); the bounds of a duration are appended.
+    pub docs: &'static str,
 }
 
-macro_rules! key {
-    ($name:literal, $flag:literal, $env:expr, $vn:literal, $default:expr, $doc:literal) => {
-        Key {
-            name: $name,
-            flag: $flag,
-            env: $env,
-            value_name: $vn,
-            doc: $doc,
-            default: $default,
+impl Key {
+    /// The bounds of a duration key.
+    pub fn bounds(&self) -> Option<(Duration, Duration)> {
+        match self.ty {
+            Type::Duration { min, max, .. } => Some((min, max)),
+            _ => None,
+        }
+    }
+}
+
+/// The one table of configuration keys: each row declares a key once. `$var` names its environment
+/// variable's constant in [`vars`] (`RUNNER_LIFECYCLE_` + the name).
+macro_rules! keys {
+    ($(
+        $var:ident: $name:literal, flag $flag:literal, $vn:literal, $ty:expr, default $default:expr,
+        check $check:expr, doc $doc:literal, unset $unset:literal, note $note:literal, docs $docs:literal,
+        field $field:ident: $fty:ty = ($r:ident, $k:ident) $resolve:block;
+    )+) => {
+        /// The environment variable of every key, generated from the key table.
+        pub mod vars {
+            $(
+                #[doc = concat!("`", $name, "`.")]
+                pub const $var: &str = concat!("RUNNER_LIFECYCLE_", stringify!($var));
+            )+
+        }
+
+        /// Every key, in documentation order.
+        pub const KEYS: &[Key] = &[$(
+            Key {
+                name: $name,
+                flag: $flag,
+                env: vars::$var,
+                value_name: $vn,
+                ty: $ty,
+                default: $default,
+                check: $check,
+                doc: $doc,
+                unset: $unset,
+                note: $note,
+                docs: $docs,
+            },
+        )+];
+
+        /// The resolved settings: one typed field per key, resolved by its row of the table.
+        #[derive(Clone, Debug)]
+        pub struct Settings {
+            /// The file that was read (or looked for).
+            pub config_file: ConfigFile,
+            $(
+                #[doc = concat!("`", $name, "`: ", $doc)]
+                pub $field: $fty,
+            )+
+            /// Where each set key came from, with its value as text, for `--config-check`.
+            pub origins: BTreeMap<&'static str, (String, Source)>,
+        }
+
+        /// How each key's value is resolved (its row's `field` clause).
+        mod resolvers {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                pub(super) fn $field($r: &mut Resolver<'_>, $k: &'static str) -> Result<$fty, ConfigError> $resolve
+            )+
+        }
+
+        /// Every key resolved in table order (an error names the first bad key).
+        fn resolve_keys(r: &mut Resolver<'_>, config_file: ConfigFile) -> Result<Settings, ConfigError> {
+            Ok(Settings {
+                config_file,
+                $($field: resolvers::$field(r, $name)?,)+
+                origins: std::mem::take(&mut r.origins),
+            })
         }
     };
 }
-
-/// Every key, in documentation order.
-pub const KEYS: &[Key] = &[
-    key!(
-        "runner.dir",
-        "runner-dir",
-        env_vars::RUNNER_DIR,
-        "DIR",
-        None,
-        "The runner's install directory (holds bin/Runner.Listener). Required by `agent`."
-    ),
-    key!(
-        "runner.command",
-        "runner-command",
-        env_vars::RUNNER_COMMAND,
-        "CMD",
-        Some(DEFAULT_RUNNER_COMMAND),
-        "Listener command line; a relative program is taken from runner.dir. In the file: a string or an array."
-    ),
-    key!(
-        "runner.mode",
-        "runner-mode",
-        env_vars::RUNNER_MODE,
-        "MODE",
-        Some("persistent"),
-        "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job)."
-    ),
-    key!(
-        "runner.worker_poll",
-        "runner-worker-poll",
-        env_vars::RUNNER_WORKER_POLL,
-        "DURATION",
-        Some("50ms"),
-        "How often the listener's children are checked for a Runner.Worker (a job)."
-    ),
-    key!(
-        "runner.stop_grace",
-        "runner-stop-grace",
-        env_vars::RUNNER_STOP_GRACE,
-        "DURATION",
-        Some("30s"),
-        "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s)."
-    ),
-    key!(
-        "runner.relaunch_delay",
-        "runner-relaunch-delay",
-        env_vars::RUNNER_RELAUNCH_DELAY,
-        "DURATION",
-        Some("5s"),
-        "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s)."
-    ),
-    key!(
-        "runner.user",
-        "runner-user",
-        env_vars::RUNNER_USER,
-        "USER",
-        None,
-        "User (name or uid, from /etc/passwd) the listener runs as, with its groups. Unset: the agent's own user."
-    ),
-    key!(
-        "aws.region",
-        "aws-region",
-        env_vars::AWS_REGION,
-        "REGION",
-        None,
-        "AWS region. Unset: AWS_REGION, then IMDS placement/region."
-    ),
-    key!(
-        "aws.instance_id",
-        "aws-instance-id",
-        env_vars::AWS_INSTANCE_ID,
-        "ID",
-        None,
-        "This instance's id. Unset: IMDS meta-data/instance-id."
-    ),
-    key!(
-        "aws.group",
-        "aws-group",
-        env_vars::AWS_GROUP,
-        "NAME",
-        None,
-        "Auto Scaling group. Unset: DescribeAutoScalingInstances."
-    ),
-    key!(
-        "aws.hook",
-        "aws-hook",
-        env_vars::AWS_HOOK,
-        "NAME",
-        None,
-        "Termination lifecycle hook. Unset: the group's EC2_INSTANCE_TERMINATING hook from DescribeLifecycleHooks."
-    ),
-    key!(
-        "aws.endpoint_url",
-        "aws-endpoint-url",
-        env_vars::AWS_ENDPOINT_URL,
-        "URL",
-        None,
-        "Auto Scaling endpoint override (unset: the SDK's default, which honours AWS_ENDPOINT_URL)."
-    ),
-    key!(
-        "aws.api_timeout",
-        "aws-api-timeout",
-        env_vars::AWS_API_TIMEOUT,
-        "DURATION",
-        Some("10s"),
-        "Longest time one Auto Scaling call may take before it counts as a transient failure."
-    ),
-    key!(
-        "aws.imds_endpoint",
-        "aws-imds-endpoint",
-        env_vars::AWS_IMDS_ENDPOINT,
-        "URL",
-        Some(DEFAULT_IMDS_ENDPOINT),
-        "Instance metadata base URL. Unset: AWS_EC2_METADATA_SERVICE_ENDPOINT, then the default."
-    ),
-    key!(
-        "aws.imds_poll",
-        "aws-imds-poll",
-        env_vars::AWS_IMDS_POLL,
-        "DURATION",
-        Some("1s"),
-        "How often IMDS target-lifecycle-state, spot and rebalance notices are read."
-    ),
-    key!(
-        "drain.unprotect_delay",
-        "drain-unprotect-delay",
-        env_vars::DRAIN_UNPROTECT_DELAY,
-        "DURATION",
-        Some("30s"),
-        "How long an idle runner stays protected after a job before protection is cleared."
-    ),
-    key!(
-        "drain.stop_deadline",
-        "drain-stop-deadline",
-        env_vars::DRAIN_STOP_DEADLINE,
-        "DURATION|none",
-        Some("none"),
-        "After SIGTERM, the longest a running job may delay the stop before it is forced (cancelled)."
-    ),
-    key!(
-        "drain.on_rebalance",
-        "drain-on-rebalance",
-        env_vars::DRAIN_ON_REBALANCE,
-        "BOOL",
-        Some("false"),
-        "Whether an EC2 rebalance recommendation drains the runner (default: only a warning)."
-    ),
-    key!(
-        "agent.socket",
-        "agent-socket",
-        env_vars::AGENT_SOCKET,
-        "PATH",
-        Some(DEFAULT_SOCKET),
-        "Unix socket the job hooks talk to."
-    ),
-    key!(
-        "agent.socket_group",
-        "agent-socket-group",
-        env_vars::AGENT_SOCKET_GROUP,
-        "GROUP",
-        None,
-        "Group allowed to use the socket (mode 0660); unset: owner only (mode 0600)."
-    ),
-    key!(
-        "agent.log_format",
-        "agent-log-format",
-        env_vars::AGENT_LOG_FORMAT,
-        "FORMAT",
-        Some("human"),
-        "`human` or `json` (one JSON object per line)."
-    ),
-    key!(
-        "agent.log_level",
-        "agent-log-level",
-        env_vars::AGENT_LOG_LEVEL,
-        "LEVEL",
-        Some("info"),
-        "`error`, `warn`, `info`, `debug` or `trace`."
-    ),
-    key!(
-        "agent.metrics_listen",
-        "agent-metrics-listen",
-        env_vars::AGENT_METRICS_LISTEN,
-        "ADDR|none",
-        Some("none"),
-        "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off."
-    ),
-];
 
 const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -252,33 +165,297 @@ const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The allowed range of every duration key, enforced when the value is read (docs/agent.md lists
-/// the same ranges; a test keeps them in step). Upper bounds stop a typo (`5000000000000h`) from
-/// turning into a timer that never fires or an `Instant` that overflows; lower bounds stop values
-/// that would make the agent spin.
-pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
+/// A duration key's type. Upper bounds stop a typo (`5000000000000h`) from turning into a timer that
+/// never fires or an `Instant` that overflows; lower bounds stop values that would make the agent
+/// spin.
+const fn duration(min: Duration, max: Duration) -> Type {
+    Type::Duration { min, max, none: false }
+}
+
+keys! {
+    RUNNER_DIR: "runner.dir", flag "runner-dir", "DIR", Type::Text, default None, check None,
+        doc "The runner's install directory (holds bin/Runner.Listener). Required by `agent`.",
+        unset "(required)",
+        note "required by `agent`",
+        docs "the runner's install directory (holds `bin/Runner.Listener`)",
+        field runner_dir: Option<PathBuf> = (r, k) { Ok(r.string(k)?.map(PathBuf::from)) };
+    RUNNER_COMMAND: "runner.command", flag "runner-command", "CMD", Type::Command,
+        default Some(DEFAULT_RUNNER_COMMAND), check None,
+        doc "Listener command line; a relative program is taken from runner.dir. In the file: a string or an array.",
+        unset "",
+        note "",
+        docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace",
+        field runner_command: Vec<String> = (r, k) { r.command(k) };
+    RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&["persistent", "one-job"]),
+        default Some("persistent"), check None,
+        doc "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job).",
+        unset "",
+        note "",
+        docs "`persistent`, or `one-job`: the listener takes one job, exits 0, and is relaunched unless draining (add `--once` to `runner.command`, or use an ephemeral registration; the agent warns otherwise)",
+        field runner_mode: ListenerMode = (r, k) {
+            Ok(match r.choice(k)? {
+                "one-job" => ListenerMode::OneJob,
+                _ => ListenerMode::Persistent,
+            })
+        };
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
-    ("runner.worker_poll", ms(5), secs(1)),
+    RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
+        default Some("50ms"), check None,
+        doc "How often the listener's children are checked for a Runner.Worker (a job).",
+        unset "",
+        note "",
+        docs "how often the listener's children are checked for `Runner.Worker`",
+        field worker_poll: Duration = (r, k) { r.duration(k) };
     // 0 would SIGKILL an idle listener at once; RunnerService.js waits 30 s, an hour is plenty.
-    ("runner.stop_grace", secs(1), secs(3600)),
+    RUNNER_STOP_GRACE: "runner.stop_grace", flag "runner-stop-grace", "DURATION", duration(secs(1), secs(3600)),
+        default Some("30s"), check None,
+        doc "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s).",
+        unset "",
+        note "",
+        docs "SIGINT to SIGKILL delay for an *idle* listener",
+        field stop_grace: Duration = (r, k) { r.duration(k) };
     // 0 would relaunch a crashing listener in a tight loop.
-    ("runner.relaunch_delay", ms(100), secs(3600)),
+    RUNNER_RELAUNCH_DELAY: "runner.relaunch_delay", flag "runner-relaunch-delay", "DURATION",
+        duration(ms(100), secs(3600)), default Some("5s"), check None,
+        doc "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s).",
+        unset "",
+        note "",
+        docs "delay before relaunching a listener that exited 2, 3, 4 or an unknown code",
+        field relaunch_delay: Duration = (r, k) { r.duration(k) };
+    RUNNER_USER: "runner.user", flag "runner-user", "USER", Type::Text, default None, check Some(check_user),
+        doc "User (name or uid, from /etc/passwd) the listener runs as, with its groups. Unset: the agent's own user.",
+        unset "(unset: the agent's own user)",
+        note "",
+        docs "user (name or numeric uid, from `/etc/passwd`) the listener runs as, with its primary and supplementary groups (`/etc/group`) and `HOME`, `USER`, `LOGNAME`, `SHELL` from its passwd entry; the agent must be root (or hold `CAP_SETUID`/`CAP_SETGID`); see \"The listener's user and environment\"",
+        field runner_user: Option<String> = (r, k) { r.string(k) };
+    AWS_REGION: "aws.region", flag "aws-region", "REGION", Type::Text, default None, check Some(check_region),
+        doc "AWS region. Unset: AWS_REGION, then IMDS placement/region.",
+        unset "`AWS_REGION`, then IMDS",
+        note "read from IMDS at start",
+        docs "region of the Auto Scaling API",
+        field region: Option<String> = (r, k) {
+            match r.string(k)? {
+                Some(region) => Ok(Some(region)),
+                None => r.std_env(k, env_vars::STD_AWS_REGION),
+            }
+        };
+    AWS_INSTANCE_ID: "aws.instance_id", flag "aws-instance-id", "ID", Type::Text, default None,
+        check Some(check_instance_id),
+        doc "This instance's id. Unset: IMDS meta-data/instance-id.",
+        unset "IMDS `instance-id`",
+        note "read from IMDS at start",
+        docs "this instance",
+        field instance_id: Option<String> = (r, k) { r.string(k) };
+    AWS_GROUP: "aws.group", flag "aws-group", "NAME", Type::Text, default None, check None,
+        doc "Auto Scaling group. Unset: DescribeAutoScalingInstances.",
+        unset "DescribeAutoScalingInstances",
+        note "found with DescribeAutoScalingInstances at start",
+        docs "the Auto Scaling group",
+        field group: Option<String> = (r, k) { r.string(k) };
+    AWS_HOOK: "aws.hook", flag "aws-hook", "NAME", Type::Text, default None, check None,
+        doc "Termination lifecycle hook. Unset: the group's EC2_INSTANCE_TERMINATING hook from DescribeLifecycleHooks.",
+        unset "the group's `autoscaling:EC2_INSTANCE_TERMINATING` hook",
+        note "found with DescribeLifecycleHooks at start",
+        docs "termination hook to drive; an explicit name overrides discovery; no termination hook means hook actions are no-ops",
+        field hook: Option<String> = (r, k) { r.string(k) };
+    AWS_ENDPOINT_URL: "aws.endpoint_url", flag "aws-endpoint-url", "URL", Type::Text, default None,
+        check Some(check_http_url),
+        doc "Auto Scaling endpoint override (unset: the SDK's default, which honours AWS_ENDPOINT_URL).",
+        unset "the SDK's (honours `AWS_ENDPOINT_URL`)",
+        note "the SDK's default endpoint",
+        docs "Auto Scaling endpoint",
+        field endpoint_url: Option<String> = (r, k) { r.string(k) };
     // Auto Scaling answers in well under a second; 5 minutes is no longer a timeout.
-    ("aws.api_timeout", ms(100), secs(300)),
+    AWS_API_TIMEOUT: "aws.api_timeout", flag "aws-api-timeout", "DURATION", duration(ms(100), secs(300)),
+        default Some("10s"), check None,
+        doc "Longest time one Auto Scaling call may take before it counts as a transient failure.",
+        unset "",
+        note "",
+        docs "longest time one call attempt may take (counts as a transient failure)",
+        field api_timeout: Duration = (r, k) { r.duration(k) };
+    AWS_IMDS_ENDPOINT: "aws.imds_endpoint", flag "aws-imds-endpoint", "URL", Type::Text,
+        default Some(DEFAULT_IMDS_ENDPOINT), check Some(check_imds_endpoint),
+        doc "Instance metadata base URL. Unset: AWS_EC2_METADATA_SERVICE_ENDPOINT, then the default.",
+        unset "",
+        note "",
+        docs "IMDS base URL",
+        field imds_endpoint: crate::imds::Endpoint = (r, k) {
+            let url = match r.string_no_default(k)? {
+                Some(v) => v,
+                None => match r.std_env(k, env_vars::STD_IMDS_ENDPOINT)? {
+                    Some(v) => v,
+                    None => r.default_string(k),
+                },
+            };
+            crate::imds::Endpoint::parse(&url).map_err(|m| r.invalid(k, m))
+        };
     // A spot notice comes two minutes ahead; polling slower than once a minute risks missing it.
-    ("aws.imds_poll", ms(100), secs(60)),
+    AWS_IMDS_POLL: "aws.imds_poll", flag "aws-imds-poll", "DURATION", duration(ms(100), secs(60)),
+        default Some("1s"), check None,
+        doc "How often IMDS target-lifecycle-state, spot and rebalance notices are read.",
+        unset "",
+        note "",
+        docs "IMDS polling period; a spot notice comes two minutes ahead",
+        field imds_poll: Duration = (r, k) { r.duration(k) };
     // 0 is fine: clear protection as soon as the runner is idle.
-    ("drain.unprotect_delay", Duration::ZERO, secs(24 * 3600)),
+    DRAIN_UNPROTECT_DELAY: "drain.unprotect_delay", flag "drain-unprotect-delay", "DURATION",
+        duration(Duration::ZERO, secs(24 * 3600)), default Some("30s"), check None,
+        doc "How long an idle runner stays protected after a job before protection is cleared.",
+        unset "",
+        note "",
+        docs "an idle runner stays protected this long after a job before protection is cleared",
+        field unprotect_delay: Duration = (r, k) { r.duration(k) };
     // A self-hosted job runs at most 5 days (GitHub Actions usage limits); 0 would cancel every job.
-    ("drain.stop_deadline", secs(1), secs(5 * 24 * 3600)),
-];
+    DRAIN_STOP_DEADLINE: "drain.stop_deadline", flag "drain-stop-deadline", "DURATION|none",
+        Type::Duration { min: secs(1), max: secs(5 * 24 * 3600), none: true }, default Some("none"), check None,
+        doc "After SIGTERM, the longest a running job may delay the stop before it is forced (cancelled).",
+        unset "",
+        note "",
+        docs "after SIGTERM, the longest a running job may delay the stop before it is forced (cancelling the job); a self-hosted job runs at most 5 days",
+        field stop_deadline: Option<Duration> = (r, k) { r.optional_duration(k) };
+    DRAIN_ON_REBALANCE: "drain.on_rebalance", flag "drain-on-rebalance", "BOOL", Type::Bool,
+        default Some("false"), check None,
+        doc "Whether an EC2 rebalance recommendation drains the runner (default: only a warning).",
+        unset "",
+        note "",
+        docs "whether a rebalance recommendation drains the runner",
+        field drain_on_rebalance: bool = (r, k) { r.bool(k) };
+    AGENT_SOCKET: "agent.socket", flag "agent-socket", "PATH", Type::Text, default Some(DEFAULT_SOCKET),
+        check Some(check_socket_text),
+        doc "Unix socket the job hooks talk to.",
+        unset "",
+        note "",
+        docs "the hook socket (absolute path, at most 100 bytes)",
+        field socket: PathBuf = (r, k) { Ok(PathBuf::from(r.string(k)?.unwrap_or_default())) };
+    AGENT_SOCKET_GROUP: "agent.socket_group", flag "agent-socket-group", "GROUP", Type::Text, default None,
+        check None,
+        doc "Group allowed to use the socket (mode 0660); unset: owner only (mode 0600).",
+        unset "(none: mode 0600; with `runner.user`, that user's primary group and mode 0660)",
+        note "socket is owner-only, mode 0600",
+        docs "group allowed to use the socket (mode 0660)",
+        field socket_group: Option<String> = (r, k) { r.string(k) };
+    AGENT_LOG_FORMAT: "agent.log_format", flag "agent-log-format", "FORMAT", Type::Choice(&["human", "json"]),
+        default Some("human"), check None,
+        doc "`human` or `json` (one JSON object per line).",
+        unset "",
+        note "",
+        docs "`human` or `json`",
+        field log_format: LogFormat = (r, k) {
+            Ok(match r.choice(k)? {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Human,
+            })
+        };
+    AGENT_LOG_LEVEL: "agent.log_level", flag "agent-log-level", "LEVEL",
+        Type::Choice(&["error", "warn", "info", "debug", "trace"]), default Some("info"), check None,
+        doc "`error`, `warn`, `info`, `debug` or `trace`.",
+        unset "",
+        note "",
+        docs "`error`, `warn`, `info`, `debug`, `trace` (dependencies log at most `warn`)",
+        field log_level: tracing::level_filters::LevelFilter = (r, k) {
+            r.choice(k)?
+                .parse::<tracing::level_filters::LevelFilter>()
+                .map_err(|e| r.invalid(k, e.to_string()))
+        };
+    AGENT_METRICS_LISTEN: "agent.metrics_listen", flag "agent-metrics-listen", "ADDR|none", Type::Text,
+        default Some("none"), check Some(check_metrics_listen),
+        doc "Prometheus endpoint (GET /metrics) on this loopback address, e.g. 127.0.0.1:9464; `none`: off.",
+        unset "",
+        note "",
+        docs "Prometheus endpoint `GET /metrics` on this loopback `IP:port`, e.g. `127.0.0.1:9464`; any other address is a configuration error (see \"Metrics\")",
+        field metrics_listen: Option<std::net::SocketAddr> = (r, k) { parse_metrics_listen(&r.string(k)?.unwrap_or_default()).map_err(|m| r.invalid(k, m)) };
+}
+
+/// The docs table's default column of a key whose default the table shows differently.
+fn docs_default(key: &Key) -> String {
+    match (key.name, key.default) {
+        ("aws.imds_endpoint", Some(d)) => format!("`AWS_EC2_METADATA_SERVICE_ENDPOINT`, then `{d}`"),
+        ("agent.metrics_listen", Some(d)) => format!("`{d}` (off)"),
+        (_, Some(d)) => format!("`{d}`"),
+        (_, None) => key.unset.to_string(),
+    }
+}
+
+/// docs/agent.md's table of keys, generated from [`KEYS`] (a test checks that the docs have it).
+pub fn docs_table() -> String {
+    let mut out =
+        String::from("| key | flag | environment variable | default | meaning |\n| --- | --- | --- | --- | --- |\n");
+    for key in KEYS {
+        let bounds = key
+            .bounds()
+            .map(|(min, max)| format!(" ({} to {})", format_duration(min), format_duration(max)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `{}` | `--{}` | `{}` | {} | {}{bounds} |",
+            key.name,
+            key.flag,
+            key.env,
+            docs_default(key),
+            key.docs
+        );
+    }
+    out
+}
 
 /// The allowed range of the duration key `name` (every duration key has one).
 pub fn duration_bounds(name: &str) -> Option<(Duration, Duration)> {
-    DURATION_BOUNDS
-        .iter()
-        .find(|(k, _, _)| *k == name)
-        .map(|&(_, min, max)| (min, max))
+    KEYS.iter().find(|k| k.name == name).and_then(Key::bounds)
+}
+
+fn check_user(u: &str) -> Result<(), String> {
+    if u.is_empty() || u.contains([':', '\n', '\0']) || u.len() > 64 {
+        return Err("is not a user name or uid".into());
+    }
+    Ok(())
+}
+
+fn check_region(region: &str) -> Result<(), String> {
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!("`{region}` is not a region name"));
+    }
+    Ok(())
+}
+
+fn check_instance_id(id: &str) -> Result<(), String> {
+    if !id.starts_with("i-") || id.len() < 3 {
+        return Err(format!("`{id}` is not an instance id (i-...)"));
+    }
+    Ok(())
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("`{url}` is not an http(s) URL"));
+    }
+    Ok(())
+}
+
+fn check_imds_endpoint(url: &str) -> Result<(), String> {
+    crate::imds::Endpoint::parse(url).map(|_| ())
+}
+
+fn check_socket_text(path: &str) -> Result<(), String> {
+    check_socket(Path::new(path))
+}
+
+fn parse_metrics_listen(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if text == "none" {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP:port address (e.g. 127.0.0.1:9464, [::1]:9464) or `none`"))?;
+    crate::metrics::check_listen(addr)?;
+    Ok(Some(addr))
+}
+
+fn check_metrics_listen(text: &str) -> Result<(), String> {
+    parse_metrics_listen(text).map(|_| ())
 }
 
 /// Configuration errors. Each names the key and where its bad value came from.
@@ -419,61 +596,6 @@ pub struct ConfigFile {
     pub loaded: bool,
 }
 
-/// The resolved settings.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The file that was read (or looked for).
-    pub config_file: ConfigFile,
-    /// `runner.dir`.
-    pub runner_dir: Option<PathBuf>,
-    /// `runner.command`, program first; a relative program is relative to `runner.dir`.
-    pub runner_command: Vec<String>,
-    /// `runner.mode`.
-    pub runner_mode: ListenerMode,
-    /// `runner.worker_poll`.
-    pub worker_poll: Duration,
-    /// `runner.stop_grace`.
-    pub stop_grace: Duration,
-    /// `runner.relaunch_delay`.
-    pub relaunch_delay: Duration,
-    /// `runner.user`: the listener's user, as written (resolved by [`Settings::runner_account`]).
-    pub runner_user: Option<String>,
-    /// `aws.region` (or `AWS_REGION`).
-    pub region: Option<String>,
-    /// `aws.instance_id`.
-    pub instance_id: Option<String>,
-    /// `aws.group`.
-    pub group: Option<String>,
-    /// `aws.hook`.
-    pub hook: Option<String>,
-    /// `aws.endpoint_url`.
-    pub endpoint_url: Option<String>,
-    /// `aws.api_timeout`.
-    pub api_timeout: Duration,
-    /// `aws.imds_endpoint`.
-    pub imds_endpoint: String,
-    /// `aws.imds_poll`.
-    pub imds_poll: Duration,
-    /// `drain.unprotect_delay`.
-    pub unprotect_delay: Duration,
-    /// `drain.stop_deadline`.
-    pub stop_deadline: Option<Duration>,
-    /// `drain.on_rebalance`.
-    pub drain_on_rebalance: bool,
-    /// `agent.socket`.
-    pub socket: PathBuf,
-    /// `agent.socket_group`.
-    pub socket_group: Option<String>,
-    /// `agent.log_format`.
-    pub log_format: LogFormat,
-    /// `agent.log_level`.
-    pub log_level: tracing::level_filters::LevelFilter,
-    /// `agent.metrics_listen`: where the metrics endpoint listens, if it is on.
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Where each set key came from, with its value as text, for `--config-check`.
-    pub origins: BTreeMap<&'static str, (String, Source)>,
-}
-
 /// Resolve the settings from flags (key name, value), the environment and the file that
 /// `config_flag` / `RUNNER_LIFECYCLE_CONFIG` / the default path names.
 pub fn resolve(
@@ -509,149 +631,109 @@ pub fn resolve_with_default(
         origins: BTreeMap::new(),
     };
 
-    let runner_dir = r.string("runner.dir")?.map(PathBuf::from);
-    let runner_command = r.command("runner.command")?;
-    let runner_mode = match r.string("runner.mode")?.as_deref() {
-        Some("persistent") => ListenerMode::Persistent,
-        Some("one-job") => ListenerMode::OneJob,
-        other => {
-            return Err(r.invalid(
-                "runner.mode",
-                format!("`{}`: expected `persistent` or `one-job`", other.unwrap_or("")),
-            ))
-        }
-    };
-    let worker_poll = r.duration("runner.worker_poll")?;
-    let stop_grace = r.duration("runner.stop_grace")?;
-    let relaunch_delay = r.duration("runner.relaunch_delay")?;
-    let runner_user = r.string("runner.user")?;
-    if let Some(u) = &runner_user {
-        if u.is_empty() || u.contains([':', '\n', '\0']) || u.len() > 64 {
-            return Err(r.invalid("runner.user", "is not a user name or uid".into()));
-        }
-    }
-    let region = r
-        .string("aws.region")?
-        .or_else(|| r.std_env("aws.region", env_vars::STD_AWS_REGION));
-    if let Some(region) = &region {
-        if region.is_empty()
-            || !region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(r.invalid("aws.region", format!("`{region}` is not a region name")));
-        }
-    }
-    let instance_id = r.string("aws.instance_id")?;
-    if let Some(id) = &instance_id {
-        if !id.starts_with("i-") || id.len() < 3 {
-            return Err(r.invalid("aws.instance_id", format!("`{id}` is not an instance id (i-...)")));
-        }
-    }
-    let group = r.string("aws.group")?;
-    let hook = r.string("aws.hook")?;
-    let endpoint_url = r.string("aws.endpoint_url")?;
-    if let Some(url) = &endpoint_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(r.invalid("aws.endpoint_url", format!("`{url}` is not an http(s) URL")));
-        }
-    }
-    let api_timeout = r.duration("aws.api_timeout")?;
-    let imds_endpoint = match r.string_no_default("aws.imds_endpoint")? {
-        Some(v) => v,
-        None => r
-            .std_env("aws.imds_endpoint", env_vars::STD_IMDS_ENDPOINT)
-            .unwrap_or_else(|| r.default_string("aws.imds_endpoint")),
-    };
-    if let Err(message) = crate::imds::Endpoint::parse(&imds_endpoint) {
-        return Err(r.invalid("aws.imds_endpoint", message));
-    }
-    let imds_poll = r.duration("aws.imds_poll")?;
-    let unprotect_delay = r.duration("drain.unprotect_delay")?;
-    let stop_deadline = match r.string("drain.stop_deadline")?.as_deref() {
-        None | Some("none") => None,
-        Some(text) => Some(r.bounded("drain.stop_deadline", text)?),
-    };
-    let drain_on_rebalance = r.bool("drain.on_rebalance")?;
-    let socket = PathBuf::from(r.string("agent.socket")?.unwrap_or_default());
-    if !socket.is_absolute() {
-        return Err(r.invalid(
-            "agent.socket",
-            format!("`{}` must be an absolute path", socket.display()),
-        ));
+    resolve_keys(&mut r, ConfigFile { path, loaded })
+}
+
+/// Whether `path` can be the hook socket.
+fn check_socket(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("`{}` must be an absolute path", path.display()));
     }
     // sockaddr_un holds 108 bytes with the terminating NUL; the bind goes through a sibling name
     // a few bytes longer than the directory, so keep some room.
-    if socket.as_os_str().len() > 100 {
-        return Err(r.invalid(
-            "agent.socket",
-            "is longer than 100 bytes (a Unix socket path is limited to 107)".into(),
-        ));
+    if path.as_os_str().len() > 100 {
+        return Err("is longer than 100 bytes (a Unix socket path is limited to 107)".into());
     }
-    let socket_group = r.string("agent.socket_group")?;
-    let log_format = match r.string("agent.log_format")?.as_deref() {
-        Some("human") => LogFormat::Human,
-        Some("json") => LogFormat::Json,
-        other => {
-            return Err(r.invalid(
-                "agent.log_format",
-                format!("`{}`: expected `human` or `json`", other.unwrap_or("")),
-            ))
-        }
-    };
-    let level_text = r.string("agent.log_level")?.unwrap_or_default();
-    let log_level = match level_text.as_str() {
-        "error" | "warn" | "info" | "debug" | "trace" => level_text
-            .parse::<tracing::level_filters::LevelFilter>()
-            .map_err(|e| r.invalid("agent.log_level", e.to_string()))?,
-        other => {
-            return Err(r.invalid(
-                "agent.log_level",
-                format!("`{other}`: expected error, warn, info, debug or trace"),
-            ))
-        }
-    };
-    let metrics_listen = match r.string("agent.metrics_listen")?.as_deref() {
-        None | Some("none") => None,
-        Some(text) => {
-            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
-                r.invalid(
-                    "agent.metrics_listen",
-                    format!("`{text}` is not an IP:port address (e.g. 127.0.0.1:9464, [::1]:9464) or `none`"),
-                )
-            })?;
-            crate::metrics::check_listen(addr).map_err(|m| r.invalid("agent.metrics_listen", m))?;
-            Some(addr)
-        }
-    };
+    Ok(())
+}
 
-    Ok(Settings {
-        config_file: ConfigFile { path, loaded },
-        runner_dir,
-        runner_command,
-        runner_mode,
-        worker_poll,
-        stop_grace,
-        relaunch_delay,
-        runner_user,
-        region,
-        instance_id,
-        group,
-        hook,
-        endpoint_url,
-        api_timeout,
-        imds_endpoint,
-        imds_poll,
-        unprotect_delay,
-        stop_deadline,
-        drain_on_rebalance,
-        socket,
-        socket_group,
-        log_format,
-        log_level,
-        metrics_listen,
-        origins: r.origins,
-    })
+/// `agent.socket` alone, for `hook` and `status`: flag, then environment, then the file, then the
+/// default, as [`resolve`] picks it, but without reading or checking any other key and without
+/// retries. A source whose value is unusable (an unreadable or broken file, a relative path in the
+/// environment) is skipped for the next one, and what was wrong comes back with the path (a broken
+/// file is reported even when a flag or the environment names the socket): the hook must reach the
+/// agent whatever else is wrong with the configuration. Only a bad `flag` is an error.
+pub fn socket_path(
+    flag: Option<&str>,
+    config_flag: Option<&Path>,
+    env: &Env,
+) -> Result<(PathBuf, Option<String>), ConfigError> {
+    socket_path_with_default(flag, config_flag, env, Path::new(DEFAULT_CONFIG_PATH))
+}
+
+/// [`socket_path`] with another default file path (tests).
+pub fn socket_path_with_default(
+    flag: Option<&str>,
+    config_flag: Option<&Path>,
+    env: &Env,
+    default_path: &Path,
+) -> Result<(PathBuf, Option<String>), ConfigError> {
+    let key = key_spec("agent.socket");
+    let invalid = |origin: Source, message: String| ConfigError::Invalid {
+        key: key.name,
+        origin: origin.to_string(),
+        message,
+    };
+    // The file is read whatever wins, so that a broken one is always reported (only its syntax and
+    // its agent.socket are looked at).
+    let (file, explicit) = match (config_flag, env.get(env_vars::CONFIG)) {
+        (Some(p), _) => (p.to_path_buf(), true),
+        (None, Some(p)) => (PathBuf::from(p), true),
+        (None, None) => (default_path.to_path_buf(), false),
+    };
+    let from_file = match std::fs::read_to_string(&file) {
+        Ok(text) => socket_in_file(&file, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(None),
+        Err(source) => Err(ConfigError::Read { path: file, source }),
+    };
+    // A file that cannot be read or parsed is worth a warning even when a flag or a variable wins.
+    let file_warning = |r: &Result<Option<PathBuf>, ConfigError>| match r {
+        Err(e @ (ConfigError::Read { .. } | ConfigError::Syntax { .. })) => Some(e.to_string()),
+        _ => None,
+    };
+    if let Some(v) = flag {
+        let path = PathBuf::from(v.trim());
+        check_socket(&path).map_err(|m| invalid(Source::Flag(key.flag), m))?;
+        return Ok((path, file_warning(&from_file)));
+    }
+    let mut skipped = None;
+    if let Some(v) = env.get(key.env) {
+        let path = PathBuf::from(v.trim());
+        match check_socket(&path) {
+            Ok(()) => return Ok((path, file_warning(&from_file))),
+            Err(m) => skipped = Some(invalid(Source::Env(key.env), m).to_string()),
+        }
+    }
+    match from_file {
+        Ok(Some(path)) => return Ok((path, skipped)),
+        Ok(None) => {}
+        Err(e) => skipped = skipped.or(Some(e.to_string())),
+    }
+    Ok((PathBuf::from(key.default.unwrap_or(DEFAULT_SOCKET)), skipped))
+}
+
+/// `[agent] socket` in a configuration file's text, checked; nothing else of the file is looked at.
+fn socket_in_file(path: &Path, text: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })?;
+    let Some(value) = table.get("agent").and_then(|a| a.get("socket")) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "agent.socket",
+        origin: Source::File(path.to_path_buf()).to_string(),
+        message,
+    };
+    let socket = PathBuf::from(
+        value
+            .as_str()
+            .ok_or_else(|| invalid("expected a string".into()))?
+            .trim(),
+    );
+    check_socket(&socket).map_err(invalid)?;
+    Ok(Some(socket))
 }
 
 /// Read the file into key -> raw value, refusing unknown sections and keys.
@@ -787,10 +869,22 @@ impl Resolver<'_> {
         value
     }
 
-    fn std_env(&mut self, name: &'static str, var: &'static str) -> Option<String> {
-        let v = self.env.get(var)?.trim().to_string();
+    /// A standard variable that stands in for an unset key, checked as the key would be.
+    fn std_env(&mut self, name: &'static str, var: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(v) = self.env.get(var).map(|v| v.trim().to_string()) else {
+            return Ok(None);
+        };
         self.record(name, v.clone(), Source::Env(var));
-        Some(v)
+        self.check(name, &v)?;
+        Ok(Some(v))
+    }
+
+    /// The key's own check ([`Key::check`]), if it has one.
+    fn check(&self, name: &'static str, value: &str) -> Result<(), ConfigError> {
+        match key_spec(name).check {
+            Some(check) => check(value).map_err(|m| self.invalid(name, m)),
+            None => Ok(()),
+        }
     }
 
     fn string_no_default(&mut self, name: &'static str) -> Result<Option<String>, ConfigError> {
@@ -798,6 +892,7 @@ impl Resolver<'_> {
             Some((Raw::Str(s), source)) => {
                 let s = s.trim().to_string();
                 self.record(name, s.clone(), source);
+                self.check(name, &s)?;
                 Ok(Some(s))
             }
             Some((_, source)) => {
@@ -815,12 +910,40 @@ impl Resolver<'_> {
         Ok(key_spec(name).default.map(|_| self.default_string(name)))
     }
 
+    /// One of the key's choices ([`Type::Choice`]).
+    fn choice(&mut self, name: &'static str) -> Result<&'static str, ConfigError> {
+        let text = self.string(name)?.unwrap_or_default();
+        let Type::Choice(choices) = key_spec(name).ty else {
+            return Err(self.invalid(name, "is not a choice".into()));
+        };
+        match choices.iter().find(|c| **c == text) {
+            Some(c) => Ok(c),
+            None => {
+                let quoted: Vec<String> = choices.iter().map(|c| format!("`{c}`")).collect();
+                let expected = match quoted.split_last() {
+                    Some((last, [])) => last.clone(),
+                    Some((last, init)) => format!("{} or {last}", init.join(", ")),
+                    None => String::new(),
+                };
+                Err(self.invalid(name, format!("`{text}`: expected {expected}")))
+            }
+        }
+    }
+
     fn duration(&mut self, name: &'static str) -> Result<Duration, ConfigError> {
         let text = self.string(name)?.unwrap_or_default();
         self.bounded(name, &text)
     }
 
-    /// `text` as a duration within the key's range ([`DURATION_BOUNDS`]).
+    /// A duration, or `none` where the key allows it.
+    fn optional_duration(&mut self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+        match self.string(name)?.as_deref() {
+            None | Some("none") => Ok(None),
+            Some(text) => self.bounded(name, text).map(Some),
+        }
+    }
+
+    /// `text` as a duration within the key's bounds ([`Key::bounds`]).
     fn bounded(&self, name: &'static str, text: &str) -> Result<Duration, ConfigError> {
         let (min, max) = duration_bounds(name).unwrap_or((Duration::ZERO, Duration::MAX));
         parse_duration_in(text, min, max).map_err(|m| self.invalid(name, m))
@@ -1003,7 +1126,8 @@ impl Settings {
                     let _ = writeln!(out, "{name} = {}  # {source}", shown_value(key, value, self));
                 }
                 None => {
-                    let _ = writeln!(out, "# {name}: not set ({})", unset_note(key.name));
+                    let note = if key.note.is_empty() { "no default" } else { key.note };
+                    let _ = writeln!(out, "# {name}: not set ({note})");
                 }
             }
         }
@@ -1017,19 +1141,6 @@ fn shown_value(key: &Key, raw: &str, s: &Settings) -> String {
         "drain.on_rebalance" => s.drain_on_rebalance.to_string(),
         "runner.worker_poll" => format!("\"{}\"", format_duration(s.worker_poll)),
         _ => format!("{raw:?}"),
-    }
-}
-
-fn unset_note(name: &str) -> &'static str {
-    match name {
-        "runner.dir" => "required by `agent`",
-        "aws.region" => "read from IMDS at start",
-        "aws.instance_id" => "read from IMDS at start",
-        "aws.group" => "found with DescribeAutoScalingInstances at start",
-        "aws.hook" => "found with DescribeLifecycleHooks at start",
-        "aws.endpoint_url" => "the SDK's default endpoint",
-        "agent.socket_group" => "socket is owner-only, mode 0600",
-        _ => "no default",
     }
 }
 
@@ -1057,15 +1168,89 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_alone_is_picked_like_the_agent_picks_it() {
+        let no_etc = Path::new("/nonexistent/runner-lifecycle/config.toml");
+        let pick =
+            |flag: Option<&str>, file: Option<&Path>, env: &Env| socket_path_with_default(flag, file, env, no_etc);
+        let (p, skipped) = pick(None, None, &Env::default()).expect("default");
+        assert_eq!((p.as_path(), skipped.is_none()), (Path::new(DEFAULT_SOCKET), true));
+
+        // The file's socket, whatever else the file holds (other keys are not even checked).
+        let dir = tmpdir("socket-only");
+        let file = write(
+            &dir,
+            "[agent]\nsocket = \"/run/x/agent.sock\"\n[runner]\nmode = \"bogus\"\n",
+        );
+        let (p, skipped) = pick(None, Some(&file), &Env::default()).expect("file");
+        assert_eq!(p, Path::new("/run/x/agent.sock"));
+        assert!(skipped.is_none());
+        assert!(resolve_no_etc(&[], &Env::from_pairs([(env_vars::CONFIG, file.to_str().unwrap_or(""))])).is_err());
+
+        // Environment over file, flag over both.
+        let env = Env::from_pairs([(env_vars::AGENT_SOCKET, "/run/env.sock")]);
+        assert_eq!(
+            pick(None, Some(&file), &env).expect("env").0,
+            Path::new("/run/env.sock")
+        );
+        assert_eq!(
+            pick(Some("/run/flag.sock"), Some(&file), &env).expect("flag").0,
+            Path::new("/run/flag.sock")
+        );
+        assert!(
+            pick(Some("relative.sock"), None, &env).is_err(),
+            "a bad flag is an error"
+        );
+
+        // A broken file or a bad variable is skipped, and said.
+        let broken = write(&dir, "[[[");
+        let (p, skipped) = pick(None, Some(&broken), &env).expect("env despite the file");
+        assert_eq!(p, Path::new("/run/env.sock"));
+        assert!(
+            skipped.is_some_and(|e| e.contains("not valid TOML")),
+            "a broken file is still reported"
+        );
+        let (p, skipped) = pick(None, Some(&broken), &Env::default()).expect("default");
+        assert_eq!(p, Path::new(DEFAULT_SOCKET));
+        assert!(
+            skipped.as_deref().is_some_and(|e| e.contains("not valid TOML")),
+            "{skipped:?}"
+        );
+        let bad_env = Env::from_pairs([(env_vars::AGENT_SOCKET, "agent.sock")]);
+        let (p, skipped) = pick(None, None, &bad_env).expect("default");
+        assert_eq!(p, Path::new(DEFAULT_SOCKET));
+        assert!(skipped.is_some_and(|e| e.contains("absolute")));
+        let missing = dir.join("missing.toml");
+        let (_, skipped) = pick(None, Some(&missing), &Env::default()).expect("default");
+        assert!(
+            skipped.is_some_and(|e| e.contains("cannot read")),
+            "an explicit file must exist"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn every_key_is_consistently_spelled() {
         for k in KEYS {
             let flag = k.name.replace(['.', '_'], "-");
             assert_eq!(k.flag, flag, "{}", k.name);
             let env = format!("RUNNER_LIFECYCLE_{}", k.name.replace('.', "_").to_ascii_uppercase());
             assert_eq!(k.env, env, "{}", k.name);
-            assert!(env_vars::ALL_KEYS.contains(&k.env), "{} missing from ALL_KEYS", k.env);
+            assert_eq!(k.value_name.starts_with("DURATION"), k.bounds().is_some(), "{}", k.name);
+            if let Type::Choice(choices) = k.ty {
+                assert!(k.default.is_some_and(|d| choices.contains(&d)), "{}", k.name);
+            }
         }
-        assert_eq!(env_vars::ALL_KEYS.len(), KEYS.len());
+    }
+
+    /// docs/agent.md's key table is the one generated from KEYS, row for row.
+    #[test]
+    fn the_docs_key_table_is_the_generated_one() {
+        let docs = include_str!("../../../docs/agent.md");
+        let start = docs
+            .find("| key | flag | environment variable |")
+            .expect("the key table");
+        let table = docs[start..].split("\n\n").next().unwrap_or_default();
+        assert_eq!(format!("{table}\n"), docs_table());
     }
 
     #[test]
@@ -1145,7 +1330,10 @@ mod tests {
         ]);
         let s = resolve_no_etc(&[], &env).expect("resolve");
         assert_eq!(s.region.as_deref(), Some("us-east-1"));
-        assert_eq!(s.imds_endpoint, "http://127.0.0.1:9999");
+        assert_eq!(
+            s.imds_endpoint,
+            crate::imds::Endpoint::parse("http://127.0.0.1:9999").expect("url")
+        );
     }
 
     #[test]
@@ -1229,10 +1417,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(
-            DURATION_BOUNDS.len(),
-            KEYS.iter().filter(|k| k.value_name.starts_with("DURATION")).count()
-        );
     }
 
     #[test]

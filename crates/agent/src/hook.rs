@@ -14,7 +14,6 @@
 //! `runner.worker_poll`, 50 ms by default, and in its first scan after a restart) and protects the
 //! host itself. The hook is a hint that arrives early, never the truth the agent relies on.
 
-use crate::config::Settings;
 use crate::socket::Request;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -74,9 +73,9 @@ pub fn ask_agent(socket: &Path, request: Request) -> std::io::Result<String> {
 }
 
 /// Run the hook and return the one line to print in the job log. Never fails, never calls AWS.
-pub fn run(event: HookEvent, settings: &Settings) -> String {
+pub fn run(event: HookEvent, socket: &Path) -> String {
     let word = event.word();
-    match ask_agent(&settings.socket, event.request()) {
+    match ask_agent(socket, event.request()) {
         // The reply goes into the job's log: escaped, whoever answered on the socket.
         Ok(reply) => match reply.strip_prefix("ok ") {
             Some(text) => format!("runner-lifecycle: {word}: {}", lifecycle_escape::escape(text)),
@@ -90,7 +89,7 @@ pub fn run(event: HookEvent, settings: &Settings) -> String {
         },
         Err(e) => format!(
             "runner-lifecycle: {word}: agent unreachable at {} ({}); not reported. {}",
-            lifecycle_escape::clip(&settings.socket.display().to_string(), 120),
+            lifecycle_escape::clip(&socket.display().to_string(), 120),
             lifecycle_escape::clip(&e.to_string(), 120),
             UNSEEN
         ),
@@ -103,7 +102,6 @@ const UNSEEN: &str = "The job is not affected: the agent sees its Runner.Worker 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{resolve, Env};
 
     /// `hook job-started` against a one-shot agent on a fresh socket that answers `reply(request)`.
     fn hook_against(tag: &str, reply: impl FnOnce(&str) -> Vec<u8> + Send + 'static) -> String {
@@ -120,9 +118,7 @@ mod tests {
             let mut w = stream;
             w.write_all(&reply(&line)).expect("write");
         });
-        let flags = vec![("agent.socket", path.display().to_string())];
-        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
-        let line = run(HookEvent::JobStarted, &settings);
+        let line = run(HookEvent::JobStarted, &path);
         server.join().expect("server");
         let _ = std::fs::remove_dir_all(&dir);
         line
@@ -150,19 +146,13 @@ mod tests {
         );
     }
 
-    /// No agent: one line, at once, and no AWS call or IMDS read is even attempted (an IMDS
-    /// endpoint and a group are configured here to show that nothing reaches for them).
+    /// No agent: one line, at once, and no AWS call or IMDS read is even attempted (the hook has
+    /// nothing but the socket path).
     #[test]
     #[allow(clippy::disallowed_methods)] // the test measures the hook's own wall time
     fn without_an_agent_it_says_so_in_one_line_at_once() {
-        let flags = vec![
-            ("agent.socket", "/nonexistent/rl/agent.sock".to_string()),
-            ("aws.imds_endpoint", "http://127.0.0.1:1".to_string()),
-            ("aws.group", "runners".to_string()),
-        ];
-        let settings = resolve(&flags, Some(Path::new("/dev/null")), &Env::default()).expect("settings");
         let started = std::time::Instant::now();
-        let line = run(HookEvent::JobCompleted, &settings);
+        let line = run(HookEvent::JobCompleted, Path::new("/nonexistent/rl/agent.sock"));
         assert!(
             started.elapsed() < Duration::from_millis(500),
             "{:?}",

@@ -26,3 +26,4 @@ pub mod procs;
 pub mod runner_env;
 pub mod socket;
 pub mod status;
+pub mod status_wire;

@@ -1,17 +1,16 @@
 //! The agent's answer to a `status` request on the hook socket: the decision core's snapshot and
-//! what the agent itself knows, as one JSON object with stable field names (docs/agent.md,
-//! "Status"). Every time is relative to the moment of the answer (`..._in_ms` ahead, `..._ago_ms`
-//! behind), never the core's internal clock, and `next_step` says in words what the agent will do
-//! next, derived from the same snapshot.
+//! what the agent itself knows, as one typed [`Status`] ([`crate::status_wire`], documented in
+//! docs/agent.md, "Status"). Every time is relative to the moment of the answer (`..._in_ms` ahead, `..._ago_ms`
+//! behind), never the core's internal clock, and `next_step` words what the core says it will do
+//! next ([`lifecycle_core::NextStep`]): nothing here decides or re-derives.
 
 use crate::duration::relative;
-use lifecycle_core::{AsgState, Call, DrainCause, HookPhase, ListenerState, Reason, Snapshot, Time};
-use serde_json::{json, Value};
+use crate::status_wire::{self as wire, Status};
+use lifecycle_core::{
+    AfterStop, Call, CallProgress, DescribeReason, DescribeStep, DescribeWhen, DrainCause, HeartbeatWhen, HookPhase,
+    JobProtection, ListenerState, NextStep, Snapshot, Step, Time,
+};
 use std::time::Duration;
-
-/// Version of the JSON layout. New fields do not change it; a field that changes meaning or goes
-/// away does.
-pub const SCHEMA: u32 = 1;
 
 /// What the agent knows beyond the core's snapshot.
 #[derive(Clone, Debug, Default)]
@@ -44,16 +43,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The wire name of a call (as in the log's `action` field).
-pub fn call_name(call: Call) -> &'static str {
-    match call {
-        Call::SetProtection => "set-protection",
-        Call::Describe => "describe",
-        Call::Heartbeat => "heartbeat",
-        Call::Complete => "complete",
-    }
-}
-
 fn api_name(call: Call) -> &'static str {
     match call {
         Call::SetProtection => "SetInstanceProtection",
@@ -63,120 +52,100 @@ fn api_name(call: Call) -> &'static str {
     }
 }
 
-/// The wire name of a drain cause.
-pub fn cause_name(cause: DrainCause) -> &'static str {
-    match cause {
-        DrainCause::Terminating => "terminating",
-        DrainCause::StopRequested => "stop-requested",
-        DrainCause::SpotInterruption => "spot-interruption",
-        DrainCause::Rebalance => "rebalance",
+fn agent(uptime_ms: u64, metrics_listen: Option<String>, next_step: String) -> wire::Agent {
+    wire::Agent {
+        schema: wire::SCHEMA,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_ms,
+        metrics_listen,
+        next_step,
     }
 }
 
-/// A `kill_at` the core has set to "never again" after sending SIGKILL.
-fn killed(kill_at: Time) -> bool {
-    kill_at.as_millis() == u64::MAX
-}
-
 /// The answer while the agent is still discovering its instance (no core yet).
-pub fn discovering(uptime: Duration, metrics_listen: Option<&str>, hooks_noted: usize) -> Value {
-    json!({
-        "schema": SCHEMA,
-        "agent_state": "discovering",
-        "pid": std::process::id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_ms": millis(uptime),
-        "metrics_listen": metrics_listen,
-        "hooks_noted": hooks_noted,
-        "next_step": "discovering the instance (IMDS, DescribeAutoScalingInstances, DescribeLifecycleHooks); \
-                      the listener starts after that",
+pub fn discovering(uptime: Duration, metrics_listen: Option<&str>, hooks_noted: usize) -> Status {
+    Status::Discovering(wire::Discovering {
+        agent: agent(
+            millis(uptime),
+            metrics_listen.map(str::to_string),
+            "discovering the instance (IMDS, DescribeAutoScalingInstances, DescribeLifecycleHooks); \
+             the listener starts after that"
+                .into(),
+        ),
+        hooks_noted: u64::try_from(hooks_noted).unwrap_or(u64::MAX),
     })
 }
 
 /// The answer of a running agent. `now` is the core's current time (the agent's uptime).
-pub fn running(s: &Snapshot, now: Time, facts: &Facts) -> Value {
+pub fn running(s: &Snapshot, now: Time, facts: &Facts) -> Status {
     let at = |t: Option<Time>| t.map(|t| offset(t, now));
     let ago = |t: Option<Time>| t.map(|t| offset(now, t));
     let (listener, core_pid, up, kill_in, relaunch_in) = match &s.listener_state {
-        ListenerState::Down { relaunch_at } => ("down", None, None, None, at(*relaunch_at)),
-        ListenerState::Starting => ("starting", None, None, None, None),
-        ListenerState::Running { pid, since } => ("running", Some(*pid), ago(Some(*since)), None, None),
+        ListenerState::Down { relaunch_at } => (wire::Listener::Down, None, None, None, at(*relaunch_at)),
+        ListenerState::Starting => (wire::Listener::Starting, None, None, None, None),
+        ListenerState::Running { pid, since } => (wire::Listener::Running, Some(*pid), ago(Some(*since)), None, None),
         ListenerState::Stopping { pid, kill_at, .. } => {
-            let kill = (!killed(*kill_at)).then_some(*kill_at);
-            ("stopping", Some(*pid), None, at(kill), None)
+            (wire::Listener::Stopping, Some(*pid), None, at(*kill_at), None)
         }
     };
     let hook_phase = match s.hook_phase {
-        _ if !s.hook_configured => "not-configured",
-        HookPhase::None => "none",
-        HookPhase::Pending { .. } => "pending",
+        _ if !s.hook_configured => wire::HookPhase::NotConfigured,
+        HookPhase::None => wire::HookPhase::None,
+        HookPhase::Pending { .. } => wire::HookPhase::Pending,
+        HookPhase::Done => wire::HookPhase::Completed,
+    };
+    let hook_detail = match s.hook_phase {
+        HookPhase::None if !s.hook_configured => "no termination hook configured",
+        HookPhase::None => "no lifecycle action pending",
+        HookPhase::Pending { .. } => "Terminating:Wait",
         HookPhase::Done => "completed",
     };
-    let retries: Vec<Value> = s
-        .retry_at
-        .iter()
-        .map(|(call, t)| json!({ "call": call_name(*call), "in_ms": offset(*t, now) }))
-        .collect();
     let job_edge = offset(now, s.job_or_idle_since);
-    json!({
-        "schema": SCHEMA,
-        "agent_state": "running",
-        "pid": std::process::id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_ms": now.as_millis(),
-        "metrics_listen": facts.metrics_listen,
-        "instance_id": facts.instance_id,
-        "region": facts.region,
-        "group": facts.group,
-        "hook_name": facts.hook_name,
-        "heartbeat_timeout_ms": facts.heartbeat_timeout.map(millis),
-        "target_state": s.target_state,
-        "confirmed_state": s.confirmed_state,
-        "not_in_group": s.not_in_group,
-        "listener": listener,
-        "listener_pid": facts.listener_pid.or(core_pid),
-        "listener_up_ms": up,
-        "listener_kill_in_ms": kill_in,
-        "listener_relaunch_in_ms": relaunch_in,
-        "workers": facts.workers,
-        "job_alive": s.job_alive,
-        "job_age_ms": s.job_alive.then_some(job_edge),
-        "idle_ms": (!s.job_alive).then_some(job_edge),
-        "protected": s.protected,
-        "unprotect_in_ms": at(s.unprotect_at),
-        "draining": s.draining.map(cause_name),
-        "stop_requested": s.stop_requested,
-        "stop_forced": s.forced,
-        "stop_forced_in_ms": at(s.force_at),
-        "hook_phase": hook_phase,
-        "hook_detail": s.hook,
-        "next_heartbeat_in_ms": at(s.next_heartbeat),
-        "global_deadline_in_ms": at(s.global_deadline),
-        "last_heartbeat_ago_ms": ago(s.last_heartbeat),
-        "last_error": s.last_error,
-        "last_error_ago_ms": ago(s.last_error_at),
-        "calls_in_flight": s.in_flight.iter().map(|c| call_name(*c)).collect::<Vec<_>>(),
-        "retries": retries,
-        "next_step": next_step(s, now),
-        "next_deadline_in_ms": at(s.next_deadline),
-    })
-}
-
-fn in_flight(s: &Snapshot, call: Call) -> bool {
-    s.in_flight.contains(&call)
-}
-
-fn retry_at(s: &Snapshot, call: Call) -> Option<Time> {
-    s.retry_at.iter().find(|(c, _)| *c == call).map(|(_, t)| *t)
-}
-
-/// "CompleteLifecycleAction in flight" or "CompleteLifecycleAction failed; retry in 2s".
-fn call_progress(s: &Snapshot, call: Call, now: Time) -> Option<String> {
-    if in_flight(s, call) {
-        Some(format!("{} in flight", api_name(call)))
-    } else {
-        retry_at(s, call).map(|t| format!("{} failed; retry {}", api_name(call), relative(offset(t, now))))
-    }
+    Status::Running(Box::new(wire::Running {
+        agent: agent(now.as_millis(), facts.metrics_listen.clone(), next_step(s, now)),
+        instance_id: facts.instance_id.clone(),
+        region: facts.region.clone(),
+        group: facts.group.clone(),
+        hook_name: facts.hook_name.clone(),
+        heartbeat_timeout_ms: facts.heartbeat_timeout.map(millis),
+        target_state: s.target_state.as_ref().map(ToString::to_string),
+        confirmed_state: s.confirmed_state.as_ref().map(ToString::to_string),
+        not_in_group: s.not_in_group,
+        listener,
+        listener_pid: facts.listener_pid.or(core_pid),
+        listener_up_ms: up,
+        listener_kill_in_ms: kill_in,
+        listener_relaunch_in_ms: relaunch_in,
+        workers: facts.workers.clone(),
+        job_alive: s.job_alive,
+        job_age_ms: s.job_alive.then_some(job_edge),
+        idle_ms: (!s.job_alive).then_some(job_edge),
+        protected: s.protected,
+        unprotect_in_ms: at(s.unprotect_at),
+        draining: s.draining,
+        stop_requested: s.stop_requested,
+        stop_forced: s.forced,
+        stop_forced_in_ms: at(s.force_at),
+        hook_phase,
+        hook_detail: hook_detail.into(),
+        next_heartbeat_in_ms: at(s.next_heartbeat),
+        global_deadline_in_ms: at(s.global_deadline),
+        last_heartbeat_ago_ms: ago(s.last_heartbeat),
+        last_error: s.last_error.clone(),
+        last_error_ago_ms: ago(s.last_error_at),
+        calls_in_flight: s.in_flight.clone(),
+        retries: s
+            .retry_at
+            .iter()
+            .map(|(call, t)| wire::Retry {
+                call: *call,
+                in_ms: offset(*t, now),
+            })
+            .collect(),
+        next_deadline_in_ms: at(s.next_timer.map(|(t, _)| t)),
+        next_timer: s.next_timer.map(|(_, timer)| timer),
+    }))
 }
 
 fn join_then(steps: &[&str]) -> String {
@@ -187,210 +156,170 @@ fn join_then(steps: &[&str]) -> String {
     }
 }
 
-/// The next thing the agent will do, in words, derived from the core's snapshot.
-pub fn next_step(s: &Snapshot, now: Time) -> String {
-    if s.exited {
-        return "exiting: the drain is finished".into();
-    }
-    let describe = describe_step(s, now);
-    match s.draining {
-        Some(cause) => draining_step(s, cause, now, describe),
-        None => serving_step(s, now, describe),
+/// "CompleteLifecycleAction in flight" or "CompleteLifecycleAction failed; retry in 2s".
+fn progress(call: Call, p: CallProgress, now: Time) -> String {
+    match p {
+        CallProgress::InFlight => format!("{} in flight", api_name(call)),
+        CallProgress::RetryAt(t) => format!("{} failed; retry {}", api_name(call), relative(offset(t, now))),
     }
 }
 
-/// A describe the core waits for, with its progress.
-fn describe_step(s: &Snapshot, now: Time) -> Option<String> {
-    let reason = s.describe_wanted?;
-    let what = match reason {
-        Reason::ConfirmTermination => "confirming the termination with DescribeAutoScalingInstances",
-        Reason::ProtectionRefused => {
-            "protection was refused (instance not InService): confirming the termination with DescribeAutoScalingInstances"
-        }
-        Reason::AwaitInService => "waiting for Auto Scaling to confirm InService before serving jobs",
-        Reason::ImdsDown => "IMDS is not answering: watching for termination with DescribeAutoScalingInstances",
-        _ => "describing the instance",
-    };
-    let poll = reason == Reason::ImdsDown || (reason == Reason::AwaitInService && s.confirmed_state.is_some());
-    let when = match call_progress(s, Call::Describe, now) {
-        Some(p) => p,
-        None => match s.next_describe_poll.filter(|t| poll && *t > now) {
-            Some(t) => format!("next describe {}", relative(offset(t, now))),
-            None => "describe due now".into(),
-        },
-    };
-    Some(format!("{what} ({when})"))
-}
-
-fn may_serve(s: &Snapshot) -> bool {
-    s.not_in_group
-        || s.confirmed_state
-            .as_deref()
-            .is_some_and(|c| AsgState::parse(c).may_serve())
-}
-
-fn serving_step(s: &Snapshot, now: Time, describe: Option<String>) -> String {
-    match &s.listener_state {
-        ListenerState::Running { .. } => serving_running(s, now, describe),
-        ListenerState::Starting => "starting the listener".into(),
-        ListenerState::Stopping { .. } => "waiting for the listener to exit".into(),
-        ListenerState::Down { relaunch_at: None } => {
-            "the listener exited and will not be relaunched (see the log); nothing scheduled".into()
-        }
-        ListenerState::Down { relaunch_at: Some(t) } => {
-            if let Some(d) = describe {
-                d
-            } else if !may_serve(s) {
-                format!(
-                    "waiting: the listener starts once Auto Scaling reports InService (now {})",
-                    s.confirmed_state
-                        .as_deref()
-                        .or(s.target_state.as_deref())
-                        .unwrap_or("unknown")
-                )
-            } else if *t > now {
-                format!("relaunching the listener {}", relative(offset(*t, now)))
-            } else {
-                "starting the listener".into()
-            }
-        }
-    }
-}
-
-fn serving_running(s: &Snapshot, now: Time, describe: Option<String>) -> String {
-    let main = if s.job_alive {
-        let protection = match (s.protected, call_progress(s, Call::SetProtection, now)) {
-            _ if s.not_in_group => "in no Auto Scaling group, nothing to protect".to_string(),
-            (_, Some(p)) => format!("protecting it: {p}"),
-            (Some(true), None) => "protected from scale-in".to_string(),
-            (_, None) => "not protected yet".to_string(),
-        };
-        format!("job running ({protection}); when it ends, protection is kept for drain.unprotect_delay in case the next job comes")
-    } else if let Some(t) = s.unprotect_at {
-        match call_progress(s, Call::SetProtection, now) {
-            Some(p) => format!("idle: clearing scale-in protection ({p})"),
-            None => format!(
-                "idle: clearing scale-in protection {} unless a job comes",
-                relative(offset(t, now))
-            ),
-        }
-    } else if let Some(p) = call_progress(s, Call::SetProtection, now) {
-        format!("idle: {p}")
-    } else {
-        "idle: nothing scheduled (watching IMDS for scale-in and the listener for jobs)".into()
-    };
-    match describe {
-        Some(d) => format!("{d}; {main}"),
-        None => main,
-    }
-}
-
-/// What is left after the listener stops, for a draining host.
-fn after_stop(s: &Snapshot, cause: DrainCause) -> Vec<&'static str> {
+/// The steps left after the listener stops, in words.
+fn after_stop(then: AfterStop) -> Vec<&'static str> {
     let mut steps = Vec::new();
-    let hook_left = s.hook_configured
-        && match s.hook_phase {
-            HookPhase::Pending { .. } => true,
-            HookPhase::None => cause == DrainCause::Terminating && !s.not_in_group,
-            HookPhase::Done => false,
-        };
-    if hook_left {
+    if then.complete_hook {
         steps.push("complete the lifecycle hook");
     }
-    if s.stop_requested {
+    if then.exit {
         steps.push("exit");
     }
     steps
 }
 
-fn draining_step(s: &Snapshot, cause: DrainCause, now: Time, describe: Option<String>) -> String {
-    let prefix = |text: String| match &describe {
-        Some(d) => format!("{d}; {text}"),
-        None => text,
-    };
-    if s.job_alive {
-        return prefix(busy_drain(s, cause, now));
-    }
-    let then = after_stop(s, cause);
-    let then_text = if then.is_empty() {
+/// ", then complete the lifecycle hook and exit", or nothing.
+fn then_text(then: AfterStop) -> String {
+    let steps = after_stop(then);
+    if steps.is_empty() {
         String::new()
     } else {
-        format!(", then {}", join_then(&then))
-    };
-    match &s.listener_state {
-        ListenerState::Running { .. } => prefix(format!("stopping the idle listener{then_text}")),
-        ListenerState::Starting => prefix(format!(
-            "waiting for the listener to start, then stopping it{then_text}"
-        )),
-        ListenerState::Stopping { kill_at, .. } if killed(*kill_at) => {
-            prefix(format!("SIGKILL sent; waiting for the listener to exit{then_text}"))
-        }
-        ListenerState::Stopping { kill_at, .. } => prefix(format!(
-            "waiting for the idle listener to exit after SIGINT (SIGKILL {}){then_text}",
-            relative(offset(*kill_at, now))
-        )),
-        ListenerState::Down { .. } => match describe {
-            Some(d) => d,
-            None => drained(s, cause, now),
-        },
+        format!(", then {}", join_then(&steps))
     }
 }
 
-fn busy_drain(s: &Snapshot, cause: DrainCause, now: Time) -> String {
-    if let ListenerState::Stopping { forced, kill_at, .. } = &s.listener_state {
-        return if *forced {
+/// The next thing the agent will do, in words: the core's [`NextStep`] worded, nothing derived.
+pub fn next_step(s: &Snapshot, now: Time) -> String {
+    let NextStep { describe, step } = s.next_step;
+    let describe = describe.map(|d| describe_text(d, now));
+    let step = step.map(|st| step_text(st, s, now));
+    match (describe, step) {
+        (Some(d), Some(st)) => format!("{d}; {st}"),
+        (Some(text), None) | (None, Some(text)) => text,
+        (None, None) => "nothing scheduled".into(),
+    }
+}
+
+/// A describe the core waits for, with its progress.
+fn describe_text(d: DescribeStep, now: Time) -> String {
+    let what = match d.reason {
+        DescribeReason::ConfirmTermination => "confirming the termination with DescribeAutoScalingInstances",
+        DescribeReason::ProtectionRefused => {
+            "protection was refused (instance not InService): confirming the termination with DescribeAutoScalingInstances"
+        }
+        DescribeReason::AwaitInService => "waiting for Auto Scaling to confirm InService before serving jobs",
+        DescribeReason::ImdsDown => "IMDS is not answering: watching for termination with DescribeAutoScalingInstances",
+    };
+    let when = match d.when {
+        DescribeWhen::Call(p) => progress(Call::Describe, p, now),
+        DescribeWhen::PollAt(t) => format!("next describe {}", relative(offset(t, now))),
+        DescribeWhen::DueNow => "describe due now".into(),
+    };
+    format!("{what} ({when})")
+}
+
+fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
+    let rel = |t: Time| relative(offset(t, now));
+    match step {
+        Step::Exited => "exiting: the drain is finished".into(),
+        Step::StartListener => "starting the listener".into(),
+        Step::WaitListenerExit => "waiting for the listener to exit".into(),
+        Step::ListenerGaveUp => {
+            "the listener exited and will not be relaunched (see the log); nothing scheduled".into()
+        }
+        Step::AwaitInService => {
+            let state = match (&s.confirmed_state, &s.target_state) {
+                (Some(c), _) => c.to_string(),
+                (None, Some(t)) => t.to_string(),
+                (None, None) => "unknown".into(),
+            };
+            format!("waiting: the listener starts once Auto Scaling reports InService (now {state})")
+        }
+        Step::Relaunch { at } => format!("relaunching the listener {}", rel(at)),
+        Step::JobRunning { protection } => {
+            let protection = match protection {
+                JobProtection::NotInGroup => "in no Auto Scaling group, nothing to protect".to_string(),
+                JobProtection::Call(p) => format!("protecting it: {}", progress(Call::SetProtection, p, now)),
+                JobProtection::Protected => "protected from scale-in".to_string(),
+                JobProtection::NotYet => "not protected yet".to_string(),
+            };
+            format!("job running ({protection}); when it ends, protection is kept for drain.unprotect_delay in case the next job comes")
+        }
+        Step::Unprotect { at, progress: None } => {
+            format!("idle: clearing scale-in protection {} unless a job comes", rel(at))
+        }
+        Step::Unprotect { progress: Some(p), .. } => {
+            format!(
+                "idle: clearing scale-in protection ({})",
+                progress(Call::SetProtection, p, now)
+            )
+        }
+        Step::IdleProtectionCall(p) => format!("idle: {}", progress(Call::SetProtection, p, now)),
+        Step::Idle => "idle: nothing scheduled (watching IMDS for scale-in and the listener for jobs)".into(),
+        Step::CancellingJob => {
             "stop forced: the listener was signalled while a job runs; the job is being cancelled".into()
-        } else if killed(*kill_at) {
-            "SIGKILL sent; waiting for the listener to exit".into()
-        } else {
+        }
+        Step::ListenerKilled { then } => format!("SIGKILL sent; waiting for the listener to exit{}", then_text(then)),
+        Step::JobInStopWindow => {
             "a job started after the listener was told to stop: the listener cancels it (lost in the stop window)"
                 .into()
-        };
-    }
-    let mut steps = vec!["stop the listener"];
-    steps.extend(after_stop(s, cause));
-    let mut text = format!("waiting for the job to finish, then {}", join_then(&steps));
-    if let Some(p) = call_progress(s, Call::Heartbeat, now) {
-        text.push_str(&format!("; {p}"));
-    } else if let Some(t) = s.next_heartbeat {
-        text.push_str(&format!("; heartbeat {}", relative(offset(t, now))));
-    }
-    if let Some(t) = s.force_at.filter(|_| !s.forced) {
-        text.push_str(&format!(
-            "; the stop is forced {} (drain.stop_deadline), cancelling the job",
-            relative(offset(t, now))
-        ));
-    }
-    text
-}
-
-/// A drained host: the listener is down and no job runs.
-fn drained(s: &Snapshot, cause: DrainCause, now: Time) -> String {
-    if matches!(s.hook_phase, HookPhase::Pending { .. }) {
-        return match call_progress(s, Call::Complete, now) {
-            Some(p) => format!("completing the lifecycle hook ({p})"),
-            None => "completing the lifecycle hook".into(),
-        };
-    }
-    if s.stop_requested {
-        return match call_progress(s, Call::SetProtection, now) {
-            Some(p) => format!("clearing scale-in protection before exiting ({p})"),
-            None => "exiting".into(),
-        };
-    }
-    match (cause, s.hook_phase) {
-        (_, HookPhase::Done) => {
-            "drained and the lifecycle hook completed: waiting for Auto Scaling to terminate the instance".into()
         }
-        (DrainCause::Terminating, _) if !s.hook_configured => {
-            "drained (no termination hook): waiting for Auto Scaling to terminate the instance".into()
+        Step::WaitForJob {
+            then,
+            heartbeat,
+            force_at,
+        } => {
+            let mut steps = vec!["stop the listener"];
+            steps.extend(after_stop(then));
+            let mut text = format!("waiting for the job to finish, then {}", join_then(&steps));
+            match heartbeat {
+                Some(HeartbeatWhen::Call(p)) => text.push_str(&format!("; {}", progress(Call::Heartbeat, p, now))),
+                Some(HeartbeatWhen::At(t)) => text.push_str(&format!("; heartbeat {}", rel(t))),
+                None => {}
+            }
+            if let Some(t) = force_at {
+                text.push_str(&format!(
+                    "; the stop is forced {} (drain.stop_deadline), cancelling the job",
+                    rel(t)
+                ));
+            }
+            text
         }
-        (DrainCause::Terminating, _) => "drained: waiting for Auto Scaling to terminate the instance".into(),
-        (DrainCause::SpotInterruption, _) => "drained: waiting for the spot interruption to stop the instance".into(),
-        (DrainCause::Rebalance, _) => {
-            "drained after the rebalance recommendation: nothing scheduled (restart the agent to serve again)".into()
+        Step::StopIdleListener { then } => format!("stopping the idle listener{}", then_text(then)),
+        Step::WaitStartThenStop { then } => {
+            format!("waiting for the listener to start, then stopping it{}", then_text(then))
         }
-        (DrainCause::StopRequested, _) => "exiting".into(),
+        Step::WaitIdleExit { kill_at, then } => format!(
+            "waiting for the idle listener to exit after SIGINT (SIGKILL {}){}",
+            rel(kill_at),
+            then_text(then)
+        ),
+        Step::CompleteHook(None) => "completing the lifecycle hook".into(),
+        Step::CompleteHook(Some(p)) => {
+            format!("completing the lifecycle hook ({})", progress(Call::Complete, p, now))
+        }
+        Step::UnprotectBeforeExit(p) => format!(
+            "clearing scale-in protection before exiting ({})",
+            progress(Call::SetProtection, p, now)
+        ),
+        Step::Exiting => "exiting".into(),
+        Step::Drained {
+            cause,
+            hook_completed,
+            hook_configured,
+        } => match cause {
+            _ if hook_completed => {
+                "drained and the lifecycle hook completed: waiting for Auto Scaling to terminate the instance".into()
+            }
+            DrainCause::Terminating if !hook_configured => {
+                "drained (no termination hook): waiting for Auto Scaling to terminate the instance".into()
+            }
+            DrainCause::Terminating => "drained: waiting for Auto Scaling to terminate the instance".into(),
+            DrainCause::SpotInterruption => "drained: waiting for the spot interruption to stop the instance".into(),
+            DrainCause::Rebalance => {
+                "drained after the rebalance recommendation: nothing scheduled (restart the agent to serve again)"
+                    .into()
+            }
+            DrainCause::StopRequested => "exiting".into(),
+        },
     }
 }
 
@@ -398,7 +327,7 @@ fn drained(s: &Snapshot, cause: DrainCause, now: Time) -> String {
 mod tests {
     use super::*;
     use lifecycle_core::{Action, ApiErrorKind, ApiReply, CoreConfig, DescribedInstance, HookConfig, Host, Input};
-    use lifecycle_core::{ApiError, RequestId, TargetState};
+    use lifecycle_core::{ApiError, AsgState, RequestId, TargetState};
 
     /// A real core, driven by hand: the status is derived from states the core actually reaches.
     struct Core {
@@ -465,8 +394,8 @@ mod tests {
             next_step(&self.host.snapshot(), self.now)
         }
 
-        fn json(&self) -> Value {
-            running(&self.host.snapshot(), self.now, &Facts::default())
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(running(&self.host.snapshot(), self.now, &Facts::default())).expect("json")
         }
     }
 
@@ -488,7 +417,7 @@ mod tests {
         assert_eq!(j["listener"], "running");
         assert_eq!(j["hook_phase"], "none");
         assert_eq!(j["job_alive"], false);
-        assert_eq!(j["job_age_ms"], Value::Null);
+        assert_eq!(j["job_age_ms"], serde_json::Value::Null);
 
         c.input(Input::WorkerStarted { pid: 5 });
         assert!(c

@@ -9,7 +9,7 @@ use crate::exit_code::ExitCode;
 use clap::Args;
 use lifecycle_agent::config::{self, Env};
 use lifecycle_agent::hook::{self, HookEvent};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Tell the agent a job started or completed (point ACTIONS_RUNNER_HOOK_JOB_STARTED/COMPLETED at a
 /// script that runs this). Talks to the agent only, never to AWS. Always exits 0.
@@ -35,25 +35,20 @@ pub fn run(args: &HookArgs) -> ExitCode {
         );
         return ExitCode::Ok;
     };
-    let flags: Vec<(&'static str, String)> = args.agent_socket.iter().map(|s| ("agent.socket", s.clone())).collect();
-    let env = Env::from_process();
-    // A broken config file must not fail the job: fall back to the environment alone, then to
-    // nothing but the flags, and say so in the same line.
-    let (settings, warning) = match config::resolve(&flags, args.config.as_deref(), &env) {
-        Ok(s) => (s, None),
+    // Only the socket path is read (no other key, no retries): a broken config file must not fail
+    // the job, so an unusable source is skipped and named in the same line.
+    let (socket, warning) = match config::socket_path(
+        args.agent_socket.as_deref(),
+        args.config.as_deref(),
+        &Env::from_process(),
+    ) {
+        Ok(found) => found,
         Err(e) => {
-            let retry = config::resolve(&flags, Some(Path::new("/dev/null")), &env)
-                .or_else(|_| config::resolve(&flags, Some(Path::new("/dev/null")), &Env::default()));
-            match retry {
-                Ok(s) => (s, Some(e.to_string())),
-                Err(e2) => {
-                    println!("runner-lifecycle: {word}: configuration unusable ({e2}); nothing done");
-                    return ExitCode::Ok;
-                }
-            }
+            println!("runner-lifecycle: {word}: configuration unusable ({e}); nothing done");
+            return ExitCode::Ok;
         }
     };
-    let line = hook::run(event, &settings);
+    let line = hook::run(event, &socket);
     match warning {
         Some(w) => println!("{line} (config ignored: {w})"),
         None => println!("{line}"),

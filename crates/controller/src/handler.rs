@@ -11,7 +11,8 @@
 //! hook's and the invocation's time ([`crate::retry`]), heartbeating the hook if needed; those
 //! extra calls happen only on that failure path.
 
-use crate::event::{self, ControllerEvent, EventError, LifecycleAction};
+use crate::error::HandlerError;
+use crate::event::{self, ControllerEvent, LifecycleAction};
 use crate::ports::{Aws, Completion, GitHub, LifecycleResult};
 use crate::retry::{self, Decision, ErrorClass, TimeLeft, Why};
 use crate::settings::Settings;
@@ -83,37 +84,6 @@ pub enum Outcome {
         /// One report per managed group.
         groups: Vec<SweepReport>,
     },
-}
-
-/// Why handling failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// The event is malformed or of a kind the controller does not handle. Not retryable.
-    #[error("event rejected: {0}")]
-    Event(#[from] EventError),
-    /// An AWS call failed.
-    #[error("{call} failed: {error}")]
-    Aws {
-        /// The API action.
-        call: &'static str,
-        /// The classified failure.
-        error: ApiError,
-    },
-    /// A GitHub call failed.
-    #[error("GitHub: {0}")]
-    GitHub(#[from] GitHubError),
-}
-
-impl HandlerError {
-    /// Whether invoking again may succeed (throttling, 5xx, timeouts, GitHub rate limits). A
-    /// malformed event, AccessDenied or a configuration problem is not: retrying only repeats it.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            HandlerError::Event(_) => false,
-            HandlerError::Aws { error, .. } => error.kind.is_retryable_soon(),
-            HandlerError::GitHub(e) => e.is_retryable(),
-        }
-    }
 }
 
 /// The controller: settings plus the two ports.

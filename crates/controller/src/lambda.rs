@@ -8,7 +8,8 @@
 //! the invocation succeeds with `{"outcome":"rejected",...}`, because retrying the same event can
 //! only fail the same way.
 
-use crate::handler::{Controller, HandlerError};
+use crate::error::HandlerError;
+use crate::handler::Controller;
 use crate::ports::{Aws, GitHub};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};

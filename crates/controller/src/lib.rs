@@ -18,7 +18,11 @@
 //! Design and the reasons behind it: docs/controller.md.
 
 pub mod aws;
+pub mod error;
 pub mod event;
+/// In-memory counting fakes of the ports: for tests and the benchmark only (feature
+/// `test-support`, which the crate's own dev-dependency turns on).
+#[cfg(any(test, feature = "test-support"))]
 pub mod fakes;
 pub mod handler;
 pub mod iam;
@@ -30,5 +34,6 @@ pub mod settings;
 pub mod sweep;
 pub mod webhook;
 
-pub use handler::{Controller, HandlerError, Outcome};
+pub use error::HandlerError;
+pub use handler::{Controller, Outcome};
 pub use settings::Settings;

@@ -17,7 +17,8 @@
 //!   reconcile succeeded within `fresh_for`; a failed reconcile (GitHub down) or an unavailable
 //!   table lets demand raise capacity but never lower it.
 
-use crate::handler::{Controller, HandlerError};
+use crate::error::HandlerError;
+use crate::handler::Controller;
 use crate::ports::{Aws, Capacity, GitHub};
 use crate::settings::ScaleSettings;
 use crate::webhook::{self, Delivery, HttpRequest, JobAction, JobEvent};

@@ -21,7 +21,7 @@
 //! When GitHub cannot be asked, or the age is unknown, nothing is completed: the hook's timeout is
 //! the safe fallback.
 
-use crate::handler::HandlerError;
+use crate::error::HandlerError;
 use crate::ports::{Aws, Completion, GitHub, LifecycleResult, Member};
 use crate::settings::Settings;
 use lifecycle_core::ApiErrorKind;

@@ -124,6 +124,7 @@ impl fmt::Display for TargetState {
 
 /// Auto Scaling API failures, sorted by what the core does about them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ApiErrorKind {
     /// `ValidationError: The instance i-... is not in InService or EnteringStandby or Standby.`:
     /// SetInstanceProtection on an instance already terminating. Means "switch to draining".
@@ -142,6 +143,18 @@ pub enum ApiErrorKind {
     AccessDenied,
     /// Anything else: retried slowly, loudly.
     Other,
+}
+
+wire_names! {
+    ApiErrorKind {
+        NotInService => "not-in-service",
+        NoActiveLifecycleAction => "no-active-lifecycle-action",
+        InstanceNotFound => "instance-not-found",
+        Throttled => "throttled",
+        Transient => "transient",
+        AccessDenied => "access-denied",
+        Other => "other",
+    }
 }
 
 impl ApiErrorKind {

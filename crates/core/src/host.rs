@@ -9,9 +9,14 @@
 
 use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 use crate::config::{CoreConfig, ListenerMode};
-use crate::io::{Action, ApiReply, Call, Detection, DrainCause, Input, LifecycleResult, Notice, Reason, RequestId};
+use crate::io::{
+    Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, HeartbeatReason, Input, JobLoss,
+    KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
+};
 use crate::rng::Rng;
+use crate::step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
 use crate::time::Time;
+use crate::timer::Timer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -36,8 +41,9 @@ pub enum ListenerState {
     Stopping {
         /// Its pid.
         pid: u32,
-        /// When the grace period ends and SIGKILL follows (if no job is alive).
-        kill_at: Time,
+        /// When the grace period ends and SIGKILL follows (if no job is alive); `None` once SIGKILL
+        /// has been sent.
+        kill_at: Option<Time>,
         /// Whether the stop was forced while a job ran.
         forced: bool,
     },
@@ -88,12 +94,12 @@ struct HookClaim {
 /// A read-only summary of the core's view, for `status` and tests.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Snapshot {
+    /// The core's clock when the snapshot was taken: every time below is on this timeline.
+    pub now: Time,
     /// Last IMDS target state.
-    pub target_state: Option<String>,
+    pub target_state: Option<TargetState>,
     /// Last confirmed Auto Scaling state.
-    pub confirmed_state: Option<String>,
-    /// Listener state, in words.
-    pub listener: String,
+    pub confirmed_state: Option<AsgState>,
     /// Whether a job is assigned.
     pub job_alive: bool,
     /// Since when (job start, or idle start).
@@ -102,16 +108,16 @@ pub struct Snapshot {
     pub protected: Option<bool>,
     /// Why it drains, if it does.
     pub draining: Option<DrainCause>,
-    /// Hook phase, in words.
-    pub hook: String,
     /// Next heartbeat, if one is scheduled.
     pub next_heartbeat: Option<Time>,
     /// When the hook's global timeout hits, if pending.
     pub global_deadline: Option<Time>,
     /// Last Auto Scaling error.
     pub last_error: Option<String>,
-    /// The next timer.
-    pub next_deadline: Option<Time>,
+    /// The next timer to come due, and which one it is.
+    pub next_timer: Option<(Time, Timer)>,
+    /// What the core will do next.
+    pub next_step: NextStep,
     /// The listener, structured.
     pub listener_state: ListenerState,
     /// The hook phase, structured.
@@ -129,9 +135,7 @@ pub struct Snapshot {
     /// When protection will be cleared if no job comes (an idle, protected, serving host).
     pub unprotect_at: Option<Time>,
     /// Why the core wants a DescribeAutoScalingInstances, if it does.
-    pub describe_wanted: Option<Reason>,
-    /// When the next slow describe poll (launching, IMDS down) is due.
-    pub next_describe_poll: Option<Time>,
+    pub describe_wanted: Option<DescribeReason>,
     /// Whether a stop was requested (SIGTERM).
     pub stop_requested: bool,
     /// Whether the stop is forced (second request or the stop deadline).
@@ -173,6 +177,8 @@ pub struct Host {
     restore_idle_since: Option<Time>,
     job_alive: bool,
     job_edge_at: Time,
+    /// The current job has been reported lost (`Notice::JobLost`): once per job.
+    job_lost: bool,
     listener_ran_job: bool,
     relaunch_streak: u32,
 
@@ -226,6 +232,7 @@ impl Host {
             restore_idle_since: None,
             job_alive: false,
             job_edge_at: now,
+            job_lost: false,
             listener_ran_job: false,
             relaunch_streak: 0,
             drain: None,
@@ -303,6 +310,11 @@ impl Host {
             Input::ListenerStarted { pid } => self.on_listener_started(pid),
             Input::ListenerExited { code } => self.on_listener_exited(code),
             Input::WorkerStarted { pid } => {
+                // SIGINT went to the listener before this worker was seen: the listener cancels its
+                // job as part of its shutdown (lost in the stop window).
+                if matches!(self.listener, ListenerState::Stopping { forced: false, .. }) {
+                    self.job_lost(JobLoss::StopWindow);
+                }
                 self.workers.insert(pid);
                 self.listener_ran_job = true;
                 // A worker backs any open report, and restores trust in the next ones.
@@ -343,79 +355,103 @@ impl Host {
 
     /// When `handle_timeout` should be called next. Always later than the last `now`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let listener = match self.listener {
-            ListenerState::Down { relaunch_at } => relaunch_at,
-            ListenerState::Stopping { kill_at, .. } => Some(kill_at),
-            ListenerState::Starting | ListenerState::Running { .. } => None,
-        };
-        let unprotect =
-            (!self.job_alive && self.protected != Some(false)).then(|| self.job_edge_at + self.cfg.unprotect_delay);
-        let (heartbeat, warning) = match self.hook {
-            HookPhase::Pending { global_deadline, .. } if self.job_alive => (
-                self.next_heartbeat,
-                Some(global_deadline - self.cfg.global_timeout_warning),
-            ),
-            _ => (None, None),
-        };
-        // A fixed array, not a Vec: the simulator asks this after every event on every host.
-        let candidates = [
-            self.force_at,
-            self.describe.not_before,
-            self.next_describe_poll,
-            self.protection.not_before,
-            self.complete.not_before,
-            self.heartbeat.not_before,
-            self.imds_failing_since.map(|t| t + self.cfg.imds_down_after),
-            listener,
-            unprotect,
-            heartbeat,
-            warning,
-            self.hook_claim.map(|c| c.drop_at),
-        ];
-        candidates.into_iter().flatten().filter(|t| *t > self.now).min()
+        self.next_timer().map(|(t, _)| t)
+    }
+
+    /// The next timer to come due, and which one: the earliest armed timer later than the last
+    /// `now` (ties go to the first in [`Timer::ALL`]).
+    pub fn next_timer(&self) -> Option<(Time, Timer)> {
+        let mut next: Option<(Time, Timer)> = None;
+        for timer in Timer::ALL {
+            if let Some(t) = self.timer(timer).filter(|t| *t > self.now) {
+                if next.is_none_or(|(n, _)| t < n) {
+                    next = Some((t, timer));
+                }
+            }
+        }
+        next
+    }
+
+    /// When `timer` is armed for, if it is (possibly already due).
+    pub fn timer(&self, timer: Timer) -> Option<Time> {
+        match timer {
+            Timer::ForceStop => self.force_at,
+            Timer::Retry(call) => self.slot(call).not_before,
+            Timer::DescribePoll => self.next_describe_poll,
+            Timer::ImdsDown => self.imds_failing_since.map(|t| t + self.cfg.imds_down_after),
+            Timer::ListenerRelaunch => match self.listener {
+                ListenerState::Down { relaunch_at } => relaunch_at,
+                _ => None,
+            },
+            Timer::ListenerKill => match self.listener {
+                ListenerState::Stopping { kill_at, .. } => kill_at,
+                _ => None,
+            },
+            Timer::Unprotect => self.unprotect_at(),
+            Timer::Heartbeat => self.heartbeat_pending().and(self.next_heartbeat),
+            Timer::GlobalTimeoutWarning => self
+                .heartbeat_pending()
+                .map(|global_deadline| global_deadline - self.cfg.global_timeout_warning),
+            Timer::HookClaimExpiry => self.hook_claim.map(|c| c.drop_at),
+        }
+    }
+
+    /// The lifecycle action's global deadline while it waits on a running job (heartbeats due).
+    fn heartbeat_pending(&self) -> Option<Time> {
+        match self.hook {
+            HookPhase::Pending { global_deadline, .. } if self.job_alive => Some(global_deadline),
+            _ => None,
+        }
+    }
+
+    /// When an idle host's scale-in protection is to be cleared: the one statement of that rule.
+    /// `None` while a job runs, when it is not protected, or when protection does not apply (not
+    /// serving, in no group, terminating). A drain wants it cleared at once (the idle start).
+    fn unprotect_at(&self) -> Option<Time> {
+        let applies = self.protection_applies();
+        if !applies || self.job_alive || self.protected == Some(false) {
+            return None;
+        }
+        Some(match self.drain {
+            Some(_) => self.job_edge_at,
+            None => self.job_edge_at + self.cfg.unprotect_delay,
+        })
+    }
+
+    /// Whether scale-in protection may be changed: it is only valid InService/Standby
+    /// (SetInstanceProtection API reference), and on a terminating instance it no longer matters:
+    /// the hook holds the instance.
+    fn protection_applies(&self) -> bool {
+        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
+        serving && !self.not_in_group && self.terminating.is_none()
     }
 
     /// A summary of the current view.
     pub fn snapshot(&self) -> Snapshot {
-        let (global_deadline, hook) = match self.hook {
-            HookPhase::None if self.cfg.hook.is_none() => (None, "no termination hook configured".to_string()),
-            HookPhase::None => (None, "no lifecycle action pending".to_string()),
-            HookPhase::Pending { global_deadline, .. } => (Some(global_deadline), "Terminating:Wait".to_string()),
-            HookPhase::Done => (None, "completed".to_string()),
+        let global_deadline = match self.hook {
+            HookPhase::Pending { global_deadline, .. } => Some(global_deadline),
+            HookPhase::None | HookPhase::Done => None,
         };
-        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
-        // The same conditions as `decide_protection` wanting `false` once the delay is over.
-        let unprotect_at = (serving
-            && !self.not_in_group
-            && self.terminating.is_none()
-            && self.drain.is_none()
-            && !self.job_alive
-            && self.protected != Some(false))
-        .then(|| self.job_edge_at + self.cfg.unprotect_delay);
-        let slots = [
-            (Call::SetProtection, &self.protection),
-            (Call::Describe, &self.describe),
-            (Call::Heartbeat, &self.heartbeat),
-            (Call::Complete, &self.complete),
-        ];
-        let retry_at = slots
-            .iter()
-            .filter(|(_, s)| s.inflight.is_none())
-            .filter_map(|(c, s)| s.not_before.filter(|t| *t > self.now).map(|t| (*c, t)))
+        let retry_at = [Call::SetProtection, Call::Describe, Call::Heartbeat, Call::Complete]
+            .into_iter()
+            .filter_map(|c| match self.progress(c) {
+                Some(CallProgress::RetryAt(t)) => Some((c, t)),
+                _ => None,
+            })
             .collect();
         Snapshot {
-            target_state: self.target.as_ref().map(ToString::to_string),
-            confirmed_state: self.confirmed.as_ref().map(ToString::to_string),
-            listener: format!("{:?}", self.listener),
+            now: self.now,
+            target_state: self.target.clone(),
+            confirmed_state: self.confirmed.clone(),
             job_alive: self.job_alive,
             job_or_idle_since: self.job_edge_at,
             protected: self.protected,
             draining: self.drain,
-            hook,
             next_heartbeat: if self.job_alive { self.next_heartbeat } else { None },
             global_deadline,
             last_error: self.last_error.clone(),
-            next_deadline: self.poll_timeout(),
+            next_timer: self.next_timer(),
+            next_step: self.next_step(),
             listener_state: self.listener.clone(),
             hook_phase: self.hook,
             hook_configured: self.cfg.hook.is_some(),
@@ -423,14 +459,159 @@ impl Host {
             last_error_at: self.last_error_at,
             in_flight: self.inflight.values().copied().collect(),
             retry_at,
-            unprotect_at,
+            // While draining the protection is cleared at once, not at a time worth showing.
+            unprotect_at: self.unprotect_at().filter(|_| self.drain.is_none()),
             describe_wanted: self.describe_reason(),
-            next_describe_poll: self.next_describe_poll,
             stop_requested: self.stop_requested,
             forced: self.forced,
             force_at: self.force_at,
             exited: self.exited,
             not_in_group: self.not_in_group,
+        }
+    }
+
+    // ----- what comes next -----
+
+    /// Where a call stands: in flight, or failed and waiting for its retry.
+    fn progress(&self, call: Call) -> Option<CallProgress> {
+        let slot = self.slot(call);
+        if slot.inflight.is_some() {
+            Some(CallProgress::InFlight)
+        } else {
+            slot.not_before.filter(|t| *t > self.now).map(CallProgress::RetryAt)
+        }
+    }
+
+    /// What the core will do next, typed (the agent's `status` words it).
+    pub fn next_step(&self) -> NextStep {
+        if self.exited {
+            return NextStep {
+                describe: None,
+                step: Some(Step::Exited),
+            };
+        }
+        let describe = self.describe_step();
+        let (describe, step) = match self.drain {
+            Some(cause) => (describe, self.draining_step(cause, describe.is_some())),
+            None => self.serving_step(describe),
+        };
+        NextStep { describe, step }
+    }
+
+    fn describe_step(&self) -> Option<DescribeStep> {
+        let reason = self.describe_reason()?;
+        let when = match self.progress(Call::Describe) {
+            Some(p) => DescribeWhen::Call(p),
+            None => match self
+                .next_describe_poll
+                .filter(|t| self.describe_is_poll(reason) && *t > self.now)
+            {
+                Some(t) => DescribeWhen::PollAt(t),
+                None => DescribeWhen::DueNow,
+            },
+        };
+        Some(DescribeStep { reason, when })
+    }
+
+    fn serving_step(&self, describe: Option<DescribeStep>) -> (Option<DescribeStep>, Option<Step>) {
+        match self.listener {
+            ListenerState::Running { .. } => (describe, Some(self.serving_running())),
+            ListenerState::Starting => (None, Some(Step::StartListener)),
+            ListenerState::Stopping { .. } => (None, Some(Step::WaitListenerExit)),
+            ListenerState::Down { relaunch_at: None } => (None, Some(Step::ListenerGaveUp)),
+            ListenerState::Down { relaunch_at: Some(t) } => {
+                if describe.is_some() {
+                    (describe, None)
+                } else if !self.may_serve() {
+                    (None, Some(Step::AwaitInService))
+                } else if t > self.now {
+                    (None, Some(Step::Relaunch { at: t }))
+                } else {
+                    (None, Some(Step::StartListener))
+                }
+            }
+        }
+    }
+
+    fn serving_running(&self) -> Step {
+        let call = self.progress(Call::SetProtection);
+        if self.job_alive {
+            let protection = match (self.protected, call) {
+                _ if self.not_in_group => JobProtection::NotInGroup,
+                (_, Some(p)) => JobProtection::Call(p),
+                (Some(true), None) => JobProtection::Protected,
+                (_, None) => JobProtection::NotYet,
+            };
+            Step::JobRunning { protection }
+        } else if let Some(at) = self.unprotect_at() {
+            Step::Unprotect { at, progress: call }
+        } else if let Some(p) = call {
+            Step::IdleProtectionCall(p)
+        } else {
+            Step::Idle
+        }
+    }
+
+    /// What is left after the listener stops, for a draining host.
+    fn after_stop(&self, cause: DrainCause) -> AfterStop {
+        let complete_hook = self.cfg.hook.is_some()
+            && match self.hook {
+                HookPhase::Pending { .. } => true,
+                HookPhase::None => cause == DrainCause::Terminating && !self.not_in_group,
+                HookPhase::Done => false,
+            };
+        AfterStop {
+            complete_hook,
+            exit: self.stop_requested,
+        }
+    }
+
+    fn draining_step(&self, cause: DrainCause, describing: bool) -> Option<Step> {
+        let then = self.after_stop(cause);
+        if self.job_alive {
+            return Some(match self.listener {
+                ListenerState::Stopping { forced: true, .. } => Step::CancellingJob,
+                ListenerState::Stopping { kill_at: None, .. } => Step::ListenerKilled {
+                    then: AfterStop::default(),
+                },
+                ListenerState::Stopping { .. } => Step::JobInStopWindow,
+                _ => Step::WaitForJob {
+                    then,
+                    heartbeat: match self.progress(Call::Heartbeat) {
+                        Some(p) => Some(HeartbeatWhen::Call(p)),
+                        None => self.next_heartbeat.map(HeartbeatWhen::At),
+                    },
+                    force_at: self.force_at.filter(|_| !self.forced),
+                },
+            });
+        }
+        Some(match self.listener {
+            ListenerState::Running { .. } => Step::StopIdleListener { then },
+            ListenerState::Starting => Step::WaitStartThenStop { then },
+            ListenerState::Stopping { kill_at: None, .. } => Step::ListenerKilled { then },
+            ListenerState::Stopping {
+                kill_at: Some(kill_at), ..
+            } => Step::WaitIdleExit { kill_at, then },
+            ListenerState::Down { .. } if describing => return None,
+            ListenerState::Down { .. } => self.drained(cause),
+        })
+    }
+
+    /// A drained host: the listener is down and no job runs.
+    fn drained(&self, cause: DrainCause) -> Step {
+        if matches!(self.hook, HookPhase::Pending { .. }) {
+            return Step::CompleteHook(self.progress(Call::Complete));
+        }
+        if self.stop_requested {
+            return match self.progress(Call::SetProtection) {
+                Some(p) => Step::UnprotectBeforeExit(p),
+                None => Step::Exiting,
+            };
+        }
+        Step::Drained {
+            cause,
+            hook_completed: self.hook == HookPhase::Done,
+            hook_configured: self.cfg.hook.is_some(),
         }
     }
 
@@ -533,7 +714,7 @@ impl Host {
             ListenerState::Stopping { forced, .. } => {
                 self.listener = ListenerState::Stopping {
                     pid,
-                    kill_at: self.now + self.cfg.stop_grace,
+                    kill_at: Some(self.now + self.cfg.stop_grace),
                     forced,
                 };
             }
@@ -549,6 +730,7 @@ impl Host {
         // Its workers die with it (they lose their channel to the listener): the job, if any, is over.
         if self.job_alive && !matches!(was, ListenerState::Stopping { forced: true, .. }) {
             self.notify(Notice::ListenerDiedWithJob);
+            self.job_lost(JobLoss::ListenerDied);
         }
         self.workers.clear();
         self.hook_job_open = false;
@@ -568,7 +750,7 @@ impl Host {
         let relaunch_at = match code {
             Some(0) if self.cfg.listener_mode == ListenerMode::OneJob && self.listener_ran_job => {
                 self.push(Action::StartListener {
-                    reason: Reason::NextJob,
+                    reason: StartReason::NextJob,
                 });
                 self.listener = ListenerState::Starting;
                 return;
@@ -752,6 +934,15 @@ impl Host {
         self.rng.jitter(exp.min(cap), 0.5, 1.0)
     }
 
+    fn slot(&self, call: Call) -> &CallSlot {
+        match call {
+            Call::SetProtection => &self.protection,
+            Call::Describe => &self.describe,
+            Call::Heartbeat => &self.heartbeat,
+            Call::Complete => &self.complete,
+        }
+    }
+
     fn slot_mut(&mut self, call: Call) -> &mut CallSlot {
         match call {
             Call::SetProtection => &mut self.protection,
@@ -796,6 +987,7 @@ impl Host {
         } else {
             // A heartbeat is only ever due while a job runs: forget the schedule when it ends.
             self.next_heartbeat = None;
+            self.job_lost = false;
             self.notify(Notice::JobEnded);
         }
     }
@@ -816,33 +1008,37 @@ impl Host {
     }
 
     /// Whether a describe is wanted now, and why.
-    fn describe_reason(&self) -> Option<Reason> {
+    fn describe_reason(&self) -> Option<DescribeReason> {
         if self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::is_terminating) {
             return None;
         }
         match self.terminating {
-            Some(Detection::ProtectionRefused) => return Some(Reason::ProtectionRefused),
-            Some(_) => return Some(Reason::ConfirmTermination),
+            Some(Detection::ProtectionRefused) => return Some(DescribeReason::ProtectionRefused),
+            Some(_) => return Some(DescribeReason::ConfirmTermination),
             None => {}
         }
         if self.imds_down() {
-            return Some(Reason::ImdsDown);
+            return Some(DescribeReason::ImdsDown);
         }
         let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
         match self.target {
             // IMDS says InService already during Pending:Wait; only the API can tell when it is real.
             Some(TargetState::InService | TargetState::Standby | TargetState::Other(_)) if !serving => {
-                Some(Reason::AwaitInService)
+                Some(DescribeReason::AwaitInService)
             }
             _ => None,
         }
     }
 
+    /// Whether a describe for `reason` waits for the slow poll period (IMDS down, or still
+    /// launching after a first answer); confirmations never wait for it.
+    fn describe_is_poll(&self, reason: DescribeReason) -> bool {
+        reason == DescribeReason::ImdsDown || (reason == DescribeReason::AwaitInService && self.confirmed.is_some())
+    }
+
     fn decide_describe(&mut self) {
         let Some(reason) = self.describe_reason() else { return };
-        let is_poll =
-            matches!(reason, Reason::ImdsDown) || (reason == Reason::AwaitInService && self.confirmed.is_some());
-        let poll_due = !is_poll || self.next_describe_poll.is_none_or(|t| t <= self.now);
+        let poll_due = !self.describe_is_poll(reason) || self.next_describe_poll.is_none_or(|t| t <= self.now);
         if poll_due && self.describe.ready(self.now) {
             self.describe.not_before = None;
             let id = self.request(Call::Describe);
@@ -855,13 +1051,13 @@ impl Host {
         self.drain.is_none() && (self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::may_serve))
     }
 
-    fn drain_reason(&self) -> Reason {
-        match self.drain {
-            Some(DrainCause::Terminating) => Reason::TerminatingIdle,
-            Some(DrainCause::StopRequested) => Reason::StopRequestedIdle,
-            Some(DrainCause::SpotInterruption) => Reason::SpotInterruptionIdle,
-            Some(DrainCause::Rebalance) => Reason::RebalanceIdle,
-            None => Reason::Serving,
+    /// Why an idle listener is stopped: the drain's cause.
+    fn stop_reason(cause: DrainCause) -> StopReason {
+        match cause {
+            DrainCause::Terminating => StopReason::TerminatingIdle,
+            DrainCause::StopRequested => StopReason::StopRequestedIdle,
+            DrainCause::SpotInterruption => StopReason::SpotInterruptionIdle,
+            DrainCause::Rebalance => StopReason::RebalanceIdle,
         }
     }
 
@@ -870,44 +1066,51 @@ impl Host {
         match self.listener.clone() {
             ListenerState::Down { relaunch_at: Some(at) } if at <= now && self.may_serve() => {
                 let reason = if self.relaunch_streak > 0 {
-                    Reason::Relaunch
+                    StartReason::Relaunch
                 } else {
-                    Reason::Serving
+                    StartReason::Serving
                 };
                 self.listener = ListenerState::Starting;
                 self.push(Action::StartListener { reason });
             }
-            ListenerState::Running { pid, .. } if self.drain.is_some() => {
+            ListenerState::Running { pid, .. } if let Some(cause) = self.drain => {
                 // The one rule everything else serves: SIGINT to a listener with a live worker cancels
                 // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
                 // listener is signalled, unless the stop is forced.
                 if !self.job_alive {
-                    self.signal_stop(pid, false, self.drain_reason());
+                    self.signal_stop(pid, false, Self::stop_reason(cause));
                 } else if self.forced {
                     self.notify(Notice::ForcingStopWithJob);
-                    self.signal_stop(pid, true, Reason::Forced);
+                    self.job_lost(JobLoss::ForcedStop);
+                    self.signal_stop(pid, true, StopReason::Forced);
                 }
             }
             ListenerState::Stopping { pid, forced: false, .. } if self.forced && self.job_alive => {
                 self.notify(Notice::ForcingStopWithJob);
-                self.signal_stop(pid, true, Reason::Forced);
+                // A job in the stop window is already lost (and counted): the force changes nothing.
+                self.job_lost(JobLoss::ForcedStop);
+                self.signal_stop(pid, true, StopReason::Forced);
             }
-            ListenerState::Stopping { pid, kill_at, forced } if kill_at <= now => {
+            ListenerState::Stopping {
+                pid,
+                kill_at: Some(kill_at),
+                forced,
+            } if kill_at <= now => {
                 if self.job_alive && !forced {
                     // A job landed in the stop window: the listener is cancelling it. Let it finish that.
                     self.listener = ListenerState::Stopping {
                         pid,
-                        kill_at: now + self.cfg.stop_grace,
+                        kill_at: Some(now + self.cfg.stop_grace),
                         forced,
                     };
                 } else {
                     self.listener = ListenerState::Stopping {
                         pid,
-                        kill_at: Time::from_millis(u64::MAX),
+                        kill_at: None,
                         forced,
                     };
                     self.push(Action::KillListener {
-                        reason: Reason::GraceExpired,
+                        reason: KillReason::GraceExpired,
                     });
                 }
             }
@@ -915,30 +1118,26 @@ impl Host {
         }
     }
 
-    fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: Reason) {
+    fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: StopReason) {
         self.listener = ListenerState::Stopping {
             pid,
-            kill_at: self.now + self.cfg.stop_grace,
+            kill_at: Some(self.now + self.cfg.stop_grace),
             forced: cancels_job,
         };
         self.push(Action::StopListener { reason, cancels_job });
     }
 
     fn decide_protection(&mut self) {
-        // Protection is only valid InService/Standby (SetInstanceProtection API reference), and on a
-        // terminating instance it no longer matters: the hook holds the instance.
-        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
-        if self.not_in_group || !serving || self.terminating.is_some() {
+        if !self.protection_applies() {
             return;
         }
         let want = if self.job_alive {
-            Some(true)
-        } else if self.drain.is_some() || self.now.since(self.job_edge_at) >= self.cfg.unprotect_delay {
-            Some(false)
+            true
+        } else if self.unprotect_at().is_some_and(|t| t <= self.now) {
+            false
         } else {
-            None
+            return;
         };
-        let Some(want) = want else { return };
         if self.protected == Some(want) || !self.protection.ready(self.now) {
             return;
         }
@@ -946,7 +1145,11 @@ impl Host {
         let id = self.request(Call::SetProtection);
         self.protection.inflight = Some(id);
         self.protection_target = Some(want);
-        let reason = if want { Reason::JobAssigned } else { Reason::Idle };
+        let reason = if want {
+            ProtectReason::JobAssigned
+        } else {
+            ProtectReason::Idle
+        };
         self.push(Action::SetProtection {
             id,
             protect: want,
@@ -980,7 +1183,7 @@ impl Host {
                 self.heartbeat.inflight = Some(id);
                 self.push(Action::Heartbeat {
                     id,
-                    reason: Reason::JobRunning,
+                    reason: HeartbeatReason::JobRunning,
                 });
             }
             return;
@@ -993,7 +1196,7 @@ impl Host {
             self.push(Action::CompleteLifecycleAction {
                 id,
                 result: LifecycleResult::Continue,
-                reason: Reason::RunnerIdleAndStopped,
+                reason: CompleteReason::RunnerIdleAndStopped,
             });
         }
     }
@@ -1029,6 +1232,14 @@ impl Host {
 
     fn push(&mut self, action: Action) {
         self.actions.push_back(action);
+    }
+
+    /// Report the current job lost, once per job whatever else befalls it.
+    fn job_lost(&mut self, cause: JobLoss) {
+        if !self.job_lost {
+            self.job_lost = true;
+            self.notify(Notice::JobLost { cause });
+        }
     }
 
     fn notify(&mut self, notice: Notice) {

@@ -97,19 +97,19 @@ pub enum Action {
     /// Start the runner listener.
     StartListener {
         /// Why.
-        reason: Reason,
+        reason: StartReason,
     },
     /// Send SIGINT to the listener. Never sent while a job is known to run, unless `cancels_job`.
     StopListener {
         /// Why.
-        reason: Reason,
+        reason: StopReason,
         /// True only for a forced stop: the running job will be cancelled.
         cancels_job: bool,
     },
     /// SIGKILL the listener: it ignored SIGINT for the whole grace period.
     KillListener {
         /// Why.
-        reason: Reason,
+        reason: KillReason,
     },
     /// `SetInstanceProtection` for this instance.
     SetProtection {
@@ -118,21 +118,21 @@ pub enum Action {
         /// Protect (`true`) or clear (`false`).
         protect: bool,
         /// Why.
-        reason: Reason,
+        reason: ProtectReason,
     },
     /// `DescribeAutoScalingInstances` for this instance.
     Describe {
         /// Answer with `Input::ApiResult` carrying this id.
         id: RequestId,
         /// Why.
-        reason: Reason,
+        reason: DescribeReason,
     },
     /// `RecordLifecycleActionHeartbeat` by instance id.
     Heartbeat {
         /// Answer with `Input::ApiResult` carrying this id.
         id: RequestId,
         /// Why.
-        reason: Reason,
+        reason: HeartbeatReason,
     },
     /// `CompleteLifecycleAction` by instance id.
     CompleteLifecycleAction {
@@ -141,7 +141,7 @@ pub enum Action {
         /// The result to send.
         result: LifecycleResult,
         /// Why.
-        reason: Reason,
+        reason: CompleteReason,
     },
     /// Something worth a log line or a metric; no side effect.
     Notify(Notice),
@@ -152,15 +152,25 @@ pub enum Action {
     },
 }
 
-/// Why an action was taken; shown in every log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reason {
+// Why an action is taken: one type per action, so each action carries only the reasons that apply
+// to it (logged as `reason`, counted in metric labels, in their one kebab-case spelling).
+
+/// Why the listener is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartReason {
     /// The instance is confirmed InService (or in no group) and nothing asks us to drain.
     Serving,
     /// The listener asked to be relaunched (exit code 2, 3, 4, or unknown: RunnerService.js).
     Relaunch,
     /// One-job mode: the listener finished its job and exited 0.
     NextJob,
+}
+
+/// Why SIGINT goes to the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
     /// The instance is terminating and no job is assigned.
     TerminatingIdle,
     /// A stop was requested (SIGTERM) and no job is assigned.
@@ -171,12 +181,30 @@ pub enum Reason {
     RebalanceIdle,
     /// A second stop request or the stop deadline: stop even though a job runs.
     Forced,
+}
+
+/// Why SIGKILL goes to the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillReason {
     /// SIGINT was ignored for the whole grace period.
     GraceExpired,
+}
+
+/// Why scale-in protection is set or cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtectReason {
     /// A job is assigned on an InService instance.
     JobAssigned,
     /// No job for the unprotect delay (or draining with no job).
     Idle,
+}
+
+/// Why the instance is described.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DescribeReason {
     /// IMDS says `Terminated`: confirm before touching the hook.
     ConfirmTermination,
     /// SetInstanceProtection said the instance is not InService: confirm.
@@ -185,8 +213,20 @@ pub enum Reason {
     AwaitInService,
     /// IMDS is down: poll the Auto Scaling API slowly instead.
     ImdsDown,
+}
+
+/// Why the lifecycle action is heartbeaten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeartbeatReason {
     /// A job runs while the termination hook waits.
     JobRunning,
+}
+
+/// Why the lifecycle action is completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompleteReason {
     /// The runner is idle and stopped while the termination hook waits.
     RunnerIdleAndStopped,
 }
@@ -240,8 +280,13 @@ pub enum Notice {
         /// Its last exit code.
         code: Option<i32>,
     },
-    /// The listener exited while a job was assigned: that job is lost (runner crash, not a drain).
+    /// The listener exited while a job was assigned (a runner crash, or a listener that was stopping).
     ListenerDiedWithJob,
+    /// A job was lost, and how: emitted exactly once per lost job (what `jobs_lost_total` counts).
+    JobLost {
+        /// How it was lost.
+        cause: JobLoss,
+    },
     /// The stop was forced while a job was assigned: it will be cancelled.
     ForcingStopWithJob,
     /// A rebalance recommendation arrived (only a warning unless `drain_on_rebalance`).
@@ -254,8 +299,21 @@ pub enum Notice {
     HookClaimDropped,
 }
 
+/// How a job was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobLoss {
+    /// A worker appeared after a non-forced stop signal: the stopping listener cancels its job.
+    StopWindow,
+    /// The listener exited under a job it was not told to give up (a crash).
+    ListenerDied,
+    /// A forced stop (second stop request or the stop deadline) cancelled the job.
+    ForcedStop,
+}
+
 /// How termination was detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Detection {
     /// IMDS target-lifecycle-state turned `Terminated`.
     Imds,
@@ -267,6 +325,7 @@ pub enum Detection {
 
 /// Why the runner is draining.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DrainCause {
     /// Scale-in (or any termination through the group).
     Terminating,
@@ -279,7 +338,8 @@ pub enum DrainCause {
 }
 
 /// The Auto Scaling calls the core makes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Call {
     /// SetInstanceProtection.
     SetProtection,
@@ -289,4 +349,47 @@ pub enum Call {
     Heartbeat,
     /// CompleteLifecycleAction.
     Complete,
+}
+
+wire_names! {
+    StartReason {
+        Serving => "serving",
+        Relaunch => "relaunch",
+        NextJob => "next-job",
+    }
+    StopReason {
+        TerminatingIdle => "terminating-idle",
+        StopRequestedIdle => "stop-requested-idle",
+        SpotInterruptionIdle => "spot-interruption-idle",
+        RebalanceIdle => "rebalance-idle",
+        Forced => "forced",
+    }
+    KillReason {
+        GraceExpired => "grace-expired",
+    }
+    ProtectReason {
+        JobAssigned => "job-assigned",
+        Idle => "idle",
+    }
+    DescribeReason {
+        ConfirmTermination => "confirm-termination",
+        ProtectionRefused => "protection-refused",
+        AwaitInService => "await-in-service",
+        ImdsDown => "imds-down",
+    }
+    HeartbeatReason {
+        JobRunning => "job-running",
+    }
+    CompleteReason {
+        RunnerIdleAndStopped => "runner-idle-and-stopped",
+    }
+    Call { SetProtection => "set-protection", Describe => "describe", Heartbeat => "heartbeat", Complete => "complete" }
+    DrainCause {
+        Terminating => "terminating",
+        StopRequested => "stop-requested",
+        SpotInterruption => "spot-interruption",
+        Rebalance => "rebalance",
+    }
+    Detection { Imds => "imds", ProtectionRefused => "protection-refused", Describe => "describe" }
+    JobLoss { StopWindow => "stop-window", ListenerDied => "listener-died", ForcedStop => "forced-stop" }
 }

@@ -5,8 +5,33 @@
 //! while a job runs) and when to complete it (as soon as the runner is idle and stopped).
 //!
 //! [`Host`] is a sans-IO state machine in the style of quinn-proto: inputs carry `now`, side effects
-//! come out as [`Action`]s, and [`Host::poll_timeout`] names the next deadline. The agent, the
-//! controller and the fleet simulator all drive this same code.
+//! come out as [`Action`]s, [`Host::next_timer`] names the next deadline and which [`Timer`] it is,
+//! and [`Host::next_step`] says what the core will do next. The shells only carry these out and word
+//! them. The agent, the controller and the fleet simulator all drive this same code.
+
+/// The one wire spelling (kebab-case) of each of the core's small enums, used alike in logs, the
+/// status answer and metric labels; `ALL` lists every value (metrics show each from the start).
+macro_rules! wire_names {
+    ($($ty:ident { $($variant:ident => $name:literal),+ $(,)? })+) => {$(
+        impl $ty {
+            /// Every value.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// Its one wire spelling (the serde spelling too).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    )+};
+}
 
 pub mod aws;
 pub mod config;
@@ -14,16 +39,21 @@ pub mod host;
 pub mod io;
 pub mod rng;
 pub mod scaling;
+pub mod step;
 pub mod time;
+pub mod timer;
 
 pub use aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 pub use config::{CoreConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{
-    Action, ApiReply, Call, DescribedInstance, Detection, DrainCause, Input, LifecycleResult, Notice, Reason, RequestId,
+    Action, ApiReply, Call, CompleteReason, DescribeReason, DescribedInstance, Detection, DrainCause, HeartbeatReason,
+    Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
 };
 pub use rng::Rng;
+pub use step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
 pub use time::Time;
+pub use timer::Timer;
 
 #[cfg(test)]
 mod tests;

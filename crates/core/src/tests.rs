@@ -162,7 +162,7 @@ fn listener_waits_for_confirmed_in_service() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::StartListener {
-            reason: Reason::Serving
+            reason: StartReason::Serving
         }
     )));
 }
@@ -419,7 +419,7 @@ fn protection_refused_means_terminating_and_the_job_goes_on() {
     assert!(acts.iter().any(|a| matches!(
         a,
         Action::Describe {
-            reason: Reason::ProtectionRefused,
+            reason: DescribeReason::ProtectionRefused,
             ..
         }
     )));
@@ -446,7 +446,7 @@ fn idle_scale_in_stops_at_once_and_completes_after_exit() {
         .find_map(|a| match a {
             Action::Describe {
                 id,
-                reason: Reason::ConfirmTermination,
+                reason: DescribeReason::ConfirmTermination,
             } => Some(*id),
             _ => None,
         })
@@ -675,7 +675,7 @@ fn job_in_the_stop_window_is_not_killed_early() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::KillListener {
-            reason: Reason::GraceExpired
+            reason: KillReason::GraceExpired
         }
     )));
 }
@@ -698,7 +698,7 @@ fn idle_spot_notice_stops_at_once() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::StopListener {
-            reason: Reason::SpotInterruptionIdle,
+            reason: StopReason::SpotInterruptionIdle,
             ..
         }
     )));
@@ -760,7 +760,7 @@ fn second_sigterm_forces_the_stop() {
         a,
         Action::StopListener {
             cancels_job: true,
-            reason: Reason::Forced
+            reason: StopReason::Forced
         }
     )));
     h.input(Input::ListenerExited { code: None });
@@ -827,7 +827,7 @@ fn relaunch_codes_follow_runner_service_js() {
             matches!(
                 a,
                 Action::StartListener {
-                    reason: Reason::Relaunch
+                    reason: StartReason::Relaunch
                 }
             )
         });
@@ -863,7 +863,7 @@ fn one_job_mode_relaunches_after_each_job_unless_draining() {
     assert!(h.take().iter().any(|a| matches!(
         a,
         Action::StartListener {
-            reason: Reason::NextJob
+            reason: StartReason::NextJob
         }
     )));
     h.input(Input::ListenerStarted { pid: 101 });
@@ -1088,7 +1088,7 @@ fn snapshot_reports_heartbeats_errors_calls_and_timers() {
     h.reply(id, Ok(ApiReply::Done));
     h.input(Input::TargetState(TargetState::Terminated));
     let s = h.host.snapshot();
-    assert_eq!(s.describe_wanted, Some(Reason::ConfirmTermination));
+    assert_eq!(s.describe_wanted, Some(DescribeReason::ConfirmTermination));
     assert_eq!(s.in_flight, vec![Call::Describe]);
     let id = h.expect_describe();
     h.reply(id, described("Terminating:Wait", true));
@@ -1121,4 +1121,202 @@ fn snapshot_reports_heartbeats_errors_calls_and_timers() {
     assert!(s.stop_requested && !s.forced && !s.exited);
     assert_eq!(s.force_at, Some(h.now + Duration::from_secs(60)));
     assert_eq!(s.draining, Some(DrainCause::StopRequested));
+}
+
+// ----- Named timers, the next step, lost jobs (what the shells word and count) -----
+
+fn lost(acts: &[Action]) -> Vec<JobLoss> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Notify(Notice::JobLost { cause }) => Some(*cause),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn next_timer_names_the_deadline_poll_timeout_gives() {
+    let mut h = Harness::serving(hooked());
+    assert_eq!(
+        h.host.next_timer().map(|(_, t)| t),
+        Some(Timer::DescribePoll),
+        "an idle unprotected host only keeps its (harmless) poll schedule"
+    );
+    h.input(Input::WorkerStarted { pid: 7 });
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    h.reply(id, err(ApiErrorKind::Throttled));
+    let (at, timer) = h.host.next_timer().expect("a retry");
+    assert_eq!(timer, Timer::Retry(Call::SetProtection));
+    assert_eq!(h.host.poll_timeout(), Some(at));
+    assert_eq!(h.host.timer(timer), Some(at));
+    h.advance(at.since(h.now));
+    let id = h.find(|a| protect_id(a, true)).expect("protect again");
+    h.reply(id, Ok(ApiReply::Done));
+    h.input(Input::WorkerExited { pid: 7 });
+    assert_eq!(h.host.timer(Timer::Unprotect), Some(h.now + Duration::from_secs(30)));
+    h.advance(Duration::from_secs(20));
+    assert_eq!(
+        h.host.next_timer(),
+        Some((h.now + Duration::from_secs(10), Timer::Unprotect))
+    );
+
+    // The stop grace is a timer until SIGKILL goes out; then no timer is left for the listener.
+    confirmed_wait(&mut h);
+    assert!(matches!(
+        h.host.listener(),
+        ListenerState::Stopping { kill_at: Some(_), .. }
+    ));
+    let kill_at = h.host.timer(Timer::ListenerKill).expect("kill timer");
+    h.advance(kill_at.since(h.now));
+    assert!(h.take().iter().any(|a| matches!(a, Action::KillListener { .. })));
+    assert!(matches!(
+        h.host.listener(),
+        ListenerState::Stopping { kill_at: None, .. }
+    ));
+    assert_eq!(h.host.timer(Timer::ListenerKill), None);
+    assert_eq!(
+        h.host.next_step().step,
+        Some(Step::ListenerKilled {
+            then: AfterStop {
+                complete_hook: true,
+                exit: false
+            }
+        })
+    );
+}
+
+#[test]
+fn every_timer_has_one_wire_name() {
+    let names: std::collections::BTreeSet<&str> = Timer::ALL.iter().map(|t| t.name()).collect();
+    assert_eq!(names.len(), Timer::ALL.len());
+    for t in Timer::ALL {
+        assert!(!t.to_string().contains(char::is_uppercase), "{t}");
+    }
+    assert_eq!(DrainCause::StopRequested.name(), "stop-requested");
+    assert_eq!(Call::SetProtection.to_string(), "set-protection");
+    assert_eq!(JobLoss::ALL.len(), 3);
+}
+
+#[test]
+fn a_job_in_the_stop_window_is_lost_once_even_when_the_stop_is_then_forced() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::StopRequested);
+    assert!(h.take().iter().any(is_stop));
+    h.input(Input::WorkerStarted { pid: 9 });
+    assert_eq!(lost(&h.take()), vec![JobLoss::StopWindow]);
+    assert_eq!(h.host.next_step().step, Some(Step::JobInStopWindow));
+    // Regression (metrics.rs counted it twice): the second SIGTERM forces the stop of a listener
+    // that is already cancelling that job, and then the listener exits under it.
+    h.input(Input::StopRequested);
+    let acts = h.take();
+    assert!(acts.contains(&Action::Notify(Notice::ForcingStopWithJob)));
+    assert!(lost(&acts).is_empty(), "{acts:?}");
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(lost(&h.take()).is_empty());
+}
+
+#[test]
+fn each_lost_job_is_reported_with_its_cause() {
+    // A crash under a job.
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    h.input(Input::ListenerExited { code: Some(2) });
+    assert_eq!(lost(&h.take()), vec![JobLoss::ListenerDied]);
+
+    // A forced stop under a job: lost to the force, not again when the listener exits.
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.take();
+    h.input(Input::StopRequested);
+    assert!(lost(&h.take()).is_empty(), "a drain waits for the job");
+    assert!(matches!(h.host.next_step().step, Some(Step::WaitForJob { .. })));
+    h.input(Input::StopRequested);
+    assert_eq!(lost(&h.take()), vec![JobLoss::ForcedStop]);
+    assert_eq!(h.host.next_step().step, Some(Step::CancellingJob));
+    h.input(Input::ListenerExited { code: None });
+    assert!(lost(&h.take()).is_empty());
+
+    // A job that ends normally is not lost, and the next one starts with a clean slate.
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::WorkerStarted { pid: 6 });
+    h.input(Input::ListenerExited { code: Some(2) });
+    assert_eq!(lost(&h.take()), vec![JobLoss::ListenerDied]);
+}
+
+#[test]
+fn next_step_follows_the_decisions() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::TargetState(TargetState::InService));
+    let step = h.host.next_step();
+    assert_eq!(
+        step.describe,
+        Some(DescribeStep {
+            reason: DescribeReason::AwaitInService,
+            when: DescribeWhen::Call(CallProgress::InFlight)
+        })
+    );
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    assert_eq!(h.host.next_step().step, Some(Step::StartListener));
+    h.input(Input::ListenerStarted { pid: 100 });
+    assert_eq!(
+        h.host.next_step(),
+        NextStep {
+            describe: None,
+            step: Some(Step::Idle)
+        }
+    );
+    h.input(Input::WorkerStarted { pid: 5 });
+    assert_eq!(
+        h.host.next_step().step,
+        Some(Step::JobRunning {
+            protection: JobProtection::Call(CallProgress::InFlight)
+        })
+    );
+    let id = h.find(|a| protect_id(a, true)).expect("protect");
+    h.reply(id, Ok(ApiReply::Done));
+    h.input(Input::WorkerExited { pid: 5 });
+    let at = h.now + Duration::from_secs(30);
+    assert_eq!(h.host.next_step().step, Some(Step::Unprotect { at, progress: None }));
+    assert_eq!(h.host.snapshot().unprotect_at, Some(at));
+
+    // IMDS down: the slow describe poll is named with its time, the same rule the core polls by.
+    h.advance(Duration::from_secs(31));
+    let id = h.find(|a| protect_id(a, false)).expect("unprotect");
+    h.reply(id, Ok(ApiReply::Done));
+    h.input(Input::ImdsUnavailable);
+    h.advance(Duration::from_secs(10));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    let poll = h.host.timer(Timer::DescribePoll).expect("poll");
+    assert_eq!(
+        h.host.next_step().describe,
+        Some(DescribeStep {
+            reason: DescribeReason::ImdsDown,
+            when: DescribeWhen::PollAt(poll)
+        })
+    );
+    assert_eq!(h.host.next_timer(), Some((poll, Timer::DescribePoll)));
+
+    // A drained host whose hook completed.
+    let mut h = Harness::serving(hooked());
+    confirmed_wait(&mut h);
+    h.input(Input::ListenerExited { code: Some(0) });
+    let id = h.find(complete_id).expect("complete");
+    assert_eq!(
+        h.host.next_step().step,
+        Some(Step::CompleteHook(Some(CallProgress::InFlight)))
+    );
+    h.reply(id, Ok(ApiReply::Done));
+    assert_eq!(
+        h.host.next_step().step,
+        Some(Step::Drained {
+            cause: DrainCause::Terminating,
+            hook_completed: true,
+            hook_configured: true
+        })
+    );
 }

@@ -19,7 +19,6 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use lifecycle_core::Rng;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -142,6 +141,28 @@ struct CachedToken {
     expires_epoch: i64,
 }
 
+/// Retry jitter: a splitmix64 stream (Steele, Lea and Flood, "Fast splittable pseudorandom number
+/// generators", 2014). Spreading retries needs no better randomness, and this keeps the client free
+/// of the decision core (it used `lifecycle_core::Rng` for this alone).
+#[derive(Debug)]
+struct Jitter(u64);
+
+impl Jitter {
+    /// The next 64 pseudo-random bits (SplitMix64: retry jitter and fresh names, not cryptography).
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// A GitHub REST client for one organisation or repository.
 pub struct GitHubClient {
     http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -150,7 +171,7 @@ pub struct GitHubClient {
     auth: Auth,
     opts: Options,
     installation_token: Mutex<Option<CachedToken>>,
-    jitter: Mutex<Rng>,
+    jitter: Mutex<Jitter>,
     requests: AtomicU64,
 }
 
@@ -243,7 +264,7 @@ impl GitHubClient {
             auth,
             opts,
             installation_token: Mutex::new(None),
-            jitter: Mutex::new(Rng::new(seed)),
+            jitter: Mutex::new(Jitter(seed)),
             requests: AtomicU64::new(0),
         })
     }
@@ -588,7 +609,7 @@ impl GitHubClient {
                 .min(Duration::from_secs(30));
             let delay = {
                 let mut rng = self.jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                rng.jitter(base, 0.5, 1.0)
+                base.mul_f64(0.5 + 0.5 * rng.unit())
             };
             warn!(path = %path, attempt, error = %failure, "GitHub request failed; retrying");
             time::sleep(delay).await;
@@ -652,6 +673,16 @@ impl GitHubClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_in_the_unit_interval_and_varies() {
+        let mut j = Jitter(42);
+        let draws: Vec<f64> = (0..1000).map(|_| j.unit()).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = draws.iter().sum::<f64>() / 1000.0;
+        assert!((0.45..0.55).contains(&mean), "{mean}");
+        assert_ne!(Jitter(1).unit(), Jitter(2).unit());
+    }
 
     #[test]
     fn scopes_from_runner_urls() -> Result<(), GitHubError> {

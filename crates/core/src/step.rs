@@ -1,0 +1,165 @@
+//! What the core will do next, typed: the shells word it (`status`), they never work it out.
+
+use crate::io::{DescribeReason, DrainCause};
+use crate::time::Time;
+use serde::Serialize;
+
+/// How far a call the core waits on has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallProgress {
+    /// Asked for, not answered yet.
+    InFlight,
+    /// Failed; retried at this time.
+    RetryAt(Time),
+}
+
+/// When the describe the core waits for goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DescribeWhen {
+    /// The describe call is in flight or waits for its retry.
+    Call(CallProgress),
+    /// A slow poll (launching, IMDS down): the next one goes out at this time.
+    PollAt(Time),
+    /// It goes out now.
+    DueNow,
+}
+
+/// A DescribeAutoScalingInstances the core wants, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DescribeStep {
+    /// Why.
+    pub reason: DescribeReason,
+    /// When it goes out.
+    pub when: DescribeWhen,
+}
+
+/// Scale-in protection while a job runs on a serving host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobProtection {
+    /// In no Auto Scaling group: nothing to protect.
+    NotInGroup,
+    /// SetInstanceProtection is under way.
+    Call(CallProgress),
+    /// Protected.
+    Protected,
+    /// Not protected yet.
+    NotYet,
+}
+
+/// The next heartbeat while a job runs under a pending lifecycle action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeartbeatWhen {
+    /// The heartbeat call is in flight or waits for its retry.
+    Call(CallProgress),
+    /// The next heartbeat goes out at this time.
+    At(Time),
+}
+
+/// What follows once the listener is down, on a draining host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AfterStop {
+    /// The lifecycle hook is completed.
+    pub complete_hook: bool,
+    /// The agent exits (a stop was requested).
+    pub exit: bool,
+}
+
+/// The main thing the core will do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// The drain is finished: the core has asked the driver to exit.
+    Exited,
+    /// Start (or restart) the listener now.
+    StartListener,
+    /// Serving, but the listener is stopping: wait for it to exit.
+    WaitListenerExit,
+    /// The listener exited and will not be relaunched; nothing is scheduled.
+    ListenerGaveUp,
+    /// The listener starts once Auto Scaling reports InService.
+    AwaitInService,
+    /// Relaunch the listener at this time.
+    Relaunch {
+        /// When.
+        at: Time,
+    },
+    /// A job runs on a serving host.
+    JobRunning {
+        /// Its protection.
+        protection: JobProtection,
+    },
+    /// Idle: protection is cleared at `at` unless a job comes.
+    Unprotect {
+        /// When the delay is over.
+        at: Time,
+        /// The SetInstanceProtection call, if under way.
+        progress: Option<CallProgress>,
+    },
+    /// Idle, with a SetInstanceProtection call under way.
+    IdleProtectionCall(CallProgress),
+    /// Idle; nothing scheduled.
+    Idle,
+    /// A forced stop is cancelling the running job.
+    CancellingJob,
+    /// SIGKILL went to the listener; waiting for it to exit.
+    ListenerKilled {
+        /// What follows.
+        then: AfterStop,
+    },
+    /// A job started after the listener was told to stop: the listener cancels it.
+    JobInStopWindow,
+    /// Draining: wait for the job to finish, then stop the listener.
+    WaitForJob {
+        /// What follows the stop.
+        then: AfterStop,
+        /// The next heartbeat, if the lifecycle action waits.
+        heartbeat: Option<HeartbeatWhen>,
+        /// When the stop is forced (`drain.stop_deadline`), if it will be.
+        force_at: Option<Time>,
+    },
+    /// Draining: SIGINT to the idle listener.
+    StopIdleListener {
+        /// What follows.
+        then: AfterStop,
+    },
+    /// Draining: wait for the listener to start, then stop it.
+    WaitStartThenStop {
+        /// What follows.
+        then: AfterStop,
+    },
+    /// Draining: the idle listener got SIGINT; SIGKILL at `kill_at`.
+    WaitIdleExit {
+        /// When SIGKILL follows.
+        kill_at: Time,
+        /// What follows.
+        then: AfterStop,
+    },
+    /// Drained: complete the lifecycle hook.
+    CompleteHook(Option<CallProgress>),
+    /// Drained after a stop request: clear protection, then exit.
+    UnprotectBeforeExit(CallProgress),
+    /// Drained after a stop request: exit.
+    Exiting,
+    /// Drained: waiting for whatever drained the host to end it.
+    Drained {
+        /// Why it drained.
+        cause: DrainCause,
+        /// The lifecycle hook was completed.
+        hook_completed: bool,
+        /// A termination hook is configured at all.
+        hook_configured: bool,
+    },
+}
+
+/// What the core will do next: a describe it waits for, and/or its main step. At least one is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NextStep {
+    /// A describe the core waits for.
+    pub describe: Option<DescribeStep>,
+    /// The main step; `None` when the describe is all there is.
+    pub step: Option<Step>,
+}
