@@ -39,6 +39,7 @@ pub mod host;
 pub mod io;
 pub mod rng;
 pub mod scaling;
+pub mod startup;
 pub mod step;
 pub mod time;
 pub mod timer;
@@ -51,6 +52,10 @@ pub use io::{
     Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
 };
 pub use rng::Rng;
+pub use startup::{
+    HookReport, Startup, StartupAction, StartupConfig, StartupExit, StartupInput, StartupPhase, StartupStep,
+    StartupTimer,
+};
 pub use step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
 pub use time::Time;
 pub use timer::Timer;
