@@ -18,8 +18,8 @@ use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
 use lifecycle_core::{
-    Action, ApiError, ApiReply, Call, DrainCause, HookConfig, HookPhase, Host, Input, Notice, RequestId, TargetState,
-    Time,
+    Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookPhase, HookReport, Host, Input, Notice,
+    RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput, TargetState, Time,
 };
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
@@ -104,50 +104,14 @@ impl Signals {
     }
 }
 
-/// The job hooks that arrived before discovery, as the core needs them: state, not history. A job
-/// (untrusted code) can call the hook socket in a loop, so nothing here may grow per request. The
-/// core keeps two facts from these hooks (is a job open, has the listener run a job); replaying at
-/// most "started, then completed" reproduces both, whatever the history was.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct EarlyHooks {
-    /// Hooks noted (for the status), saturating.
-    noted: u64,
-    /// A job-started hook was seen.
-    started_seen: bool,
-    /// The most recent hook: `true` for job-started, `false` for job-completed.
-    last_started: Option<bool>,
-}
-
-impl EarlyHooks {
-    fn note(&mut self, input: &Input) {
-        let started = match input {
-            Input::JobStartedHook => true,
-            Input::JobCompletedHook => false,
-            _ => return,
-        };
-        self.noted = self.noted.saturating_add(1);
-        self.started_seen |= started;
-        self.last_started = Some(started);
-    }
-
-    /// What to feed the core once it runs (at most two inputs).
-    fn replay(&self) -> Vec<Input> {
-        match self.last_started {
-            None => Vec::new(),
-            Some(true) => vec![Input::JobStartedHook],
-            Some(false) if self.started_seen => vec![Input::JobStartedHook, Input::JobCompletedHook],
-            Some(false) => vec![Input::JobCompletedHook],
-        }
-    }
-}
-
-/// The agent before its core runs: it answers signals, hooks and the watchdog while it discovers.
+/// The agent before its core runs: it carries out what the [`Startup`] machine asks for and answers
+/// signals, hooks and the watchdog meanwhile. It decides nothing itself.
 struct Starting<'a> {
     signals: &'a mut Signals,
     hook_rx: &'a mut mpsc::Receiver<Incoming>,
-    early_hooks: EarlyHooks,
-    stops: u32,
-    have_listener: bool,
+    startup: Startup,
+    /// Actions the machine emitted while a hook or signal was being answered, not yet carried out.
+    pending: VecDeque<StartupAction>,
     notifier: &'a Notifier,
     watchdog: Option<tokio::time::Interval>,
     clock: Clock,
@@ -155,6 +119,47 @@ struct Starting<'a> {
 }
 
 impl Starting<'_> {
+    /// The next thing the startup machine asks for, if any.
+    fn next_action(&mut self) -> Option<StartupAction> {
+        self.pending.pop_front().or_else(|| self.startup.poll_action())
+    }
+
+    /// Feed the machine; answer a hook or end the agent as it says. `Err` when it exits.
+    fn feed(
+        &mut self,
+        input: StartupInput,
+        reply: Option<tokio::sync::oneshot::Sender<Result<String, String>>>,
+    ) -> Result<(), Outcome> {
+        self.startup.handle_input(input, self.clock.now());
+        let mut reply = reply;
+        while let Some(action) = self.startup.poll_action() {
+            match action {
+                StartupAction::AnswerHookNoted { .. } => {
+                    // Noted for the core, but answered as an error: until discovery is done the
+                    // agent cannot protect the instance, so the hook makes its direct call.
+                    if let Some(r) = reply.take() {
+                        let _ = r.send(Err(
+                            "the agent is starting (instance not discovered yet); job noted".to_string()
+                        ));
+                    }
+                }
+                StartupAction::Exit(exit) => {
+                    match exit {
+                        StartupExit::StopNoListener => {
+                            info!("stop requested before discovery finished and no listener runs: exiting");
+                        }
+                        StartupExit::SecondStop => {
+                            warn!("second stop request during discovery: exiting; the adopted listener keeps running unsupervised");
+                        }
+                    }
+                    return Err(Outcome::Stopped { forced: exit.forced() });
+                }
+                other => self.pending.push_back(other),
+            }
+        }
+        Ok(())
+    }
+
     /// Drive `fut` to its end, answering everything else meanwhile. `Err` when a stop request
     /// ends the agent before then.
     async fn answer_while<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Outcome> {
@@ -162,35 +167,91 @@ impl Starting<'_> {
         loop {
             tokio::select! {
                 out = &mut fut => return Ok(out),
-                _ = self.signals.term.recv() => self.stops += 1,
-                _ = self.signals.int.recv() => self.stops += 1,
+                _ = self.signals.term.recv() => self.feed(StartupInput::StopRequested, None)?,
+                _ = self.signals.int.recv() => self.feed(StartupInput::StopRequested, None)?,
                 _ = self.signals.hup.recv() => {}
                 Some(inc) = self.hook_rx.recv() => {
-                    // Noted for the core, but answered as an error: until discovery is done the
-                    // agent cannot protect the instance, so the hook makes its direct call.
-                    let answer = match hook_input(inc.request) {
+                    match hook_input(inc.request) {
                         Some(input) => {
-                            self.early_hooks.note(&input);
-                            Err("the agent is starting (instance not discovered yet); job noted".to_string())
+                            let report = if input == Input::JobStartedHook { HookReport::Started } else { HookReport::Completed };
+                            self.feed(StartupInput::Hook(report), Some(inc.reply))?;
                         }
-                        None => Ok(status::discovering(
-                            Duration::from_millis(self.clock.now().as_millis()),
-                            self.metrics_listen.as_deref(),
-                            usize::try_from(self.early_hooks.noted).unwrap_or(usize::MAX),
-                        )
-                        .to_json()),
-                    };
-                    let _ = inc.reply.send(answer);
+                        None => {
+                            let answer = status::discovering(
+                                Duration::from_millis(self.clock.now().as_millis()),
+                                self.metrics_listen.as_deref(),
+                                usize::try_from(self.startup.hooks_noted()).unwrap_or(usize::MAX),
+                            )
+                            .to_json();
+                            let _ = inc.reply.send(Ok(answer));
+                        }
+                    }
                 }
                 () = tick(&mut self.watchdog) => self.notifier.ping(),
             }
-            if self.stops > 0 && !self.have_listener {
-                info!("stop requested before discovery finished and no listener runs: exiting");
-                return Err(Outcome::Stopped { forced: false });
-            }
-            if self.stops > 1 {
-                warn!("second stop request during discovery: exiting; the adopted listener keeps running unsupervised");
-                return Err(Outcome::Stopped { forced: true });
+        }
+    }
+
+    /// Carry out the startup until the machine hands over to the core (the discovery result and the
+    /// inputs to replay) or exits.
+    async fn run(&mut self, settings: &Settings, imds: &mut ImdsClient) -> Result<(Discovered, Vec<Input>), Outcome> {
+        let mut identity: Option<Identity> = None;
+        let mut discovered: Option<Discovered> = None;
+        loop {
+            let Some(action) = self.next_action() else {
+                // Nothing to do but wait for the retry timer.
+                let Some(at) = self.startup.poll_timeout() else {
+                    unreachable!("a startup that is not done always has an action or a timer");
+                };
+                let wait = at.since(self.clock.now());
+                self.answer_while(tokio::time::sleep(wait)).await?;
+                self.startup.handle_timeout(self.clock.now());
+                continue;
+            };
+            match action {
+                StartupAction::ReadIdentity => {
+                    let input = match self.answer_while(read_identity(settings, imds)).await? {
+                        Ok(id) => {
+                            identity = Some(id);
+                            StartupInput::IdentityRead
+                        }
+                        Err(error) => StartupInput::IdentityFailed { error },
+                    };
+                    self.feed(input, None)?;
+                }
+                StartupAction::Discover => {
+                    let Some(id) = identity.as_ref() else {
+                        unreachable!("the startup machine discovers only after the identity is read");
+                    };
+                    let input = match self.answer_while(discover(settings, id)).await? {
+                        Ok(d) => {
+                            discovered = Some(d);
+                            StartupInput::Discovered
+                        }
+                        Err((error, throttled)) => StartupInput::DiscoveryFailed { error, throttled },
+                    };
+                    self.feed(input, None)?;
+                }
+                StartupAction::RetryLater {
+                    step,
+                    attempt,
+                    delay,
+                    error,
+                } => {
+                    let retry_in_s = delay.as_secs_f64();
+                    warn!(error = %error, step = %step, attempt, retry_in_s, "discovery failed; retrying");
+                    self.notifier
+                        .status(&format!("discovery failed ({error}); retrying in {retry_in_s:.1}s"));
+                }
+                StartupAction::HandOver { replay } => {
+                    let Some(d) = discovered.take() else {
+                        unreachable!("the startup machine hands over only after discovery answered");
+                    };
+                    return Ok((d, replay));
+                }
+                StartupAction::Exit(_) | StartupAction::AnswerHookNoted { .. } => {
+                    unreachable!("exits and hook answers are carried out where they are fed")
+                }
             }
         }
     }
@@ -265,51 +326,35 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let mut imds = ImdsClient::new(settings.imds_endpoint.clone());
 
     // Discovery, while answering signals, hooks and the watchdog. The discovery future lives
-    // across those events: restarting it on each one could starve it.
+    // across those events: restarting it on each one could starve it. What to do when is the
+    // startup machine's call (lifecycle-core, `Startup`).
     let mut starting = Starting {
         signals: &mut signals,
         hook_rx: &mut hook_rx,
-        early_hooks: EarlyHooks::default(),
-        stops: 0,
-        have_listener: adopted.is_some(),
+        startup: Startup::new(
+            StartupConfig {
+                have_listener: adopted.is_some(),
+            },
+            jitter_seed(),
+            clock.now(),
+        ),
+        pending: VecDeque::new(),
         notifier: &notifier,
         watchdog: notifier.watchdog_interval().map(tokio::time::interval),
         clock,
         metrics_listen: metrics_listen.clone(),
     };
-    let mut attempt = 0u32;
-    let discovered = loop {
-        let outcome = match starting.answer_while(discover(&settings, &mut imds)).await {
-            Ok(o) => o,
-            Err(stopped) => {
-                server.abort();
-                remove_socket(&settings.socket);
-                notifier.stopping();
-                return Ok(stopped);
-            }
-        };
-        match outcome {
-            Ok(d) => break d,
-            Err(e) => {
-                attempt += 1;
-                let delay = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30));
-                warn!(error = %e, attempt, retry_in_s = delay.as_secs(), "discovery failed; retrying");
-                notifier.status(&format!("discovery failed ({e}); retrying in {}s", delay.as_secs()));
-                if let Err(stopped) = starting.answer_while(tokio::time::sleep(delay)).await {
-                    server.abort();
-                    remove_socket(&settings.socket);
-                    notifier.stopping();
-                    return Ok(stopped);
-                }
-            }
+    let (discovered, replay) = match starting.run(&settings, &mut imds).await {
+        Ok(handed_over) => handed_over,
+        Err(stopped) => {
+            server.abort();
+            remove_socket(&settings.socket);
+            notifier.stopping();
+            return Ok(stopped);
         }
     };
-    let Starting {
-        early_hooks,
-        stops,
-        watchdog,
-        ..
-    } = starting;
+    let stops = starting.startup.stops();
+    let watchdog = starting.watchdog.take();
     info!(
         instance_id = %discovered.instance_id,
         region = %discovered.region,
@@ -361,10 +406,8 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
             agent.queue.push_back(Input::WorkerStarted { pid: w.pid });
         }
     }
-    agent.queue.extend(early_hooks.replay());
-    for _ in 0..stops {
-        agent.queue.push_back(Input::StopRequested);
-    }
+    // Early hooks (at most started, completed), then the stop requests: exactly once.
+    agent.queue.extend(replay);
 
     tokio::spawn(poll_imds(imds, agent.settings.imds_poll, agent.tx.clone(), clock));
     let outcome = agent.main_loop(rx, &mut hook_rx, &mut signals, watchdog).await;
@@ -424,7 +467,15 @@ fn adopt(program: &std::path::Path, uid: u32) -> Option<(ProcId, Vec<ProcId>)> {
     Some((listener, procs::workers_of(listener.pid)))
 }
 
-async fn discover(settings: &Settings, imds: &mut ImdsClient) -> Result<Discovered, String> {
+/// Who this instance is.
+#[derive(Clone, Debug)]
+struct Identity {
+    instance_id: String,
+    region: String,
+}
+
+/// The instance id and region: configured, or read from IMDS.
+async fn read_identity(settings: &Settings, imds: &mut ImdsClient) -> Result<Identity, String> {
     const IMDS_DEADLINE: Duration = Duration::from_secs(5);
     let instance_id = match &settings.instance_id {
         Some(id) => id.clone(),
@@ -446,6 +497,14 @@ async fn discover(settings: &Settings, imds: &mut ImdsClient) -> Result<Discover
             .trim()
             .to_string(),
     };
+    Ok(Identity { instance_id, region })
+}
+
+/// The group and its termination hook: configured, or asked of Auto Scaling. `Err` carries the
+/// message and whether Auto Scaling throttled the call.
+async fn discover(settings: &Settings, identity: &Identity) -> Result<Discovered, (String, bool)> {
+    let Identity { instance_id, region } = identity.clone();
+    let throttled = |e: &ApiError| e.kind == ApiErrorKind::Throttled;
     let sdk = asg::sdk_config(
         &region,
         settings.endpoint_url.as_deref(),
@@ -459,7 +518,7 @@ async fn discover(settings: &Settings, imds: &mut ImdsClient) -> Result<Discover
         None => client
             .describe()
             .await
-            .map_err(|e| format!("DescribeAutoScalingInstances: {e}"))?
+            .map_err(|e| (format!("DescribeAutoScalingInstances: {e}"), throttled(&e)))?
             .map(|m| m.group),
     };
     let hook = match &group {
@@ -468,11 +527,12 @@ async fn discover(settings: &Settings, imds: &mut ImdsClient) -> Result<Discover
             let hooks = client
                 .termination_hooks(g, settings.hook.as_deref())
                 .await
-                .map_err(|e| format!("DescribeLifecycleHooks: {e}"))?;
+                .map_err(|e| (format!("DescribeLifecycleHooks: {e}"), throttled(&e)))?;
             if let Some(name) = &settings.hook {
                 if hooks.is_empty() {
-                    return Err(format!(
-                        "lifecycle hook `{name}` (aws.hook) does not exist in group {g}"
+                    return Err((
+                        format!("lifecycle hook `{name}` (aws.hook) does not exist in group {g}"),
+                        false,
                     ));
                 }
             } else if hooks.len() > 1 {
@@ -1089,59 +1149,5 @@ fn log_notice(notice: &Notice) {
             notice = "not-in-group",
             "instance is in no Auto Scaling group: serving without protection or hooks"
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// What the core keeps from job hooks (lifecycle-core, `Host::handle`): whether a job is open
-    /// and whether the listener has run one.
-    fn core_view(inputs: &[Input]) -> (bool, bool) {
-        inputs.iter().fold((false, false), |(open, ran), i| match i {
-            Input::JobStartedHook => (true, true),
-            Input::JobCompletedHook => (false, ran),
-            _ => (open, ran),
-        })
-    }
-
-    #[test]
-    fn a_flood_of_early_hooks_keeps_constant_state() {
-        // Regression: every early hook was pushed onto a Vec (157 MB after 30 s of a hook loop).
-        let mut early = EarlyHooks::default();
-        for i in 0..1_000_000u32 {
-            early.note(if i % 3 == 0 {
-                &Input::JobStartedHook
-            } else {
-                &Input::JobCompletedHook
-            });
-        }
-        early.note(&Input::JobCompletedHook);
-        assert_eq!(early.noted, 1_000_001);
-        assert_eq!(early.replay().len(), 2);
-        assert_eq!(core_view(&early.replay()), (false, true));
-        assert!(std::mem::size_of::<EarlyHooks>() <= 16);
-        assert!(EarlyHooks::default().replay().is_empty());
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
-        /// The replay leaves the core where the whole history would have.
-        #[test]
-        fn replay_matches_the_history(starts in proptest::collection::vec(any::<bool>(), 0..64)) {
-            let history: Vec<Input> = starts
-                .iter()
-                .map(|&s| if s { Input::JobStartedHook } else { Input::JobCompletedHook })
-                .collect();
-            let mut early = EarlyHooks::default();
-            for i in &history {
-                early.note(i);
-            }
-            prop_assert_eq!(core_view(&early.replay()), core_view(&history));
-            prop_assert_eq!(early.noted, history.len() as u64);
-        }
     }
 }
