@@ -345,3 +345,30 @@ fn demand_scaling_cuts_queue_wait_and_idle_time() {
     assert!(demand.idle_instance_hours < alarms.idle_instance_hours);
     assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
 }
+
+/// Startup under throttling: every agent reads its identity and discovers its group through the
+/// world's faulty Auto Scaling API (lifecycle-core `Startup`, jittered backoff). With most calls
+/// throttled the fleet still starts, serves its jobs and keeps every invariant.
+#[test]
+fn startup_under_heavy_throttling() {
+    let mut cfg = SimConfig::fleet(11, 20, 1.0);
+    cfg.faults = Faults {
+        throttle_rate: 0.6,
+        error_rate: 0.05,
+        imds_outages_per_day: 4.0,
+        agent_crashes_per_day: 4.0,
+        throttle_episodes_per_day: 4.0,
+        ..Faults::default()
+    };
+    let report = simulate(&cfg, &OURS);
+    assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
+    for s in &report.strategies {
+        assert_eq!(s.metrics.jobs_cancelled, 0, "{}", s.name);
+        assert!(
+            s.metrics.jobs_succeeded > 100,
+            "{}: {}",
+            s.name,
+            s.metrics.jobs_succeeded
+        );
+    }
+}

@@ -3,7 +3,10 @@
 use super::Controller;
 use crate::config::timing;
 use crate::world::{ApiCall, HookKind, HookRun, HostEvent, InstId, JobId, Target, World};
-use lifecycle_core::{Action, ApiError, ApiReply, CoreConfig, HookConfig, Host, Input, RequestId, TargetState, Time};
+use lifecycle_core::{
+    Action, ApiError, ApiErrorKind, ApiReply, CoreConfig, HookConfig, HookReport, Host, Input, RequestId, Rng, Startup,
+    StartupAction, StartupConfig, StartupInput, TargetState, Time,
+};
 use std::time::Duration;
 
 /// The job hook's round trip over the agent's Unix socket.
@@ -11,11 +14,33 @@ const HOOK_VIA_SOCKET: Duration = Duration::from_millis(2);
 /// The hook when the agent is down: a refused connection, one line, exit 0.
 const HOOK_AGENT_DOWN: Duration = Duration::from_millis(1);
 
+/// An IMDS read that is answered.
+const IMDS_READ: Duration = Duration::from_millis(2);
+/// How long the agent's identity read retries a silent IMDS before it gives up (agent `read_identity`).
+const IMDS_DEADLINE: Duration = Duration::from_secs(5);
+
 /// One host running the runner-lifecycle agent.
 #[derive(Debug)]
 pub struct RunnerLifecycle {
-    core: Host,
+    phase: Phase,
     replies: Vec<(Time, RequestId, Result<ApiReply, ApiError>)>,
+}
+
+/// The agent before and after discovery.
+#[derive(Debug)]
+enum Phase {
+    /// Reading the identity and discovering the group (lifecycle-core `Startup`), as the agent does.
+    Starting {
+        startup: Startup,
+        /// The seed the core gets at hand-over.
+        host_seed: u64,
+        /// The answer to the identity read or discovery under way, and when it arrives.
+        answer: Option<(Time, StartupInput)>,
+    },
+    /// The decision core runs.
+    Running(Box<Host>),
+    /// The agent exited before its core ran.
+    Exited,
 }
 
 fn core_config(w: &World) -> CoreConfig {
@@ -43,15 +68,114 @@ fn short(debug: &str) -> String {
 
 impl RunnerLifecycle {
     fn feed(&mut self, w: &mut World, inst: InstId, input: Input) {
+        let Phase::Running(core) = &mut self.phase else {
+            return;
+        };
         w.trace(inst, || format!("core <- {input:?}"));
         w.record_mark(inst, "agent", || short(&format!("{input:?}")));
-        self.core.handle_input(input, w.now);
+        core.handle_input(input, w.now);
         self.pump(w, inst);
+    }
+
+    fn feed_startup(&mut self, w: &mut World, inst: InstId, input: StartupInput) {
+        let Phase::Starting { startup, .. } = &mut self.phase else {
+            return;
+        };
+        w.trace(inst, || format!("startup <- {input:?}"));
+        w.record_mark(inst, "agent", || short(&format!("{input:?}")));
+        startup.handle_input(input, w.now);
+        self.pump_startup(w, inst);
+    }
+
+    /// Carry out every action the startup machine asks for, as the agent does.
+    fn pump_startup(&mut self, w: &mut World, inst: InstId) {
+        loop {
+            let Phase::Starting {
+                startup,
+                host_seed,
+                answer,
+            } = &mut self.phase
+            else {
+                return;
+            };
+            let Some(action) = startup.poll_action() else {
+                return;
+            };
+            w.trace(inst, || format!("startup -> {action:?}"));
+            w.record_mark(inst, "agent", || format!("-> {}", short(&format!("{action:?}"))));
+            match action {
+                StartupAction::ReadIdentity => {
+                    *answer = Some(if w.imds_up(inst) {
+                        (w.now + IMDS_READ, StartupInput::IdentityRead)
+                    } else {
+                        (
+                            w.now + IMDS_DEADLINE,
+                            StartupInput::IdentityFailed {
+                                error: "IMDS does not answer".into(),
+                            },
+                        )
+                    });
+                }
+                StartupAction::Discover => {
+                    // DescribeAutoScalingInstances, then DescribeLifecycleHooks for the group.
+                    let mut took = w.latency(timing::API_LATENCY);
+                    let mut result = w.call(inst, ApiCall::Describe);
+                    if matches!(result, Ok(ApiReply::Described(Some(_)))) {
+                        took += w.latency(timing::API_LATENCY);
+                        result = w.call(inst, ApiCall::DescribeHooks);
+                    }
+                    let input = match result {
+                        Ok(_) => StartupInput::Discovered,
+                        Err(e) => StartupInput::DiscoveryFailed {
+                            throttled: e.kind == ApiErrorKind::Throttled,
+                            error: e.to_string(),
+                        },
+                    };
+                    *answer = Some((w.now + took, input));
+                }
+                StartupAction::RetryLater { .. } | StartupAction::AnswerHookNoted { .. } => {}
+                StartupAction::HandOver { replay } => {
+                    let core = Host::new(core_config(w), *host_seed, w.now);
+                    self.phase = Phase::Running(Box::new(core));
+                    self.hand_over(w, inst, replay);
+                    return;
+                }
+                StartupAction::Exit(_) => {
+                    self.phase = Phase::Exited;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The core's first inputs: what the agent finds (processes, then the early hooks it noted, then
+    /// IMDS; docs/agent.md, "Restart").
+    fn hand_over(&mut self, w: &mut World, inst: InstId, replay: Vec<Input>) {
+        let obs = w.observe(inst);
+        if let Some(pid) = obs.listener_pid {
+            self.feed(w, inst, Input::ListenerStarted { pid });
+        }
+        if let Some(pid) = obs.worker_pid {
+            self.feed(w, inst, Input::WorkerStarted { pid });
+        }
+        for input in replay {
+            self.feed(w, inst, input);
+        }
+        match obs.target {
+            Some(t) => self.feed(w, inst, target_input(t)),
+            None => self.feed(w, inst, Input::ImdsUnavailable),
+        }
+        if obs.spot_notice {
+            self.feed(w, inst, Input::SpotInterruption);
+        }
     }
 
     /// Carry out every action the core asks for.
     fn pump(&mut self, w: &mut World, inst: InstId) {
-        while let Some(action) = self.core.poll_action() {
+        let Phase::Running(core) = &mut self.phase else {
+            return;
+        };
+        while let Some(action) = core.poll_action() {
             w.trace(inst, || format!("core -> {action:?}"));
             w.record_mark(inst, "agent", || format!("-> {}", short(&format!("{action:?}"))));
             let (id, call) = match action {
@@ -88,26 +212,18 @@ impl Controller for RunnerLifecycle {
     const CENTRAL_COMPLETES_TRIMS: bool = true;
 
     fn start(w: &mut World, inst: InstId, _restart: bool) -> Self {
-        let seed = w.rng.next_u64();
+        let host_seed = w.rng.next_u64();
+        // What a (re)started agent finds first: a listener left by the previous agent (adopted).
+        let have_listener = w.observe(inst).listener_pid.is_some();
         let mut host = RunnerLifecycle {
-            core: Host::new(core_config(w), seed, w.now),
+            phase: Phase::Starting {
+                startup: Startup::new(StartupConfig { have_listener }, Rng::new(host_seed).next_u64(), w.now),
+                host_seed,
+                answer: None,
+            },
             replies: Vec::new(),
         };
-        // What a (re)started agent finds: processes first, then IMDS (docs/agent.md, "Restart").
-        let obs = w.observe(inst);
-        if let Some(pid) = obs.listener_pid {
-            host.feed(w, inst, Input::ListenerStarted { pid });
-        }
-        if let Some(pid) = obs.worker_pid {
-            host.feed(w, inst, Input::WorkerStarted { pid });
-        }
-        match obs.target {
-            Some(t) => host.feed(w, inst, target_input(t)),
-            None => host.feed(w, inst, Input::ImdsUnavailable),
-        }
-        if obs.spot_notice {
-            host.feed(w, inst, Input::SpotInterruption);
-        }
+        host.pump_startup(w, inst);
         host
     }
 
@@ -132,6 +248,24 @@ impl Controller for RunnerLifecycle {
             HookKind::Completed => Input::JobCompletedHook,
         };
         match host {
+            Some(
+                h @ RunnerLifecycle {
+                    phase: Phase::Starting { .. },
+                    ..
+                },
+            ) => {
+                // Before discovery the agent answers "noted" (the hook prints it and exits 0; it
+                // makes no AWS call of its own) and replays the report to the core at hand-over.
+                let report = match kind {
+                    HookKind::Started => HookReport::Started,
+                    HookKind::Completed => HookReport::Completed,
+                };
+                h.feed_startup(w, inst, StartupInput::Hook(report));
+                Some(HookRun {
+                    took: HOOK_VIA_SOCKET,
+                    fails_job: false,
+                })
+            }
             Some(h) => {
                 h.feed(w, inst, input);
                 Some(HookRun {
@@ -152,21 +286,45 @@ impl Controller for RunnerLifecycle {
     }
 
     fn next_wake(&self) -> Option<Time> {
-        let reply = self.replies.iter().map(|r| r.0).min();
-        match (self.core.poll_timeout(), reply) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        match &self.phase {
+            Phase::Starting { startup, answer, .. } => {
+                let answer = answer.as_ref().map(|a| a.0);
+                match (startup.poll_timeout(), answer) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Phase::Running(core) => {
+                let reply = self.replies.iter().map(|r| r.0).min();
+                match (core.poll_timeout(), reply) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Phase::Exited => None,
         }
     }
 
     fn on_wake(&mut self, w: &mut World, inst: InstId) {
         let now = w.now;
+        if let Phase::Starting { answer, .. } = &mut self.phase {
+            if let Some((_, input)) = answer.take_if(|a| a.0 <= now) {
+                self.feed_startup(w, inst, input);
+            }
+            if let Phase::Starting { startup, .. } = &mut self.phase {
+                startup.handle_timeout(now);
+                self.pump_startup(w, inst);
+            }
+            return;
+        }
         self.replies.sort_by_key(|r| (r.0, r.1));
         while self.replies.first().is_some_and(|r| r.0 <= now) {
             let (_, id, result) = self.replies.remove(0);
             self.feed(w, inst, Input::ApiResult { id, result });
         }
-        self.core.handle_timeout(now);
+        if let Phase::Running(core) = &mut self.phase {
+            core.handle_timeout(now);
+        }
         self.pump(w, inst);
     }
 }

@@ -43,6 +43,8 @@ impl World {
                     protected: self.instances[idx].protected,
                 }),
             })),
+            // The group's one termination hook (its configuration never changes in the model).
+            ApiCall::DescribeHooks => Ok(ApiReply::Done),
             ApiCall::SetProtection(true) => match asg {
                 AsgPhase::InService => {
                     self.set_protected(inst, true);
@@ -121,7 +123,7 @@ impl World {
         // Retries after a failure are part of the idle-wait allowance: describe backs off up to 30 s,
         // completion up to 4 s (lifecycle-core CoreConfig defaults).
         let extra = match call {
-            ApiCall::Describe => Duration::from_secs(30),
+            ApiCall::Describe | ApiCall::DescribeHooks => Duration::from_secs(30),
             ApiCall::Complete => Duration::from_secs(4),
             _ => Duration::ZERO,
         };

@@ -75,6 +75,8 @@ pub enum ApiCall {
     SetProtection(bool),
     /// DescribeAutoScalingInstances.
     Describe,
+    /// DescribeLifecycleHooks (the agent's discovery of its termination hook).
+    DescribeHooks,
     /// RecordLifecycleActionHeartbeat.
     Heartbeat,
     /// CompleteLifecycleAction.

@@ -242,6 +242,11 @@ impl World {
         }
     }
 
+    /// Whether the instance's IMDS answers now (an agent reading its identity needs it).
+    pub fn imds_up(&self, inst: InstId) -> bool {
+        self.now >= self.instances[inst as usize].imds_down_until
+    }
+
     pub(super) fn visible_target(&self, i: &Instance) -> Target {
         if self.now >= i.target_visible_at {
             i.target
