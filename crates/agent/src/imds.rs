@@ -1,10 +1,15 @@
 //! A small IMDSv2 client (EC2 User Guide, "Use the Instance Metadata Service to access instance
 //! metadata", IMDSv2): `PUT /latest/api/token` with a TTL header, then GETs carrying the token.
 //!
-//! Plain HTTP/1.1 over a fresh loopback-local TCP connection per request: IMDS is link-local, the
-//! requests are tiny, and a hand-rolled exchange keeps the agent free of a second HTTP stack. The
-//! token is refreshed before it expires and whenever IMDS answers 401; 404 means "nothing there";
-//! the base URL is injectable for tests. The token is a credential: it is never logged.
+//! Plain HTTP/1.1 over a fresh loopback-local TCP connection per request: IMDS is link-local and the
+//! requests are tiny. The token is refreshed before it expires and whenever IMDS answers 401; 404
+//! means "nothing there"; the base URL is injectable for tests. The token is a credential: it is
+//! never logged.
+//!
+//! Not `aws_config::imds::client::Client` (also in the binary, for the credential chain): measured,
+//! it panics on a token TTL of `u64::MAX`, keeps a token IMDS has forgotten (every read 401 until
+//! the token's 6 h expire) and retries a 500 for 4.6 s; docs/agent.md, "Why the agent keeps its own
+//! IMDS client".
 
 use crate::clock::now_instant;
 use std::time::{Duration, Instant};
