@@ -372,3 +372,19 @@ fn startup_under_heavy_throttling() {
         );
     }
 }
+
+/// Seeds 1710, 5079 and 6913 (20 instances, 1 day, default faults): a restarted agent's discovery
+/// was throttled, its startup backed off up to 13 s, and the scale-in came meanwhile; the drain
+/// waited for the retry. The world now allows for a pending startup retry, as it does for an agent
+/// restart or an IMDS outage already under way.
+#[test]
+fn regression_seeds_startup_backoff_during_a_scale_in() {
+    for seed in [1710, 5079, 6913] {
+        let report = simulate(&SimConfig::fleet(seed, 20, 1.0), &Strategy::ALL[..3]);
+        assert!(
+            report.violation_list.is_empty(),
+            "seed {seed}: {:?}",
+            report.violation_list
+        );
+    }
+}

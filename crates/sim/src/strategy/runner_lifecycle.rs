@@ -133,14 +133,17 @@ impl RunnerLifecycle {
                     };
                     *answer = Some((w.now + took, input));
                 }
-                StartupAction::RetryLater { .. } | StartupAction::AnswerHookNoted { .. } => {}
+                StartupAction::RetryLater { delay, .. } => w.note_startup_retry(inst, Some(w.now + delay)),
+                StartupAction::AnswerHookNoted { .. } => {}
                 StartupAction::HandOver { replay } => {
+                    w.note_startup_retry(inst, None);
                     let core = Host::new(core_config(w), *host_seed, w.now);
                     self.phase = Phase::Running(Box::new(core));
                     self.hand_over(w, inst, replay);
                     return;
                 }
                 StartupAction::Exit(_) => {
+                    w.note_startup_retry(inst, None);
                     self.phase = Phase::Exited;
                     return;
                 }

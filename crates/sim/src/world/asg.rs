@@ -190,6 +190,7 @@ impl World {
             global_timeout_hit: false,
             terminations: 0,
             busy_flag: false,
+            startup_retry_until: None,
             worker_seen: false,
             faults_rng: streams::instance_faults(self.cfg.seed, inst),
         });
@@ -292,6 +293,10 @@ impl World {
         };
         if i.imds_down_until > now {
             i.fault_allowance += i.imds_down_until.since(now) + Duration::from_secs(40);
+        }
+        // An agent still starting waits out its discovery backoff first (seeds 1710, 5079, 6913).
+        if let Some(until) = i.startup_retry_until.filter(|t| *t > now) {
+            i.fault_allowance += until.since(now);
         }
         self.queue.push(now + self.cfg.hook_timeout, Ev::HookExpire(inst, seq));
         let seen = self.next_poll_after(inst, now + self.cfg.imds_lag);

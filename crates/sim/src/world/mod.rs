@@ -154,6 +154,9 @@ pub(crate) struct Instance {
     worker_seen: bool,
     last_worker_exit: Time,
     pub(crate) agent_up: bool,
+    /// A restarted agent's startup is waiting to retry a failed step until then (throttled
+    /// discovery backs off up to 30 s, lifecycle-core `startup::BACKOFF_CAP`).
+    startup_retry_until: Option<Time>,
     pub(crate) agent_gen: u32,
     pub(crate) wake_at: Option<Time>,
     idle_in_wait_since: Option<Time>,

@@ -221,6 +221,17 @@ impl World {
         self.queue.push(self.now + after, Ev::Relaunch(inst, gen));
     }
 
+    /// The host's agent is starting and will retry a failed step at `until` (`None`: not waiting).
+    /// A drain that begins meanwhile may take that much longer: the invariant allows for it.
+    pub fn note_startup_retry(&mut self, inst: InstId, until: Option<Time>) {
+        let now = self.now;
+        let i = &mut self.instances[inst as usize];
+        i.startup_retry_until = until;
+        if let (Some(until), AsgPhase::Wait { .. }) = (until, i.asg) {
+            i.fault_allowance += until.since(now);
+        }
+    }
+
     /// What a freshly started agent finds on its host.
     pub fn observe(&mut self, inst: InstId) -> Observation {
         let i = &mut self.instances[inst as usize];
