@@ -11,8 +11,63 @@
 //! answered is the new connection closed at once (the hook then answers its job right away).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// A listening socket whose connections [`serve`] hands out.
+pub trait Accept {
+    /// One accepted connection.
+    type Stream: Send + 'static;
+    /// Wait for the next connection.
+    fn accept_one(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// Accept connections forever. Each one the limiter admits is served by `handle` (which owns its
+/// slot, freed when the handler ends) within `deadline`, so a client that connects and never speaks
+/// cannot hold a task forever; at the cap with every slot busy, the new connection is closed at
+/// once. An accept error (EMFILE and friends) is logged as `what` and backed off for 100 ms instead
+/// of spinning.
+pub async fn serve<L, H, F>(listener: L, limiter: Arc<Limiter>, deadline: Duration, what: &'static str, handle: H)
+where
+    L: Accept,
+    H: Fn(L::Stream, Slot) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept_one().await {
+            Ok(stream) => {
+                let Some(slot) = limiter.admit() else {
+                    drop(stream);
+                    continue;
+                };
+                let served = handle(stream, slot);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(deadline, served).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {

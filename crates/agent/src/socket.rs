@@ -216,29 +216,19 @@ pub async fn serve_limited(
     to_agent: mpsc::Sender<Incoming>,
     limiter: std::sync::Arc<crate::conns::Limiter>,
 ) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                // Every slot busy being answered: close at once (the hook answers its job and
-                // exits 0 without waiting).
-                let Some(slot) = limiter.admit() else {
-                    drop(stream);
-                    continue;
-                };
-                let tx = to_agent.clone();
-                tokio::spawn(async move {
-                    // A client that connects and never speaks must not hold a task forever.
-                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, tx, &slot)).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "hook socket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    // Every slot busy being answered: a new connection is closed at once (the hook answers its job
+    // and exits 0 without waiting).
+    crate::conns::serve(
+        listener,
+        limiter,
+        CONNECTION_TIMEOUT,
+        "hook socket accept failed",
+        |stream, slot| {
+            let tx = to_agent.clone();
+            async move { handle(stream, tx, &slot).await }
+        },
+    )
+    .await;
 }
 
 async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>, slot: &crate::conns::Slot) {

@@ -43,25 +43,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(listener: TcpListener, metrics: Shared) {
     // Idle connections cannot starve scrapes: at the cap the oldest idle one is closed (crate::conns).
     let limiter = crate::conns::Limiter::new(MAX_CONNECTIONS);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let Some(slot) = limiter.admit() else {
-                    drop(stream);
-                    continue;
-                };
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, &metrics, &slot)).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    crate::conns::serve(
+        listener,
+        limiter,
+        CONNECTION_TIMEOUT,
+        "metrics endpoint: accept failed",
+        |stream, slot| {
+            let metrics = metrics.clone();
+            async move { handle(stream, &metrics, &slot).await }
+        },
+    )
+    .await;
 }
 
 async fn handle(mut stream: TcpStream, metrics: &Mutex<Metrics>, slot: &crate::conns::Slot) {
