@@ -209,6 +209,11 @@ class Host:
             a.close()
 
 
+def fd_count(pid: int) -> int:
+    """Open file descriptors of a process (the agent's bound under a connection flood)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def agent_env(endpoint_url: str, imds_url: str, runner_path: Path, socket_dir: Path) -> dict[str, str]:
     """The environment of an agent under test: loopback AWS and IMDS, its runner and socket, and short
     but realistic knobs so each test takes seconds, not minutes."""

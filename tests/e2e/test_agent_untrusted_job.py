@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from harness import stop_agent, wait_for
+from harness import fd_count, stop_agent, wait_for
 from support.fake_runner.common import load_env_file
 
 
@@ -23,8 +23,15 @@ def environ(pid: int) -> dict[str, str]:
     return out
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def idle_connection(path: Path) -> socket.socket:
+    """A connection to the hook socket that never sends a request (refused ones count too)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(str(path))
+    except (BlockingIOError, ConnectionRefusedError, OSError):
+        pass
+    return s
 
 
 def test_the_listener_gets_none_of_the_agents_environment(make_host, broker):
@@ -93,13 +100,7 @@ def test_idle_connections_neither_lock_out_hooks_nor_exhaust_fds_nor_stop_a_busy
     held: list[socket.socket] = []
     try:
         for _ in range(500):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(str(host.socket))
-            except (BlockingIOError, ConnectionRefusedError, OSError):
-                pass
-            held.append(s)
+            held.append(idle_connection(host.socket))
         time.sleep(0.3)
         fds = fd_count(agent.pid)
         assert fds <= bound, f"{fds} fds open in the agent (baseline {baseline})"
@@ -113,13 +114,7 @@ def test_idle_connections_neither_lock_out_hooks_nor_exhaust_fds_nor_stop_a_busy
         while time.monotonic() < end:
             for i in range(0, len(held), 50):
                 held[i].close()
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.setblocking(False)
-                try:
-                    s.connect(str(host.socket))
-                except (BlockingIOError, ConnectionRefusedError, OSError):
-                    pass
-                held[i] = s
+                held[i] = idle_connection(host.socket)
             assert fd_count(agent.pid) <= bound, f"{fd_count(agent.pid)} fds (baseline {baseline})"
             time.sleep(0.05)
         assert broker.outcome(job) is None

@@ -21,7 +21,7 @@ from seclib import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-from harness import Host, agent_env, hook_scripts, wait_for  # noqa: E402
+from harness import Host, agent_env, fd_count, hook_scripts, wait_for  # noqa: E402
 from support.fake_runner import install_fake_runner  # noqa: E402
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -125,10 +125,6 @@ class UserHosts:
             h.close()
         kill_user_processes(self.uid)
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 __all__ = ["Host", "PY", "UserHosts", "as_user", "attack", "attack_py", "fd_count", "kill_user_processes",

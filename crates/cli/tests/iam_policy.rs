@@ -1,21 +1,14 @@
 //! `runner-lifecycle iam-policy` end to end: templates whose `<prefix>*` would reach beyond one
 //! group are configuration errors (exit 3); the defaults still produce a policy.
 
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_runner-lifecycle");
+mod common;
 
 fn iam(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(["iam-policy", "--role", "agent"])
-        .args(args)
-        .output()
-        .expect("run runner-lifecycle");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let argv: Vec<&str> = ["iam-policy", "--role", "agent"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    common::run(&argv)
 }
 
 #[test]

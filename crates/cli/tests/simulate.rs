@@ -1,22 +1,13 @@
 //! `runner-lifecycle simulate` end to end: a replayed trace, the SVG plot, the JSON fields the README
 //! documents, and clear errors (exit 3 for a bad trace, 2 for a bad flag).
 
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_runner-lifecycle");
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/traces/example.csv");
 
 fn simulate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("simulate")
-        .args(args)
-        .output()
-        .expect("run runner-lifecycle");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let argv: Vec<&str> = ["simulate"].into_iter().chain(args.iter().copied()).collect();
+    common::run(&argv)
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
