@@ -2,7 +2,6 @@
 //! one arrives, and forgotten once it and every older job have ended. Memory follows the jobs alive at
 //! once (bounded by the longest job), not the length of the run.
 
-use crate::metrics::JobOutcome;
 use crate::workload::{JobSpec, JobStream};
 use lifecycle_core::Time;
 use std::collections::VecDeque;
@@ -35,7 +34,8 @@ impl JobSource {
 struct Job {
     spec: JobSpec,
     started: Option<Time>,
-    outcome: Option<JobOutcome>,
+    /// The job has ended (its outcome went to the run's metrics).
+    ended: bool,
 }
 
 /// Jobs by id; ids count up from 0 in arrival order.
@@ -64,7 +64,7 @@ impl JobStore {
         self.live.push_back(Job {
             spec,
             started: None,
-            outcome: None,
+            ended: false,
         });
         Some((id, spec.arrival))
     }
@@ -75,7 +75,7 @@ impl JobStore {
 
     /// Whether the job has ended (forgotten jobs have).
     pub fn finished(&self, id: u32) -> bool {
-        self.get(id).is_none_or(|j| j.outcome.is_some())
+        self.get(id).is_none_or(|j| j.ended)
     }
 
     /// How long the job's steps run.
@@ -93,13 +93,12 @@ impl JobStore {
     /// End the job; returns its arrival and start, or `None` if it had already ended.
     pub fn finish(&mut self, id: u32) -> Option<(Time, Option<Time>)> {
         let j = id.checked_sub(self.base).and_then(|k| self.live.get_mut(k as usize))?;
-        if j.outcome.is_some() {
+        if j.ended {
             return None;
         }
-        // The outcome itself is recorded by the caller's metrics; here it only marks the end.
-        j.outcome = Some(JobOutcome::Succeeded);
+        j.ended = true;
         let ended = (j.spec.arrival, j.started);
-        while self.live.front().is_some_and(|j| j.outcome.is_some()) {
+        while self.live.front().is_some_and(|j| j.ended) {
             self.live.pop_front();
             self.base += 1;
         }
@@ -108,10 +107,7 @@ impl JobStore {
 
     /// Jobs that arrived by `now` and have not ended.
     pub fn unfinished(&self, now: Time) -> u64 {
-        self.live
-            .iter()
-            .filter(|j| j.outcome.is_none() && j.spec.arrival <= now)
-            .count() as u64
+        self.live.iter().filter(|j| !j.ended && j.spec.arrival <= now).count() as u64
     }
 
     /// Jobs held in memory right now (for the memory test).

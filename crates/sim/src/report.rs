@@ -99,15 +99,7 @@ impl Report {
 
     /// Compute every strategy's derived figures from its counters.
     pub(crate) fn derive(&mut self) {
-        for s in &mut self.strategies {
-            *s = strategy_report(
-                std::mem::take(&mut s.name),
-                s.scaling,
-                std::mem::take(&mut s.metrics),
-                s.violations,
-                s.events,
-            );
-        }
+        self.strategies.iter_mut().for_each(StrategyReport::derive);
     }
 
     /// What `simulate --plot` draws.
@@ -276,38 +268,22 @@ fn raw_report(name: String, scaling: &'static str, metrics: Metrics, violations:
     }
 }
 
-fn strategy_report(
-    name: String,
-    scaling: &'static str,
-    metrics: Metrics,
-    violations: usize,
-    events: u64,
-) -> StrategyReport {
-    let instance_hours = metrics.instance_seconds / 3600.0;
-    let per_scale_in = |x: f64| {
-        if metrics.scale_ins > 0 {
-            x / metrics.scale_ins as f64
+impl StrategyReport {
+    /// Compute the derived figures (quantiles, rates, hours) from the counters.
+    fn derive(&mut self) {
+        let m = &self.metrics;
+        let per_scale_in = |x: f64| if m.scale_ins > 0 { x / m.scale_ins as f64 } else { 0.0 };
+        self.instance_hours = m.instance_seconds / 3600.0;
+        self.idle_instance_hours = m.idle_instance_seconds / 3600.0;
+        self.jobs_killed_by_stop = m.jobs_killed_by_stop();
+        self.jobs_killed_by_stop_per_10k_scale_ins = per_scale_in(m.jobs_killed_by_stop() as f64 * 10_000.0);
+        self.idle_wait_s_per_scale_in = per_scale_in(m.terminating_idle_seconds);
+        self.queue_wait_p50_s = m.queue_wait_quantile(0.5);
+        self.queue_wait_p95_s = m.queue_wait_quantile(0.95);
+        self.asg_calls_per_instance_hour = if self.instance_hours > 0.0 {
+            m.asg_api_calls as f64 / self.instance_hours
         } else {
             0.0
-        }
-    };
-    StrategyReport {
-        name,
-        scaling,
-        idle_instance_hours: metrics.idle_instance_seconds / 3600.0,
-        jobs_killed_by_stop: metrics.jobs_killed_by_stop(),
-        jobs_killed_by_stop_per_10k_scale_ins: per_scale_in(metrics.jobs_killed_by_stop() as f64 * 10_000.0),
-        idle_wait_s_per_scale_in: per_scale_in(metrics.terminating_idle_seconds),
-        queue_wait_p50_s: metrics.queue_wait_quantile(0.5),
-        queue_wait_p95_s: metrics.queue_wait_quantile(0.95),
-        asg_calls_per_instance_hour: if instance_hours > 0.0 {
-            metrics.asg_api_calls as f64 / instance_hours
-        } else {
-            0.0
-        },
-        instance_hours,
-        metrics,
-        violations,
-        events,
+        };
     }
 }

@@ -357,8 +357,9 @@ impl World {
         self.leave_wait(inst);
         self.set_listener(inst, Listener::Down);
         self.set_phase(inst, AsgPhase::Gone);
-        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
-            t.gone(self.now);
+        let now = self.now;
+        if let Some(t) = self.timeline_of(inst) {
+            t.gone(now);
         }
         let i = &mut self.instances[idx];
         i.agent_up = false;

@@ -66,17 +66,24 @@ impl World {
         }
     }
 
+    /// The timeline recorder, if `inst` is the traced instance.
+    pub(super) fn timeline_of(&mut self, inst: InstId) -> Option<&mut TimelineRecorder> {
+        self.timeline.as_mut().filter(|t| t.instance() == inst)
+    }
+
     /// Record a state change on one lane of the traced instance's timeline.
     pub(super) fn record_span(&mut self, inst: InstId, lane: &'static str, state: String) {
-        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
-            t.state(lane, self.now, state);
+        let now = self.now;
+        if let Some(t) = self.timeline_of(inst) {
+            t.state(lane, now, state);
         }
     }
 
     /// Record a point event on the traced instance's timeline.
     pub fn record_mark(&mut self, inst: InstId, lane: &'static str, label: impl FnOnce() -> String) {
-        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
-            t.mark(lane, self.now, label());
+        let now = self.now;
+        if let Some(t) = self.timeline_of(inst) {
+            t.mark(lane, now, label());
         }
     }
 }

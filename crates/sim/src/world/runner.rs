@@ -133,7 +133,7 @@ impl World {
         if succeeded {
             self.finish_job(job, JobOutcome::Succeeded);
         }
-        if let Some(t) = self.timeline.as_mut().filter(|t| t.instance() == inst) {
+        if let Some(t) = self.timeline_of(inst) {
             t.end("worker", now);
         }
         self.workers -= 1;
