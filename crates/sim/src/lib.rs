@@ -94,7 +94,6 @@ impl Strategy {
             }
             Strategy::RunnerLifecycleDemand => {
                 cfg.listener_mode = ListenerMode::Persistent;
-                cfg.scaling = config::Scaling::Demand;
                 driver::run::<RunnerLifecycle>(&cfg).named(self.name())
             }
             Strategy::SourcePr => {
