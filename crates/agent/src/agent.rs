@@ -913,6 +913,14 @@ impl Agent {
                 let asg = self.asg.clone();
                 self.call(id, Call::Complete, async move { asg.complete(result).await });
             }
+            Action::FetchJitConfig { id, reason } => {
+                info!(action = "fetch-jit-config", %id, reason = %reason, "fetching a just-in-time runner config");
+                let error = ApiError::new(
+                    ApiErrorKind::Other,
+                    "just-in-time configs are not wired into the agent yet",
+                );
+                self.queue.push_back(Input::ApiResult { id, result: Err(error) });
+            }
             Action::Notify(notice) => {
                 log_notice(&notice);
                 match notice {

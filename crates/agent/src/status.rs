@@ -49,6 +49,7 @@ fn api_name(call: Call) -> &'static str {
         Call::Describe => "DescribeAutoScalingInstances",
         Call::Heartbeat => "RecordLifecycleActionHeartbeat",
         Call::Complete => "CompleteLifecycleAction",
+        Call::MintJitConfig => "the controller's JIT config endpoint",
     }
 }
 
@@ -233,6 +234,11 @@ fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
             };
             format!("waiting: the listener starts once Auto Scaling reports InService (now {state})")
         }
+        Step::AwaitJitConfig(None) => "fetching a just-in-time runner config for the next listener".into(),
+        Step::AwaitJitConfig(Some(p)) => format!(
+            "out of service until a just-in-time runner config is held: {}",
+            progress(Call::MintJitConfig, p, now)
+        ),
         Step::Relaunch { at } => format!("relaunching the listener {}", rel(at)),
         Step::JobRunning { protection } => {
             let protection = match protection {

@@ -30,9 +30,16 @@ impl HookConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ListenerMode {
+    /// Just-in-time runners (the default): every listener incarnation is a fresh ephemeral registration
+    /// from GitHub's `generate-jitconfig`, takes at most one job and exits 0 after it
+    /// (actions/runner src/Runner.Listener/Runner.cs: `RunOnce || settings.Ephemeral`). The driver
+    /// fetches the next config while the job runs ([`Action::FetchJitConfig`](crate::Action)), so the host
+    /// serves again within seconds of the job's end; a draining host starts no next listener, so there
+    /// is no next job to race.
+    #[default]
+    Jit,
     /// `run --startuptype service`: one long-lived listener takes job after job. Between a worker's exit
     /// and our stop signal it can take the next job (actions/runner src/Runner.Listener/Runner.cs).
-    #[default]
     Persistent,
     /// `run --once`: the listener takes one job and exits 0 when it completes; the agent relaunches it
     /// unless draining. Closes the "next job lands while we stop a busy runner" window.
@@ -101,7 +108,7 @@ impl Default for CoreConfig {
             unprotect_delay: Duration::from_secs(30),
             stop_grace: Duration::from_secs(30),
             stop_deadline: None,
-            listener_mode: ListenerMode::Persistent,
+            listener_mode: ListenerMode::default(),
             drain_on_rebalance: false,
             retry_base: Duration::from_millis(200),
             retry_cap: Duration::from_secs(30),

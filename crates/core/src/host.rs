@@ -10,8 +10,8 @@
 use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 use crate::config::{CoreConfig, ListenerMode};
 use crate::io::{
-    Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, HeartbeatReason, Input, JobLoss,
-    KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
+    Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, FetchReason, HeartbeatReason, Input,
+    JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
 };
 use crate::rng::Rng;
 use crate::step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
@@ -146,6 +146,8 @@ pub struct Snapshot {
     pub exited: bool,
     /// Whether the instance is known to be in no Auto Scaling group (serving without protection).
     pub not_in_group: bool,
+    /// Just-in-time mode: whether a fresh config is held for the next listener (`None` in other modes).
+    pub jit_config_held: Option<bool>,
 }
 
 /// The decision core for one host.
@@ -181,6 +183,11 @@ pub struct Host {
     job_lost: bool,
     listener_ran_job: bool,
     relaunch_streak: u32,
+    /// The listener exited after its one job (one-job or JIT mode): the next start is `NextJob`.
+    relaunch_after_job: bool,
+    /// Just-in-time mode: the driver holds an unused config for the next listener.
+    jit_held: bool,
+    jit: CallSlot,
 
     // Drain.
     drain: Option<DrainCause>,
@@ -235,6 +242,9 @@ impl Host {
             job_lost: false,
             listener_ran_job: false,
             relaunch_streak: 0,
+            relaunch_after_job: false,
+            jit_held: false,
+            jit: CallSlot::default(),
             drain: None,
             force_at: None,
             forced: false,
@@ -294,7 +304,22 @@ impl Host {
 
     /// Feed one observation.
     pub fn handle_input(&mut self, input: Input, now: Time) {
+        self.handle_inputs([input], now);
+    }
+
+    /// Feed observations made together (one `/proc` scan: a worker's exit and the next worker's
+    /// start), then decide once. Deciding after each would act on a state that never existed: a
+    /// persistent listener seen with no worker between job A's exit and job B's start in the same
+    /// scan would be signalled, and B cancelled.
+    pub fn handle_inputs(&mut self, inputs: impl IntoIterator<Item = Input>, now: Time) {
         self.advance(now);
+        for input in inputs {
+            self.apply(input);
+        }
+        self.decide();
+    }
+
+    fn apply(&mut self, input: Input) {
         match input {
             Input::TargetState(state) => self.on_target_state(state),
             Input::ImdsUnavailable => {
@@ -339,7 +364,6 @@ impl Host {
             Input::StopRequested => self.on_stop_requested(),
             Input::ApiResult { id, result } => self.on_api_result(id, result),
         }
-        self.decide();
     }
 
     /// Let time pass to `now` (call when `poll_timeout` comes due; calling early is harmless).
@@ -432,13 +456,19 @@ impl Host {
             HookPhase::Pending { global_deadline, .. } => Some(global_deadline),
             HookPhase::None | HookPhase::Done => None,
         };
-        let retry_at = [Call::SetProtection, Call::Describe, Call::Heartbeat, Call::Complete]
-            .into_iter()
-            .filter_map(|c| match self.progress(c) {
-                Some(CallProgress::RetryAt(t)) => Some((c, t)),
-                _ => None,
-            })
-            .collect();
+        let retry_at = [
+            Call::SetProtection,
+            Call::Describe,
+            Call::Heartbeat,
+            Call::Complete,
+            Call::MintJitConfig,
+        ]
+        .into_iter()
+        .filter_map(|c| match self.progress(c) {
+            Some(CallProgress::RetryAt(t)) => Some((c, t)),
+            _ => None,
+        })
+        .collect();
         Snapshot {
             now: self.now,
             target_state: self.target.clone(),
@@ -467,6 +497,7 @@ impl Host {
             force_at: self.force_at,
             exited: self.exited,
             not_in_group: self.not_in_group,
+            jit_config_held: (self.cfg.listener_mode == ListenerMode::Jit).then_some(self.jit_held),
         }
     }
 
@@ -524,6 +555,8 @@ impl Host {
                     (describe, None)
                 } else if !self.may_serve() {
                     (None, Some(Step::AwaitInService))
+                } else if !self.has_config() {
+                    (None, Some(Step::AwaitJitConfig(self.progress(Call::MintJitConfig))))
                 } else if t > self.now {
                     (None, Some(Step::Relaunch { at: t }))
                 } else {
@@ -747,15 +780,23 @@ impl Host {
         // Exit codes from actions/runner src/Misc/layoutbin/RunnerService.js: 0, 1 and 5 stop the
         // service; 2 (retryable), 3 and 4 (updating) and anything unknown relaunch after 5 s, at most 10
         // times in a row.
-        let relaunch_at = match code {
-            Some(0) if self.cfg.listener_mode == ListenerMode::OneJob && self.listener_ran_job => {
+        let relaunch_at = match (self.cfg.listener_mode, code) {
+            (ListenerMode::OneJob, Some(0)) if self.listener_ran_job => {
                 self.push(Action::StartListener {
                     reason: StartReason::NextJob,
                 });
                 self.listener = ListenerState::Starting;
                 return;
             }
-            Some(0 | 1 | 5) => None,
+            // Its one job done, a JIT listener exits 0 and its registration is gone: the next one
+            // starts as soon as its config is held (usually already, fetched while the job ran).
+            (ListenerMode::Jit, Some(0)) if self.listener_ran_job => {
+                self.relaunch_after_job = true;
+                Some(self.now)
+            }
+            (ListenerMode::Persistent | ListenerMode::OneJob, Some(0 | 1 | 5)) => None,
+            // Any other exit, and in JIT mode also 1 (config refused) and 5 (session conflict): a
+            // fresh config and a new listener after the relaunch delay, a bounded number of times.
             _ => {
                 self.relaunch_streak += 1;
                 (self.relaunch_streak <= self.cfg.relaunch_limit).then(|| self.now + self.cfg.relaunch_delay)
@@ -775,6 +816,18 @@ impl Host {
             Call::SetProtection => self.on_protection_result(result),
             Call::Heartbeat => self.on_heartbeat_result(result),
             Call::Complete => self.on_complete_result(result),
+            Call::MintJitConfig => self.on_jit_result(result),
+        }
+    }
+
+    fn on_jit_result(&mut self, result: Result<ApiReply, ApiError>) {
+        self.jit.inflight = None;
+        match result {
+            Ok(_) => {
+                self.jit.failures = 0;
+                self.jit_held = true;
+            }
+            Err(e) => self.retry_later(Call::MintJitConfig, e),
         }
     }
 
@@ -940,6 +993,7 @@ impl Host {
             Call::Describe => &self.describe,
             Call::Heartbeat => &self.heartbeat,
             Call::Complete => &self.complete,
+            Call::MintJitConfig => &self.jit,
         }
     }
 
@@ -949,6 +1003,7 @@ impl Host {
             Call::Describe => &mut self.describe,
             Call::Heartbeat => &mut self.heartbeat,
             Call::Complete => &mut self.complete,
+            Call::MintJitConfig => &mut self.jit,
         }
     }
 
@@ -969,6 +1024,7 @@ impl Host {
             }
         }
         self.decide_describe();
+        self.decide_jit();
         self.decide_listener();
         self.decide_protection();
         self.decide_hook();
@@ -1064,8 +1120,11 @@ impl Host {
     fn decide_listener(&mut self) {
         let now = self.now;
         match self.listener.clone() {
-            ListenerState::Down { relaunch_at: Some(at) } if at <= now && self.may_serve() => {
-                let reason = if self.relaunch_streak > 0 {
+            ListenerState::Down { relaunch_at: Some(at) } if at <= now && self.may_serve() && self.has_config() => {
+                self.jit_held = false;
+                let reason = if std::mem::take(&mut self.relaunch_after_job) {
+                    StartReason::NextJob
+                } else if self.relaunch_streak > 0 {
                     StartReason::Relaunch
                 } else {
                     StartReason::Serving
@@ -1116,6 +1175,29 @@ impl Host {
             }
             _ => {}
         }
+    }
+
+    /// Whether the next listener can start: always, except in JIT mode without a config held.
+    fn has_config(&self) -> bool {
+        self.cfg.listener_mode != ListenerMode::Jit || self.jit_held
+    }
+
+    /// JIT mode: fetch a config when the next listener will need one: now (none runs), or once the
+    /// running one took its job. Never for a host that may not serve (launching, draining): a
+    /// config minted for it would be a registration no listener uses.
+    fn decide_jit(&mut self) {
+        if self.has_config() || !self.may_serve() || !self.jit.ready(self.now) {
+            return;
+        }
+        let reason = match self.listener {
+            ListenerState::Down { relaunch_at: Some(_) } => FetchReason::NextListener,
+            ListenerState::Running { .. } if self.listener_ran_job => FetchReason::Prefetch,
+            _ => return,
+        };
+        self.jit.not_before = None;
+        let id = self.request(Call::MintJitConfig);
+        self.jit.inflight = Some(id);
+        self.push(Action::FetchJitConfig { id, reason });
     }
 
     fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: StopReason) {

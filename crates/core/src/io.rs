@@ -143,6 +143,15 @@ pub enum Action {
         /// Why.
         reason: CompleteReason,
     },
+    /// Just-in-time mode: obtain one fresh runner config (the controller's `generate-jitconfig`) and
+    /// hold it for the next [`Action::StartListener`]. The core never sees the config (a credential):
+    /// only whether one is held.
+    FetchJitConfig {
+        /// Answer with `Input::ApiResult` carrying this id (`Ok(ApiReply::Done)` once it is held).
+        id: RequestId,
+        /// Why.
+        reason: FetchReason,
+    },
     /// Something worth a log line or a metric; no side effect.
     Notify(Notice),
     /// The agent's work is done (after a stop request): exit.
@@ -163,8 +172,19 @@ pub enum StartReason {
     Serving,
     /// The listener asked to be relaunched (exit code 2, 3, 4, or unknown: RunnerService.js).
     Relaunch,
-    /// One-job mode: the listener finished its job and exited 0.
+    /// One-job or just-in-time mode: the listener finished its job and exited 0.
     NextJob,
+}
+
+/// Why a just-in-time config is fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FetchReason {
+    /// No listener runs and none can start without a config.
+    NextListener,
+    /// The running listener took its one job: its successor's config is fetched while the job runs,
+    /// so the host serves again within seconds of the job's end.
+    Prefetch,
 }
 
 /// Why SIGINT goes to the listener.
@@ -337,7 +357,7 @@ pub enum DrainCause {
     Rebalance,
 }
 
-/// The Auto Scaling calls the core makes.
+/// The calls the core makes (Auto Scaling, and the controller's JIT endpoint).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Call {
@@ -349,6 +369,9 @@ pub enum Call {
     Heartbeat,
     /// CompleteLifecycleAction.
     Complete,
+    /// The controller's just-in-time config endpoint (not Auto Scaling, but the same one-in-flight,
+    /// backed-off discipline).
+    MintJitConfig,
 }
 
 wire_names! {
@@ -383,7 +406,17 @@ wire_names! {
     CompleteReason {
         RunnerIdleAndStopped => "runner-idle-and-stopped",
     }
-    Call { SetProtection => "set-protection", Describe => "describe", Heartbeat => "heartbeat", Complete => "complete" }
+    FetchReason {
+        NextListener => "next-listener",
+        Prefetch => "prefetch",
+    }
+    Call {
+        SetProtection => "set-protection",
+        Describe => "describe",
+        Heartbeat => "heartbeat",
+        Complete => "complete",
+        MintJitConfig => "mint-jit-config",
+    }
     DrainCause {
         Terminating => "terminating",
         StopRequested => "stop-requested",

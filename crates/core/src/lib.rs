@@ -48,8 +48,9 @@ pub use aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 pub use config::{CoreConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{
-    Action, ApiReply, Call, CompleteReason, DescribeReason, DescribedInstance, Detection, DrainCause, HeartbeatReason,
-    Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
+    Action, ApiReply, Call, CompleteReason, DescribeReason, DescribedInstance, Detection, DrainCause, FetchReason,
+    HeartbeatReason, Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason,
+    StopReason,
 };
 pub use rng::Rng;
 pub use startup::{

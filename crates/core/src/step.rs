@@ -82,6 +82,8 @@ pub enum Step {
     ListenerGaveUp,
     /// The listener starts once Auto Scaling reports InService.
     AwaitInService,
+    /// Just-in-time mode: the next listener starts once a fresh config is held (`None`: due now).
+    AwaitJitConfig(Option<CallProgress>),
     /// Relaunch the listener at this time.
     Relaunch {
         /// When.

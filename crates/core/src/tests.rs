@@ -5,13 +5,21 @@ use std::time::Duration;
 
 const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The persistent listener: most rules are stated for it, and hold for every mode.
+fn persistent() -> CoreConfig {
+    CoreConfig {
+        listener_mode: ListenerMode::Persistent,
+        ..CoreConfig::default()
+    }
+}
+
 fn hooked() -> CoreConfig {
     CoreConfig {
         hook: Some(HookConfig {
             name: "drain".into(),
             heartbeat_timeout: HOOK_TIMEOUT,
         }),
-        ..CoreConfig::default()
+        ..persistent()
     }
 }
 
@@ -636,7 +644,7 @@ fn access_denied_on_complete_is_retried_slowly() {
 
 #[test]
 fn no_hook_configured_makes_hook_actions_no_ops() {
-    let mut h = Harness::serving(CoreConfig::default());
+    let mut h = Harness::serving(persistent());
     h.input(Input::WorkerStarted { pid: 5 });
     h.take();
     confirmed_wait(&mut h);
@@ -1029,7 +1037,7 @@ fn imds_fallback_poll_is_faster_than_a_short_hook_timeout() {
             name: "drain".into(),
             heartbeat_timeout: Duration::from_secs(30),
         }),
-        ..CoreConfig::default()
+        ..persistent()
     };
     let mut h = Harness::serving(cfg);
     h.input(Input::ImdsUnavailable);
@@ -1319,4 +1327,222 @@ fn next_step_follows_the_decisions() {
             hook_configured: true
         })
     );
+}
+
+// ----- One /proc scan, and just-in-time runners -----
+
+/// The race of issue 11, end to end: on a draining persistent host, job A's worker exits and the
+/// listener at once takes job B; one `/proc` scan sees both. Fed one by one, the core decides between
+/// them on a state that never existed (no worker) and signals the listener: B is cancelled.
+#[test]
+fn one_scan_with_a_worker_exit_and_a_worker_start_never_signals_the_listener() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    confirmed_wait(&mut h);
+    h.take();
+    h.host
+        .handle_inputs([Input::WorkerExited { pid: 5 }, Input::WorkerStarted { pid: 6 }], h.now);
+    h.drain();
+    let acts = h.effects();
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StopListener { .. })),
+        "{acts:?}"
+    );
+    assert!(h.host.job_alive());
+    // B ends with nothing after it: now the idle listener is stopped and the hook completed.
+    h.input(Input::WorkerExited { pid: 6 });
+    assert!(h
+        .effects()
+        .iter()
+        .any(|a| matches!(a, Action::StopListener { cancels_job: false, .. })));
+}
+
+/// The same observations fed one decision at a time: this is the design that loses B (the test
+/// above would be vacuous if this one did not lose it).
+#[test]
+fn the_same_scan_fed_one_by_one_loses_the_next_job_in_the_stop_window() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 5 });
+    confirmed_wait(&mut h);
+    h.take();
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::WorkerStarted { pid: 6 });
+    let acts = h.take();
+    assert!(acts.iter().any(|a| matches!(a, Action::StopListener { .. })));
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::Notify(Notice::JobLost {
+            cause: JobLoss::StopWindow
+        })
+    )));
+}
+
+fn jit_hooked() -> CoreConfig {
+    CoreConfig {
+        listener_mode: ListenerMode::Jit,
+        ..hooked()
+    }
+}
+
+fn fetch_id(a: &Action) -> Option<(RequestId, FetchReason)> {
+    match a {
+        Action::FetchJitConfig { id, reason } => Some((*id, *reason)),
+        _ => None,
+    }
+}
+
+/// A JIT host confirmed InService, holding no config and running no listener yet.
+fn jit_in_service() -> (Harness, RequestId) {
+    let mut h = Harness::new(jit_hooked());
+    h.input(Input::TargetState(TargetState::InService));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    let acts = h.take();
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StartListener { .. })),
+        "{acts:?}"
+    );
+    let (fetch, reason) = acts
+        .iter()
+        .find_map(fetch_id)
+        .unwrap_or_else(|| panic!("no fetch in {acts:?}"));
+    assert_eq!(reason, FetchReason::NextListener);
+    (h, fetch)
+}
+
+#[test]
+fn jit_listener_starts_only_with_a_config() {
+    let (mut h, fetch) = jit_in_service();
+    assert_eq!(
+        h.host.snapshot().next_step.step,
+        Some(Step::AwaitJitConfig(Some(CallProgress::InFlight)))
+    );
+    h.reply(fetch, Ok(ApiReply::Done));
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::StartListener {
+            reason: StartReason::Serving
+        }
+    )));
+    assert_eq!(h.host.snapshot().jit_config_held, Some(false), "the start consumed it");
+}
+
+#[test]
+fn jit_fetches_the_next_config_while_the_job_runs_and_serves_again_at_once() {
+    let (mut h, fetch) = jit_in_service();
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    let idle = h.effects();
+    assert!(
+        !idle.iter().any(|a| fetch_id(a).is_some()),
+        "an idle listener needs no successor yet"
+    );
+    h.input(Input::WorkerStarted { pid: 5 });
+    let (next, reason) = h
+        .take()
+        .iter()
+        .find_map(fetch_id)
+        .unwrap_or_else(|| panic!("no prefetch"));
+    assert_eq!(reason, FetchReason::Prefetch);
+    h.reply(next, Ok(ApiReply::Done));
+    h.advance(Duration::from_secs(120));
+    h.input(Input::WorkerExited { pid: 5 });
+    h.take();
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::StartListener {
+            reason: StartReason::NextJob
+        }
+    )));
+}
+
+#[test]
+fn a_draining_jit_host_starts_no_next_listener_and_completes_its_hook() {
+    let (mut h, fetch) = jit_in_service();
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.input(Input::WorkerStarted { pid: 5 });
+    let (next, _) = h
+        .take()
+        .iter()
+        .find_map(fetch_id)
+        .unwrap_or_else(|| panic!("no prefetch"));
+    confirmed_wait(&mut h);
+    let acts = h.effects();
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StopListener { .. })),
+        "{acts:?}"
+    );
+    // The prefetched config arrives during the drain: held, never used.
+    h.reply(next, Ok(ApiReply::Done));
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    let acts = h.effects();
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::StartListener { .. } | Action::FetchJitConfig { .. })),
+        "{acts:?}"
+    );
+    assert!(acts.iter().any(|a| complete_id(a).is_some()), "{acts:?}");
+}
+
+#[test]
+fn a_draining_jit_host_fetches_nothing_for_a_job_that_ends_it() {
+    let (mut h, fetch) = jit_in_service();
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    confirmed_wait(&mut h);
+    h.take();
+    // A job dispatched in the instant of the stop: the idle listener was already signalled.
+    h.input(Input::WorkerStarted { pid: 5 });
+    assert!(!h.take().iter().any(|a| fetch_id(a).is_some()));
+}
+
+#[test]
+fn a_failing_mint_leaves_the_host_idle_retrying_and_its_hook_is_still_completed() {
+    let (mut h, mut fetch) = jit_in_service();
+    let mut fetches = 1;
+    for _ in 0..5 {
+        h.reply(fetch, err(ApiErrorKind::Throttled));
+        let snap = h.host.snapshot();
+        assert!(snap.retry_at.iter().any(|(c, _)| *c == Call::MintJitConfig), "{snap:?}");
+        h.advance(Duration::from_secs(31));
+        fetch = h
+            .take()
+            .iter()
+            .find_map(fetch_id)
+            .unwrap_or_else(|| panic!("no retry"))
+            .0;
+        fetches += 1;
+    }
+    assert_eq!(fetches, 6);
+    // Scale-in of the idle, listener-less host: the hook is completed at once, nothing is fetched.
+    h.reply(fetch, err(ApiErrorKind::Other));
+    confirmed_wait(&mut h);
+    let acts = h.effects();
+    assert!(acts.iter().any(|a| complete_id(a).is_some()), "{acts:?}");
+    h.advance(Duration::from_secs(120));
+    assert!(!h.take().iter().any(|a| fetch_id(a).is_some()));
+}
+
+#[test]
+fn a_refused_jit_config_is_replaced_after_the_relaunch_delay() {
+    let (mut h, fetch) = jit_in_service();
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    // Exit 1 without a job: the service refused the config (already used, or deleted).
+    h.input(Input::ListenerExited { code: Some(1) });
+    let (next, reason) = h.take().iter().find_map(fetch_id).unwrap_or_else(|| panic!("no fetch"));
+    assert_eq!(reason, FetchReason::NextListener);
+    h.reply(next, Ok(ApiReply::Done));
+    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    h.advance(Duration::from_secs(5));
+    assert!(h.take().iter().any(|a| matches!(
+        a,
+        Action::StartListener {
+            reason: StartReason::Relaunch
+        }
+    )));
 }

@@ -33,13 +33,14 @@ pub enum Timer {
 
 impl Timer {
     /// Every timer, in the order [`Host::next_timer`](crate::Host::next_timer) breaks ties.
-    pub const ALL: [Timer; 13] = [
+    pub const ALL: [Timer; 14] = [
         Timer::ForceStop,
         Timer::Retry(Call::Describe),
         Timer::DescribePoll,
         Timer::Retry(Call::SetProtection),
         Timer::Retry(Call::Complete),
         Timer::Retry(Call::Heartbeat),
+        Timer::Retry(Call::MintJitConfig),
         Timer::ImdsDown,
         Timer::ListenerRelaunch,
         Timer::ListenerKill,
@@ -57,6 +58,7 @@ impl Timer {
             Timer::Retry(Call::Describe) => "retry-describe",
             Timer::Retry(Call::Heartbeat) => "retry-heartbeat",
             Timer::Retry(Call::Complete) => "retry-complete",
+            Timer::Retry(Call::MintJitConfig) => "retry-mint-jit-config",
             Timer::DescribePoll => "describe-poll",
             Timer::ImdsDown => "imds-down",
             Timer::ListenerRelaunch => "listener-relaunch",

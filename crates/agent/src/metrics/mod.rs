@@ -129,6 +129,7 @@ impl Metrics {
             Action::Heartbeat { .. } => self.heartbeats_sent += 1,
             Action::Notify(notice) => self.on_notice(notice, now, job_alive),
             Action::KillListener { .. }
+            | Action::FetchJitConfig { .. }
             | Action::Describe { .. }
             | Action::CompleteLifecycleAction { .. }
             | Action::Exit { .. } => {}

@@ -199,6 +199,13 @@ impl RunnerLifecycle {
                 Action::Describe { id, .. } => (id, ApiCall::Describe),
                 Action::Heartbeat { id, .. } => (id, ApiCall::Heartbeat),
                 Action::CompleteLifecycleAction { id, .. } => (id, ApiCall::Complete),
+                Action::FetchJitConfig { id, .. } => {
+                    // Placeholder until the world models the controller's mint (latency, faults).
+                    let latency = w.latency(timing::API_LATENCY);
+                    self.replies
+                        .push((w.now + latency, id, Ok(lifecycle_core::ApiReply::Done)));
+                    continue;
+                }
             };
             let result = w.call(inst, call);
             let latency = w.latency(timing::API_LATENCY);

@@ -151,8 +151,9 @@ impl World {
                 // A persistent listener polls again at once and may take the next job right away
                 // (actions/runner src/Runner.Listener/Runner.cs message loop).
                 ListenerMode::Persistent => self.make_idle(inst),
-                // In one-job mode it exits 0 once its job completes (Runner.cs, runOnceJobReceived).
-                ListenerMode::OneJob => {
+                // In one-job and JIT mode it exits 0 once its job completes (Runner.cs,
+                // `RunOnce || settings.Ephemeral`).
+                ListenerMode::OneJob | ListenerMode::Jit => {
                     self.set_listener(inst, Listener::Exiting);
                     let gen = self.instances[idx].listener_gen;
                     self.queue
