@@ -333,7 +333,7 @@ fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
 mod tests {
     use super::*;
     use lifecycle_core::{Action, ApiErrorKind, ApiReply, CoreConfig, DescribedInstance, HookConfig, Host, Input};
-    use lifecycle_core::{ApiError, AsgState, RequestId, TargetState};
+    use lifecycle_core::{ApiError, AsgState, ListenerMode, RequestId, TargetState};
 
     /// A real core, driven by hand: the status is derived from states the core actually reaches.
     struct Core {
@@ -349,6 +349,7 @@ mod tests {
                     name: "drain".into(),
                     heartbeat_timeout: Duration::from_secs(300),
                 }),
+                listener_mode: ListenerMode::Persistent,
                 ..CoreConfig::default()
             };
             let mut c = Core {
