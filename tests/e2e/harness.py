@@ -230,6 +230,9 @@ def agent_env(endpoint_url: str, imds_url: str, runner_path: Path, socket_dir: P
         "RUNNER_LIFECYCLE_DRAIN_UNPROTECT_DELAY": "1s",
         "RUNNER_LIFECYCLE_RUNNER_RELAUNCH_DELAY": "1s",
         "RUNNER_LIFECYCLE_RUNNER_STOP_GRACE": "10s",
+        # A registered runner (the fake runner's .runner): the tests of JIT mode, the default, set
+        # runner_mode="jit" and the controller's endpoint (tests/e2e/test_agent_jit.py).
+        "RUNNER_LIFECYCLE_RUNNER_MODE": "persistent",
     })
     return env
 

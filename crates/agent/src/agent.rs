@@ -17,9 +17,11 @@ use crate::procs::{self, ProcId};
 use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
+use lifecycle_aws::function_url::{fetch_jit_config, JitFetchError, JitGrant};
 use lifecycle_core::{
-    Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookPhase, HookReport, Host, Input, Notice,
-    RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput, TargetState, Time,
+    Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookPhase, HookReport, Host, Input,
+    ListenerMode, Notice, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput, TargetState,
+    Time,
 };
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
@@ -66,6 +68,9 @@ struct Discovered {
     group: Option<String>,
     hook: Option<HookConfig>,
     asg: AutoScaling,
+    /// The SDK configuration (region, credentials from the instance role): also signs the requests
+    /// to the controller's JIT endpoint.
+    sdk: aws_config::SdkConfig,
 }
 
 /// Things that happen outside the main loop and are sent to it.
@@ -78,6 +83,12 @@ enum Event {
         id: RequestId,
         call: Call,
         result: Result<ApiReply, ApiError>,
+        took: Duration,
+    },
+    /// A just-in-time config fetch finished.
+    Jit {
+        id: RequestId,
+        result: Result<JitGrant, JitFetchError>,
         took: Duration,
     },
     /// The listener we spawned exited.
@@ -289,6 +300,7 @@ pub fn run_blocking(settings: Settings) -> Result<Outcome, AgentError> {
 pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let clock = Clock::start();
     let program = settings.listener_program()?;
+    settings.require_jit_url()?;
     let account = settings.runner_account()?;
     let mut signals = Signals::install()?;
 
@@ -313,9 +325,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let notifier = Notifier::from_env();
     notifier.ready();
 
-    if settings.runner_mode == lifecycle_core::ListenerMode::OneJob
-        && !settings.runner_command.iter().any(|a| a == "--once")
-    {
+    if settings.runner_mode == ListenerMode::OneJob && !settings.runner_command.iter().any(|a| a == "--once") {
         warn!("runner.mode is one-job but runner.command has no --once: the listener must exit after its job (an ephemeral registration does so too)");
     }
     let runner_uid = account
@@ -388,6 +398,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         notifier,
         metrics,
         metrics_listen,
+        jit_config: None,
     };
 
     if let Some((listener, workers)) = adopted {
@@ -551,6 +562,7 @@ async fn discover(settings: &Settings, identity: &Identity) -> Result<Discovered
         group,
         hook,
         asg,
+        sdk,
     })
 }
 
@@ -644,6 +656,9 @@ struct Agent {
     metrics: metrics::Shared,
     /// The metrics endpoint's address, when it serves.
     metrics_listen: Option<String>,
+    /// JIT mode: the config for the next listener. A credential (whoever holds it receives a job):
+    /// kept in this process's memory only, handed to the listener in its environment at exec.
+    jit_config: Option<JitGrant>,
 }
 
 impl Agent {
@@ -737,6 +752,22 @@ impl Agent {
                     Ok(_) => info!(%id, call = %call, took_ms, "Auto Scaling call succeeded"),
                     Err(e) => debug!(%id, call = %call, took_ms, error = %e, "Auto Scaling call failed"),
                 }
+                self.feed(Input::ApiResult { id, result });
+            }
+            Event::Jit { id, result, took } => {
+                let took_ms = took.as_millis() as u64;
+                let result = match result {
+                    Ok(grant) => {
+                        info!(%id, runner = %lifecycle_escape::escape(&grant.runner_name), took_ms, "just-in-time config received");
+                        self.jit_config = Some(grant);
+                        Ok(ApiReply::Done)
+                    }
+                    Err(e) => {
+                        warn!(%id, took_ms, error = %e, "just-in-time config fetch failed; the listener waits for the retry");
+                        Err(jit_error(&e))
+                    }
+                };
+                metrics::lock(&self.metrics).on_api_result(id, Call::MintJitConfig, &result);
                 self.feed(Input::ApiResult { id, result });
             }
             Event::ListenerExited { pid, code, signal } => {
@@ -851,14 +882,19 @@ impl Agent {
         let started: Vec<ProcId> = now.difference(&self.workers).copied().collect();
         let ended: Vec<ProcId> = self.workers.difference(&now).copied().collect();
         self.workers = now;
+        let mut seen = Vec::with_capacity(started.len() + ended.len());
         for w in ended {
             info!(pid = w.pid, "Runner.Worker exited: job over");
-            self.feed(Input::WorkerExited { pid: w.pid });
+            seen.push(Input::WorkerExited { pid: w.pid });
         }
         for w in started {
             info!(pid = w.pid, "Runner.Worker started: job assigned");
-            self.feed(Input::WorkerStarted { pid: w.pid });
+            seen.push(Input::WorkerStarted { pid: w.pid });
         }
+        // One scan, one decision: a worker's exit and the next one's start seen together must
+        // never look like an idle listener (issue 11: the next job was cancelled).
+        debug!(inputs = ?seen, "inputs of one /proc scan");
+        self.core.handle_inputs(seen, self.clock.now());
     }
 
     /// A `/proc` read failed: keep the last known worker state, and log once per failure streak.
@@ -915,11 +951,7 @@ impl Agent {
             }
             Action::FetchJitConfig { id, reason } => {
                 info!(action = "fetch-jit-config", %id, reason = %reason, "fetching a just-in-time runner config");
-                let error = ApiError::new(
-                    ApiErrorKind::Other,
-                    "just-in-time configs are not wired into the agent yet",
-                );
-                self.queue.push_back(Input::ApiResult { id, result: Err(error) });
+                self.fetch_jit_config(id);
             }
             Action::Notify(notice) => {
                 log_notice(&notice);
@@ -939,6 +971,34 @@ impl Agent {
             }
         }
         None
+    }
+
+    fn fetch_jit_config(&self, id: RequestId) {
+        let Some(url) = self.settings.jit_url.clone() else {
+            // Checked at start (Settings::require_jit_url): the core only asks in JIT mode.
+            let error = ApiError::new(ApiErrorKind::Other, "runner.jit_url is not set");
+            let _ = self.tx.send(Event::Jit {
+                id,
+                result: Err(JitFetchError::Refused {
+                    status: 0,
+                    message: error.message,
+                }),
+                took: Duration::ZERO,
+            });
+            return;
+        };
+        let sdk = self.discovered.sdk.clone();
+        let timeout = self.settings.api_timeout;
+        let tx = self.tx.clone();
+        let started = crate::clock::now_instant();
+        tokio::spawn(async move {
+            let result = fetch_jit_config(&url, &sdk, timeout).await;
+            let _ = tx.send(Event::Jit {
+                id,
+                result,
+                took: started.elapsed(),
+            });
+        });
     }
 
     fn call<F>(&self, id: RequestId, call: Call, fut: F)
@@ -986,7 +1046,28 @@ impl Agent {
 
     fn spawn_listener(&mut self) {
         let runner_dir = self.settings.runner_dir.clone().unwrap_or_default();
-        let env = self.listener_env(&runner_dir);
+        let mut env = self.listener_env(&runner_dir);
+        if self.settings.runner_mode == ListenerMode::Jit {
+            // The core starts a JIT listener only with a config held; without one, say so and let
+            // the exit path fetch a fresh one.
+            let Some(grant) = self.jit_config.take() else {
+                error!("no just-in-time config held for the listener; fetching one");
+                self.queue.push_back(Input::ListenerExited { code: None });
+                return;
+            };
+            // Nothing of the previous job may see the next config (a process left behind by a
+            // job could read the new listener's environment, or kill it and use the config to
+            // receive the next job): every process of the runner's user goes first.
+            self.clear_runner_user();
+            info!(runner = %lifecycle_escape::escape(&grant.runner_name), "starting a just-in-time listener");
+            // Off argv (world-readable): the listener reads ACTIONS_RUNNER_INPUT_JITCONFIG as
+            // --jitconfig and removes it from its environment (docs/controller.md, "How the runner
+            // consumes a JIT config").
+            env.insert(
+                OsString::from(env_vars::RUNNER_INPUT_JITCONFIG),
+                OsString::from(grant.encoded_jit_config.expose()),
+            );
+        }
         let args = self.settings.runner_command.get(1..).unwrap_or_default();
         let mut cmd = match &self.account {
             // As another user: through the launcher, which sets the groups too (runner_env::EXEC_AS).
@@ -1043,6 +1124,23 @@ impl Agent {
         }
     }
 
+    /// SIGKILL every process of the runner's user (JIT mode, before each listener): none may outlive
+    /// the job that started it. Only when the listener runs as a user of its own (`runner.user`, not
+    /// root, not the agent's): the agent's own processes are never touched.
+    fn clear_runner_user(&self) {
+        let Some(user) = self.account.as_ref() else { return };
+        if user.uid == 0 || user.uid == rustix::process::getuid().as_raw() {
+            return;
+        }
+        let killed = procs::kill_user_processes(user.uid);
+        if killed > 0 {
+            warn!(
+                uid = user.uid,
+                killed, "killed processes of the runner's user left from the last job"
+            );
+        }
+    }
+
     fn signal_listener(&mut self, sig: rustix::process::Signal) {
         let Some(listener) = self.listener else {
             warn!("no listener to signal");
@@ -1085,6 +1183,18 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// A failed JIT fetch as the core sorts it: throttling and transient failures are retried with
+/// backoff; a refusal (403, 409: the controller will not mint for this host now) slowly.
+fn jit_error(e: &JitFetchError) -> ApiError {
+    let kind = match e {
+        JitFetchError::Retryable { status: Some(429), .. } => ApiErrorKind::Throttled,
+        JitFetchError::Retryable { .. } => ApiErrorKind::Transient,
+        JitFetchError::Refused { status: 403, .. } => ApiErrorKind::AccessDenied,
+        JitFetchError::Refused { .. } => ApiErrorKind::Other,
+    };
+    ApiError::new(kind, e.to_string())
 }
 
 fn cause_text(cause: DrainCause) -> &'static str {

@@ -186,18 +186,26 @@ keys! {
         note "",
         docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace",
         field runner_command: Vec<String> = (r, k) { r.command(k) };
-    RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&["persistent", "one-job"]),
-        default Some("persistent"), check None,
-        doc "`persistent` (one listener takes job after job) or `one-job` (relaunched after each job).",
+    RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&["jit", "persistent", "one-job"]),
+        default Some("jit"), check None,
+        doc "`jit` (each listener a just-in-time runner from runner.jit_url: one job, then a fresh one), `persistent` or `one-job`.",
         unset "",
         note "",
-        docs "`persistent`, or `one-job`: the listener takes one job, exits 0, and is relaunched unless draining (add `--once` to `runner.command`, or use an ephemeral registration; the agent warns otherwise)",
+        docs "`jit` (the default): every listener is a just-in-time runner whose config the agent fetches from `runner.jit_url` (the controller), takes one job and exits; the next config is fetched while the job runs, and a draining host starts no next listener. `persistent`: one registered listener takes job after job (a job can land between a job's end and the stop). `one-job`: a registered listener with `--once`, relaunched after each job (`--once` is deprecated upstream). See \"Listener modes\"",
         field runner_mode: ListenerMode = (r, k) {
             Ok(match r.choice(k)? {
+                "persistent" => ListenerMode::Persistent,
                 "one-job" => ListenerMode::OneJob,
-                _ => ListenerMode::Persistent,
+                _ => ListenerMode::Jit,
             })
         };
+    RUNNER_JIT_URL: "runner.jit_url", flag "runner-jit-url", "URL", Type::Text, default None,
+        check Some(check_jit_url),
+        doc "The controller's JIT config endpoint (its AWS_IAM function URL). Required when runner.mode is jit.",
+        unset "(required when `runner.mode` is `jit`)",
+        note "required when runner.mode is jit",
+        docs "the controller's just-in-time config endpoint: its Lambda function URL with `AWS_IAM` auth (Terraform output `jit_url`); `https://`, or `http://` to a loopback address for tests. Requests are SigV4-signed with the instance role",
+        field jit_url: Option<String> = (r, k) { r.string(k) };
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
     RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
         default Some("50ms"), check None,
@@ -421,6 +429,11 @@ fn check_region(region: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_jit_url(url: &str) -> Result<(), String> {
+    // The config it answers is a credential: only over TLS, or to this host (the test emulators).
+    lifecycle_aws::function_url::check_url(url)
+}
+
 fn check_instance_id(id: &str) -> Result<(), String> {
     if !id.starts_with("i-") || id.len() < 3 {
         return Err(format!("`{id}` is not an instance id (i-...)"));
@@ -496,6 +509,14 @@ pub enum ConfigError {
         origin: String,
         /// What is wrong.
         message: String,
+    },
+    /// `runner.mode = jit` (the default) without its endpoint.
+    #[error("runner.mode is jit (the default), which needs runner.jit_url, the controller's JIT endpoint (Terraform output `jit_url`): set it in the config file, with {env} or with --{flag}; or set runner.mode = persistent to run a registered runner")]
+    JitUrlMissing {
+        /// Its variable.
+        env: &'static str,
+        /// Its flag.
+        flag: &'static str,
     },
     /// A required key has no value.
     #[error("{key} is not set: set it in the config file, with {env} or with --{flag}")]
@@ -1005,6 +1026,18 @@ impl Settings {
         let key = key_spec("runner.dir");
         self.runner_dir.as_deref().ok_or(ConfigError::Missing {
             key: key.name,
+            env: key.env,
+            flag: key.flag,
+        })
+    }
+
+    /// The JIT endpoint, which `runner.mode = jit` requires (`None` in the other modes).
+    pub fn require_jit_url(&self) -> Result<Option<&str>, ConfigError> {
+        if self.runner_mode != ListenerMode::Jit {
+            return Ok(None);
+        }
+        let key = key_spec("runner.jit_url");
+        self.jit_url.as_deref().map(Some).ok_or(ConfigError::JitUrlMissing {
             env: key.env,
             flag: key.flag,
         })

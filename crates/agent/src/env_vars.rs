@@ -20,3 +20,9 @@ pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
 /// The pid the watchdog is meant for.
 pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
+
+/// The listener's way to take `--jitconfig` off argv: every non-empty `ACTIONS_RUNNER_INPUT_<NAME>`
+/// counts as `--<name>` and is removed from the listener's environment at start (actions/runner
+/// src/Runner.Listener/CommandSettings.cs; docs/controller.md, "How the runner consumes a JIT
+/// config"). Set by the agent in JIT mode only.
+pub const RUNNER_INPUT_JITCONFIG: &str = "ACTIONS_RUNNER_INPUT_JITCONFIG";

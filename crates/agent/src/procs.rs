@@ -427,6 +427,41 @@ pub fn parse_status_uid(text: &str) -> Option<u32> {
         .and_then(|u| u.parse().ok())
 }
 
+/// Whether any of the uids in the text of `/proc/<pid>/status` (real, effective, saved, fs) is `uid`.
+pub fn status_has_uid(text: &str, uid: u32) -> bool {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|rest| rest.split_whitespace().any(|u| u.parse() == Ok(uid)))
+}
+
+/// SIGKILL every process that runs as `uid` (any of its uids), until none is left or 10 rounds have
+/// passed (a process can fork between the scan and the kill; 10 rounds outlast any fork loop the
+/// kernel lets one user run, because each round kills every process found). Returns how many were
+/// signalled. Never signals this process.
+pub fn kill_user_processes(uid: u32) -> usize {
+    let me = std::process::id();
+    let mut killed = 0;
+    for _ in 0..10 {
+        let victims: Vec<u32> = all_pids()
+            .into_iter()
+            .filter(|&pid| pid != me)
+            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|t| status_has_uid(&t, uid)))
+            .collect();
+        if victims.is_empty() {
+            break;
+        }
+        for pid in victims {
+            let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+                continue;
+            };
+            if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
 /// Read the [`Facts`] of `pid`.
 pub fn facts(pid: u32) -> Facts {
     Facts {
@@ -503,6 +538,15 @@ mod tests {
             uid: Some(1001),
             cgroup: Some("0::/system.slice/runner-lifecycle.service\n".into()),
         }
+    }
+
+    #[test]
+    fn any_of_the_four_uids_counts() {
+        let status = "Name:\tsh\nUid:\t1001\t0\t0\t0\nGid:\t1001\t1001\t1001\t1001\n";
+        assert!(status_has_uid(status, 1001));
+        assert!(status_has_uid(status, 0));
+        assert!(!status_has_uid(status, 1002));
+        assert!(!status_has_uid("Name:\tsh\n", 0));
     }
 
     #[test]

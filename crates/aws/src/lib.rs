@@ -10,6 +10,8 @@
 //! It depends on `aws-config` and the smithy runtime types only, never on a service crate, so a
 //! binary pays for each service SDK only where that service is called.
 
+pub mod function_url;
+
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};

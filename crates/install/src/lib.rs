@@ -260,6 +260,10 @@ fn sample_config(runner_dir: &Path) -> String {
          \n\
          [runner]\n\
          dir = \"{}\"\n\
+         # Just-in-time runners (the default mode): the controller's JIT endpoint, its AWS_IAM\n\
+         # function URL (Terraform output `jit_url`). For a registered runner instead (`register`),\n\
+         # set mode = \"persistent\".\n\
+         # jit_url = \"https://<id>.lambda-url.<region>.on.aws\"\n\
          \n\
          [drain]\n\
          # Force a stop (cancelling the job) this long after SIGTERM; keep it below the unit's\n\
