@@ -156,7 +156,7 @@ async fn signed_request(endpoint: &str, sdk: &SdkConfig) -> Result<hyper::Reques
         .region(&region)
         .name("lambda")
         // SigV4 signs the wall-clock time; AWS refuses a signature more than 5 minutes off.
-        .time(SystemTime::now())
+        .time(wall_clock())
         .settings(SigningSettings::default())
         .build()
         .map_err(|e| retryable(None, None, format!("cannot sign: {e}")))?
@@ -183,6 +183,12 @@ async fn signed_request(endpoint: &str, sdk: &SdkConfig) -> Result<hyper::Reques
         })?;
     instructions.apply_to_request_http1x(&mut request);
     Ok(request)
+}
+
+/// The IO shell's one read of the wall clock (SigV4 needs it; the decision core never does).
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
 }
 
 /// Sort an answer: 200 with a config, a refusal, or a retryable failure.
