@@ -341,11 +341,7 @@ impl GitHub for FakeGitHub {
                 name: request.name.clone(),
                 status: "offline".into(),
                 busy: false,
-                labels: request
-                    .labels
-                    .iter()
-                    .map(|l| RunnerLabel { name: l.clone() })
-                    .collect(),
+                labels: request.labels.iter().map(|l| RunnerLabel { name: l.clone() }).collect(),
                 ephemeral: true,
             },
             // Recognisable in a test that checks logs and answers for leaks.

@@ -157,7 +157,9 @@ pub fn is_jit_event(event: &Value) -> bool {
 
 /// The verified caller; `None`: no IAM authorizer context; `Err`: one that lacks a field.
 pub fn iam_caller(event: &Value) -> Option<Result<IamCaller, String>> {
-    let iam = event.pointer("/requestContext/authorizer/iam").filter(|v| !v.is_null())?;
+    let iam = event
+        .pointer("/requestContext/authorizer/iam")
+        .filter(|v| !v.is_null())?;
     let field = |name: &str| {
         iam.get(name)
             .and_then(Value::as_str)
@@ -267,7 +269,9 @@ pub fn github_failure(e: &GitHubError) -> JitOutcome {
         GitHubError::Config(_)
         | GitHubError::Unauthorized(_)
         | GitHubError::Forbidden(_)
-        | GitHubError::NotFound { .. } => JitOutcome::retry(500, "the controller cannot mint (GitHub configuration)", 60),
+        | GitHubError::NotFound { .. } => {
+            JitOutcome::retry(500, "the controller cannot mint (GitHub configuration)", 60)
+        }
     }
 }
 
@@ -384,11 +388,8 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             );
         }
         // 5. Mint.
-        let name = lifecycle_github::jit::jit_runner_name(
-            &settings.prefix,
-            now,
-            &format!("{}-{}", who.instance_id, nonce()),
-        );
+        let name =
+            lifecycle_github::jit::jit_runner_name(&settings.prefix, now, &format!("{}-{}", who.instance_id, nonce()));
         let mut labels = settings.labels.clone();
         for l in [
             lifecycle_github::labels::instance_label(&who.instance_id),
@@ -456,16 +457,18 @@ mod tests {
         let mut s = Settings::new(["runners".to_string()]);
         s.jit = Some(JitSettings::new("runner-hosts"));
         let aws = FakeAws::default();
-        aws.instances.lock().map(|mut m| {
-            m.insert(
-                ID.into(),
-                AsgInstance {
-                    group: group.into(),
-                    state: state.into(),
-                },
-            )
-        })
-        .ok();
+        aws.instances
+            .lock()
+            .map(|mut m| {
+                m.insert(
+                    ID.into(),
+                    AsgInstance {
+                        group: group.into(),
+                        state: state.into(),
+                    },
+                )
+            })
+            .ok();
         Controller::new(s, aws, FakeGitHub::default())
     }
 
@@ -493,7 +496,10 @@ mod tests {
         else {
             panic!("{out:?}")
         };
-        assert!(runner_name.starts_with(&format!("rle-jit-1700000000-{ID}-")), "{runner_name}");
+        assert!(
+            runner_name.starts_with(&format!("rle-jit-1700000000-{ID}-")),
+            "{runner_name}"
+        );
         assert_eq!(runner_name_instance(runner_name), Some(ID));
         assert_eq!(*runner_id, 1001);
         assert!(!format!("{out:?}").contains(config.expose()), "Debug leaks the config");
@@ -509,7 +515,11 @@ mod tests {
         assert_eq!(body["runner_name"], runner_name.as_str());
         // A Pending host (launch hook) is served too.
         for state in ["Pending", "Pending:Wait", "Pending:Proceed"] {
-            assert_eq!(run(controller(state, "runners").jit(&ok_event(), 1)).status(), 200, "{state}");
+            assert_eq!(
+                run(controller(state, "runners").jit(&ok_event(), 1)).status(),
+                200,
+                "{state}"
+            );
         }
     }
 
@@ -525,7 +535,12 @@ mod tests {
             // sts:AssumeRole on the role choosing a name).
             event(Some(&arn("runner-hosts", "alice")), "/jit-config", "POST", "{}"),
             // An IAM user.
-            event(Some(&format!("arn:aws:iam::{ACCOUNT}:user/bob")), "/jit-config", "POST", "{}"),
+            event(
+                Some(&format!("arn:aws:iam::{ACCOUNT}:user/bob")),
+                "/jit-config",
+                "POST",
+                "{}",
+            ),
             // Another account's role of the same name.
             event(
                 Some(&format!("arn:aws:sts::999999999999:assumed-role/runner-hosts/{ID}")),
@@ -549,7 +564,11 @@ mod tests {
         e["requestContext"]["accountId"] = Value::Null;
         assert_eq!(run(c.jit(&e, 1)).status(), 403);
         // Not configured at all.
-        let c = Controller::new(Settings::new(["runners".to_string()]), FakeAws::default(), FakeGitHub::default());
+        let c = Controller::new(
+            Settings::new(["runners".to_string()]),
+            FakeAws::default(),
+            FakeGitHub::default(),
+        );
         assert_eq!(run(c.jit(&ok_event(), 1)).status(), 403);
     }
 
@@ -601,13 +620,28 @@ mod tests {
         let c = controller("InService", "runners");
         let signed = arn("runner-hosts", ID);
         assert_eq!(run(c.jit(&event(Some(&signed), "/", "POST", "{}"), 1)).status(), 404);
-        assert_eq!(run(c.jit(&event(Some(&signed), "/jit-config", "GET", ""), 1)).status(), 405);
-        assert_eq!(run(c.jit(&event(Some(&signed), "/jit-config", "POST", "[1]"), 1)).status(), 400);
-        assert_eq!(run(c.jit(&event(Some(&signed), "/jit-config", "POST", "nope"), 1)).status(), 400);
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "GET", ""), 1)).status(),
+            405
+        );
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "POST", "[1]"), 1)).status(),
+            400
+        );
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "POST", "nope"), 1)).status(),
+            400
+        );
         let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_BODY));
-        assert_eq!(run(c.jit(&event(Some(&signed), "/jit-config", "POST", &big), 1)).status(), 400);
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "POST", &big), 1)).status(),
+            400
+        );
         // An empty body is fine (as is `{}`).
-        assert_eq!(run(c.jit(&event(Some(&signed), "/jit-config/", "POST", ""), 1)).status(), 200);
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config/", "POST", ""), 1)).status(),
+            200
+        );
     }
 
     #[test]
@@ -642,7 +676,11 @@ mod tests {
             assert!(out.response()["headers"]["retry-after"].is_string());
         }
         let c = controller("InService", "runners");
-        c.aws().fail.lock().map(|mut f| *f = Some(ApiErrorKind::AccessDenied)).ok();
+        c.aws()
+            .fail
+            .lock()
+            .map(|mut f| *f = Some(ApiErrorKind::AccessDenied))
+            .ok();
         assert_eq!(run(c.jit(&ok_event(), 1)).status(), 500);
     }
 

@@ -87,10 +87,20 @@ impl JitSettings {
                 lifecycle_escape::clip(&self.agent_role, 80)
             ));
         }
-        if self.prefix.is_empty() || self.prefix.len() > 20 || !self.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if self.prefix.is_empty()
+            || self.prefix.len() > 20
+            || !self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err("JIT runner name prefix: 1 to 20 of A-Z a-z 0-9 - _ .".into());
         }
-        if self.labels.iter().any(|l| l.trim().is_empty() || l.contains(',') || l.len() > 256) {
+        if self
+            .labels
+            .iter()
+            .any(|l| l.trim().is_empty() || l.contains(',') || l.len() > 256)
+        {
             return Err("JIT labels: no empty label, no commas, at most 256 characters each".into());
         }
         Ok(())
