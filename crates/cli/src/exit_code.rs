@@ -31,8 +31,11 @@ pub enum ExitCode {
     SecretNotDeleted = 23,
     /// `controller`: the event is malformed or unsupported; retrying cannot help.
     EventRejected = 24,
-    /// `controller`: an AWS or GitHub failure that a retry may fix (throttling, 5xx, rate limit).
+    /// `controller`: an AWS or GitHub failure that a retry may fix (throttling, 5xx, rate limit);
+    /// `jit-config`: the controller or the network failed in a way a retry may fix.
     Retryable = 25,
+    /// `jit-config`: the controller refused (403 not an authorized instance, 409 not in service).
+    JitRefused = 26,
 }
 
 impl From<ExitCode> for std::process::ExitCode {
