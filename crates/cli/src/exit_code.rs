@@ -49,7 +49,7 @@ mod tests {
     use super::ExitCode::{self, *};
 
     /// Every code; the exhaustive match below makes a new variant fail to compile until it is added.
-    const ALL: [ExitCode; 14] = [
+    const ALL: [ExitCode; 15] = [
         Ok,
         Failure,
         Usage,
@@ -64,14 +64,14 @@ mod tests {
         SecretNotDeleted,
         EventRejected,
         Retryable,
+        JitRefused,
     ];
 
     fn listed(code: ExitCode) -> bool {
         match code {
             Ok | Failure | Usage | Config | InvariantViolated | AlreadyRunning | AgentNotRunning | AgentNoAnswer
-            | SecretMissing | TokenRejected | ConfigScriptFailed | SecretNotDeleted | EventRejected | Retryable => {
-                ALL.contains(&code)
-            }
+            | SecretMissing | TokenRejected | ConfigScriptFailed | SecretNotDeleted | EventRejected | Retryable
+            | JitRefused => ALL.contains(&code),
         }
     }
 

@@ -36,7 +36,8 @@ enum Command {
     /// Register the runner on this host with the token from its per-instance secret (never on argv).
     Register(cmd_register::RegisterArgs),
     /// The fleet controller: handle an EventBridge event, sweep, or serve as an AWS Lambda.
-    Controller(cmd_controller::ControllerArgs),
+    // Boxed: its many settings would otherwise make every variant as large (clippy::large_enum_variant).
+    Controller(Box<cmd_controller::ControllerArgs>),
     /// Print a least-privilege IAM policy for the runner hosts or the controller.
     IamPolicy(cmd_iam_policy::IamPolicyArgs),
     /// Fetch a just-in-time runner config for this instance from the controller's function URL.
