@@ -6,6 +6,10 @@
 # - the agent protects busy instances from scale-in, so the group prefers idle ones;
 # - the controller Lambda completes what no agent can (warm-pool trims, dead hosts) and mints the
 #   per-instance registration token on launch;
+# - the controller mints just-in-time runner configs for the hosts: POST /jit-config on a second
+#   function URL (AuthType AWS_IAM, on the `jit` alias) that only this group's instance role can
+#   call, each host for itself (docs/controller.md, "The JIT endpoint"; docs/security.md, "JIT
+#   configs: delivery and threat analysis");
 # - the controller also sizes the group from demand: GitHub's workflow_job webhooks reach it through
 #   a function URL, a one-minute reconcile repairs what webhooks missed, state lives in a DynamoDB
 #   table (docs/controller.md, "Scaling"). It sets DesiredCapacity only; which instance leaves on a
@@ -23,6 +27,9 @@ locals {
 
 # ----- the hosts -----
 
+# Only EC2 may assume this role: then every session of it is an instance profile session named
+# after its instance, which is what the JIT endpoint trusts. Never let a user or another role
+# sts:AssumeRole it (they could choose the session name, i.e. claim to be any instance).
 resource "aws_iam_role" "agent" {
   name = "${var.name}-agent"
   assume_role_policy = jsonencode({
@@ -32,7 +39,8 @@ resource "aws_iam_role" "agent" {
 }
 
 # Least privilege, generated from the actions the code calls:
-#   runner-lifecycle iam-policy --role agent --group GROUP_NAME --region us-east-1 --account 111122223333
+#   runner-lifecycle iam-policy --role agent --group GROUP_NAME --region us-east-1 --account 111122223333 \
+#     --jit-function JIT_FUNCTION_NAME:jit
 #   runner-lifecycle iam-policy --role controller ... --github-credentials-secret GITHUB_CREDENTIALS_SECRET \
 #     --webhook-secret WEBHOOK_SECRET --state-table STATE_TABLE
 # The policies/ files are that output (tests/deploy checks they are current); the placeholders are
@@ -40,9 +48,10 @@ resource "aws_iam_role" "agent" {
 resource "aws_iam_role_policy" "agent" {
   name = "runner-lifecycle-agent"
   role = aws_iam_role.agent.id
-  policy = replace(replace(replace(file("${path.module}/policies/agent.json"),
+  policy = replace(replace(replace(replace(file("${path.module}/policies/agent.json"),
     "GROUP_NAME", var.name), ":us-east-1:", ":${data.aws_region.current.name}:"),
-  ":111122223333:", ":${data.aws_caller_identity.current.account_id}:")
+    ":111122223333:", ":${data.aws_caller_identity.current.account_id}:"),
+  "JIT_FUNCTION_NAME", aws_lambda_function.controller.function_name)
 }
 
 resource "aws_iam_instance_profile" "agent" {
@@ -163,6 +172,8 @@ resource "aws_lambda_function" "controller" {
   architectures    = ["x86_64"]
   memory_size      = 128
   timeout          = 120
+  # A published version for the `jit` alias, whose function URL is the JIT endpoint.
+  publish = true
 
   environment {
     variables = {
@@ -179,6 +190,10 @@ resource "aws_lambda_function" "controller" {
       RUNNER_LIFECYCLE_SCALE_IN_AFTER    = tostring(var.scale_in_after_s)
       RUNNER_LIFECYCLE_SCALE_REPOS       = join(",", var.scale_repos)
       RUNNER_LIFECYCLE_WEBHOOK_SECRET    = var.webhook_secret
+      # JIT configs: only sessions of the hosts' role (named after their instance) may mint; the
+      # runners get these labels plus their instance id and asg-<group>.
+      RUNNER_LIFECYCLE_AGENT_ROLE_NAME = aws_iam_role.agent.name
+      RUNNER_LIFECYCLE_JIT_LABELS      = join(",", var.runner_labels)
     }
   }
 }
@@ -211,6 +226,24 @@ resource "aws_dynamodb_table" "state" {
 resource "aws_lambda_function_url" "webhook" {
   function_name      = aws_lambda_function.controller.function_name
   authorization_type = "NONE"
+}
+
+# The JIT endpoint: POST /jit-config, SigV4-signed by a host's instance-profile credentials. AWS
+# verifies the signature and hands the signer to the function (requestContext.authorizer.iam); the
+# controller mints only for the signer's own instance, and only while it is InService or Pending.
+# On an alias, because a function URL belongs to one qualifier and has one AuthType
+# (CreateFunctionUrlConfig: Qualifier = "the alias name"): the webhook keeps its NONE URL on the
+# unqualified function, this one is AWS_IAM. Same code, same role, same settings.
+resource "aws_lambda_alias" "jit" {
+  name             = "jit"
+  function_name    = aws_lambda_function.controller.function_name
+  function_version = aws_lambda_function.controller.version
+}
+
+resource "aws_lambda_function_url" "jit" {
+  function_name      = aws_lambda_function.controller.function_name
+  qualifier          = aws_lambda_alias.jit.name
+  authorization_type = "AWS_IAM"
 }
 
 # The reconcile: reads queued and in-progress jobs from GitHub's REST API every minute, repairs
@@ -278,6 +311,11 @@ resource "aws_lambda_permission" "events" {
 
 output "group_name" {
   value = aws_autoscaling_group.runners.name
+}
+
+output "jit_url" {
+  description = "The JIT endpoint for the hosts (runner-lifecycle jit-config --url, and the agent's JIT mode)."
+  value       = aws_lambda_function_url.jit.function_url
 }
 
 output "webhook_url" {

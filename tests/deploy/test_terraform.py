@@ -95,6 +95,22 @@ def test_scaling_is_wired() -> None:
         assert var in text, var
 
 
+def test_the_jit_url_is_iam_authenticated_on_an_alias() -> None:
+    with (TF / "main.tf").open() as fh:
+        doc = hcl2.load(fh)
+    res = {f"{kind}.{unquote(name)}": body for b in blocks(doc, "resource") for kind, named in b.items()
+           for name, body in named.items()}
+    jit = res["aws_lambda_function_url.jit"]
+    assert unquote(jit["authorization_type"]) == "AWS_IAM" and "aws_lambda_alias.jit" in str(jit["qualifier"])
+    assert unquote(res["aws_lambda_function_url.webhook"]["authorization_type"]) == "NONE"
+    assert "qualifier" not in res["aws_lambda_function_url.webhook"]
+    text = (TF / "main.tf").read_text()
+    assert "RUNNER_LIFECYCLE_AGENT_ROLE_NAME" in text and "JIT_FUNCTION_NAME" in text
+    agent = json.loads((TF / "policies" / "agent.json").read_text())
+    lam = [s for s in agent["Statement"] if "lambda:" in json.dumps(s["Action"])]
+    assert lam and all("Condition" in s for s in lam)
+
+
 def test_lifecycle_hooks_are_there() -> None:
     with (TF / "main.tf").open() as fh:
         doc = hcl2.load(fh)
@@ -113,6 +129,8 @@ def test_policy_files_match_iam_policy_output(role: str) -> None:
     args = [binary, "iam-policy", "--role", role]
     for flag, value in PLACEHOLDERS.items():
         args += [flag, value]
+    if role == "agent":
+        args += ["--jit-function", "JIT_FUNCTION_NAME:jit"]
     if role == "controller":
         args += ["--github-credentials-secret", "GITHUB_CREDENTIALS_SECRET", "--webhook-secret", "WEBHOOK_SECRET",
                  "--state-table", "STATE_TABLE"]

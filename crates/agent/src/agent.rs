@@ -976,13 +976,9 @@ impl Agent {
     fn fetch_jit_config(&self, id: RequestId) {
         let Some(url) = self.settings.jit_url.clone() else {
             // Checked at start (Settings::require_jit_url): the core only asks in JIT mode.
-            let error = ApiError::new(ApiErrorKind::Other, "runner.jit_url is not set");
             let _ = self.tx.send(Event::Jit {
                 id,
-                result: Err(JitFetchError::Refused {
-                    status: 0,
-                    message: error.message,
-                }),
+                result: Err(JitFetchError::Config("runner.jit_url is not set".into())),
                 took: Duration::ZERO,
             });
             return;
@@ -1185,14 +1181,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A failed JIT fetch as the core sorts it: throttling and transient failures are retried with
-/// backoff; a refusal (403, 409: the controller will not mint for this host now) slowly.
+/// A failed JIT fetch as the core sorts it: rate limits, 5xx and transport failures are retried
+/// with the core's capped backoff; a refusal (403, 409: the controller will not mint for this host
+/// now) and a local misconfiguration slowly (`slow_retry`), because a person has to act.
 fn jit_error(e: &JitFetchError) -> ApiError {
     let kind = match e {
-        JitFetchError::Retryable { status: Some(429), .. } => ApiErrorKind::Throttled,
+        JitFetchError::Retryable { after: Some(_), .. } => ApiErrorKind::Throttled,
         JitFetchError::Retryable { .. } => ApiErrorKind::Transient,
         JitFetchError::Refused { status: 403, .. } => ApiErrorKind::AccessDenied,
-        JitFetchError::Refused { .. } => ApiErrorKind::Other,
+        JitFetchError::Refused { .. } | JitFetchError::Config(_) => ApiErrorKind::Other,
     };
     ApiError::new(kind, e.to_string())
 }

@@ -431,7 +431,9 @@ fn check_region(region: &str) -> Result<(), String> {
 
 fn check_jit_url(url: &str) -> Result<(), String> {
     // The config it answers is a credential: only over TLS, or to this host (the test emulators).
-    lifecycle_aws::function_url::check_url(url)
+    lifecycle_aws::function_url::jit_uri(url)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn check_instance_id(id: &str) -> Result<(), String> {

@@ -1,40 +1,56 @@
-//! The agent's side of the controller's just-in-time config endpoint: one SigV4-signed
-//! `POST {url}/jit-config` to a Lambda function URL with `AuthType = AWS_IAM`.
+//! The agent's side of `POST /jit-config`: fetch a just-in-time runner configuration from the
+//! controller's Lambda function URL (`AuthType` `AWS_IAM`), signed with the host's own
+//! credentials. docs/controller.md ("The JIT endpoint") has the wire contract, docs/security.md
+//! ("JIT configs: delivery and threat analysis") why the signature is the identity.
 //!
-//! Why a function URL and a signature: AWS checks the signature and hands the controller the
-//! caller's identity (`requestContext.authorizer.iam.userArn`); for an instance profile that is
-//! `assumed-role/ROLE/i-...`, the instance id as the session name, so a host can only ever obtain a
-//! config minted for itself (docs/security.md, "JIT configs: delivery and threat analysis"). The
-//! answer is a credential: it is kept in a [`JitConfigSecret`], which never prints.
-//!
-//! Signing uses the SDK's own crate (`aws-sigv4`) and credentials provider (the instance role
-//! through IMDS in production), and the request goes over the hyper/rustls stack the SDK already
-//! builds: no second TLS stack.
+//! - **Signing.** AWS Signature Version 4 over the whole request (method, path, `host`,
+//!   `content-type`, `x-amz-date`, `x-amz-security-token`, the SHA-256 of the body), service name
+//!   `lambda`, the SDK configuration's region, credentials from the SDK configuration's provider
+//!   (on a runner host: the instance profile through IMDS). A function URL with `AuthType AWS_IAM`
+//!   requires every request to be SigV4-signed (Lambda Developer Guide, "Invoking Lambda function
+//!   URLs"); the signer is `aws-sigv4`, the crate the SDK itself signs with.
+//! - **Transport.** hyper 1 with hyper-rustls on aws-lc-rs, the stack the SDK and the GitHub client
+//!   already build (no second TLS stack). `https://` only, except `http://` to a loopback host for
+//!   tests: a signed request replayed within its five-minute validity would mint a config for
+//!   whoever replays it, so it must not cross a network in the clear.
+//! - **Answers.** 200 with `{"runner_name", "runner_id", "encoded_jit_config"}`; 429, 408 and 5xx
+//!   (and transport failures, timeouts, missing credentials) are [`JitFetchError::Retryable`] with
+//!   the `Retry-After` seconds if given; any other status is [`JitFetchError::Refused`] (403: not an
+//!   authorized identity, 409: the instance is not in service, 400: malformed). The body is
+//!   untrusted: messages are clipped and escaped before they reach a log.
 
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
-use http_body_util::{BodyExt, Full, Limited};
+use aws_smithy_runtime_api::client::identity::Identity;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-/// The path of the endpoint under the function URL.
+/// The route on the controller's function URL.
 pub const JIT_PATH: &str = "/jit-config";
+/// The largest answer read: a JIT config is a few KiB.
+pub const MAX_ANSWER: usize = 256 * 1024;
+/// The longest `Retry-After` honoured; a larger (or absurd) value is clamped, the agent asks again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+/// The SigV4 service name of Lambda function URLs.
+const SERVICE: &str = "lambda";
+/// The request body: the controller needs nothing but the signature.
+const BODY: &[u8] = b"{}";
 
-/// The largest answer read: a JIT config is a few kilobytes (three small files, base64 twice).
-const MAX_ANSWER: usize = 256 * 1024;
-
-/// The encoded JIT config: base64 of the runner's `.runner`, `.credentials` and RSA key. Whoever
-/// holds it can receive a job and its secrets, so it is never printed, logged or put in an error.
+/// `encoded_jit_config`: a credential. `Debug` and `Display` print `<redacted>`;
+/// [`JitConfigSecret::expose`] is the one way to read it (for the listener's environment only).
 #[derive(Clone, PartialEq, Eq)]
 pub struct JitConfigSecret(String);
 
 impl JitConfigSecret {
-    /// The config itself, for the one place that hands it on (the listener's environment).
+    /// The configuration itself.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -46,170 +62,263 @@ impl fmt::Debug for JitConfigSecret {
     }
 }
 
-/// A config minted for this instance.
-#[derive(Clone, Debug)]
+impl fmt::Display for JitConfigSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A fresh registration for this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JitGrant {
-    /// The registration's name (not secret: it shows in GitHub's runner list).
+    /// The runner's name (carries this instance's id).
     pub runner_name: String,
-    /// The registration's id.
+    /// GitHub's runner id.
     pub runner_id: u64,
-    /// The config.
+    /// The configuration for `ACTIONS_RUNNER_INPUT_JITCONFIG`.
     pub encoded_jit_config: JitConfigSecret,
 }
 
-/// Why no config came.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why no grant came back.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JitFetchError {
-    /// Worth retrying with backoff: 429, 5xx, a timeout, a transport failure, no credentials yet.
-    #[error("{reason}")]
+    /// Try again: after `after` when the controller said so (`Retry-After`), else on the
+    /// caller's own backoff. 429, 408, 5xx, connection failures, the timeout, credentials that
+    /// could not be loaded, an answer that did not parse.
     Retryable {
-        /// The HTTP status, if an answer came.
-        status: Option<u16>,
-        /// The server's `Retry-After`, if any.
+        /// The controller's `Retry-After`, clamped to [`MAX_RETRY_AFTER`].
         after: Option<Duration>,
-        /// What happened (escaped, bounded).
+        /// What happened (clipped, escaped).
         reason: String,
     },
-    /// The controller will not mint for this caller now (403: not an instance of a served group;
-    /// 409: not in service; 400: a bad request): retrying soon cannot help.
-    #[error("refused ({status}): {message}")]
+    /// The controller refused (403 not an authorized identity, 409 not in service, 400
+    /// malformed, ...): asking again at once will get the same answer.
     Refused {
         /// The HTTP status.
         status: u16,
-        /// The controller's message (escaped, bounded).
+        /// The controller's `error` (or AWS's `Message`), clipped and escaped.
         message: String,
     },
+    /// The local configuration cannot work (a URL that is not `https://`, no region, no
+    /// credentials provider). Retrying does not help.
+    Config(String),
 }
 
-/// Whether `url` may carry a credential: `https://`, or plain `http://` to a loopback address (the
-/// test emulators).
-pub fn check_url(url: &str) -> Result<(), String> {
-    let loopback = ["http://127.0.0.1", "http://[::1]", "http://localhost"]
-        .iter()
-        .any(|p| {
-            url.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
-        });
-    if (url.starts_with("https://") && url.len() > "https://".len()) || loopback {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not an https:// URL (plain http is only allowed to a loopback address)",
-            lifecycle_escape::escape(url)
-        ))
+impl fmt::Display for JitFetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JitFetchError::Retryable { after: Some(a), reason } => {
+                write!(f, "JIT config not fetched (retry in {} s): {reason}", a.as_secs())
+            }
+            JitFetchError::Retryable { after: None, reason } => {
+                write!(f, "JIT config not fetched (retryable): {reason}")
+            }
+            JitFetchError::Refused { status, message } => write!(f, "JIT config refused (HTTP {status}): {message}"),
+            JitFetchError::Config(m) => write!(f, "JIT config client configuration: {m}"),
+        }
     }
 }
 
-/// Ask the controller for a config for this instance. `timeout` bounds the whole exchange.
+impl std::error::Error for JitFetchError {}
+
+fn retryable(reason: impl Into<String>) -> JitFetchError {
+    JitFetchError::Retryable {
+        after: None,
+        reason: reason.into(),
+    }
+}
+
+/// The URI of `POST {url}/jit-config`: `https://`, or `http://` to a loopback host (127.0.0.0/8,
+/// `[::1]`, `localhost`) for tests. No user information, query or fragment.
+pub fn jit_uri(url: &str) -> Result<Uri, JitFetchError> {
+    let shown = lifecycle_escape::clip(url, 200);
+    let bad = |why: &str| JitFetchError::Config(format!("function URL `{shown}`: {why}"));
+    let base: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
+    let authority = base.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("user information is not allowed"));
+    }
+    if base.query().is_some() || url.contains('#') {
+        return Err(bad("no query or fragment"));
+    }
+    match base.scheme_str() {
+        Some("https") => {}
+        Some("http") if is_loopback_host(authority.host()) => {}
+        Some("http") => {
+            return Err(bad(
+                "plain http:// would expose a replayable signed request; use https:// (http:// only to loopback, for tests)",
+            ))
+        }
+        _ => return Err(bad("not http(s)")),
+    }
+    let path = format!("{}{JIT_PATH}", base.path().trim_end_matches('/'));
+    Uri::builder()
+        .scheme(base.scheme_str().unwrap_or("https"))
+        .authority(authority.as_str())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| bad("not a URL"))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+        || host.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// Fetch a JIT config for this host: SigV4-sign `POST {url}/jit-config` (body `{}`) with `sdk`'s
+/// credentials and region, send it, and sort the answer. `timeout` bounds everything
+/// (credentials, connection, answer).
 pub async fn fetch_jit_config(url: &str, sdk: &SdkConfig, timeout: Duration) -> Result<JitGrant, JitFetchError> {
-    match tokio::time::timeout(timeout, fetch(url, sdk)).await {
-        Ok(result) => result,
-        Err(_) => Err(retryable(None, None, format!("no answer within {timeout:?}"))),
-    }
+    let uri = jit_uri(url)?;
+    let region = sdk
+        .region()
+        .map(|r| r.as_ref().to_string())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| JitFetchError::Config("no AWS region".into()))?;
+    let provider = sdk
+        .credentials_provider()
+        .ok_or_else(|| JitFetchError::Config("no AWS credentials provider".into()))?;
+    let exchange = async {
+        let creds = provider.provide_credentials().await.map_err(|e| {
+            retryable(format!(
+                "AWS credentials: {}",
+                lifecycle_escape::clip(&e.to_string(), 200)
+            ))
+        })?;
+        let identity: Identity = creds.into();
+        // The signing time must be the wall clock: AWS refuses signatures more than five minutes
+        // off (the IO shell reads the clock; the decision core never does).
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::SystemTime::now();
+        let request = signed_request(&uri, &region, &identity, now)?;
+        send(request).await
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| retryable(format!("no answer within {} ms", timeout.as_millis())))?
 }
 
-async fn fetch(url: &str, sdk: &SdkConfig) -> Result<JitGrant, JitFetchError> {
-    check_url(url).map_err(|message| JitFetchError::Refused { status: 0, message })?;
-    let endpoint = format!("{}{JIT_PATH}", url.trim_end_matches('/'));
-    let request = signed_request(&endpoint, sdk).await?;
+/// The signed request (public for tests: the signature can be checked against another signer).
+pub fn signed_request(
+    uri: &Uri,
+    region: &str,
+    identity: &Identity,
+    time: std::time::SystemTime,
+) -> Result<Request<Full<Bytes>>, JitFetchError> {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .ok_or_else(|| JitFetchError::Config("no host".into()))?;
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(uri.clone())
+        .header(HOST, host.as_str())
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(BODY)))
+        .map_err(|e| JitFetchError::Config(format!("request: {e}")))?;
+    let params = v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name(SERVICE)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| JitFetchError::Config(format!("signing parameters: {e}")))?
+        .into();
+    let uri_text = uri.to_string();
+    let headers = [("host", host.as_str()), ("content-type", "application/json")];
+    let signable = SignableRequest::new(
+        "POST",
+        uri_text.as_str(),
+        headers.into_iter(),
+        SignableBody::Bytes(BODY),
+    )
+    .map_err(|e| JitFetchError::Config(format!("signing: {e}")))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| JitFetchError::Config(format!("signing: {e}")))?
+        .into_parts();
+    instructions.apply_to_request_http1x(&mut request);
+    // The Authorization header and the session token are credentials: keep them out of any
+    // header dump (hyper honours the flag in its Debug output).
+    for name in ["authorization", "x-amz-security-token"] {
+        if let Some(v) = request.headers_mut().get_mut(name) {
+            v.set_sensitive(true);
+        }
+    }
+    Ok(request)
+}
+
+async fn send(request: Request<Full<Bytes>>) -> Result<JitGrant, JitFetchError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| retryable(None, None, format!("no TLS roots: {e}")))?
+        .map_err(|e| JitFetchError::Config(format!("loading the platform's root certificates: {e}")))?
         .https_or_http()
         .enable_http1()
         .build();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let response = client
+    let answer = client
         .request(request)
         .await
-        .map_err(|e| retryable(None, None, format!("request failed: {e}")))?;
-    let status = response.status().as_u16();
-    let after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = Limited::new(response.into_body(), MAX_ANSWER)
+        .map_err(|e| retryable(format!("connection: {}", lifecycle_escape::clip(&e.to_string(), 200))))?;
+    let status = answer.status().as_u16();
+    let retry_after = answer.headers().get(RETRY_AFTER).and_then(parse_retry_after);
+    let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
         .collect()
         .await
-        .map_err(|e| retryable(Some(status), after, format!("reading the answer failed: {e}")))?
+        .map_err(|e| {
+            retryable(format!(
+                "reading the answer: {}",
+                lifecycle_escape::clip(&e.to_string(), 200)
+            ))
+        })?
         .to_bytes();
-    answer(status, after, &body)
+    classify(status, retry_after, &body)
 }
 
-/// The request, signed with the SDK's current credentials for the `lambda` service.
-async fn signed_request(endpoint: &str, sdk: &SdkConfig) -> Result<hyper::Request<Full<Bytes>>, JitFetchError> {
-    let no_creds = |what: String| retryable(None, None, format!("no AWS credentials to sign with: {what}"));
-    let provider = sdk
-        .credentials_provider()
-        .ok_or_else(|| no_creds("none configured".into()))?;
-    let credentials = provider
-        .provide_credentials()
-        .await
-        .map_err(|e| no_creds(e.to_string()))?;
-    let region = sdk.region().map(ToString::to_string).unwrap_or_default();
-    let identity = credentials.into();
-    let body = b"{}";
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&region)
-        .name("lambda")
-        // SigV4 signs the wall-clock time; AWS refuses a signature more than 5 minutes off.
-        .time(wall_clock())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| retryable(None, None, format!("cannot sign: {e}")))?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        endpoint,
-        [("content-type", "application/json")].into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| JitFetchError::Refused {
-        status: 0,
-        message: format!("cannot sign a request to this URL: {e}"),
-    })?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| retryable(None, None, format!("cannot sign: {e}")))?
-        .into_parts();
-    let mut request = hyper::Request::post(endpoint)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(body)))
-        .map_err(|e| JitFetchError::Refused {
-            status: 0,
-            message: format!("bad request URL: {e}"),
-        })?;
-    instructions.apply_to_request_http1x(&mut request);
-    Ok(request)
-}
-
-/// The IO shell's one read of the wall clock (SigV4 needs it; the decision core never does).
-#[allow(clippy::disallowed_methods)]
-fn wall_clock() -> SystemTime {
-    SystemTime::now()
-}
-
-/// Sort an answer: 200 with a config, a refusal, or a retryable failure.
-fn answer(status: u16, after: Option<Duration>, body: &[u8]) -> Result<JitGrant, JitFetchError> {
-    #[derive(serde::Deserialize)]
-    struct Granted {
-        runner_name: String,
-        runner_id: u64,
-        encoded_jit_config: String,
+/// `Retry-After` as delay-seconds (RFC 9110, section 10.2.3), clamped to [`MAX_RETRY_AFTER`]; an
+/// HTTP-date or anything else is no hint (the caller's own backoff applies).
+pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?.trim();
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    #[derive(serde::Deserialize)]
-    struct Failed {
-        error: String,
-    }
+    let secs = s.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+#[derive(serde::Deserialize)]
+struct Grant {
+    runner_name: String,
+    runner_id: u64,
+    encoded_jit_config: String,
+}
+
+/// Sort one answer: 200 and a well-formed grant, or why not.
+pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<JitGrant, JitFetchError> {
     if status == 200 {
-        let g: Granted = serde_json::from_slice(body).map_err(|e| {
-            // Never echo the body: it may hold a config.
-            retryable(Some(status), after, format!("the answer is not a JIT grant: {e}"))
-        })?;
-        if g.encoded_jit_config.is_empty() {
-            return Err(retryable(Some(status), after, "the answer has an empty config".into()));
+        let g: Grant = serde_json::from_slice(body)
+            // serde's message quotes the input at most by type, never the value; clipped anyway.
+            .map_err(|e| {
+                retryable(format!(
+                    "malformed grant: {}",
+                    lifecycle_escape::clip(&e.to_string(), 120)
+                ))
+            })?;
+        let name_ok = !g.runner_name.is_empty()
+            && g.runner_name.len() <= 200
+            && g.runner_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let config_ok = !g.encoded_jit_config.is_empty()
+            && g.encoded_jit_config
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
+        if !name_ok || !config_ok {
+            return Err(retryable(
+                "malformed grant: runner_name or encoded_jit_config is not well-formed",
+            ));
         }
         return Ok(JitGrant {
             runner_name: g.runner_name,
@@ -217,109 +326,274 @@ fn answer(status: u16, after: Option<Duration>, body: &[u8]) -> Result<JitGrant,
             encoded_jit_config: JitConfigSecret(g.encoded_jit_config),
         });
     }
-    let message = serde_json::from_slice::<Failed>(body)
-        .map(|f| f.error)
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
-    let message = bounded(&message);
-    match status {
-        429 | 500..=599 => Err(retryable(Some(status), after, format!("HTTP {status}: {message}"))),
-        _ => Err(JitFetchError::Refused { status, message }),
+    let message = error_message(body);
+    if status == 429 || status == 408 || (500..=599).contains(&status) {
+        return Err(JitFetchError::Retryable {
+            after: retry_after,
+            reason: format!("HTTP {status}: {message}"),
+        });
     }
+    Err(JitFetchError::Refused { status, message })
 }
 
-fn retryable(status: Option<u16>, after: Option<Duration>, reason: String) -> JitFetchError {
-    JitFetchError::Retryable {
-        status,
-        after,
-        reason: bounded(&reason),
-    }
-}
-
-/// Untrusted text for a log line: escaped, at most 300 characters.
-fn bounded(text: &str) -> String {
-    let escaped = lifecycle_escape::escape(text);
-    match escaped.char_indices().nth(300) {
-        Some((i, _)) => format!("{}...", &escaped[..i]),
-        None => escaped.into_owned(),
-    }
+/// The `error` of the controller's JSON answer, AWS's own `Message`/`message` (its 403 for a
+/// bad signature), or the start of the body; at most 300 characters, escaped.
+fn error_message(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = parsed.as_ref().and_then(|v| {
+        ["error", "Message", "message"]
+            .iter()
+            .find_map(|k| v.get(k).and_then(serde_json::Value::as_str))
+            .map(str::to_string)
+    });
+    let text = field.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(600)]).into_owned());
+    lifecycle_escape::clip(text.trim(), 300)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_credential_types::Credentials;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const CONFIG: &str = "eyJ2YWx1ZSI6InNlY3JldCJ9";
 
     #[test]
-    fn only_tls_or_loopback_may_carry_a_config() {
-        assert!(check_url("https://abc.lambda-url.us-east-1.on.aws").is_ok());
-        assert!(check_url("http://127.0.0.1:8080").is_ok());
-        assert!(check_url("http://localhost/").is_ok());
-        assert!(check_url("http://[::1]:9").is_ok());
-        assert!(check_url("http://127.0.0.1.evil.example").is_err());
-        assert!(check_url("http://example.com").is_err());
-        assert!(check_url("https://").is_err());
-        assert!(check_url("ftp://x").is_err());
+    fn urls_are_https_or_loopback_http() {
+        let ok = |u: &str| jit_uri(u).map(|u| u.to_string());
+        assert_eq!(
+            ok("https://abc.lambda-url.us-east-1.on.aws/").ok().as_deref(),
+            Some("https://abc.lambda-url.us-east-1.on.aws/jit-config")
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:8080").ok().as_deref(),
+            Some("http://127.0.0.1:8080/jit-config")
+        );
+        assert!(ok("http://[::1]:9/").is_ok() && ok("http://localhost:9").is_ok());
+        for bad in [
+            "http://example.com/",
+            "http://10.0.0.1/",
+            "ftp://127.0.0.1/",
+            "https://user:pw@host/",
+            "https://host/?x=1",
+            "https://host/#f",
+            "not a url",
+            "",
+            "http://127.0.0.1.example.com/",
+        ] {
+            assert!(matches!(jit_uri(bad), Err(JitFetchError::Config(_))), "{bad}");
+        }
     }
 
     #[test]
-    fn a_grant_never_prints_its_config() {
-        let g = answer(
-            200,
-            None,
-            br#"{"runner_name":"rl-1-i-0abc","runner_id":7,"encoded_jit_config":"c2VjcmV0"}"#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(g.encoded_jit_config.expose(), "c2VjcmV0");
-        let shown = format!("{g:?}");
-        assert!(!shown.contains("c2VjcmV0") && shown.contains("<redacted>"), "{shown}");
-    }
-
-    #[test]
-    fn answers_sort_into_retryable_and_refused() {
-        let after = Some(Duration::from_secs(7));
-        match answer(429, after, br#"{"error":"GitHub rate limit"}"#) {
+    fn answers_are_sorted() {
+        let body = format!(
+            r#"{{"runner_name":"rle-jit-1-i-0123456789abcdef0-ab12","runner_id":7,"encoded_jit_config":"{CONFIG}"}}"#
+        );
+        let g = classify(200, None, body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((g.runner_id, g.encoded_jit_config.expose()), (7, CONFIG));
+        assert!(!format!("{g:?}").contains(CONFIG) && !format!("{}", g.encoded_jit_config).contains(CONFIG));
+        assert!(matches!(
+            classify(200, None, b"{}"),
+            Err(JitFetchError::Retryable { .. })
+        ));
+        let bad_name = format!(r#"{{"runner_name":"a\u001b[31m","runner_id":7,"encoded_jit_config":"{CONFIG}"}}"#);
+        assert!(matches!(
+            classify(200, None, bad_name.as_bytes()),
+            Err(JitFetchError::Retryable { .. })
+        ));
+        assert_eq!(
+            classify(409, None, br#"{"error":"instance i-1 is Terminating:Wait"}"#),
+            Err(JitFetchError::Refused {
+                status: 409,
+                message: "instance i-1 is Terminating:Wait".into()
+            })
+        );
+        assert_eq!(
+            classify(403, None, br#"{"Message":"Forbidden"}"#),
+            Err(JitFetchError::Refused {
+                status: 403,
+                message: "Forbidden".into()
+            })
+        );
+        assert_eq!(
+            classify(429, Some(Duration::from_secs(3)), br#"{"error":"slow down"}"#),
             Err(JitFetchError::Retryable {
-                status: Some(429),
-                after: a,
-                ..
-            }) => assert_eq!(a, after),
-            other => panic!("{other:?}"),
-        }
+                after: Some(Duration::from_secs(3)),
+                reason: "HTTP 429: slow down".into()
+            })
+        );
         assert!(matches!(
-            answer(503, None, b"<html>"),
-            Err(JitFetchError::Retryable { status: Some(503), .. })
+            classify(503, None, b"<html>"),
+            Err(JitFetchError::Retryable { after: None, .. })
         ));
-        match answer(409, None, br#"{"error":"instance i-1 is Terminating:Wait"}"#) {
-            Err(JitFetchError::Refused { status: 409, message }) => assert!(message.contains("Terminating:Wait")),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            answer(403, None, b""),
-            Err(JitFetchError::Refused { status: 403, .. })
-        ));
+        // Untrusted text is escaped and clipped.
+        let Err(JitFetchError::Refused { message, .. }) =
+            classify(400, None, "\u{1b}]0;owned\u{7}x".repeat(200).as_bytes())
+        else {
+            panic!("not refused")
+        };
+        assert!(
+            !message.chars().any(lifecycle_escape::is_unsafe) && message.chars().count() < 2000,
+            "{message}"
+        );
     }
 
     #[test]
-    fn a_malformed_grant_is_retried_and_never_echoed() {
-        match answer(200, None, br#"{"encoded_jit_config":"c2VjcmV0"}"#) {
-            Err(e @ JitFetchError::Retryable { .. }) => assert!(!e.to_string().contains("c2VjcmV0"), "{e}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(answer(
-            200,
+    fn retry_after_is_seconds_clamped() {
+        let h = |s: &str| HeaderValue::from_str(s).ok().and_then(|v| parse_retry_after(&v));
+        assert_eq!(h("7"), Some(Duration::from_secs(7)));
+        assert_eq!(h("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(h("99999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(h("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(h("-1"), None);
+        assert_eq!(h(""), None);
+    }
+
+    fn identity(token: Option<&str>) -> Identity {
+        Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            token.map(str::to_string),
             None,
-            br#"{"runner_name":"n","runner_id":1,"encoded_jit_config":""}"#
+            "test",
         )
-        .is_err());
+        .into()
     }
 
     #[test]
-    fn hostile_messages_are_escaped_and_bounded() {
-        let long = format!("{{\"error\":\"\\u001b[31m{}\"}}", "x".repeat(5000));
-        match answer(400, None, long.as_bytes()) {
-            Err(JitFetchError::Refused { message, .. }) => {
-                assert!(message.len() < 400 && !message.contains('\u{1b}'), "{message}")
-            }
-            other => panic!("{other:?}"),
+    fn requests_are_signed_for_lambda_in_the_region() {
+        let uri = jit_uri("https://abc.lambda-url.eu-west-1.on.aws").unwrap_or_else(|e| panic!("{e}"));
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let r = signed_request(&uri, "eu-west-1", &identity(Some("SESSIONTOKEN")), t).unwrap_or_else(|e| panic!("{e}"));
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let auth = h("authorization");
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/eu-west-1/lambda/aws4_request, SignedHeaders="
+            ),
+            "{auth}"
+        );
+        for signed in ["content-type", "host", "x-amz-date", "x-amz-security-token"] {
+            assert!(auth.contains(signed), "{signed} unsigned: {auth}");
         }
+        assert_eq!(h("x-amz-date"), "20231114T221320Z");
+        assert_eq!(h("host"), "abc.lambda-url.eu-west-1.on.aws");
+        assert_eq!(h("x-amz-security-token"), "SESSIONTOKEN");
+        assert!(
+            format!("{:?}", r.headers()).contains("Sensitive"),
+            "credentials not marked sensitive"
+        );
+        // Deterministic: the same inputs sign the same way; another secret signs differently.
+        let again =
+            signed_request(&uri, "eu-west-1", &identity(Some("SESSIONTOKEN")), t).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.headers().get("authorization"), r.headers().get("authorization"));
+    }
+
+    /// One HTTP/1.1 exchange on a loopback port: returns the raw request it read.
+    async fn serve_once(answer: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let task = tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return String::new();
+            };
+            let mut buf = vec![0u8; 16384];
+            let mut got = Vec::new();
+            // Read the head and the 2-byte body.
+            while !String::from_utf8_lossy(&got).contains("\r\n\r\n{}") {
+                let Ok(n) = s.read(&mut buf).await else { break };
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let _ = s.write_all(answer.as_bytes()).await;
+            let _ = s.shutdown().await;
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        (url, task)
+    }
+
+    fn sdk() -> SdkConfig {
+        SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"),
+            ))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_grant_comes_back_over_loopback() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 94\r\nconnection: close\r\n\r\n{\"runner_name\":\"rle-jit-1-i-0123456789abcdef0-ab12\",\"runner_id\":5,\"encoded_jit_config\":\"QUJD\"}",
+        )
+        .await;
+        let got = fetch_jit_config(&url, &sdk(), Duration::from_secs(5)).await;
+        let raw = server.await.unwrap_or_default();
+        assert!(raw.starts_with("POST /jit-config HTTP/1.1\r\n"), "{raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("authorization: aws4-hmac-sha256 credential=akidexample/"),
+            "{raw}"
+        );
+        let g = got.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((g.runner_id, g.encoded_jit_config.expose()), (5, "QUJD"));
+    }
+
+    #[tokio::test]
+    async fn refusals_and_outages_are_told_apart() {
+        let (url, _s) = serve_once("HTTP/1.1 409 Conflict\r\ncontent-length: 32\r\nconnection: close\r\n\r\n{\"error\":\"instance is draining\"}").await;
+        assert_eq!(
+            fetch_jit_config(&url, &sdk(), Duration::from_secs(5)).await,
+            Err(JitFetchError::Refused {
+                status: 409,
+                message: "instance is draining".into()
+            })
+        );
+        let (url, _s) = serve_once(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 4\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        )
+        .await;
+        assert!(matches!(
+            fetch_jit_config(&url, &sdk(), Duration::from_secs(5)).await,
+            Err(JitFetchError::Retryable { after: Some(a), .. }) if a == Duration::from_secs(4)
+        ));
+        // Nobody listening: retryable.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            format!("http://{}", l.local_addr().unwrap_or_else(|e| panic!("{e}")))
+        };
+        assert!(matches!(
+            fetch_jit_config(&dead, &sdk(), Duration::from_secs(5)).await,
+            Err(JitFetchError::Retryable { .. })
+        ));
+        // A server that never answers: the timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", silent.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let r = fetch_jit_config(&url, &sdk(), Duration::from_millis(300)).await;
+        assert!(
+            matches!(&r, Err(JitFetchError::Retryable { reason, .. }) if reason.contains("no answer")),
+            "{r:?}"
+        );
+        // No credentials provider: configuration.
+        let bare = SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        assert!(matches!(
+            fetch_jit_config("https://x.example", &bare, Duration::from_secs(1)).await,
+            Err(JitFetchError::Config(_))
+        ));
     }
 }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use lifecycle_aws::{NameTemplate, RetryPolicy};
 use lifecycle_controller::aws::AwsFleet;
 use lifecycle_controller::ports::{AnyGitHub, NoGitHub};
-use lifecycle_controller::settings::{parse_duration, parse_repo, ScaleSettings, DEFAULT_SECRET_TEMPLATE};
+use lifecycle_controller::settings::{parse_duration, parse_repo, JitSettings, ScaleSettings, DEFAULT_SECRET_TEMPLATE};
 use lifecycle_controller::{Controller, HandlerError, Settings};
 use lifecycle_github::{AppKey, Auth, GitHubClient, Options, Scope, Secret};
 use std::io::Read;
@@ -194,6 +194,27 @@ pub struct ControllerOpts {
     /// A Secrets Manager secret holding the GitHub webhook secret, read once at start.
     #[arg(long, value_name = "SECRET", env = "RUNNER_LIFECYCLE_WEBHOOK_SECRET", global = true)]
     webhook_secret: Option<String>,
+    /// The runner hosts' instance-profile role name: its sessions (one per instance, named after
+    /// the instance id) may fetch just-in-time runner configs (`POST /jit-config`). Unset: the
+    /// controller mints none.
+    #[arg(long, value_name = "NAME", env = "RUNNER_LIFECYCLE_AGENT_ROLE_NAME", global = true)]
+    agent_role_name: Option<String>,
+    /// Labels of JIT runners besides the instance id and asg-<group> (comma-separated).
+    #[arg(
+        long,
+        value_name = "LABELS",
+        env = "RUNNER_LIFECYCLE_JIT_LABELS",
+        value_delimiter = ',',
+        default_value = "self-hosted",
+        global = true
+    )]
+    jit_labels: Vec<String>,
+    /// The runner group id of JIT runners (1: the default group).
+    #[arg(long, value_name = "ID", env = "RUNNER_LIFECYCLE_JIT_RUNNER_GROUP_ID", default_value_t = lifecycle_controller::settings::DEFAULT_JIT_RUNNER_GROUP_ID, global = true)]
+    jit_runner_group_id: u64,
+    /// The name prefix of JIT runners (what the never-online sweep matches).
+    #[arg(long, value_name = "PREFIX", env = "RUNNER_LIFECYCLE_JIT_PREFIX", default_value = lifecycle_controller::settings::DEFAULT_JIT_PREFIX, global = true)]
+    jit_prefix: String,
     /// AWS region.
     #[arg(long, value_name = "REGION", env = "AWS_REGION", global = true)]
     region: Option<String>,
@@ -306,7 +327,25 @@ fn settings(opts: &ControllerOpts) -> Result<Settings, String> {
     s.complete_stuck = opts.complete_stuck;
     s.delete_orphan_runners = !opts.keep_runners;
     s.scale = scale_settings(opts, &s)?;
+    s.jit = jit_settings(opts)?;
     Ok(s)
+}
+
+fn jit_settings(opts: &ControllerOpts) -> Result<Option<JitSettings>, String> {
+    let Some(role) = opts.agent_role_name.as_deref().map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let mut jit = JitSettings::new(role);
+    jit.labels = opts
+        .jit_labels
+        .iter()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    jit.runner_group_id = opts.jit_runner_group_id;
+    jit.prefix = opts.jit_prefix.trim().to_string();
+    jit.check()?;
+    Ok(Some(jit))
 }
 
 fn scale_settings(opts: &ControllerOpts, s: &Settings) -> Result<Option<ScaleSettings>, String> {

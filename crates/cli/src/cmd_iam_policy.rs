@@ -29,6 +29,12 @@ pub struct IamPolicyArgs {
     /// The controller keeps its scaling state in this DynamoDB table (grants GetItem and PutItem).
     #[arg(long, value_name = "NAME")]
     state_table: Option<String>,
+    /// The hosts fetch just-in-time runner configs from this controller function's `AWS_IAM`
+    /// function URL (`NAME` or `NAME:ALIAS`, the URL's qualifier): grants the agent
+    /// lambda:InvokeFunctionUrl (only while the URL's AuthType is AWS_IAM) and
+    /// lambda:InvokeFunction (only through the URL) on it.
+    #[arg(long, value_name = "NAME[:ALIAS]")]
+    jit_function: Option<String>,
     /// Whose policy.
     #[arg(long, value_enum)]
     role: RoleArg,
@@ -78,6 +84,11 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
             return bad(format!("--state-table `{name}` is not a DynamoDB table name"));
         }
     }
+    if let Some(f) = &args.jit_function {
+        if let Err(e) = iam::check_function_name(f) {
+            return bad(format!("--jit-function: {e}"));
+        }
+    }
     if args.account != "*" && !(args.account.len() == 12 && args.account.bytes().all(|b| b.is_ascii_digit())) {
         return bad(format!("--account `{}` is not a 12-digit account id", args.account));
     }
@@ -120,6 +131,7 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
         credentials_secret: args.github_credentials_secret.clone(),
         webhook_secret: args.webhook_secret.clone(),
         state_table: args.state_table.clone(),
+        jit_function: args.jit_function.clone(),
     };
     let role = match args.role {
         RoleArg::Agent => Role::Agent,

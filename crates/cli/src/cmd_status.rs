@@ -343,7 +343,7 @@ mod tests {
     use super::*;
     use lifecycle_agent::status::{self, Facts};
     use lifecycle_core::{
-        ApiReply, AsgState, CoreConfig, DescribedInstance, HookConfig, Host, Input, TargetState, Time,
+        ApiReply, AsgState, CoreConfig, DescribedInstance, HookConfig, Host, Input, ListenerMode, TargetState, Time,
     };
 
     fn facts() -> Facts {
@@ -366,6 +366,7 @@ mod tests {
                 name: "drain".into(),
                 heartbeat_timeout: Duration::from_secs(300),
             }),
+            listener_mode: ListenerMode::Persistent,
             ..CoreConfig::default()
         };
         let mut host = Host::new(cfg, 1, Time::ZERO);

@@ -31,8 +31,11 @@ pub enum ExitCode {
     SecretNotDeleted = 23,
     /// `controller`: the event is malformed or unsupported; retrying cannot help.
     EventRejected = 24,
-    /// `controller`: an AWS or GitHub failure that a retry may fix (throttling, 5xx, rate limit).
+    /// `controller`: an AWS or GitHub failure that a retry may fix (throttling, 5xx, rate limit);
+    /// `jit-config`: the controller or the network failed in a way a retry may fix.
     Retryable = 25,
+    /// `jit-config`: the controller refused (403 not an authorized instance, 409 not in service).
+    JitRefused = 26,
 }
 
 impl From<ExitCode> for std::process::ExitCode {
@@ -46,7 +49,7 @@ mod tests {
     use super::ExitCode::{self, *};
 
     /// Every code; the exhaustive match below makes a new variant fail to compile until it is added.
-    const ALL: [ExitCode; 14] = [
+    const ALL: [ExitCode; 15] = [
         Ok,
         Failure,
         Usage,
@@ -61,14 +64,14 @@ mod tests {
         SecretNotDeleted,
         EventRejected,
         Retryable,
+        JitRefused,
     ];
 
     fn listed(code: ExitCode) -> bool {
         match code {
             Ok | Failure | Usage | Config | InvariantViolated | AlreadyRunning | AgentNotRunning | AgentNoAnswer
-            | SecretMissing | TokenRejected | ConfigScriptFailed | SecretNotDeleted | EventRejected | Retryable => {
-                ALL.contains(&code)
-            }
+            | SecretMissing | TokenRejected | ConfigScriptFailed | SecretNotDeleted | EventRejected | Retryable
+            | JitRefused => ALL.contains(&code),
         }
     }
 

@@ -5,6 +5,7 @@ mod cmd_controller;
 mod cmd_hook;
 mod cmd_iam_policy;
 mod cmd_install;
+mod cmd_jit_config;
 mod cmd_register;
 mod cmd_simulate;
 mod cmd_status;
@@ -35,9 +36,12 @@ enum Command {
     /// Register the runner on this host with the token from its per-instance secret (never on argv).
     Register(cmd_register::RegisterArgs),
     /// The fleet controller: handle an EventBridge event, sweep, or serve as an AWS Lambda.
-    Controller(cmd_controller::ControllerArgs),
+    // Boxed: its many settings would otherwise make every variant as large (clippy::large_enum_variant).
+    Controller(Box<cmd_controller::ControllerArgs>),
     /// Print a least-privilege IAM policy for the runner hosts or the controller.
     IamPolicy(cmd_iam_policy::IamPolicyArgs),
+    /// Fetch a just-in-time runner config for this instance from the controller's function URL.
+    JitConfig(cmd_jit_config::JitConfigArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Register(args) => cmd_register::run(&args),
         Command::Controller(args) => cmd_controller::run(&args),
         Command::IamPolicy(args) => cmd_iam_policy::run(&args),
+        Command::JitConfig(args) => cmd_jit_config::run(&args),
     };
     code.into()
 }

@@ -36,3 +36,28 @@ fn templates_reaching_beyond_one_group_are_refused() {
     let (code, _, err) = iam(&["--group", "ci/x"]);
     assert_eq!(code, 3, "{err}");
 }
+
+#[test]
+fn the_jit_function_is_granted_through_its_iam_url_only() {
+    let (code, out, err) = iam(&[
+        "--group",
+        "ci",
+        "--account",
+        "123456789012",
+        "--region",
+        "us-east-1",
+        "--jit-function",
+        "runner-lifecycle-controller:jit",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"arn:aws:lambda:us-east-1:123456789012:function:runner-lifecycle-controller:jit\""),
+        "{out}"
+    );
+    assert!(out.contains("\"lambda:FunctionUrlAuthType\": \"AWS_IAM\""), "{out}");
+    assert!(out.contains("\"lambda:InvokedViaFunctionUrl\": \"true\""), "{out}");
+    for bad in ["f:1", "a:b:c", "f*"] {
+        let (code, out, err) = iam(&["--group", "ci", "--jit-function", bad]);
+        assert_eq!(code, 3, "{bad}: {out}{err}");
+    }
+}

@@ -3,7 +3,7 @@
 //! SDK operation this file calls is listed in [`crate::iam`]; a test there reads this file and
 //! fails if the two differ.
 
-use crate::ports::{Aws, Capacity, Completion, Member, StoredState, TerminationHook};
+use crate::ports::{AsgInstance, Aws, Capacity, Completion, Member, StoredState, TerminationHook};
 use aws_config::SdkConfig;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -135,6 +135,27 @@ impl Aws for AwsFleet {
             );
         }
         Ok(known)
+    }
+
+    async fn instance(&self, id: &str) -> Result<Option<AsgInstance>, ApiError> {
+        self.asg();
+        let out = self
+            .asg_client
+            .describe_auto_scaling_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(out
+            .auto_scaling_instances()
+            .iter()
+            .find(|i| i.instance_id() == Some(id))
+            .map(|i| AsgInstance {
+                group: i.auto_scaling_group_name().unwrap_or_default().to_string(),
+                // The API returns LifecycleState as a string (`InService`, `Terminating:Wait`,
+                // `Warmed:Stopped`, ...): DescribeAutoScalingInstances, API Reference.
+                state: i.lifecycle_state().unwrap_or_default().to_string(),
+            }))
     }
 
     async fn termination_hooks(&self, group: &str) -> Result<Vec<TerminationHook>, ApiError> {

@@ -1,9 +1,11 @@
 //! In-memory ports that count every call: for the handler's tests, the integration tests and the
 //! benchmark (bench/controller_bench.rs). Not used by the binary.
 
-use crate::ports::{Aws, Capacity, Completion, GitHub, Member, StoredState, TerminationHook};
+use crate::ports::{AsgInstance, Aws, Capacity, Completion, GitHub, Member, StoredState, TerminationHook};
 use lifecycle_core::{ApiError, ApiErrorKind};
-use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, RunnerLabel, Secret, WorkflowJob};
+use lifecycle_github::{
+    Deleted, GitHubError, JitConfig, JitRequest, RegistrationToken, Runner, RunnerLabel, Secret, WorkflowJob,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -19,6 +21,8 @@ pub struct FakeAws {
     pub members: Mutex<Vec<Member>>,
     /// Instances any group knows (members and warm pool).
     pub known: Mutex<BTreeSet<String>>,
+    /// DescribeAutoScalingInstances answers: instance id -> its group and lifecycle state.
+    pub instances: Mutex<BTreeMap<String, AsgInstance>>,
     /// Termination hooks.
     pub hooks: Mutex<Vec<TerminationHook>>,
     /// When each waiting instance entered its termination activity.
@@ -119,6 +123,10 @@ impl Aws for FakeAws {
     async fn known(&self, ids: &BTreeSet<String>) -> Result<BTreeSet<String>, ApiError> {
         self.asg()?;
         Ok(lock(&self.known).intersection(ids).cloned().collect())
+    }
+    async fn instance(&self, id: &str) -> Result<Option<AsgInstance>, ApiError> {
+        self.asg()?;
+        Ok(lock(&self.instances).get(id).cloned())
     }
     async fn termination_hooks(&self, _group: &str) -> Result<Vec<TerminationHook>, ApiError> {
         self.asg()?;
@@ -248,6 +256,8 @@ pub struct FakeGitHub {
     pub fail_next: Mutex<Vec<GitHubError>>,
     /// Jobs in flight (the REST API's view).
     pub jobs: Mutex<Vec<WorkflowJob>>,
+    /// Every `generate-jitconfig` request answered.
+    pub jit_requests: Mutex<Vec<JitRequest>>,
     /// Calls made.
     pub calls: AtomicU64,
 }
@@ -318,5 +328,24 @@ impl GitHub for FakeGitHub {
     async fn jobs_in_flight(&self, _repos: &[(String, String)]) -> Result<Vec<WorkflowJob>, GitHubError> {
         self.call()?;
         Ok(lock(&self.jobs).clone())
+    }
+    async fn jit_config(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
+        self.call()?;
+        request.validate()?;
+        let mut requests = lock(&self.jit_requests);
+        requests.push(request.clone());
+        let id = 1000 + requests.len() as u64;
+        Ok(JitConfig {
+            runner: Runner {
+                id,
+                name: request.name.clone(),
+                status: "offline".into(),
+                busy: false,
+                labels: request.labels.iter().map(|l| RunnerLabel { name: l.clone() }).collect(),
+                ephemeral: true,
+            },
+            // Recognisable in a test that checks logs and answers for leaks.
+            encoded_jit_config: Secret::new(format!("FAKEJITCONFIG-{id}-c2VjcmV0")),
+        })
     }
 }

@@ -212,6 +212,37 @@ pub struct Target {
     pub webhook_secret: Option<String>,
     /// The DynamoDB state table, if the controller scales.
     pub state_table: Option<String>,
+    /// The controller function serving `POST /jit-config` (`NAME` or `NAME:ALIAS`, the function
+    /// URL's qualifier), if the hosts fetch JIT configs: the agent may call its `AWS_IAM` URL.
+    pub jit_function: Option<String>,
+}
+
+/// What the agent's `POST /jit-config` needs (crates/aws/src/function_url.rs). Not SDK
+/// operations, so not in [`CALLS`]: a request to a function URL is authorized as
+/// `lambda:InvokeFunctionUrl`, and function URLs created since October 2025 also require
+/// `lambda:InvokeFunction` (Lambda Developer Guide, "Control access to Lambda function URLs",
+/// https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html).
+pub const JIT_URL_ACTIONS: &[&str] = &["lambda:InvokeFunctionUrl", "lambda:InvokeFunction"];
+
+/// Check `NAME` or `NAME:ALIAS` of a Lambda function: name 1 to 64 and alias 1 to 128 of
+/// `[A-Za-z0-9_-]`, the alias not all digits (that would be a version; Lambda API Reference,
+/// CreateFunctionUrlConfig `FunctionName` and `Qualifier` patterns).
+pub fn check_function_name(s: &str) -> Result<(), String> {
+    let ok = |p: &str, max: usize| {
+        (1..=max).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    };
+    let good = match s.split_once(':') {
+        None => ok(s, 64),
+        Some((name, alias)) => ok(name, 64) && ok(alias, 128) && !alias.bytes().all(|b| b.is_ascii_digit()),
+    };
+    if good {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a Lambda function name or NAME:ALIAS",
+            lifecycle_escape::clip(s, 200)
+        ))
+    }
 }
 
 /// The character that must follow `{group}` in a name template, and that a group name scoped by a
@@ -289,6 +320,7 @@ pub fn policy(role: Role, target: &Target) -> Value {
         credentials_secret,
         webhook_secret,
         state_table,
+        jit_function,
     } = target;
     let scoped = |scope: Scope| -> Vec<&'static str> {
         let mut v: Vec<&'static str> = CALLS
@@ -370,6 +402,33 @@ pub fn policy(role: Role, target: &Target) -> Value {
             "Resource": format!("arn:{partition}:dynamodb:{region}:{account}:table/{name}")
         }));
     }
+    if let (Role::Agent, Some(function)) = (role, jit_function) {
+        let arn = format!("arn:{partition}:lambda:{region}:{account}:function:{function}");
+        // The URL only when its AuthType is AWS_IAM (condition key `lambda:FunctionUrlAuthType`,
+        // the key AddPermission's FunctionUrlAuthType sets; CloudFormation AWS::Lambda::Permission,
+        // and aws-samples/service-control-policy-examples use it in identity policies): should the
+        // URL ever be switched to NONE, hosts stop being able to reach it through this grant.
+        statements.push(json!({
+            "Sid": "JitConfigThroughTheIamFunctionUrl",
+            "Effect": "Allow",
+            "Action": JIT_URL_ACTIONS[0],
+            "Resource": arn,
+            "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}
+        }));
+        // InvokeFunction only through the function URL: a plain Invoke takes any payload, so a
+        // host allowed it could forge `requestContext.authorizer.iam` and mint for another
+        // instance. The key is what AddPermission's `InvokedViaFunctionUrl` sets (AWS CDK
+        // reference, Permission.invokedViaFunctionUrl, "the condition key for limiting the scope
+        // of lambda:InvokeFunction"); docs/security.md notes its spelling was not read from the
+        // Service Authorization Reference. A wrong key fails closed (the host gets 403).
+        statements.push(json!({
+            "Sid": "JitConfigFunctionOnlyThroughItsUrl",
+            "Effect": "Allow",
+            "Action": JIT_URL_ACTIONS[1],
+            "Resource": arn,
+            "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}
+        }));
+    }
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
@@ -446,6 +505,25 @@ mod tests {
             declared(Part::Controller),
             "crates/controller/src/aws.rs vs CALLS"
         );
+    }
+
+    /// The JIT grant matches the client: it signs for service `lambda` and posts to the path the
+    /// controller serves.
+    #[test]
+    fn the_jit_grant_matches_the_client() {
+        let client = include_str!("../../aws/src/function_url.rs");
+        assert!(
+            client.contains("const SERVICE: &str = \"lambda\";"),
+            "the client signs for another service"
+        );
+        assert!(JIT_URL_ACTIONS.iter().all(|a| a.starts_with("lambda:")));
+        assert_eq!(lifecycle_aws::function_url::JIT_PATH, crate::jit::JIT_PATH);
+        for good in ["f", "runner-lifecycle-controller", "fn_1:jit", "f:live-2"] {
+            assert_eq!(check_function_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "a:b:c", "f:1", "f*", "arn:aws:lambda", &"x".repeat(65), "f:"] {
+            assert!(check_function_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -534,6 +612,7 @@ mod tests {
             credentials_secret: Some("runner-lifecycle/github".into()),
             webhook_secret: Some("runner-lifecycle/webhook".into()),
             state_table: Some("runner-lifecycle-state".into()),
+            jit_function: Some("runner-lifecycle-controller:jit".into()),
         };
         let agent = policy(Role::Agent, &target);
         let text = agent.to_string();
@@ -575,6 +654,43 @@ mod tests {
         )
         .to_string();
         assert!(!without.contains("GetSecretValue") && !without.contains("dynamodb:"));
+        // JIT configs: the agent may call the AWS_IAM function URL of the controller's JIT alias,
+        // and InvokeFunction only through it; the controller's own policy has neither.
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:runner-lifecycle-controller:jit";
+        let statements = agent["Statement"].as_array().cloned().unwrap_or_default();
+        let find = |sid: &str| statements.iter().find(|s| s["Sid"] == sid).cloned().unwrap_or_default();
+        let url = find("JitConfigThroughTheIamFunctionUrl");
+        assert_eq!(url["Action"], "lambda:InvokeFunctionUrl");
+        assert_eq!(url["Resource"], arn);
+        assert_eq!(
+            url["Condition"],
+            serde_json::json!({"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}})
+        );
+        let invoke = find("JitConfigFunctionOnlyThroughItsUrl");
+        assert_eq!(invoke["Action"], "lambda:InvokeFunction");
+        assert_eq!(invoke["Resource"], arn);
+        assert_eq!(
+            invoke["Condition"],
+            serde_json::json!({"Bool": {"lambda:InvokedViaFunctionUrl": "true"}})
+        );
+        // No statement grants a Lambda action without a condition.
+        for s in &statements {
+            if s["Action"].to_string().contains("lambda:") {
+                assert!(s["Condition"].is_object(), "{s}");
+            }
+        }
+        assert!(!policy(Role::Controller, &target).to_string().contains("lambda:"));
+        let no_jit = policy(
+            Role::Agent,
+            &Target {
+                jit_function: None,
+                ..target.clone()
+            },
+        )
+        .to_string();
+        assert!(!no_jit.contains("lambda:"));
+        // The controller checks the instance's state with DescribeAutoScalingInstances.
+        assert!(actions(Role::Controller).contains(&"autoscaling:DescribeAutoScalingInstances"));
         // Every action a role needs appears in its document exactly once.
         for role in [Role::Agent, Role::Controller] {
             let doc = policy(role, &target).to_string();

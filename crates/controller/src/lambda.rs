@@ -23,6 +23,12 @@ pub async fn invoke<A: Aws, G: GitHub>(
     now: i64,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Value, HandlerError> {
+    if crate::webhook::is_http_event(&event) && crate::jit::is_jit_event(&event) {
+        // `POST /jit-config` (signed, through the AWS_IAM function URL), or anything on that path
+        // or signed: answered by the JIT route, which refuses what AWS did not authenticate. Never
+        // handed to the webhook, and a webhook delivery never reaches the minting code.
+        return Ok(controller.jit(&event, now).await.response());
+    }
     if crate::webhook::is_http_event(&event) {
         // A function-URL request: always an HTTP answer, never an invocation error (GitHub does
         // not retry a delivery; the reconcile repairs what is lost).

@@ -2,7 +2,7 @@
 //! and [`lifecycle_github::GitHubClient`]; tests and the benchmark use counting fakes.
 
 use lifecycle_core::ApiError;
-use lifecycle_github::{Deleted, GitHubError, RegistrationToken, Runner, Secret, WorkflowJob};
+use lifecycle_github::{Deleted, GitHubError, JitConfig, JitRequest, RegistrationToken, Runner, Secret, WorkflowJob};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
@@ -52,6 +52,15 @@ pub struct Member {
     pub state: String,
 }
 
+/// One instance as DescribeAutoScalingInstances reports it (warm pool included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsgInstance {
+    /// The group it belongs to.
+    pub group: String,
+    /// Its `LifecycleState` (`InService`, `Pending:Wait`, `Terminating:Wait`, `Warmed:Stopped`, ...).
+    pub state: String,
+}
+
 /// A termination hook of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TerminationHook {
@@ -91,6 +100,9 @@ pub trait Aws {
     fn members(&self, group: &str) -> impl Future<Output = Result<Vec<Member>, ApiError>> + Send;
     /// DescribeAutoScalingInstances: which of `ids` any group still knows (warm pool included).
     fn known(&self, ids: &BTreeSet<String>) -> impl Future<Output = Result<BTreeSet<String>, ApiError>> + Send;
+    /// DescribeAutoScalingInstances for one instance: its group and lifecycle state, `None` when no
+    /// group knows it.
+    fn instance(&self, id: &str) -> impl Future<Output = Result<Option<AsgInstance>, ApiError>> + Send;
     /// DescribeLifecycleHooks: the group's termination hooks.
     fn termination_hooks(&self, group: &str) -> impl Future<Output = Result<Vec<TerminationHook>, ApiError>> + Send;
     /// DescribeScalingActivities: when each of `ids` entered its termination activity (epoch
@@ -162,6 +174,8 @@ pub trait GitHub {
         &self,
         repos: &[(String, String)],
     ) -> impl Future<Output = Result<Vec<WorkflowJob>, GitHubError>> + Send;
+    /// `generate-jitconfig`: a new just-in-time registration and its configuration.
+    fn jit_config(&self, request: &JitRequest) -> impl Future<Output = Result<JitConfig, GitHubError>> + Send;
 }
 
 /// The repositories to read jobs from: `repos`, or the scope's repository.
@@ -209,6 +223,9 @@ impl GitHub for lifecycle_github::GitHubClient {
         }
         Ok(jobs.into_values().collect())
     }
+    async fn jit_config(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
+        self.generate_jit_config(request).await
+    }
 }
 
 /// No GitHub credentials configured: every call fails with a configuration error, so the handler
@@ -227,6 +244,9 @@ impl GitHub for NoGitHub {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
     async fn jobs_in_flight(&self, _repos: &[(String, String)]) -> Result<Vec<WorkflowJob>, GitHubError> {
+        Err(GitHubError::Config("no GitHub credentials configured".into()))
+    }
+    async fn jit_config(&self, _request: &JitRequest) -> Result<JitConfig, GitHubError> {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
 }
@@ -263,6 +283,12 @@ impl GitHub for AnyGitHub {
         match self {
             AnyGitHub::Client(c) => GitHub::jobs_in_flight(c.as_ref(), repos).await,
             AnyGitHub::None(n) => n.jobs_in_flight(repos).await,
+        }
+    }
+    async fn jit_config(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => GitHub::jit_config(c.as_ref(), request).await,
+            AnyGitHub::None(n) => n.jit_config(request).await,
         }
     }
 }

@@ -38,6 +38,78 @@ pub struct Settings {
     pub launch_retry_for: Duration,
     /// Demand scaling (`controller scale`, webhooks); `None`: the controller does not scale.
     pub scale: Option<ScaleSettings>,
+    /// Just-in-time runner configs (`POST /jit-config`, [`crate::jit`]); `None`: every JIT
+    /// request is refused.
+    pub jit: Option<JitSettings>,
+}
+
+/// The default name prefix of JIT runners: what `delete_runners_never_online` sweeps by.
+pub const DEFAULT_JIT_PREFIX: &str = "rle-jit-";
+/// The default runner group (GitHub's `Default` group has id 1).
+pub const DEFAULT_JIT_RUNNER_GROUP_ID: u64 = 1;
+/// The default labels of a JIT runner besides the instance id and `asg-<group>`: a JIT
+/// registration carries exactly the labels it is minted with (the request's `labels`, GitHub's
+/// OpenAPI description of generate-jitconfig), so `self-hosted` is only there when asked for.
+pub const DEFAULT_JIT_LABELS: &[&str] = &["self-hosted"];
+
+/// What the JIT endpoint is configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JitSettings {
+    /// The IAM role name of the runner hosts' instance profile: only its sessions may mint
+    /// (`arn:aws:sts::ACCOUNT:assumed-role/THIS/i-...`).
+    pub agent_role: String,
+    /// Labels every JIT runner gets, besides the instance id and `asg-<group>`.
+    pub labels: Vec<String>,
+    /// The runner group id.
+    pub runner_group_id: u64,
+    /// The name prefix (`{prefix}{epoch}-{instance id}-{4 hex}`).
+    pub prefix: String,
+}
+
+impl JitSettings {
+    /// Settings for `agent_role` with every default.
+    pub fn new(agent_role: &str) -> JitSettings {
+        JitSettings {
+            agent_role: agent_role.to_string(),
+            labels: DEFAULT_JIT_LABELS.iter().map(|l| (*l).to_string()).collect(),
+            runner_group_id: DEFAULT_JIT_RUNNER_GROUP_ID,
+            prefix: DEFAULT_JIT_PREFIX.to_string(),
+        }
+    }
+
+    /// Refuse what cannot work: a role name IAM would not accept (1 to 64 of `[A-Za-z0-9+=,.@_-]`,
+    /// IAM API Reference, CreateRole `RoleName`), an empty prefix (the sweep refuses one), labels
+    /// that are empty or contain commas.
+    pub fn check(&self) -> Result<(), String> {
+        if !is_iam_name(&self.agent_role, 1, 64) {
+            return Err(format!(
+                "agent role name `{}` is not an IAM role name (1 to 64 of A-Z a-z 0-9 + = , . @ _ -)",
+                lifecycle_escape::clip(&self.agent_role, 80)
+            ));
+        }
+        if self.prefix.is_empty()
+            || self.prefix.len() > 20
+            || !self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err("JIT runner name prefix: 1 to 20 of A-Z a-z 0-9 - _ .".into());
+        }
+        if self
+            .labels
+            .iter()
+            .any(|l| l.trim().is_empty() || l.contains(',') || l.len() > 256)
+        {
+            return Err("JIT labels: no empty label, no commas, at most 256 characters each".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is `min..=max` characters of IAM's name alphabet `[\w+=,.@-]` (ASCII).
+pub fn is_iam_name(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
 }
 
 /// Idle runners kept beyond demand by default: one, so a lone job starts without a boot.
@@ -118,6 +190,7 @@ impl Settings {
             delete_orphan_runners: true,
             launch_retry_for: DEFAULT_LAUNCH_RETRY_FOR,
             scale: None,
+            jit: None,
         }
     }
 }
@@ -148,6 +221,20 @@ mod tests {
         assert!(NameTemplate::parse(DEFAULT_SECRET_TEMPLATE).is_ok());
         let s = Settings::new(["runners".to_string()]);
         assert_eq!(s.secret_template.as_str(), DEFAULT_SECRET_TEMPLATE);
+    }
+
+    #[test]
+    fn jit_settings_are_checked() {
+        assert_eq!(JitSettings::new("runner-hosts").check(), Ok(()));
+        for bad in ["", "a/b", "role name", &"x".repeat(65)] {
+            assert!(JitSettings::new(bad).check().is_err(), "{bad}");
+        }
+        let mut s = JitSettings::new("r");
+        s.prefix = String::new();
+        assert!(s.check().is_err());
+        s.prefix = "rle-".into();
+        s.labels = vec!["a,b".into()];
+        assert!(s.check().is_err());
     }
 
     #[test]

@@ -1,0 +1,726 @@
+//! `POST /jit-config`: a just-in-time runner configuration for the runner host that asks, and for
+//! no one else. docs/controller.md ("The JIT endpoint") and docs/security.md ("JIT configs:
+//! delivery and threat analysis") have the design and the AWS facts behind it.
+//!
+//! The request arrives through a Lambda function URL whose `AuthType` is `AWS_IAM`: AWS has
+//! checked the SigV4 signature and puts the signer into the event's
+//! `requestContext.authorizer.iam` (`accessKey`, `accountId`, `callerId`, `userArn`, `userId`;
+//! Lambda Developer Guide, "Invoking Lambda function URLs", request payload). The webhook's
+//! function URL is `AuthType NONE`: its events carry no `authorizer.iam`, so nothing arriving
+//! there can mint (403), whatever its path says.
+//!
+//! Who may mint: a session of the configured agent role in the function owner's account whose
+//! session name is an instance id. For an instance profile EC2 names the role session after the
+//! instance (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/i-...`), so the signer can only ever mint
+//! for the instance whose credentials signed. The instance must be a member of one of the
+//! controller's groups in `InService` or `Pending*`: a host that is draining (`Terminating*`),
+//! in `Standby`, `Detaching`/`Detached` or the warm pool (`Warmed:*`) gets 409.
+
+use crate::handler::Controller;
+use crate::ports::{Aws, GitHub};
+use lifecycle_core::{ApiError, ApiErrorKind};
+use lifecycle_github::{GitHubError, JitRequest, Secret};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+/// The path of the route.
+pub const JIT_PATH: &str = "/jit-config";
+/// The largest request body accepted: the agent sends `{}`.
+pub const MAX_BODY: usize = 4096;
+
+/// The IAM principal AWS verified, from `requestContext.authorizer.iam`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IamCaller {
+    /// The access key id that signed.
+    pub access_key: String,
+    /// The signer's account.
+    pub account_id: String,
+    /// The signer's ARN (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION` for a role session).
+    pub user_arn: String,
+}
+
+/// The instance a verified caller speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceIdentity {
+    /// The account.
+    pub account_id: String,
+    /// The role name.
+    pub role: String,
+    /// The role session name: the instance id.
+    pub instance_id: String,
+}
+
+/// What the route answers. `Debug` never shows the configuration (a [`Secret`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JitOutcome {
+    /// 200: a fresh registration for the caller's instance.
+    Minted {
+        /// The runner's name (`{prefix}{epoch}-{instance id}-{4 hex}`).
+        runner_name: String,
+        /// GitHub's runner id.
+        runner_id: u64,
+        /// `encoded_jit_config`, for the listener only.
+        config: Secret,
+    },
+    /// Anything else: the status, a message (no credential in it), and for retryable answers
+    /// the seconds to wait (`Retry-After`).
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Why.
+        message: String,
+        /// `Retry-After`, seconds.
+        retry_after: Option<u64>,
+    },
+}
+
+impl JitOutcome {
+    fn refuse(status: u16, message: impl Into<String>) -> JitOutcome {
+        JitOutcome::Refused {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn retry(status: u16, message: impl Into<String>, after_s: u64) -> JitOutcome {
+        JitOutcome::Refused {
+            status,
+            message: message.into(),
+            retry_after: Some(after_s.max(1)),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            JitOutcome::Minted { .. } => 200,
+            JitOutcome::Refused { status, .. } => *status,
+        }
+    }
+
+    /// The function-URL answer (`statusCode`, `headers`, `body`). The one place the configuration
+    /// is exposed. `cache-control: no-store`: a credential must not sit in any cache.
+    pub fn response(&self) -> Value {
+        let mut headers = serde_json::Map::new();
+        headers.insert("content-type".into(), json!("application/json"));
+        headers.insert("cache-control".into(), json!("no-store"));
+        let body = match self {
+            JitOutcome::Minted {
+                runner_name,
+                runner_id,
+                config,
+            } => json!({
+                "runner_name": runner_name,
+                "runner_id": runner_id,
+                "encoded_jit_config": config.expose(),
+            }),
+            JitOutcome::Refused {
+                message, retry_after, ..
+            } => {
+                if let Some(s) = retry_after {
+                    headers.insert("retry-after".into(), json!(s.to_string()));
+                }
+                json!({ "error": message })
+            }
+        };
+        json!({
+            "statusCode": self.status(),
+            "headers": Value::Object(headers),
+            "body": body.to_string(),
+        })
+    }
+}
+
+/// The request path of a function-URL event (`rawPath`, else `requestContext.http.path`).
+pub fn request_path(event: &Value) -> &str {
+    event
+        .get("rawPath")
+        .and_then(Value::as_str)
+        .or_else(|| event.pointer("/requestContext/http/path").and_then(Value::as_str))
+        .unwrap_or("/")
+}
+
+/// Whether the event carries an IAM authorizer context at all (`requestContext.authorizer.iam`):
+/// only an `AWS_IAM` function URL produces one.
+pub fn has_iam_authorizer(event: &Value) -> bool {
+    event
+        .pointer("/requestContext/authorizer/iam")
+        .is_some_and(|v| !v.is_null())
+}
+
+/// Whether a function-URL event belongs to this route rather than to the webhook: its path is
+/// [`JIT_PATH`], or it was signed (an `AWS_IAM` URL serves nothing else).
+pub fn is_jit_event(event: &Value) -> bool {
+    request_path(event).trim_end_matches('/') == JIT_PATH || has_iam_authorizer(event)
+}
+
+/// The verified caller; `None`: no IAM authorizer context; `Err`: one that lacks a field.
+pub fn iam_caller(event: &Value) -> Option<Result<IamCaller, String>> {
+    let iam = event
+        .pointer("/requestContext/authorizer/iam")
+        .filter(|v| !v.is_null())?;
+    let field = |name: &str| {
+        iam.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("the IAM authorizer context has no {name}"))
+    };
+    Some((|| {
+        Ok(IamCaller {
+            access_key: field("accessKey")?,
+            account_id: field("accountId")?,
+            user_arn: field("userArn")?,
+        })
+    })())
+}
+
+/// `(partition, account, role, session)` of an STS assumed-role ARN
+/// (`arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`; IAM User Guide, "IAM identifiers"),
+/// or `None` for any other ARN (an IAM user, a federated user, the root user).
+pub fn parse_assumed_role_arn(arn: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("sts"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let mut r = resource.split('/');
+    let (Some("assumed-role"), Some(role), Some(session), None) = (r.next(), r.next(), r.next(), r.next()) else {
+        return None;
+    };
+    let partition_ok = !partition.is_empty() && partition.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    // Role names are 1 to 64, session names 2 to 64 of IAM's name alphabet (IAM API Reference,
+    // CreateRole `RoleName`; STS API Reference, AssumeRole `RoleSessionName`).
+    let names_ok = crate::settings::is_iam_name(role, 1, 64) && crate::settings::is_iam_name(session, 2, 64);
+    (partition_ok && account_ok && names_ok).then_some((partition, account, role, session))
+}
+
+/// Check that `caller` is a session of `agent_role` in `owner_account` (the function's own
+/// account, `requestContext.accountId`) whose session name is an instance id.
+pub fn instance_identity(
+    caller: &IamCaller,
+    owner_account: Option<&str>,
+    agent_role: &str,
+) -> Result<InstanceIdentity, String> {
+    let shown = lifecycle_escape::clip(&caller.user_arn, 160);
+    let (_partition, account, role, session) = parse_assumed_role_arn(&caller.user_arn)
+        .ok_or_else(|| format!("caller {shown} is not an assumed-role session"))?;
+    if account != caller.account_id {
+        return Err(format!("caller {shown}: ARN account and authorizer account differ"));
+    }
+    match owner_account {
+        Some(owner) if owner == account => {}
+        Some(_) => return Err(format!("caller {shown} is in another account")),
+        // Fail closed: without the function owner's account the account cannot be checked.
+        None => return Err("the event has no requestContext.accountId".into()),
+    }
+    if role != agent_role {
+        return Err(format!("caller {shown} is not a session of the agent role"));
+    }
+    let instance_id = lifecycle_github::labels::as_instance_id(session)
+        .ok_or_else(|| format!("caller {shown}: the session name is not an instance id"))?;
+    Ok(InstanceIdentity {
+        account_id: account.to_string(),
+        role: role.to_string(),
+        instance_id: instance_id.to_string(),
+    })
+}
+
+/// Whether a lifecycle state may receive a config: `InService` and the launch states
+/// (`Pending`, `Pending:Wait`, `Pending:Proceed`: a launch hook may wait for the runner to come
+/// up). Everything else (`Terminating*`, `Terminated`, `Detaching`, `Detached`, `EnteringStandby`,
+/// `Standby`, `Warmed:*`, an unknown new state) is refused: never mint for a host on its way out.
+pub fn state_may_mint(state: &str) -> bool {
+    state == "InService" || state == "Pending" || state.starts_with("Pending:")
+}
+
+/// The answer for a failed AWS call: throttling and 5xx are retryable (503 with `Retry-After`),
+/// anything else is the controller's problem (500).
+pub fn aws_failure(e: &ApiError) -> JitOutcome {
+    match e.kind {
+        ApiErrorKind::Throttled => JitOutcome::retry(503, "AWS is throttling the controller; retry later", 2),
+        ApiErrorKind::Transient => JitOutcome::retry(503, "AWS is unavailable; retry later", 2),
+        _ => JitOutcome::retry(500, format!("DescribeAutoScalingInstances failed: {}", e.kind), 60),
+    }
+}
+
+/// The answer for a failed generate-jitconfig: a rate limit is 429 with GitHub's wait, GitHub
+/// trouble 503; a configuration or permission problem on the controller's side is 500 (retried
+/// by the agent, slowly: it needs an operator).
+pub fn github_failure(e: &GitHubError) -> JitOutcome {
+    match e {
+        GitHubError::RateLimited { retry_after } => {
+            JitOutcome::retry(429, "GitHub rate limit; retry later", retry_after.as_secs())
+        }
+        GitHubError::Transient(_) => JitOutcome::retry(503, "GitHub is unavailable; retry later", 5),
+        // Two names taken in a row: a fresh name on the next attempt will do.
+        GitHubError::NameConflict { .. } => JitOutcome::retry(503, "runner name taken; retry", 1),
+        GitHubError::RunnerBusy { .. } | GitHubError::Unexpected { .. } | GitHubError::Decode(_) => {
+            JitOutcome::retry(502, "GitHub answered unexpectedly", 30)
+        }
+        GitHubError::Config(_)
+        | GitHubError::Unauthorized(_)
+        | GitHubError::Forbidden(_)
+        | GitHubError::NotFound { .. } => {
+            JitOutcome::retry(500, "the controller cannot mint (GitHub configuration)", 60)
+        }
+    }
+}
+
+/// Four random hex digits: two mints for one instance in the same second get different names.
+fn nonce() -> String {
+    let mut b = [0u8; 2];
+    // aws-lc-rs's system RNG; should it ever fail, a fixed suffix only costs a 409 retry.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    format!("{:02x}{:02x}", b[0], b[1])
+}
+
+impl<A: Aws, G: GitHub> Controller<A, G> {
+    /// Answer one function-URL event routed here ([`is_jit_event`]) at `now` (epoch seconds).
+    pub async fn jit(&self, event: &Value, now: i64) -> JitOutcome {
+        let started = tokio::time::Instant::now();
+        let outcome = self.jit_inner(event, now).await;
+        match &outcome {
+            JitOutcome::Minted {
+                runner_name, runner_id, ..
+            } => {
+                // Settled on the one log line per mint the docs promise; the config never.
+                let instance_id = runner_name_instance(runner_name).unwrap_or("?");
+                info!(
+                    instance_id,
+                    runner_name = runner_name.as_str(),
+                    runner_id,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "jit: minted"
+                );
+            }
+            JitOutcome::Refused {
+                status,
+                message,
+                retry_after,
+            } => {
+                let caller = event
+                    .pointer("/requestContext/authorizer/iam/userArn")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("-");
+                warn!(
+                    status,
+                    retry_after = retry_after.unwrap_or(0),
+                    caller = lifecycle_escape::clip(caller, 160).as_str(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "jit: refused: {}",
+                    lifecycle_escape::clip(message, 300)
+                )
+            }
+        }
+        outcome
+    }
+
+    async fn jit_inner(&self, event: &Value, now: i64) -> JitOutcome {
+        // 1. Only an AWS_IAM function URL may mint: AWS verified the signature of these.
+        let caller = match iam_caller(event) {
+            None => return JitOutcome::refuse(403, "not an authorized instance identity: unsigned request"),
+            Some(Err(e)) => return JitOutcome::refuse(403, format!("not an authorized instance identity: {e}")),
+            Some(Ok(c)) => c,
+        };
+        let Some(settings) = &self.settings().jit else {
+            return JitOutcome::refuse(403, "this controller mints no JIT configs (no agent role configured)");
+        };
+        // 2. The request itself.
+        if request_path(event).trim_end_matches('/') != JIT_PATH {
+            return JitOutcome::refuse(404, format!("no route; POST {JIT_PATH}"));
+        }
+        let req = match crate::webhook::parse_http_event(event) {
+            Ok(r) => r,
+            Err(e) => return JitOutcome::refuse(400, format!("malformed request: {e}")),
+        };
+        if req.method != "POST" {
+            return JitOutcome::refuse(405, format!("POST {JIT_PATH} only"));
+        }
+        if req.body.len() > MAX_BODY {
+            return JitOutcome::refuse(400, "body too large");
+        }
+        let body_ok = req.body.iter().all(u8::is_ascii_whitespace)
+            || serde_json::from_slice::<Value>(&req.body).is_ok_and(|v| v.is_object());
+        if !body_ok {
+            return JitOutcome::refuse(400, "the body must be a JSON object ({})");
+        }
+        // 3. Who signed: a session of the agent role named after an instance.
+        let owner = event.pointer("/requestContext/accountId").and_then(Value::as_str);
+        let who = match instance_identity(&caller, owner, &settings.agent_role) {
+            Ok(w) => w,
+            Err(e) => return JitOutcome::refuse(403, format!("not an authorized instance identity: {e}")),
+        };
+        // 4. What Auto Scaling says of that instance.
+        let member = match self.aws().instance(&who.instance_id).await {
+            Ok(m) => m,
+            Err(e) => return aws_failure(&e),
+        };
+        let Some(member) = member else {
+            return JitOutcome::refuse(409, format!("instance {} is in no Auto Scaling group", who.instance_id));
+        };
+        if !self.settings().groups.contains(&member.group) {
+            return JitOutcome::refuse(
+                409,
+                format!(
+                    "instance {} is in group {}, which this controller does not serve",
+                    who.instance_id,
+                    lifecycle_escape::clip(&member.group, 100)
+                ),
+            );
+        }
+        if !state_may_mint(&member.state) {
+            return JitOutcome::refuse(
+                409,
+                format!(
+                    "instance {} is {}, not InService or Pending: no new runner for it",
+                    who.instance_id,
+                    lifecycle_escape::clip(&member.state, 40)
+                ),
+            );
+        }
+        // 5. Mint.
+        let name =
+            lifecycle_github::jit::jit_runner_name(&settings.prefix, now, &format!("{}-{}", who.instance_id, nonce()));
+        let mut labels = settings.labels.clone();
+        for l in [
+            lifecycle_github::labels::instance_label(&who.instance_id),
+            lifecycle_github::labels::group_label(&member.group),
+        ] {
+            if !labels.iter().any(|x| x.eq_ignore_ascii_case(&l)) {
+                labels.push(l);
+            }
+        }
+        let request = JitRequest::new(name, settings.runner_group_id, labels);
+        match self.github().jit_config(&request).await {
+            Ok(c) => JitOutcome::Minted {
+                runner_name: c.runner.name,
+                runner_id: c.runner.id,
+                config: c.encoded_jit_config,
+            },
+            Err(e) => {
+                warn!(instance_id = who.instance_id.as_str(), error = %e, "jit: generate-jitconfig failed");
+                github_failure(&e)
+            }
+        }
+    }
+}
+
+/// The instance id inside a JIT runner name (`{prefix}{epoch}-i-...-{hex}`), for the log line.
+fn runner_name_instance(name: &str) -> Option<&str> {
+    let start = name.find("-i-")? + 1;
+    let rest = &name[start..];
+    let end = rest[2..].find('-').map_or(rest.len(), |e| e + 2);
+    lifecycle_github::labels::as_instance_id(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::{FakeAws, FakeGitHub};
+    use crate::ports::AsgInstance;
+    use crate::settings::{JitSettings, Settings};
+    use std::time::Duration;
+
+    const ID: &str = "i-0123456789abcdef0";
+    const OTHER: &str = "i-0fedcba9876543210";
+    const ACCOUNT: &str = "123456789012";
+
+    fn event(arn: Option<&str>, path: &str, method: &str, body: &str) -> Value {
+        let mut ctx = json!({
+            "accountId": ACCOUNT,
+            "http": {"method": method, "path": path},
+        });
+        if let Some(arn) = arn {
+            ctx["authorizer"] = json!({"iam": {
+                "accessKey": "ASIAEXAMPLE", "accountId": ACCOUNT, "callerId": "AROAEXAMPLE:x",
+                "userArn": arn, "userId": "AROAEXAMPLE:x"
+            }});
+        }
+        json!({"version": "2.0", "rawPath": path, "headers": {}, "requestContext": ctx,
+               "body": body, "isBase64Encoded": false})
+    }
+
+    fn arn(role: &str, session: &str) -> String {
+        format!("arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}")
+    }
+
+    fn controller(state: &str, group: &str) -> Controller<FakeAws, FakeGitHub> {
+        let mut s = Settings::new(["runners".to_string()]);
+        s.jit = Some(JitSettings::new("runner-hosts"));
+        let aws = FakeAws::default();
+        aws.instances
+            .lock()
+            .map(|mut m| {
+                m.insert(
+                    ID.into(),
+                    AsgInstance {
+                        group: group.into(),
+                        state: state.into(),
+                    },
+                )
+            })
+            .ok();
+        Controller::new(s, aws, FakeGitHub::default())
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(f))
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+    }
+
+    fn ok_event() -> Value {
+        event(Some(&arn("runner-hosts", ID)), "/jit-config", "POST", "{}")
+    }
+
+    #[test]
+    fn an_instance_of_the_group_gets_a_config_for_itself() {
+        let c = controller("InService", "runners");
+        let out = run(c.jit(&ok_event(), 1_700_000_000));
+        let JitOutcome::Minted {
+            runner_name,
+            runner_id,
+            config,
+        } = &out
+        else {
+            panic!("{out:?}")
+        };
+        assert!(
+            runner_name.starts_with(&format!("rle-jit-1700000000-{ID}-")),
+            "{runner_name}"
+        );
+        assert_eq!(runner_name_instance(runner_name), Some(ID));
+        assert_eq!(*runner_id, 1001);
+        assert!(!format!("{out:?}").contains(config.expose()), "Debug leaks the config");
+        let req = c.github().jit_requests.lock().map(|r| r[0].clone()).ok();
+        let req = req.unwrap_or_else(|| panic!("no request"));
+        assert_eq!(req.labels, vec!["self-hosted", ID, "asg-runners"]);
+        assert_eq!(req.runner_group_id, 1);
+        let resp = out.response();
+        assert_eq!(resp["statusCode"], 200);
+        assert_eq!(resp["headers"]["cache-control"], "no-store");
+        let body: Value = serde_json::from_str(resp["body"].as_str().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(body["encoded_jit_config"], config.expose());
+        assert_eq!(body["runner_name"], runner_name.as_str());
+        // A Pending host (launch hook) is served too.
+        for state in ["Pending", "Pending:Wait", "Pending:Proceed"] {
+            assert_eq!(
+                run(controller(state, "runners").jit(&ok_event(), 1)).status(),
+                200,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsigned_or_foreign_callers_are_refused_with_403() {
+        let c = controller("InService", "runners");
+        let cases = [
+            // No IAM authorizer: the webhook URL (AuthType NONE).
+            event(None, "/jit-config", "POST", "{}"),
+            // Another role of the account.
+            event(Some(&arn("admin", ID)), "/jit-config", "POST", "{}"),
+            // The agent role, but a session name that is not an instance id (someone with
+            // sts:AssumeRole on the role choosing a name).
+            event(Some(&arn("runner-hosts", "alice")), "/jit-config", "POST", "{}"),
+            // An IAM user.
+            event(
+                Some(&format!("arn:aws:iam::{ACCOUNT}:user/bob")),
+                "/jit-config",
+                "POST",
+                "{}",
+            ),
+            // Another account's role of the same name.
+            event(
+                Some(&format!("arn:aws:sts::999999999999:assumed-role/runner-hosts/{ID}")),
+                "/jit-config",
+                "POST",
+                "{}",
+            ),
+        ];
+        for e in &cases {
+            let out = run(c.jit(e, 1));
+            assert_eq!(out.status(), 403, "{e} -> {out:?}");
+        }
+        assert_eq!(c.github().calls(), 0);
+        assert_eq!(c.aws().asg_calls(), 0);
+        // An authorizer context missing a field.
+        let mut e = ok_event();
+        e["requestContext"]["authorizer"]["iam"]["userArn"] = Value::Null;
+        assert_eq!(run(c.jit(&e, 1)).status(), 403);
+        // No owner account in the event: fail closed.
+        let mut e = ok_event();
+        e["requestContext"]["accountId"] = Value::Null;
+        assert_eq!(run(c.jit(&e, 1)).status(), 403);
+        // Not configured at all.
+        let c = Controller::new(
+            Settings::new(["runners".to_string()]),
+            FakeAws::default(),
+            FakeGitHub::default(),
+        );
+        assert_eq!(run(c.jit(&ok_event(), 1)).status(), 403);
+    }
+
+    #[test]
+    fn the_signer_can_only_mint_for_its_own_instance() {
+        // Another host's session asks: the identity is its own session name, never a parameter
+        // of the request; a body naming another instance changes nothing.
+        let c = controller("InService", "runners");
+        let e = event(
+            Some(&arn("runner-hosts", OTHER)),
+            "/jit-config",
+            "POST",
+            &format!(r#"{{"instance_id":"{ID}"}}"#),
+        );
+        let out = run(c.jit(&e, 1));
+        assert_eq!(out.status(), 409, "{out:?}");
+        assert_eq!(c.github().calls(), 0);
+    }
+
+    #[test]
+    fn draining_or_foreign_hosts_get_409() {
+        for state in [
+            "Terminating",
+            "Terminating:Wait",
+            "Terminating:Proceed",
+            "Terminated",
+            "Detaching",
+            "Detached",
+            "EnteringStandby",
+            "Standby",
+            "Warmed:Pending",
+            "Warmed:Running",
+            "Warmed:Stopped",
+            "Warmed:Hibernated",
+            "SomethingNew",
+        ] {
+            let c = controller(state, "runners");
+            let out = run(c.jit(&ok_event(), 1));
+            assert_eq!(out.status(), 409, "{state}");
+            assert!(format!("{out:?}").contains(state), "{out:?}");
+            assert_eq!(c.github().calls(), 0, "{state}");
+        }
+        let c = controller("InService", "someone-elses");
+        assert_eq!(run(c.jit(&ok_event(), 1)).status(), 409);
+    }
+
+    #[test]
+    fn malformed_requests_get_4xx() {
+        let c = controller("InService", "runners");
+        let signed = arn("runner-hosts", ID);
+        assert_eq!(run(c.jit(&event(Some(&signed), "/", "POST", "{}"), 1)).status(), 404);
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "GET", ""), 1)).status(),
+            405
+        );
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "POST", "[1]"), 1)).status(),
+            400
+        );
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "POST", "nope"), 1)).status(),
+            400
+        );
+        let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_BODY));
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config", "POST", &big), 1)).status(),
+            400
+        );
+        // An empty body is fine (as is `{}`).
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config/", "POST", ""), 1)).status(),
+            200
+        );
+    }
+
+    #[test]
+    fn outages_map_to_retryable_answers() {
+        let c = controller("InService", "runners");
+        let expect = |e: GitHubError, status: u16, after: Option<u64>| {
+            c.github().fail_next.lock().map(|mut f| f.push(e)).ok();
+            let out = run(c.jit(&ok_event(), 1));
+            assert_eq!(out.status(), status, "{out:?}");
+            let resp = out.response();
+            assert_eq!(
+                resp["headers"]["retry-after"].as_str().map(str::to_string),
+                after.map(|a| a.to_string()),
+                "{resp}"
+            );
+        };
+        expect(
+            GitHubError::RateLimited {
+                retry_after: Duration::from_secs(42),
+            },
+            429,
+            Some(42),
+        );
+        expect(GitHubError::Transient("502".into()), 503, Some(5));
+        expect(GitHubError::Unauthorized("bad".into()), 500, Some(60));
+        // AWS throttling and 5xx.
+        for kind in [ApiErrorKind::Throttled, ApiErrorKind::Transient] {
+            let c = controller("InService", "runners");
+            c.aws().fail.lock().map(|mut f| *f = Some(kind)).ok();
+            let out = run(c.jit(&ok_event(), 1));
+            assert_eq!(out.status(), 503, "{kind:?}");
+            assert!(out.response()["headers"]["retry-after"].is_string());
+        }
+        let c = controller("InService", "runners");
+        c.aws()
+            .fail
+            .lock()
+            .map(|mut f| *f = Some(ApiErrorKind::AccessDenied))
+            .ok();
+        assert_eq!(run(c.jit(&ok_event(), 1)).status(), 500);
+    }
+
+    #[test]
+    fn arns_parse_strictly() {
+        assert_eq!(
+            parse_assumed_role_arn(&arn("runner-hosts", ID)),
+            Some(("aws", ACCOUNT, "runner-hosts", ID))
+        );
+        assert!(parse_assumed_role_arn(&format!("arn:aws-cn:sts::{ACCOUNT}:assumed-role/r/{ID}")).is_some());
+        for bad in [
+            "",
+            "arn:aws:sts::123:assumed-role/r/i-0123456789abcdef0",
+            &format!("arn:aws:iam::{ACCOUNT}:role/r"),
+            &format!("arn:aws:sts::{ACCOUNT}:assumed-role/r/{ID}/extra"),
+            &format!("arn:aws:sts::{ACCOUNT}:assumed-role/r"),
+            &format!("arn:aws:sts::{ACCOUNT}:federated-user/bob"),
+            &format!("arn:aws:sts:us-east-1:{ACCOUNT}:assumed-role/r/{ID}"),
+            &format!("arn:aws:sts::{ACCOUNT}:assumed-role/r/{ID}\u{1b}[31m"),
+        ] {
+            assert_eq!(parse_assumed_role_arn(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn routing_tells_jit_from_webhook_events() {
+        assert!(is_jit_event(&ok_event()));
+        assert!(is_jit_event(&event(None, "/jit-config", "POST", "{}")));
+        assert!(is_jit_event(&event(Some(&arn("r", ID)), "/", "POST", "{}")));
+        assert!(!is_jit_event(&event(None, "/", "POST", "{}")));
+        assert!(!is_jit_event(&event(None, "/webhook", "POST", "{}")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_arn_or_event_is_answered_never_a_panic(a in ".{0,120}", p in ".{0,40}", b in ".{0,60}") {
+            let _ = parse_assumed_role_arn(&a);
+            let c = controller("InService", "runners");
+            let out = run(c.jit(&event(Some(&a), &p, "POST", &b), 1));
+            proptest::prop_assert!(out.status() != 200 || p.trim_end_matches('/') == JIT_PATH);
+        }
+    }
+}

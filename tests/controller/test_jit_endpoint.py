@@ -1,0 +1,246 @@
+"""`POST /jit-config` end to end on loopback: a host's SigV4-signed request (the Rust client,
+`runner-lifecycle jit-config`, or botocore's signer) goes through a stand-in for the AWS_IAM function
+URL (tests/support/function_url_front.py: verifies the signature like AWS, builds the function-URL
+event with `requestContext.authorizer.iam`), into `runner-lifecycle controller lambda` (under the
+loopback Lambda Runtime API), which checks the identity and the instance's state in moto and mints
+through FakeGitHub, whose configs the stand-in listener runs (docs/controller.md, "The JIT
+endpoint"; docs/security.md, "JIT configs: delivery and threat analysis")."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+from support.function_url_front import FunctionUrlFront, Identity, instance_role_arn, sign
+from support.github_emulator import FakeGitHub
+from support.lambda_runtime_api import RuntimeApi
+
+pytestmark = pytest.mark.timeout(120)
+
+ACCOUNT = "123456789012"
+ROLE = "runner-hosts"
+KEY_A, KEY_B, KEY_ADMIN = "ASIAHOSTA00000000000", "ASIAHOSTB00000000000", "ASIAADMIN00000000000"
+SECRETS = {KEY_A: "host-a-secret-0000000000000000000000000", KEY_B: "host-b-secret-0000000000000000000000000",
+           KEY_ADMIN: "admin-secret-00000000000000000000000000"}
+TOKENS = {KEY_A: "host-a-session-token-000000000000", KEY_B: "host-b-session-token-000000000000"}
+
+
+@pytest.fixture
+def jit(aws_x: Any, aws_env: Any, bin_path: Path, broker: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
+    ids = aws_x.create_group(size=2, hook_timeout=300)
+    github = FakeGitHub().attach_broker(broker).start()
+    runtime = RuntimeApi().start()
+    identities = {
+        KEY_A: Identity(SECRETS[KEY_A], instance_role_arn(ACCOUNT, ROLE, ids[0]), TOKENS[KEY_A]),
+        KEY_B: Identity(SECRETS[KEY_B], instance_role_arn(ACCOUNT, ROLE, ids[1]), TOKENS[KEY_B]),
+        # Another role of the account whose session someone named after host A.
+        KEY_ADMIN: Identity(SECRETS[KEY_ADMIN], instance_role_arn(ACCOUNT, "admin", ids[0])),
+    }
+    iam_url = FunctionUrlFront(runtime, identities, account_id=ACCOUNT).start()
+    webhook_url = FunctionUrlFront(runtime, auth_type="NONE", account_id=ACCOUNT).start()
+    env = aws_env(
+        RUNNER_LIFECYCLE_CONTROLLER_GROUPS="runners", RUNNER_LIFECYCLE_AGENT_ROLE_NAME=ROLE,
+        RUNNER_LIFECYCLE_LOG_FORMAT="json",
+        RUNNER_LIFECYCLE_GITHUB_URL="https://github.com/acme/infra", RUNNER_LIFECYCLE_GITHUB_API_URL=github.url,
+        RUNNER_LIFECYCLE_GITHUB_TOKEN=github.token,
+        AWS_LAMBDA_RUNTIME_API=runtime.address, AWS_LAMBDA_FUNCTION_NAME="runner-lifecycle",
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="128", AWS_LAMBDA_FUNCTION_VERSION="$LATEST")
+    log_path = tmp_path / "controller.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([str(bin_path), "controller", "lambda"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    ns = SimpleNamespace(ids=ids, github=github, runtime=runtime, iam=iam_url, webhook=webhook_url, bin=bin_path,
+                         aws=aws_x, aws_env=aws_env, log_path=log_path, tmp=tmp_path, proc=proc)
+    try:
+        yield ns
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+        for s in (iam_url, webhook_url, runtime, github):
+            s.stop()
+    # Whatever the test did: no config, GitHub token or AWS secret in the controller's log.
+    text = log_path.read_text()
+    assert "panicked" not in text
+    for secret in [github.token, *github.jit_configs.values(), *SECRETS.values(), *TOKENS.values()]:
+        assert secret not in text, "a credential reached the controller's log"
+
+
+def host_env(ns: SimpleNamespace, key: str, **extra: str) -> dict[str, str]:
+    """The environment of `runner-lifecycle jit-config` on a host whose instance credentials are `key`'s."""
+    env = ns.aws_env(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=SECRETS.get(key, "wrong-secret"), **extra)
+    env.pop("AWS_SESSION_TOKEN", None)
+    if key in TOKENS:
+        env["AWS_SESSION_TOKEN"] = TOKENS[key]
+    return env
+
+
+def fetch(ns: SimpleNamespace, key: str, out: Path | None = None, url: str | None = None,
+          **extra: str) -> subprocess.CompletedProcess[str]:
+    args = [str(ns.bin), "jit-config", "--url", url or ns.iam.url, "--timeout", "30"]
+    if out is not None:
+        args += ["--config-out", str(out)]
+    return subprocess.run(args, env=host_env(ns, key, **extra), capture_output=True, text=True, timeout=60)
+
+
+def post(url: str, headers: dict[str, str], body: bytes = b"{}", path: str = "/jit-config") -> tuple[int, dict[str, str], Any]:
+    req = urllib.request.Request(url + path, data=body, method="POST", headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=30) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            answer = json.loads(raw) if raw else None
+        except ValueError:
+            answer = raw.decode(errors="replace")
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, answer
+
+
+def signed_post(ns: SimpleNamespace, key: str, body: bytes = b"{}", **kw: Any) -> tuple[int, dict[str, str], Any]:
+    headers = sign(ns.iam.url + "/jit-config", key, SECRETS[key], token=TOKENS.get(key), body=body, **kw)
+    return post(ns.iam.url, headers, body)
+
+
+def log_lines(ns: SimpleNamespace) -> list[dict[str, Any]]:
+    out = []
+    for line in ns.log_path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def test_an_instance_of_the_group_gets_a_config_the_listener_runs(jit: SimpleNamespace, make_runner: Any,
+                                                                 broker: Any) -> None:
+    out = jit.tmp / "jitconfig"
+    r = fetch(jit, KEY_A, out)
+    assert r.returncode == 0, r.stderr
+    grant = json.loads(r.stdout)
+    name = grant["runner_name"]
+    assert name.startswith("rle-jit-") and jit.ids[0] in name and jit.ids[1] not in name
+    blob = out.read_text()
+    # The config is only in the 0600 file, never on stdout or stderr.
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert blob == jit.github.jit_configs[name] and blob not in r.stdout + r.stderr
+    # The registration carries the instance and the group, so sweeps can tie it to the instance.
+    [runner] = [x for x in jit.github.runners.values() if x["name"] == name]
+    labels = [label["name"] for label in runner["labels"]]
+    assert labels == ["self-hosted", jit.ids[0], "asg-runners"] and runner["id"] == grant["runner_id"]
+    # The stand-in listener accepts it and runs one job.
+    listener_dir = make_runner("jit-host-a", configured=False)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ACTIONS_RUNNER_INPUT_")}
+    proc = listener_dir.start(env={**env, "ACTIONS_RUNNER_INPUT_JITCONFIG": blob})
+    try:
+        broker.wait_listening(name, timeout=15)
+        job = broker.assign_job(0.2)
+        assert broker.wait_outcome(job, 20) == "succeeded" and broker.job(job).runner == name
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # One log line per mint: instance, name, time taken; never the config.
+    minted = [line for line in log_lines(jit) if line.get("message") == "jit: minted"]
+    assert len(minted) == 1 and minted[0]["instance_id"] == jit.ids[0] and minted[0]["runner_name"] == name
+    assert isinstance(minted[0]["took_ms"], int)
+    # The event the function saw came with the signer in requestContext.authorizer.iam.
+    [event] = jit.iam.events
+    assert event["requestContext"]["authorizer"]["iam"]["userArn"].endswith(f"/{ROLE}/{jit.ids[0]}")
+
+
+def test_another_instance_gets_a_config_only_for_itself(jit: SimpleNamespace) -> None:
+    # Host B asks "for host A": the identity is the signature, so B gets B's own config.
+    status, _, answer = signed_post(jit, KEY_B, body=json.dumps({"instance_id": jit.ids[0]}).encode())
+    assert status == 200, answer
+    assert jit.ids[1] in answer["runner_name"] and jit.ids[0] not in answer["runner_name"]
+    # B's key with A's secret (or any wrong secret) does not verify.
+    headers = sign(jit.iam.url + "/jit-config", KEY_B, SECRETS[KEY_A], token=TOKENS[KEY_B])
+    assert post(jit.iam.url, headers)[0] == 403
+    # A session of another role, named after host A: AWS lets it through, the controller does not.
+    status, _, answer = signed_post(jit, KEY_ADMIN)
+    assert status == 403 and "not an authorized instance identity" in answer["error"], answer
+    assert not any(jit.ids[0] in n for n in jit.github.jit_configs)
+
+
+def test_unsigned_and_badly_signed_requests_get_403(jit: SimpleNamespace) -> None:
+    before = len(jit.runtime.results)
+    # Unsigned.
+    assert post(jit.iam.url, {"content-type": "application/json"})[0] == 403
+    # Signed, then the body changed.
+    headers = sign(jit.iam.url + "/jit-config", KEY_A, SECRETS[KEY_A], token=TOKENS[KEY_A])
+    assert post(jit.iam.url, headers, body=b'{"x":1}')[0] == 403
+    # Signed ten minutes ago (a replayed request).
+    old = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 600))
+    headers = sign(jit.iam.url + "/jit-config", KEY_A, SECRETS[KEY_A], token=TOKENS[KEY_A], amz_date=old)
+    status, _, answer = post(jit.iam.url, headers)
+    assert status == 403 and answer == {"Message": "Forbidden"}
+    # Signed for another service, or without the session token.
+    headers = sign(jit.iam.url + "/jit-config", KEY_A, SECRETS[KEY_A], token=TOKENS[KEY_A], service="execute-api")
+    assert post(jit.iam.url, headers)[0] == 403
+    headers = sign(jit.iam.url + "/jit-config", KEY_A, SECRETS[KEY_A])
+    assert post(jit.iam.url, headers)[0] == 403
+    # An unknown key through the Rust client: a refusal, exit 26, the message escaped.
+    r = fetch(jit, "ASIAUNKNOWN000000000")
+    assert r.returncode == 26 and "HTTP 403" in r.stderr and "Forbidden" in r.stderr, r.stderr
+    assert len(jit.runtime.results) == before, "a refused request reached the function"
+    assert not jit.github.jit_configs
+
+
+def test_the_webhook_url_never_mints(jit: SimpleNamespace) -> None:
+    # The webhook's function URL is AuthType NONE: no IAM authorizer in the event, whatever the
+    # request carries (here a valid signature for host A that nobody verifies).
+    headers = sign(jit.webhook.url + "/jit-config", KEY_A, SECRETS[KEY_A], token=TOKENS[KEY_A])
+    status, _, answer = post(jit.webhook.url, headers)
+    assert status == 403 and "unsigned" in answer["error"], answer
+    assert "authorizer" not in jit.webhook.events[-1]["requestContext"]
+    # The Rust client through it: refused.
+    r = fetch(jit, KEY_A, url=jit.webhook.url)
+    assert r.returncode == 26 and "HTTP 403" in r.stderr, r.stderr
+    # A delivery on the webhook's own path is still the webhook's: its answer, not the JIT
+    # route's (this controller has no scaling configured, so the webhook refuses it).
+    status, _, answer = post(jit.webhook.url, {"content-type": "application/json", "x-github-event": "ping"}, path="/")
+    assert "error" not in (answer if isinstance(answer, dict) else {}) and "message" in answer, (status, answer)
+    assert not jit.github.jit_configs
+    assert not any(m == "POST" and "generate-jitconfig" in p for m, p, _ in jit.github.requests)
+
+
+def test_a_draining_instance_gets_409(jit: SimpleNamespace) -> None:
+    jit.aws.client("autoscaling").set_desired_capacity(AutoScalingGroupName="runners", DesiredCapacity=1)
+    assert jit.aws.lifecycle_state(jit.ids[0]) == "Terminating:Wait"
+    r = fetch(jit, KEY_A)
+    assert r.returncode == 26 and "HTTP 409" in r.stderr and "Terminating:Wait" in r.stderr, r.stderr
+    status, _, answer = signed_post(jit, KEY_A)
+    assert status == 409 and "not InService or Pending" in answer["error"]
+    # The other host is still in service.
+    assert signed_post(jit, KEY_B)[0] == 200
+    assert not any(jit.ids[0] in n for n in jit.github.jit_configs)
+
+
+def test_outages_answer_429_or_503_with_retry_after(jit: SimpleNamespace) -> None:
+    # GitHub's rate limit, longer than the GitHub client waits: 429 with GitHub's wait.
+    jit.github.fail_next = [(429, {"Retry-After": "600"})]
+    status, headers, answer = signed_post(jit, KEY_A)
+    assert status == 429 and headers.get("retry-after") == "600", (status, headers, answer)
+    # GitHub 5xx beyond the client's own retries: 503.
+    jit.github.fail_next = [502] * 6
+    status, headers, answer = signed_post(jit, KEY_A)
+    assert status == 503 and int(headers["retry-after"]) >= 1, (status, headers, answer)
+    jit.github.fail_next = []
+    # AWS throttling DescribeAutoScalingInstances beyond the SDK's retries: 503.
+    jit.aws.inject_fault("DescribeAutoScalingInstances", count=10, kind="throttle")
+    r = fetch(jit, KEY_A)
+    assert r.returncode == 25 and "HTTP 503" in r.stderr and "retry in" in r.stderr, r.stderr
+    jit.aws.clear_faults()
+    # And then it works again.
+    assert fetch(jit, KEY_A).returncode == 0
