@@ -21,14 +21,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from support.function_url_front import FunctionUrlFront, Identity, instance_role_arn, sign
-from support.github_emulator import FakeGitHub
-from support.lambda_runtime_api import RuntimeApi
+from support.function_url_front import Identity, instance_role_arn, sign
+from support.jit_controller import ACCOUNT, ROLE, HostKey, jit_controller
 
 pytestmark = pytest.mark.timeout(120)
 
-ACCOUNT = "123456789012"
-ROLE = "runner-hosts"
 KEY_A, KEY_B, KEY_ADMIN = "ASIAHOSTA00000000000", "ASIAHOSTB00000000000", "ASIAADMIN00000000000"
 SECRETS = {KEY_A: "host-a-secret-0000000000000000000000000", KEY_B: "host-b-secret-0000000000000000000000000",
            KEY_ADMIN: "admin-secret-00000000000000000000000000"}
@@ -38,41 +35,13 @@ TOKENS = {KEY_A: "host-a-session-token-000000000000", KEY_B: "host-b-session-tok
 @pytest.fixture
 def jit(aws_x: Any, aws_env: Any, bin_path: Path, broker: Any, tmp_path: Path) -> Iterator[SimpleNamespace]:
     ids = aws_x.create_group(size=2, hook_timeout=300)
-    github = FakeGitHub().attach_broker(broker).start()
-    runtime = RuntimeApi().start()
-    identities = {
-        KEY_A: Identity(SECRETS[KEY_A], instance_role_arn(ACCOUNT, ROLE, ids[0]), TOKENS[KEY_A]),
-        KEY_B: Identity(SECRETS[KEY_B], instance_role_arn(ACCOUNT, ROLE, ids[1]), TOKENS[KEY_B]),
-        # Another role of the account whose session someone named after host A.
-        KEY_ADMIN: Identity(SECRETS[KEY_ADMIN], instance_role_arn(ACCOUNT, "admin", ids[0])),
-    }
-    iam_url = FunctionUrlFront(runtime, identities, account_id=ACCOUNT).start()
-    webhook_url = FunctionUrlFront(runtime, auth_type="NONE", account_id=ACCOUNT).start()
-    env = aws_env(
-        RUNNER_LIFECYCLE_CONTROLLER_GROUPS="runners", RUNNER_LIFECYCLE_AGENT_ROLE_NAME=ROLE,
-        RUNNER_LIFECYCLE_LOG_FORMAT="json",
-        RUNNER_LIFECYCLE_GITHUB_URL="https://github.com/acme/infra", RUNNER_LIFECYCLE_GITHUB_API_URL=github.url,
-        RUNNER_LIFECYCLE_GITHUB_TOKEN=github.token,
-        AWS_LAMBDA_RUNTIME_API=runtime.address, AWS_LAMBDA_FUNCTION_NAME="runner-lifecycle",
-        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="128", AWS_LAMBDA_FUNCTION_VERSION="$LATEST")
-    log_path = tmp_path / "controller.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([str(bin_path), "controller", "lambda"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    ns = SimpleNamespace(ids=ids, github=github, runtime=runtime, iam=iam_url, webhook=webhook_url, bin=bin_path,
-                         aws=aws_x, aws_env=aws_env, log_path=log_path, tmp=tmp_path, proc=proc)
-    try:
-        yield ns
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-        for s in (iam_url, webhook_url, runtime, github):
-            s.stop()
-    # Whatever the test did: no config, GitHub token or AWS secret in the controller's log.
-    text = log_path.read_text()
-    assert "panicked" not in text
-    for secret in [github.token, *github.jit_configs.values(), *SECRETS.values(), *TOKENS.values()]:
-        assert secret not in text, "a credential reached the controller's log"
+    hosts = {ids[0]: HostKey(KEY_A, SECRETS[KEY_A], TOKENS[KEY_A]), ids[1]: HostKey(KEY_B, SECRETS[KEY_B], TOKENS[KEY_B])}
+    # Another role of the account whose session someone named after host A.
+    admin = {KEY_ADMIN: Identity(SECRETS[KEY_ADMIN], instance_role_arn(ACCOUNT, "admin", ids[0]))}
+    with jit_controller(bin_path, broker, aws_env, tmp_path / "controller.log", hosts, extra=admin) as ctl:
+        yield SimpleNamespace(ids=ids, github=ctl.github, runtime=ctl.runtime, iam=ctl.iam, webhook=ctl.webhook,
+                              bin=bin_path, aws=aws_x, aws_env=aws_env, log_path=ctl.log_path, tmp=tmp_path,
+                              proc=ctl.proc)
 
 
 def host_env(ns: SimpleNamespace, key: str, **extra: str) -> dict[str, str]:

@@ -29,15 +29,16 @@ def make_host(aws: Any, broker: Any, make_runner: Callable[..., Any], tmp_path: 
     made: list[Host] = []
 
     def make(hook_timeout: int | None = 30, size: int = 1, index: int = 0, group: str = "runners",
-             hooks: bool = True, **settings: str) -> Host:
+             hooks: bool = True, configured: bool = True, **settings: str) -> Host:
         """An instance of a fresh group (``size`` instances, termination hook with
         ``hook_timeout`` unless None), a fake runner for it and the agent's environment.
+        ``configured=False`` leaves the runner unregistered (JIT mode brings its config).
         ``settings`` are extra RUNNER_LIFECYCLE_* variables (short names: imds_poll="250ms")."""
         ids = aws.create_group(name=group, size=size, hook_timeout=hook_timeout)
         iid = ids[index]
         imds = aws.imds_for(iid)
         n = len(made)
-        runner = make_runner(f"runner-{n + 1}")
+        runner = make_runner(f"runner-{n + 1}", configured=configured)
         if hooks:
             runner.set_hooks(**hook_scripts(agent_bin))
         tmp = tmp_path / f"host-{n}"

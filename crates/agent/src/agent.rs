@@ -1226,7 +1226,11 @@ fn log_notice(notice: &Notice) {
             error,
             retry_in_ms,
         } => {
-            warn!(notice = "api-failed", call = %call, kind = %error.kind, error = %error.message, retry_in_ms, "Auto Scaling call failed; will retry")
+            if *call == Call::MintJitConfig {
+                warn!(notice = "api-failed", call = %call, kind = %error.kind, error = %error.message, retry_in_ms, "just-in-time config fetch failed; will retry (the host serves no job until one is held)")
+            } else {
+                warn!(notice = "api-failed", call = %call, kind = %error.kind, error = %error.message, retry_in_ms, "Auto Scaling call failed; will retry")
+            }
         }
         Notice::GlobalTimeoutNear { remaining_ms } => {
             warn!(

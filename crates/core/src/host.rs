@@ -417,6 +417,7 @@ impl Host {
                 .heartbeat_pending()
                 .map(|global_deadline| global_deadline - self.cfg.global_timeout_warning),
             Timer::HookClaimExpiry => self.hook_claim.map(|c| c.drop_at),
+            Timer::NextJobSettle => self.settle_until(),
         }
     }
 
@@ -760,8 +761,13 @@ impl Host {
 
     fn on_listener_exited(&mut self, code: Option<i32>) {
         let was = std::mem::replace(&mut self.listener, ListenerState::Down { relaunch_at: None });
-        // Its workers die with it (they lose their channel to the listener): the job, if any, is over.
-        if self.job_alive && !matches!(was, ListenerState::Stopping { forced: true, .. }) {
+        // A one-job or JIT listener exits 0 only once its job has completed (Runner.cs: the one-job
+        // loop returns Success after the job's completion): its worker's exit may simply not have
+        // been seen yet (the next /proc scan is up to `runner.worker_poll` away). Not a loss.
+        let finished_its_job = code == Some(0) && self.cfg.listener_mode != ListenerMode::Persistent;
+        // Otherwise its workers die with it (they lose their channel to the listener): the job, if
+        // any, is over.
+        if self.job_alive && !finished_its_job && !matches!(was, ListenerState::Stopping { forced: true, .. }) {
             self.notify(Notice::ListenerDiedWithJob);
             self.job_lost(JobLoss::ListenerDied);
         }
@@ -1137,7 +1143,9 @@ impl Host {
                 // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
                 // listener is signalled, unless the stop is forced.
                 if !self.job_alive {
-                    self.signal_stop(pid, false, Self::stop_reason(cause));
+                    if self.settle_until().is_none_or(|t| t <= now) || self.forced {
+                        self.signal_stop(pid, false, Self::stop_reason(cause));
+                    }
                 } else if self.forced {
                     self.notify(Notice::ForcingStopWithJob);
                     self.job_lost(JobLoss::ForcedStop);
@@ -1175,6 +1183,17 @@ impl Host {
             }
             _ => {}
         }
+    }
+
+    /// Persistent mode, draining, idle: until when the listener whose job just ended is left alone
+    /// before SIGINT (`next_job_settle`), so a next job it already took shows its worker.
+    fn settle_until(&self) -> Option<Time> {
+        let applies = self.cfg.listener_mode == ListenerMode::Persistent
+            && self.listener_ran_job
+            && self.drain.is_some()
+            && !self.job_alive
+            && matches!(self.listener, ListenerState::Running { .. });
+        applies.then(|| self.job_edge_at + self.cfg.next_job_settle)
     }
 
     /// Whether the next listener can start: always, except in JIT mode without a config held.
