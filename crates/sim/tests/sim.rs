@@ -97,6 +97,9 @@ fn the_invariant_checker_catches_the_rival_designs() {
         "{:?}",
         source.violations
     );
+    // A violation names its strategy and seed, so the failing world can be re-run.
+    let first = naive.violations[0].to_string();
+    assert!(first.starts_with("naive seed 5 at "), "{first}");
     let ours = driver::run_checked::<RunnerLifecycle>(&cfg, true);
     assert!(ours.violations.is_empty(), "{:?}", ours.violations);
     cfg.listener_mode = lifecycle_core::ListenerMode::default();
