@@ -62,6 +62,13 @@ pub struct SimulateArgs {
     /// Probability that a fire-and-forget stop path (EventBridge -> Lambda -> SSM) never stops the runner.
     #[arg(long, value_parser = unit_interval)]
     stop_path_failure_rate: Option<f64>,
+    /// Probability that one GitHub request of the controller's JIT mint fails with a 5xx (it tries
+    /// each request 3 times).
+    #[arg(long, value_parser = unit_interval)]
+    github_error_rate: Option<f64>,
+    /// GitHub rate-limit episodes per day (1 to 15 minutes each): every mint is refused meanwhile.
+    #[arg(long, value_parser = non_negative)]
+    github_rate_limit_episodes_per_day: Option<f64>,
     /// Seconds until GitHub's REST busy flag shows a started job (fixed; default: uniform 25-60 s).
     #[arg(long, value_parser = non_negative)]
     busy_flag_lag: Option<f64>,
@@ -211,6 +218,11 @@ impl SimulateArgs {
         set(&mut f.spot_interruptions_per_day, self.spot_interruptions_per_day);
         set(&mut f.throttle_episodes_per_day, self.throttle_episodes_per_day);
         set(&mut f.stop_path_failure_rate, self.stop_path_failure_rate);
+        set(&mut f.github_error_rate, self.github_error_rate);
+        set(
+            &mut f.github_rate_limit_episodes_per_day,
+            self.github_rate_limit_episodes_per_day,
+        );
         cfg.faults = f;
         cfg.trace_instance = self.trace_instance;
         if let Some(lag) = self.busy_flag_lag {

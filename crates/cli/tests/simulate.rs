@@ -34,7 +34,19 @@ fn a_trace_replays_with_a_plot_and_the_documented_fields() {
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
     let strategies = report["strategies"].as_array().expect("strategies");
-    assert_eq!(strategies.len(), 5, "every strategy, including runner-lifecycle-demand");
+    assert_eq!(strategies.len(), 6, "every strategy, including runner-lifecycle-demand");
+    let names: Vec<&str> = strategies.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "runner-lifecycle",
+            "runner-lifecycle-persistent",
+            "runner-lifecycle-once",
+            "runner-lifecycle-demand",
+            "source-pr",
+            "naive"
+        ]
+    );
     for s in strategies {
         // The example trace keeps 260 of its 269 rows (docs/simulation-traces.md).
         assert_eq!(s["jobs_total"], 260, "{s}");
@@ -45,11 +57,29 @@ fn a_trace_replays_with_a_plot_and_the_documented_fields() {
             "jobs_dispatched_after_pick",
             "queue_wait_p95_s",
             "instance_hours",
+            "idle_instance_hours",
+            "scaling",
+            "job_end_to_serving_p50_s",
+            "job_end_to_serving_p95_s",
+            "asg_calls_per_job",
+            "github_calls_per_job",
+            "github_calls",
+            "jit_configs_minted",
+            "jit_configs_unused",
         ] {
             assert!(s.get(field).is_some(), "{field} missing in {s}");
         }
     }
     assert!(err.contains("skipped 9"), "the trace's skips are reported: {err}");
+    let jit = &strategies[0];
+    assert!(
+        jit["github_calls_per_job"].as_f64() > Some(0.9),
+        "JIT mints per job: {jit}"
+    );
+    assert_eq!(
+        strategies[1]["github_calls_per_job"], 0.0,
+        "the persistent listener mints nothing"
+    );
     let svg = std::fs::read_to_string(&svg).expect("plot written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(

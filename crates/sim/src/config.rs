@@ -32,6 +32,17 @@ pub struct Faults {
     /// SSM to a host whose SSM agent is offline. Nothing checks or retries it (domain brief section 4,
     /// weaknesses 2 and 4). Assumption (1 in 200), swept with `--stop-path-failure-rate`.
     pub stop_path_failure_rate: f64,
+    /// Probability that one GitHub REST request of the controller (`POST .../actions/runners/
+    /// generate-jitconfig`) fails with a 5xx or a timeout. The controller's client tries each request
+    /// up to 3 times (lifecycle-github `Options::max_attempts`). Assumption (1 in 500), swept with
+    /// `--github-error-rate`.
+    pub github_error_rate: f64,
+    /// GitHub rate-limit episodes per day: the GitHub App's budget is shared with every other user of
+    /// the installation (primary limit: 5,000 requests an hour at least; secondary limits answer 403
+    /// or 429 with `Retry-After`: GitHub REST API docs, "Rate limits for the REST API"). Each episode
+    /// lasts `timing::GITHUB_RATE_LIMIT_EPISODE` and refuses every request until it ends, saying so
+    /// in `Retry-After`. Assumption, swept with `--github-rate-limit-episodes-per-day`.
+    pub github_rate_limit_episodes_per_day: f64,
 }
 
 impl Default for Faults {
@@ -45,6 +56,8 @@ impl Default for Faults {
             spot_interruptions_per_day: 0.05,
             throttle_episodes_per_day: 0.5,
             stop_path_failure_rate: 0.005,
+            github_error_rate: 0.002,
+            github_rate_limit_episodes_per_day: 0.2,
         }
     }
 }
@@ -61,6 +74,8 @@ impl Faults {
             spot_interruptions_per_day: 0.0,
             throttle_episodes_per_day: 0.0,
             stop_path_failure_rate: 0.0,
+            github_error_rate: 0.0,
+            github_rate_limit_episodes_per_day: 0.0,
         }
     }
 }
@@ -185,7 +200,7 @@ impl SimConfig {
             duration: Duration::from_secs_f64(days * 86400.0),
             imds_lag: Duration::from_secs(2),
             hook_timeout: Duration::from_secs(1800),
-            listener_mode: ListenerMode::Persistent,
+            listener_mode: ListenerMode::default(),
             idle_target: (instances / 10).max(2),
             peak_utilisation: 0.6,
             faults: Faults::default(),
@@ -288,4 +303,39 @@ pub mod timing {
     pub const SCALE_IN_COOLDOWN: Duration = Duration::from_secs(180);
     /// Scale-out cooldown (source PR: 60 s).
     pub const SCALE_OUT_COOLDOWN: Duration = Duration::from_secs(60);
+
+    // The controller's JIT mint: the agent calls the controller's Lambda function URL (SigV4,
+    // AWS_IAM auth), which calls DescribeAutoScalingInstances for the calling instance, refuses it
+    // unless InService, then calls GitHub's `POST .../actions/runners/generate-jitconfig`.
+
+    /// HTTPS to the function URL, SigV4 checked, a warm invocation and the response (assumption for
+    /// an in-region call; the function itself runs the two calls below).
+    pub const MINT_FUNCTION_URL: (Duration, Duration) = (Duration::from_millis(15), Duration::from_millis(60));
+    /// Share of invocations that pay a cold start: "typically under 1% of invocations" (AWS Compute
+    /// Blog, "Operating Lambda: Performance optimization - Part 1").
+    pub const LAMBDA_COLD_START_RATE: f64 = 0.01;
+    /// A cold start's extra time: "from under 100 ms to over 1 second" (same source); a small Rust
+    /// binary sits at the low end, so uniform in this range is pessimistic.
+    pub const LAMBDA_COLD_START: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(1000));
+    /// Attempts of the controller's Auto Scaling describe (AWS SDK standard retry mode: 3).
+    pub const MINT_DESCRIBE_ATTEMPTS: u32 = 3;
+    /// Median of one `generate-jitconfig` request (assumption: one authenticated REST POST that
+    /// creates a runner registration; a few hundred milliseconds like GitHub's other REST writes).
+    pub const GITHUB_JITCONFIG: Duration = Duration::from_millis(450);
+    /// Log-normal spread of that request (assumption: with 0.5 the middle 90% lies between 0.44x and
+    /// 2.3x the median, about 200 ms to 1 s).
+    pub const GITHUB_JITCONFIG_SIGMA: f64 = 0.5;
+    /// Attempts per GitHub request for 5xx and timeouts, with a 250 ms backoff doubling, half
+    /// jittered (lifecycle-github `Options::max_attempts` and its retry loop).
+    pub const GITHUB_ATTEMPTS: u32 = 3;
+    /// See `GITHUB_ATTEMPTS`.
+    pub const GITHUB_RETRY_BASE: Duration = Duration::from_millis(250);
+    /// The longest the controller's GitHub client sleeps on rate limits within one request; beyond
+    /// it the request fails as rate-limited and the agent is answered "throttled"
+    /// (lifecycle-github `Options::max_rate_limit_wait`).
+    pub const GITHUB_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(20);
+    /// How long a GitHub rate-limit episode lasts: secondary limits ask to wait "at least one
+    /// minute" (GitHub REST API docs); an exhausted primary budget waits for its hourly reset. The
+    /// range is an assumption between the two.
+    pub const GITHUB_RATE_LIMIT_EPISODE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(900));
 }

@@ -110,6 +110,8 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> St
             Routed::AgentCrash(inst) => {
                 if C::HAS_AGENT && w.instances[inst as usize].agent_up {
                     hosts[inst as usize] = None;
+                    // JIT configs the agent held in memory die with it; the restarted one mints anew.
+                    w.jit_configs_lost(inst);
                     let i = &mut w.instances[inst as usize];
                     i.agent_up = false;
                     i.agent_gen += 1;

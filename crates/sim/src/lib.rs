@@ -32,13 +32,21 @@ use lifecycle_core::ListenerMode;
 use strategy::{naive::Naive, runner_lifecycle::RunnerLifecycle, source_pr::SourcePr};
 
 /// A strategy to simulate.
+///
+/// `runner-lifecycle` is always the agent's default configuration (lifecycle-core
+/// `ListenerMode::default()`, today just-in-time runners); the other listener modes carry a suffix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
-    /// runner-lifecycle with a persistent listener (the agent's default).
+    /// runner-lifecycle as the agent runs by default: just-in-time runners, one registration per job,
+    /// each config minted by the controller.
     RunnerLifecycle,
+    /// runner-lifecycle with a persistent listener that takes job after job (`run --startuptype
+    /// service`): the agent's default before JIT.
+    RunnerLifecyclePersistent,
     /// runner-lifecycle with the listener in one-job mode (`run --once`), relaunched between jobs.
     RunnerLifecycleOnce,
-    /// runner-lifecycle with the controller's demand scaling instead of the source PR's idle alarms.
+    /// runner-lifecycle in its default mode (JIT) with the controller's demand scaling instead of the
+    /// source PR's idle alarms.
     RunnerLifecycleDemand,
     /// The source PR's design.
     SourcePr,
@@ -48,8 +56,9 @@ pub enum Strategy {
 
 impl Strategy {
     /// All strategies, in report order.
-    pub const ALL: [Strategy; 5] = [
+    pub const ALL: [Strategy; 6] = [
         Strategy::RunnerLifecycle,
+        Strategy::RunnerLifecyclePersistent,
         Strategy::RunnerLifecycleOnce,
         Strategy::RunnerLifecycleDemand,
         Strategy::SourcePr,
@@ -60,6 +69,7 @@ impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
             Strategy::RunnerLifecycle => "runner-lifecycle",
+            Strategy::RunnerLifecyclePersistent => "runner-lifecycle-persistent",
             Strategy::RunnerLifecycleOnce => "runner-lifecycle-once",
             Strategy::RunnerLifecycleDemand => "runner-lifecycle-demand",
             Strategy::SourcePr => "source-pr",
@@ -80,30 +90,26 @@ impl Strategy {
         }
     }
 
+    /// How the strategy runs the runner listener. The rival designs run upstream's service mode.
+    pub fn listener_mode(self) -> ListenerMode {
+        match self {
+            Strategy::RunnerLifecycle | Strategy::RunnerLifecycleDemand => ListenerMode::default(),
+            Strategy::RunnerLifecycleOnce => ListenerMode::OneJob,
+            Strategy::RunnerLifecyclePersistent | Strategy::SourcePr | Strategy::Naive => ListenerMode::Persistent,
+        }
+    }
+
     fn run(self, cfg: &SimConfig) -> driver::StrategyRun {
         let mut cfg = cfg.clone();
         cfg.scaling = self.scaling();
+        cfg.listener_mode = self.listener_mode();
         match self {
-            Strategy::RunnerLifecycle => {
-                cfg.listener_mode = ListenerMode::Persistent;
-                driver::run::<RunnerLifecycle>(&cfg)
-            }
-            Strategy::RunnerLifecycleOnce => {
-                cfg.listener_mode = ListenerMode::OneJob;
-                driver::run::<RunnerLifecycle>(&cfg).named(self.name())
-            }
-            Strategy::RunnerLifecycleDemand => {
-                cfg.listener_mode = ListenerMode::Persistent;
-                driver::run::<RunnerLifecycle>(&cfg).named(self.name())
-            }
-            Strategy::SourcePr => {
-                cfg.listener_mode = ListenerMode::Persistent;
-                driver::run::<SourcePr>(&cfg)
-            }
-            Strategy::Naive => {
-                cfg.listener_mode = ListenerMode::Persistent;
-                driver::run::<Naive>(&cfg)
-            }
+            Strategy::RunnerLifecycle
+            | Strategy::RunnerLifecyclePersistent
+            | Strategy::RunnerLifecycleOnce
+            | Strategy::RunnerLifecycleDemand => driver::run::<RunnerLifecycle>(&cfg).named(self.name()),
+            Strategy::SourcePr => driver::run::<SourcePr>(&cfg),
+            Strategy::Naive => driver::run::<Naive>(&cfg),
         }
     }
 }

@@ -141,19 +141,65 @@ pub struct Metrics {
     pub warm_trims_timed_out: u64,
     /// Instance-seconds stopped instances spent in `Warmed:Terminating:Wait`.
     pub warm_trim_wait_seconds: f64,
+    /// Auto Scaling calls the controller made for JIT mints (DescribeAutoScalingInstances of the
+    /// calling instance; included in `asg_api_calls`).
+    pub controller_asg_calls: u64,
+    /// GitHub REST requests (`generate-jitconfig`), every attempt of every mint, refused ones too.
+    pub github_calls: u64,
+    /// JIT configs minted: each is an ephemeral runner registration.
+    pub jit_configs_minted: u64,
+    /// JIT configs minted that no listener ever took a job with: held by a host that then drained or
+    /// whose agent restarted, or given to a listener stopped idle. Each registration stays until
+    /// GitHub or a sweep removes it.
+    pub jit_configs_unused: u64,
+    /// Mints the controller refused because the calling instance was not InService.
+    pub mints_refused: u64,
+    /// Mints that failed otherwise (Auto Scaling or GitHub errors after the clients' retries, a
+    /// rate limit longer than the client waits): the agent retries with its backoff.
+    pub mints_failed: u64,
+    /// GitHub rate-limit episodes.
+    pub github_rate_limit_episodes: u64,
+    /// Jobs killed by a stop on a listener that had not run a job in its incarnation: a job
+    /// dispatched to an idle listener in the instant it was stopped.
+    pub jobs_killed_idle_listener_race: u64,
+    /// Jobs killed by a stop on a listener that had already run a job: a persistent listener took
+    /// the next job as its last one ended while a drain was due.
+    pub jobs_killed_next_job_race: u64,
     #[serde(skip)]
-    waits_ms: Waits,
+    waits_ms: Hist,
+    /// From a worker's exit to the next listener ready to take a job, on hosts not draining.
+    #[serde(skip)]
+    serve_gaps_ms: Hist,
 }
 
-/// Queue waits in a fixed-size HDR histogram (3 significant digits): merging two runs costs the
-/// same whatever their length, so sweeps stay linear in seeds.
+/// Durations in milliseconds in a fixed-size HDR histogram (3 significant digits): merging two runs
+/// costs the same whatever their length, so sweeps stay linear in seeds.
 #[derive(Clone, Debug, PartialEq)]
-struct Waits(Histogram<u64>);
+struct Hist(Histogram<u64>);
 
-impl Default for Waits {
+impl Default for Hist {
     fn default() -> Self {
         // Auto-resizing from 1 ms; 3 significant digits keep the quantiles within 0.1%.
-        Waits(Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
+        Hist(Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
+    }
+}
+
+impl Hist {
+    fn record(&mut self, d: std::time::Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        // `record` grows an auto-resizing histogram; `saturating_record` would clamp to its current
+        // top (about 2 s at first) instead.
+        if self.0.record(ms).is_err() {
+            self.0.saturating_record(ms);
+        }
+    }
+
+    /// The `q` quantile in seconds (0 when empty).
+    fn quantile_s(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.value_at_quantile(q) as f64 / 1000.0
     }
 }
 
@@ -181,13 +227,25 @@ impl Metrics {
             }
         }
         if let Some(started) = started {
-            let ms = u64::try_from(started.since(arrival).as_millis()).unwrap_or(u64::MAX);
-            // `record` grows an auto-resizing histogram; `saturating_record` would clamp to its
-            // current top (about 2 s at first) instead.
-            if self.waits_ms.0.record(ms).is_err() {
-                self.waits_ms.0.saturating_record(ms);
-            }
+            self.waits_ms.record(started.since(arrival));
         }
+    }
+
+    /// A host not draining served again (its next listener ready for a job) this long after a
+    /// worker's exit.
+    pub(crate) fn record_serve_gap(&mut self, gap: std::time::Duration) {
+        self.serve_gaps_ms.record(gap);
+    }
+
+    /// The `q` quantile of the time from a job's end (worker exit) to the host serving again (the
+    /// next listener ready to take a job), in seconds, over hosts not draining.
+    pub fn job_end_to_serving_quantile(&self, q: f64) -> f64 {
+        self.serve_gaps_ms.quantile_s(q)
+    }
+
+    /// How many job ends were followed by the host serving again (the sample behind the quantiles).
+    pub fn serve_gaps(&self) -> u64 {
+        self.serve_gaps_ms.0.len()
     }
 
     /// Jobs killed by a stop: cancelled by a stop signal, or lost in the stop window. To the user both
@@ -198,10 +256,7 @@ impl Metrics {
 
     /// The `q` quantile of queue wait (arrival to worker start), in seconds.
     pub fn queue_wait_quantile(&self, q: f64) -> f64 {
-        if self.waits_ms.0.is_empty() {
-            return 0.0;
-        }
-        self.waits_ms.0.value_at_quantile(q) as f64 / 1000.0
+        self.waits_ms.quantile_s(q)
     }
 
     /// Add another run's counters (for seed sweeps).
@@ -239,8 +294,18 @@ impl Metrics {
         self.warm_trims_completed += o.warm_trims_completed;
         self.warm_trims_timed_out += o.warm_trims_timed_out;
         self.warm_trim_wait_seconds += o.warm_trim_wait_seconds;
-        // Both histograms auto-resize, so adding cannot fail on range.
+        self.controller_asg_calls += o.controller_asg_calls;
+        self.github_calls += o.github_calls;
+        self.jit_configs_minted += o.jit_configs_minted;
+        self.jit_configs_unused += o.jit_configs_unused;
+        self.mints_refused += o.mints_refused;
+        self.mints_failed += o.mints_failed;
+        self.github_rate_limit_episodes += o.github_rate_limit_episodes;
+        self.jobs_killed_idle_listener_race += o.jobs_killed_idle_listener_race;
+        self.jobs_killed_next_job_race += o.jobs_killed_next_job_race;
+        // The histograms auto-resize, so adding cannot fail on range.
         let _ = self.waits_ms.0.add(&o.waits_ms.0);
+        let _ = self.serve_gaps_ms.0.add(&o.serve_gaps_ms.0);
     }
 }
 

@@ -33,6 +33,16 @@ pub struct StrategyReport {
     pub instance_hours: f64,
     /// Auto Scaling calls per instance-hour.
     pub asg_calls_per_instance_hour: f64,
+    /// Median time from a job's end (worker exit) to the host serving again (its next listener ready
+    /// to take a job), seconds, on hosts not draining. 0 for a persistent listener: it polls again
+    /// at once.
+    pub job_end_to_serving_p50_s: f64,
+    /// 95th percentile of that time, seconds.
+    pub job_end_to_serving_p95_s: f64,
+    /// Auto Scaling calls (every host's, and the controller's for JIT mints) per job that arrived.
+    pub asg_calls_per_job: f64,
+    /// GitHub REST requests for JIT mints per job that arrived (0 for strategies that mint nothing).
+    pub github_calls_per_job: f64,
     /// Invariant violations found (checked for runner-lifecycle strategies only).
     pub violations: usize,
     /// Simulation events processed.
@@ -155,7 +165,7 @@ impl Report {
         let f = &c.faults;
         let _ = writeln!(
             out,
-            "faults: throttle {:.1}%, 5xx {:.1}%, per instance-day: IMDS outages {}, agent crashes {}, runner crashes {}, spot {}\n",
+            "faults: throttle {:.1}%, 5xx {:.1}%, per instance-day: IMDS outages {}, agent crashes {}, runner crashes {}, spot {}",
             f.throttle_rate * 100.0,
             f.error_rate * 100.0,
             f.imds_outages_per_day,
@@ -163,15 +173,41 @@ impl Report {
             f.runner_crashes_per_day,
             f.spot_interruptions_per_day
         );
+        let _ = writeln!(
+            out,
+            "GitHub (JIT mints): 5xx {:.1}%, rate-limit episodes {} a day\n",
+            f.github_error_rate * 100.0,
+            f.github_rate_limit_episodes_per_day
+        );
         type Row = (&'static str, fn(&StrategyReport) -> String);
-        let rows: [Row; 32] = [
+        let rows: [Row; 39] = [
             ("scaling", |s| s.scaling.to_string()),
             ("jobs_killed_by_stop", |s| s.jobs_killed_by_stop.to_string()),
             ("  per 10,000 scale-ins", |s| {
                 format!("{:.1}", s.jobs_killed_by_stop_per_10k_scale_ins)
             }),
+            ("  idle-listener / next-job race", |s| {
+                format!(
+                    "{} / {}",
+                    s.metrics.jobs_killed_idle_listener_race, s.metrics.jobs_killed_next_job_race
+                )
+            }),
             ("idle s in Wait per scale-in", |s| {
                 format!("{:.1}", s.idle_wait_s_per_scale_in)
+            }),
+            ("job end to serving p50/p95 (s)", |s| {
+                format!("{:.1} / {:.1}", s.job_end_to_serving_p50_s, s.job_end_to_serving_p95_s)
+            }),
+            ("asg calls / job", |s| format!("{:.2}", s.asg_calls_per_job)),
+            ("github calls / job", |s| format!("{:.2}", s.github_calls_per_job)),
+            ("jit configs minted / unused", |s| {
+                format!("{} / {}", s.metrics.jit_configs_minted, s.metrics.jit_configs_unused)
+            }),
+            ("mints refused / failed", |s| {
+                format!("{} / {}", s.metrics.mints_refused, s.metrics.mints_failed)
+            }),
+            ("github rate-limit episodes", |s| {
+                s.metrics.github_rate_limit_episodes.to_string()
             }),
             ("jobs_total", |s| s.metrics.jobs_total.to_string()),
             ("jobs_succeeded", |s| s.metrics.jobs_succeeded.to_string()),
@@ -262,6 +298,10 @@ fn raw_report(name: String, scaling: &'static str, metrics: Metrics, violations:
         queue_wait_p95_s: 0.0,
         instance_hours: 0.0,
         asg_calls_per_instance_hour: 0.0,
+        job_end_to_serving_p50_s: 0.0,
+        job_end_to_serving_p95_s: 0.0,
+        asg_calls_per_job: 0.0,
+        github_calls_per_job: 0.0,
         metrics,
         violations,
         events,
@@ -285,5 +325,16 @@ impl StrategyReport {
         } else {
             0.0
         };
+        let per_job = |x: u64| {
+            if m.jobs_total > 0 {
+                x as f64 / m.jobs_total as f64
+            } else {
+                0.0
+            }
+        };
+        self.asg_calls_per_job = per_job(m.asg_api_calls);
+        self.github_calls_per_job = per_job(m.github_calls);
+        self.job_end_to_serving_p50_s = m.job_end_to_serving_quantile(0.5);
+        self.job_end_to_serving_p95_s = m.job_end_to_serving_quantile(0.95);
     }
 }

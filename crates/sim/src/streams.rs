@@ -11,6 +11,8 @@ const LATENCY: u64 = 0x4C41_5420; // "LAT "
 const DISPATCH: u64 = 0x4449_5350; // "DISP"
 const ASG: u64 = 0x4153_4720; // "ASG "
 const ACCOUNT: u64 = 0x4143_4354; // "ACCT"
+const GITHUB: u64 = 0x4748_5542; // "GHUB"
+const GITHUB_EPISODES: u64 = 0x4748_4550; // "GHEP"
 const INSTANCE_FAULTS: u64 = 0x4641_4C54_0000_0000; // "FALT" << 32, plus the instance index
 /// The strategies' own stream (their timers and the cores' seeds).
 pub const CONTROLLERS: u64 = 0x4354_524C; // "CTRL"
@@ -42,6 +44,11 @@ pub struct Streams {
     pub asg: Rng,
     /// Account-wide events: throttling episodes, warm-pool trims.
     pub account: Rng,
+    /// The controller's JIT mints: GitHub request faults, latencies and Lambda cold starts. Only the
+    /// JIT strategies draw from it, so the other strategies' worlds are unchanged by its existence.
+    pub github: Rng,
+    /// GitHub rate-limit episodes (their own stream: the same schedule for every strategy).
+    pub github_episodes: Rng,
 }
 
 impl Streams {
@@ -53,6 +60,8 @@ impl Streams {
             dispatch: stream(seed, DISPATCH),
             asg: stream(seed, ASG),
             account: stream(seed, ACCOUNT),
+            github: stream(seed, GITHUB),
+            github_episodes: stream(seed, GITHUB_EPISODES),
         }
     }
 }
@@ -66,7 +75,7 @@ mod tests {
         let a = Streams::new(1);
         let b = Streams::new(1);
         assert_eq!(a.api, b.api);
-        let mut firsts: Vec<u64> = [a.api, a.lat, a.dispatch, a.asg, a.account]
+        let mut firsts: Vec<u64> = [a.api, a.lat, a.dispatch, a.asg, a.account, a.github, a.github_episodes]
             .into_iter()
             .map(|mut r| r.next_u64())
             .collect();

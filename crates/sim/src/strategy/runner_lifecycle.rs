@@ -200,10 +200,9 @@ impl RunnerLifecycle {
                 Action::Heartbeat { id, .. } => (id, ApiCall::Heartbeat),
                 Action::CompleteLifecycleAction { id, .. } => (id, ApiCall::Complete),
                 Action::FetchJitConfig { id, .. } => {
-                    // Placeholder until the world models the controller's mint (latency, faults).
-                    let latency = w.latency(timing::API_LATENCY);
-                    self.replies
-                        .push((w.now + latency, id, Ok(lifecycle_core::ApiReply::Done)));
+                    // The controller's function URL: describe, refuse unless InService, mint.
+                    let (took, result) = w.mint_jit_config(inst);
+                    self.replies.push((w.now + took, id, result));
                     continue;
                 }
             };

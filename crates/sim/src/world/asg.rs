@@ -193,6 +193,10 @@ impl World {
             startup_retry_until: None,
             worker_seen: false,
             faults_rng: streams::instance_faults(self.cfg.seed, inst),
+            jit_configs_held: 0,
+            jit_registration_unused: false,
+            listener_jobs: 0,
+            serve_gap_from: None,
         });
         inst
     }
@@ -285,6 +289,7 @@ impl World {
         let i = &mut self.instances[idx];
         i.target = Target::Terminated;
         i.target_visible_at = now + self.cfg.imds_lag;
+        i.serve_gap_from = None;
         // Faults already under way delay this drain too.
         i.fault_allowance = if i.agent_up {
             Duration::ZERO
@@ -356,6 +361,8 @@ impl World {
         }
         self.leave_wait(inst);
         self.set_listener(inst, Listener::Down);
+        self.jit_configs_lost(inst);
+        self.instances[idx].serve_gap_from = None;
         self.set_phase(inst, AsgPhase::Gone);
         let now = self.now;
         if let Some(t) = self.timeline_of(inst) {

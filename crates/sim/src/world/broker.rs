@@ -20,12 +20,17 @@ impl World {
     }
 
     /// A job handed to a listener that stopped or died before acquiring it (config `unacquired`).
-    pub(super) fn drop_unacquired(&mut self, job: JobId, outcome: JobOutcome) {
+    /// Returns whether the job was lost (not queued again).
+    pub(super) fn drop_unacquired(&mut self, job: JobId, outcome: JobOutcome) -> bool {
         match self.cfg.unacquired {
-            Unacquired::Lost => self.finish_job(job, outcome),
+            Unacquired::Lost => {
+                self.finish_job(job, outcome);
+                true
+            }
             Unacquired::Requeue { after } => {
                 self.metrics.jobs_requeued += 1;
                 self.queue.push(self.now + after, Ev::Requeue(job));
+                false
             }
         }
     }
@@ -63,6 +68,8 @@ impl World {
         let i = &mut self.instances[idx];
         i.worker = Some((job, pid, now));
         i.worker_seen = false;
+        i.listener_jobs += 1;
+        i.jit_registration_unused = false;
         self.jobs.start(job, now);
         let gen = i.agent_gen;
         let lgen = i.listener_gen;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod asg;
 mod broker;
+mod controller;
 mod faults;
 mod invariants;
 mod runner;
@@ -167,6 +168,15 @@ pub(crate) struct Instance {
     busy_flag: bool,
     /// This instance's own fault schedule: the same for every strategy (common random numbers).
     faults_rng: Rng,
+    /// JIT configs minted for this host and not yet given to a listener.
+    jit_configs_held: u32,
+    /// The current JIT listener's registration has not taken a job yet.
+    jit_registration_unused: bool,
+    /// Jobs delivered to the current listener incarnation.
+    listener_jobs: u32,
+    /// A job ended here at this time on a host not draining; the host serves again when its next
+    /// listener is ready.
+    serve_gap_from: Option<Time>,
 }
 
 /// World events. Host events carry the agent generation they were meant for.
@@ -187,6 +197,7 @@ pub(crate) enum Ev {
     DemandEval,
     Requeue(JobId),
     ThrottleEpisode,
+    GitHubRateLimit,
     WarmTrim,
     TrimEvent(InstId),
     TrimExpire(InstId),
@@ -207,9 +218,13 @@ impl Ev {
     /// The instance an event concerns, if any.
     pub(crate) fn instance(&self) -> Option<InstId> {
         match *self {
-            Ev::Arrival(_) | Ev::ScalingEval | Ev::DemandEval | Ev::Requeue(_) | Ev::ThrottleEpisode | Ev::WarmTrim => {
-                None
-            }
+            Ev::Arrival(_)
+            | Ev::ScalingEval
+            | Ev::DemandEval
+            | Ev::Requeue(_)
+            | Ev::ThrottleEpisode
+            | Ev::GitHubRateLimit
+            | Ev::WarmTrim => None,
             Ev::Boot(i)
             | Ev::ListenerReady(i, _)
             | Ev::ListenerExit(i, _, _)
@@ -261,6 +276,8 @@ pub struct World {
     busy_flagged: u32,
     /// Until then an account-wide throttling episode is under way.
     throttled_until: Time,
+    /// Until then GitHub refuses the controller's requests (a rate-limit episode).
+    github_limited_until: Time,
     /// Stopped instances in the warm pool, oldest first.
     warm: VecDeque<InstId>,
     /// Instances launching into the warm pool.
@@ -326,6 +343,7 @@ impl World {
             online: 0,
             busy_flagged: 0,
             throttled_until: Time::ZERO,
+            github_limited_until: Time::ZERO,
             warm: VecDeque::new(),
             warm_pending: 0,
             central_completes_trims,
@@ -364,6 +382,10 @@ impl World {
         let f = &self.cfg.faults;
         if let Some(at) = next_fault(&mut self.streams.account, Time::ZERO, f.throttle_episodes_per_day) {
             self.queue.push(at, Ev::ThrottleEpisode);
+        }
+        let rate = f.github_rate_limit_episodes_per_day;
+        if let Some(at) = next_fault(&mut self.streams.github_episodes, Time::ZERO, rate) {
+            self.queue.push(at, Ev::GitHubRateLimit);
         }
         let trims = if self.cfg.warm_pool > 0 {
             self.cfg.warm_trims_per_day
@@ -475,6 +497,7 @@ impl World {
                     self.warm.push_back(inst);
                 }
             }
+            Ev::GitHubRateLimit => self.github_rate_limit_episode(),
             Ev::WarmTrim => self.warm_trim(),
             Ev::TrimEvent(inst) => {
                 if self.central_completes_trims {
@@ -560,6 +583,7 @@ impl World {
                 let i = &mut self.instances[inst as usize];
                 if running(i.asg) && !i.spot_notice {
                     i.spot_notice = true;
+                    i.serve_gap_from = None;
                     self.metrics.spot_interruptions += 1;
                     let gen = i.agent_gen;
                     let seen = self.next_poll_after(inst, now);

@@ -20,8 +20,19 @@ impl World {
         }
         if new == Listener::Polling {
             self.idle.insert(inst);
+            // The host serves again: time since the last job's end, unless it began draining.
+            if let Some(from) = self.instances[idx].serve_gap_from.take() {
+                let gap = self.now.since(from);
+                self.metrics.record_serve_gap(gap);
+            }
         } else {
             self.idle.remove(inst);
+        }
+        if new == Listener::Down && old != Listener::Down {
+            // A JIT registration whose listener never took a job: it stays until swept.
+            if std::mem::take(&mut self.instances[idx].jit_registration_unused) {
+                self.metrics.jit_configs_unused += 1;
+            }
         }
         if old != new {
             let state = match new {
@@ -43,9 +54,11 @@ impl World {
         if i.listener != Listener::Down || !running(i.asg) {
             return;
         }
+        self.jit_listener_starts(inst);
         self.set_listener(inst, Listener::Starting);
         let i = &mut self.instances[inst as usize];
         i.listener_gen += 1;
+        i.listener_jobs = 0;
         let gen = i.listener_gen;
         let d = between(&mut self.streams.lat, timing::LISTENER_START);
         self.queue.push(now + d, Ev::ListenerReady(inst, gen));
@@ -60,7 +73,10 @@ impl World {
             Listener::Down | Listener::Exiting => return,
             Listener::Starting | Listener::Polling => timing::IDLE_EXIT,
             Listener::Claimed(job) => {
-                self.drop_unacquired(job, JobOutcome::LostInStopWindow);
+                if self.drop_unacquired(job, JobOutcome::LostInStopWindow) {
+                    let earlier_jobs = self.instances[idx].listener_jobs;
+                    self.count_stop_window_race(earlier_jobs);
+                }
                 timing::IDLE_EXIT
             }
             Listener::Busy(job) => {
@@ -70,6 +86,8 @@ impl World {
                 let outcome = if seen {
                     JobOutcome::Cancelled
                 } else {
+                    let earlier_jobs = self.instances[idx].listener_jobs.saturating_sub(1);
+                    self.count_stop_window_race(earlier_jobs);
                     JobOutcome::LostInStopWindow
                 };
                 self.finish_job(job, outcome);
@@ -82,6 +100,17 @@ impl World {
         self.set_listener(inst, Listener::Exiting);
         let gen = self.instances[idx].listener_gen;
         self.queue.push(now + exit_after, Ev::ListenerExit(inst, gen, Some(0)));
+    }
+
+    /// Which race a job lost in the stop window came from: a listener that had run no job before
+    /// (idle, dispatched to in the instant it was stopped) or one that had (a persistent listener
+    /// that took the next job as its last one ended while a drain was due).
+    fn count_stop_window_race(&mut self, earlier_jobs: u32) {
+        if earlier_jobs == 0 {
+            self.metrics.jobs_killed_idle_listener_race += 1;
+        } else {
+            self.metrics.jobs_killed_next_job_race += 1;
+        }
     }
 
     /// SIGKILL to the listener: it is gone at once, and its worker with it.
@@ -147,6 +176,12 @@ impl World {
             Ev::Host(inst, gen, HostEvent::WorkerExited(pid)),
         );
         if self.instances[idx].listener == Listener::Busy(job) {
+            // The job ended and its listener lives (not a crash): from here the host is between jobs
+            // until its next listener is ready, unless it is draining.
+            let i = &mut self.instances[idx];
+            if i.asg == AsgPhase::InService && !i.spot_notice {
+                i.serve_gap_from = Some(now);
+            }
             match self.listener_mode {
                 // A persistent listener polls again at once and may take the next job right away
                 // (actions/runner src/Runner.Listener/Runner.cs message loop).
@@ -181,7 +216,9 @@ impl World {
         let idx = inst as usize;
         match self.instances[idx].listener {
             Listener::Down => return,
-            Listener::Claimed(job) => self.drop_unacquired(job, job_outcome),
+            Listener::Claimed(job) => {
+                self.drop_unacquired(job, job_outcome);
+            }
             _ => {}
         }
         self.set_listener(inst, Listener::Down);
