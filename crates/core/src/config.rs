@@ -95,18 +95,6 @@ pub struct CoreConfig {
     /// `runner.worker_poll`, at least 1 s).
     #[serde(default = "default_hook_grace")]
     pub hook_grace: Duration,
-    /// Persistent mode, on a draining host: how long an idle listener whose job has just ended is
-    /// left before SIGINT. A persistent listener polls again the moment its job ends and may
-    /// already hold the next job, whose worker takes a moment to show in `/proc`; a SIGINT in that
-    /// moment cancels it (seen end to end: tests/e2e/test_agent_jit.py). Waiting lets the worker
-    /// show, and the job then runs to its end under the hook. Costs at most this much idle time in
-    /// `Terminating:Wait` per busy scale-in; other modes never wait (their listener exits by itself).
-    #[serde(default = "default_next_job_settle")]
-    pub next_job_settle: Duration,
-}
-
-fn default_next_job_settle() -> Duration {
-    Duration::from_secs(2)
 }
 
 fn default_hook_grace() -> Duration {
@@ -133,7 +121,6 @@ impl Default for CoreConfig {
             relaunch_delay: Duration::from_secs(5),
             relaunch_limit: 10,
             hook_grace: default_hook_grace(),
-            next_job_settle: default_next_job_settle(),
         }
     }
 }

@@ -417,7 +417,6 @@ impl Host {
                 .heartbeat_pending()
                 .map(|global_deadline| global_deadline - self.cfg.global_timeout_warning),
             Timer::HookClaimExpiry => self.hook_claim.map(|c| c.drop_at),
-            Timer::NextJobSettle => self.settle_until(),
         }
     }
 
@@ -1143,9 +1142,7 @@ impl Host {
                 // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
                 // listener is signalled, unless the stop is forced.
                 if !self.job_alive {
-                    if self.settle_until().is_none_or(|t| t <= now) || self.forced {
-                        self.signal_stop(pid, false, Self::stop_reason(cause));
-                    }
+                    self.signal_stop(pid, false, Self::stop_reason(cause));
                 } else if self.forced {
                     self.notify(Notice::ForcingStopWithJob);
                     self.job_lost(JobLoss::ForcedStop);
@@ -1183,17 +1180,6 @@ impl Host {
             }
             _ => {}
         }
-    }
-
-    /// Persistent mode, draining, idle: until when the listener whose job just ended is left alone
-    /// before SIGINT (`next_job_settle`), so a next job it already took shows its worker.
-    fn settle_until(&self) -> Option<Time> {
-        let applies = self.cfg.listener_mode == ListenerMode::Persistent
-            && self.listener_ran_job
-            && self.drain.is_some()
-            && !self.job_alive
-            && matches!(self.listener, ListenerState::Running { .. });
-        applies.then(|| self.job_edge_at + self.cfg.next_job_settle)
     }
 
     /// Whether the next listener can start: always, except in JIT mode without a config held.

@@ -5,13 +5,10 @@ use std::time::Duration;
 
 const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The persistent listener: most rules are stated for it, and hold for every mode. Without the
-/// settle before stopping a listener whose job just ended (tested on its own below), so the rules
-/// show the SIGINT the moment it is decided.
+/// The persistent listener: most rules are stated for it, and hold for every mode.
 fn persistent() -> CoreConfig {
     CoreConfig {
         listener_mode: ListenerMode::Persistent,
-        next_job_settle: Duration::ZERO,
         ..CoreConfig::default()
     }
 }
@@ -1581,63 +1578,4 @@ fn a_jit_listener_exiting_0_before_its_worker_is_seen_gone_lost_nothing() {
             cause: JobLoss::ListenerDied
         })
     )));
-}
-
-/// Persistent mode, end to end (tests/e2e/test_agent_jit.py): the listener took the next job the
-/// moment its job ended, and its worker was not in `/proc` yet when the agent, seeing no worker,
-/// sent SIGINT; the job was cancelled and nothing counted it. With the settle, the listener is left
-/// alone for `next_job_settle`: the next worker shows and runs to its end under the hook.
-#[test]
-fn a_draining_persistent_listener_is_left_to_show_a_next_job_before_it_is_stopped() {
-    let cfg = CoreConfig {
-        next_job_settle: Duration::from_secs(2),
-        ..hooked()
-    };
-    let mut h = Harness::serving(cfg);
-    h.input(Input::WorkerStarted { pid: 5 });
-    confirmed_wait(&mut h);
-    h.take();
-    h.input(Input::WorkerExited { pid: 5 });
-    assert!(!h.effects().iter().any(|a| matches!(a, Action::StopListener { .. })));
-    assert_eq!(h.host.next_timer().map(|(_, t)| t), Some(Timer::NextJobSettle));
-    // The next job's worker shows 300 ms later: it runs, under the hook.
-    h.advance(Duration::from_millis(300));
-    h.input(Input::WorkerStarted { pid: 6 });
-    h.advance(Duration::from_secs(5));
-    assert!(!h.effects().iter().any(|a| matches!(a, Action::StopListener { .. })));
-    h.input(Input::WorkerExited { pid: 6 });
-    // No further job: the idle listener is stopped once the settle is over.
-    assert!(!h.effects().iter().any(|a| matches!(a, Action::StopListener { .. })));
-    h.advance(Duration::from_secs(2));
-    assert!(h
-        .effects()
-        .iter()
-        .any(|a| matches!(a, Action::StopListener { cancels_job: false, .. })));
-}
-
-#[test]
-fn a_listener_idle_since_long_ago_is_stopped_at_once_and_other_modes_never_settle() {
-    let cfg = CoreConfig {
-        next_job_settle: Duration::from_secs(2),
-        ..hooked()
-    };
-    let mut h = Harness::serving(cfg);
-    h.input(Input::WorkerStarted { pid: 5 });
-    h.input(Input::WorkerExited { pid: 5 });
-    h.advance(Duration::from_secs(10));
-    h.take();
-    confirmed_wait(&mut h);
-    assert!(matches!(
-        h.host.listener(),
-        ListenerState::Stopping { forced: false, .. }
-    ));
-    // A JIT listener exits by itself after its job: nothing to settle, nothing to signal.
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
-    h.input(Input::WorkerStarted { pid: 5 });
-    confirmed_wait(&mut h);
-    h.take();
-    h.input(Input::WorkerExited { pid: 5 });
-    assert_ne!(h.host.next_timer().map(|(_, t)| t), Some(Timer::NextJobSettle));
 }

@@ -29,14 +29,11 @@ pub enum Timer {
     GlobalTimeoutWarning,
     /// An unbacked `job-started` report is dropped (`hook_grace` without a `Runner.Worker`).
     HookClaimExpiry,
-    /// Persistent mode: a draining host's idle listener, whose job just ended, is stopped once a
-    /// next job it may already hold has had `next_job_settle` to show its worker.
-    NextJobSettle,
 }
 
 impl Timer {
     /// Every timer, in the order [`Host::next_timer`](crate::Host::next_timer) breaks ties.
-    pub const ALL: [Timer; 15] = [
+    pub const ALL: [Timer; 14] = [
         Timer::ForceStop,
         Timer::Retry(Call::Describe),
         Timer::DescribePoll,
@@ -51,7 +48,6 @@ impl Timer {
         Timer::Heartbeat,
         Timer::GlobalTimeoutWarning,
         Timer::HookClaimExpiry,
-        Timer::NextJobSettle,
     ];
 
     /// The one spelling of this timer in logs, status and metric labels.
@@ -71,7 +67,6 @@ impl Timer {
             Timer::Heartbeat => "heartbeat",
             Timer::GlobalTimeoutWarning => "global-timeout-warning",
             Timer::HookClaimExpiry => "hook-claim-expiry",
-            Timer::NextJobSettle => "next-job-settle",
         }
     }
 }
