@@ -76,20 +76,28 @@ resource "aws_launch_template" "runner" {
     instance_metadata_tags      = "disabled"
   }
 
-  # Register with the token the controller stored at launch in runner-lifecycle/<group>/<instance id>
-  # (the token never touches argv or logs; the secret is deleted afterwards, on failure too), then
-  # install and start the agent, which starts the runner once the instance is InService.
-  # register runs as the runner's user: the runner's config.sh refuses root ("Must not run with
-  # sudo" unless RUNNER_ALLOW_RUNASROOT is set, actions/runner src/Misc/layoutroot/config.sh), and
-  # under `set -e` that would stop the boot before the agent starts. runuser keeps the environment
-  # (no token in it: register reads the token itself). install is idempotent (the AMI bake ran it;
-  # docs/operations.md). tests/deploy/test_user_data.py renders and runs this script.
+  # JIT (the default): the agent fetches each listener's config from the controller's JIT endpoint
+  # (signed with this instance's role; docs/security.md, "JIT configs: delivery and threat
+  # analysis"); nothing is registered at boot. persistent: register with the token the controller
+  # stored at launch in runner-lifecycle/<group>/<instance id> (the token never touches argv or logs;
+  # the secret is deleted afterwards, on failure too). register runs as the runner's user: the
+  # runner's config.sh refuses root ("Must not run with sudo" unless RUNNER_ALLOW_RUNASROOT is set,
+  # actions/runner src/Misc/layoutroot/config.sh), and under `set -e` that would stop the boot before
+  # the agent starts. runuser keeps the environment (no token in it: register reads the token
+  # itself). Then install (idempotent: the AMI bake ran it; docs/operations.md; it puts the mode and
+  # the endpoint into the unit's environment) and start the agent, which starts the runner once the
+  # instance is InService. tests/deploy/test_user_data.py renders and runs this script in both modes.
   user_data = base64encode(<<-EOT
     #!/bin/bash
     set -euo pipefail
+    %{~ if var.runner_mode == "jit" }
+    runner-lifecycle install --runner-dir ${var.runner_dir} --user ${var.runner_user} \
+      --runner-mode jit --jit-url ${aws_lambda_function_url.jit.function_url}
+    %{~ else }
     runuser -u ${var.runner_user} -- runner-lifecycle register --runner-dir ${var.runner_dir} \
       --url ${var.github_url} --labels ${join(",", var.runner_labels)}
-    runner-lifecycle install --runner-dir ${var.runner_dir} --user ${var.runner_user}
+    runner-lifecycle install --runner-dir ${var.runner_dir} --user ${var.runner_user} --runner-mode persistent
+    %{~ endif }
     systemctl daemon-reload
     systemctl enable --now runner-lifecycle
   EOT
@@ -116,12 +124,16 @@ resource "aws_autoscaling_group" "runners" {
     default_result       = "CONTINUE"
   }
 
-  # Holds a new instance until the controller has stored its registration token.
-  initial_lifecycle_hook {
-    name                 = local.launch_hook
-    lifecycle_transition = "autoscaling:EC2_INSTANCE_LAUNCHING"
-    heartbeat_timeout    = 300
-    default_result       = "ABANDON"
+  # persistent mode: holds a new instance until the controller has stored its registration token.
+  # JIT mode needs none (each config is minted when the agent asks for it).
+  dynamic "initial_lifecycle_hook" {
+    for_each = var.runner_mode == "persistent" ? [local.launch_hook] : []
+    content {
+      name                 = initial_lifecycle_hook.value
+      lifecycle_transition = "autoscaling:EC2_INSTANCE_LAUNCHING"
+      heartbeat_timeout    = 300
+      default_result       = "ABANDON"
+    }
   }
 
   tag {

@@ -26,6 +26,16 @@ variable "runner_user" {
   default     = "runner"
 }
 
+variable "runner_mode" {
+  description = "jit (default): each listener is a just-in-time runner minted by the controller for its instance; persistent: a runner registered at boot with `register` (token from Secrets Manager) that takes job after job (docs/agent.md, \"Listener modes\")."
+  type        = string
+  default     = "jit"
+  validation {
+    condition     = contains(["jit", "persistent"], var.runner_mode)
+    error_message = "runner_mode is jit or persistent."
+  }
+}
+
 variable "instance_type" {
   type    = string
   default = "m7i.large"

@@ -116,9 +116,14 @@ def test_lifecycle_hooks_are_there() -> None:
         doc = hcl2.load(fh)
     groups = [b["aws_autoscaling_group"] for b in blocks(doc, "resource") if "aws_autoscaling_group" in b]
     assert groups, "no aws_autoscaling_group"
-    hooks = groups[0]['"runners"']["initial_lifecycle_hook"]
-    transitions = {unquote(h["lifecycle_transition"]) for h in hooks}
-    assert transitions == {"autoscaling:EC2_INSTANCE_TERMINATING", "autoscaling:EC2_INSTANCE_LAUNCHING"}
+    group = groups[0]['"runners"']
+    transitions = {unquote(h["lifecycle_transition"]) for h in group["initial_lifecycle_hook"]}
+    assert transitions == {"autoscaling:EC2_INSTANCE_TERMINATING"}
+    # The launch hook (the registration token) only for persistent runners: JIT configs are minted
+    # when the agent asks.
+    [launch] = [d['"initial_lifecycle_hook"'] for d in group["dynamic"] if '"initial_lifecycle_hook"' in d]
+    assert 'var.runner_mode == "persistent"' in launch["for_each"]
+    assert unquote(launch["content"][0]["lifecycle_transition"]) == "autoscaling:EC2_INSTANCE_LAUNCHING"
 
 
 @pytest.mark.parametrize("role", ["agent", "controller"])

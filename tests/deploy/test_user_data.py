@@ -24,9 +24,12 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +37,10 @@ import hcl2
 import pytest
 
 from support.fake_runner import Broker, install_fake_runner
+from support.jit_controller import instance_key, jit_controller
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from harness import wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TF = REPO / "deploy" / "terraform"
@@ -64,11 +71,34 @@ def variable_defaults() -> dict[str, Any]:
 
 def render_user_data(values: dict[str, str]) -> str:
     """The user_data heredoc of main.tf with its template expressions substituted, as Terraform
-    renders it (`<<-EOT` strips the common indentation; `$${` is a literal `${`)."""
+    renders it (`<<-EOT` strips the common indentation; `$${` is a literal `${`). Its directives are
+    `%{~ if var.runner_mode == "..." }`, `%{~ else }` and `%{~ endif }` on lines of their own; the
+    `~` strips the newline before each, so a directive line vanishes and only the taken branch's
+    lines stay."""
     text = (TF / "main.tf").read_text()
     m = re.search(r"user_data = base64encode\(<<-EOT\n(.*?)\n[ \t]*EOT\n", text, re.S)
     assert m, "main.tf has no user_data heredoc"
     body = textwrap.dedent(m.group(1))
+    kept: list[str] = []
+    taking = [True]
+    for line in body.split("\n"):
+        directive = re.fullmatch(r"\s*%\{~ (.*?) \}", line)
+        if directive is None:
+            if all(taking):
+                kept.append(line)
+            continue
+        words = directive.group(1)
+        cond = re.fullmatch(r'if (var\.\w+) == "(\w+)"', words)
+        if cond:
+            assert cond.group(1) in values, f"user_data tests {cond.group(1)}, which this test does not know"
+            taking.append(values[cond.group(1)] == cond.group(2))
+        elif words == "else":
+            taking[-1] = not taking[-1]
+        elif words == "endif":
+            taking.pop()
+        else:
+            raise AssertionError(f"user_data directive this test does not know: {line!r}")
+    body = "\n".join(kept)
 
     def sub(mo: re.Match[str]) -> str:
         expr = mo.group(1)
@@ -79,21 +109,35 @@ def render_user_data(values: dict[str, str]) -> str:
     return rendered + "\n"
 
 
-def test_the_user_data_renders_and_parses() -> None:
+def template_values(mode: str, runner_dir: str, jit_url: str = "https://abc.lambda-url.us-east-1.on.aws/",
+                    user: str = USER) -> dict[str, str]:
     defaults = variable_defaults()
-    script = render_user_data({
-        "var.runner_user": defaults["runner_user"],
-        "var.runner_dir": defaults["runner_dir"],
+    return {
+        "var.runner_mode": mode,
+        "var.runner_user": user,
+        "var.runner_dir": runner_dir,
         "var.github_url": URL,
         'join(",", var.runner_labels)': ",".join(defaults["runner_labels"]),
-    })
-    assert script.startswith("#!/bin/bash\nset -euo pipefail\n")
-    # register runs as the runner's user, never as root.
-    assert "runuser -u runner -- runner-lifecycle register --runner-dir /opt/actions-runner" in script
-    assert re.search(r"^runner-lifecycle register", script, re.M) is None
-    assert "--labels self-hosted,linux,x64" in script
-    syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
-    assert syntax.returncode == 0, syntax.stderr
+        "aws_lambda_function_url.jit.function_url": jit_url,
+    }
+
+
+def test_the_user_data_renders_and_parses() -> None:
+    defaults = variable_defaults()
+    assert defaults["runner_mode"] == "jit"
+    jit = render_user_data(template_values("jit", defaults["runner_dir"], user=defaults["runner_user"]))
+    persistent = render_user_data(template_values("persistent", defaults["runner_dir"], user=defaults["runner_user"]))
+    for script in (jit, persistent):
+        assert script.startswith("#!/bin/bash\nset -euo pipefail\n")
+        syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+        assert syntax.returncode == 0, syntax.stderr
+        assert script.endswith("systemctl daemon-reload\nsystemctl enable --now runner-lifecycle\n"), script
+    # JIT (the default): no registration at boot; the unit gets the mode and the endpoint.
+    assert "register" not in jit and "--runner-mode jit --jit-url https://abc.lambda-url" in jit
+    # Persistent: register runs as the runner's user, never as root.
+    assert "runuser -u runner -- runner-lifecycle register --runner-dir /opt/actions-runner" in persistent
+    assert re.search(r"^runner-lifecycle register", persistent, re.M) is None
+    assert "--labels self-hosted,linux,x64" in persistent and "--runner-mode persistent" in persistent
 
 
 @pytest.fixture
@@ -136,7 +180,9 @@ case "$*" in
   "enable --now runner-lifecycle") ;;
   *) echo "systemctl stand-in: unsupported: $*" >&2; exit 1 ;;
 esac
-unit="$("$RLE_BIN" install --print-unit --runner-dir "$RLE_RUNNER_DIR" --user "$RLE_RUNNER_USER")"
+# The unit exactly as `install` (a dry run here) was asked to write it: the same flags.
+mapfile -t install_args < "$RLE_INSTALL_ARGS"
+unit="$("$RLE_BIN" install --print-unit "${install_args[@]}")"
 printf '%s\\n' "$unit" > "$RLE_UNIT_COPY"
 # No User= means root (the agent); Environment= lines reach the agent as systemd passes them.
 user="$(printf '%s\\n' "$unit" | sed -n 's/^User=//p')"
@@ -155,7 +201,11 @@ echo $! > "$RLE_AGENT_PID"
 
 RUNNER_LIFECYCLE = """#!/bin/sh
 # The binary under test; `install` only plans (--dry-run): this test does not write into /etc.
-if [ "$1" = install ]; then shift; exec "$RLE_BIN" install --dry-run "$@"; fi
+if [ "$1" = install ]; then
+  shift
+  printf '%s\\n' "$@" > "$RLE_INSTALL_ARGS"
+  exec "$RLE_BIN" install --dry-run "$@"
+fi
 exec "$RLE_BIN" "$@"
 """
 
@@ -208,19 +258,94 @@ def uid_of(pid: int) -> int:
     raise AssertionError(f"no Uid in /proc/{pid}/status")
 
 
-def test_user_data_registers_as_the_runner_user_and_starts_the_agent(
-        aws_x: Any, aws_env: Any, run_bin: Any, fake_github: Any, bin_path: Path,
-        runner_user: pwd.struct_passwd) -> None:
-    if subprocess.run(["runuser", "-u", USER, "--", str(bin_path), "--version"], capture_output=True).returncode:
-        pytest.fail(f"the `{USER}` user cannot execute {bin_path}")
-    [instance_id] = aws_x.create_group(size=1, hook_timeout=None)
+@dataclass
+class Boot:
+    """An emulated host booting: its runner directory (the AMI's), shims, and the result."""
+
+    base: Path
+    runner: Any
+    runner_dir: Path
+    env: dict[str, str]
+    pid_file: Path
+
+    def run(self, script: str) -> subprocess.CompletedProcess[str]:
+        (self.base / "user-data.sh").write_text(script)
+        return subprocess.run(["bash", str(self.base / "user-data.sh")], env=self.env, capture_output=True,
+                              text=True, timeout=120)
+
+    def unit(self) -> str:
+        return (self.base / "unit").read_text()
+
+    def agent_log(self) -> str:
+        return (self.base / "agent.log").read_text(errors="replace")
+
+    def check_agent_and_listener(self, session: Any, bin_path: Path, runner_user: pwd.struct_passwd) -> None:
+        """The agent, started as the unit says, runs as root and starts the listener as the runner
+        user (docs/security.md: the job must not share the agent's uid)."""
+        assert (self.base / "systemctl.log").read_text().splitlines() == ["daemon-reload",
+                                                                          "enable --now runner-lifecycle"]
+        unit = self.unit()
+        assert "\nUser=" not in unit, "the agent runs as root, not as the job's user"
+        assert f"Environment=RUNNER_LIFECYCLE_RUNNER_USER={USER}" in unit
+        pgid = int(self.pid_file.read_text().strip())
+        agents = [p for p in processes_in_group(pgid) if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(bin_path)]
+        assert agents, self.agent_log()[-3000:]
+        assert all(uid_of(p) == 0 for p in agents)
+        assert uid_of(session.pid) == runner_user.pw_uid
+        assert any(parent_of(session.pid) == a for a in agents)
+
+
+@contextmanager
+def booting(broker: Any, env: dict[str, str], bin_path: Path) -> Iterator[Boot]:
+    """The AMI (the stand-in runner in runner_dir, owned by the runner user; RuntimeDirectory= as the
+    unit makes it: root's, 0755) and the boot environment with the systemctl and install shims."""
     base = Path(tempfile.mkdtemp(prefix="rl-user-data-"))
     base.chmod(0o755)
-    broker = Broker(poll_timeout_s=2.0).start()
     pid_file = base / "agent.pid"
     try:
+        runner_dir = base / "actions-runner"
+        runner = install_fake_runner(runner_dir, broker.url, name="unused", configured=False)
+        python = runner_python(USER)
+        for exe in ("Runner.Listener", "Runner.Worker"):
+            script = runner_dir / "bin" / exe
+            script.write_text(re.sub(r"^#!.*", f"#!{python}", script.read_text(), count=1))
+        runtime_dir = base / "run"
+        runtime_dir.mkdir(mode=0o755)
+        subprocess.run(["chown", "-R", f"{USER}:", str(runner_dir)], check=True)
+        config = base / "config.toml"
+        config.write_text((REPO / "packaging" / "config.toml").read_text()
+                          .replace('dir = "/opt/actions-runner"', f'dir = "{runner_dir}"'))
+        config.chmod(0o644)
+        shims = base / "bin"
+        shims.mkdir()
+        write_exec(shims / "systemctl", SYSTEMCTL)
+        write_exec(shims / "runner-lifecycle", RUNNER_LIFECYCLE)
+        boot_env = {
+            **env,
+            "PATH": f"{shims}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "RLE_BIN": str(bin_path), "RLE_CONFIG": str(config), "RLE_RUNTIME_DIR": str(runtime_dir),
+            "RLE_SYSTEMCTL_LOG": str(base / "systemctl.log"), "RLE_UNIT_COPY": str(base / "unit"),
+            "RLE_INSTALL_ARGS": str(base / "install-args"),
+            "RLE_AGENT_LOG": str(base / "agent.log"), "RLE_AGENT_PID": str(pid_file),
+            "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT": env["AWS_EC2_METADATA_SERVICE_ENDPOINT"],
+            "RUNNER_LIFECYCLE_AWS_IMDS_POLL": "250ms",
+            "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT": "json",
+        }
+        boot_env.pop("RUNNER_ALLOW_RUNASROOT", None)
+        yield Boot(base, runner, runner_dir, boot_env, pid_file)
+    finally:
+        kill_group(pid_file)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_user_data_in_persistent_mode_registers_as_the_runner_user_and_starts_the_agent(
+        aws_x: Any, aws_env: Any, run_bin: Any, fake_github: Any, bin_path: Path,
+        runner_user: pwd.struct_passwd) -> None:
+    """The token-free path of `register` for teams that keep persistent runners."""
+    [instance_id] = aws_x.create_group(size=1, hook_timeout=None)
+    env = aws_env(instance_id=instance_id)
+    with Broker(poll_timeout_s=2.0) as broker, booting(broker, env, bin_path) as host:
         # 1. The controller handles the launch: the emulated GitHub mints, the secret holds it.
-        env = aws_env(instance_id=instance_id)
         ctl_env = {**env, "RUNNER_LIFECYCLE_CONTROLLER_GROUPS": "runners", "RUNNER_LIFECYCLE_GITHUB_URL": URL,
                    "RUNNER_LIFECYCLE_GITHUB_API_URL": fake_github.url,
                    "RUNNER_LIFECYCLE_GITHUB_TOKEN": fake_github.token}
@@ -233,82 +358,55 @@ def test_user_data_registers_as_the_runner_user_and_starts_the_agent(
         broker.registration_token = token  # the stand-in's GitHub accepts exactly that token
         secret = f"runner-lifecycle/runners/{instance_id}"
 
-        # 2. The AMI: the runner installed in runner_dir, owned by the runner user.
-        runner_dir = base / "actions-runner"
-        runner = install_fake_runner(runner_dir, broker.url, name="unused", configured=False)
-        python = runner_python(USER)
-        for exe in ("Runner.Listener", "Runner.Worker"):
-            script = runner_dir / "bin" / exe
-            script.write_text(re.sub(r"^#!.*", f"#!{python}", script.read_text(), count=1))
-        # RuntimeDirectory= as the unit makes it: root's, 0755 (the job can connect, not replace).
-        runtime_dir = base / "run"
-        runtime_dir.mkdir(mode=0o755)
-        subprocess.run(["chown", "-R", f"{USER}:", str(runner_dir)], check=True)
-        config = base / "config.toml"
-        config.write_text((REPO / "packaging" / "config.toml").read_text()
-                          .replace('dir = "/opt/actions-runner"', f'dir = "{runner_dir}"'))
-        config.chmod(0o644)
-        shims = base / "bin"
-        shims.mkdir()
-        write_exec(shims / "systemctl", SYSTEMCTL)
-        write_exec(shims / "runner-lifecycle", RUNNER_LIFECYCLE)
-
-        # 3. Boot: the rendered user_data as root, with the instance's (emulated) environment.
-        defaults = variable_defaults()
-        script = render_user_data({
-            "var.runner_user": USER,
-            "var.runner_dir": str(runner_dir),
-            "var.github_url": URL,
-            'join(",", var.runner_labels)': ",".join(defaults["runner_labels"]),
-        })
-        (base / "user-data.sh").write_text(script)
-        boot_env = {
-            **env,
-            "PATH": f"{shims}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "RLE_BIN": str(bin_path), "RLE_RUNNER_DIR": str(runner_dir), "RLE_RUNNER_USER": USER,
-            "RLE_CONFIG": str(config), "RLE_RUNTIME_DIR": str(runtime_dir),
-            "RLE_SYSTEMCTL_LOG": str(base / "systemctl.log"), "RLE_UNIT_COPY": str(base / "unit"),
-            "RLE_AGENT_LOG": str(base / "agent.log"), "RLE_AGENT_PID": str(pid_file),
-            "RUNNER_LIFECYCLE_AWS_IMDS_ENDPOINT": env["AWS_EC2_METADATA_SERVICE_ENDPOINT"],
-            "RUNNER_LIFECYCLE_AWS_IMDS_POLL": "250ms",
-            "RUNNER_LIFECYCLE_AGENT_LOG_FORMAT": "json",
-        }
-        boot_env.pop("RUNNER_ALLOW_RUNASROOT", None)
-        boot = subprocess.run(["bash", str(base / "user-data.sh")], env=boot_env, capture_output=True, text=True,
-                              timeout=120)
+        # 2. Boot: the rendered user_data as root, with the instance's (emulated) environment.
+        boot = host.run(render_user_data(template_values("persistent", str(host.runner_dir))))
         assert boot.returncode == 0, f"user_data failed:\n{boot.stdout}\n{boot.stderr}"
         assert token not in boot.stdout + boot.stderr
+        assert "dry run; nothing changed" in boot.stdout
 
         # register ran config.sh as the runner user, the token in its environment only.
-        [call] = runner.config_calls()
+        [call] = host.runner.config_calls()
         assert call["uid"] == runner_user.pw_uid != 0
         assert call["env"].get("ACTIONS_RUNNER_INPUT_TOKEN") == token and "RUNNER_ALLOW_RUNASROOT" not in call["env"]
         assert token not in " ".join(call["argv"])
-        assert runner.configured and "registered" in boot.stdout
+        assert host.runner.configured and "registered" in boot.stdout
         names = [s["Name"] for s in aws_x.client("secretsmanager").list_secrets()["SecretList"]]
         assert secret not in names
         # The stand-in's GitHub has the runner, labelled as the controller's sweep expects.
         labels = broker.runners()[instance_id]["labels"]
         assert labels[-5:] == ["self-hosted", "linux", "x64", instance_id, "asg-runners"]
-        # install planned its files (dry run), systemd was asked to reload and start the unit.
-        assert "dry run; nothing changed" in boot.stdout
-        assert (base / "systemctl.log").read_text().splitlines() == ["daemon-reload", "enable --now runner-lifecycle"]
-        unit = (base / "unit").read_text()
-        assert "\nUser=" not in unit, "the agent runs as root, not as the job's user"
-        assert f"Environment=RUNNER_LIFECYCLE_RUNNER_USER={USER}" in unit
+        assert "Environment=RUNNER_LIFECYCLE_RUNNER_MODE=persistent" in host.unit()
 
-        # 4. The agent, started as the unit says, runs as root and starts the listener as the runner
-        # user (docs/security.md: the job must not share the agent's uid).
+        # 3. The agent runs as root and starts the registered listener as the runner user.
         session = broker.wait_listening(instance_id, timeout=60)
         assert session.runner == instance_id
-        pgid = int(pid_file.read_text().strip())
-        agents = [p for p in processes_in_group(pgid) if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(bin_path)]
-        assert agents, (base / "agent.log").read_text()[-3000:]
-        assert all(uid_of(p) == 0 for p in agents)
-        # The listener is the agent's child, as the runner user.
-        assert uid_of(session.pid) == runner_user.pw_uid
-        assert any(parent_of(session.pid) == a for a in agents)
-    finally:
-        kill_group(pid_file)
-        broker.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        host.check_agent_and_listener(session, bin_path, runner_user)
+
+
+def test_user_data_in_jit_mode_starts_just_in_time_listeners_as_the_runner_user(
+        aws_x: Any, aws_env: Any, bin_path: Path, runner_user: pwd.struct_passwd, tmp_path: Path) -> None:
+    """The default: nothing registered at boot; the agent gets each config from the controller's
+    JIT endpoint with the instance's credentials, and the listener runs it as the runner user."""
+    [instance_id] = aws_x.create_group(size=1, hook_timeout=None)
+    key = instance_key(instance_id)
+    env = {**aws_env(instance_id=instance_id), **key.env()}
+    with Broker(poll_timeout_s=2.0) as broker, \
+            jit_controller(bin_path, broker, aws_env, tmp_path / "controller.log", {instance_id: key}) as ctl, \
+            booting(broker, env, bin_path) as host:
+        boot = host.run(render_user_data(template_values("jit", str(host.runner_dir), jit_url=ctl.url)))
+        assert boot.returncode == 0, f"user_data failed:\n{boot.stdout}\n{boot.stderr}"
+        assert not host.runner.config_calls(), "nothing is registered at boot in JIT mode"
+        unit = host.unit()
+        assert "Environment=RUNNER_LIFECYCLE_RUNNER_MODE=jit" in unit
+        assert f"Environment=RUNNER_LIFECYCLE_RUNNER_JIT_URL={ctl.url}" in unit
+        wait_for(lambda: ctl.minted(), 60, f"a JIT config\n{host.agent_log()[-3000:]}")
+        name = ctl.minted()[0]
+        assert instance_id in name
+        session = broker.wait_listening(name, timeout=60)
+        host.check_agent_and_listener(session, bin_path, runner_user)
+        blob = ctl.github.jit_configs[name]
+        assert blob not in Path(f"/proc/{session.pid}/cmdline").read_bytes().decode(errors="replace")
+        job = broker.assign_job(0.2)
+        assert broker.wait_outcome(job, 30) == "succeeded"
+        # The config never reached a log either.
+        assert blob not in host.agent_log() and blob not in boot.stdout + boot.stderr

@@ -36,10 +36,32 @@ pub struct InstallArgs {
     /// Do not fence IMDS (and remove an installed fence). Jobs can then use the instance role.
     #[arg(long, overrides_with = "fence_imds")]
     no_fence_imds: bool,
+    /// The agent's listener mode, set in the unit's environment: `jit` (the default; needs
+    /// --jit-url or runner.jit_url in the config file), `persistent` (a runner registered with
+    /// `register`) or `one-job`. Unset: the config file's, else `jit`.
+    #[arg(long, value_parser = ["jit", "persistent", "one-job"])]
+    runner_mode: Option<String>,
+    /// The controller's just-in-time config endpoint (Terraform output `jit_url`), set in the
+    /// unit's environment.
+    #[arg(long, value_parser = parse_jit_url)]
+    jit_url: Option<String>,
     /// Remove what install wrote (units, fence, hook scripts, the hook lines of the runner's .env);
     /// keep the configuration and the state directory. Stop the units first.
     #[arg(long, conflicts_with = "print_unit")]
     uninstall: bool,
+}
+
+/// A JIT endpoint URL as the agent will accept it (https, or http to loopback), and nothing a
+/// unit file would read differently (no whitespace or quotes).
+fn parse_jit_url(url: &str) -> Result<String, String> {
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c.is_control())
+    {
+        return Err("a URL has no whitespace, quotes or backslashes".into());
+    }
+    lifecycle_aws::function_url::jit_uri(url).map_err(|e| e.to_string())?;
+    Ok(url.to_string())
 }
 
 /// Run `install`.
@@ -60,6 +82,8 @@ pub fn run(args: &InstallArgs) -> ExitCode {
         user: args.user.clone(),
         binary,
         fence_imds: !args.no_fence_imds,
+        runner_mode: args.runner_mode.clone(),
+        jit_url: args.jit_url.clone(),
     };
     if args.print_unit {
         let home = lifecycle_install::lookup_home(&opts.root, &opts.user);

@@ -102,6 +102,11 @@ pub struct InstallOptions {
     pub binary: PathBuf,
     /// Install the IMDS fence (`fence` module); without it, an installed fence is removed.
     pub fence_imds: bool,
+    /// The agent's `runner.mode` for the unit's environment (`None`: the config file's, else the
+    /// default, `jit`).
+    pub runner_mode: Option<String>,
+    /// The agent's `runner.jit_url` for the unit's environment (`None`: the config file's).
+    pub jit_url: Option<String>,
 }
 
 impl InstallOptions {
@@ -116,6 +121,8 @@ impl InstallOptions {
                 .filter(|h| h.starts_with('/') && *h != "/" && !h.contains(char::is_whitespace))
                 .map(str::to_string),
             fence_imds: self.fence_imds,
+            runner_mode: self.runner_mode.clone(),
+            jit_url: self.jit_url.clone(),
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct UnitOptions {
     pub runner_home: Option<String>,
     /// Whether the IMDS fence unit is installed (the agent unit then wants it and starts after it).
     pub fence_imds: bool,
+    /// `runner.mode`, set in the unit's environment when given (`install --runner-mode`).
+    pub runner_mode: Option<String>,
+    /// `runner.jit_url`, set in the unit's environment when given (`install --jit-url`).
+    pub jit_url: Option<String>,
 }
 
 /// The stop timeout: longer than any job may run. GitHub's default job timeout is 360 minutes
@@ -106,6 +110,19 @@ pub fn render(o: &UnitOptions) -> String {
          as this user, with a clean environment; the runner refuses to run as root.",
         format!("Environment=RUNNER_LIFECYCLE_RUNNER_USER={}", o.user),
     );
+    if let Some(mode) = &o.runner_mode {
+        line(
+            "How the listener runs (docs/agent.md, \"Listener modes\"): given to `install --runner-mode`.",
+            format!("Environment=RUNNER_LIFECYCLE_RUNNER_MODE={mode}"),
+        );
+    }
+    if let Some(url) = &o.jit_url {
+        line(
+            "The controller's just-in-time config endpoint (an AWS_IAM function URL; not a secret: only\n\
+             this instance's role can get a config from it): given to `install --jit-url`.",
+            format!("Environment=RUNNER_LIFECYCLE_RUNNER_JIT_URL={url}"),
+        );
+    }
     line("", format!("WorkingDirectory={}", o.runner_dir));
     line("", format!("ExecStart={} agent --config {}", o.binary, o.config));
     line(
@@ -211,6 +228,8 @@ mod tests {
             runner_dir: "/opt/actions-runner".into(),
             runner_home: Some("/home/runner".into()),
             fence_imds: true,
+            runner_mode: None,
+            jit_url: None,
         }
     }
 
@@ -244,6 +263,24 @@ mod tests {
         }
         assert!(!u.contains("KillMode=control-group") && !u.contains("TimeoutStopSec=90"));
         assert!(!u.lines().any(|l| l.starts_with("User=")), "the agent runs as root");
+    }
+
+    #[test]
+    fn the_listener_mode_and_jit_endpoint_go_to_the_environment_when_given() {
+        let u = render(&sample());
+        assert!(!u.contains("RUNNER_LIFECYCLE_RUNNER_MODE") && !u.contains("RUNNER_LIFECYCLE_RUNNER_JIT_URL"));
+        let u = render(&UnitOptions {
+            runner_mode: Some("jit".into()),
+            jit_url: Some("https://abc.lambda-url.us-east-1.on.aws/".into()),
+            ..sample()
+        });
+        assert!(
+            u.lines().any(|l| l == "Environment=RUNNER_LIFECYCLE_RUNNER_MODE=jit"),
+            "{u}"
+        );
+        assert!(u
+            .lines()
+            .any(|l| l == "Environment=RUNNER_LIFECYCLE_RUNNER_JIT_URL=https://abc.lambda-url.us-east-1.on.aws/"));
     }
 
     #[test]
