@@ -84,12 +84,14 @@ class UserHosts:
         os.chmod(self.base, 0o755)
         self.hosts: list[Host] = []
 
-    def make(self, hook_timeout: int | None = 30, started_hook: str | None = None, **settings: str) -> Host:
-        ids = self.aws.create_group(name="runners", size=1, hook_timeout=hook_timeout)
+    def make(self, hook_timeout: int | None = 30, started_hook: str | None = None, configured: bool = True,
+             group: str = "runners", **settings: str) -> Host:
+        ids = self.aws.create_group(name=group, size=1, hook_timeout=hook_timeout)
         iid = ids[0]
         imds = self.aws.imds_for(iid)
         n = len(self.hosts)
-        runner = install_fake_runner(self.base / f"runner-{n + 1}", self.broker.url, name=f"runner-{n + 1}")
+        runner = install_fake_runner(self.base / f"runner-{n + 1}", self.broker.url, name=f"runner-{n + 1}",
+                                     configured=configured)
         # The fake's scripts name this venv's interpreter, which may resolve under a directory the
         # runner's user cannot enter (/root/.pyenv); the fake needs only the standard library.
         for exe in (runner.listener, runner.worker):
@@ -110,7 +112,7 @@ class UserHosts:
         env["RUNNER_LIFECYCLE_RUNNER_USER"] = self.user
         for key, value in settings.items():
             env[f"RUNNER_LIFECYCLE_{key.upper()}"] = value
-        host = Host(bin=self.bin, aws=self.aws, broker=self.broker, instance_id=iid, group="runners", imds=imds,
+        host = Host(bin=self.bin, aws=self.aws, broker=self.broker, instance_id=iid, group=group, imds=imds,
                     runner=runner, tmp=tmp, env=env)
         self.hosts.append(host)
         return host
