@@ -255,3 +255,10 @@ def test_without_the_table_webhooks_are_refused_and_the_reconcile_only_scales_ou
         fake_github.add_job(i, LABELS)
     report = scale(run_bin, env)
     assert report["applied"]["to"] == 5 and desired(aws_x) == 5
+
+
+def test_scale_without_scaling_configured_is_a_configuration_error(run_bin: Any, scaling: dict[str, str]) -> None:
+    env = {k: v for k, v in scaling.items() if not k.startswith("RUNNER_LIFECYCLE_SCALE_")}
+    r = run_bin(["controller", "scale"], env)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "--scale-table and --scale-labels" in r.stderr

@@ -419,6 +419,9 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
         }
         _ => None,
     };
+    if matches!(args.action, Action::Scale) && settings.scale.is_none() {
+        return config_error("`scale` needs demand scaling configured: --scale-table and --scale-labels".into());
+    }
     if matches!(args.action, Action::Lambda) {
         if let Err(e) = lifecycle_controller::lambda::check_environment() {
             return config_error(e);
