@@ -244,6 +244,13 @@ pub mod timing {
     /// PR's timeline shows dispatch 3 s after the scale-in, consistent with sub-second delivery). It is
     /// part of the race: `--imds-lag` is swept instead of this.
     pub const DISPATCH: (Duration, Duration) = (Duration::from_millis(200), Duration::from_millis(1500));
+    /// A stop-window kill counts as the *next-job* race when the listener had run a job that ended
+    /// less than this before the stop: the persistent listener polls again the moment its job ends,
+    /// so a job it takes then was dispatched within `DISPATCH` of that end; 5 s covers the longest
+    /// dispatch with room for the agent's observation delay. Anything else is the *idle-listener*
+    /// race (a listener idle for longer, whatever it ran before). A classification for the report
+    /// only; no decision depends on it.
+    pub const NEXT_JOB_RACE_WINDOW: Duration = Duration::from_secs(5);
     /// From the worker's start to the job-started hook (job acquired, actions downloaded; domain brief
     /// section 3: the hook runs only after both). Assumption for the range.
     pub const SETUP: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));

@@ -75,7 +75,7 @@ impl World {
             Listener::Claimed(job) => {
                 if self.drop_unacquired(job, JobOutcome::LostInStopWindow) {
                     let earlier_jobs = self.instances[idx].listener_jobs;
-                    self.count_stop_window_race(earlier_jobs);
+                    self.count_stop_window_race(inst, earlier_jobs);
                 }
                 timing::IDLE_EXIT
             }
@@ -87,7 +87,7 @@ impl World {
                     JobOutcome::Cancelled
                 } else {
                     let earlier_jobs = self.instances[idx].listener_jobs.saturating_sub(1);
-                    self.count_stop_window_race(earlier_jobs);
+                    self.count_stop_window_race(inst, earlier_jobs);
                     JobOutcome::LostInStopWindow
                 };
                 self.finish_job(job, outcome);
@@ -102,14 +102,16 @@ impl World {
         self.queue.push(now + exit_after, Ev::ListenerExit(inst, gen, Some(0)));
     }
 
-    /// Which race a job lost in the stop window came from: a listener that had run no job before
-    /// (idle, dispatched to in the instant it was stopped) or one that had (a persistent listener
-    /// that took the next job as its last one ended while a drain was due).
-    fn count_stop_window_race(&mut self, earlier_jobs: u32) {
-        if earlier_jobs == 0 {
-            self.metrics.jobs_killed_idle_listener_race += 1;
-        } else {
+    /// Which race a job lost in the stop window came from: a listener that took the next job as its
+    /// last one ended, while a drain was due (the same listener ran a job that ended less than
+    /// `timing::NEXT_JOB_RACE_WINDOW` ago), or an idle listener dispatched to in the instant it was
+    /// stopped (anything else, however many jobs it ran long before).
+    fn count_stop_window_race(&mut self, inst: InstId, earlier_jobs: u32) {
+        let recent = self.now.since(self.instances[inst as usize].last_worker_exit) < timing::NEXT_JOB_RACE_WINDOW;
+        if earlier_jobs > 0 && recent {
             self.metrics.jobs_killed_next_job_race += 1;
+        } else {
+            self.metrics.jobs_killed_idle_listener_race += 1;
         }
     }
 
