@@ -897,6 +897,31 @@ impl Agent {
         self.core.handle_inputs(seen, self.clock.now());
     }
 
+    /// The last look before SIGINT to an idle listener: a `Runner.Worker` that appeared since the
+    /// last scan (up to `runner.worker_poll` ago) means a job was assigned in that instant. Then the
+    /// stop is not sent, and the core hears why, with the worker, in one batch. `true` if so.
+    fn worker_appeared(&mut self) -> bool {
+        let Some(listener) = self.listener else { return false };
+        let Ok(now) = procs::WorkerWatcher::new(listener.id.pid).workers() else {
+            return false;
+        };
+        let new: Vec<ProcId> = now.into_iter().filter(|w| !self.workers.contains(w)).collect();
+        if new.is_empty() {
+            return false;
+        }
+        let mut seen = vec![Input::StopNotSent { pid: listener.id.pid }];
+        for w in new {
+            info!(
+                pid = w.pid,
+                "Runner.Worker started just before the stop: job assigned; not stopping the listener"
+            );
+            self.workers.insert(w);
+            seen.push(Input::WorkerStarted { pid: w.pid });
+        }
+        self.core.handle_inputs(seen, self.clock.now());
+        true
+    }
+
     /// A `/proc` read failed: keep the last known worker state, and log once per failure streak.
     fn proc_read_failed(&mut self, e: &std::io::Error) {
         if self.proc_failing_since.is_none() {
@@ -907,6 +932,9 @@ impl Agent {
 
     /// Carry out one action. `Some` when the agent is done.
     fn execute(&mut self, action: Action) -> Option<Outcome> {
+        if matches!(action, Action::StopListener { cancels_job: false, .. }) && self.worker_appeared() {
+            return None;
+        }
         metrics::lock(&self.metrics).on_action(&action, self.clock.now(), self.core.job_alive());
         match action {
             Action::StartListener { reason } => {

@@ -354,6 +354,11 @@ impl Host {
                     self.hook_job_open = false;
                 }
             }
+            Input::StopNotSent { pid } => {
+                if matches!(self.listener, ListenerState::Stopping { pid: p, forced: false, .. } if p == pid) {
+                    self.listener = ListenerState::Running { pid, since: self.now };
+                }
+            }
             Input::JobStartedHook => self.on_job_started_hook(),
             Input::JobCompletedHook => {
                 self.hook_job_open = false;

@@ -45,6 +45,14 @@ pub enum Input {
         /// Its process id.
         pid: u32,
     },
+    /// The driver took a last look at the listener's children before carrying out a non-forced
+    /// [`Action::StopListener`], found a `Runner.Worker` it had not reported yet, and did not send
+    /// the signal. Feed it together with that `WorkerStarted` ([`Host::handle_inputs`](crate::Host)):
+    /// the listener is running, with a job, and nothing was cancelled.
+    StopNotSent {
+        /// The listener's pid.
+        pid: u32,
+    },
     /// The job-started hook reported in.
     JobStartedHook,
     /// The job-completed hook reported in.
@@ -100,6 +108,9 @@ pub enum Action {
         reason: StartReason,
     },
     /// Send SIGINT to the listener. Never sent while a job is known to run, unless `cancels_job`.
+    /// Unless `cancels_job`, the driver looks at the listener's children once more first: a worker
+    /// that appeared since its last scan means a job was just assigned, and the driver reports
+    /// [`Input::StopNotSent`] with it instead of signalling.
     StopListener {
         /// Why.
         reason: StopReason,

@@ -1579,3 +1579,39 @@ fn a_jit_listener_exiting_0_before_its_worker_is_seen_gone_lost_nothing() {
         })
     )));
 }
+
+/// The driver's last look before SIGINT found a worker its previous scan (up to
+/// `runner.worker_poll` ago) had not: the job was assigned in that instant. Reported with the worker
+/// in one batch, the stop is taken back and the job runs under the hook; nothing is lost.
+#[test]
+fn a_worker_found_in_the_last_look_before_the_stop_takes_the_stop_back() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::TargetState(TargetState::Terminated));
+    let id = h.expect_describe();
+    h.reply(id, described("Terminating:Wait", false));
+    assert!(matches!(
+        h.host.listener(),
+        ListenerState::Stopping { forced: false, .. }
+    ));
+    h.host.handle_inputs(
+        [Input::StopNotSent { pid: 100 }, Input::WorkerStarted { pid: 7 }],
+        h.now,
+    );
+    h.drain();
+    let acts = h.take();
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Notify(Notice::JobLost { .. }))),
+        "{acts:?}"
+    );
+    assert!(matches!(h.host.listener(), ListenerState::Running { pid: 100, .. }));
+    assert!(h.host.job_alive());
+    // The job ends: now the idle listener is stopped (and this time it is idle).
+    h.input(Input::WorkerExited { pid: 7 });
+    assert!(h
+        .effects()
+        .iter()
+        .any(|a| matches!(a, Action::StopListener { cancels_job: false, .. })));
+    // A stale report (another pid, or a forced stop) changes nothing.
+    h.input(Input::StopNotSent { pid: 999 });
+    assert!(matches!(h.host.listener(), ListenerState::Stopping { .. }));
+}

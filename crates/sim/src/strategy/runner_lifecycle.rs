@@ -186,8 +186,19 @@ impl RunnerLifecycle {
                     w.start_listener(inst);
                     continue;
                 }
-                Action::StopListener { .. } => {
-                    w.signal_listener(inst);
+                Action::StopListener { cancels_job, .. } => {
+                    // The agent's last look at the listener's children before SIGINT (agent.rs,
+                    // `worker_appeared`): a worker the core was not told about yet (assigned within
+                    // the last /proc poll) takes the stop back; the core hears it in one batch.
+                    let obs = w.observe(inst);
+                    match (cancels_job, obs.worker_pid, obs.listener_pid) {
+                        (false, Some(worker), Some(pid)) => {
+                            let batch = [Input::StopNotSent { pid }, Input::WorkerStarted { pid: worker }];
+                            w.trace(inst, || format!("core <- {batch:?}"));
+                            core.handle_inputs(batch, w.now);
+                        }
+                        _ => w.signal_listener(inst),
+                    }
                     continue;
                 }
                 Action::KillListener { .. } => {
