@@ -104,8 +104,11 @@ class Bench:
                          completed=f'exec "{self.bin}" hook job-completed\n')
         env = aws_env(self.aws.endpoint_url, imds.url)
         sock = self.work / f"{name}.sock"
+        # A registered runner: the hook, detection and completion figures do not depend on the
+        # listener mode, and the JIT chain would add the controller's emulators to every host.
         env.update(RUNNER_LIFECYCLE_CONFIG="/dev/null", RUNNER_LIFECYCLE_RUNNER_DIR=str(runner.path),
-                   RUNNER_LIFECYCLE_AGENT_SOCKET=str(sock), RUNNER_LIFECYCLE_AGENT_LOG_FORMAT="json")
+                   RUNNER_LIFECYCLE_AGENT_SOCKET=str(sock), RUNNER_LIFECYCLE_AGENT_LOG_FORMAT="json",
+                   RUNNER_LIFECYCLE_RUNNER_MODE="persistent")
         log = self.work / f"{name}.log"
         proc = subprocess.Popen([str(self.bin), "agent"], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
