@@ -34,19 +34,11 @@ fn a_trace_replays_with_a_plot_and_the_documented_fields() {
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
     let strategies = report["strategies"].as_array().expect("strategies");
-    assert_eq!(strategies.len(), 6, "every strategy, including runner-lifecycle-demand");
+    // Every strategy, in the order (and with the names) the simulation's own test pins
+    // (crates/sim/tests/sim.rs, `strategy_names_follow_the_agents_default`).
     let names: Vec<&str> = strategies.iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "runner-lifecycle",
-            "runner-lifecycle-persistent",
-            "runner-lifecycle-once",
-            "runner-lifecycle-demand",
-            "source-pr",
-            "naive"
-        ]
-    );
+    let all: Vec<&str> = lifecycle_sim::Strategy::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(names, all);
     for s in strategies {
         // The example trace keeps 260 of its 269 rows (docs/simulation-traces.md).
         assert_eq!(s["jobs_total"], 260, "{s}");
