@@ -1219,7 +1219,11 @@ fn jit_error(e: &JitFetchError) -> ApiError {
         JitFetchError::Refused { status: 403, .. } => ApiErrorKind::AccessDenied,
         JitFetchError::Refused { .. } | JitFetchError::Config(_) => ApiErrorKind::Other,
     };
-    ApiError::new(kind, e.to_string())
+    let after = match e {
+        JitFetchError::Retryable { after, .. } => *after,
+        _ => None,
+    };
+    ApiError::new(kind, e.to_string()).with_retry_after(after)
 }
 
 fn cause_text(cause: DrainCause) -> &'static str {

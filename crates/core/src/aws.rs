@@ -190,6 +190,11 @@ pub struct ApiError {
     pub kind: ApiErrorKind,
     /// The service's message (never carries secrets: Auto Scaling errors name instances and hooks).
     pub message: String,
+    /// How long the service asked to wait (`Retry-After`), if it said: the retry never comes
+    /// sooner. The JIT endpoint passes on GitHub's rate-limit reset this way; without it a fleet
+    /// would retry a rate-limited GitHub App every 30 s for as long as the limit lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -198,7 +203,15 @@ impl ApiError {
         ApiError {
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, with the service's `Retry-After`.
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.retry_after = after;
+        self
     }
 }
 

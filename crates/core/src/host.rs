@@ -976,6 +976,8 @@ impl Host {
         } else {
             self.backoff(failures, cap)
         };
+        // Never sooner than the service asked (its Retry-After), whatever the backoff says.
+        let delay = delay.max(error.retry_after.unwrap_or_default());
         self.slot_mut(call).not_before = Some(self.now + delay);
         self.last_error = Some(error.to_string());
         self.last_error_at = Some(self.now);

@@ -1615,3 +1615,20 @@ fn a_worker_found_in_the_last_look_before_the_stop_takes_the_stop_back() {
     h.input(Input::StopNotSent { pid: 999 });
     assert!(matches!(h.host.listener(), ListenerState::Stopping { .. }));
 }
+
+/// GitHub rate-limited the mint for ten minutes (the JIT endpoint's 429 with `Retry-After: 600`):
+/// the next fetch waits that long, not the 30 s backoff cap.
+#[test]
+fn a_mint_retry_never_comes_before_the_services_retry_after() {
+    let (mut h, fetch) = jit_in_service();
+    let limited =
+        ApiError::new(ApiErrorKind::Throttled, "GitHub rate limit").with_retry_after(Some(Duration::from_secs(600)));
+    h.reply(fetch, Err(limited));
+    h.advance(Duration::from_secs(599));
+    assert!(
+        !h.take().iter().any(|a| fetch_id(a).is_some()),
+        "retried before Retry-After"
+    );
+    h.advance(Duration::from_secs(1));
+    assert!(h.take().iter().any(|a| fetch_id(a).is_some()));
+}

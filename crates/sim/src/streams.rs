@@ -13,6 +13,7 @@ const ASG: u64 = 0x4153_4720; // "ASG "
 const ACCOUNT: u64 = 0x4143_4354; // "ACCT"
 const GITHUB: u64 = 0x4748_5542; // "GHUB"
 const GITHUB_EPISODES: u64 = 0x4748_4550; // "GHEP"
+const WEBHOOKS: u64 = 0x5748_4F4B; // "WHOK"
 const INSTANCE_FAULTS: u64 = 0x4641_4C54_0000_0000; // "FALT" << 32, plus the instance index
 /// The strategies' own stream (their timers and the cores' seeds).
 pub const CONTROLLERS: u64 = 0x4354_524C; // "CTRL"
@@ -49,6 +50,9 @@ pub struct Streams {
     pub github: Rng,
     /// GitHub rate-limit episodes (their own stream: the same schedule for every strategy).
     pub github_episodes: Rng,
+    /// Dropped `workflow_job` webhooks (demand scaling only). Their own stream: drawing them from
+    /// `account` shifted the demand strategy's throttling episodes away from the other strategies'.
+    pub webhooks: Rng,
 }
 
 impl Streams {
@@ -62,6 +66,7 @@ impl Streams {
             account: stream(seed, ACCOUNT),
             github: stream(seed, GITHUB),
             github_episodes: stream(seed, GITHUB_EPISODES),
+            webhooks: stream(seed, WEBHOOKS),
         }
     }
 }
@@ -75,10 +80,19 @@ mod tests {
         let a = Streams::new(1);
         let b = Streams::new(1);
         assert_eq!(a.api, b.api);
-        let mut firsts: Vec<u64> = [a.api, a.lat, a.dispatch, a.asg, a.account, a.github, a.github_episodes]
-            .into_iter()
-            .map(|mut r| r.next_u64())
-            .collect();
+        let mut firsts: Vec<u64> = [
+            a.api,
+            a.lat,
+            a.dispatch,
+            a.asg,
+            a.account,
+            a.github,
+            a.github_episodes,
+            a.webhooks,
+        ]
+        .into_iter()
+        .map(|mut r| r.next_u64())
+        .collect();
         firsts.push(instance_faults(1, 0).next_u64());
         firsts.push(instance_faults(1, 1).next_u64());
         let n = firsts.len();

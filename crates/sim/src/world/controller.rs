@@ -67,8 +67,8 @@ impl World {
             }
         }
         // GitHub. Rate limits: the client sleeps out a `Retry-After` within its budget, else fails
-        // and the agent is answered "throttled" (its core backs off, capped at 30 s: lifecycle-core
-        // `ApiError` carries no Retry-After, so a longer one is not honoured by the agent).
+        // and the agent is answered "throttled" with the wait as its Retry-After, which its core
+        // honours (no retry before it).
         let mut attempts = 0u32;
         let mut waited = Duration::ZERO;
         loop {
@@ -83,7 +83,8 @@ impl World {
                     return Err(ApiError::new(
                         ApiErrorKind::Throttled,
                         format!("controller: GitHub rate limit: retry in {} s", wait.as_secs()),
-                    ));
+                    )
+                    .with_retry_after(Some(wait)));
                 }
                 waited += wait;
                 *took += wait;

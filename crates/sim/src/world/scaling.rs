@@ -30,7 +30,7 @@ impl World {
         if self.cfg.scaling != Scaling::Demand || self.demand_eval_pending {
             return;
         }
-        if self.streams.account.chance(self.cfg.webhook_drop_rate) {
+        if self.streams.webhooks.chance(self.cfg.webhook_drop_rate) {
             self.metrics.webhooks_dropped += 1;
             return;
         }
