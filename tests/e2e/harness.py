@@ -199,6 +199,18 @@ class Host:
     def gone(self) -> bool:
         return self.described() is None
 
+    def status(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`runner-lifecycle status ARGS` against this host's agent."""
+        return subprocess.run([str(self.bin), "status", *args], env={**self.env, **env}, capture_output=True,
+                              text=True, timeout=20)
+
+    def status_json(self) -> dict[str, Any]:
+        """`status --json`: exactly one line of JSON, exit 0."""
+        r = self.status("--json")
+        assert r.returncode == 0, r
+        assert len(r.stdout.splitlines()) == 1, r.stdout
+        return json.loads(r.stdout)
+
     def hook(self, event: str, **env: str) -> subprocess.CompletedProcess[str]:
         """Run `runner-lifecycle hook <event>` the way the runner would (the listener's env)."""
         full = {**self.env, "RUNNER_LIFECYCLE_AWS_GROUP": self.group, **env}

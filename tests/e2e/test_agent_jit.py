@@ -13,8 +13,6 @@ take B: it stays queued for a host that serves.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -47,12 +45,6 @@ def jit_host(make_host: Callable[..., Host], agent_bin: Path, broker: Any, aws_e
             return host, ctl
 
         yield make
-
-
-def status_json(host: Host) -> dict[str, Any]:
-    r = subprocess.run([str(host.bin), "status", "--json"], env=host.env, capture_output=True, text=True, timeout=20)
-    assert r.returncode == 0, r
-    return json.loads(r.stdout)
 
 
 def mints(ctl: JitController) -> int:
@@ -175,7 +167,7 @@ def test_a_failing_mint_leaves_the_host_out_of_service_retrying_and_its_hook_is_
     wait_for(lambda: mints(ctl) >= 3, 60, "three mint attempts")
     # Out of service, healthy, and saying why.
     assert host.agent.running()
-    st = status_json(host)
+    st = host.status_json()
     assert st["listener"] == "down", st
     assert "just-in-time" in st["next_step"], st
     assert not broker.sessions()

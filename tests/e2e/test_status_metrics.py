@@ -24,15 +24,11 @@ HOOK_TIMEOUT_S = 3
 
 
 def status(host, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(host.bin), "status", *args], env={**host.env, **env}, capture_output=True,
-                          text=True, timeout=20)
+    return host.status(*args, **env)
 
 
 def status_json(host) -> dict:
-    r = status(host, "--json")
-    assert r.returncode == 0, r
-    assert len(r.stdout.splitlines()) == 1, r.stdout
-    return json.loads(r.stdout)
+    return host.status_json()
 
 
 def lines(text: str) -> dict[str, str]:

@@ -763,7 +763,8 @@ impl Agent {
                         Ok(ApiReply::Done)
                     }
                     Err(e) => {
-                        warn!(%id, took_ms, error = %e, "just-in-time config fetch failed; the listener waits for the retry");
+                        // Logged once, as the core's `api-failed` notice with its retry time.
+                        debug!(%id, took_ms, error = %e, "just-in-time config fetch failed");
                         Err(jit_error(&e))
                     }
                 };
@@ -855,6 +856,21 @@ impl Agent {
                 }
             }
         }
+        let Some(seen) = self.scan_workers() else { return };
+        if !seen.is_empty() {
+            // One scan, one decision: a worker's exit and the next one's start seen together must
+            // never look like an idle listener (issue 11: the next job was cancelled).
+            debug!(inputs = ?seen, "inputs of one /proc scan");
+            self.core.handle_inputs(seen, self.clock.now());
+        }
+    }
+
+    /// Read the listener's workers (one `/proc` scan with the listener's watcher), note what
+    /// changed since the last scan, and return it as the core's inputs (exits, then starts), not
+    /// yet fed. `None` when there is no listener or `/proc` cannot be read: then the last known
+    /// state stands (a drain must never SIGINT a busy listener because `/proc` could not be read).
+    fn scan_workers(&mut self) -> Option<Vec<Input>> {
+        let listener = self.listener?;
         let watcher = match &mut self.watcher {
             Some(w) if w.0 == listener.id.pid => &mut w.1,
             _ => {
@@ -867,17 +883,12 @@ impl Agent {
         let now: BTreeSet<ProcId> = match watcher.workers() {
             Ok(w) => w.into_iter().collect(),
             Err(e) => {
-                // Not "no worker": keep what was known (a drain must never SIGINT a busy listener
-                // because /proc could not be read).
                 self.proc_read_failed(&e);
-                return;
+                return None;
             }
         };
         if self.proc_failing_since.take().is_some() {
             info!("/proc reads work again");
-        }
-        if now == self.workers {
-            return;
         }
         let started: Vec<ProcId> = now.difference(&self.workers).copied().collect();
         let ended: Vec<ProcId> = self.workers.difference(&now).copied().collect();
@@ -891,35 +902,31 @@ impl Agent {
             info!(pid = w.pid, "Runner.Worker started: job assigned");
             seen.push(Input::WorkerStarted { pid: w.pid });
         }
-        // One scan, one decision: a worker's exit and the next one's start seen together must
-        // never look like an idle listener (issue 11: the next job was cancelled).
-        debug!(inputs = ?seen, "inputs of one /proc scan");
-        self.core.handle_inputs(seen, self.clock.now());
+        Some(seen)
     }
 
     /// The last look before SIGINT to an idle listener: a `Runner.Worker` that appeared since the
     /// last scan (up to `runner.worker_poll` ago) means a job was assigned in that instant. Then the
     /// stop is not sent, and the core hears why, with the worker, in one batch. `true` if so.
     fn worker_appeared(&mut self) -> bool {
-        let Some(listener) = self.listener else { return false };
-        let Ok(now) = procs::WorkerWatcher::new(listener.id.pid).workers() else {
+        let Some(pid) = self.listener.map(|l| l.id.pid) else {
             return false;
         };
-        let new: Vec<ProcId> = now.into_iter().filter(|w| !self.workers.contains(w)).collect();
-        if new.is_empty() {
+        let Some(mut seen) = self.scan_workers() else {
             return false;
-        }
-        let mut seen = vec![Input::StopNotSent { pid: listener.id.pid }];
-        for w in new {
+        };
+        let started = seen.iter().any(|i| matches!(i, Input::WorkerStarted { .. }));
+        if started {
             info!(
-                pid = w.pid,
-                "Runner.Worker started just before the stop: job assigned; not stopping the listener"
+                pid,
+                "a job was assigned just before the stop: not stopping the listener"
             );
-            self.workers.insert(w);
-            seen.push(Input::WorkerStarted { pid: w.pid });
+            seen.insert(0, Input::StopNotSent { pid });
         }
-        self.core.handle_inputs(seen, self.clock.now());
-        true
+        if !seen.is_empty() {
+            self.core.handle_inputs(seen, self.clock.now());
+        }
+        started
     }
 
     /// A `/proc` read failed: keep the last known worker state, and log once per failure streak.
