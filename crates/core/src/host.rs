@@ -183,8 +183,6 @@ pub struct Host {
     job_lost: bool,
     listener_ran_job: bool,
     relaunch_streak: u32,
-    /// The listener exited after its one job (one-job or JIT mode): the next start is `NextJob`.
-    relaunch_after_job: bool,
     /// Just-in-time mode: the driver holds an unused config for the next listener.
     jit_held: bool,
     jit: CallSlot,
@@ -242,7 +240,6 @@ impl Host {
             job_lost: false,
             listener_ran_job: false,
             relaunch_streak: 0,
-            relaunch_after_job: false,
             jit_held: false,
             jit: CallSlot::default(),
             drain: None,
@@ -800,10 +797,7 @@ impl Host {
             }
             // Its one job done, a JIT listener exits 0 and its registration is gone: the next one
             // starts as soon as its config is held (usually already, fetched while the job ran).
-            (ListenerMode::Jit, Some(0)) if self.listener_ran_job => {
-                self.relaunch_after_job = true;
-                Some(self.now)
-            }
+            (ListenerMode::Jit, Some(0)) if self.listener_ran_job => Some(self.now),
             (ListenerMode::Persistent | ListenerMode::OneJob, Some(0 | 1 | 5)) => None,
             // Any other exit, and in JIT mode also 1 (config refused) and 5 (session conflict): a
             // fresh config and a new listener after the relaunch delay, a bounded number of times.
@@ -1134,10 +1128,12 @@ impl Host {
         match self.listener.clone() {
             ListenerState::Down { relaunch_at: Some(at) } if at <= now && self.may_serve() && self.has_config() => {
                 self.jit_held = false;
-                let reason = if std::mem::take(&mut self.relaunch_after_job) {
-                    StartReason::NextJob
-                } else if self.relaunch_streak > 0 {
+                // A relaunch after a failed start counts in the streak; a JIT listener that ran its
+                // job exited 0 and reset the streak: its successor is the next job's listener.
+                let reason = if self.relaunch_streak > 0 {
                     StartReason::Relaunch
+                } else if self.listener_ran_job {
+                    StartReason::NextJob
                 } else {
                     StartReason::Serving
                 };
