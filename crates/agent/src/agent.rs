@@ -984,6 +984,10 @@ impl Agent {
                 let asg = self.asg.clone();
                 self.call(id, Call::Complete, async move { asg.complete(result).await });
             }
+            Action::ReleaseRunner { id } => {
+                info!(action = "release-runner", %id, "asking the controller to remove this host's registration before the stop");
+                self.release_runner(id);
+            }
             Action::FetchJitConfig { id, reason } => {
                 info!(action = "fetch-jit-config", %id, reason = %reason, "fetching a just-in-time runner config");
                 self.fetch_jit_config(id);
@@ -1030,6 +1034,13 @@ impl Agent {
                 took: started.elapsed(),
             });
         });
+    }
+
+    /// Release the current listener's JIT registration (the controller deletes it at GitHub, which
+    /// refuses if a job is assigned). Its answer goes to the core as `ApiReply::Released`.
+    fn release_runner(&self, id: RequestId) {
+        let result = Err(ApiError::new(ApiErrorKind::Other, "release not available"));
+        self.call(id, Call::ReleaseRunner, async move { result });
     }
 
     fn call<F>(&self, id: RequestId, call: Call, fut: F)
@@ -1306,6 +1317,17 @@ fn log_notice(notice: &Notice) {
         Notice::NotInGroup => info!(
             notice = "not-in-group",
             "instance is in no Auto Scaling group: serving without protection or hooks"
+        ),
+        Notice::StopHeld { reason, for_ms } => info!(
+            notice = "stop-held",
+            reason = %reason,
+            for_ms,
+            "holding the stop of the idle listener: a job may be landing on it"
+        ),
+        Notice::RunnerReleased { outcome } => info!(
+            notice = "runner-released",
+            outcome = %outcome,
+            "the controller answered the release of this host's registration"
         ),
     }
 }

@@ -7,8 +7,8 @@
 use crate::duration::relative;
 use crate::status_wire::{self as wire, Status};
 use lifecycle_core::{
-    AfterStop, Call, CallProgress, DescribeReason, DescribeStep, DescribeWhen, DrainCause, HeartbeatWhen, HookPhase,
-    JobProtection, ListenerState, NextStep, Snapshot, Step, Time,
+    AfterStop, Call, CallProgress, DescribeReason, DescribeStep, DescribeWhen, DrainCause, HeartbeatWhen, HoldReason,
+    HookPhase, JobProtection, ListenerState, NextStep, Snapshot, Step, Time,
 };
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ fn api_name(call: Call) -> &'static str {
         Call::Heartbeat => "RecordLifecycleActionHeartbeat",
         Call::Complete => "CompleteLifecycleAction",
         Call::MintJitConfig => "the controller's JIT config endpoint",
+        Call::ReleaseRunner => "the controller's runner release endpoint",
     }
 }
 
@@ -288,6 +289,21 @@ fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
                 ));
             }
             text
+        }
+        Step::HoldStop { reason, until, then } => {
+            let why = match reason {
+                HoldReason::JobMessage => "its perf log shows a job message whose Runner.Worker has not started",
+                HoldReason::RegistrationBusy => "GitHub refused to remove its registration: a job is assigned",
+                HoldReason::RegistrationNotFound => {
+                    "GitHub no longer knows its registration: a job may have taken it"
+                }
+                HoldReason::WatchAfterRelease => {
+                    "its registration was removed; watching for a job message already on its way"
+                }
+                HoldReason::Releasing => "asking the controller to remove its registration first",
+            };
+            let until = until.map_or(String::new(), |t| format!(" (until {} at the latest)", rel(t)));
+            format!("holding the stop of the idle listener: {why}{until}{}", then_text(then))
         }
         Step::StopIdleListener { then } => format!("stopping the idle listener{}", then_text(then)),
         Step::WaitStartThenStop { then } => {

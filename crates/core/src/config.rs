@@ -95,6 +95,59 @@ pub struct CoreConfig {
     /// `runner.worker_poll`, at least 1 s).
     #[serde(default = "default_hook_grace")]
     pub hook_grace: Duration,
+    /// How the stop of an idle listener guards the handover from a job message to `Runner.Worker`.
+    #[serde(default)]
+    pub handover: HandoverConfig,
+}
+
+/// The guards of the handover window: between the job message reaching the listener and
+/// `Runner.Worker` spawning, the listener acknowledges, acquires and renews the job, and SIGINT in
+/// that window loses the job (shared/docs/handover-window.md sections 1.2, 1.3, 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HandoverConfig {
+    /// Hold the stop while the listener's perf log shows a job message without a worker (the
+    /// latch; the driver starts each listener with `RUNNER_PERFLOG` and feeds
+    /// [`Input::JobMessageReceived`](crate::Input)).
+    pub latch: bool,
+    /// Just-in-time mode: ask the controller to delete the listener's registration before the stop,
+    /// and hold the stop when GitHub refuses (busy) or no longer knows it (not found).
+    pub release: bool,
+    /// The longest a job message, or a refused release, holds the stop without a worker. It covers
+    /// the listener's acknowledge (5 s timeout, Runner.cs:691-710) and `acquirejob` with up to 5
+    /// attempts 5-15 s apart (RunServer.cs:63-72): at most 5 s + 4 x 15 s + five round trips, about
+    /// 70 s, so 120 s leaves room for the first renewal and the worker's spawn. A skipped message
+    /// (404/409/422 on acquire: the job went to another runner) never produces a worker, so this is
+    /// also what a forged perf line can cost: one drain delayed by at most this, once per line
+    /// streak.
+    pub bound: Duration,
+    /// After GitHub deleted the registration, how long to keep watching for a message that was
+    /// already in transit before the stop (handover-window.md section 6 step 4: a few seconds
+    /// cover the broker's long-poll return; the simulated transit is at most 1.5 s).
+    pub release_watch: Duration,
+}
+
+impl Default for HandoverConfig {
+    fn default() -> Self {
+        HandoverConfig {
+            latch: true,
+            release: true,
+            bound: Duration::from_secs(120),
+            release_watch: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HandoverConfig {
+    /// No guard at all: the stop goes out the moment the listener looks idle (the design before the
+    /// handover issue; the simulation runs it to show the loss these guards prevent).
+    pub fn off() -> Self {
+        HandoverConfig {
+            latch: false,
+            release: false,
+            ..HandoverConfig::default()
+        }
+    }
 }
 
 fn default_hook_grace() -> Duration {
@@ -121,6 +174,7 @@ impl Default for CoreConfig {
             relaunch_delay: Duration::from_secs(5),
             relaunch_limit: 10,
             hook_grace: default_hook_grace(),
+            handover: HandoverConfig::default(),
         }
     }
 }

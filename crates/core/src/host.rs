@@ -10,8 +10,9 @@
 use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
 use crate::config::{CoreConfig, ListenerMode};
 use crate::io::{
-    Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, FetchReason, HeartbeatReason, Input,
-    JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason, StopReason,
+    Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, FetchReason, HeartbeatReason,
+    HoldReason, Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, Release, RequestId, StartReason,
+    StopReason,
 };
 use crate::rng::Rng;
 use crate::step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
@@ -77,6 +78,46 @@ impl CallSlot {
     fn ready(&self, now: Time) -> bool {
         self.inflight.is_none() && self.not_before.is_none_or(|t| t <= now)
     }
+}
+
+/// The handover guard of one listener incarnation (shared/docs/handover-window.md section 6): the
+/// perf-log latch and the release of its registration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Handover {
+    /// The first job message not yet followed by a worker. The first, not the newest: a streak of
+    /// forged lines holds a stop no longer than one genuine message.
+    message_at: Option<Time>,
+    /// A hold by a job message ran out during this drain: later lines of this listener are
+    /// ignored, so a forger delays a drain by at most one bound.
+    latch_spent: bool,
+    /// Where the release of this incarnation's registration stands.
+    release: ReleaseState,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum ReleaseState {
+    /// Not asked (yet).
+    #[default]
+    NotAsked,
+    /// Asked; the answer is awaited.
+    Asked(RequestId),
+    /// Deleted: watch for a message already in transit until then, then stop.
+    Removed { watch_until: Time },
+    /// Refused or not found: a job may be landing; wait for its worker until then.
+    Landing { reason: HoldReason, until: Time },
+    /// The controller could not be asked: fall back to the latch and the last look.
+    Failed,
+}
+
+/// Whether an idle listener of a draining host may be signalled now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopGate {
+    /// Not yet: a job may be landing.
+    Hold { reason: HoldReason, until: Option<Time> },
+    /// Ask GitHub first (release the registration).
+    Release,
+    /// Yes.
+    Stop,
 }
 
 /// A `job-started` hook report that no `Runner.Worker` has backed yet, and what it changed, so that
@@ -148,6 +189,8 @@ pub struct Snapshot {
     pub not_in_group: bool,
     /// Just-in-time mode: whether a fresh config is held for the next listener (`None` in other modes).
     pub jit_config_held: Option<bool>,
+    /// When the listener's perf log showed a job message that has no worker yet.
+    pub job_message_at: Option<Time>,
 }
 
 /// The decision core for one host.
@@ -186,6 +229,9 @@ pub struct Host {
     /// Just-in-time mode: the driver holds an unused config for the next listener.
     jit_held: bool,
     jit: CallSlot,
+    /// The current listener's handover guard.
+    handover: Handover,
+    release: CallSlot,
 
     // Drain.
     drain: Option<DrainCause>,
@@ -242,6 +288,8 @@ impl Host {
             relaunch_streak: 0,
             jit_held: false,
             jit: CallSlot::default(),
+            handover: Handover::default(),
+            release: CallSlot::default(),
             drain: None,
             force_at: None,
             forced: false,
@@ -339,6 +387,8 @@ impl Host {
                 }
                 self.workers.insert(pid);
                 self.listener_ran_job = true;
+                // The message it carried out is landed: the latch has done its work.
+                self.handover.message_at = None;
                 // A worker backs any open report, and restores trust in the next ones.
                 self.hook_claim = None;
                 self.hooks_distrusted = false;
@@ -356,6 +406,7 @@ impl Host {
                     self.listener = ListenerState::Running { pid, since: self.now };
                 }
             }
+            Input::JobMessageReceived => self.on_job_message(),
             Input::JobStartedHook => self.on_job_started_hook(),
             Input::JobCompletedHook => {
                 self.hook_job_open = false;
@@ -419,13 +470,17 @@ impl Host {
                 .heartbeat_pending()
                 .map(|global_deadline| global_deadline - self.cfg.global_timeout_warning),
             Timer::HookClaimExpiry => self.hook_claim.map(|c| c.drop_at),
+            Timer::HandoverHold => match self.idle_stop_gate() {
+                Some(StopGate::Hold { until, .. }) => until,
+                _ => self.handover.message_at.map(|t| t + self.cfg.handover.bound),
+            },
         }
     }
 
     /// The lifecycle action's global deadline while it waits on a running job (heartbeats due).
     fn heartbeat_pending(&self) -> Option<Time> {
         match self.hook {
-            HookPhase::Pending { global_deadline, .. } if self.job_alive => Some(global_deadline),
+            HookPhase::Pending { global_deadline, .. } if self.job_alive || self.stop_held() => Some(global_deadline),
             _ => None,
         }
     }
@@ -500,6 +555,7 @@ impl Host {
             exited: self.exited,
             not_in_group: self.not_in_group,
             jit_config_held: (self.cfg.listener_mode == ListenerMode::Jit).then_some(self.jit_held),
+            job_message_at: self.handover.message_at,
         }
     }
 
@@ -621,7 +677,15 @@ impl Host {
             });
         }
         Some(match self.listener {
-            ListenerState::Running { .. } => Step::StopIdleListener { then },
+            ListenerState::Running { .. } => match self.idle_stop_gate() {
+                Some(StopGate::Hold { reason, until }) => Step::HoldStop { reason, until, then },
+                Some(StopGate::Release) => Step::HoldStop {
+                    reason: HoldReason::Releasing,
+                    until: None,
+                    then,
+                },
+                _ => Step::StopIdleListener { then },
+            },
             ListenerState::Starting => Step::WaitStartThenStop { then },
             ListenerState::Stopping { kill_at: None, .. } => Step::ListenerKilled { then },
             ListenerState::Stopping {
@@ -756,6 +820,7 @@ impl Host {
             _ => {
                 self.listener = ListenerState::Running { pid, since: self.now };
                 self.listener_ran_job = false;
+                self.handover = Handover::default();
             }
         }
     }
@@ -775,6 +840,7 @@ impl Host {
         self.workers.clear();
         self.hook_job_open = false;
         self.hook_claim = None;
+        self.handover = Handover::default();
 
         if matches!(was, ListenerState::Stopping { .. }) || self.drain.is_some() {
             return; // we stopped it, or we are draining: it stays down.
@@ -821,6 +887,80 @@ impl Host {
             Call::Heartbeat => self.on_heartbeat_result(result),
             Call::Complete => self.on_complete_result(result),
             Call::MintJitConfig => self.on_jit_result(result),
+            Call::ReleaseRunner => self.on_release_result(id, result),
+        }
+    }
+
+    /// The controller's answer to the release of the listener's registration.
+    fn on_release_result(&mut self, id: RequestId, result: Result<ApiReply, ApiError>) {
+        self.release.inflight = None;
+        // Meant for a listener that has gone since: nothing to do.
+        if self.handover.release != ReleaseState::Asked(id) {
+            return;
+        }
+        let bound = self.cfg.handover.bound;
+        self.handover.release = match result {
+            Ok(ApiReply::Released(outcome)) => {
+                self.notify(Notice::RunnerReleased { outcome });
+                let landing = |reason| ReleaseState::Landing {
+                    reason,
+                    until: self.now + bound,
+                };
+                match outcome {
+                    Release::Removed => ReleaseState::Removed {
+                        watch_until: self.now + self.cfg.handover.release_watch,
+                    },
+                    Release::Busy => landing(HoldReason::RegistrationBusy),
+                    Release::NotFound => landing(HoldReason::RegistrationNotFound),
+                }
+            }
+            Ok(_) => {
+                self.release_failed(unexpected_reply());
+                ReleaseState::Failed
+            }
+            Err(e) => {
+                self.release_failed(e);
+                ReleaseState::Failed
+            }
+        };
+        if let ReleaseState::Landing { reason, .. } = self.handover.release {
+            self.notify_hold(reason, bound);
+        }
+    }
+
+    /// A release that could not be made is not retried: the drain falls back to the perf-log latch
+    /// and the last look (the design before the release), rather than wait on an outage.
+    fn release_failed(&mut self, error: ApiError) {
+        self.last_error = Some(error.to_string());
+        self.last_error_at = Some(self.now);
+        self.notify(Notice::ApiFailed {
+            call: Call::ReleaseRunner,
+            error,
+            retry_in_ms: 0,
+        });
+    }
+
+    fn notify_hold(&mut self, reason: HoldReason, for_: Duration) {
+        let for_ms = u64::try_from(for_.as_millis()).unwrap_or(u64::MAX);
+        self.notify(Notice::StopHeld { reason, for_ms });
+    }
+
+    /// A job message reached the listener (its perf log). It only ever holds a stop, and only the
+    /// first line of a streak counts.
+    fn on_job_message(&mut self) {
+        let listening = matches!(
+            self.listener,
+            ListenerState::Running { .. } | ListenerState::Starting
+        );
+        if !listening || !self.cfg.handover.latch || self.handover.message_at.is_some() {
+            return;
+        }
+        if self.drain.is_some() && self.handover.latch_spent {
+            return;
+        }
+        self.handover.message_at = Some(self.now);
+        if self.drain.is_some() && !self.job_alive {
+            self.notify_hold(HoldReason::JobMessage, self.cfg.handover.bound);
         }
     }
 
@@ -839,7 +979,7 @@ impl Host {
         self.describe.inflight = None;
         let described = match result {
             Ok(ApiReply::Described(d)) => d,
-            Ok(ApiReply::Done) => return self.retry_later(Call::Describe, unexpected_reply()),
+            Ok(ApiReply::Done | ApiReply::Released(_)) => return self.retry_later(Call::Describe, unexpected_reply()),
             Err(e) => return self.retry_later(Call::Describe, e),
         };
         self.describe.failures = 0;
@@ -1000,6 +1140,7 @@ impl Host {
             Call::Heartbeat => &self.heartbeat,
             Call::Complete => &self.complete,
             Call::MintJitConfig => &self.jit,
+            Call::ReleaseRunner => &self.release,
         }
     }
 
@@ -1010,6 +1151,7 @@ impl Host {
             Call::Heartbeat => &mut self.heartbeat,
             Call::Complete => &mut self.complete,
             Call::MintJitConfig => &mut self.jit,
+            Call::ReleaseRunner => &mut self.release,
         }
     }
 
@@ -1024,6 +1166,7 @@ impl Host {
             self.drop_claim(claim);
         }
         self.track_job_edges();
+        self.expire_job_message();
         if let Some(idle_since) = self.restore_idle_since.take() {
             if !self.job_alive {
                 self.job_edge_at = idle_since;
@@ -1035,6 +1178,24 @@ impl Host {
         self.decide_protection();
         self.decide_hook();
         self.decide_exit();
+    }
+
+    /// A job message that produced no worker within the bound is forgotten. During a drain of an
+    /// idle listener that is the latch running out: the stop goes ahead, the job (if it was this
+    /// listener's) is counted, and later lines are ignored for the rest of the drain.
+    fn expire_job_message(&mut self) {
+        let Some(at) = self.handover.message_at else { return };
+        if self.now < at + self.cfg.handover.bound {
+            return;
+        }
+        self.handover.message_at = None;
+        let stopping_idle = self.drain.is_some() && !self.job_alive && matches!(self.listener, ListenerState::Running { .. });
+        if stopping_idle {
+            self.handover.latch_spent = true;
+            self.notify(Notice::JobLost {
+                cause: JobLoss::HandoverTimeout,
+            });
+        }
     }
 
     fn track_job_edges(&mut self) {
@@ -1145,7 +1306,19 @@ impl Host {
                 // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
                 // listener is signalled, unless the stop is forced.
                 if !self.job_alive {
-                    self.signal_stop(pid, false, Self::stop_reason(cause));
+                    match self.idle_stop_gate() {
+                        Some(StopGate::Stop) | None => {
+                            // GitHub said a job is landing, and none came within the bound.
+                            if !self.forced && matches!(self.handover.release, ReleaseState::Landing { .. }) {
+                                self.notify(Notice::JobLost {
+                                    cause: JobLoss::HandoverTimeout,
+                                });
+                            }
+                            self.signal_stop(pid, false, Self::stop_reason(cause));
+                        }
+                        Some(StopGate::Release) => self.ask_release(),
+                        Some(StopGate::Hold { .. }) => {}
+                    }
                 } else if self.forced {
                     self.notify(Notice::ForcingStopWithJob);
                     self.job_lost(JobLoss::ForcedStop);
@@ -1183,6 +1356,64 @@ impl Host {
             }
             _ => {}
         }
+    }
+
+    /// Whether the idle, running listener of a draining host may be signalled now (`None` when that
+    /// is not the situation). The one statement of the handover rule (handover-window.md section 6):
+    /// a job message without its worker holds the stop (the latch); then, for a JIT registration,
+    /// GitHub is asked to delete it, and a refusal or a "not found" holds the stop for the worker,
+    /// a deletion for a short watch. Every hold is bounded; a forced stop skips them all.
+    fn idle_stop_gate(&self) -> Option<StopGate> {
+        let idle_running = self.drain.is_some() && !self.job_alive && matches!(self.listener, ListenerState::Running { .. });
+        if !idle_running {
+            return None;
+        }
+        if self.forced {
+            return Some(StopGate::Stop);
+        }
+        let guard = &self.cfg.handover;
+        if let Some(at) = self.handover.message_at {
+            return Some(StopGate::Hold {
+                reason: HoldReason::JobMessage,
+                until: Some(at + guard.bound),
+            });
+        }
+        let hold = |reason, until: Time| {
+            if self.now < until {
+                StopGate::Hold {
+                    reason,
+                    until: Some(until),
+                }
+            } else {
+                StopGate::Stop
+            }
+        };
+        Some(match self.handover.release {
+            ReleaseState::Asked(_) => StopGate::Hold {
+                reason: HoldReason::Releasing,
+                until: None,
+            },
+            ReleaseState::Removed { watch_until } => hold(HoldReason::WatchAfterRelease, watch_until),
+            ReleaseState::Landing { reason, until } => hold(reason, until),
+            ReleaseState::NotAsked if guard.release && self.cfg.listener_mode == ListenerMode::Jit => StopGate::Release,
+            ReleaseState::NotAsked | ReleaseState::Failed => StopGate::Stop,
+        })
+    }
+
+    /// Whether the stop of an idle listener is being held (heartbeats keep the hook alive meanwhile:
+    /// a hold may outlast a 30 s HeartbeatTimeout).
+    fn stop_held(&self) -> bool {
+        matches!(self.idle_stop_gate(), Some(StopGate::Hold { .. }))
+    }
+
+    fn ask_release(&mut self) {
+        if !self.release.ready(self.now) {
+            return;
+        }
+        let id = self.request(Call::ReleaseRunner);
+        self.release.inflight = Some(id);
+        self.handover.release = ReleaseState::Asked(id);
+        self.push(Action::ReleaseRunner { id });
     }
 
     /// Whether the next listener can start: always, except in JIT mode without a config held.
@@ -1251,7 +1482,7 @@ impl Host {
         let HookPhase::Pending { global_deadline, .. } = self.hook else {
             return;
         };
-        if self.job_alive {
+        if self.job_alive || self.stop_held() {
             if !self.warned_global && self.now + self.cfg.global_timeout_warning >= global_deadline {
                 self.warned_global = true;
                 let remaining_ms = u64::try_from(global_deadline.since(self.now).as_millis()).unwrap_or(u64::MAX);

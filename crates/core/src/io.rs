@@ -53,6 +53,14 @@ pub enum Input {
         /// The listener's pid.
         pid: u32,
     },
+    /// The listener's perf log (`$RUNNER_PERFLOG/Runner.perf`) gained a
+    /// `MessageReceived_RunnerJobRequest` line: a job message reached this listener, and its
+    /// acknowledge, acquire and first renewal are under way before `Runner.Worker` spawns
+    /// (actions/runner src/Runner.Listener/Runner.cs:606-607, the first thing it does with the
+    /// message; shared/docs/handover-window.md section 1.2). The file is writable by the runner's
+    /// user, so this is a hint: it holds a stop for at most
+    /// [`HandoverConfig::bound`](crate::HandoverConfig), never protects a host, never keeps one.
+    JobMessageReceived,
     /// The job-started hook reported in.
     JobStartedHook,
     /// The job-completed hook reported in.
@@ -75,6 +83,24 @@ pub enum ApiReply {
     Done,
     /// `DescribeAutoScalingInstances` answered: the instance, or `None` if it is in no group.
     Described(Option<DescribedInstance>),
+    /// The controller answered a release of this listener's registration.
+    Released(Release),
+}
+
+/// What GitHub said when asked to remove the listener's registration before its stop
+/// ([`Action::ReleaseRunner`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Release {
+    /// Deleted: from now on GitHub assigns it nothing (a message already in transit may still
+    /// arrive: the core watches for it for [`HandoverConfig::release_watch`](crate::HandoverConfig)).
+    Removed,
+    /// Refused because the runner has a job (REST 422; the Actions service refuses once a job is
+    /// *assigned*): a job is landing.
+    Busy,
+    /// Not found. For a JIT registration an assignment may consume it (actions/runner#4617,
+    /// handover-window.md section 1.4), so this means "a job may be landing" too, not success.
+    NotFound,
 }
 
 /// One instance as `DescribeAutoScalingInstances` reports it.
@@ -162,6 +188,15 @@ pub enum Action {
         id: RequestId,
         /// Why.
         reason: FetchReason,
+    },
+    /// Ask the controller to delete this listener's (JIT) registration before it is stopped, so that
+    /// GitHub, which knows whether a job is assigned, arbitrates the stop. Answer with
+    /// `Input::ApiResult` carrying this id: `Ok(ApiReply::Released(..))`, or an error when the
+    /// controller or GitHub cannot be reached (the core then falls back to the perf-log latch and
+    /// the last look).
+    ReleaseRunner {
+        /// The request id.
+        id: RequestId,
     },
     /// Something worth a log line or a metric; no side effect.
     Notify(Notice),
@@ -328,6 +363,34 @@ pub enum Notice {
     /// [`CoreConfig::hook_grace`](crate::CoreConfig::hook_grace): its claim of a job is dropped (the
     /// report did not come from a job of this listener).
     HookClaimDropped,
+    /// The stop of an idle listener on a draining host is held: a job may be landing on it.
+    StopHeld {
+        /// Why.
+        reason: HoldReason,
+        /// How long at most, from now.
+        for_ms: u64,
+    },
+    /// The controller answered the release of the listener's registration.
+    RunnerReleased {
+        /// What GitHub said.
+        outcome: Release,
+    },
+}
+
+/// Why the stop of an idle listener is held (shared/docs/handover-window.md section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HoldReason {
+    /// The perf log shows a job message whose worker has not appeared (the latch).
+    JobMessage,
+    /// GitHub refused to delete the registration: a job is assigned to it.
+    RegistrationBusy,
+    /// GitHub no longer knows the registration: an assignment may have consumed it.
+    RegistrationNotFound,
+    /// The registration was deleted; a message already in transit may still arrive.
+    WatchAfterRelease,
+    /// The release is being asked.
+    Releasing,
 }
 
 /// How a job was lost.
@@ -340,6 +403,11 @@ pub enum JobLoss {
     ListenerDied,
     /// A forced stop (second stop request or the stop deadline) cancelled the job.
     ForcedStop,
+    /// A job message (or a registration GitHub would not release) produced no `Runner.Worker`
+    /// within [`HandoverConfig::bound`](crate::HandoverConfig): the listener is stopped anyway. Its
+    /// job may be lost, or may never have been this listener's (a message the listener skips because
+    /// another runner acquired the job, Runner.cs:737-745, or a forged perf line).
+    HandoverTimeout,
 }
 
 /// How termination was detected.
@@ -383,6 +451,9 @@ pub enum Call {
     /// The controller's just-in-time config endpoint (not Auto Scaling, but the same one-in-flight,
     /// backed-off discipline).
     MintJitConfig,
+    /// The controller's release of this host's JIT registration (never retried: a failure falls
+    /// back to the latch and the last look).
+    ReleaseRunner,
 }
 
 wire_names! {
@@ -427,6 +498,7 @@ wire_names! {
         Heartbeat => "heartbeat",
         Complete => "complete",
         MintJitConfig => "mint-jit-config",
+        ReleaseRunner => "release-runner",
     }
     DrainCause {
         Terminating => "terminating",
@@ -434,6 +506,14 @@ wire_names! {
         SpotInterruption => "spot-interruption",
         Rebalance => "rebalance",
     }
+    HoldReason {
+        JobMessage => "job-message",
+        RegistrationBusy => "registration-busy",
+        RegistrationNotFound => "registration-not-found",
+        WatchAfterRelease => "watch-after-release",
+        Releasing => "releasing",
+    }
+    Release { Removed => "removed", Busy => "busy", NotFound => "not-found" }
     Detection { Imds => "imds", ProtectionRefused => "protection-refused", Describe => "describe" }
-    JobLoss { StopWindow => "stop-window", ListenerDied => "listener-died", ForcedStop => "forced-stop" }
+    JobLoss { StopWindow => "stop-window", ListenerDied => "listener-died", ForcedStop => "forced-stop", HandoverTimeout => "handover-timeout" }
 }

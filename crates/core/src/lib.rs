@@ -45,12 +45,12 @@ pub mod time;
 pub mod timer;
 
 pub use aws::{ApiError, ApiErrorKind, AsgState, TargetState};
-pub use config::{CoreConfig, HookConfig, ListenerMode};
+pub use config::{CoreConfig, HandoverConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{
     Action, ApiReply, Call, CompleteReason, DescribeReason, DescribedInstance, Detection, DrainCause, FetchReason,
-    HeartbeatReason, Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, RequestId, StartReason,
-    StopReason,
+    HeartbeatReason, HoldReason, Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, Release, RequestId,
+    StartReason, StopReason,
 };
 pub use rng::Rng;
 pub use startup::{

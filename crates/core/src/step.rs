@@ -1,6 +1,6 @@
 //! What the core will do next, typed: the shells word it (`status`), they never work it out.
 
-use crate::io::{DescribeReason, DrainCause};
+use crate::io::{DescribeReason, DrainCause, HoldReason};
 use crate::time::Time;
 use serde::Serialize;
 
@@ -124,6 +124,17 @@ pub enum Step {
         force_at: Option<Time>,
     },
     /// Draining: SIGINT to the idle listener.
+    /// Draining, idle: the stop of the listener is held because a job may be landing on it
+    /// (`reason`), until `until` at the latest.
+    HoldStop {
+        /// Why.
+        reason: HoldReason,
+        /// The latest the hold lasts (`None` while the release call is in flight: its answer or
+        /// its timeout ends it).
+        until: Option<Time>,
+        /// What follows the stop.
+        then: AfterStop,
+    },
     StopIdleListener {
         /// What follows.
         then: AfterStop,

@@ -1202,7 +1202,7 @@ fn every_timer_has_one_wire_name() {
     }
     assert_eq!(DrainCause::StopRequested.name(), "stop-requested");
     assert_eq!(Call::SetProtection.to_string(), "set-protection");
-    assert_eq!(JobLoss::ALL.len(), 3);
+    assert_eq!(JobLoss::ALL.len(), 4);
 }
 
 #[test]
@@ -1631,4 +1631,221 @@ fn a_mint_retry_never_comes_before_the_services_retry_after() {
     );
     h.advance(Duration::from_secs(1));
     assert!(h.take().iter().any(|a| fetch_id(a).is_some()));
+}
+
+// ----- the handover: perf-log latch and release (shared/docs/handover-window.md section 6) -----
+
+/// A JIT host serving with its listener running (pid 100), idle, actions cleared.
+fn jit_serving() -> Harness {
+    let (mut h, fetch) = jit_in_service();
+    h.reply(fetch, Ok(ApiReply::Done));
+    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.take();
+    h
+}
+
+/// Scale-in noticed (IMDS) and confirmed: every action of both steps.
+fn terminate(h: &mut Harness) -> Vec<Action> {
+    h.input(Input::TargetState(TargetState::Terminated));
+    let mut acts = h.take();
+    let id = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Describe { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("a describe");
+    h.reply(id, described("Terminating:Wait", false));
+    acts.extend(h.take());
+    acts
+}
+
+fn release_id(a: &Action) -> Option<RequestId> {
+    match a {
+        Action::ReleaseRunner { id } => Some(*id),
+        _ => None,
+    }
+}
+
+fn held(h: &Harness) -> Option<HoldReason> {
+    match h.host.next_step().step {
+        Some(Step::HoldStop { reason, .. }) => Some(reason),
+        _ => None,
+    }
+}
+
+/// Window W1/W2: the job message reached the listener (its perf line) and it is acknowledging and
+/// acquiring when the scale-in is noticed. SIGINT now would lose the job (Runner.cs:747-757,
+/// JobDispatcher.cs:1124-1127); the latch holds the stop until the worker comes, and the job runs
+/// under the hook. With the latch off, the same sequence signals the listener at once.
+#[test]
+fn a_job_message_without_its_worker_holds_the_stop_until_the_worker_comes() {
+    for latch in [true, false] {
+        let cfg = CoreConfig {
+            handover: HandoverConfig { latch, ..HandoverConfig::off() },
+            ..hooked()
+        };
+        let mut h = Harness::serving(cfg);
+        h.input(Input::JobMessageReceived);
+        assert!(h.effects().is_empty(), "a job message alone does nothing on a serving host");
+        let acts = terminate(&mut h);
+        if !latch {
+            assert!(acts.iter().any(is_stop), "{acts:?}");
+            continue;
+        }
+        assert!(!acts.iter().any(is_stop), "{acts:?}");
+        assert_eq!(held(&h), Some(HoldReason::JobMessage));
+        assert!(h.host.timer(Timer::HandoverHold).is_some());
+        h.advance(Duration::from_secs(3));
+        assert!(!h.take().iter().any(is_stop));
+        h.input(Input::WorkerStarted { pid: 7 });
+        assert!(lost(&h.take()).is_empty());
+        assert!(h.host.job_alive());
+        h.input(Input::WorkerExited { pid: 7 });
+        assert!(h.take().iter().any(is_stop));
+    }
+}
+
+/// A message that never produces a worker (another runner acquired the job, Runner.cs:737-745, or
+/// the line was forged by the job's user) holds the stop for the bound and no longer: then the stop
+/// goes out and the hold is reported. Further lines during the drain, one every ten seconds, are
+/// ignored: a forger delays a drain by one bound at most.
+#[test]
+fn a_job_message_holds_a_stop_for_the_bound_at_most_whatever_follows() {
+    let mut h = Harness::serving(hooked());
+    // Signalled at once: nothing was landing. Take it back as the last look would, with a line.
+    assert!(terminate(&mut h).iter().any(is_stop));
+    h.host
+        .handle_inputs([Input::StopNotSent { pid: 100 }, Input::JobMessageReceived], h.now);
+    h.drain();
+    assert!(!h.take().iter().any(is_stop));
+    let bound = HandoverConfig::default().bound;
+    for _ in 0..11 {
+        h.advance(Duration::from_secs(10));
+        h.input(Input::JobMessageReceived);
+        assert!(!h.take().iter().any(is_stop), "held before the bound");
+    }
+    h.advance(bound - Duration::from_secs(110));
+    let acts = h.take();
+    assert!(acts.iter().any(is_stop), "{acts:?}");
+    assert_eq!(lost(&acts), vec![JobLoss::HandoverTimeout]);
+    // And once signalled, a later line changes nothing.
+    h.input(Input::JobMessageReceived);
+    assert!(h.effects().is_empty());
+}
+
+/// A perf line is a hint: it never protects a host, and an idle host's protection is cleared on
+/// schedule whatever lines come.
+#[test]
+fn a_job_message_never_protects_nor_keeps_a_host_protected() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::JobStartedHook);
+    h.input(Input::WorkerStarted { pid: 5 });
+    let id = h.find(|a| protect_id(a, true)).expect("protects for a real job");
+    h.reply(id, Ok(ApiReply::Done));
+    h.input(Input::WorkerExited { pid: 5 });
+    h.take();
+    for _ in 0..10 {
+        h.input(Input::JobMessageReceived);
+        h.advance(Duration::from_secs(4));
+    }
+    let acts = h.take();
+    assert!(!acts.iter().any(|a| protect_id(a, true).is_some()), "{acts:?}");
+    assert!(acts.iter().any(|a| protect_id(a, false).is_some()), "{acts:?}");
+}
+
+/// JIT: before the stop, GitHub is asked to delete the registration. Deleted: a short watch for a
+/// message already in transit, then the stop.
+#[test]
+fn a_released_jit_registration_is_watched_briefly_then_stopped() {
+    let mut h = jit_serving();
+    let acts = terminate(&mut h);
+    assert!(!acts.iter().any(is_stop), "{acts:?}");
+    let id = acts.iter().find_map(release_id).expect("release asked");
+    assert_eq!(held(&h), Some(HoldReason::Releasing));
+    h.reply(id, Ok(ApiReply::Released(Release::Removed)));
+    assert_eq!(held(&h), Some(HoldReason::WatchAfterRelease));
+    h.advance(HandoverConfig::default().release_watch - Duration::from_millis(1));
+    assert!(!h.take().iter().any(is_stop));
+    h.advance(Duration::from_millis(1));
+    let acts = h.take();
+    assert!(acts.iter().any(is_stop), "{acts:?}");
+    assert!(lost(&acts).is_empty());
+}
+
+/// GitHub refuses (busy: a job is assigned) or no longer knows the JIT registration (an assignment
+/// consumed it): a job is landing. The stop waits for the worker; the job runs under the hook. If no
+/// worker comes within the bound, the stop goes out and the loss is reported.
+#[test]
+fn a_refused_or_missing_release_holds_the_stop_for_the_worker() {
+    for outcome in [Release::Busy, Release::NotFound] {
+        let mut h = jit_serving();
+        let id = terminate(&mut h).iter().find_map(release_id).expect("release asked");
+        h.reply(id, Ok(ApiReply::Released(outcome)));
+        h.advance(Duration::from_secs(30));
+        assert!(!h.take().iter().any(is_stop));
+        h.input(Input::WorkerStarted { pid: 7 });
+        assert!(h.host.job_alive());
+        assert!(lost(&h.take()).is_empty());
+
+        let mut h = jit_serving();
+        let id = terminate(&mut h).iter().find_map(release_id).expect("release asked");
+        h.reply(id, Ok(ApiReply::Released(outcome)));
+        h.advance(HandoverConfig::default().bound);
+        let acts = h.take();
+        assert!(acts.iter().any(is_stop), "{acts:?}");
+        assert_eq!(lost(&acts), vec![JobLoss::HandoverTimeout]);
+    }
+}
+
+/// The controller or GitHub cannot be reached: no retry, no wait on the outage; the drain falls
+/// back to the latch and the last look.
+#[test]
+fn a_failed_release_falls_back_to_the_stop_at_once() {
+    let mut h = jit_serving();
+    let id = terminate(&mut h).iter().find_map(release_id).expect("release asked");
+    h.reply(id, err(ApiErrorKind::Transient));
+    assert!(h.take().iter().any(is_stop));
+}
+
+/// An answer for a listener that has gone meanwhile (it exited, a new one started) is ignored.
+#[test]
+fn a_release_answer_for_a_gone_listener_changes_nothing() {
+    let mut h = jit_serving();
+    let id = terminate(&mut h).iter().find_map(release_id).expect("release asked");
+    h.input(Input::ListenerExited { code: Some(0) });
+    h.take();
+    h.reply(id, Ok(ApiReply::Released(Release::Busy)));
+    assert!(h.effects().is_empty());
+    assert!(matches!(h.host.listener(), ListenerState::Down { .. }));
+}
+
+/// A hold can outlast a short HeartbeatTimeout (AWS minimum: 30 s): the hook is heartbeated while
+/// the stop is held, so the instance is not terminated under a landing job.
+#[test]
+fn the_hook_is_heartbeated_while_a_stop_is_held() {
+    let cfg = CoreConfig {
+        hook: Some(HookConfig {
+            name: "drain".into(),
+            heartbeat_timeout: Duration::from_secs(30),
+        }),
+        ..persistent()
+    };
+    let mut h = Harness::serving(cfg);
+    h.input(Input::JobMessageReceived);
+    terminate(&mut h);
+    h.advance(Duration::from_secs(25));
+    assert!(h.take().iter().any(|a| heartbeat_id(a).is_some()));
+}
+
+/// A forced stop (second SIGTERM, the stop deadline) skips every hold.
+#[test]
+fn a_forced_stop_skips_the_handover_holds() {
+    let mut h = jit_serving();
+    h.input(Input::JobMessageReceived);
+    h.input(Input::StopRequested);
+    assert!(!h.take().iter().any(is_stop));
+    h.input(Input::StopRequested);
+    assert!(h.take().iter().any(is_stop));
 }

@@ -29,11 +29,13 @@ pub enum Timer {
     GlobalTimeoutWarning,
     /// An unbacked `job-started` report is dropped (`hook_grace` without a `Runner.Worker`).
     HookClaimExpiry,
+    /// The end of a hold of the stop (handover latch, refused release, watch after a release).
+    HandoverHold,
 }
 
 impl Timer {
     /// Every timer, in the order [`Host::next_timer`](crate::Host::next_timer) breaks ties.
-    pub const ALL: [Timer; 14] = [
+    pub const ALL: [Timer; 15] = [
         Timer::ForceStop,
         Timer::Retry(Call::Describe),
         Timer::DescribePoll,
@@ -48,6 +50,7 @@ impl Timer {
         Timer::Heartbeat,
         Timer::GlobalTimeoutWarning,
         Timer::HookClaimExpiry,
+        Timer::HandoverHold,
     ];
 
     /// The one spelling of this timer in logs, status and metric labels.
@@ -59,6 +62,7 @@ impl Timer {
             Timer::Retry(Call::Heartbeat) => "retry-heartbeat",
             Timer::Retry(Call::Complete) => "retry-complete",
             Timer::Retry(Call::MintJitConfig) => "retry-mint-jit-config",
+            Timer::Retry(Call::ReleaseRunner) => "retry-release-runner",
             Timer::DescribePoll => "describe-poll",
             Timer::ImdsDown => "imds-down",
             Timer::ListenerRelaunch => "listener-relaunch",
@@ -67,6 +71,7 @@ impl Timer {
             Timer::Heartbeat => "heartbeat",
             Timer::GlobalTimeoutWarning => "global-timeout-warning",
             Timer::HookClaimExpiry => "hook-claim-expiry",
+            Timer::HandoverHold => "handover-hold",
         }
     }
 }

@@ -110,7 +110,7 @@ families! {
     JobsEnded => "jobs_ended_total", Counter, [],
         "Assigned jobs that ended (no worker left and no open job-started hook).";
     JobsLost => "jobs_lost_total", Counter, ["cause"],
-        "Jobs lost on this host, by cause: stop-window (a worker appeared after a non-forced stop signal), listener-died (the listener exited under a job), forced-stop (a forced stop cancelled a job).";
+        "Jobs lost on this host, by cause: stop-window (a worker appeared after a non-forced stop signal), listener-died (the listener exited under a job), forced-stop (a forced stop cancelled a job), handover-timeout (a job message or a refused release produced no worker within the bound; the job may have gone to another runner).";
     ProtectionCalls => "protection_calls_total", Counter, ["action", "result"],
         "Finished SetInstanceProtection calls, by action (protect, unprotect) and result (ok, or the error kind).";
     TerminationDetected => "termination_detected_total", Counter, ["via"],
@@ -135,6 +135,10 @@ families! {
     ApiErrors => "api_errors_total", Counter, ["call", "kind"], "Failed Auto Scaling calls, by call and error kind.";
     ListenerStarts => "listener_starts_total", Counter, ["reason"],
         "Listener launches, by reason: serving (first start), relaunch (after an exit asking for it), next-job (one-job mode).";
+    StopsHeld => "stops_held_total", Counter, ["reason"],
+        "Stops of an idle listener held because a job may be landing, by reason: job-message (perf-log latch), registration-busy, registration-not-found, watch-after-release, releasing.";
+    Releases => "runner_releases_total", Counter, ["outcome"],
+        "Answers to the release of this host's JIT registration before a stop: removed, busy, not-found.";
     JobAlive => "job_alive", Gauge, [], "1 while a job is assigned.";
     Draining => "draining", Gauge, [], "1 while the runner drains (no new jobs).";
     Protected => "protected", Gauge, [], "1 if the instance is protected from scale-in, 0 if not; absent while unknown.";

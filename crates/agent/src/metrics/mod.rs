@@ -12,7 +12,8 @@ pub use http::{bind, check_listen, respond, serve};
 use exposition::{counts, header, histogram, sample, Histogram};
 use lifecycle_core::Time;
 use lifecycle_core::{
-    Action, ApiError, ApiReply, Call, Detection, DrainCause, JobLoss, Notice, RequestId, StartReason,
+    Action, ApiError, ApiReply, Call, Detection, DrainCause, HoldReason, JobLoss, Notice, Release, RequestId,
+    StartReason,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,6 +53,8 @@ pub struct Metrics {
     api_calls: BTreeMap<&'static str, u64>,
     api_errors: BTreeMap<(&'static str, &'static str), u64>,
     listener_starts: BTreeMap<&'static str, u64>,
+    stops_held: BTreeMap<&'static str, u64>,
+    releases: BTreeMap<&'static str, u64>,
     job_alive: bool,
     draining: bool,
     protected: Option<bool>,
@@ -94,6 +97,8 @@ impl Metrics {
             api_calls: Call::ALL.iter().map(|c| (c.name(), 0)).collect(),
             api_errors: BTreeMap::new(),
             listener_starts: StartReason::ALL.iter().map(|r| (r.name(), 0)).collect(),
+            stops_held: HoldReason::ALL.iter().map(|r| (r.name(), 0)).collect(),
+            releases: Release::ALL.iter().map(|r| (r.name(), 0)).collect(),
             job_alive: false,
             draining: false,
             protected: None,
@@ -130,6 +135,7 @@ impl Metrics {
             Action::Notify(notice) => self.on_notice(notice, now, job_alive),
             Action::KillListener { .. }
             | Action::FetchJitConfig { .. }
+            | Action::ReleaseRunner { .. }
             | Action::Describe { .. }
             | Action::CompleteLifecycleAction { .. }
             | Action::Exit { .. } => {}
@@ -170,6 +176,8 @@ impl Metrics {
             | Notice::RebalanceRecommended
             | Notice::NotInGroup
             | Notice::HookClaimDropped => {}
+            Notice::StopHeld { reason, .. } => *self.stops_held.entry(reason.name()).or_default() += 1,
+            Notice::RunnerReleased { outcome } => *self.releases.entry(outcome.name()).or_default() += 1,
         }
     }
 
@@ -254,6 +262,8 @@ impl Metrics {
                 }
             }
             Family::ListenerStarts => counts(o, spec, &self.listener_starts),
+            Family::StopsHeld => counts(o, spec, &self.stops_held),
+            Family::Releases => counts(o, spec, &self.releases),
             Family::JobAlive => sample(o, n, &[], u64::from(self.job_alive)),
             Family::Draining => sample(o, n, &[], u64::from(self.draining)),
             Family::Protected => {
@@ -306,7 +316,7 @@ mod tests {
                 assert_eq!(series.matches('{').count(), series.matches('}').count(), "{l}");
             }
         }
-        assert_eq!(families, 21, "{text}");
+        assert_eq!(families, 23, "{text}");
         assert_eq!(value(&text, "runner_lifecycle_jobs_assigned_total"), 0.0);
         assert_eq!(
             value(&text, "runner_lifecycle_termination_detected_total{via=\"imds\"}"),

@@ -206,6 +206,13 @@ impl RunnerLifecycle {
                     continue;
                 }
                 Action::Notify(_) | Action::Exit { .. } => continue,
+                Action::ReleaseRunner { id } => {
+                    // Not modelled yet: answered as an unreachable controller, so the core falls
+                    // back to the stop it made before the release existed.
+                    let e = ApiError::new(ApiErrorKind::Transient, "release not simulated");
+                    self.replies.push((w.now, id, Err(e)));
+                    continue;
+                }
                 Action::SetProtection { id, protect, .. } => (id, ApiCall::SetProtection(protect)),
                 Action::Describe { id, .. } => (id, ApiCall::Describe),
                 Action::Heartbeat { id, .. } => (id, ApiCall::Heartbeat),
