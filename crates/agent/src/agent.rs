@@ -13,6 +13,7 @@ use crate::env_vars;
 use crate::imds::{paths, ImdsClient};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
+use crate::perflog::{PerfLog, PerfRoot};
 use crate::procs::{self, ProcId};
 use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
@@ -380,6 +381,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         clock.now(),
     );
     let (tx, rx) = mpsc::unbounded_channel();
+    let perf_root = PerfRoot::beside(&settings.socket);
     let mut agent = Agent {
         clock,
         core,
@@ -399,6 +401,10 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         metrics,
         metrics_listen,
         jit_config: None,
+        current_runner: None,
+        perf: adopted.is_some().then(|| perf_root.adopt()).flatten(),
+        perf_root,
+        perf_failing: false,
     };
 
     if let Some((listener, workers)) = adopted {
@@ -659,6 +665,15 @@ struct Agent {
     /// JIT mode: the config for the next listener. A credential (whoever holds it receives a job):
     /// kept in this process's memory only, handed to the listener in its environment at exec.
     jit_config: Option<JitGrant>,
+    /// JIT mode: the registration the running listener was started with (its runner id is what the
+    /// controller releases before a stop).
+    current_runner: Option<(String, u64)>,
+    /// Where the listeners' perf directories live.
+    perf_root: PerfRoot,
+    /// The running listener's perf log (`None`: none could be made, or the listener predates it).
+    perf: Option<PerfLog>,
+    /// Since when perf-log reads fail (logged once per streak).
+    perf_failing: bool,
 }
 
 impl Agent {
@@ -784,6 +799,9 @@ impl Agent {
         info!(pid, code, signal, "listener exited");
         self.listener = None;
         self.workers.clear();
+        self.perf = None;
+        self.current_runner = None;
+        self.perf_root.clear();
         self.feed(Input::ListenerExited { code });
     }
 
@@ -856,7 +874,8 @@ impl Agent {
                 }
             }
         }
-        let Some(seen) = self.scan_workers() else { return };
+        let Some(mut seen) = self.scan_workers() else { return };
+        self.add_job_messages(&mut seen);
         if !seen.is_empty() {
             // One scan, one decision: a worker's exit and the next one's start seen together must
             // never look like an idle listener (issue 11: the next job was cancelled).
@@ -905,9 +924,38 @@ impl Agent {
         Some(seen)
     }
 
+    /// A job message in the listener's perf log since the last read goes into the same batch as the
+    /// scan, before the workers that started (a message and the worker it produced, seen together,
+    /// leave no latch behind; handover-window.md section 3(e)).
+    fn add_job_messages(&mut self, seen: &mut Vec<Input>) {
+        let Some(perf) = self.perf.as_mut() else { return };
+        match perf.poll() {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(
+                    messages = n,
+                    "the listener's perf log shows a job message: a job is landing"
+                );
+                let first_start = seen
+                    .iter()
+                    .position(|i| matches!(i, Input::WorkerStarted { .. }))
+                    .unwrap_or(seen.len());
+                seen.insert(first_start, Input::JobMessageReceived);
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.perf_failing, true) {
+                    warn!(dir = %perf.dir().display(), error = %e, "cannot read the listener's perf log; the drain relies on /proc and the last look");
+                }
+                return;
+            }
+        }
+        self.perf_failing = false;
+    }
+
     /// The last look before SIGINT to an idle listener: a `Runner.Worker` that appeared since the
-    /// last scan (up to `runner.worker_poll` ago) means a job was assigned in that instant. Then the
-    /// stop is not sent, and the core hears why, with the worker, in one batch. `true` if so.
+    /// last scan (up to `runner.worker_poll` ago), or a job message in its perf log, means a job was
+    /// assigned in that instant. Then the stop is not sent, and the core hears why, with what was
+    /// seen, in one batch. `true` if so.
     fn worker_appeared(&mut self) -> bool {
         let Some(pid) = self.listener.map(|l| l.id.pid) else {
             return false;
@@ -915,7 +963,10 @@ impl Agent {
         let Some(mut seen) = self.scan_workers() else {
             return false;
         };
-        let started = seen.iter().any(|i| matches!(i, Input::WorkerStarted { .. }));
+        self.add_job_messages(&mut seen);
+        let started = seen
+            .iter()
+            .any(|i| matches!(i, Input::WorkerStarted { .. } | Input::JobMessageReceived));
         if started {
             info!(
                 pid,
@@ -1102,6 +1153,7 @@ impl Agent {
             // receive the next job): every process of the runner's user goes first.
             self.clear_runner_user();
             info!(runner = %lifecycle_escape::escape(&grant.runner_name), "starting a just-in-time listener");
+            self.current_runner = Some((grant.runner_name.clone(), grant.runner_id));
             // Off argv (world-readable): the listener reads ACTIONS_RUNNER_INPUT_JITCONFIG as
             // --jitconfig and removes it from its environment (docs/controller.md, "How the runner
             // consumes a JIT config").
@@ -1110,6 +1162,23 @@ impl Agent {
                 OsString::from(grant.encoded_jit_config.expose()),
             );
         }
+        // A fresh perf directory per incarnation: the listener reports each job message there before
+        // it acquires the job (the latch). Without one the listener still runs; the drain then has
+        // /proc and the last look only.
+        self.perf = match self.perf_root.fresh(self.account.as_ref().map(|u| u.gid)) {
+            Ok(perf) => {
+                env.insert(
+                    OsString::from(crate::perflog::ENV_VAR),
+                    perf.dir().as_os_str().to_owned(),
+                );
+                Some(perf)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot make the listener's perf directory; the drain relies on /proc and the last look");
+                None
+            }
+        };
+        self.perf_failing = false;
         let args = self.settings.runner_command.get(1..).unwrap_or_default();
         let mut cmd = match &self.account {
             // As another user: through the launcher, which sets the groups too (runner_env::EXEC_AS).

@@ -328,6 +328,20 @@ keys! {
         note "",
         docs "whether a rebalance recommendation drains the runner",
         field drain_on_rebalance: bool = (r, k) { r.bool(k) };
+    DRAIN_HANDOVER_LATCH: "drain.handover_latch", flag "drain-handover-latch", "BOOL", Type::Bool,
+        default Some("true"), check None,
+        doc "Hold the stop of an idle listener while its perf log shows a job message with no Runner.Worker yet (at most 120 s).",
+        unset "",
+        note "",
+        docs "hold the stop of an idle listener while its perf log (`RUNNER_PERFLOG`) shows a job message whose `Runner.Worker` has not started, for at most 120 s (see \"The handover\"); turn off only to measure what it prevents",
+        field handover_latch: bool = (r, k) { r.bool(k) };
+    DRAIN_RELEASE_REGISTRATION: "drain.release_registration", flag "drain-release-registration", "BOOL", Type::Bool,
+        default Some("true"), check None,
+        doc "JIT mode: ask the controller to delete the runner's registration before stopping an idle listener.",
+        unset "",
+        note "",
+        docs "JIT mode: before stopping an idle listener, ask the controller (`runner.jit_url`) to delete its registration; GitHub refuses if a job is assigned, and the stop then waits for the job (see \"The handover\")",
+        field release_registration: bool = (r, k) { r.bool(k) };
     AGENT_SOCKET: "agent.socket", flag "agent-socket", "PATH", Type::Text, default Some(DEFAULT_SOCKET),
         check Some(check_socket_text),
         doc "Unix socket the job hooks talk to.",
@@ -1131,6 +1145,11 @@ impl Settings {
             drain_on_rebalance: self.drain_on_rebalance,
             relaunch_delay: self.relaunch_delay,
             hook_grace: self.hook_grace(),
+            handover: lifecycle_core::HandoverConfig {
+                latch: self.handover_latch,
+                release: self.release_registration,
+                ..Default::default()
+            },
             ..CoreConfig::default()
         }
     }
@@ -1174,6 +1193,8 @@ fn shown_value(key: &Key, raw: &str, s: &Settings) -> String {
     match key.name {
         "runner.command" => format!("{:?}", s.runner_command),
         "drain.on_rebalance" => s.drain_on_rebalance.to_string(),
+        "drain.handover_latch" => s.handover_latch.to_string(),
+        "drain.release_registration" => s.release_registration.to_string(),
         "runner.worker_poll" => format!("\"{}\"", format_duration(s.worker_poll)),
         _ => format!("{raw:?}"),
     }

@@ -22,6 +22,7 @@ pub mod imds;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod perflog;
 pub mod procs;
 pub mod runner_env;
 pub mod socket;

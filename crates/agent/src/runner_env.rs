@@ -143,7 +143,9 @@ pub fn read_env_file(path: &Path, owner: u32) -> Result<Option<Vec<u8>>, String>
             before.uid()
         ));
     }
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // Never blocking, never through a link: the job's user can swap the file for a FIFO between the
+    // check above and this open, which would stop the agent's only thread (issue 16).
+    let file = crate::perflog::open_untrusted(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let after = file
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -294,9 +294,7 @@ fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
             let why = match reason {
                 HoldReason::JobMessage => "its perf log shows a job message whose Runner.Worker has not started",
                 HoldReason::RegistrationBusy => "GitHub refused to remove its registration: a job is assigned",
-                HoldReason::RegistrationNotFound => {
-                    "GitHub no longer knows its registration: a job may have taken it"
-                }
+                HoldReason::RegistrationNotFound => "GitHub no longer knows its registration: a job may have taken it",
                 HoldReason::WatchAfterRelease => {
                     "its registration was removed; watching for a job message already on its way"
                 }

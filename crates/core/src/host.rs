@@ -948,10 +948,7 @@ impl Host {
     /// A job message reached the listener (its perf log). It only ever holds a stop, and only the
     /// first line of a streak counts.
     fn on_job_message(&mut self) {
-        let listening = matches!(
-            self.listener,
-            ListenerState::Running { .. } | ListenerState::Starting
-        );
+        let listening = matches!(self.listener, ListenerState::Running { .. } | ListenerState::Starting);
         if !listening || !self.cfg.handover.latch || self.handover.message_at.is_some() {
             return;
         }
@@ -1189,7 +1186,8 @@ impl Host {
             return;
         }
         self.handover.message_at = None;
-        let stopping_idle = self.drain.is_some() && !self.job_alive && matches!(self.listener, ListenerState::Running { .. });
+        let stopping_idle =
+            self.drain.is_some() && !self.job_alive && matches!(self.listener, ListenerState::Running { .. });
         if stopping_idle {
             self.handover.latch_spent = true;
             self.notify(Notice::JobLost {
@@ -1364,7 +1362,8 @@ impl Host {
     /// GitHub is asked to delete it, and a refusal or a "not found" holds the stop for the worker,
     /// a deletion for a short watch. Every hold is bounded; a forced stop skips them all.
     fn idle_stop_gate(&self) -> Option<StopGate> {
-        let idle_running = self.drain.is_some() && !self.job_alive && matches!(self.listener, ListenerState::Running { .. });
+        let idle_running =
+            self.drain.is_some() && !self.job_alive && matches!(self.listener, ListenerState::Running { .. });
         if !idle_running {
             return None;
         }

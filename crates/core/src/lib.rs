@@ -49,8 +49,8 @@ pub use config::{CoreConfig, HandoverConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{
     Action, ApiReply, Call, CompleteReason, DescribeReason, DescribedInstance, Detection, DrainCause, FetchReason,
-    HeartbeatReason, HoldReason, Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, Release, RequestId,
-    StartReason, StopReason,
+    HeartbeatReason, HoldReason, Input, JobLoss, KillReason, LifecycleResult, Notice, ProtectReason, Release,
+    RequestId, StartReason, StopReason,
 };
 pub use rng::Rng;
 pub use startup::{

@@ -1683,12 +1683,18 @@ fn held(h: &Harness) -> Option<HoldReason> {
 fn a_job_message_without_its_worker_holds_the_stop_until_the_worker_comes() {
     for latch in [true, false] {
         let cfg = CoreConfig {
-            handover: HandoverConfig { latch, ..HandoverConfig::off() },
+            handover: HandoverConfig {
+                latch,
+                ..HandoverConfig::off()
+            },
             ..hooked()
         };
         let mut h = Harness::serving(cfg);
         h.input(Input::JobMessageReceived);
-        assert!(h.effects().is_empty(), "a job message alone does nothing on a serving host");
+        assert!(
+            h.effects().is_empty(),
+            "a job message alone does nothing on a serving host"
+        );
         let acts = terminate(&mut h);
         if !latch {
             assert!(acts.iter().any(is_stop), "{acts:?}");
