@@ -92,6 +92,8 @@ struct Handover {
     latch_spent: bool,
     /// Where the release of this incarnation's registration stands.
     release: ReleaseState,
+    /// This JIT listener is being stopped as a ghost: it is replaced when it exits.
+    replacing_ghost: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,8 +105,13 @@ enum ReleaseState {
     Asked(RequestId),
     /// Deleted: watch for a message already in transit until then, then stop.
     Removed { watch_until: Time },
-    /// Refused or not found: a job may be landing; wait for its worker until then.
+    /// Refused (or not found without the latch): a job may be landing; wait for its worker until
+    /// then, and count the job if none comes.
     Landing { reason: HoldReason, until: Time },
+    /// Not found while the latch runs: an assignment that consumed the registration shows as a job
+    /// message within a message's transit, so watch until then (no loss is counted: a ghost's
+    /// registration is not found either).
+    NotFound { watch_until: Time },
     /// The controller could not be asked: fall back to the latch and the last look.
     Failed,
 }
@@ -840,7 +847,14 @@ impl Host {
         self.workers.clear();
         self.hook_job_open = false;
         self.hook_claim = None;
-        self.handover = Handover::default();
+        let ghost = std::mem::take(&mut self.handover).replacing_ghost;
+        if ghost && self.drain.is_none() {
+            // A fresh registration at once (no streak: the ghost was GitHub's doing, not a crash).
+            self.listener = ListenerState::Down {
+                relaunch_at: Some(self.now),
+            };
+            return;
+        }
 
         if matches!(was, ListenerState::Stopping { .. }) || self.drain.is_some() {
             return; // we stopped it, or we are draining: it stays down.
@@ -906,11 +920,11 @@ impl Host {
                     reason,
                     until: self.now + bound,
                 };
+                let watch_until = self.now + self.cfg.handover.release_watch;
                 match outcome {
-                    Release::Removed => ReleaseState::Removed {
-                        watch_until: self.now + self.cfg.handover.release_watch,
-                    },
+                    Release::Removed => ReleaseState::Removed { watch_until },
                     Release::Busy => landing(HoldReason::RegistrationBusy),
+                    Release::NotFound if self.cfg.handover.latch => ReleaseState::NotFound { watch_until },
                     Release::NotFound => landing(HoldReason::RegistrationNotFound),
                 }
             }
@@ -1186,13 +1200,22 @@ impl Host {
             return;
         }
         self.handover.message_at = None;
-        let stopping_idle =
-            self.drain.is_some() && !self.job_alive && matches!(self.listener, ListenerState::Running { .. });
-        if stopping_idle {
+        let ListenerState::Running { pid, .. } = self.listener else {
+            return;
+        };
+        if self.job_alive {
+            return;
+        }
+        if self.drain.is_some() {
             self.handover.latch_spent = true;
             self.notify(Notice::JobLost {
                 cause: JobLoss::HandoverTimeout,
             });
+        } else if self.cfg.listener_mode == ListenerMode::Jit && !self.listener_ran_job {
+            // A one-job registration that took a message and never ran it is a ghost: it will never
+            // be assigned again. Replace it (SIGINT is safe: it runs nothing).
+            self.handover.replacing_ghost = true;
+            self.signal_stop(pid, false, StopReason::Ghost);
         }
     }
 
@@ -1393,6 +1416,7 @@ impl Host {
                 until: None,
             },
             ReleaseState::Removed { watch_until } => hold(HoldReason::WatchAfterRelease, watch_until),
+            ReleaseState::NotFound { watch_until } => hold(HoldReason::RegistrationNotFound, watch_until),
             ReleaseState::Landing { reason, until } => hold(reason, until),
             ReleaseState::NotAsked if guard.release && self.cfg.listener_mode == ListenerMode::Jit => StopGate::Release,
             ReleaseState::NotAsked | ReleaseState::Failed => StopGate::Stop,

@@ -247,6 +247,10 @@ pub enum StopReason {
     RebalanceIdle,
     /// A second stop request or the stop deadline: stop even though a job runs.
     Forced,
+    /// A JIT listener received a job message and no worker followed within the bound: its
+    /// registration is gone (the assignment consumed it and the acquire was refused, so it polls on
+    /// as a ghost that will never get a job, actions/runner#4617). It is replaced; nothing is lost.
+    Ghost,
 }
 
 /// Why SIGKILL goes to the listener.
@@ -468,6 +472,7 @@ wire_names! {
         SpotInterruptionIdle => "spot-interruption-idle",
         RebalanceIdle => "rebalance-idle",
         Forced => "forced",
+        Ghost => "ghost",
     }
     KillReason {
         GraceExpired => "grace-expired",

@@ -1780,12 +1780,35 @@ fn a_released_jit_registration_is_watched_briefly_then_stopped() {
     assert!(lost(&acts).is_empty());
 }
 
-/// GitHub refuses (busy: a job is assigned) or no longer knows the JIT registration (an assignment
-/// consumed it): a job is landing. The stop waits for the worker; the job runs under the hook. If no
-/// worker comes within the bound, the stop goes out and the loss is reported.
+/// GitHub refuses (busy: a job is assigned): a job is landing. The stop waits for the worker; the
+/// job runs under the hook. If no worker comes within the bound, the stop goes out and the loss is
+/// reported. Without the latch a "not found" is treated the same way.
 #[test]
-fn a_refused_or_missing_release_holds_the_stop_for_the_worker() {
-    for outcome in [Release::Busy, Release::NotFound] {
+fn a_refused_release_holds_the_stop_for_the_worker() {
+    let no_latch = |outcome| {
+        (
+            outcome,
+            HandoverConfig {
+                latch: false,
+                ..HandoverConfig::default()
+            },
+        )
+    };
+    for (outcome, handover) in [(Release::Busy, HandoverConfig::default()), no_latch(Release::NotFound)] {
+        let jit_serving = || {
+            let mut h = jit_serving();
+            let mut cfg = h.host.config().clone();
+            cfg.handover = handover;
+            h.host = Host::new(cfg, 1, h.now);
+            h.input(Input::TargetState(TargetState::InService));
+            let id = h.expect_describe();
+            h.reply(id, described("InService", false));
+            let fetch = h.take().iter().find_map(fetch_id).expect("fetch").0;
+            h.reply(fetch, Ok(ApiReply::Done));
+            h.input(Input::ListenerStarted { pid: 100 });
+            h.take();
+            h
+        };
         let mut h = jit_serving();
         let id = terminate(&mut h).iter().find_map(release_id).expect("release asked");
         h.reply(id, Ok(ApiReply::Released(outcome)));
@@ -1854,4 +1877,60 @@ fn a_forced_stop_skips_the_handover_holds() {
     assert!(!h.take().iter().any(is_stop));
     h.input(Input::StopRequested);
     assert!(h.take().iter().any(is_stop));
+}
+
+/// GitHub no longer knows the JIT registration. Either an assignment consumed it (actions/runner#4617:
+/// then the job message reaches the listener within its transit, and the latch takes over), or the
+/// listener is a ghost (nothing comes). So: a short watch, then the stop, and nothing is counted.
+#[test]
+fn a_missing_registration_is_watched_for_a_message_then_stopped_without_a_loss() {
+    let mut h = jit_serving();
+    let id = terminate(&mut h).iter().find_map(release_id).expect("release asked");
+    h.reply(id, Ok(ApiReply::Released(Release::NotFound)));
+    assert_eq!(held(&h), Some(HoldReason::RegistrationNotFound));
+    h.advance(HandoverConfig::default().release_watch);
+    let acts = h.take();
+    assert!(acts.iter().any(is_stop), "{acts:?}");
+    assert!(lost(&acts).is_empty(), "{acts:?}");
+
+    // The consumed case: the message arrives during the watch, the worker after it.
+    let mut h = jit_serving();
+    let id = terminate(&mut h).iter().find_map(release_id).expect("release asked");
+    h.reply(id, Ok(ApiReply::Released(Release::NotFound)));
+    h.advance(Duration::from_secs(1));
+    h.input(Input::JobMessageReceived);
+    h.advance(Duration::from_secs(10));
+    assert!(!h.take().iter().any(is_stop));
+    h.input(Input::WorkerStarted { pid: 8 });
+    assert!(h.host.job_alive());
+    assert!(lost(&h.take()).is_empty());
+}
+
+/// A JIT listener that took a job message and never started a worker is a ghost (its acquire was
+/// refused and its registration consumed: it polls on and will never be assigned again,
+/// actions/runner#4617). After the bound it is stopped and replaced by a fresh registration, and
+/// nothing is counted lost.
+#[test]
+fn a_ghost_jit_listener_is_replaced_after_the_bound() {
+    let mut h = jit_serving();
+    h.input(Input::JobMessageReceived);
+    h.advance(HandoverConfig::default().bound - Duration::from_millis(1));
+    assert!(h.effects().is_empty());
+    h.advance(Duration::from_millis(1));
+    let acts = h.take();
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::StopListener {
+                reason: StopReason::Ghost,
+                cancels_job: false
+            }
+        )),
+        "{acts:?}"
+    );
+    assert!(lost(&acts).is_empty());
+    h.input(Input::ListenerExited { code: Some(0) });
+    let fetch = h.take().iter().find_map(fetch_id).expect("a fresh config is fetched").0;
+    h.reply(fetch, Ok(ApiReply::Done));
+    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
 }
