@@ -1,7 +1,9 @@
-//! The agent's side of `POST /jit-config`: fetch a just-in-time runner configuration from the
-//! controller's Lambda function URL (`AuthType` `AWS_IAM`), signed with the host's own
-//! credentials. docs/controller.md ("The JIT endpoint") has the wire contract, docs/security.md
-//! ("JIT configs: delivery and threat analysis") why the signature is the identity.
+//! The agent's side of `POST /jit-config` and `POST /jit-config/release`: fetch a just-in-time
+//! runner configuration from the controller's Lambda function URL (`AuthType` `AWS_IAM`), and
+//! ask it to remove this host's registration before a stop, both signed with the host's own
+//! credentials. docs/controller.md ("The JIT endpoint", "Releasing a registration before a
+//! stop") has the wire contract, docs/security.md ("JIT configs: delivery and threat analysis")
+//! why the signature is the identity.
 //!
 //! - **Signing.** AWS Signature Version 4 over the whole request (method, path, `host`,
 //!   `content-type`, `x-amz-date`, `x-amz-security-token`, the SHA-256 of the body), service name
@@ -18,6 +20,9 @@
 //!   the `Retry-After` seconds if given; any other status is [`JitFetchError::Refused`] (403: not an
 //!   authorized identity, 409: the instance is not in service, 400: malformed). The body is
 //!   untrusted: messages are clipped and escaped before they reach a log.
+//! - **Release answers.** 200, 409 and 404 count only with the controller's `{"result": ...}`
+//!   ([`Release`]); a 404 without it is a controller that has no such route ([`JitFetchError::Refused`]),
+//!   and the rest is sorted as for the fetch.
 
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
@@ -35,6 +40,8 @@ use std::time::Duration;
 
 /// The route on the controller's function URL.
 pub const JIT_PATH: &str = "/jit-config";
+/// The route that removes one of the caller's registrations before a stop.
+pub const RELEASE_PATH: &str = "/jit-config/release";
 /// The largest answer read: a JIT config is a few KiB.
 pub const MAX_ANSWER: usize = 256 * 1024;
 /// The longest `Retry-After` honoured; a larger (or absurd) value is clamped, the agent asks again.
@@ -65,6 +72,52 @@ impl fmt::Debug for JitConfigSecret {
 impl fmt::Display for JitConfigSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// What the controller did with `POST /jit-config/release`. The status and the body's `result`
+/// word are the wire contract (both come from here, for the controller and for this client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// 200 `{"result":"removed"}`: GitHub deleted the registration; nothing can be assigned to it
+    /// any more.
+    Removed,
+    /// 409 `{"result":"busy"}`: GitHub says the runner runs a job (its DELETE answered 422, or
+    /// the runner read `busy`): a job has landed; nothing was deleted.
+    Busy,
+    /// 404 `{"result":"not-found"}`: GitHub knows no such registration. For a JIT registration
+    /// an assignment may have consumed it (docs/controller.md, "Releasing a registration before
+    /// a stop"): a job may be landing. Never read it as "removed".
+    NotFound,
+}
+
+impl Release {
+    /// Every answer.
+    pub const ALL: [Release; 3] = [Release::Removed, Release::Busy, Release::NotFound];
+
+    /// The body's `result` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Release::Removed => "removed",
+            Release::Busy => "busy",
+            Release::NotFound => "not-found",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Release::Removed => 200,
+            Release::Busy => 409,
+            Release::NotFound => 404,
+        }
+    }
+
+    /// The answer a status and `result` word make, if they belong together.
+    pub fn from_answer(status: u16, result: &str) -> Option<Release> {
+        Release::ALL
+            .into_iter()
+            .find(|r| r.status() == status && r.as_str() == result)
     }
 }
 
@@ -128,9 +181,20 @@ fn retryable(reason: impl Into<String>) -> JitFetchError {
     }
 }
 
-/// The URI of `POST {url}/jit-config`: `https://`, or `http://` to a loopback host (127.0.0.0/8,
-/// `[::1]`, `localhost`) for tests. No user information, query or fragment.
+/// The URI of `POST {url}/jit-config` ([`endpoint_uri`]).
 pub fn jit_uri(url: &str) -> Result<Uri, JitFetchError> {
+    endpoint_uri(url, JIT_PATH)
+}
+
+/// The URI of `POST {url}/jit-config/release` ([`endpoint_uri`]).
+pub fn release_uri(url: &str) -> Result<Uri, JitFetchError> {
+    endpoint_uri(url, RELEASE_PATH)
+}
+
+/// The URI of a route (`path`, starting with `/`) on the function URL `url`: `https://`, or
+/// `http://` to a loopback host (127.0.0.0/8, `[::1]`, `localhost`) for tests. No user
+/// information, query or fragment.
+pub fn endpoint_uri(url: &str, path: &str) -> Result<Uri, JitFetchError> {
     let shown = lifecycle_escape::clip(url, 200);
     let bad = |why: &str| JitFetchError::Config(format!("function URL `{shown}`: {why}"));
     let base: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
@@ -151,7 +215,7 @@ pub fn jit_uri(url: &str) -> Result<Uri, JitFetchError> {
         }
         _ => return Err(bad("not http(s)")),
     }
-    let path = format!("{}{JIT_PATH}", base.path().trim_end_matches('/'));
+    let path = format!("{}{path}", base.path().trim_end_matches('/'));
     Uri::builder()
         .scheme(base.scheme_str().unwrap_or("https"))
         .authority(authority.as_str())
@@ -171,7 +235,39 @@ fn is_loopback_host(host: &str) -> bool {
 /// credentials and region, send it, and sort the answer. `timeout` bounds everything
 /// (credentials, connection, answer).
 pub async fn fetch_jit_config(url: &str, sdk: &SdkConfig, timeout: Duration) -> Result<JitGrant, JitFetchError> {
-    let uri = jit_uri(url)?;
+    let answer = post_signed(jit_uri(url)?, BODY, sdk, timeout).await?;
+    classify(answer.status, answer.retry_after, &answer.body)
+}
+
+/// Ask the controller to remove this host's registration `runner_id` before a stop: SigV4-sign
+/// `POST {url}/jit-config/release` (body `{"runner_id": N}`) like [`fetch_jit_config`], send it,
+/// and sort the answer ([`classify_release`]). `timeout` bounds everything.
+pub async fn release_runner(
+    url: &str,
+    sdk: &SdkConfig,
+    timeout: Duration,
+    runner_id: u64,
+) -> Result<Release, JitFetchError> {
+    let body = release_body(runner_id);
+    let answer = post_signed(release_uri(url)?, body.as_bytes(), sdk, timeout).await?;
+    classify_release(answer.status, answer.retry_after, &answer.body)
+}
+
+/// The body of a release request.
+fn release_body(runner_id: u64) -> String {
+    serde_json::json!({ "runner_id": runner_id }).to_string()
+}
+
+/// One answer of the controller, read.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+/// The one signed POST: credentials from `sdk`'s provider, the signature for `sdk`'s region, the
+/// exchange; `timeout` bounds all of it.
+async fn post_signed(uri: Uri, body: &[u8], sdk: &SdkConfig, timeout: Duration) -> Result<Answer, JitFetchError> {
     let region = sdk
         .region()
         .map(|r| r.as_ref().to_string())
@@ -192,7 +288,7 @@ pub async fn fetch_jit_config(url: &str, sdk: &SdkConfig, timeout: Duration) -> 
         // off (the IO shell reads the clock; the decision core never does).
         #[allow(clippy::disallowed_methods)]
         let now = std::time::SystemTime::now();
-        let request = signed_request(&uri, &region, &identity, now)?;
+        let request = signed_request(&uri, body, &region, &identity, now)?;
         send(request).await
     };
     tokio::time::timeout(timeout, exchange)
@@ -200,9 +296,11 @@ pub async fn fetch_jit_config(url: &str, sdk: &SdkConfig, timeout: Duration) -> 
         .map_err(|_| retryable(format!("no answer within {} ms", timeout.as_millis())))?
 }
 
-/// The signed request (public for tests: the signature can be checked against another signer).
+/// The signed `POST` of `body` (JSON) to `uri` (public for tests: the signature can be checked
+/// against another signer).
 pub fn signed_request(
     uri: &Uri,
+    body: &[u8],
     region: &str,
     identity: &Identity,
     time: std::time::SystemTime,
@@ -216,7 +314,7 @@ pub fn signed_request(
         .uri(uri.clone())
         .header(HOST, host.as_str())
         .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from_static(BODY)))
+        .body(Full::new(Bytes::copy_from_slice(body)))
         .map_err(|e| JitFetchError::Config(format!("request: {e}")))?;
     let params = v4::SigningParams::builder()
         .identity(identity)
@@ -233,7 +331,7 @@ pub fn signed_request(
         "POST",
         uri_text.as_str(),
         headers.into_iter(),
-        SignableBody::Bytes(BODY),
+        SignableBody::Bytes(body),
     )
     .map_err(|e| JitFetchError::Config(format!("signing: {e}")))?;
     let (instructions, _signature) = sign(signable, &params)
@@ -250,7 +348,7 @@ pub fn signed_request(
     Ok(request)
 }
 
-async fn send(request: Request<Full<Bytes>>) -> Result<JitGrant, JitFetchError> {
+async fn send(request: Request<Full<Bytes>>) -> Result<Answer, JitFetchError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| JitFetchError::Config(format!("loading the platform's root certificates: {e}")))?
@@ -274,7 +372,11 @@ async fn send(request: Request<Full<Bytes>>) -> Result<JitGrant, JitFetchError> 
             ))
         })?
         .to_bytes();
-    classify(status, retry_after, &body)
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// `Retry-After` as delay-seconds (RFC 9110, section 10.2.3), clamped to [`MAX_RETRY_AFTER`]; an
@@ -326,14 +428,37 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Resu
             encoded_jit_config: JitConfigSecret(g.encoded_jit_config),
         });
     }
+    Err(failure(status, retry_after, body))
+}
+
+/// Sort one release answer: 200, 409 or 404 with the matching `result` ([`Release`]); a 200
+/// without it is malformed (retryable: asking again is harmless, and a second answer of a
+/// removal is `not-found`, never a false "removed"); a 404 or 409 without it is a refusal (a
+/// controller without the route answers 404 `{"error": ...}`); the rest as for the fetch.
+pub fn classify_release(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<Release, JitFetchError> {
+    let result = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("result").and_then(serde_json::Value::as_str).map(str::to_string));
+    if let Some(release) = result.as_deref().and_then(|r| Release::from_answer(status, r)) {
+        return Ok(release);
+    }
+    if status == 200 {
+        return Err(retryable("malformed release answer: no result \"removed\""));
+    }
+    Err(failure(status, retry_after, body))
+}
+
+/// An answer that is not a success: 429, 408 and 5xx are retryable (with the `Retry-After`),
+/// anything else a refusal.
+fn failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> JitFetchError {
     let message = error_message(body);
     if status == 429 || status == 408 || (500..=599).contains(&status) {
-        return Err(JitFetchError::Retryable {
+        return JitFetchError::Retryable {
             after: retry_after,
             reason: format!("HTTP {status}: {message}"),
-        });
+        };
     }
-    Err(JitFetchError::Refused { status, message })
+    JitFetchError::Refused { status, message }
 }
 
 /// The `error` of the controller's JSON answer, AWS's own `Message`/`message` (its 403 for a
@@ -440,6 +565,84 @@ mod tests {
     }
 
     #[test]
+    fn release_urls_share_the_rules() {
+        assert_eq!(
+            release_uri("https://abc.lambda-url.us-east-1.on.aws/")
+                .map(|u| u.to_string())
+                .ok()
+                .as_deref(),
+            Some("https://abc.lambda-url.us-east-1.on.aws/jit-config/release")
+        );
+        assert_eq!(
+            endpoint_uri("http://127.0.0.1:8080/", RELEASE_PATH)
+                .map(|u| u.to_string())
+                .ok()
+                .as_deref(),
+            Some("http://127.0.0.1:8080/jit-config/release")
+        );
+        for bad in ["http://example.com/", "https://user@host/", "https://host/?x=1", ""] {
+            assert!(matches!(release_uri(bad), Err(JitFetchError::Config(_))), "{bad}");
+        }
+        assert_eq!(release_body(42), r#"{"runner_id":42}"#);
+    }
+
+    #[test]
+    fn release_answers_are_sorted() {
+        let r = |status: u16, body: &str| classify_release(status, None, body.as_bytes());
+        assert_eq!(r(200, r#"{"result":"removed"}"#), Ok(Release::Removed));
+        assert_eq!(r(409, r#"{"result":"busy","runner_id":7}"#), Ok(Release::Busy));
+        assert_eq!(r(404, r#"{"result":"not-found"}"#), Ok(Release::NotFound));
+        for release in Release::ALL {
+            let body = format!(r#"{{"result":"{}"}}"#, release.as_str());
+            assert_eq!(r(release.status(), &body), Ok(release));
+        }
+        // A 404 without our result: a controller (or a front) that has no such route.
+        assert_eq!(
+            r(404, r#"{"error":"no route; POST /jit-config"}"#),
+            Err(JitFetchError::Refused {
+                status: 404,
+                message: "no route; POST /jit-config".into()
+            })
+        );
+        assert!(matches!(r(404, ""), Err(JitFetchError::Refused { status: 404, .. })));
+        // A result that does not go with the status is no answer of ours.
+        assert!(matches!(
+            r(404, r#"{"result":"removed"}"#),
+            Err(JitFetchError::Refused { status: 404, .. })
+        ));
+        assert!(matches!(
+            r(409, r#"{"error":"x"}"#),
+            Err(JitFetchError::Refused { status: 409, .. })
+        ));
+        // A 200 that is not "removed" is never taken for a removal.
+        for body in ["{}", r#"{"result":"busy"}"#, "<html>", r#"{"result":"REMOVED"}"#] {
+            assert!(matches!(r(200, body), Err(JitFetchError::Retryable { .. })), "{body}");
+        }
+        // Refusals and outages as for the fetch.
+        assert!(matches!(
+            r(403, r#"{"Message":"Forbidden"}"#),
+            Err(JitFetchError::Refused { status: 403, .. })
+        ));
+        assert!(matches!(
+            r(400, r#"{"error":"bad"}"#),
+            Err(JitFetchError::Refused { status: 400, .. })
+        ));
+        assert_eq!(
+            classify_release(429, Some(Duration::from_secs(42)), br#"{"error":"GitHub rate limit"}"#),
+            Err(JitFetchError::Retryable {
+                after: Some(Duration::from_secs(42)),
+                reason: "HTTP 429: GitHub rate limit".into()
+            })
+        );
+        for status in [408, 500, 502, 503] {
+            assert!(
+                matches!(r(status, "{}"), Err(JitFetchError::Retryable { .. })),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
     fn retry_after_is_seconds_clamped() {
         let h = |s: &str| HeaderValue::from_str(s).ok().and_then(|v| parse_retry_after(&v));
         assert_eq!(h("7"), Some(Duration::from_secs(7)));
@@ -465,7 +668,8 @@ mod tests {
     fn requests_are_signed_for_lambda_in_the_region() {
         let uri = jit_uri("https://abc.lambda-url.eu-west-1.on.aws").unwrap_or_else(|e| panic!("{e}"));
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let r = signed_request(&uri, "eu-west-1", &identity(Some("SESSIONTOKEN")), t).unwrap_or_else(|e| panic!("{e}"));
+        let r = signed_request(&uri, BODY, "eu-west-1", &identity(Some("SESSIONTOKEN")), t)
+            .unwrap_or_else(|e| panic!("{e}"));
         let h = |n: &str| {
             r.headers()
                 .get(n)
@@ -491,9 +695,44 @@ mod tests {
             "credentials not marked sensitive"
         );
         // Deterministic: the same inputs sign the same way; another secret signs differently.
-        let again =
-            signed_request(&uri, "eu-west-1", &identity(Some("SESSIONTOKEN")), t).unwrap_or_else(|e| panic!("{e}"));
+        let again = signed_request(&uri, BODY, "eu-west-1", &identity(Some("SESSIONTOKEN")), t)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.headers().get("authorization"), r.headers().get("authorization"));
+    }
+
+    #[test]
+    fn release_requests_sign_their_path_and_body() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let id = identity(Some("SESSIONTOKEN"));
+        let sign_for = |uri: &Uri, body: &str| {
+            let r = signed_request(uri, body.as_bytes(), "eu-west-1", &id, t).unwrap_or_else(|e| panic!("{e}"));
+            let auth = r
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (r, auth)
+        };
+        let release = release_uri("https://abc.lambda-url.eu-west-1.on.aws").unwrap_or_else(|e| panic!("{e}"));
+        let (r, auth) = sign_for(&release, &release_body(7));
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/eu-west-1/lambda/aws4_request, SignedHeaders="
+            ),
+            "{auth}"
+        );
+        for signed in ["content-type", "host", "x-amz-date", "x-amz-security-token"] {
+            assert!(auth.contains(signed), "{signed} unsigned: {auth}");
+        }
+        assert_eq!(r.uri().path(), "/jit-config/release");
+        assert_eq!(r.method(), Method::POST);
+        // The body and the path are signed: another runner id, or the mint's path with the same
+        // body, signs differently.
+        assert_ne!(auth, sign_for(&release, &release_body(8)).1);
+        let mint = jit_uri("https://abc.lambda-url.eu-west-1.on.aws").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(auth, sign_for(&mint, &release_body(7)).1);
+        assert_eq!(auth, sign_for(&release, &release_body(7)).1);
     }
 
     /// One HTTP/1.1 exchange on a loopback port: returns the raw request it read.
@@ -508,8 +747,8 @@ mod tests {
             };
             let mut buf = vec![0u8; 16384];
             let mut got = Vec::new();
-            // Read the head and the 2-byte body.
-            while !String::from_utf8_lossy(&got).contains("\r\n\r\n{}") {
+            // Read the head and the JSON body (`{}` or `{"runner_id":N}`).
+            while !(String::from_utf8_lossy(&got).contains("\r\n\r\n{") && got.ends_with(b"}")) {
                 let Ok(n) = s.read(&mut buf).await else { break };
                 if n == 0 {
                     break;
@@ -548,6 +787,50 @@ mod tests {
         );
         let g = got.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((g.runner_id, g.encoded_jit_config.expose()), (5, "QUJD"));
+    }
+
+    #[tokio::test]
+    async fn a_release_goes_over_loopback() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 20\r\nconnection: close\r\n\r\n{\"result\":\"removed\"}",
+        )
+        .await;
+        let got = release_runner(&url, &sdk(), Duration::from_secs(5), 4242).await;
+        let raw = server.await.unwrap_or_default();
+        assert!(raw.starts_with("POST /jit-config/release HTTP/1.1\r\n"), "{raw}");
+        assert!(raw.ends_with("\r\n\r\n{\"runner_id\":4242}"), "{raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("authorization: aws4-hmac-sha256 credential=akidexample/"),
+            "{raw}"
+        );
+        assert_eq!(got, Ok(Release::Removed));
+        // A controller without the route: its 404 has no result, a refusal.
+        let (url, _s) = serve_once(
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 38\r\nconnection: close\r\n\r\n{\"error\":\"no route; POST /jit-config\"}",
+        )
+        .await;
+        assert!(matches!(
+            release_runner(&url, &sdk(), Duration::from_secs(5), 1).await,
+            Err(JitFetchError::Refused { status: 404, .. })
+        ));
+        let (url, _s) = serve_once(
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 22\r\nconnection: close\r\n\r\n{\"result\":\"not-found\"}",
+        )
+        .await;
+        assert_eq!(
+            release_runner(&url, &sdk(), Duration::from_secs(5), 1).await,
+            Ok(Release::NotFound)
+        );
+        // A silent controller: the timeout, retryable.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", silent.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        assert!(matches!(
+            release_runner(&url, &sdk(), Duration::from_millis(300), 1).await,
+            Err(JitFetchError::Retryable { .. })
+        ));
     }
 
     #[tokio::test]

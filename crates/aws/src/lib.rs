@@ -10,8 +10,9 @@
 //! It depends on `aws-config` and the smithy runtime types only, never on a service crate, so a
 //! binary pays for each service SDK only where that service is called.
 //!
-//! [`function_url`] is the agent's client of the controller's `POST /jit-config` (a SigV4-signed
-//! request to a Lambda function URL), built on the same HTTP/TLS stack as the SDK.
+//! [`function_url`] is the agent's client of the controller's `POST /jit-config` and
+//! `POST /jit-config/release` (SigV4-signed requests to a Lambda function URL), built on the same
+//! HTTP/TLS stack as the SDK.
 
 pub mod function_url;
 

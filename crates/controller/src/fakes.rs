@@ -250,6 +250,10 @@ pub struct FakeGitHub {
     pub runners: Mutex<Vec<Runner>>,
     /// Deleted runner ids.
     pub deleted: Mutex<Vec<u64>>,
+    /// Answers the next DELETEs give instead of the normal one, in order, leaving the runners as
+    /// they are: `Err(RunnerBusy)` (a 422: GitHub sees a job its `busy` flag does not show yet),
+    /// `Ok(Deleted::AlreadyGone)` (a 404: gone since it was read), a rate limit, ...
+    pub delete_next: Mutex<Vec<Result<Deleted, GitHubError>>>,
     /// When set, every call fails with a 5xx-like error.
     pub down: Mutex<bool>,
     /// Errors the next calls answer with, in order (then normal answers again).
@@ -313,8 +317,18 @@ impl GitHub for FakeGitHub {
         self.call()?;
         Ok(lock(&self.runners).clone())
     }
+    async fn get_runner(&self, id: u64) -> Result<Option<Runner>, GitHubError> {
+        self.call()?;
+        Ok(lock(&self.runners).iter().find(|r| r.id == id).cloned())
+    }
     async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
         self.call()?;
+        {
+            let mut next = lock(&self.delete_next);
+            if !next.is_empty() {
+                return next.remove(0);
+            }
+        }
         let mut runners = lock(&self.runners);
         let before = runners.len();
         runners.retain(|r| r.id != id);

@@ -217,11 +217,13 @@ pub struct Target {
     pub jit_function: Option<String>,
 }
 
-/// What the agent's `POST /jit-config` needs (crates/aws/src/function_url.rs). Not SDK
-/// operations, so not in [`CALLS`]: a request to a function URL is authorized as
-/// `lambda:InvokeFunctionUrl`, and function URLs created since October 2025 also require
-/// `lambda:InvokeFunction` (Lambda Developer Guide, "Control access to Lambda function URLs",
-/// https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html).
+/// What the agent's `POST /jit-config` and `POST /jit-config/release` need
+/// (crates/aws/src/function_url.rs). Not SDK operations, so not in [`CALLS`]: a request to a
+/// function URL is authorized as `lambda:InvokeFunctionUrl`, and function URLs created since
+/// October 2025 also require `lambda:InvokeFunction` (Lambda Developer Guide, "Control access to
+/// Lambda function URLs", https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html). The
+/// resource is the function (or its alias), never a path: one grant covers every path of the URL,
+/// the release route included; which caller may do what on which path is the controller's check.
 pub const JIT_URL_ACTIONS: &[&str] = &["lambda:InvokeFunctionUrl", "lambda:InvokeFunction"];
 
 /// Check `NAME` or `NAME:ALIAS` of a Lambda function: name 1 to 64 and alias 1 to 128 of
@@ -518,6 +520,12 @@ mod tests {
         );
         assert!(JIT_URL_ACTIONS.iter().all(|a| a.starts_with("lambda:")));
         assert_eq!(lifecycle_aws::function_url::JIT_PATH, crate::jit::JIT_PATH);
+        // The release route is on the same URL: the same grant (a function URL is authorized as a
+        // whole) and the same signing service.
+        assert_eq!(
+            crate::jit::Route::of(lifecycle_aws::function_url::RELEASE_PATH),
+            Some(crate::jit::Route::Release)
+        );
         for good in ["f", "runner-lifecycle-controller", "fn_1:jit", "f:live-2"] {
             assert_eq!(check_function_name(good), Ok(()), "{good}");
         }

@@ -15,18 +15,66 @@
 //! for the instance whose credentials signed. The instance must be a member of one of the
 //! controller's groups in `InService` or `Pending*`: a host that is draining (`Terminating*`),
 //! in `Standby`, `Detaching`/`Detached` or the warm pool (`Warmed:*`) gets 409.
+//!
+//! `POST /jit-config/release` with `{"runner_id": N}`, on the same URL and with the same
+//! identity checks: the host asks the controller to delete one of its own JIT registrations
+//! before it stops the listener, so that GitHub, not the host's view of `/proc`, decides whether
+//! a job got there first (docs/controller.md, "Releasing a registration before a stop"). The
+//! registration must carry the caller's instance id where the mint puts it; a busy runner is
+//! left alone. No lifecycle-state check: a draining host (`Terminating:Wait`) is the one that
+//! asks.
 
 use crate::handler::Controller;
 use crate::ports::{Aws, GitHub};
+use crate::settings::JitSettings;
 use lifecycle_core::{ApiError, ApiErrorKind};
-use lifecycle_github::{GitHubError, JitRequest, Secret};
+use lifecycle_github::{Deleted, GitHubError, JitRequest, Secret};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+/// The answers of the release route, and its path: the client's (`lifecycle_aws::function_url`),
+/// so the wire words and statuses have one definition.
+pub use lifecycle_aws::function_url::{Release, RELEASE_PATH};
+
 /// The path of the route.
 pub const JIT_PATH: &str = "/jit-config";
-/// The largest request body accepted: the agent sends `{}`.
+/// The largest request body accepted: the agent sends `{}` or `{"runner_id": N}`.
 pub const MAX_BODY: usize = 4096;
+
+/// The routes on the `AWS_IAM` function URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /jit-config`: mint a registration.
+    Mint,
+    /// `POST /jit-config/release`: remove one.
+    Release,
+}
+
+impl Route {
+    /// The route of a request path (a trailing `/` is ignored).
+    pub fn of(path: &str) -> Option<Route> {
+        match path.trim_end_matches('/') {
+            JIT_PATH => Some(Route::Mint),
+            RELEASE_PATH => Some(Route::Release),
+            _ => None,
+        }
+    }
+
+    /// Its path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Mint => JIT_PATH,
+            Route::Release => RELEASE_PATH,
+        }
+    }
+}
+
+/// What an admitted request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Mint,
+    Release { runner_id: u64 },
+}
 
 /// The IAM principal AWS verified, from `requestContext.authorizer.iam`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +110,18 @@ pub enum JitOutcome {
         /// `encoded_jit_config`, for the listener only.
         config: Secret,
     },
+    /// 200, 409 or 404 with `{"result": ...}`: what became of the registration the caller asked
+    /// to release.
+    Released {
+        /// The caller's instance.
+        instance_id: String,
+        /// The registration.
+        runner_id: u64,
+        /// Its name, when GitHub still knew it.
+        runner_name: Option<String>,
+        /// What happened.
+        result: Release,
+    },
     /// Anything else: the status, a message (no credential in it), and for retryable answers
     /// the seconds to wait (`Retry-After`).
     Refused {
@@ -95,6 +155,7 @@ impl JitOutcome {
     pub fn status(&self) -> u16 {
         match self {
             JitOutcome::Minted { .. } => 200,
+            JitOutcome::Released { result, .. } => result.status(),
             JitOutcome::Refused { status, .. } => *status,
         }
     }
@@ -114,6 +175,10 @@ impl JitOutcome {
                 "runner_name": runner_name,
                 "runner_id": runner_id,
                 "encoded_jit_config": config.expose(),
+            }),
+            JitOutcome::Released { runner_id, result, .. } => json!({
+                "result": result.as_str(),
+                "runner_id": runner_id,
             }),
             JitOutcome::Refused {
                 message, retry_after, ..
@@ -149,10 +214,10 @@ pub fn has_iam_authorizer(event: &Value) -> bool {
         .is_some_and(|v| !v.is_null())
 }
 
-/// Whether a function-URL event belongs to this route rather than to the webhook: its path is
-/// [`JIT_PATH`], or it was signed (an `AWS_IAM` URL serves nothing else).
+/// Whether a function-URL event belongs to these routes rather than to the webhook: its path is
+/// [`JIT_PATH`] or [`RELEASE_PATH`], or it was signed (an `AWS_IAM` URL serves nothing else).
 pub fn is_jit_event(event: &Value) -> bool {
-    request_path(event).trim_end_matches('/') == JIT_PATH || has_iam_authorizer(event)
+    Route::of(request_path(event)).is_some() || has_iam_authorizer(event)
 }
 
 /// The verified caller; `None`: no IAM authorizer context; `Err`: one that lacks a field.
@@ -252,10 +317,10 @@ pub fn aws_failure(e: &ApiError) -> JitOutcome {
     }
 }
 
-/// The answer for a failed generate-jitconfig: a rate limit is 429 with GitHub's wait, GitHub
-/// trouble 503; a configuration or permission problem on the controller's side is 500 (retried
-/// by the agent, slowly: it needs an operator).
-pub fn github_failure(e: &GitHubError) -> JitOutcome {
+/// The answer for a failed GitHub call of either route (`action`: `mint`, `release`): a rate
+/// limit is 429 with GitHub's wait, GitHub trouble 503; a configuration or permission problem on
+/// the controller's side is 500 (retried by the agent, slowly: it needs an operator).
+pub fn github_failure(e: &GitHubError, action: &str) -> JitOutcome {
     match e {
         GitHubError::RateLimited { retry_after } => {
             JitOutcome::retry(429, "GitHub rate limit; retry later", retry_after.as_secs())
@@ -269,9 +334,11 @@ pub fn github_failure(e: &GitHubError) -> JitOutcome {
         GitHubError::Config(_)
         | GitHubError::Unauthorized(_)
         | GitHubError::Forbidden(_)
-        | GitHubError::NotFound { .. } => {
-            JitOutcome::retry(500, "the controller cannot mint (GitHub configuration)", 60)
-        }
+        | GitHubError::NotFound { .. } => JitOutcome::retry(
+            500,
+            format!("the controller cannot {action} (GitHub configuration)"),
+            60,
+        ),
     }
 }
 
@@ -293,13 +360,30 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 runner_name, runner_id, ..
             } => {
                 // Settled on the one log line per mint the docs promise; the config never.
-                let instance_id = runner_name_instance(runner_name).unwrap_or("?");
+                let prefix = self.settings().jit.as_ref().map_or("", |j| j.prefix.as_str());
+                let instance_id = jit_name_instance(runner_name, prefix).unwrap_or("?");
                 info!(
                     instance_id,
                     runner_name = runner_name.as_str(),
                     runner_id,
                     took_ms = started.elapsed().as_millis() as u64,
                     "jit: minted"
+                );
+            }
+            JitOutcome::Released {
+                instance_id,
+                runner_id,
+                runner_name,
+                result,
+            } => {
+                // The one log line per release.
+                info!(
+                    instance_id = instance_id.as_str(),
+                    runner_name = runner_name.as_deref().map_or("-", |n| n),
+                    runner_id,
+                    result = result.as_str(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "jit: release"
                 );
             }
             JitOutcome::Refused {
@@ -325,40 +409,68 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
     }
 
     async fn jit_inner(&self, event: &Value, now: i64) -> JitOutcome {
-        // 1. Only an AWS_IAM function URL may mint: AWS verified the signature of these.
+        let (settings, who, ask) = match self.admit(event) {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
+        match ask {
+            Ask::Mint => self.mint(settings, &who, now).await,
+            Ask::Release { runner_id } => self.release(settings, &who, runner_id).await,
+        }
+    }
+
+    /// The checks both routes share, in order: signed (403), configured (403), a route (404),
+    /// `POST` (405), a well-formed body for the route (400), a session of the agent role named
+    /// after an instance (403). No call is made.
+    fn admit(&self, event: &Value) -> Result<(&JitSettings, InstanceIdentity, Ask), JitOutcome> {
+        // 1. Only an AWS_IAM function URL may mint or release: AWS verified these signatures.
         let caller = match iam_caller(event) {
-            None => return JitOutcome::refuse(403, "not an authorized instance identity: unsigned request"),
-            Some(Err(e)) => return JitOutcome::refuse(403, format!("not an authorized instance identity: {e}")),
+            None => {
+                return Err(JitOutcome::refuse(
+                    403,
+                    "not an authorized instance identity: unsigned request",
+                ))
+            }
+            Some(Err(e)) => {
+                return Err(JitOutcome::refuse(
+                    403,
+                    format!("not an authorized instance identity: {e}"),
+                ))
+            }
             Some(Ok(c)) => c,
         };
         let Some(settings) = &self.settings().jit else {
-            return JitOutcome::refuse(403, "this controller mints no JIT configs (no agent role configured)");
+            return Err(JitOutcome::refuse(
+                403,
+                "this controller serves no JIT configs (no agent role configured)",
+            ));
         };
         // 2. The request itself.
-        if request_path(event).trim_end_matches('/') != JIT_PATH {
-            return JitOutcome::refuse(404, format!("no route; POST {JIT_PATH}"));
-        }
-        let req = match crate::webhook::parse_http_event(event) {
-            Ok(r) => r,
-            Err(e) => return JitOutcome::refuse(400, format!("malformed request: {e}")),
+        let Some(route) = Route::of(request_path(event)) else {
+            return Err(JitOutcome::refuse(
+                404,
+                format!("no route; POST {JIT_PATH} or {RELEASE_PATH}"),
+            ));
         };
+        let req = crate::webhook::parse_http_event(event)
+            .map_err(|e| JitOutcome::refuse(400, format!("malformed request: {e}")))?;
         if req.method != "POST" {
-            return JitOutcome::refuse(405, format!("POST {JIT_PATH} only"));
+            return Err(JitOutcome::refuse(405, format!("POST {} only", route.path())));
         }
         if req.body.len() > MAX_BODY {
-            return JitOutcome::refuse(400, "body too large");
+            return Err(JitOutcome::refuse(400, "body too large"));
         }
-        let body_ok = req.body.iter().all(u8::is_ascii_whitespace)
-            || serde_json::from_slice::<Value>(&req.body).is_ok_and(|v| v.is_object());
-        if !body_ok {
-            return JitOutcome::refuse(400, "the body must be a JSON object ({})");
-        }
+        let ask = parse_ask(route, &req.body).map_err(|e| JitOutcome::refuse(400, e))?;
         // 3. Who signed: a session of the agent role named after an instance.
         let owner = event.pointer("/requestContext/accountId").and_then(Value::as_str);
-        let who = match instance_identity(&caller, owner, &settings.agent_role) {
-            Ok(w) => w,
-            Err(e) => return JitOutcome::refuse(403, format!("not an authorized instance identity: {e}")),
-        };
+        let who = instance_identity(&caller, owner, &settings.agent_role)
+            .map_err(|e| JitOutcome::refuse(403, format!("not an authorized instance identity: {e}")))?;
+        Ok((settings, who, ask))
+    }
+
+    /// `POST /jit-config` for an admitted caller: its instance must be in one of our groups, in
+    /// service or launching; then one generate-jitconfig.
+    async fn mint(&self, settings: &JitSettings, who: &InstanceIdentity, now: i64) -> JitOutcome {
         // 4. What Auto Scaling says of that instance.
         let member = match self.aws().instance(&who.instance_id).await {
             Ok(m) => m,
@@ -408,18 +520,95 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             },
             Err(e) => {
                 warn!(instance_id = who.instance_id.as_str(), error = %e, "jit: generate-jitconfig failed");
-                github_failure(&e)
+                github_failure(&e, "mint")
+            }
+        }
+    }
+
+    /// `POST /jit-config/release` for an admitted caller: GET the runner, check it is a JIT
+    /// registration of the caller's instance, leave it if GitHub shows it busy, else DELETE it.
+    ///
+    /// Two GitHub calls per release (GET, DELETE); one when the GET settles it.
+    async fn release(&self, settings: &JitSettings, who: &InstanceIdentity, runner_id: u64) -> JitOutcome {
+        // No AWS call is needed: the registration's name proves whose it is (AWS verified the
+        // signer, and the mint wrote the signer's instance id into the name,
+        // [`jit_name_instance`]). And no lifecycle-state check: the host that asks is typically
+        // draining (`Terminating:Wait`), which the mint refuses and the release must not.
+        let released = |result: Release, runner_name: Option<String>| JitOutcome::Released {
+            instance_id: who.instance_id.clone(),
+            runner_id,
+            runner_name,
+            result,
+        };
+        let runner = match self.github().get_runner(runner_id).await {
+            Ok(Some(r)) => r,
+            // Never made, already removed, or (a JIT registration) consumed by an assignment.
+            Ok(None) => return released(Release::NotFound, None),
+            Err(e) => {
+                warn!(instance_id = who.instance_id.as_str(), runner_id, error = %e, "jit: release: GET runner failed");
+                return github_failure(&e, "release");
+            }
+        };
+        // An instance may only release its own registration. The answer does not name the
+        // runner: it is not the caller's business whose it is.
+        if jit_name_instance(&runner.name, &settings.prefix) != Some(who.instance_id.as_str()) {
+            return JitOutcome::refuse(
+                403,
+                format!(
+                    "runner {runner_id} is not a JIT registration of instance {}: an instance may only release its own",
+                    who.instance_id
+                ),
+            );
+        }
+        // GitHub already sees a job: leave it (the agent lets the job run).
+        if runner.busy {
+            return released(Release::Busy, Some(runner.name));
+        }
+        match self.github().delete_runner(runner_id).await {
+            Ok(Deleted::Deleted) => released(Release::Removed, Some(runner.name)),
+            // Gone between the GET and the DELETE: as for a 404 on the GET.
+            Ok(Deleted::AlreadyGone) => released(Release::NotFound, Some(runner.name)),
+            // 422: GitHub refuses, the runner runs a job.
+            Err(GitHubError::RunnerBusy { .. }) => released(Release::Busy, Some(runner.name)),
+            Err(e) => {
+                warn!(instance_id = who.instance_id.as_str(), runner_id, error = %e, "jit: release: DELETE runner failed");
+                github_failure(&e, "release")
             }
         }
     }
 }
 
-/// The instance id inside a JIT runner name (`{prefix}{epoch}-i-...-{hex}`), for the log line.
-fn runner_name_instance(name: &str) -> Option<&str> {
-    let start = name.find("-i-")? + 1;
-    let rest = &name[start..];
-    let end = rest[2..].find('-').map_or(rest.len(), |e| e + 2);
-    lifecycle_github::labels::as_instance_id(&rest[..end])
+/// The body of a route: the mint takes an empty body or any JSON object (`{}`), the release a
+/// JSON object with `runner_id`, a positive integer (other fields are ignored).
+fn parse_ask(route: Route, body: &[u8]) -> Result<Ask, String> {
+    match route {
+        Route::Mint => {
+            let ok = body.iter().all(u8::is_ascii_whitespace)
+                || serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object());
+            ok.then_some(Ask::Mint)
+                .ok_or_else(|| "the body must be a JSON object ({})".to_string())
+        }
+        Route::Release => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.as_object()?.get("runner_id")?.as_u64())
+            .filter(|&id| id > 0)
+            .map(|runner_id| Ask::Release { runner_id })
+            .ok_or_else(|| r#"the body must be {"runner_id": N}, N a positive integer"#.to_string()),
+    }
+}
+
+/// The instance a JIT runner name made by the mint belongs to:
+/// `{prefix}{epoch}-{instance id}-{rest}`, `rest` being the mint's four hex digits (and
+/// `-r{4 hex}` after a name conflict, crate `lifecycle_github::jit`). `None` for any other name:
+/// another prefix, no timestamp, no instance id right after it, nothing after the id.
+pub fn jit_name_instance<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    lifecycle_github::jit::name_created_epoch(name, prefix)?;
+    let (_epoch, tail) = name.get(prefix.len()..)?.split_once('-')?;
+    let (hex, unique) = tail.strip_prefix("i-")?.split_once('-')?;
+    if unique.is_empty() {
+        return None;
+    }
+    lifecycle_github::labels::as_instance_id(tail.get(..hex.len() + 2)?)
 }
 
 #[cfg(test)]
@@ -500,7 +689,7 @@ mod tests {
             runner_name.starts_with(&format!("rle-jit-1700000000-{ID}-")),
             "{runner_name}"
         );
-        assert_eq!(runner_name_instance(runner_name), Some(ID));
+        assert_eq!(jit_name_instance(runner_name, "rle-jit-"), Some(ID));
         assert_eq!(*runner_id, 1001);
         assert!(!format!("{out:?}").contains(config.expose()), "Debug leaks the config");
         let req = c.github().jit_requests.lock().map(|r| r[0].clone()).ok();
@@ -709,9 +898,326 @@ mod tests {
     fn routing_tells_jit_from_webhook_events() {
         assert!(is_jit_event(&ok_event()));
         assert!(is_jit_event(&event(None, "/jit-config", "POST", "{}")));
+        // The release route too: on the webhook's URL it is refused (unsigned), never a delivery.
+        assert!(is_jit_event(&event(None, "/jit-config/release", "POST", "{}")));
+        assert!(is_jit_event(&event(None, "/jit-config/release/", "POST", "{}")));
+        assert!(!is_jit_event(&event(None, "/jit-config/other", "POST", "{}")));
+        assert_eq!(Route::of("/jit-config/"), Some(Route::Mint));
+        assert_eq!(Route::of(RELEASE_PATH).map(Route::path), Some(RELEASE_PATH));
         assert!(is_jit_event(&event(Some(&arn("r", ID)), "/", "POST", "{}")));
         assert!(!is_jit_event(&event(None, "/", "POST", "{}")));
         assert!(!is_jit_event(&event(None, "/webhook", "POST", "{}")));
+    }
+
+    // ---------------------------------------------------------------- release
+
+    fn release_event(arn: Option<&str>, body: &str) -> Value {
+        event(arn, RELEASE_PATH, "POST", body)
+    }
+
+    fn release_of(instance: &str, runner_id: u64) -> Value {
+        release_event(
+            Some(&arn("runner-hosts", instance)),
+            &format!(r#"{{"runner_id":{runner_id}}}"#),
+        )
+    }
+
+    /// A controller whose GitHub holds JIT registrations: 7 of [`ID`] (idle), 8 of [`OTHER`]
+    /// (idle), 9 of [`ID`] (busy), 10 named after [`ID`] the way `register` names a persistent
+    /// runner; the caller [`ID`] is draining (`Terminating:Wait`).
+    fn with_runners() -> Controller<FakeAws, FakeGitHub> {
+        let c = controller("Terminating:Wait", "runners");
+        let jit = |id: u64, instance: &str, busy: bool| {
+            let mut r = FakeGitHub::runner(id, instance, "runners", "online", busy);
+            r.name = format!("rle-jit-1700000000-{instance}-ab1{id}");
+            r.ephemeral = true;
+            r
+        };
+        c.github()
+            .runners
+            .lock()
+            .map(|mut rs| {
+                rs.extend([
+                    jit(7, ID, false),
+                    jit(8, OTHER, false),
+                    jit(9, ID, true),
+                    FakeGitHub::runner(10, ID, "runners", "online", false),
+                ])
+            })
+            .ok();
+        c
+    }
+
+    fn body(out: &JitOutcome) -> Value {
+        serde_json::from_str(out.response()["body"].as_str().unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn deleted(c: &Controller<FakeAws, FakeGitHub>) -> Vec<u64> {
+        c.github().deleted.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_draining_host_releases_its_idle_registration() {
+        let c = with_runners();
+        let out = run(c.jit(&release_of(ID, 7), 1));
+        assert_eq!(
+            out,
+            JitOutcome::Released {
+                instance_id: ID.into(),
+                runner_id: 7,
+                runner_name: Some(format!("rle-jit-1700000000-{ID}-ab17")),
+                result: Release::Removed,
+            }
+        );
+        assert_eq!(out.status(), 200);
+        assert_eq!(body(&out), json!({"result": "removed", "runner_id": 7}));
+        assert_eq!(deleted(&c), vec![7]);
+        // GET and DELETE, and no AWS call: the name proves ownership, the state does not matter.
+        assert_eq!(c.github().calls(), 2);
+        assert_eq!(c.aws().asg_calls(), 0);
+        // Again: GitHub knows it no more.
+        let again = run(c.jit(&release_of(ID, 7), 1));
+        assert_eq!(again.status(), 404);
+        assert_eq!(body(&again), json!({"result": "not-found", "runner_id": 7}));
+        assert_eq!(deleted(&c), vec![7], "nothing deleted the second time");
+        // The same from any state, or from a host no group knows any more.
+        for state in [
+            "InService",
+            "Pending:Wait",
+            "Terminating:Proceed",
+            "Standby",
+            "Warmed:Stopped",
+        ] {
+            let c = controller(state, "runners");
+            c.github()
+                .runners
+                .lock()
+                .map(|mut rs| {
+                    let mut r = FakeGitHub::runner(7, ID, "runners", "online", false);
+                    r.name = format!("rle-jit-1-{ID}-0000");
+                    rs.push(r)
+                })
+                .ok();
+            assert_eq!(run(c.jit(&release_of(ID, 7), 1)).status(), 200, "{state}");
+        }
+    }
+
+    #[test]
+    fn a_busy_registration_is_left_alone() {
+        // GitHub's runner reads busy: no DELETE.
+        let c = with_runners();
+        let out = run(c.jit(&release_of(ID, 9), 1));
+        assert_eq!(out.status(), 409, "{out:?}");
+        assert_eq!(body(&out), json!({"result": "busy", "runner_id": 9}));
+        assert!(deleted(&c).is_empty());
+        assert_eq!(c.github().calls(), 1);
+        // Reads idle, but the DELETE answers 422: busy, and it stays.
+        let c = with_runners();
+        c.github()
+            .delete_next
+            .lock()
+            .map(|mut d| {
+                d.push(Err(GitHubError::RunnerBusy {
+                    id: 7,
+                    message: "Bad request - Runner is still running a job".into(),
+                }))
+            })
+            .ok();
+        let out = run(c.jit(&release_of(ID, 7), 1));
+        assert!(
+            matches!(
+                out,
+                JitOutcome::Released {
+                    result: Release::Busy,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(out.status(), 409);
+        assert_eq!(
+            c.github().runners.lock().map(|r| r.iter().any(|r| r.id == 7)).ok(),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn an_unknown_registration_is_not_found_never_removed() {
+        // 404 on the GET: never made, removed, or consumed by an assignment.
+        let c = with_runners();
+        let out = run(c.jit(&release_of(ID, 4242), 1));
+        assert_eq!(
+            out,
+            JitOutcome::Released {
+                instance_id: ID.into(),
+                runner_id: 4242,
+                runner_name: None,
+                result: Release::NotFound,
+            }
+        );
+        assert_eq!(out.status(), 404);
+        assert_eq!(body(&out)["result"], "not-found");
+        assert_eq!(c.github().calls(), 1);
+        // 404 on the DELETE (gone between the GET and the DELETE): the same answer.
+        let c = with_runners();
+        c.github()
+            .delete_next
+            .lock()
+            .map(|mut d| d.push(Ok(Deleted::AlreadyGone)))
+            .ok();
+        let out = run(c.jit(&release_of(ID, 7), 1));
+        assert!(
+            matches!(
+                &out,
+                JitOutcome::Released {
+                    result: Release::NotFound,
+                    runner_name: Some(_),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(out.status(), 404);
+        assert_eq!(body(&out)["result"], "not-found");
+        assert_eq!(c.github().calls(), 2);
+    }
+
+    #[test]
+    fn an_instance_may_only_release_its_own_registration() {
+        let c = with_runners();
+        // Another instance's JIT registration.
+        let out = run(c.jit(&release_of(ID, 8), 1));
+        assert_eq!(out.status(), 403, "{out:?}");
+        let msg = body(&out)["error"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains("only release its own") && !msg.contains(OTHER), "{msg}");
+        // The caller's persistent registration (named after the instance, not minted): not a
+        // JIT registration of it.
+        assert_eq!(run(c.jit(&release_of(ID, 10), 1)).status(), 403);
+        // The other instance may release its own.
+        assert_eq!(run(c.jit(&release_of(OTHER, 8), 1)).status(), 200);
+        assert_eq!(deleted(&c), vec![8], "nothing of the refused ones deleted");
+    }
+
+    #[test]
+    fn release_refuses_the_unsigned_the_foreign_and_the_malformed() {
+        let c = with_runners();
+        let good = r#"{"runner_id":7}"#;
+        for e in [
+            release_event(None, good),
+            release_event(Some(&arn("admin", ID)), good),
+            release_event(Some(&arn("runner-hosts", "alice")), good),
+            release_event(
+                Some(&format!("arn:aws:sts::999999999999:assumed-role/runner-hosts/{ID}")),
+                good,
+            ),
+        ] {
+            let out = run(c.jit(&e, 1));
+            assert_eq!(out.status(), 403, "{e} -> {out:?}");
+        }
+        let signed = arn("runner-hosts", ID);
+        for bad in [
+            "",
+            "{}",
+            "[7]",
+            "nope",
+            r#"{"runner_id":"7"}"#,
+            r#"{"runner_id":-7}"#,
+            r#"{"runner_id":7.5}"#,
+            r#"{"runner_id":0}"#,
+            r#"{"runner_id":18446744073709551616}"#,
+            r#"{"runner":7}"#,
+        ] {
+            let out = run(c.jit(&release_event(Some(&signed), bad), 1));
+            assert_eq!(out.status(), 400, "{bad} -> {out:?}");
+            assert!(body(&out)["error"].is_string());
+        }
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), RELEASE_PATH, "GET", ""), 1)).status(),
+            405
+        );
+        assert_eq!(
+            run(c.jit(&event(Some(&signed), "/jit-config/other", "POST", "{}"), 1)).status(),
+            404
+        );
+        // Nothing reached GitHub or AWS.
+        assert_eq!(c.github().calls(), 0);
+        assert_eq!(c.aws().asg_calls(), 0);
+        // Extra fields are ignored; a trailing slash too.
+        let e = event(
+            Some(&signed),
+            "/jit-config/release/",
+            "POST",
+            r#"{"runner_id":7,"reason":"stop"}"#,
+        );
+        assert_eq!(run(c.jit(&e, 1)).status(), 200);
+        // Not configured: 403.
+        let c = Controller::new(
+            Settings::new(["runners".to_string()]),
+            FakeAws::default(),
+            FakeGitHub::default(),
+        );
+        assert_eq!(run(c.jit(&release_of(ID, 7), 1)).status(), 403);
+    }
+
+    #[test]
+    fn release_outages_map_like_the_mint() {
+        let expect = |fail: GitHubError, status: u16, after: Option<&str>| {
+            let c = with_runners();
+            c.github().fail_next.lock().map(|mut f| f.push(fail)).ok();
+            let out = run(c.jit(&release_of(ID, 7), 1));
+            assert_eq!(out.status(), status, "{out:?}");
+            assert_eq!(out.response()["headers"]["retry-after"].as_str(), after, "{out:?}");
+            assert!(deleted(&c).is_empty());
+        };
+        expect(
+            GitHubError::RateLimited {
+                retry_after: Duration::from_secs(42),
+            },
+            429,
+            Some("42"),
+        );
+        expect(GitHubError::Transient("502".into()), 503, Some("5"));
+        expect(GitHubError::Forbidden("no permission".into()), 500, Some("60"));
+        // The rate limit on the DELETE, after a good GET: the same answer.
+        let c = with_runners();
+        c.github()
+            .delete_next
+            .lock()
+            .map(|mut d| {
+                d.push(Err(GitHubError::RateLimited {
+                    retry_after: Duration::from_secs(7),
+                }))
+            })
+            .ok();
+        let out = run(c.jit(&release_of(ID, 7), 1));
+        assert_eq!(out.status(), 429, "{out:?}");
+        assert_eq!(out.response()["headers"]["retry-after"], "7");
+        assert_eq!(body(&out)["error"], "GitHub rate limit; retry later");
+        assert!(deleted(&c).is_empty());
+    }
+
+    #[test]
+    fn jit_names_tell_their_instance_strictly() {
+        let p = "rle-jit-";
+        assert_eq!(jit_name_instance(&format!("rle-jit-1700000000-{ID}-ab12"), p), Some(ID));
+        assert_eq!(jit_name_instance(&format!("rle-jit-1-{ID}-ab12-r00ff"), p), Some(ID));
+        assert_eq!(jit_name_instance("rle-jit-1-i-0123abcd-ab12", p), Some("i-0123abcd"));
+        for bad in [
+            ID.to_string(),
+            format!("rle-jit-1700000000-{ID}"),
+            format!("rle-jit-1700000000-{ID}-"),
+            format!("other-1700000000-{ID}-ab12"),
+            format!("rle-jit-x-{ID}-ab12"),
+            format!("rle-jit--{ID}-ab12"),
+            format!("rle-jit-1-junk-{ID}-ab12"),
+            format!("evil-rle-jit-1-{ID}-ab12"),
+            format!("rle-jit-1-{ID}0-ab12"),
+            "rle-jit-1-i--ab12".to_string(),
+            String::new(),
+        ] {
+            assert_eq!(jit_name_instance(&bad, p), None, "{bad}");
+        }
+        assert_eq!(jit_name_instance(&format!("rle-jit-1-{ID}-ab12"), ""), None);
     }
 
     proptest::proptest! {
@@ -721,6 +1227,16 @@ mod tests {
             let c = controller("InService", "runners");
             let out = run(c.jit(&event(Some(&a), &p, "POST", &b), 1));
             proptest::prop_assert!(out.status() != 200 || p.trim_end_matches('/') == JIT_PATH);
+        }
+
+        #[test]
+        fn any_release_body_or_name_is_answered_never_a_panic(b in ".{0,60}", n in ".{0,80}") {
+            let _ = jit_name_instance(&n, "rle-jit-");
+            let c = with_runners();
+            let out = run(c.jit(&release_event(Some(&arn("runner-hosts", ID)), &b), 1));
+            // Only the caller's own idle registration is ever deleted.
+            proptest::prop_assert!(deleted(&c).iter().all(|&id| id == 7));
+            proptest::prop_assert!(out.status() != 200 || deleted(&c) == vec![7]);
         }
     }
 }

@@ -24,9 +24,10 @@ pub async fn invoke<A: Aws, G: GitHub>(
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Value, HandlerError> {
     if crate::webhook::is_http_event(&event) && crate::jit::is_jit_event(&event) {
-        // `POST /jit-config` (signed, through the AWS_IAM function URL), or anything on that path
-        // or signed: answered by the JIT route, which refuses what AWS did not authenticate. Never
-        // handed to the webhook, and a webhook delivery never reaches the minting code.
+        // `POST /jit-config` or `POST /jit-config/release` (signed, through the AWS_IAM function
+        // URL), or anything on those paths or signed: answered by the JIT routes, which refuse
+        // what AWS did not authenticate. Never handed to the webhook, and a webhook delivery never
+        // reaches the minting or releasing code.
         return Ok(controller.jit(&event, now).await.response());
     }
     if crate::webhook::is_http_event(&event) {

@@ -166,6 +166,8 @@ pub trait GitHub {
     fn registration_token(&self) -> impl Future<Output = Result<RegistrationToken, GitHubError>> + Send;
     /// Every runner of the organisation or repository.
     fn runners(&self) -> impl Future<Output = Result<Vec<Runner>, GitHubError>> + Send;
+    /// One registration by id; `None` when GitHub knows none (404).
+    fn get_runner(&self, id: u64) -> impl Future<Output = Result<Option<Runner>, GitHubError>> + Send;
     /// Delete one registration.
     fn delete_runner(&self, id: u64) -> impl Future<Output = Result<Deleted, GitHubError>> + Send;
     /// The queued and in-progress jobs of the queued and in-progress workflow runs of `repos`
@@ -197,6 +199,9 @@ impl GitHub for lifecycle_github::GitHubClient {
     }
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
         self.list_runners().await
+    }
+    async fn get_runner(&self, id: u64) -> Result<Option<Runner>, GitHubError> {
+        lifecycle_github::GitHubClient::get_runner(self, id).await
     }
     async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
         lifecycle_github::GitHubClient::delete_runner(self, id).await
@@ -240,6 +245,9 @@ impl GitHub for NoGitHub {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
+    async fn get_runner(&self, _id: u64) -> Result<Option<Runner>, GitHubError> {
+        Err(GitHubError::Config("no GitHub credentials configured".into()))
+    }
     async fn delete_runner(&self, _id: u64) -> Result<Deleted, GitHubError> {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
@@ -271,6 +279,12 @@ impl GitHub for AnyGitHub {
         match self {
             AnyGitHub::Client(c) => GitHub::runners(c.as_ref()).await,
             AnyGitHub::None(n) => n.runners().await,
+        }
+    }
+    async fn get_runner(&self, id: u64) -> Result<Option<Runner>, GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => GitHub::get_runner(c.as_ref(), id).await,
+            AnyGitHub::None(n) => n.get_runner(id).await,
         }
     }
     async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {

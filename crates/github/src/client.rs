@@ -365,6 +365,20 @@ impl GitHubClient {
             .collect())
     }
 
+    /// One runner by id (`GET {scope}/actions/runners/{id}`, GitHub REST API "Get a self-hosted
+    /// runner for an organization" / "... for a repository"). `None` when GitHub answers 404: no
+    /// such registration in the scope (never made, or already removed). Like the list, its `busy`
+    /// lags the service's own view by tens of seconds: never the only evidence that it is idle.
+    pub async fn get_runner(&self, id: u64) -> Result<Option<Runner>, GitHubError> {
+        let url = format!("{}{}/actions/runners/{id}", self.base, self.scope.prefix());
+        let answer = self.authed(Method::GET, &url, None).await?;
+        if answer.status == 404 {
+            return Ok(None);
+        }
+        let what = format!("runner {id}");
+        self.expect_ok(answer, &what)?.json(&what).map(Some)
+    }
+
     /// Delete a runner registration. 404 counts as done; 422 means it runs a job.
     pub async fn delete_runner(&self, id: u64) -> Result<Deleted, GitHubError> {
         let url = format!("{}{}/actions/runners/{id}", self.base, self.scope.prefix());
@@ -778,6 +792,79 @@ mod tests {
             }
             .prefix(),
             "/repos/o/r"
+        );
+    }
+
+    /// A loopback server that answers each connection with the next of `answers` (status line
+    /// and JSON body); returns the request lines it read.
+    async fn serve(answers: Vec<(&'static str, String)>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for (status, body) in answers {
+                let Ok((mut s, _)) = listener.accept().await else { break };
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = s.read(&mut buf).await else { break };
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&got).into_owned();
+                seen.push(text.lines().next().unwrap_or_default().to_string());
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+            seen
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn one_runner_by_id_and_404_as_none() {
+        let runner = r#"{"id":7,"name":"rle-jit-1-i-0123456789abcdef0-ab12","os":"Linux","status":"online","busy":true,"labels":[{"id":1,"name":"self-hosted","type":"read-only"}]}"#;
+        let (url, server) = serve(vec![
+            ("200 OK", runner.to_string()),
+            ("404 Not Found", r#"{"message":"Not Found"}"#.to_string()),
+            (
+                "403 Forbidden",
+                r#"{"message":"Resource not accessible by integration"}"#.to_string(),
+            ),
+        ])
+        .await;
+        let opts = Options {
+            api_url: url,
+            max_attempts: 1,
+            ..Options::default()
+        };
+        let c = GitHubClient::new(Scope::Org("acme".into()), Auth::Token(Secret::new("t")), opts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = c.get_runner(7).await.unwrap_or_else(|e| panic!("{e}"));
+        let got = got.unwrap_or_else(|| panic!("no runner"));
+        assert_eq!(
+            (got.id, got.busy, got.name.as_str()),
+            (7, true, "rle-jit-1-i-0123456789abcdef0-ab12")
+        );
+        assert_eq!(c.get_runner(8).await.ok(), Some(None));
+        assert!(matches!(c.get_runner(9).await, Err(GitHubError::Forbidden(_))));
+        let seen = server.await.unwrap_or_default();
+        assert_eq!(
+            seen,
+            [
+                "GET /orgs/acme/actions/runners/7 HTTP/1.1",
+                "GET /orgs/acme/actions/runners/8 HTTP/1.1",
+                "GET /orgs/acme/actions/runners/9 HTTP/1.1"
+            ]
         );
     }
 

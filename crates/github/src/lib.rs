@@ -4,6 +4,7 @@
 //! 3, GitHub REST API "Self-hosted runners"):
 //!
 //! - `GET {scope}/actions/runners?per_page=100` (paginated by the `Link` header), filtered by label;
+//! - `GET {scope}/actions/runners/{runner_id}` (one runner; 404 is `None`);
 //! - `DELETE {scope}/actions/runners/{runner_id}` (404 counts as done, 422 means busy);
 //! - `POST {scope}/actions/runners/registration-token`;
 //! - `POST {scope}/actions/runners/generate-jitconfig` (201; 409 when the name is taken: one retry
