@@ -18,11 +18,13 @@ use crate::procs::{self, ProcId};
 use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
-use lifecycle_aws::function_url::{fetch_jit_config, JitFetchError, JitGrant};
+use lifecycle_aws::function_url::{
+    fetch_jit_config, release_runner, JitFetchError, JitGrant, Release as RunnerRelease,
+};
 use lifecycle_core::{
     Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookPhase, HookReport, Host, Input,
-    ListenerMode, Notice, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput, TargetState,
-    Time,
+    ListenerMode, Notice, Release, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput,
+    TargetState, Time,
 };
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
@@ -1090,8 +1092,25 @@ impl Agent {
     /// Release the current listener's JIT registration (the controller deletes it at GitHub, which
     /// refuses if a job is assigned). Its answer goes to the core as `ApiReply::Released`.
     fn release_runner(&self, id: RequestId) {
-        let result = Err(ApiError::new(ApiErrorKind::Other, "release not available"));
-        self.call(id, Call::ReleaseRunner, async move { result });
+        let (Some(url), Some((name, runner_id))) = (self.settings.jit_url.clone(), self.current_runner.clone()) else {
+            // An adopted listener (its registration is unknown after a restart), or no URL: the core
+            // falls back to the latch and the last look.
+            let e = ApiError::new(
+                ApiErrorKind::Other,
+                "this listener's registration is not known to the agent",
+            );
+            self.call(id, Call::ReleaseRunner, async move { Err(e) });
+            return;
+        };
+        info!(runner = %lifecycle_escape::escape(&name), runner_id, "releasing the registration");
+        let sdk = self.discovered.sdk.clone();
+        let timeout = self.settings.api_timeout;
+        self.call(id, Call::ReleaseRunner, async move {
+            let released = release_runner(&url, &sdk, timeout, runner_id).await;
+            released
+                .map(|r| ApiReply::Released(release_outcome(r)))
+                .map_err(|e| jit_error(&e))
+        });
     }
 
     fn call<F>(&self, id: RequestId, call: Call, fut: F)
@@ -1311,6 +1330,15 @@ fn jit_error(e: &JitFetchError) -> ApiError {
         _ => None,
     };
     ApiError::new(kind, e.to_string()).with_retry_after(after)
+}
+
+/// The client's answer as the core's (the same three outcomes, one type per crate boundary).
+fn release_outcome(r: RunnerRelease) -> Release {
+    match r {
+        RunnerRelease::Removed => Release::Removed,
+        RunnerRelease::Busy => Release::Busy,
+        RunnerRelease::NotFound => Release::NotFound,
+    }
 }
 
 fn cause_text(cause: DrainCause) -> &'static str {
