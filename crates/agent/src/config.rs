@@ -335,6 +335,13 @@ keys! {
         note "",
         docs "hold the stop of an idle listener while its perf log (`RUNNER_PERFLOG`) shows a job message whose `Runner.Worker` has not started, for at most 120 s (see \"The handover\"); turn off only to measure what it prevents",
         field handover_latch: bool = (r, k) { r.bool(k) };
+    DRAIN_HANDOVER_BOUND: "drain.handover_bound", flag "drain-handover-bound", "DURATION",
+        Type::Duration { min: secs(1), max: secs(600), none: false }, default Some("120s"), check None,
+        doc "The longest a job message without a Runner.Worker, or a release GitHub refused, holds the stop of an idle listener.",
+        unset "",
+        note "",
+        docs "the longest a job message without a `Runner.Worker`, or a registration GitHub would not release, holds the stop of an idle listener; 120 s covers the listener's acknowledge (5 s) and five `acquirejob` attempts 5-15 s apart",
+        field handover_bound: Duration = (r, k) { r.duration(k) };
     DRAIN_RELEASE_REGISTRATION: "drain.release_registration", flag "drain-release-registration", "BOOL", Type::Bool,
         default Some("true"), check None,
         doc "JIT mode: ask the controller to delete the runner's registration before stopping an idle listener.",
@@ -1148,6 +1155,7 @@ impl Settings {
             handover: lifecycle_core::HandoverConfig {
                 latch: self.handover_latch,
                 release: self.release_registration,
+                bound: self.handover_bound,
                 ..Default::default()
             },
             ..CoreConfig::default()
