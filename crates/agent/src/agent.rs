@@ -934,10 +934,15 @@ impl Agent {
         match perf.poll() {
             Ok(0) => {}
             Ok(n) => {
-                info!(
-                    messages = n,
-                    "the listener's perf log shows a job message: a job is landing"
-                );
+                // Once per streak: the file is the job's to write, and a flood of lines is no news.
+                if self.core.job_message_at().is_none() {
+                    info!(
+                        messages = n,
+                        "the listener's perf log shows a job message: a job is landing"
+                    );
+                } else {
+                    debug!(messages = n, "more job messages in the listener's perf log");
+                }
                 let first_start = seen
                     .iter()
                     .position(|i| matches!(i, Input::WorkerStarted { .. }))

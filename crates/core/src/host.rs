@@ -94,6 +94,8 @@ struct Handover {
     release: ReleaseState,
     /// This JIT listener is being stopped as a ghost: it is replaced when it exits.
     replacing_ghost: bool,
+    /// The hold last reported (`Notice::StopHeld`).
+    held_for: Option<HoldReason>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -937,9 +939,6 @@ impl Host {
                 ReleaseState::Failed
             }
         };
-        if let ReleaseState::Landing { reason, .. } = self.handover.release {
-            self.notify_hold(reason, bound);
-        }
     }
 
     /// A release that could not be made is not retried: the drain falls back to the perf-log latch
@@ -954,9 +953,20 @@ impl Host {
         });
     }
 
-    fn notify_hold(&mut self, reason: HoldReason, for_: Duration) {
-        let for_ms = u64::try_from(for_.as_millis()).unwrap_or(u64::MAX);
+    /// Report a hold once per reason (not once per pass, nor once per forged line).
+    fn note_hold(&mut self, reason: HoldReason, until: Option<Time>) {
+        if self.handover.held_for == Some(reason) {
+            return;
+        }
+        self.handover.held_for = Some(reason);
+        let for_ms = until.map_or(0, |t| u64::try_from(t.since(self.now).as_millis()).unwrap_or(u64::MAX));
         self.notify(Notice::StopHeld { reason, for_ms });
+    }
+
+    /// When the listener's perf log showed a job message that has no worker yet (for the driver's
+    /// logging: a repeated line says nothing new).
+    pub fn job_message_at(&self) -> Option<Time> {
+        self.handover.message_at
     }
 
     /// A job message reached the listener (its perf log). It only ever holds a stop, and only the
@@ -970,9 +980,6 @@ impl Host {
             return;
         }
         self.handover.message_at = Some(self.now);
-        if self.drain.is_some() && !self.job_alive {
-            self.notify_hold(HoldReason::JobMessage, self.cfg.handover.bound);
-        }
     }
 
     fn on_jit_result(&mut self, result: Result<ApiReply, ApiError>) {
@@ -1338,7 +1345,7 @@ impl Host {
                             self.signal_stop(pid, false, Self::stop_reason(cause));
                         }
                         Some(StopGate::Release) => self.ask_release(),
-                        Some(StopGate::Hold { .. }) => {}
+                        Some(StopGate::Hold { reason, until }) => self.note_hold(reason, until),
                     }
                 } else if self.forced {
                     self.notify(Notice::ForcingStopWithJob);
