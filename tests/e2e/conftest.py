@@ -8,6 +8,7 @@ emulator, with dummy keys (tests/support/env.py refuses any other address).
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,6 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Host, agent_env, binary, hook_scripts  # noqa: E402
+from jit_hosts import HOOK_TIMEOUT_S  # noqa: E402
+from support.jit_controller import JitController, instance_key, jit_controller  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +64,20 @@ def make_host(aws: Any, broker: Any, make_runner: Callable[..., Any], tmp_path: 
     yield make
     for h in made:
         h.close()
+
+
+@pytest.fixture
+def jit_host(make_host: Callable[..., Host], agent_bin: Path, broker: Any, aws_env: Callable[..., dict[str, str]],
+             tmp_path: Path) -> Iterator[Callable[..., tuple[Host, JitController]]]:
+    with ExitStack() as stack:
+        def make(group: str = "runners", **settings: str) -> tuple[Host, JitController]:
+            host = make_host(hook_timeout=HOOK_TIMEOUT_S, group=group, configured=False, runner_mode="jit",
+                             **settings)
+            key = instance_key(host.instance_id)
+            ctl = stack.enter_context(jit_controller(agent_bin, broker, aws_env, host.tmp / "controller.log",
+                                                     {host.instance_id: key}, groups=group))
+            host.env.update(key.env())
+            host.env["RUNNER_LIFECYCLE_RUNNER_JIT_URL"] = ctl.url
+            return host, ctl
+
+        yield make

@@ -14,64 +14,14 @@ take B: it stays queued for a host that serves.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
 from harness import Host, stop_agent, wait_for
-from support.jit_controller import JitController, instance_key, jit_controller
+from jit_hosts import HOOK_TIMEOUT_S, drained_and_gone, mints, no_job_lost, serving
 
 pytestmark = pytest.mark.timeout(300)
-
-#: HeartbeatTimeout of the groups (the emulator's test mode allows < 30 s): a job of a few seconds
-#: is heartbeaten at least once.
-HOOK_TIMEOUT_S = 6
-
-
-@pytest.fixture
-def jit_host(make_host: Callable[..., Host], agent_bin: Path, broker: Any, aws_env: Callable[..., dict[str, str]],
-             tmp_path: Path) -> Iterator[Callable[..., tuple[Host, JitController]]]:
-    with ExitStack() as stack:
-        def make(group: str = "runners", **settings: str) -> tuple[Host, JitController]:
-            host = make_host(hook_timeout=HOOK_TIMEOUT_S, group=group, configured=False, runner_mode="jit",
-                             **settings)
-            key = instance_key(host.instance_id)
-            ctl = stack.enter_context(jit_controller(agent_bin, broker, aws_env, host.tmp / "controller.log",
-                                                     {host.instance_id: key}, groups=group))
-            host.env.update(key.env())
-            host.env["RUNNER_LIFECYCLE_RUNNER_JIT_URL"] = ctl.url
-            return host, ctl
-
-        yield make
-
-
-def mints(ctl: JitController) -> int:
-    return sum(1 for m, p, _ in ctl.github.requests if m == "POST" and p.endswith("/generate-jitconfig"))
-
-
-def serving(host: Host, broker: Any, ctl: JitController, timeout: float = 30) -> str:
-    """Start the agent and wait for its first JIT listener to poll; returns the runner's name."""
-    host.start_agent()
-    wait_for(lambda: ctl.minted(), timeout, "the first JIT config")
-    name = ctl.minted()[0]
-    broker.wait_listening(name, timeout=timeout)
-    return name
-
-
-def drained_and_gone(host: Host, timeout: float = 30) -> None:
-    wait_for(host.gone, timeout, f"{host.instance_id} to terminate")
-    completes = host.calls("CompleteLifecycleAction", ok=True)
-    assert len(completes) == 1, completes
-
-
-def no_job_lost(host: Host) -> None:
-    """No stop cancelled a job, and the core counted no job lost, in any of the host's agents."""
-    for agent in host.agents:
-        assert not agent.records(cancels_job=True), agent.tail()
-        assert not agent.records(notice="job-lost"), agent.tail()
-        assert not agent.records(notice="listener-died-with-job"), agent.tail()
 
 
 @pytest.mark.parametrize("when", ["before", "at", "after"])
