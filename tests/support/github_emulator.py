@@ -7,8 +7,8 @@ Two servers, both answering the runner endpoints of GitHub's REST API (domain br
   down to the runner paths by :func:`cut_spec` at test time (the full description takes ~14 s to
   load, the cut ~2 s; test-infra.md). Prism validates every request against the schema and answers
   with the spec's examples: the contract test for the Rust client. Stateless.
-* :class:`FakeGitHub`: a small stateful server for the same paths (list, delete then 404, busy
-  422, registration tokens, JIT configs with name conflicts, App installation tokens), for tests
+* :class:`FakeGitHub`: a small stateful server for the same paths (list, get one, delete then
+  404, busy 422, registration tokens, JIT configs with name conflicts, App installation tokens), for tests
   that need state. With :meth:`FakeGitHub.attach_broker` its JIT configs are ones the stand-in
   listener (support.fake_runner) consumes, and its runner list follows the broker: online while a
   listener holds a session, busy during its job, ``version`` once it connected, gone once GitHub
@@ -42,10 +42,12 @@ SPEC_IN_PACKAGE = "node_modules/@octokit/openapi/generated/api.github.com.json"
 #: token, and the two workflow-run reads of the scaling reconcile.
 RUNNER_OPERATIONS = [
     ("get", "/orgs/{org}/actions/runners"),
+    ("get", "/orgs/{org}/actions/runners/{runner_id}"),
     ("delete", "/orgs/{org}/actions/runners/{runner_id}"),
     ("post", "/orgs/{org}/actions/runners/registration-token"),
     ("post", "/orgs/{org}/actions/runners/generate-jitconfig"),
     ("get", "/repos/{owner}/{repo}/actions/runners"),
+    ("get", "/repos/{owner}/{repo}/actions/runners/{runner_id}"),
     ("delete", "/repos/{owner}/{repo}/actions/runners/{runner_id}"),
     ("post", "/repos/{owner}/{repo}/actions/runners/registration-token"),
     ("post", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"),
@@ -412,6 +414,18 @@ class FakeGitHub:
             if page * per_page < len(items):
                 headers["Link"] = f'<{self.url}{path}?per_page={per_page}&page={page + 1}>; rel="next"'
             return 200, headers, {"total_count": len(items), "runners": copy.deepcopy(chunk)}
+        if len(tail) == 1 and tail[0].isdigit() and method == "GET":
+            # actions/get-self-hosted-runner-for-org / -for-repo: 200 with the `runner` schema.
+            # The description documents no 404, but GitHub answers 404 (basic-error) for an id
+            # it does not know, as for the DELETE of a runner that is gone.
+            with self._lock:
+                found = self.runners.get(int(tail[0]))
+                runner = copy.deepcopy(found) if found is not None else None
+            if runner is None:
+                return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+            if self.live is not None and runner["name"] not in self.jit_names:
+                runner["status"], runner["busy"] = self.live(runner["name"])
+            return 200, {}, runner
         if tail == ["registration-token"] and method == "POST":
             tok = "AABBCC" + uuid.uuid4().hex.upper()[:23]
             self.registration_tokens.append(tok)
@@ -527,6 +541,9 @@ def validate_fake_against_spec(spec_path: Path) -> list[str]:
         ("post", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig", "POST",
          "/repos/acme/infra/actions/runners/generate-jitconfig", {"name": "jit-2", "runner_group_id": 1, "labels": ["x"]}, 201),
         ("get", "/orgs/{org}/actions/runners", "GET", "/orgs/acme/actions/runners", {}, 200),
+        ("get", "/orgs/{org}/actions/runners/{runner_id}", "GET", f"/orgs/acme/actions/runners/{busy}", {}, 200),
+        ("get", "/repos/{owner}/{repo}/actions/runners/{runner_id}", "GET", f"/repos/acme/infra/actions/runners/{idle}",
+         {}, 200),
         ("delete", "/orgs/{org}/actions/runners/{runner_id}", "DELETE", f"/orgs/acme/actions/runners/{busy}", {}, 422),
         ("delete", "/orgs/{org}/actions/runners/{runner_id}", "DELETE", f"/orgs/acme/actions/runners/{idle}", {}, 204),
         ("get", "/repos/{owner}/{repo}/actions/runners", "GET", "/repos/acme/infra/actions/runners", {}, 200),
