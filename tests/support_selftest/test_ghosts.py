@@ -160,7 +160,10 @@ def test_a_consumed_runner_whose_assignment_expired_is_a_ghost(make_runner, brok
         if mode == "exit":
             assert proc.wait(10) == 0
             out = (runner / "_diag" / "listener-0.log").read_text()
-            assert "no longer exists on the server" in out
+            # Its own exit on the acknowledge 404, not the poll's runner-not-found (which would
+            # clean up the local configuration).
+            assert "The job this runner was sent no longer exists on the server" in out
+            assert "Cleaning up local configuration" not in out and (runner / ".runner").exists()
             assert not any(s.runner == "jit-ghost" and not s.closed for s in broker.sessions())
         else:
             time.sleep(2.0)
