@@ -173,6 +173,7 @@ class Session:
     messages: list[dict[str, Any]] = field(default_factory=list)
     dead: bool = False  # the listener process is gone without closing the session (SIGKILL)
     skipped: bool = False  # a one-job session whose job was taken back before it was acquired
+    watch_pid: bool = False  # whether the broker can see the listener's process (to notice a SIGKILL)
 
 
 class Broker:
@@ -615,7 +616,7 @@ class Broker:
             with self._cond:
                 now = time.monotonic()
                 for sess in self._sessions.values():
-                    if not sess.closed and not sess.dead and sess.pid and not _pid_alive(sess.pid):
+                    if not sess.closed and not sess.dead and sess.watch_pid and not _pid_alive(sess.pid):
                         # A SIGKILLed listener never deletes its session; the service would
                         # notice much later. The fake notices its process is gone.
                         sess.dead = True
@@ -776,7 +777,11 @@ class Broker:
                     self._register(name, body.get("labels") or ["self-hosted"], bool(body.get("ephemeral")), True)
                 self._connected_once.add(name)
                 sid = str(uuid.uuid4())
-                self._sessions[sid] = Session(sid, name, int(body.get("pid", 0)), bool(body.get("once")), time.monotonic())
+                pid = int(body.get("pid", 0))
+                self._sessions[sid] = Session(sid, name, pid, bool(body.get("once")), time.monotonic(),
+                                              # Only a listener this process can see is watched
+                                              # (another pid namespace, hidepid=2: never).
+                                              watch_pid=pid > 0 and _pid_alive(pid))
                 return 200, {"session_id": sid}
         if len(parts) == 2 and parts[0] == "sessions" and method == "DELETE":
             with self._cond:

@@ -9,6 +9,14 @@ Commands (src/Runner.Listener/CommandSettings.cs, validOptions):
 
 Each behaviour below cites the upstream file it reproduces; the runner's real protocol with
 GitHub is replaced by JSON over HTTP to :mod:`support.fake_runner.broker`.
+
+A job message is taken the way upstream takes it (/work/shared/docs/handover-window.md 1.2):
+perf line ``MessageReceived_RunnerJobRequest`` first (Runner.cs:606-607), then ``acknowledge`` and
+``acquirejob`` in the message loop (W1, :meth:`Listener.take_job`), then the dispatch waits for the
+first ``renewjob`` before it spawns Runner.Worker (W2, :meth:`Dispatcher._run`). Each step waits
+the delay the broker put in the message first, and a shutdown during a wait calls the step off.
+Two calls are the fake's own, so the broker can tell the windows apart: ``received`` (W1 begins)
+and ``spawned`` (W3 begins).
 """
 
 from __future__ import annotations
