@@ -280,3 +280,21 @@ def test_unknown_policy_and_ghost_mode_are_refused():
         Broker(stop_policy="sometimes")
     with pytest.raises(ValueError):
         Broker(ghost_mode="haunt")
+
+
+@pytest.mark.parametrize("window,knob", [("W1", "acquire_delay_s"), ("W2", "renew_delay_s")])
+def test_a_service_cancel_before_the_worker(runner_dir, broker, window, knob):
+    proc = runner_dir.start()
+    try:
+        job_id = broker.assign_job(5, **{knob: 1.5})
+        broker.wait_window(job_id, window, timeout=10)
+        broker.cancel_job(job_id)
+        assert broker.outcome(job_id) == "cancelled" and broker.handover_outcome(job_id) == "cancelled"
+        assert not broker.has_assigned_job("runner-1")
+        time.sleep(2.0)
+        assert broker.job(job_id).worker_started_at is None  # the dispatch was called off
+        # The persistent listener goes on with the next job.
+        nxt = broker.assign_job(0.1)
+        assert broker.wait_outcome(nxt, timeout=10) == "succeeded"
+    finally:
+        stop(proc)

@@ -446,6 +446,9 @@ class Broker:
                 if h is not None and h.spawned_at is None:
                     if h.fate is None:
                         h.fate = "cancelled"
+                    sess = self._sessions.get(job.session_id or "")
+                    if sess and sess.once:
+                        sess.skipped = True  # its one job did not go ahead
                     self._finish(job, "cancelled", "cancelled before it reached a worker", "cancelled")
             self._cond.notify_all()
 
