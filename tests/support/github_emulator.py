@@ -182,7 +182,12 @@ class FakeGitHub:
     ``Authorization: Bearer <token>`` (or an installation token minted through the App route).
     """
 
-    def __init__(self, token: str = "ghp_faketoken000000000000000000000000", page_size: int = 100) -> None:
+    def __init__(self, token: str = "ghp_faketoken000000000000000000000000", page_size: int = 100,
+                 consumed_on_assign: bool = False) -> None:
+        """consumed_on_assign: with a broker attached, a JIT registration is consumed when a job
+        is assigned to it (runner#4617 / PR #4618, handover-window.md 1.4): from the assignment
+        on, GET and DELETE of it answer 404 and the list leaves it out."""
+        self._consumed_on_assign = consumed_on_assign
         self.token = token
         self.page_size = page_size
         self.runners: dict[int, dict[str, Any]] = {}
@@ -219,10 +224,22 @@ class FakeGitHub:
 
     def attach_broker(self, broker: Any) -> "FakeGitHub":
         """Link JIT runners to a support.fake_runner Broker: generate-jitconfig registers the
-        runner there and answers a config whose `.runner` points at it; list and delete follow
-        the broker's view (:meth:`Broker.runner_state`)."""
+        runner there and answers a config whose `.runner` points at it; list, get and delete
+        follow the broker's view (:meth:`Broker.runner_state`), and DELETE is refused (422)
+        while the broker has a job assigned to that runner (:meth:`Broker.remove_runner`)."""
         self.broker = broker
+        broker.consume_jit_on_assign = self._consumed_on_assign
         return self
+
+    @property
+    def consumed_on_assign(self) -> bool:
+        return self._consumed_on_assign
+
+    @consumed_on_assign.setter
+    def consumed_on_assign(self, value: bool) -> None:
+        self._consumed_on_assign = bool(value)
+        if self.broker is not None:
+            self.broker.consume_jit_on_assign = self._consumed_on_assign
 
     def add_runner(self, name: str, labels: list[str], status: str = "offline", busy: bool = False,
                    version: str | None = "2.336.0", os_name: str = "Linux", ephemeral: bool = False,
@@ -432,18 +449,32 @@ class FakeGitHub:
             return 201, {}, {"token": tok, "expires_at": _iso(time.time() + 3600)}
         if len(tail) == 1 and tail[0].isdigit() and method == "DELETE":
             rid = int(tail[0])
+            busy = (422, {}, {"message": "Bad request - Runner is currently running a job", "documentation_url": "x"})
             with self._lock:
                 runner = self.runners.get(rid)
                 if runner is None:
                     return 404, {}, {"message": "Not Found", "documentation_url": "x"}
                 if runner["busy"]:
-                    return 422, {}, {"message": "Bad request - Runner is currently running a job", "documentation_url": "x"}
-                del self.runners[rid]
-                jit = runner["name"] in self.jit_names
-                self.jit_names.discard(runner["name"])
-            if jit and self.broker is not None:
-                # The listener's next poll gets runner-not-found; its credentials stop working.
-                self.broker.delete_runner(runner["name"])
+                    return busy
+                name = runner["name"]
+            if self.broker is not None:
+                # Checked and done in one step with the broker's dispatch: a runner a job was
+                # handed to (even one not yet acquired) is refused, as the Actions service's
+                # RemoveRunner refuses once a job request is assigned (ARC's ADR 2022-12-27,
+                # handover-window.md 3b); a deleted one is never handed a job again.
+                verdict = self.broker.remove_runner(name)
+                if verdict == "assigned":
+                    return busy
+                if verdict == "gone" and name in self.jit_names:
+                    # Consumed by an assignment (or deleted by the service) meanwhile.
+                    with self._lock:
+                        self.runners.pop(rid, None)
+                        self.jit_names.discard(name)
+                    return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+            with self._lock:
+                if self.runners.pop(rid, None) is None:
+                    return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+                self.jit_names.discard(name)
             return 204, {}, None
         return 404, {}, {"message": "Not Found", "documentation_url": "x"}
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .broker import Broker, HookRun, Job  # noqa: F401  (re-exported)
+from .broker import Broker, Handover, HookRun, Job  # noqa: F401  (re-exported)
 from .common import ReturnCode, runner_settings, write_json_bom  # noqa: F401
 
 _TESTS_DIR = Path(__file__).resolve().parents[2]  # .../tests (holds the "support" package)
@@ -193,4 +193,4 @@ def install_fake_runner(runner_dir: os.PathLike[str] | str, broker_url: str, *, 
     return FakeRunnerDir(root, name, broker_url.rstrip("/"))
 
 
-__all__ = ["Broker", "FakeRunnerDir", "HookRun", "Job", "ReturnCode", "install_fake_runner"]
+__all__ = ["Broker", "FakeRunnerDir", "Handover", "HookRun", "Job", "ReturnCode", "install_fake_runner"]

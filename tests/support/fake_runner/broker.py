@@ -16,6 +16,19 @@ Outcomes:
                  (src/Runner.Worker/StepsRunner.cs, JobRunner.cs): ``conclusion`` is then
                  "failure", as GitHub shows it, and ``reason`` carries that message.
 
+The handover (docs: /work/shared/docs/handover-window.md, section 1.2) is taken step by step, as
+upstream's listener takes it (src/Runner.Listener/Runner.cs:606-762, JobDispatcher.cs:381-537):
+
+  W0  the job message is in transit on the long poll (``transit_delay_s`` holds it here);
+  W1  the listener has it (``MessageReceived_RunnerJobRequest`` in its perf log): ``acknowledge``
+      (after ``ack_delay_s``) then ``acquirejob`` (after ``acquire_delay_s``);
+  W2  acquired: the first ``renewjob`` (after ``renew_delay_s``), then Runner.Worker is spawned
+      (after ``spawn_delay_s``);
+  W3  the worker runs the job (the outcomes above).
+
+A listener that stops before W3 leaves the job to :attr:`Broker.stop_policy` (see
+:data:`STOP_POLICIES`); each dispatch of a job is one :class:`Handover` record with its fate.
+
 All times are ``time.monotonic()`` (system-wide on Linux, so comparable with the agent's and the
 AWS emulator's call log).
 """
@@ -24,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 import uuid
@@ -36,6 +50,31 @@ from .common import SHUTDOWN_MESSAGE, runner_settings
 
 OUTCOMES = ("succeeded", "failed", "cancelled")
 
+#: What happens to a job whose listener stops before the worker is spawned, by window.
+#: handover-window.md 1.3 and 2.3: in W0/W1 the job was never acquired and GitHub documents a
+#: re-queue after 60 s (github/docs self-hosted-runners.md, "Routing precedence"); in W2 it was
+#: acquired, the listener's dispatch is cancelled and nothing completes it (JobDispatcher.cs:408-418,
+#: 1124-1127), so it stays leased to the dead runner (runner#4598), or comes back once the lease
+#: lapses (runner#4492, #4461's "10-15 minutes").
+STOP_POLICIES = {
+    "default": {"W0": "requeue", "W1": "requeue", "W2": "lost"},
+    "all-lost": {"W0": "lost", "W1": "lost", "W2": "lost"},
+    "w2-requeued-after-lease": {"W0": "requeue", "W1": "requeue", "W2": "requeue-after-lease"},
+}
+
+#: Fates of one dispatch (:attr:`Handover.fate`).
+FATES = ("ran", "requeued", "lost-W0", "lost-W1", "lost-W2", "expired", "cancelled")
+
+#: Ghost modes: what a listener whose registration is gone does (handover-window.md 1.4 and 3b).
+#: "exit": the poll answers runner-not-found and the listener exits 0 (Runner.cs:826), and an
+#: ephemeral listener whose `acknowledge` answers 404 exits 0 (PR #4540, AcknowledgeJobNotFound).
+#: "poll": it keeps polling forever and is never handed a job (runner#4617, ARC#4307).
+GHOST_MODES = ("exit", "poll")
+
+#: The handover's knobs: broker-wide defaults (Broker attributes of the same names), overridable
+#: per job in :meth:`Broker.assign_job`.
+HANDOVER_KNOBS = ("transit_delay_s", "ack_delay_s", "acquire_delay_s", "renew_delay_s", "spawn_delay_s")
+
 
 @dataclass
 class HookRun:
@@ -45,6 +84,38 @@ class HookRun:
     output: str
     started: float
     ended: float
+
+
+@dataclass
+class Handover:
+    """One dispatch of a job to one listener, window by window (times are monotonic)."""
+
+    runner: str
+    session_id: str
+    listener_pid: int
+    dispatched_at: float  # W0 begins: the broker committed the message to a poll answer
+    received_at: float | None = None  # W1 begins: the listener took the message (its perf line)
+    acknowledged_at: float | None = None
+    acquired_at: float | None = None  # W2 begins
+    first_renew_at: float | None = None
+    spawned_at: float | None = None  # W3 begins: Runner.Worker spawned, the job sent to it
+    stopped_in: str | None = None  # "W0" | "W1" | "W2": the listener stopped before W3
+    stopped_at: float | None = None
+    fate: str | None = None  # one of FATES; None while the handover is under way
+    requeue_at: float | None = None  # when a requeued job is back in the queue
+
+    @property
+    def window(self) -> str:
+        """The window this dispatch is in (or was in when it ended)."""
+        if self.stopped_in:
+            return self.stopped_in
+        if self.spawned_at is not None:
+            return "W3"
+        if self.acquired_at is not None:
+            return "W2"
+        if self.received_at is not None:
+            return "W1"
+        return "W0"
 
 
 @dataclass
@@ -72,9 +143,19 @@ class Job:
     reason: str | None = None
     conclusion: str | None = None  # as GitHub would show it: success | failure | cancelled
     dispatch_count: int = 0
+    request_id: int = 0  # upstream's RunnerJobRequestRef.runner_request_id (perf counters use it)
+    handover: dict[str, Any] = field(default_factory=dict)  # per-job overrides of HANDOVER_KNOBS etc.
+    acquire_answers: list[int] = field(default_factory=list)  # statuses for the next acquire attempts
+    handovers: list[Handover] = field(default_factory=list)
 
     def snapshot(self) -> "Job":
-        return Job(**{**asdict(self), "hooks": [HookRun(**asdict(h)) for h in self.hooks]})
+        return Job(**{**asdict(self), "hooks": [HookRun(**asdict(h)) for h in self.hooks],
+                      "handovers": [Handover(**asdict(h)) for h in self.handovers],
+                      "handover": dict(self.handover), "acquire_answers": list(self.acquire_answers)})
+
+    @property
+    def current(self) -> Handover | None:
+        return self.handovers[-1] if self.handovers else None
 
 
 @dataclass
@@ -90,18 +171,66 @@ class Session:
     got_job: bool = False
     closed: bool = False
     messages: list[dict[str, Any]] = field(default_factory=list)
+    dead: bool = False  # the listener process is gone without closing the session (SIGKILL)
+    skipped: bool = False  # a one-job session whose job was taken back before it was acquired
+    watch_pid: bool = False  # whether the broker can see the listener's process (to notice a SIGKILL)
 
 
 class Broker:
     def __init__(self, poll_timeout_s: float = 2.0, renew_timeout_s: float = 2.0, host: str = "127.0.0.1",
-                 registration_token: str | None = None) -> None:
+                 registration_token: str | None = None, *, transit_delay_s: float = 0.0,
+                 ack_delay_s: float = 0.05, acquire_delay_s: float = 0.05, renew_delay_s: float = 0.05,
+                 spawn_delay_s: float = 0.05, should_acknowledge: bool = True,
+                 acquire_backoff_s: tuple[float, float] = (5.0, 15.0), pickup_timeout_s: float = 60.0,
+                 stop_policy: str = "default", requeue_delay_s: float = 1.0, lease_s: float = 5.0,
+                 ghost_mode: str = "exit", consume_jit_on_assign: bool = False) -> None:
         """poll_timeout_s: long-poll length (GitHub's is about 50 s); renew_timeout_s: how long a
         running job may go without a job-lock renewal from its listener before it is failed as
         "lost communication" (GitHub takes minutes; short here so tests end quickly).
-        registration_token: when set, config.sh must present it (GitHub answers 404 otherwise)."""
+        registration_token: when set, config.sh must present it (GitHub answers 404 otherwise).
+
+        The handover (all attributes, changeable while running; per job in assign_job):
+        transit_delay_s: W0, how long a committed job message stays in transit on the poll;
+        ack_delay_s / acquire_delay_s: W1, the latency of `acknowledge` and of `acquirejob`;
+        renew_delay_s / spawn_delay_s: W2, the latency of the first `renewjob`, then of starting
+        Runner.Worker. The defaults make W1+W2 0.2 s (handover-window.md 1.3: "typically
+        hundreds of ms").
+        should_acknowledge: the message's flag (RunnerJobRequestRef.cs; Runner.cs:691-710).
+        acquire_backoff_s: (min, max) wait between acquire attempts (RunServer.cs:63-72: up to
+        5 attempts, 5-15 s apart).
+        pickup_timeout_s: a job not acquired this long after its dispatch goes back to the queue
+        (GitHub's docs: "If the runner doesn't pick up the assigned job within 60 seconds, the
+        job is re-queued"); the listener's late acknowledge then answers 404, its acquire 409.
+        stop_policy: one of STOP_POLICIES, for a listener that stops in W0, W1 or W2;
+        requeue_delay_s: when a W0/W1 job goes back to the queue after its listener stopped
+        (GitHub: 60 s; short here); lease_s: when a W2 job does, under "w2-requeued-after-lease"
+        (GitHub: about 10 minutes, runner#4492).
+        ghost_mode: one of GHOST_MODES, for every runner (per runner: set_ghost_mode).
+        consume_jit_on_assign: a JIT registration is deleted when a job is assigned to it
+        (runner#4617 / PR #4618; FakeGitHub(consumed_on_assign=True) sets it)."""
         self.poll_timeout_s = poll_timeout_s
         self.renew_timeout_s = renew_timeout_s
         self.registration_token = registration_token
+        self.transit_delay_s = transit_delay_s
+        self.ack_delay_s = ack_delay_s
+        self.acquire_delay_s = acquire_delay_s
+        self.renew_delay_s = renew_delay_s
+        self.spawn_delay_s = spawn_delay_s
+        self.should_acknowledge = should_acknowledge
+        self.acquire_backoff_s = tuple(acquire_backoff_s)
+        self.pickup_timeout_s = pickup_timeout_s
+        if stop_policy not in STOP_POLICIES:
+            raise ValueError(f"stop_policy must be one of {sorted(STOP_POLICIES)}")
+        self.stop_policy = stop_policy
+        self.requeue_delay_s = requeue_delay_s
+        self.lease_s = lease_s
+        if ghost_mode not in GHOST_MODES:
+            raise ValueError(f"ghost_mode must be one of {GHOST_MODES}")
+        self.ghost_mode = ghost_mode
+        self.consume_jit_on_assign = consume_jit_on_assign
+        self._ghost_modes: dict[str, str] = {}
+        self._consumed: set[str] = set()
+        self._next_request_id = 1
         self._cond = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []
@@ -141,17 +270,30 @@ class Broker:
 
     # ------------------------------------------------------------------ test API
     def assign_job(self, duration_s: float, at: float | None = None, *, name: str | None = None,
-                   runner: str | None = None, result: str = "succeeded") -> str:
+                   runner: str | None = None, result: str = "succeeded", transit_delay_s: float | None = None,
+                   ack_delay_s: float | None = None, acquire_delay_s: float | None = None,
+                   renew_delay_s: float | None = None, spawn_delay_s: float | None = None,
+                   should_acknowledge: bool | None = None, acquire_answers: list[int] | None = None) -> str:
         """Queue a job; it goes to the next idle listener polling at or after ``at``
         (a time.monotonic() value; None = now). ``runner`` pins it to one runner name.
-        ``result`` is what the job's own steps conclude (hooks can still fail it)."""
+        ``result`` is what the job's own steps conclude (hooks can still fail it).
+        The handover knobs (None: the broker's value at dispatch time) override the broker's
+        for this job; ``acquire_answers`` are statuses the next acquire attempts get instead of
+        200 (e.g. [500, 500] then success; [409]: the listener skips the message)."""
         if result not in ("succeeded", "failed"):
             raise ValueError("result must be 'succeeded' or 'failed'")
         now = time.monotonic()
         job_id = str(uuid.uuid4())  # upstream job ids are GUIDs
+        overrides = {k: v for k, v in (("transit_delay_s", transit_delay_s), ("ack_delay_s", ack_delay_s),
+                                       ("acquire_delay_s", acquire_delay_s), ("renew_delay_s", renew_delay_s),
+                                       ("spawn_delay_s", spawn_delay_s),
+                                       ("should_acknowledge", should_acknowledge)) if v is not None}
         job = Job(job_id=job_id, name=name or f"job-{len(self._order) + 1}", duration_s=float(duration_s),
-                  body_result=result, queued_at=now, not_before=now if at is None else at, runner_pin=runner)
+                  body_result=result, queued_at=now, not_before=now if at is None else at, runner_pin=runner,
+                  handover=overrides, acquire_answers=list(acquire_answers or []))
         with self._cond:
+            job.request_id = self._next_request_id
+            self._next_request_id += 1
             self._jobs[job_id] = job
             self._order.append(job_id)
             self._cond.notify_all()
@@ -197,22 +339,117 @@ class Broker:
         """Wait until an idle listener (of ``runner``, if given) is polling for jobs."""
         def idle() -> Session | None:
             for s in self._sessions.values():
-                if not s.closed and s.polling and s.current_job is None and runner in (None, s.runner):
+                if (not s.closed and not s.dead and s.polling and s.current_job is None
+                        and runner in (None, s.runner)):
                     return s
             return None
         return self._wait(idle, timeout, f"listener {runner or ''} polling")
 
+    # -------------------------------------------------------------- the handover
+    def handover_outcome(self, job_id: str) -> str | None:
+        """The fate of the job's latest dispatch (one of FATES): "ran" once Runner.Worker was
+        spawned; "requeued" (back in the queue at its ``requeue_at``); "lost-W0", "lost-W1",
+        "lost-W2" (its listener stopped in that window and nothing re-queues it: it stays
+        assigned to that runner); "expired" (not acquired within pickup_timeout_s, re-queued);
+        "cancelled" (service-side cancel before the worker). None: never dispatched, or the
+        handover is still under way."""
+        with self._cond:
+            h = self._jobs[job_id].current
+            return h.fate if h else None
+
+    def handover_outcomes(self, job_id: str) -> list[str | None]:
+        """The fate of every dispatch of the job, oldest first (e.g. ["requeued", "ran"])."""
+        with self._cond:
+            return [h.fate for h in self._jobs[job_id].handovers]
+
+    def handovers(self, job_id: str) -> list[Handover]:
+        """Every dispatch of the job with its window times (see :class:`Handover`)."""
+        return self.job(job_id).handovers
+
+    def wait_handover(self, job_id: str, timeout: float = 30.0) -> str:
+        """Wait until the latest dispatch of the job has a fate; return it."""
+        def fate() -> str | None:
+            h = self._jobs[job_id].current
+            return h.fate if h else None
+        return self._wait(fate, timeout, f"handover of {job_id}")
+
+    def wait_window(self, job_id: str, window: str, timeout: float = 30.0) -> Handover:
+        """Wait until the job's latest dispatch has reached ``window`` ("W0".."W3")."""
+        order = ("W0", "W1", "W2", "W3")
+
+        def reached() -> bool:
+            h = self._jobs[job_id].current
+            return h is not None and not h.stopped_in and order.index(h.window) >= order.index(window)
+        self._wait(reached, timeout, f"{job_id} in {window}")
+        return self.job(job_id).handovers[-1]
+
+    def assigned_job(self, runner: str) -> str | None:
+        """The job assigned to ``runner``: its message was sent and it has not finished (nor
+        been re-queued away). A job lost in W0-W2 stays assigned to the stopped runner."""
+        with self._cond:
+            return self._assigned(runner)
+
+    def has_assigned_job(self, runner: str) -> bool:
+        return self.assigned_job(runner) is not None
+
+    def expire_assignment(self, job_id: str) -> None:
+        """Act now as if the job's pickup timeout ran out (see pickup_timeout_s)."""
+        with self._cond:
+            job = self._jobs[job_id]
+            h = job.current
+            if h and h.fate is None and not job.accepted and not job.outcome:
+                self._expire(job, h)
+
+    def set_ghost_mode(self, runner: str, mode: str | None) -> None:
+        """The ghost mode (GHOST_MODES) of one runner name; None: the broker's ghost_mode."""
+        if mode is not None and mode not in GHOST_MODES:
+            raise ValueError(f"ghost mode must be one of {GHOST_MODES}")
+        with self._cond:
+            if mode is None:
+                self._ghost_modes.pop(runner, None)
+            else:
+                self._ghost_modes[runner] = mode
+
+    def remove_runner(self, name: str) -> str:
+        """Delete a registration the way GitHub's REST DELETE does, atomically with dispatch:
+        "assigned" (refused: a job was handed to it and has not finished; the Actions service's
+        RemoveRunner refuses once a job request is assigned, handover-window.md 3b), "deleted"
+        (from now on it is never handed a job), "gone" (deleted or consumed already), "unknown"
+        (never registered here)."""
+        with self._cond:
+            if name in self._deleted:
+                return "gone"
+            if name not in self._runners:
+                return "unknown"
+            if self._assigned(name) is not None:
+                return "assigned"
+            self._runners.pop(name, None)
+            self._deleted.add(name)
+            self._cond.notify_all()
+            return "deleted"
+
     def cancel_job(self, job_id: str) -> None:
         """Cancel from the service side (like "Cancel workflow"): a queued job never runs; a
-        running one gets a JobCancel message (src/Runner.Listener/Runner.cs)."""
+        running one gets a JobCancel message (src/Runner.Listener/Runner.cs). A job not yet
+        handed to a worker ends at once (cancelled); its listener's acknowledge/acquire then
+        answer 404 and a W2 dispatch is called off."""
         with self._cond:
             job = self._jobs[job_id]
             if job.outcome:
                 return
+            h = job.current
             if job.dispatched_at is None:
                 self._finish(job, "cancelled", "cancelled before it was dispatched", "cancelled")
-            elif job.session_id in self._sessions:
-                self._sessions[job.session_id].messages.append({"type": "cancel", "job_id": job_id})
+            else:
+                if job.session_id in self._sessions:
+                    self._sessions[job.session_id].messages.append({"type": "cancel", "job_id": job_id})
+                if h is not None and h.spawned_at is None:
+                    if h.fate is None:
+                        h.fate = "cancelled"
+                    sess = self._sessions.get(job.session_id or "")
+                    if sess and sess.once:
+                        sess.skipped = True  # its one job did not go ahead
+                    self._finish(job, "cancelled", "cancelled before it reached a worker", "cancelled")
             self._cond.notify_all()
 
     def crash_next(self, code: int, runner: str | None = None) -> None:
@@ -269,12 +506,14 @@ class Broker:
     def runner_state(self, name: str) -> dict[str, bool]:
         """The service's view of one registration, for FakeGitHub's runner list: registered,
         deleted (by the service or the REST API), online (a listener holds a session), busy
-        (that session runs a job), connected_once (a session was ever opened with it)."""
+        (that session runs a job), connected_once (a session was ever opened with it),
+        assigned (assigned_job), consumed (deleted by a job assignment, consume_jit_on_assign)."""
         with self._cond:
             sessions = [s for s in self._sessions.values() if s.runner == name and not s.closed]
             return {"registered": name in self._runners, "deleted": name in self._deleted,
                     "online": bool(sessions), "busy": any(s.current_job for s in sessions),
-                    "connected_once": name in self._connected_once}
+                    "connected_once": name in self._connected_once,
+                    "assigned": self._assigned(name) is not None, "consumed": name in self._consumed}
 
     # ------------------------------------------------------------------ internals
     def _register(self, name: str, labels: list[str], ephemeral: bool, replace: bool,
@@ -313,8 +552,8 @@ class Broker:
         self._cond.notify_all()
 
     def _requeue(self, job: Job) -> None:
-        # A job message that was never acknowledged goes back to the queue and may go to
-        # another runner (src/Runner.Listener/Runner.cs: skipped messages are not deleted).
+        # A job message that was never acquired goes back to the queue and may go to another
+        # runner (src/Runner.Listener/Runner.cs: skipped messages are not deleted).
         sess = self._sessions.get(job.session_id or "")
         if sess and sess.current_job == job.job_id:
             sess.current_job = None
@@ -324,24 +563,91 @@ class Broker:
         job.last_renew = None
         self._cond.notify_all()
 
+    def _assigned(self, runner: str) -> str | None:
+        for job in self._jobs.values():
+            if job.runner == runner and job.dispatched_at is not None and not job.outcome:
+                return job.job_id
+        return None
+
+    def _ghost_mode(self, runner: str) -> str:
+        return self._ghost_modes.get(runner, self.ghost_mode)
+
+    def _knob(self, job: Job, name: str) -> Any:
+        return job.handover.get(name, getattr(self, name))
+
+    def _expire(self, job: Job, h: Handover) -> None:
+        # GitHub's docs: an assigned job not picked up within 60 s is re-queued; the listener
+        # that still holds the message then gets 404 on acknowledge (AcknowledgeJobNotFound,
+        # PR #4540) and 409 on acquirejob (runner#4728: "MissingKey"), and skips it
+        # (Runner.cs:737-745). A one-job listener is not handed another job: a ghost.
+        h.fate = "expired"
+        sess = self._sessions.get(job.session_id or "")
+        if sess and sess.once:
+            sess.skipped = True
+        self._requeue(job)
+
+    def _listener_stopped(self, sess: Session) -> None:
+        """The listener of ``sess`` is gone (session deleted, or its process died). Each job it
+        held before Runner.Worker was spawned settles by the window it was in
+        (handover-window.md 1.3) and :attr:`stop_policy`."""
+        now = time.monotonic()
+        policy = STOP_POLICIES[self.stop_policy]
+        for job in self._jobs.values():
+            h = job.current
+            if job.outcome or job.session_id != sess.session_id or h is None or h.fate is not None:
+                continue
+            window = h.window
+            if window == "W3":
+                continue  # the worker's own result (or lost communication) settles it
+            h.stopped_in, h.stopped_at = window, now
+            rule = policy[window]
+            if rule == "lost":
+                # W0: the message was dropped by the listener, the broker counts it delivered
+                # (runner#4728). W2: "Skip CompleteJobRequestAsync call from Listener because
+                # it's RunService job" (JobDispatcher.cs:1124-1127): nothing tells the service.
+                h.fate = f"lost-{window}"
+            else:
+                h.fate = "requeued"
+                h.requeue_at = now + (self.lease_s if rule == "requeue-after-lease" else self.requeue_delay_s)
+        held = self._jobs.get(sess.current_job or "")
+        if held is not None and held.current is not None and held.current.fate != "ran":
+            sess.current_job = None  # the stopped listener runs nothing
+        self._cond.notify_all()
+
     def _watchdog(self) -> None:
         while not self._stop.wait(0.1):
             with self._cond:
                 now = time.monotonic()
+                for sess in self._sessions.values():
+                    if not sess.closed and not sess.dead and sess.watch_pid and not _pid_alive(sess.pid):
+                        # A SIGKILLed listener never deletes its session; the service would
+                        # notice much later. The fake notices its process is gone.
+                        sess.dead = True
+                        self._listener_stopped(sess)
                 for job in self._jobs.values():
                     if job.outcome or job.dispatched_at is None:
+                        continue
+                    h = job.current
+                    if h is not None and h.fate == "requeued":
+                        if h.requeue_at is not None and now >= h.requeue_at:
+                            self._requeue(job)
+                        continue
+                    if h is not None and h.fate is not None and h.fate.startswith("lost-"):
+                        continue  # leased to a dead runner: nothing moves it
+                    if h is not None and h.spawned_at is None:
+                        # Before the worker: no lock renewal is expected yet; only the pickup
+                        # timeout applies, until the job is acquired.
+                        if not job.accepted and now - h.dispatched_at > self.pickup_timeout_s:
+                            self._expire(job, h)
                         continue
                     last = job.last_renew or job.dispatched_at
                     if now - last <= self.renew_timeout_s:
                         continue
-                    if not job.accepted:
-                        self._requeue(job)
-                    else:
-                        self._finish(
-                            job, "failed",
-                            f"The self-hosted runner: {job.runner} lost communication with the server.",
-                            "failure",
-                        )
+                    self._finish(
+                        job, "failed",
+                        f"The self-hosted runner: {job.runner} lost communication with the server.",
+                        "failure",
+                    )
 
     def _poll(self, session_id: str) -> tuple[int, Any]:
         deadline = time.monotonic() + self.poll_timeout_s
@@ -356,9 +662,11 @@ class Broker:
                 while not self._stop.is_set():
                     if sess.closed:
                         return 410, {"error": "session closed"}
-                    if sess.runner in self._deleted and not (sess.once and sess.got_job):
-                        # (A one-job listener whose registration went with its finished job
-                        # exits by itself; see Listener.run.)
+                    deleted = sess.runner in self._deleted
+                    # A one-job listener whose job went ahead (or went with its registration)
+                    # exits by itself; see Listener.run.
+                    exempt = sess.once and sess.got_job and not sess.skipped
+                    if deleted and not exempt and self._ghost_mode(sess.runner) == "exit":
                         return 404, {"error": "runner not found"}
                     for i, (runner, code) in enumerate(self._exit_orders):
                         if runner in (None, sess.runner):
@@ -366,17 +674,13 @@ class Broker:
                             return 200, {"type": "exit", "code": code}
                     if sess.messages:
                         return 200, sess.messages.pop(0)
-                    if sess.current_job is None and not (sess.once and sess.got_job):
+                    # A deleted registration is never handed a job again; in ghost mode "poll"
+                    # its listener just keeps polling (runner#4617).
+                    if (not deleted and not sess.dead and sess.current_job is None
+                            and not (sess.once and sess.got_job)):
                         job = self._next_job(sess.runner)
                         if job is not None:
-                            job.runner, job.session_id = sess.runner, sess.session_id
-                            job.dispatched_at = time.monotonic()
-                            job.listener_pid = sess.pid
-                            job.dispatch_count += 1
-                            sess.current_job = job.job_id
-                            if sess.once:
-                                sess.got_job = True
-                            return 200, {"type": "job", "job": self._job_message(job)}
+                            return self._dispatch(job, sess)
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return 204, None
@@ -384,6 +688,38 @@ class Broker:
                 return 204, None
             finally:
                 sess.polling = False
+
+    def _dispatch(self, job: Job, sess: Session) -> tuple[int, Any]:
+        """Commit ``job`` to ``sess`` (W0 begins) and answer the poll with its message, after
+        the job's transit delay (called with the lock held; the wait releases it)."""
+        now = time.monotonic()
+        job.runner, job.session_id = sess.runner, sess.session_id
+        job.dispatched_at = now
+        job.listener_pid = sess.pid
+        job.dispatch_count += 1
+        job.handovers.append(Handover(sess.runner, sess.session_id, sess.pid, now))
+        sess.current_job = job.job_id
+        if sess.once:
+            sess.got_job = True
+        info = self._runners.get(sess.runner)
+        if self.consume_jit_on_assign and info and info.get("client_id"):
+            # runner#4617 / PR #4618: "the service consumes the registration when it assigns
+            # the job" (handover-window.md 1.4): from here GET and DELETE of it answer 404.
+            self._runners.pop(sess.runner, None)
+            self._deleted.add(sess.runner)
+            self._consumed.add(sess.runner)
+        message = {"type": "job", "job": self._job_message(job)}
+        self._cond.notify_all()
+        delay = float(self._knob(job, "transit_delay_s"))
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # W0: the message is in transit. If the listener stops meanwhile it never sees it;
+            # the broker counts it delivered all the same (runner#4728).
+            self._cond.wait(min(left, 0.05))
+        return 200, message
 
     def _next_job(self, runner: str) -> Job | None:
         now = time.monotonic()
@@ -406,6 +742,19 @@ class Broker:
             "server_url": self.url + "/",
             "run_id": str(abs(hash(job.job_id)) % 10**10),
             "repository": "fake-org/fake-repo",
+            # RunnerJobRequestRef.cs: runner_request_id, should_acknowledge.
+            "request_id": job.request_id,
+            "should_acknowledge": bool(self._knob(job, "should_acknowledge")),
+            # Fake only: how long each handover step takes, and the runner's behaviour on an
+            # acknowledge 404, as the test configured them on the broker.
+            "handover": {
+                "ack_delay_s": float(self._knob(job, "ack_delay_s")),
+                "acquire_delay_s": float(self._knob(job, "acquire_delay_s")),
+                "renew_delay_s": float(self._knob(job, "renew_delay_s")),
+                "spawn_delay_s": float(self._knob(job, "spawn_delay_s")),
+                "acquire_backoff_s": list(self.acquire_backoff_s),
+                "exit_on_ack_not_found": self._ghost_mode(job.runner or "") == "exit",
+            },
         }
 
     # ------------------------------------------------------------ HTTP endpoints
@@ -431,16 +780,20 @@ class Broker:
                     self._register(name, body.get("labels") or ["self-hosted"], bool(body.get("ephemeral")), True)
                 self._connected_once.add(name)
                 sid = str(uuid.uuid4())
-                self._sessions[sid] = Session(sid, name, int(body.get("pid", 0)), bool(body.get("once")), time.monotonic())
+                pid = int(body.get("pid", 0))
+                self._sessions[sid] = Session(sid, name, pid, bool(body.get("once")), time.monotonic(),
+                                              # Only a listener this process can see is watched
+                                              # (another pid namespace, hidepid=2: never).
+                                              watch_pid=pid > 0 and _pid_alive(pid))
                 return 200, {"session_id": sid}
         if len(parts) == 2 and parts[0] == "sessions" and method == "DELETE":
             with self._cond:
                 sess = self._sessions.get(parts[1])
-                if sess:
+                if sess and not sess.closed:
                     sess.closed = True
-                    for job in self._jobs.values():
-                        if job.session_id == sess.session_id and not job.outcome and not job.accepted:
-                            self._requeue(job)
+                    # Runner.cs:852-866: DeleteSessionAsync runs last, after ShutdownAsync; any
+                    # job the listener held before its worker settles by window.
+                    self._listener_stopped(sess)
                     self._cond.notify_all()
             return 200, {}
         if len(parts) == 3 and parts[0] == "sessions" and parts[2] == "message":
@@ -467,14 +820,50 @@ class Broker:
             job = self._jobs.get(job_id)
             if job is None:
                 return 404, {"error": "job not found"}
-            if kind == "accept":
+            h = job.current
+            mine = (h is not None and job.session_id is not None and job.session_id == body.get("session_id")
+                    and h.session_id == job.session_id)
+            if kind == "received":
+                # Fake only: the listener took the message off the poll (W1 begins), right after
+                # its perf line (Runner.cs:606-607).
+                if mine and h.received_at is None:
+                    h.received_at = now
+            elif kind == "acknowledge":
+                # Runner.cs:691-710, BrokerMessageListener.AcknowledgeMessageAsync.
+                if job.outcome or not mine:
+                    return 404, {"error": "AcknowledgeJobNotFound"}
+                h.acknowledged_at = now
+            elif kind in ("acquirejob", "accept"):
+                # RunServer.GetJobMessageAsync (Runner.cs:735): 404 job gone, 409 assignment gone.
+                if job.outcome:
+                    return 404, {"error": "job not found"}
+                if not mine:
+                    return 409, {"error": "MissingKey"}
+                if job.acquire_answers:
+                    status = int(job.acquire_answers.pop(0))
+                    if status != 200:
+                        return status, {"error": f"injected acquirejob answer {status}"}
                 job.accepted = True
                 job.last_renew = now
+                if h.acquired_at is None:
+                    h.acquired_at = now
+            elif kind == "spawned":
+                # Fake only: Runner.Worker was spawned and sent the job (SentJobToWorker_,
+                # JobDispatcher.cs:537): W3 begins; the worker's result settles the job now.
+                if h is not None and h.spawned_at is None and h.fate is None:
+                    h.spawned_at = now
+                    h.fate = "ran"
             elif kind == "release":
-                if not job.outcome and not job.accepted:
+                # A one-job listener skips further job messages without acquiring them
+                # (Runner.cs, skipMessageDeletion): back to the queue for another runner.
+                if not job.outcome and not job.accepted and mine:
+                    if h.fate is None:
+                        h.fate, h.requeue_at = "requeued", now
                     self._requeue(job)
             elif kind == "renew":
                 job.last_renew = now
+                if mine and h.first_renew_at is None:
+                    h.first_renew_at = now
                 # upstream: renewing a job that the service already finished fails; the
                 # listener then cancels its worker. Answered with the outcome here.
                 self._cond.notify_all()
@@ -506,6 +895,15 @@ class Broker:
             return 200, {}
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, e.g. a test's un-waited Popen, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _make_handler(broker: Broker) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -528,12 +926,10 @@ def _make_handler(broker: Broker) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(data)
             except OSError:
-                # The listener went away while we answered; a job handed to it goes back.
-                if answer and answer.get("type") == "job":
-                    with broker._cond:
-                        job = broker._jobs[answer["job"]["job_id"]]
-                        if not job.accepted and not job.outcome:
-                            broker._requeue(job)
+                # The listener went away while we answered. A job message is delivered as far as
+                # the service is concerned (runner#4728); its fate follows from the listener's
+                # stop (session deleted, or process gone) or the pickup timeout.
+                pass
 
         do_GET = do_POST = do_DELETE = _serve
 

@@ -9,6 +9,14 @@ Commands (src/Runner.Listener/CommandSettings.cs, validOptions):
 
 Each behaviour below cites the upstream file it reproduces; the runner's real protocol with
 GitHub is replaced by JSON over HTTP to :mod:`support.fake_runner.broker`.
+
+A job message is taken the way upstream takes it (/work/shared/docs/handover-window.md 1.2):
+perf line ``MessageReceived_RunnerJobRequest`` first (Runner.cs:606-607), then ``acknowledge`` and
+``acquirejob`` in the message loop (W1, :meth:`Listener.take_job`), then the dispatch waits for the
+first ``renewjob`` before it spawns Runner.Worker (W2, :meth:`Dispatcher._run`). Each step waits
+the delay the broker put in the message first, and a shutdown during a wait calls the step off.
+Two calls are the fake's own, so the broker can tell the windows apart: ``received`` (W1 begins)
+and ``spawned`` (W3 begins).
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ from __future__ import annotations
 import json
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +64,46 @@ def out(line: str) -> None:
 
 def err(line: str) -> None:
     print(f"Error: {line}", file=sys.stderr, flush=True)
+
+
+def trace(line: str) -> None:
+    """What upstream writes to its _diag trace only (not the console): on stderr here."""
+    print(f"[trace] {line}", file=sys.stderr, flush=True)
+
+
+#: The message types upstream's listener names in its perf counter MessageReceived_<type>
+#: (Runner.cs:606-607 writes it for every message the poll returns).
+MESSAGE_TYPES = {"job": "RunnerJobRequest", "cancel": "JobCancellation"}
+
+
+class PerfLog:
+    """src/Runner.Common/HostContext.cs:165-176, 633-650: with RUNNER_PERFLOG set (and not
+    empty), the constructor creates that directory and names the file <dir>/Runner.perf (the
+    host type is "Runner"); WritePerfCounter appends "<counter>:<UtcNow:O>" lines, ':' in the
+    counter replaced by '_', and swallows any error. Unset: nothing is written at all."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.lock = threading.Lock()
+        where = os.environ.get("RUNNER_PERFLOG")
+        if where:
+            try:
+                Path(where).mkdir(parents=True, exist_ok=True)
+                self.path = Path(where) / "Runner.perf"
+            except OSError:
+                self.path = None  # upstream traces the error and writes nothing
+
+    def write(self, counter: str) -> None:
+        if self.path is None:
+            return
+        # .NET's round-trip "O" format: 2026-01-02T03:04:05.1234567Z (7 fractional digits).
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+        with self.lock:
+            try:
+                with open(self.path, "a") as f:
+                    f.write(f"{counter.replace(':', '_')}:{stamp}\n")
+            except OSError:
+                pass
 
 
 class Command:
@@ -234,10 +284,13 @@ class Monitor:
 class Dispatcher:
     """One worker process per job (src/Runner.Listener/JobDispatcher.cs)."""
 
-    def __init__(self, root: Path, broker_url: str, monitor: Monitor) -> None:
+    def __init__(self, root: Path, broker_url: str, monitor: Monitor, perf: PerfLog | None = None,
+                 session_id: str = "") -> None:
         self.root = root
         self.broker_url = broker_url
         self.monitor = monitor
+        self.perf = perf or PerfLog()
+        self.session_id = session_id
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -280,13 +333,50 @@ class Dispatcher:
 
     def _post(self, job_id: str, kind: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            return http_json("POST", f"{self.broker_url}/jobs/{job_id}/{kind}", body or {}, timeout=5)
+            return http_json("POST", f"{self.broker_url}/jobs/{job_id}/{kind}",
+                             {"session_id": self.session_id, **(body or {})}, timeout=5)
         except OSError:
             return None
 
     def _run(self, job: dict[str, Any]) -> None:
         job_id = job["job_id"]
+        request_id = job.get("request_id", 0)
+        steps = job.get("handover", {})
         out(f"{utc_u()}: Running job: {job['name']}")
+        # W2 (JobDispatcher.cs:381-399): start renewing the job request and wait for the first
+        # renewjob before anything else; "not even start worker if the first renew fail". A
+        # cancel (runner shutdown, service cancel) during this wait ends the dispatch, and for a
+        # run-service job nothing completes the job request (JobDispatcher.cs:408-418,
+        # 1124-1127): the service is left with an acquired job nobody runs.
+        stop_renew = threading.Event()
+        first_renewed = threading.Event()
+
+        def renew() -> None:
+            # The first renewjob takes renew_delay_s (the test's stand-in for its latency); then
+            # the lock is renewed while the job runs (every 60 s upstream, JobDispatcher.cs:748-776).
+            if stop_renew.wait(float(steps.get("renew_delay_s", 0.0))):
+                return
+            while True:
+                answer = self._post(job_id, "renew")
+                if answer is not None and answer[0] == 200:
+                    first_renewed.set()
+                if stop_renew.wait(0.5):
+                    return
+
+        threading.Thread(target=renew, name="renew", daemon=True).start()
+        while not first_renewed.wait(0.02):
+            if self.cancel_event.is_set():
+                stop_renew.set()
+                trace(f"Stop renew job request for job {job_id}; the worker was never started.")
+                self.done.set()
+                return
+        self.perf.write(f"JobRequestRenewed_{request_id}")
+        self.perf.write("StartingWorkerProcess")
+        if self.cancel_event.wait(float(steps.get("spawn_delay_s", 0.0))):
+            stop_renew.set()
+            trace(f"Job {job_id} cancelled before its worker started.")
+            self.done.set()
+            return
         # Anonymous pipes as upstream's process channel: "Runner.Worker spawnclient <out> <in>".
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
@@ -302,15 +392,9 @@ class Dispatcher:
         channel = os.fdopen(to_worker_w, "w", buffering=1)
         channel.write(json.dumps({"messageType": "NewJobRequest", "body": job}) + "\n")
         channel.flush()
-        stop_renew = threading.Event()
-
-        def renew() -> None:
-            # JobDispatcher renews the job request lock while the job runs (every 60 s upstream).
-            while not stop_renew.wait(0.5):
-                self._post(job_id, "renew")
-
-        threading.Thread(target=renew, name="renew", daemon=True).start()
         self.monitor.job_started(job)
+        self.perf.write(f"SentJobToWorker_{request_id}")
+        self._post(job_id, "spawned", {"pid": proc.pid})  # fake only: W3 begins
         cancelled = False
         while proc.poll() is None:
             if self.cancel_event.wait(0.05):
@@ -351,10 +435,11 @@ class Dispatcher:
 class Listener:
     """src/Runner.Listener/Runner.cs RunAsync: session, message loop, shutdown."""
 
-    def __init__(self, root: Path, settings: dict[str, Any], run_once: bool) -> None:
+    def __init__(self, root: Path, settings: dict[str, Any], run_once: bool, perf: PerfLog | None = None) -> None:
         self.root = root
         self.settings = settings
         self.run_once = run_once
+        self.perf = perf or PerfLog()
         self.broker_url = settings["serverUrl"].rstrip("/")
         self.shutdown_reason: str | None = None
         self.shutdown = threading.Event()
@@ -386,6 +471,45 @@ class Listener:
                 return
             elif status in (404, 410):
                 return
+
+    def take_job(self, job: dict[str, Any], dispatcher: Dispatcher) -> str:
+        """W1 (Runner.cs:691-757): acknowledge, then acquire. Returns "acquired", "skipped"
+        (404/409/422 or attempts exhausted: the message is dropped and the listener polls on),
+        "stopped" (runner shutdown during W1: the job never runs here) or "gone" (an ephemeral
+        runner's acknowledge answered 404 AcknowledgeJobNotFound: exit 0, PR #4540)."""
+        job_id = job["job_id"]
+        steps = job.get("handover", {})
+        if job.get("should_acknowledge", True):
+            # Best effort, bounded by 5 s and the loop's token; a failure is only traced.
+            if self.shutdown.wait(float(steps.get("ack_delay_s", 0.0))):
+                return "stopped"
+            answer = dispatcher._post(job_id, "acknowledge")
+            if (answer is not None and answer[0] == 404 and self.settings.get("ephemeral")
+                    and steps.get("exit_on_ack_not_found", True)):
+                out(f"{utc_u()}: The job this runner was sent no longer exists on the server, and an ephemeral "
+                    "runner takes no other: exiting.")
+                return "gone"
+            if answer is None or answer[0] != 200:
+                trace(f"Failed to acknowledge job {job_id}: {answer[0] if answer else 'no answer'}; carrying on.")
+        lo, hi = (list(steps.get("acquire_backoff_s", [5.0, 15.0])) + [15.0, 15.0])[:2]
+        for attempt in range(1, 6):
+            # RunServer.GetJobMessageAsync (RunServer.cs:63-72): up to 5 attempts, 5-15 s apart,
+            # except on 404/409/422. A shutdown cancels the wait: OperationCanceledException
+            # lands in the generic catch (Runner.cs:747-757) and the job is never run here.
+            wait = float(steps.get("acquire_delay_s", 0.0)) if attempt == 1 else random.uniform(float(lo), float(hi))
+            if self.shutdown.wait(wait):
+                trace(f"Caught exception from acquiring job message: the operation was canceled ({job_id}).")
+                return "stopped"
+            answer = dispatcher._post(job_id, "acquirejob", {"runnerOS": "Linux"})
+            status = answer[0] if answer is not None else None
+            if status == 200:
+                return "acquired"
+            if status in (404, 409, 422):
+                trace(f"Skipping message Job. Job message not found '{job_id}' (acquirejob {status}).")
+                return "skipped"
+            trace(f"Acquire attempt {attempt} for job {job_id} failed: {status or 'no answer'}.")
+        trace(f"Caught exception from acquiring job message: gave up after 5 attempts ({job_id}).")
+        return "skipped"
 
     def run(self) -> int:
         client_id = None
@@ -422,7 +546,7 @@ class Listener:
         # RunnerService.js resets its failure counters when it sees this line.
         out(f"{utc_u()}: Listening for Jobs")
         monitor = Monitor(self.settings.get("monitorSocketAddress"))
-        dispatcher = Dispatcher(self.root, self.broker_url, monitor)
+        dispatcher = Dispatcher(self.root, self.broker_url, monitor, self.perf, session_id)
         poller = threading.Thread(target=self._poller, args=(session_id, dispatcher), name="poll", daemon=True)
         poller.start()
         exit_code = ReturnCode.SUCCESS
@@ -441,16 +565,26 @@ class Listener:
                 except queue.Empty:
                     continue
                 kind = msg.get("type")
+                if kind in MESSAGE_TYPES:
+                    # Runner.cs:606-607: the first thing done with any message the poll returns,
+                    # before acknowledge or acquire (handover-window.md 0.3 and 3e).
+                    self.perf.write(f"MessageReceived_{MESSAGE_TYPES[kind]}")
                 if kind == "job":
                     job = msg["job"]
+                    dispatcher._post(job["job_id"], "received")  # fake only: W1 begins
                     if job_received and self.run_once:
                         # Further job messages are skipped and not acknowledged, so the service
                         # hands them to another runner (Runner.cs, skipMessageDeletion).
                         dispatcher._post(job["job_id"], "release")
                         continue
+                    verdict = self.take_job(job, dispatcher)
+                    if verdict == "gone":
+                        exit_code = ReturnCode.SUCCESS
+                        break
+                    if verdict != "acquired":
+                        continue  # skipped (or stopping): back to the loop, as Runner.cs:745/757
                     job["runner_name"] = self.settings["agentName"]
                     dispatcher.run(job)
-                    dispatcher._post(job["job_id"], "accept")
                     job_received = True
                 elif kind == "cancel":
                     dispatcher.cancel(msg["job_id"], "CancelRequest")
@@ -465,14 +599,14 @@ class Listener:
                     break
         finally:
             self.shutdown.set()
-            # Release job messages received but never started.
+            # Messages the poll returned after the shutdown began are dropped: the poll was
+            # cancelled ("Get next message has been cancelled.", BrokerMessageListener.cs:316-319)
+            # and the service counts them delivered (W0, runner#4728).
             while True:
                 try:
-                    msg = self.messages.get_nowait()
+                    self.messages.get_nowait()
                 except queue.Empty:
                     break
-                if msg.get("type") == "job":
-                    dispatcher._post(msg["job"]["job_id"], "release")
             dispatcher.shutdown(self.shutdown_reason or "CancelRequest")
             try:
                 http_json("DELETE", f"{self.broker_url}/sessions/{session_id}", timeout=5)
@@ -495,8 +629,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(root / "_fake" / "config-calls.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         return 0
-    # Program.cs LoadAndSetEnv: <root>/.env becomes part of the process environment.
+    # Program.cs LoadAndSetEnv: <root>/.env becomes part of the process environment, before the
+    # HostContext reads RUNNER_PERFLOG; MainAsync's first perf counter is RunnerProcessStarted.
     os.environ.update(load_env_file(root))
+    perf = PerfLog()
+    perf.write("RunnerProcessStarted")
     cmd = Command(argv)
     name = cmd.command()
     allowed = {"configure": CONFIG_FLAGS | CONFIG_ARGS, "remove": {"token", "pat", "local"},
@@ -549,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     if run_once:
         out("Warning: '--once' is going to be deprecated in the future, please consider using '--ephemeral' during runner registration.")
     # Runner.cs: one-job mode for --once or an ephemeral registration.
-    listener = Listener(root, settings, run_once or bool(settings.get("ephemeral")))
+    listener = Listener(root, settings, run_once or bool(settings.get("ephemeral")), perf)
     signal.signal(signal.SIGINT, listener.on_signal)
     signal.signal(signal.SIGTERM, listener.on_signal)
     return listener.run()
