@@ -48,7 +48,8 @@ def test_every_client_request_is_valid_against_the_official_description(prism, a
                   and "Violation: response." not in line]
     assert violations == [], "\n".join(violations)
     for request in ("get /orgs/acme/actions/runners ", "post /orgs/acme/actions/runners/registration-token ",
-                    "post /orgs/acme/actions/runners/generate-jitconfig ", "delete /orgs/acme/actions/runners/23 ",
+                    "post /orgs/acme/actions/runners/generate-jitconfig ", "get /orgs/acme/actions/runners/23 ",
+                    "delete /orgs/acme/actions/runners/23 ", "get /repos/acme/infra/actions/runners/23 ",
                     "get /repos/acme/infra/actions/runners ", "post /repos/acme/infra/actions/runners/registration-token ",
                     "post /repos/acme/infra/actions/runners/generate-jitconfig ",
                     "delete /repos/acme/infra/actions/runners/23 ", "post /app/installations/42/access_tokens ",

@@ -213,3 +213,136 @@ def test_outages_answer_429_or_503_with_retry_after(jit: SimpleNamespace) -> Non
     jit.aws.clear_faults()
     # And then it works again.
     assert fetch(jit, KEY_A).returncode == 0
+
+
+# ---------------------------------------------------------------- POST /jit-config/release
+
+RELEASE = "/jit-config/release"
+
+
+def release(ns: SimpleNamespace, key: str, runner_id: int, body: bytes | None = None,
+            url: str | None = None) -> tuple[int, dict[str, str], Any]:
+    """Host ``key`` asks to release ``runner_id``, signed with botocore's signer as the Rust client
+    signs (crates/aws/src/function_url.rs, `release_runner`)."""
+    url = url or ns.iam.url
+    body = json.dumps({"runner_id": runner_id}).encode() if body is None else body
+    headers = sign(url + RELEASE, key, SECRETS[key], token=TOKENS.get(key), body=body)
+    return post(url, headers, body, path=RELEASE)
+
+
+def runner_calls(ns: SimpleNamespace, runner_id: int) -> list[str]:
+    """The methods FakeGitHub saw on ``.../actions/runners/{runner_id}``, in order."""
+    return [m for m, p, _ok in ns.github.requests if p.endswith(f"/actions/runners/{runner_id}")]
+
+
+def release_lines(ns: SimpleNamespace) -> list[tuple[str, str, int, str]]:
+    return [(line["instance_id"], line["runner_name"], line["runner_id"], line["result"])
+            for line in log_lines(ns) if line.get("message") == "jit: release"]
+
+
+def test_a_draining_host_releases_its_registration_then_it_is_not_found(jit: SimpleNamespace, make_runner: Any,
+                                                                        broker: Any) -> None:
+    out = jit.tmp / "jitconfig"
+    r = fetch(jit, KEY_A, out)
+    assert r.returncode == 0, r.stderr
+    grant = json.loads(r.stdout)
+    rid, name = grant["runner_id"], grant["runner_name"]
+    # Its listener is up and idle.
+    listener_dir = make_runner("jit-host-a", configured=False)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ACTIONS_RUNNER_INPUT_")}
+    proc = listener_dir.start(env={**env, "ACTIONS_RUNNER_INPUT_JITCONFIG": out.read_text()})
+    try:
+        broker.wait_listening(name, timeout=15)
+        # Scale-in: the host is Terminating:Wait, where the mint refuses; the release does not.
+        jit.aws.client("autoscaling").set_desired_capacity(AutoScalingGroupName="runners", DesiredCapacity=1)
+        assert jit.aws.lifecycle_state(jit.ids[0]) == "Terminating:Wait"
+        # And needs no AWS call: with Auto Scaling throttling every read, it still answers.
+        jit.aws.inject_fault("DescribeAutoScalingInstances", count=10, kind="throttle")
+        status, headers, answer = release(jit, KEY_A, rid)
+        jit.aws.clear_faults()
+        assert (status, answer) == (200, {"result": "removed", "runner_id": rid}), (status, answer)
+        assert headers.get("content-type") == "application/json"
+        assert name not in jit.github.runner_names()
+        assert runner_calls(jit, rid) == ["GET", "DELETE"]
+        # GitHub no longer gives the listener anything: it stops by itself.
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Again: GitHub knows it no more. For a JIT registration that can also mean an assignment
+    # consumed it, so the answer is "not-found", never "removed".
+    status, _, answer = release(jit, KEY_A, rid)
+    assert (status, answer) == (404, {"result": "not-found", "runner_id": rid}), (status, answer)
+    assert runner_calls(jit, rid) == ["GET", "DELETE", "GET"]
+    # One INFO line per release: instance, runner name (unknown to GitHub the second time), result.
+    assert release_lines(jit) == [(jit.ids[0], name, rid, "removed"), (jit.ids[0], "-", rid, "not-found")]
+
+
+def test_a_busy_registration_is_left_to_its_job(jit: SimpleNamespace, make_runner: Any, broker: Any) -> None:
+    out = jit.tmp / "jitconfig"
+    r = fetch(jit, KEY_A, out)
+    assert r.returncode == 0, r.stderr
+    grant = json.loads(r.stdout)
+    listener_dir = make_runner("jit-host-a", configured=False)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ACTIONS_RUNNER_INPUT_")}
+    proc = listener_dir.start(env={**env, "ACTIONS_RUNNER_INPUT_JITCONFIG": out.read_text()})
+    try:
+        broker.wait_listening(grant["runner_name"], timeout=15)
+        job = broker.assign_job(3.0)
+        broker.wait_worker_started(job, 15)
+        # GitHub's runner reads busy: 409 busy, and no DELETE.
+        status, _, answer = release(jit, KEY_A, grant["runner_id"])
+        assert (status, answer) == (409, {"result": "busy", "runner_id": grant["runner_id"]}), (status, answer)
+        assert runner_calls(jit, grant["runner_id"]) == ["GET"]
+        # The job runs to its end.
+        assert broker.wait_outcome(job, 20) == "succeeded"
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert release_lines(jit) == [(jit.ids[0], grant["runner_name"], grant["runner_id"], "busy")]
+
+
+def test_an_instance_may_only_release_its_own_registration(jit: SimpleNamespace) -> None:
+    status, _, grant_b = signed_post(jit, KEY_B)
+    assert status == 200, grant_b
+    rid = grant_b["runner_id"]
+    # Host A asks to release host B's registration: 403, nothing deleted, B's name not told.
+    status, _, answer = release(jit, KEY_A, rid)
+    assert status == 403 and "only release its own" in answer["error"], (status, answer)
+    assert jit.ids[1] not in answer["error"]
+    # A session of another role named after host A: not an instance identity.
+    status, _, answer = release(jit, KEY_ADMIN, rid)
+    assert status == 403 and "not an authorized instance identity" in answer["error"], (status, answer)
+    # Unsigned (the front refuses it before the function), and through the webhook's URL (no IAM
+    # authorizer: the JIT route refuses it, it is never a webhook delivery).
+    body = json.dumps({"runner_id": rid}).encode()
+    assert post(jit.iam.url, {"content-type": "application/json"}, body, path=RELEASE)[0] == 403
+    status, _, answer = release(jit, KEY_A, rid, url=jit.webhook.url)
+    assert status == 403 and "unsigned" in answer["error"], (status, answer)
+    # Malformed bodies: 400.
+    for bad in (b"{}", b'{"runner_id": "7"}', b"[7]", b""):
+        status, _, answer = release(jit, KEY_B, rid, body=bad)
+        assert status == 400 and "runner_id" in answer["error"], (bad, status, answer)
+    assert grant_b["runner_name"] in jit.github.runner_names()
+    assert "DELETE" not in runner_calls(jit, rid)
+    # B releases its own.
+    status, _, answer = release(jit, KEY_B, rid)
+    assert (status, answer) == (200, {"result": "removed", "runner_id": rid}), (status, answer)
+    assert grant_b["runner_name"] not in jit.github.runner_names()
+
+
+def test_release_outages_answer_429_or_503_with_retry_after(jit: SimpleNamespace) -> None:
+    status, _, grant = signed_post(jit, KEY_A)
+    assert status == 200, grant
+    # GitHub's rate limit on the GET, longer than the GitHub client waits: 429 with GitHub's wait.
+    jit.github.fail_next = [(429, {"Retry-After": "600"})]
+    status, headers, answer = release(jit, KEY_A, grant["runner_id"])
+    assert status == 429 and headers.get("retry-after") == "600", (status, headers, answer)
+    # GitHub 5xx beyond the client's own retries: 503.
+    jit.github.fail_next = [502] * 6
+    status, headers, answer = release(jit, KEY_A, grant["runner_id"])
+    assert status == 503 and int(headers["retry-after"]) >= 1, (status, headers, answer)
+    jit.github.fail_next = []
+    assert grant["runner_name"] in jit.github.runner_names()
+    assert release(jit, KEY_A, grant["runner_id"])[0] == 200

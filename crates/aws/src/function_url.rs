@@ -160,14 +160,15 @@ pub enum JitFetchError {
 impl fmt::Display for JitFetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Worded for both routes (a fetch and a release share this error).
             JitFetchError::Retryable { after: Some(a), reason } => {
-                write!(f, "JIT config not fetched (retry in {} s): {reason}", a.as_secs())
+                write!(f, "JIT endpoint call failed (retry in {} s): {reason}", a.as_secs())
             }
             JitFetchError::Retryable { after: None, reason } => {
-                write!(f, "JIT config not fetched (retryable): {reason}")
+                write!(f, "JIT endpoint call failed (retryable): {reason}")
             }
-            JitFetchError::Refused { status, message } => write!(f, "JIT config refused (HTTP {status}): {message}"),
-            JitFetchError::Config(m) => write!(f, "JIT config client configuration: {m}"),
+            JitFetchError::Refused { status, message } => write!(f, "JIT endpoint refused (HTTP {status}): {message}"),
+            JitFetchError::Config(m) => write!(f, "JIT endpoint client configuration: {m}"),
         }
     }
 }
@@ -605,6 +606,10 @@ mod tests {
             })
         );
         assert!(matches!(r(404, ""), Err(JitFetchError::Refused { status: 404, .. })));
+        assert_eq!(
+            r(404, r#"{"error":"no route"}"#).map_err(|e| e.to_string()),
+            Err("JIT endpoint refused (HTTP 404): no route".to_string())
+        );
         // A result that does not go with the status is no answer of ours.
         assert!(matches!(
             r(404, r#"{"result":"removed"}"#),

@@ -4,8 +4,9 @@
 //!
 //! - `RLE_GITHUB_PRISM_URL`: Prism serving GitHub's official OpenAPI description (validates each
 //!   request, answers with the description's examples);
-//! - `RLE_GITHUB_FAKE_URL` + `RLE_GITHUB_FAKE_TOKEN`: the stateful fake (delete then 404, busy
-//!   422, pagination, App installation tokens, JIT name conflicts, the never-online sweep).
+//! - `RLE_GITHUB_FAKE_URL` + `RLE_GITHUB_FAKE_TOKEN`: the stateful fake (one runner by id, delete
+//!   then 404, busy 422, pagination, App installation tokens, JIT name conflicts, the never-online
+//!   sweep).
 
 use lifecycle_github::{Auth, Deleted, GitHubClient, GitHubError, JitRequest, Options, Scope, Secret};
 use std::collections::BTreeSet;
@@ -89,6 +90,11 @@ async fn every_request_is_valid_against_the_official_description() {
             .await
             .unwrap_or_else(|e| panic!("{scope}: sweep: {e}"));
         assert!(sweep.deleted.is_empty() && sweep.kept == 0, "{sweep:?}");
+        let one = c.get_runner(23).await.unwrap_or_else(|e| panic!("{scope}: get: {e}"));
+        assert!(
+            one.is_some_and(|r| r.id > 0 && !r.name.is_empty()),
+            "{scope}: the description's example is a runner"
+        );
         assert_eq!(
             c.delete_runner(23)
                 .await
@@ -138,8 +144,12 @@ async fn stateful_behaviour_against_the_fake() {
         c.delete_runner(busy).await,
         Err(GitHubError::RunnerBusy { .. })
     ));
+    assert!(c.get_runner(busy).await.is_ok_and(|r| r.is_some_and(|r| r.busy)));
+    assert!(c.get_runner(idle).await.is_ok_and(|r| r.is_some_and(|r| !r.busy)));
     assert_eq!(c.delete_runner(idle).await.ok(), Some(Deleted::Deleted));
     assert_eq!(c.delete_runner(idle).await.ok(), Some(Deleted::AlreadyGone));
+    // Gone: GitHub answers 404, the client None.
+    assert!(matches!(c.get_runner(idle).await, Ok(None)));
     // Wrong credentials: a clear 401, never the token in the text.
     let bad = client(&api, org(), Auth::Token(Secret::new("ghp_wrongwrongwrong")));
     let err = bad
