@@ -1425,7 +1425,12 @@ impl Host {
             ReleaseState::Removed { watch_until } => hold(HoldReason::WatchAfterRelease, watch_until),
             ReleaseState::NotFound { watch_until } => hold(HoldReason::RegistrationNotFound, watch_until),
             ReleaseState::Landing { reason, until } => hold(reason, until),
-            ReleaseState::NotAsked if guard.release && self.cfg.listener_mode == ListenerMode::Jit => StopGate::Release,
+            // A JIT registration that ran its job is spent (the listener is exiting): nothing to release.
+            ReleaseState::NotAsked
+                if guard.release && self.cfg.listener_mode == ListenerMode::Jit && !self.listener_ran_job =>
+            {
+                StopGate::Release
+            }
             ReleaseState::NotAsked | ReleaseState::Failed => StopGate::Stop,
         })
     }

@@ -1934,3 +1934,17 @@ fn a_ghost_jit_listener_is_replaced_after_the_bound() {
     h.reply(fetch, Ok(ApiReply::Done));
     assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
 }
+
+/// A JIT listener whose job just ended on a draining host is exiting on its own and its registration
+/// is spent: it is stopped without asking GitHub anything (no release, no hold).
+#[test]
+fn a_jit_listener_that_ran_its_job_is_stopped_without_a_release() {
+    let mut h = jit_serving();
+    h.input(Input::WorkerStarted { pid: 7 });
+    let acts = terminate(&mut h);
+    assert!(!acts.iter().any(is_stop));
+    h.input(Input::WorkerExited { pid: 7 });
+    let acts = h.take();
+    assert!(acts.iter().any(is_stop), "{acts:?}");
+    assert!(!acts.iter().any(|a| release_id(a).is_some()), "{acts:?}");
+}
