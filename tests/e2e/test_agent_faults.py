@@ -106,11 +106,14 @@ def test_a_listener_ignoring_sigint_is_killed_only_after_the_grace(make_host, tm
     """SIGKILL comes only from the core's KillListener: after runner.stop_grace, with no job."""
     stubborn = tmp_path / "stubborn" / "Runner.Listener"
     stubborn.parent.mkdir()
-    stubborn.write_text("#!/bin/bash\ntrap 'echo got SIGINT, ignoring it' INT\nwhile :; do sleep 0.1; done\n")
+    stubborn.write_text("#!/bin/bash\ntrap 'echo got SIGINT, ignoring it' INT\necho trap-set\n"
+                        "while :; do sleep 0.1; done\n")
     stubborn.chmod(0o755)
     host = make_host(runner_command=str(stubborn), runner_stop_grace="2s")
     agent = host.start_agent()
     agent.wait_record(message="listener started", timeout=15)
+    # Only once the trap is set: a SIGINT before it (a loaded machine) kills bash at once.
+    wait_for(lambda: "trap-set" in agent.log_path.read_text(), 15, "the stubborn listener's trap")
     agent.signal(15)
     stop = agent.wait_record(action="stop-listener", timeout=10)
     kill = agent.wait_record(action="kill-listener", timeout=10)

@@ -71,10 +71,16 @@ def test_a_persistent_listener_takes_the_next_job_onto_a_draining_host(make_host
     assert broker.wait_outcome(a, 30) == "succeeded"
     job_b = broker.wait_dispatched(b, 20)
     assert job_b.runner == host.runner.name, "B went to the draining host"
-    outcome = broker.wait_outcome(b, 30)
-    print(f"persistent listener, next job on a draining host: {outcome}")
-    assert outcome in ("succeeded", "cancelled"), outcome
+    # B ran here (its message reached the perf log before the stop: the latch held it, or its worker
+    # showed in the same scan), or the SIGINT caught it still in transit (W0: left to GitHub's
+    # re-queue) or acquiring (W1, W2). A persistent registration has no release to arbitrate W0.
+    fate = broker.wait_handover(b, 30)
+    outcome = broker.wait_outcome(b, 30) if fate == "ran" else fate
+    print(f"persistent listener, next job on a draining host: {fate}, {outcome}")
+    assert outcome in ("succeeded", "cancelled", "requeued", "lost-W1", "lost-W2"), outcome
     drained_and_gone(host)
+    if fate != "ran":
+        broker.cancel_job(b)
 
 
 def test_an_idle_jit_host_scales_in_within_seconds(jit_host: Any, broker: Any) -> None:

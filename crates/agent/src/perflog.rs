@@ -89,7 +89,10 @@ impl PerfRoot {
     }
 
     /// The directory of a listener started by an earlier agent (a restart): the one directory left
-    /// under the root (each start removes the others), if there is exactly one.
+    /// under the root (each start removes the others), if there is exactly one. Read from its end:
+    /// the lines already there were the earlier agent's to act on (a message it saw has produced a
+    /// worker, which `/proc` shows, or was skipped), and an old line read as new would hold the
+    /// next drain for the whole bound.
     pub fn adopt(&self) -> Option<PerfLog> {
         let mut dirs = std::fs::read_dir(&self.root)
             .ok()?
@@ -97,7 +100,12 @@ impl PerfRoot {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.path());
         let dir = dirs.next()?;
-        dirs.next().is_none().then(|| PerfLog::new(dir))
+        if dirs.next().is_some() {
+            return None;
+        }
+        let mut log = PerfLog::new(dir);
+        log.skip_to_end();
+        Some(log)
     }
 
     /// Remove every perf directory (the listener they served is gone or about to be replaced).
@@ -133,6 +141,13 @@ impl PerfLog {
     /// The directory to hand the listener as `RUNNER_PERFLOG`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Take what the file holds now as read.
+    fn skip_to_end(&mut self) {
+        if let Ok(meta) = open_untrusted(&self.dir.join(FILE_NAME)).and_then(|f| f.metadata()) {
+            self.at = Some((meta.dev(), meta.ino(), meta.size()));
+        }
     }
 
     /// Read what was appended since the last call and return how many job messages it holds. A
@@ -241,6 +256,12 @@ mod tests {
             root.adopt().map(|l| l.dir().to_path_buf()),
             Some(next.dir().to_path_buf())
         );
+        // A restarted agent reads only what is appended after it adopted the listener.
+        append(next.dir(), "MessageReceived_RunnerJobRequest:old\n");
+        let mut adopted = root.adopt().expect("adopted");
+        assert_eq!(adopted.poll().expect("poll"), 0);
+        append(next.dir(), "MessageReceived_RunnerJobRequest:new\n");
+        assert_eq!(adopted.poll().expect("poll"), 1);
     }
 
     /// What the job's user can do to its directory must not freeze or fool the root agent beyond a

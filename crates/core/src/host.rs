@@ -973,7 +973,10 @@ impl Host {
     /// first line of a streak counts.
     fn on_job_message(&mut self) {
         let listening = matches!(self.listener, ListenerState::Running { .. } | ListenerState::Starting);
-        if !listening || !self.cfg.handover.latch || self.handover.message_at.is_some() {
+        // While a worker runs, the listener takes no job message (a one-job listener polls only for
+        // its job's cancellation; a persistent one's next message comes after the worker exits): a
+        // line now is an old one read late, or forged.
+        if !listening || !self.cfg.handover.latch || self.handover.message_at.is_some() || !self.workers.is_empty() {
             return;
         }
         if self.drain.is_some() && self.handover.latch_spent {

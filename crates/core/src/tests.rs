@@ -1948,3 +1948,15 @@ fn a_jit_listener_that_ran_its_job_is_stopped_without_a_release() {
     assert!(acts.iter().any(is_stop), "{acts:?}");
     assert!(!acts.iter().any(|a| release_id(a).is_some()), "{acts:?}");
 }
+
+/// While a worker runs the listener takes no job message; a line read then (an old one read late by
+/// a restarted agent, or a forged one) holds nothing once the job ends.
+#[test]
+fn a_job_message_while_a_worker_runs_holds_nothing_after_the_job() {
+    let mut h = Harness::serving(hooked());
+    h.input(Input::WorkerStarted { pid: 7 });
+    h.input(Input::JobMessageReceived);
+    terminate(&mut h);
+    h.input(Input::WorkerExited { pid: 7 });
+    assert!(h.take().iter().any(is_stop));
+}
