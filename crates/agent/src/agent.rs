@@ -765,9 +765,11 @@ impl Agent {
             Event::Api { id, call, result, took } => {
                 metrics::lock(&self.metrics).on_api_result(id, call, &result);
                 let took_ms = took.as_millis() as u64;
+                // The release goes to the controller, everything else to Auto Scaling.
+                let service = if call == Call::ReleaseRunner { "controller" } else { "Auto Scaling" };
                 match &result {
-                    Ok(_) => info!(%id, call = %call, took_ms, "Auto Scaling call succeeded"),
-                    Err(e) => debug!(%id, call = %call, took_ms, error = %e, "Auto Scaling call failed"),
+                    Ok(_) => info!(%id, call = %call, took_ms, "{service} call succeeded"),
+                    Err(e) => debug!(%id, call = %call, took_ms, error = %e, "{service} call failed"),
                 }
                 self.feed(Input::ApiResult { id, result });
             }
@@ -1378,7 +1380,9 @@ fn log_notice(notice: &Notice) {
             error,
             retry_in_ms,
         } => {
-            if *call == Call::MintJitConfig {
+            if *call == Call::ReleaseRunner {
+                warn!(notice = "api-failed", call = %call, kind = %error.kind, error = %error.message, "the release of the registration failed; the stop relies on the perf-log latch and the last look")
+            } else if *call == Call::MintJitConfig {
                 warn!(notice = "api-failed", call = %call, kind = %error.kind, error = %error.message, retry_in_ms, "just-in-time config fetch failed; will retry (the host serves no job until one is held)")
             } else {
                 warn!(notice = "api-failed", call = %call, kind = %error.kind, error = %error.message, retry_in_ms, "Auto Scaling call failed; will retry")
