@@ -98,8 +98,15 @@ class Bench:
         self.n += 1
         name = f"bench-{self.n}"
         iid = self.aws.create_group(name=name, size=1, hook_timeout=hook_timeout)[0]
+        return self.start_host(name, iid)
+
+    def start_host(self, name: str, iid: str, configured: bool = True, extra: dict | None = None,
+                   wait: bool = True) -> dict:
+        """The agent on instance ``iid`` with a fake runner (registered unless ``configured`` is
+        False: JIT mode brings its config); ``extra`` adds to its environment; ``wait`` waits until
+        the registered listener polls."""
         imds = self.aws.imds_for(iid)
-        runner = install_fake_runner(self.work / name, self.broker.url, name=name)
+        runner = install_fake_runner(self.work / name, self.broker.url, name=name, configured=configured)
         runner.set_hooks(started=f'exec "{self.bin}" hook job-started\n',
                          completed=f'exec "{self.bin}" hook job-completed\n')
         env = aws_env(self.aws.endpoint_url, imds.url)
@@ -109,10 +116,12 @@ class Bench:
         env.update(RUNNER_LIFECYCLE_CONFIG="/dev/null", RUNNER_LIFECYCLE_RUNNER_DIR=str(runner.path),
                    RUNNER_LIFECYCLE_AGENT_SOCKET=str(sock), RUNNER_LIFECYCLE_AGENT_LOG_FORMAT="json",
                    RUNNER_LIFECYCLE_RUNNER_MODE="persistent")
+        env.update(extra or {})
         log = self.work / f"{name}.log"
         proc = subprocess.Popen([str(self.bin), "agent"], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-        self.broker.wait_listening(name, timeout=30)
+        if wait:
+            self.broker.wait_listening(name, timeout=30)
         return {"name": name, "iid": iid, "imds": imds, "runner": runner, "env": env, "sock": sock,
                 "log": log, "proc": proc, "group": name}
 
