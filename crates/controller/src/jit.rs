@@ -16,6 +16,13 @@
 //! controller's groups in `InService` or `Pending*`: a host that is draining (`Terminating*`),
 //! in `Standby`, `Detaching`/`Detached` or the warm pool (`Warmed:*`) gets 409.
 //!
+//! One outstanding config per instance ([`outstanding`]): while the instance holds a config that
+//! no listener has connected with (GitHub's runner list: a JIT name of the instance, `version`
+//! unset, offline, idle), minted less than `--jit-outstanding-for` ago and after the instance's
+//! newest used registration, a second mint gets 409. With the state table configured, a
+//! per-instance lease (`jit#INSTANCE`) serializes concurrent mints. docs/controller.md, "One
+//! outstanding config per instance".
+//!
 //! `POST /jit-config/release` with `{"runner_id": N}`, on the same URL and with the same
 //! identity checks: the host asks the controller to delete one of its own JIT registrations
 //! before it stops the listener, so that GitHub, not the host's view of `/proc`, decides whether
