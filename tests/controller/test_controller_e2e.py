@@ -278,6 +278,36 @@ def test_bad_configuration_is_refused(aws_x: Any, env: dict[str, str], run_bin: 
     assert r.returncode == 3 and "credentials" in r.stderr
 
 
+DURATIONS = {  # flag: (variable, min s, max s) as docs/controller.md, "Duration settings" lists them
+    "--grace": ("RUNNER_LIFECYCLE_CONTROLLER_GRACE", 1, 7200),
+    "--stuck-after": ("RUNNER_LIFECYCLE_CONTROLLER_STUCK_AFTER", 300, 172800),
+    "--launch-retry-for": ("RUNNER_LIFECYCLE_CONTROLLER_LAUNCH_RETRY_FOR", 60, 900),
+    "--scale-in-after": ("RUNNER_LIFECYCLE_SCALE_IN_AFTER", 1, 86400),
+    "--apply-interval": ("RUNNER_LIFECYCLE_SCALE_APPLY_INTERVAL", 1, 30),
+    "--scale-fresh-for": ("RUNNER_LIFECYCLE_SCALE_FRESH_FOR", 60, 3600),
+    "--jit-outstanding-for": ("RUNNER_LIFECYCLE_JIT_OUTSTANDING_FOR", 300, 86400),
+}
+
+
+def test_durations_out_of_range_are_refused(env: dict[str, str], run_bin: Any) -> None:
+    """Issue 16: every duration accepted 0 and u64::MAX. Each is refused now, as a flag and as its
+    variable, with exit 3 and a message naming the setting and its range; the bounds themselves pass."""
+    # Scaling and JIT configured, so their durations are read too.
+    full = dict(env, RUNNER_LIFECYCLE_SCALE_TABLE="t", RUNNER_LIFECYCLE_SCALE_LABELS="self-hosted",
+                RUNNER_LIFECYCLE_AGENT_ROLE_NAME="runner-hosts")
+    for flag, (var, lo, hi) in DURATIONS.items():
+        for bad in ("0", "18446744073709551615", str(hi + 1)):
+            for args, e in (([flag, bad], full), ([], dict(full, **{var: bad}))):
+                r = run_bin(["controller", "sweep", *args], e)
+                assert r.returncode == 3, (flag, bad, args, r.returncode, r.stderr)
+                assert flag in r.stderr and var in r.stderr and "out of range" in r.stderr, r.stderr
+                assert f"allowed {lo} to {hi} s" in r.stderr, r.stderr
+        # The bounds are accepted: the command gets past its settings (a sweep of the empty group).
+        for good in (str(lo), str(hi)):
+            r = run_bin(["controller", "sweep", flag, good], full)
+            assert "configuration error" not in r.stderr, (flag, good, r.stderr)
+
+
 def test_iam_policy_documents(run_bin: Any, aws_env: Any) -> None:
     env = aws_env()
     r = run_bin(["iam-policy", "--role", "controller", "--group", "runners", "--region", "us-east-1",

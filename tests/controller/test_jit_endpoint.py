@@ -215,6 +215,42 @@ def test_outages_answer_429_or_503_with_retry_after(jit: SimpleNamespace) -> Non
     assert fetch(jit, KEY_A).returncode == 0
 
 
+def test_six_quick_mints_for_one_instance_give_one_config(jit: SimpleNamespace, make_runner: Any,
+                                                         broker: Any) -> None:
+    """Issue 16: with the role's credentials a job minted six configs for its own instance in
+    seconds. One outstanding (never connected) config per instance now: the other five get 409,
+    until a listener connects with the first (or it is released, or it expires)."""
+    answers = [signed_post(jit, KEY_A) for _ in range(6)]
+    assert answers[0][0] == 200, answers[0]
+    grant = answers[0][2]
+    for status, headers, answer in answers[1:]:
+        assert status == 409, (status, answer)
+        assert "already holds an unused JIT config" in answer["error"], answer
+        assert f"runner {grant['runner_id']}" in answer["error"], answer
+        assert 1 <= int(headers["retry-after"]) <= 900, headers
+    assert [n for n in jit.github.jit_configs if jit.ids[0] in n] == [grant["runner_name"]]
+    # The Rust client (what the agent runs) sees a refusal, exit 26.
+    r = fetch(jit, KEY_A)
+    assert r.returncode == 26 and "HTTP 409" in r.stderr, r.stderr
+    # The other host is not affected.
+    assert signed_post(jit, KEY_B)[0] == 200
+    # A listener connects with the config: it is in use, so the agent's prefetch is allowed, once.
+    listener_dir = make_runner("jit-host-a", configured=False)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ACTIONS_RUNNER_INPUT_")}
+    proc = listener_dir.start(env={**env, "ACTIONS_RUNNER_INPUT_JITCONFIG": grant["encoded_jit_config"]})
+    try:
+        broker.wait_listening(grant["runner_name"], timeout=15)
+        status, _, prefetched = signed_post(jit, KEY_A)
+        assert status == 200, prefetched
+        assert signed_post(jit, KEY_A)[0] == 409
+        # Released by its host: the slot is free again.
+        assert release(jit, KEY_A, prefetched["runner_id"])[0] == 200
+        assert signed_post(jit, KEY_A)[0] == 200
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 # ---------------------------------------------------------------- POST /jit-config/release
 
 RELEASE = "/jit-config/release"

@@ -154,6 +154,32 @@ def test_signatures_replays_and_unknown_events(aws_x: Any, lam: Lambda) -> None:
     assert list(state(aws_x)["jobs"]) == ["1"]
 
 
+def test_a_body_replayed_under_a_fresh_delivery_id_counts_once(aws_x: Any, lam: Lambda) -> None:
+    """Issue 16: the signature covers the body, not X-GitHub-Delivery, so a captured body replayed
+    under a new id was counted again. Now the payload's identity (job id, run attempt, action) is
+    claimed in the state table: any delivery id, one count."""
+    queued, completed = job("queued", 41), job("completed", 41)
+    assert lam.deliver(queued, delivery="first")[0] == 202
+    assert lam.deliver(completed, delivery="second")[0] == 202
+    for i, body in enumerate((queued, completed, queued)):
+        status, message = lam.deliver(body, delivery=f"fresh-{i}")
+        assert status == 409 and "counted before" in message, (status, message)
+    # The same delivery id again: refused as before.
+    status, message = lam.deliver(queued, delivery="first")
+    assert status == 409 and "replay" in message
+    assert state(aws_x)["jobs"] == {}
+    item = aws_x.client("dynamodb").get_item(TableName=TABLE, Key={"pk": {"S": "job#41#1#queued"}},
+                                             ConsistentRead=True)
+    assert int(item["Item"]["expires_at"]["N"]) > time.time() + 2 * 24 * 3600
+
+
+def test_a_short_webhook_secret_is_a_configuration_error(aws_x: Any, run_bin: Any, scaling: dict[str, str]) -> None:
+    aws_x.client("secretsmanager").create_secret(Name="short-secret", SecretString="fifteen-bytes!!")
+    r = run_bin(["controller", "scale"], dict(scaling, RUNNER_LIFECYCLE_WEBHOOK_SECRET="short-secret"))
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "at least 16" in r.stderr and "fifteen-bytes" not in r.stderr, r.stderr
+
+
 def test_a_burst_of_1000_queued_jobs_makes_few_auto_scaling_calls(aws_x: Any, lam: Lambda) -> None:
     aws_x.clear_calls()
     start = time.monotonic()
@@ -205,7 +231,8 @@ def report_log(run_bin: Any, env: dict[str, str]) -> list[str]:
 
 
 def test_a_github_outage_never_scales_in(aws_x: Any, fake_github: Any, run_bin: Any, scaling: dict[str, str]) -> None:
-    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_IN_AFTER="0")
+    # The shortest wait the controller accepts (0 is refused: docs/controller.md, "Duration settings").
+    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_IN_AFTER="1")
     for i in (1, 2, 3):
         fake_github.add_job(i, LABELS, status="in_progress")
     assert scale(run_bin, env)["applied"]["to"] == 3
@@ -217,6 +244,8 @@ def test_a_github_outage_never_scales_in(aws_x: Any, fake_github: Any, run_bin: 
         assert report["demand"] is None and report["warnings"], report
         assert report["applied"] == {"from": 3, "to": 3} and desired(aws_x) == 3
     fake_github.fail_next = []
+    scale(run_bin, env)
+    time.sleep(1.2)
     report = scale(run_bin, env)
     assert report["applied"]["to"] == 0 and desired(aws_x) == 0, "back: demand is known and low"
 
@@ -242,7 +271,7 @@ def test_state_survives_across_invocations(aws_x: Any, fake_github: Any, run_bin
 
 def test_without_the_table_webhooks_are_refused_and_the_reconcile_only_scales_out(
         aws_x: Any, fake_github: Any, run_bin: Any, scaling: dict[str, str], bin_path: Path, tmp_path: Path) -> None:
-    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_TABLE="no-such-table", RUNNER_LIFECYCLE_SCALE_IN_AFTER="0")
+    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_TABLE="no-such-table", RUNNER_LIFECYCLE_SCALE_IN_AFTER="1")
     fn = Lambda(bin_path, env, tmp_path / "lambda.log")
     try:
         status, message = fn.deliver(job("queued", 1))

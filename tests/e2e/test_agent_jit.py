@@ -113,6 +113,12 @@ def test_after_a_job_the_next_listener_serves_at_once(jit_host: Any, broker: Any
     assert stop_agent(host.agent) == 0
 
 
+def mint_attempts(ctl: Any) -> int:
+    """The controller's mint attempts as GitHub sees them: each lists the runners, then (if the
+    list answered) asks generate-jitconfig."""
+    return sum(1 for m, p, _ in ctl.github.requests if m == "GET" and p.endswith("/actions/runners"))
+
+
 @pytest.mark.parametrize("fault", ["rate-limit", "5xx"])
 def test_a_failing_mint_leaves_the_host_out_of_service_retrying_and_its_hook_is_completed(
         jit_host: Any, broker: Any, fault: str) -> None:
@@ -120,7 +126,9 @@ def test_a_failing_mint_leaves_the_host_out_of_service_retrying_and_its_hook_is_
     failure: Any = (429, {"Retry-After": "1"}) if fault == "rate-limit" else 502
     ctl.github.fail_next = [failure] * 1000
     host.start_agent()
-    wait_for(lambda: mints(ctl) >= 3, 60, "three mint attempts")
+    # A mint attempt starts with the runner list (the controller's one-outstanding-config check,
+    # docs/controller.md), so a GitHub that fails everything sees the lists, not the POSTs.
+    wait_for(lambda: mint_attempts(ctl) >= 3, 60, "three mint attempts")
     # Out of service, healthy, and saying why.
     assert host.agent.running()
     st = host.status_json()

@@ -7,7 +7,10 @@ use clap::{Args, Subcommand};
 use lifecycle_aws::{NameTemplate, RetryPolicy};
 use lifecycle_controller::aws::AwsFleet;
 use lifecycle_controller::ports::{AnyGitHub, NoGitHub};
-use lifecycle_controller::settings::{parse_duration, parse_repo, JitSettings, ScaleSettings, DEFAULT_SECRET_TEMPLATE};
+use lifecycle_controller::settings::{
+    parse_repo, JitSettings, ScaleSettings, APPLY_INTERVAL_RANGE, DEFAULT_SECRET_TEMPLATE, FRESH_FOR_RANGE,
+    GRACE_RANGE, JIT_OUTSTANDING_FOR_RANGE, LAUNCH_RETRY_FOR_RANGE, SCALE_IN_AFTER_RANGE, STUCK_AFTER_RANGE,
+};
 use lifecycle_controller::{Controller, HandlerError, Settings};
 use lifecycle_github::{AppKey, Auth, GitHubClient, Options, Scope, Secret};
 use std::io::Read;
@@ -63,7 +66,7 @@ pub struct ControllerOpts {
     /// Per-instance registration-token secret name.
     #[arg(long, value_name = "TEMPLATE", env = "RUNNER_LIFECYCLE_SECRET_TEMPLATE", default_value = DEFAULT_SECRET_TEMPLATE, global = true)]
     secret_template: String,
-    /// Complete a terminating instance with no live runner after this long (300, 5m).
+    /// Complete a terminating instance with no live runner after this long (300, 5m; 1 to 7200 s).
     #[arg(
         long,
         value_name = "DURATION",
@@ -72,7 +75,7 @@ pub struct ControllerOpts {
         global = true
     )]
     grace: String,
-    /// Report instances in Terminating:Wait longer than this as stuck.
+    /// Report instances in Terminating:Wait longer than this as stuck (300 s to 48 h).
     #[arg(
         long,
         value_name = "DURATION",
@@ -85,7 +88,7 @@ pub struct ControllerOpts {
     #[arg(long, env = "RUNNER_LIFECYCLE_CONTROLLER_COMPLETE_STUCK", global = true)]
     complete_stuck: bool,
     /// How long one invocation may retry a launch whose token could not be minted or stored
-    /// (the Lambda's own deadline, when shorter, wins).
+    /// (the Lambda's own deadline, when shorter, wins; 60 to 900 s).
     #[arg(
         long,
         value_name = "DURATION",
@@ -154,7 +157,7 @@ pub struct ControllerOpts {
     /// Idle runners kept beyond demand.
     #[arg(long, value_name = "N", env = "RUNNER_LIFECYCLE_SCALE_IDLE_TARGET", default_value_t = lifecycle_controller::settings::DEFAULT_IDLE_TARGET, global = true)]
     idle_target: u32,
-    /// How long demand must stay below capacity before capacity drops (900, 15m).
+    /// How long demand must stay below capacity before capacity drops (900, 15m; 1 s to 24 h).
     #[arg(
         long,
         value_name = "DURATION",
@@ -163,7 +166,7 @@ pub struct ControllerOpts {
         global = true
     )]
     scale_in_after: String,
-    /// At most one Auto Scaling apply per group per this long (coalesces webhook bursts).
+    /// At most one Auto Scaling apply per group per this long (coalesces webhook bursts; 1 to 30 s).
     #[arg(
         long,
         value_name = "DURATION",
@@ -172,7 +175,7 @@ pub struct ControllerOpts {
         global = true
     )]
     apply_interval: String,
-    /// Webhook demand may lower capacity only while a reconcile succeeded this recently.
+    /// Webhook demand may lower capacity only while a reconcile succeeded this recently (60 to 3600 s).
     #[arg(
         long,
         value_name = "DURATION",
@@ -215,6 +218,16 @@ pub struct ControllerOpts {
     /// The name prefix of JIT runners (what the never-online sweep matches).
     #[arg(long, value_name = "PREFIX", env = "RUNNER_LIFECYCLE_JIT_PREFIX", default_value = lifecycle_controller::settings::DEFAULT_JIT_PREFIX, global = true)]
     jit_prefix: String,
+    /// How long a minted JIT config no listener has connected with blocks the instance's next
+    /// mint (one outstanding config per instance; 300 to 86400 s).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RUNNER_LIFECYCLE_JIT_OUTSTANDING_FOR",
+        default_value = "900",
+        global = true
+    )]
+    jit_outstanding_for: String,
     /// AWS region.
     #[arg(long, value_name = "REGION", env = "AWS_REGION", global = true)]
     region: Option<String>,
@@ -321,13 +334,14 @@ fn settings(opts: &ControllerOpts) -> Result<Settings, String> {
     }
     let mut s = Settings::new(groups);
     s.secret_template = NameTemplate::parse(&opts.secret_template)?;
-    s.grace = parse_duration(&opts.grace).map_err(|e| format!("--grace: {e}"))?;
-    s.stuck_after = parse_duration(&opts.stuck_after).map_err(|e| format!("--stuck-after: {e}"))?;
-    s.launch_retry_for = parse_duration(&opts.launch_retry_for).map_err(|e| format!("--launch-retry-for: {e}"))?;
+    s.grace = GRACE_RANGE.parse(&opts.grace)?;
+    s.stuck_after = STUCK_AFTER_RANGE.parse(&opts.stuck_after)?;
+    s.launch_retry_for = LAUNCH_RETRY_FOR_RANGE.parse(&opts.launch_retry_for)?;
     s.complete_stuck = opts.complete_stuck;
     s.delete_orphan_runners = !opts.keep_runners;
     s.scale = scale_settings(opts, &s)?;
     s.jit = jit_settings(opts)?;
+    s.check()?;
     Ok(s)
 }
 
@@ -344,6 +358,7 @@ fn jit_settings(opts: &ControllerOpts) -> Result<Option<JitSettings>, String> {
         .collect();
     jit.runner_group_id = opts.jit_runner_group_id;
     jit.prefix = opts.jit_prefix.trim().to_string();
+    jit.outstanding_for = JIT_OUTSTANDING_FOR_RANGE.parse(&opts.jit_outstanding_for)?;
     jit.check()?;
     Ok(Some(jit))
 }
@@ -368,9 +383,9 @@ fn scale_settings(opts: &ControllerOpts, s: &Settings) -> Result<Option<ScaleSet
     };
     let mut scale = ScaleSettings::new(&group, &labels, table);
     scale.idle_target = opts.idle_target;
-    scale.scale_in_after = parse_duration(&opts.scale_in_after).map_err(|e| format!("--scale-in-after: {e}"))?;
-    scale.apply_interval = parse_duration(&opts.apply_interval).map_err(|e| format!("--apply-interval: {e}"))?;
-    scale.fresh_for = parse_duration(&opts.scale_fresh_for).map_err(|e| format!("--scale-fresh-for: {e}"))?;
+    scale.scale_in_after = SCALE_IN_AFTER_RANGE.parse(&opts.scale_in_after)?;
+    scale.apply_interval = APPLY_INTERVAL_RANGE.parse(&opts.apply_interval)?;
+    scale.fresh_for = FRESH_FOR_RANGE.parse(&opts.scale_fresh_for)?;
     scale.repos = opts
         .scale_repos
         .iter()
@@ -452,7 +467,12 @@ pub fn run(args: &ControllerArgs) -> ExitCode {
         };
         if let (Some(scale), Some(id)) = (settings.scale.as_mut(), &opts.webhook_secret) {
             match fleet.read_secret(id).await {
-                Ok(value) => scale.webhook_secret = Some(value),
+                Ok(value) => {
+                    if let Err(e) = lifecycle_controller::webhook::check_secret(&value) {
+                        return config_error(format!("webhook secret {id}: {e}"));
+                    }
+                    scale.webhook_secret = Some(value)
+                }
                 Err(e) => return config_error(format!("reading the webhook secret {id}: {e}")),
             }
         }

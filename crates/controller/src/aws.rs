@@ -358,25 +358,27 @@ impl Aws for AwsFleet {
     }
 
     async fn claim_delivery(&self, table: &str, delivery: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
-        self.put_delivery(table, delivery, now, expires_at).await
+        self.put_claim(table, &format!("delivery#{delivery}"), now, expires_at)
+            .await
     }
 
     async fn release_delivery(&self, table: &str, delivery: &str) -> Result<(), ApiError> {
-        self.ddb_client
-            .put_item()
-            .table_name(table)
-            .item(TABLE_KEY, AttributeValue::S(format!("delivery#{delivery}")))
-            .item(TABLE_TTL, AttributeValue::N("0".to_string()))
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        Ok(())
+        self.put_expiry(table, &format!("delivery#{delivery}"), 0).await
+    }
+
+    async fn claim_key(&self, table: &str, key: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
+        self.put_claim(table, key, now, expires_at).await
+    }
+
+    async fn expire_key(&self, table: &str, key: &str, expires_at: i64) -> Result<(), ApiError> {
+        self.put_expiry(table, key, expires_at).await
     }
 }
 
-/// The state table's partition key (a string): `group#NAME` or `delivery#ID`.
+/// The state table's partition key (a string): `group#NAME`, `delivery#ID`, `job#ID#ATTEMPT#ACTION`
+/// (a webhook payload's identity) or `jit#INSTANCE` (the JIT mint's lease).
 pub const TABLE_KEY: &str = "pk";
-/// The state table's TTL attribute (epoch seconds), on delivery items.
+/// The state table's TTL attribute (epoch seconds), on delivery, job and lease items.
 pub const TABLE_TTL: &str = "expires_at";
 
 fn group_key(group: &str) -> AttributeValue {
@@ -481,13 +483,25 @@ impl AwsFleet {
         }
     }
 
-    async fn put_delivery(&self, table: &str, delivery: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
+    async fn put_expiry(&self, table: &str, key: &str, expires_at: i64) -> Result<(), ApiError> {
+        self.ddb_client
+            .put_item()
+            .table_name(table)
+            .item(TABLE_KEY, AttributeValue::S(key.to_string()))
+            .item(TABLE_TTL, AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(())
+    }
+
+    async fn put_claim(&self, table: &str, key: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
         // TTL deletion is lazy (up to days late): an expired item counts as absent.
         let sent = self
             .ddb_client
             .put_item()
             .table_name(table)
-            .item(TABLE_KEY, AttributeValue::S(format!("delivery#{delivery}")))
+            .item(TABLE_KEY, AttributeValue::S(key.to_string()))
             .item(TABLE_TTL, AttributeValue::N(expires_at.to_string()))
             .condition_expression("attribute_not_exists(#pk) OR #ttl < :now")
             .expression_attribute_names("#pk", TABLE_KEY)

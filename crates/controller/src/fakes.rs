@@ -4,7 +4,8 @@
 use crate::ports::{AsgInstance, Aws, Capacity, Completion, GitHub, Member, StoredState, TerminationHook};
 use lifecycle_core::{ApiError, ApiErrorKind};
 use lifecycle_github::{
-    Deleted, GitHubError, JitConfig, JitRequest, RegistrationToken, Runner, RunnerLabel, Secret, WorkflowJob,
+    Deleted, GitHubError, JitConfig, JitRequest, RegistrationToken, Runner, RunnerDetail, RunnerLabel, Secret,
+    WorkflowJob,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,10 @@ pub struct FakeAws {
     pub table: Mutex<BTreeMap<String, StoredState>>,
     /// Delivery ids and their expiry.
     pub deliveries: Mutex<BTreeMap<String, i64>>,
+    /// Other claimed items (`job#...`, `jit#...`) and their expiry.
+    pub keys: Mutex<BTreeMap<String, i64>>,
+    /// This many next DescribeLifecycleHooks (one hook) fail with this kind.
+    pub fail_hook_reads: Mutex<Option<(u32, ApiErrorKind)>>,
     /// When set, every DynamoDB call fails with this kind.
     pub table_down: Mutex<Option<ApiErrorKind>>,
     /// This many next state writes fail (transient).
@@ -142,6 +147,13 @@ impl Aws for FakeAws {
     }
     async fn hook_timeout(&self, _group: &str, hook: &str) -> Result<Option<u64>, ApiError> {
         self.asg()?;
+        {
+            let mut f = lock(&self.fail_hook_reads);
+            if let Some((n, kind)) = *f {
+                *f = (n > 1).then(|| (n - 1, kind));
+                return Err(ApiError::new(kind, "injected DescribeLifecycleHooks failure"));
+            }
+        }
         Ok(lock(&self.hook_timeouts).get(hook).copied())
     }
     async fn heartbeat(&self, c: &Completion) -> Result<(), ApiError> {
@@ -241,6 +253,20 @@ impl Aws for FakeAws {
         lock(&self.deliveries).insert(delivery.to_string(), 0);
         Ok(())
     }
+    async fn claim_key(&self, _table: &str, key: &str, now: i64, expires_at: i64) -> Result<bool, ApiError> {
+        self.ddb()?;
+        let mut d = lock(&self.keys);
+        if d.get(key).is_some_and(|&e| e > now) {
+            return Ok(false);
+        }
+        d.insert(key.to_string(), expires_at);
+        Ok(true)
+    }
+    async fn expire_key(&self, _table: &str, key: &str, expires_at: i64) -> Result<(), ApiError> {
+        self.ddb()?;
+        lock(&self.keys).insert(key.to_string(), expires_at);
+        Ok(())
+    }
 }
 
 /// A fake GitHub.
@@ -260,8 +286,11 @@ pub struct FakeGitHub {
     pub fail_next: Mutex<Vec<GitHubError>>,
     /// Jobs in flight (the REST API's view).
     pub jobs: Mutex<Vec<WorkflowJob>>,
-    /// Every `generate-jitconfig` request answered.
+    /// Every `generate-jitconfig` request answered; each also adds its runner to `runners`
+    /// (offline, never connected), as GitHub does.
     pub jit_requests: Mutex<Vec<JitRequest>>,
+    /// The `version` of runners a listener has connected to, by id (absent: never connected).
+    pub versions: Mutex<BTreeMap<u64, String>>,
     /// Calls made.
     pub calls: AtomicU64,
 }
@@ -303,6 +332,13 @@ impl FakeGitHub {
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
+    /// A listener connects with runner `id`'s config: `online`, `version` set.
+    pub fn connect(&self, id: u64) {
+        if let Some(r) = lock(&self.runners).iter_mut().find(|r| r.id == id) {
+            r.status = "online".into();
+        }
+        lock(&self.versions).insert(id, "2.330.0".into());
+    }
 }
 
 impl GitHub for FakeGitHub {
@@ -316,6 +352,19 @@ impl GitHub for FakeGitHub {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
         self.call()?;
         Ok(lock(&self.runners).clone())
+    }
+    async fn runner_details(&self) -> Result<Vec<RunnerDetail>, GitHubError> {
+        self.call()?;
+        let versions = lock(&self.versions);
+        Ok(lock(&self.runners)
+            .iter()
+            .map(|r| RunnerDetail {
+                runner: r.clone(),
+                version: versions.get(&r.id).cloned(),
+                os: None,
+                runner_group_id: None,
+            })
+            .collect())
     }
     async fn get_runner(&self, id: u64) -> Result<Option<Runner>, GitHubError> {
         self.call()?;
@@ -349,15 +398,17 @@ impl GitHub for FakeGitHub {
         let mut requests = lock(&self.jit_requests);
         requests.push(request.clone());
         let id = 1000 + requests.len() as u64;
+        let runner = Runner {
+            id,
+            name: request.name.clone(),
+            status: "offline".into(),
+            busy: false,
+            labels: request.labels.iter().map(|l| RunnerLabel { name: l.clone() }).collect(),
+            ephemeral: true,
+        };
+        lock(&self.runners).push(runner.clone());
         Ok(JitConfig {
-            runner: Runner {
-                id,
-                name: request.name.clone(),
-                status: "offline".into(),
-                busy: false,
-                labels: request.labels.iter().map(|l| RunnerLabel { name: l.clone() }).collect(),
-                ephemeral: true,
-            },
+            runner,
             // Recognisable in a test that checks logs and answers for leaks.
             encoded_jit_config: Secret::new(format!("FAKEJITCONFIG-{id}-c2VjcmV0")),
         })

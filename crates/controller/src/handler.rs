@@ -235,6 +235,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         let budget_end = started + self.settings.launch_retry_for;
         let invocation_end = deadline.map_or(budget_end, |d| d.min(budget_end));
         let mut clock: Option<HookClock> = None;
+        let mut beat_failed = false;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -266,18 +267,32 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             // Only a retryable failure needs the hook's clock (one DescribeLifecycleHooks, off the
             // happy path); a permanent one abandons at once.
             let decision = loop {
-                let left = match (class, clock.as_ref()) {
-                    (ErrorClass::Permanent, _) => TimeLeft {
+                let left = match class {
+                    ErrorClass::Permanent => TimeLeft {
                         hook: Duration::ZERO,
+                        hook_likely: Duration::ZERO,
                         heartbeat: None,
+                        global: Duration::ZERO,
                         invocation: Duration::ZERO,
                     },
-                    (_, Some(c)) => c.left(invocation_end),
-                    (_, None) => {
-                        let c = self.hook_clock(&action, now, started).await;
-                        let left = c.left(invocation_end);
-                        clock = Some(c);
-                        left
+                    ErrorClass::Retryable { .. } => {
+                        match clock.as_mut() {
+                            // The HeartbeatTimeout could not be read before: try again (one
+                            // DescribeLifecycleHooks per failed attempt until it is known).
+                            Some(c) if !c.known => self.read_hook_timeout(&action, c).await,
+                            Some(_) => {}
+                            None => clock = Some(self.hook_clock(&action, now, started).await),
+                        }
+                        clock
+                            .as_ref()
+                            .map(|c| c.left(invocation_end, beat_failed))
+                            .unwrap_or(TimeLeft {
+                                hook: Duration::ZERO,
+                                hook_likely: Duration::ZERO,
+                                heartbeat: None,
+                                global: Duration::ZERO,
+                                invocation: Duration::ZERO,
+                            })
                     }
                 };
                 let d = retry::decide(attempt, class, left, jitter(&action.instance_id, attempt));
@@ -288,38 +303,40 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                         ..
                     } | Decision::HandBack { heartbeat_first: true }
                 );
-                let Some(c) = clock.as_mut().filter(|_| wants_heartbeat) else {
+                let Some(c) = clock.as_mut().filter(|_| wants_heartbeat && !beat_failed) else {
                     break d;
                 };
-                match self
-                    .aws
-                    .heartbeat(&completion(&action, LifecycleResult::Continue))
-                    .await
-                {
-                    Ok(()) => {
-                        c.heartbeaten();
-                        info!(instance_id = %action.instance_id, heartbeat_timeout_s = c.heartbeat_timeout.as_secs(), "launch hook heartbeated while retrying");
-                        break d;
-                    }
-                    Err(e) if e.kind == ApiErrorKind::NoActiveLifecycleAction => {
+                match self.beat(&action, c).await {
+                    Beat::Done => break d,
+                    Beat::Gone => {
                         warn!(instance_id = %action.instance_id, reason, "launch action no longer pending (timed out or completed elsewhere); giving up on it");
                         return Ok(Outcome::LaunchExpired {
                             instance_id: action.instance_id,
                             reason,
                         });
                     }
-                    Err(e) => {
-                        // Decide again without heartbeats: retry only within the time the hook
-                        // has by itself, else abandon while we still can.
-                        warn!(instance_id = %action.instance_id, error = %e, "RecordLifecycleActionHeartbeat failed; no more heartbeats for this launch");
-                        c.can_heartbeat = false;
-                    }
+                    // Decide again without a heartbeat for this round: retry only within the
+                    // time the hook likely has by itself, else abandon while we still can.
+                    Beat::Failed => beat_failed = true,
                 }
             };
+            beat_failed = false;
             match decision {
                 Decision::RetryAfter { wait, .. } => {
                     warn!(instance_id = %action.instance_id, attempt, wait_ms = wait.as_millis() as u64, reason, "launch: retryable failure; retrying");
-                    tokio::time::sleep(wait).await;
+                    // Wait, heartbeating the hook whenever the rest of the wait would outlast
+                    // it (a rate limit may ask for longer than its HeartbeatTimeout).
+                    if let Some(c) = clock.as_mut() {
+                        if !self.hold(&action, c, wait).await {
+                            warn!(instance_id = %action.instance_id, reason, "launch action no longer pending (timed out or completed elsewhere); giving up on it");
+                            return Ok(Outcome::LaunchExpired {
+                                instance_id: action.instance_id,
+                                reason,
+                            });
+                        }
+                    } else {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 Decision::HandBack { .. } => {
                     let e = failure.into_error();
@@ -342,36 +359,82 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         }
     }
 
-    /// The hook's clock, estimated when a launch first fails: its HeartbeatTimeout from
-    /// DescribeLifecycleHooks (the API's minimum, 30 s, when that fails: heartbeats come earlier,
-    /// never later), counted from the event's time (when the action began) or, without one, from
-    /// the start of this invocation.
+    /// The hook's clock, made when a launch first fails: its HeartbeatTimeout from
+    /// DescribeLifecycleHooks, counted from the event's time (when the action began) or, without
+    /// one, from the start of this invocation. When the timeout cannot be read (throttled, no such
+    /// hook), the AWS default (3600 s) is assumed for the limits and the hook is heartbeated as if
+    /// it were the API's minimum (30 s); the next failed attempt reads it again.
     async fn hook_clock(&self, action: &LifecycleAction, now: i64, started: Instant) -> HookClock {
-        let timeout_s = match self.aws.hook_timeout(&action.group, &action.hook).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                warn!(hook = %action.hook, "launch hook not found; assuming the shortest HeartbeatTimeout (30 s)");
-                MIN_HEARTBEAT_TIMEOUT_S
-            }
-            Err(e) => {
-                warn!(hook = %action.hook, error = %e, "DescribeLifecycleHooks failed; assuming the shortest HeartbeatTimeout (30 s)");
-                MIN_HEARTBEAT_TIMEOUT_S
-            }
-        };
         let began = action
             .time
             .as_deref()
             .and_then(lifecycle_github::time::parse_rfc3339)
             .map_or(now, |t| t.min(now));
-        let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
-        let left_s = began
-            .saturating_add(i64::try_from(timeout_s).unwrap_or(i64::MAX))
-            .saturating_sub(now.saturating_add(elapsed))
-            .max(0);
-        HookClock {
-            heartbeat_timeout: Duration::from_secs(timeout_s),
-            expires: Instant::now() + Duration::from_secs(u64::try_from(left_s).unwrap_or(0)),
+        let mut c = HookClock {
+            heartbeat_timeout: Duration::from_secs(DEFAULT_HEARTBEAT_TIMEOUT_S),
+            known: false,
+            before_start: Duration::from_secs(u64::try_from(now.saturating_sub(began)).unwrap_or(0)),
+            start: started,
+            last_beat: None,
             can_heartbeat: true,
+        };
+        self.read_hook_timeout(action, &mut c).await;
+        c
+    }
+
+    /// One DescribeLifecycleHooks for the launch hook: the clock's timeout when it answers.
+    async fn read_hook_timeout(&self, action: &LifecycleAction, c: &mut HookClock) {
+        match self.aws.hook_timeout(&action.group, &action.hook).await {
+            Ok(Some(s)) => {
+                c.heartbeat_timeout = Duration::from_secs(s.clamp(MIN_HEARTBEAT_TIMEOUT_S, MAX_HEARTBEAT_TIMEOUT_S));
+                c.known = true;
+            }
+            Ok(None) => {
+                warn!(hook = %action.hook, "launch hook not found; assuming the default HeartbeatTimeout (3600 s) and heartbeating as if it were 30 s");
+            }
+            Err(e) => {
+                warn!(hook = %action.hook, error = %e, "DescribeLifecycleHooks failed; assuming the default HeartbeatTimeout (3600 s) and heartbeating as if it were 30 s");
+            }
+        }
+    }
+
+    /// One RecordLifecycleActionHeartbeat for the launch.
+    async fn beat(&self, action: &LifecycleAction, c: &mut HookClock) -> Beat {
+        match self.aws.heartbeat(&completion(action, LifecycleResult::Continue)).await {
+            Ok(()) => {
+                c.last_beat = Some(Instant::now());
+                info!(instance_id = %action.instance_id, heartbeat_timeout_s = c.heartbeat_timeout.as_secs(), known = c.known, "launch hook heartbeated while retrying");
+                Beat::Done
+            }
+            Err(e) if e.kind == ApiErrorKind::NoActiveLifecycleAction => Beat::Gone,
+            Err(e) if e.kind.is_retryable_soon() => {
+                warn!(instance_id = %action.instance_id, error = %e, "RecordLifecycleActionHeartbeat failed; trying again later");
+                Beat::Failed
+            }
+            Err(e) => {
+                warn!(instance_id = %action.instance_id, error = %e, "RecordLifecycleActionHeartbeat refused; no more heartbeats for this launch");
+                c.can_heartbeat = false;
+                Beat::Failed
+            }
+        }
+    }
+
+    /// Sleep `wait`, in slices, heartbeating the hook before a slice it would not surely outlive.
+    /// `false`: the action is gone (timed out, or completed elsewhere).
+    async fn hold(&self, action: &LifecycleAction, c: &mut HookClock, wait: Duration) -> bool {
+        let end = Instant::now() + wait;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            let hold = c.hold_for();
+            let step = (end - now).min(hold.saturating_sub(retry::RESERVE).max(HOLD_SLICE_MIN));
+            let margin = retry::RESERVE.min(hold / 2);
+            if c.can_heartbeat && c.sure_left(now) < step + margin && matches!(self.beat(action, c).await, Beat::Gone) {
+                return false;
+            }
+            tokio::time::sleep(step).await;
         }
     }
 }
@@ -381,27 +444,78 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
 pub const INSTANCE_TAG: &str = "runner-lifecycle-instance-arn";
 /// PutLifecycleHook's lower bound for HeartbeatTimeout (API reference).
 const MIN_HEARTBEAT_TIMEOUT_S: u64 = 30;
+/// PutLifecycleHook's upper bound for HeartbeatTimeout (API reference).
+const MAX_HEARTBEAT_TIMEOUT_S: u64 = 7200;
+/// PutLifecycleHook's default HeartbeatTimeout (API reference): assumed when it cannot be read.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_S: u64 = 3600;
+/// An action waits at most 100 times its HeartbeatTimeout or 48 hours, whichever is smaller
+/// (`LifecycleHook.GlobalTimeout`, API reference): heartbeats cannot pass it.
+const GLOBAL_TIMEOUT_MAX_S: u64 = 172_800;
+/// The shortest slice a held wait sleeps between two looks at the hook.
+const HOLD_SLICE_MIN: Duration = Duration::from_secs(10);
+
+/// What one heartbeat did.
+enum Beat {
+    Done,
+    /// NoActiveLifecycleAction.
+    Gone,
+    /// Any other failure (retryable: heartbeats stay allowed; else they stop).
+    Failed,
+}
 
 /// The launch hook's clock as the retry loop knows it.
 #[derive(Clone, Copy, Debug)]
 struct HookClock {
+    /// The HeartbeatTimeout read, or the default assumed.
     heartbeat_timeout: Duration,
-    expires: Instant,
+    /// Whether it was read.
+    known: bool,
+    /// How long the action had been waiting when this invocation started.
+    before_start: Duration,
+    /// When this invocation started.
+    start: Instant,
+    /// Our last heartbeat.
+    last_beat: Option<Instant>,
+    /// Whether heartbeats are allowed (not refused).
     can_heartbeat: bool,
 }
 
 impl HookClock {
-    fn left(&self, invocation_end: Instant) -> TimeLeft {
-        let now = Instant::now();
-        TimeLeft {
-            hook: self.expires.saturating_duration_since(now),
-            heartbeat: self.can_heartbeat.then_some(self.heartbeat_timeout),
-            invocation: invocation_end.saturating_duration_since(now),
+    /// What one heartbeat surely buys: the timeout if known, else the API's minimum.
+    fn hold_for(&self) -> Duration {
+        if self.known {
+            self.heartbeat_timeout
+        } else {
+            Duration::from_secs(MIN_HEARTBEAT_TIMEOUT_S)
         }
     }
 
-    fn heartbeaten(&mut self) {
-        self.expires = Instant::now() + self.heartbeat_timeout;
+    fn since_began(&self, now: Instant) -> Duration {
+        self.before_start + now.saturating_duration_since(self.start)
+    }
+
+    fn since_base(&self, now: Instant) -> Duration {
+        self.last_beat
+            .map_or(self.since_began(now), |b| now.saturating_duration_since(b))
+    }
+
+    fn sure_left(&self, now: Instant) -> Duration {
+        self.hold_for().saturating_sub(self.since_base(now))
+    }
+
+    fn left(&self, invocation_end: Instant, beat_failed: bool) -> TimeLeft {
+        let now = Instant::now();
+        let global = self
+            .heartbeat_timeout
+            .saturating_mul(100)
+            .min(Duration::from_secs(GLOBAL_TIMEOUT_MAX_S));
+        TimeLeft {
+            hook: self.sure_left(now),
+            hook_likely: self.heartbeat_timeout.saturating_sub(self.since_base(now)),
+            heartbeat: (self.can_heartbeat && !beat_failed).then_some(self.heartbeat_timeout),
+            global: global.saturating_sub(self.since_began(now)),
+            invocation: invocation_end.saturating_duration_since(now),
+        }
     }
 }
 

@@ -132,7 +132,8 @@ pub const CALLS: &[Call] = &[
         scope: Scope::CredentialsSecret,
     },
     Call {
-        // The scaling state: one item per group, delivery ids (crate::scale).
+        // The state table: one item per group, delivery ids, webhook payload identities (crate::scale),
+        // the JIT mint lease per instance (crate::jit).
         action: "dynamodb:GetItem",
         sdk_method: "get_item",
         parts: &[Part::Controller],

@@ -16,6 +16,13 @@
 //! controller's groups in `InService` or `Pending*`: a host that is draining (`Terminating*`),
 //! in `Standby`, `Detaching`/`Detached` or the warm pool (`Warmed:*`) gets 409.
 //!
+//! One outstanding config per instance ([`outstanding`]): while the instance holds a config that
+//! no listener has connected with (GitHub's runner list: a JIT name of the instance, `version`
+//! unset, offline, idle), minted less than `--jit-outstanding-for` ago and after the instance's
+//! newest used registration, a second mint gets 409. With the state table configured, a
+//! per-instance lease (`jit#INSTANCE`) serializes concurrent mints. docs/controller.md, "One
+//! outstanding config per instance".
+//!
 //! `POST /jit-config/release` with `{"runner_id": N}`, on the same URL and with the same
 //! identity checks: the host asks the controller to delete one of its own JIT registrations
 //! before it stops the listener, so that GitHub, not the host's view of `/proc`, decides whether
@@ -310,11 +317,66 @@ pub fn state_may_mint(state: &str) -> bool {
 /// The answer for a failed AWS call: throttling and 5xx are retryable (503 with `Retry-After`),
 /// anything else is the controller's problem (500).
 pub fn aws_failure(e: &ApiError) -> JitOutcome {
+    aws_failure_of(e, "DescribeAutoScalingInstances")
+}
+
+/// [`aws_failure`] for the AWS call `call`.
+pub fn aws_failure_of(e: &ApiError, call: &str) -> JitOutcome {
     match e.kind {
         ApiErrorKind::Throttled => JitOutcome::retry(503, "AWS is throttling the controller; retry later", 2),
         ApiErrorKind::Transient => JitOutcome::retry(503, "AWS is unavailable; retry later", 2),
-        _ => JitOutcome::retry(500, format!("DescribeAutoScalingInstances failed: {}", e.kind), 60),
+        _ => JitOutcome::retry(500, format!("{call} failed: {}", e.kind), 60),
     }
+}
+
+/// How long the per-instance mint lease (`jit#INSTANCE` in the state table) is held while a mint
+/// runs: longer than one mint can take (the GitHub client's retries of one request, about 30 s).
+/// A crashed invocation's lease lapses by itself after this.
+pub const MINT_LEASE_S: i64 = 60;
+/// How long the lease stays after a successful mint, so that a mint arriving right behind it is
+/// refused even if GitHub's runner list does not show the new registration yet.
+pub const MINT_SETTLE_S: i64 = 10;
+
+/// One registration of the caller's instance that counts as its outstanding config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    /// GitHub's runner id.
+    pub runner_id: u64,
+    /// When it was minted (epoch s, from its name).
+    pub minted_at: i64,
+}
+
+/// The instance's outstanding JIT configs among `runners` at `now`: registrations whose name is
+/// a JIT name of `instance` (the mint's, [`jit_name_instance`]) that no listener has ever
+/// connected to (`version` unset, `offline`, not `busy`), minted less than `bound` ago, and
+/// minted after the newest of the instance's registrations that did connect (the agent uses its
+/// configs in the order it got them, so an unused one minted no later than a used one is one
+/// the agent never held: an answer lost in transit, the client's retry after a lost answer).
+/// Sorted oldest first.
+pub fn outstanding(
+    runners: &[lifecycle_github::RunnerDetail],
+    prefix: &str,
+    instance: &str,
+    now: i64,
+    bound: std::time::Duration,
+) -> Vec<Outstanding> {
+    let mine = runners.iter().filter_map(|r| {
+        (jit_name_instance(&r.runner.name, prefix) == Some(instance))
+            .then(|| Some((r, lifecycle_github::jit::name_created_epoch(&r.runner.name, prefix)?)))
+            .flatten()
+    });
+    let used = |r: &lifecycle_github::RunnerDetail| r.has_connected() || r.runner.is_online() || r.runner.busy;
+    let newest_used = mine.clone().filter(|(r, _)| used(r)).map(|(_, t)| t).max();
+    let bound = i64::try_from(bound.as_secs()).unwrap_or(i64::MAX);
+    let mut out: Vec<Outstanding> = mine
+        .filter(|(r, t)| !used(r) && now.saturating_sub(*t) < bound && newest_used.is_none_or(|u| *t > u))
+        .map(|(r, t)| Outstanding {
+            runner_id: r.runner.id,
+            minted_at: t,
+        })
+        .collect();
+    out.sort_by_key(|o| (o.minted_at, o.runner_id));
+    out
 }
 
 /// The answer for a failed GitHub call of either route (`action`: `mint`, `release`): a rate
@@ -499,13 +561,84 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 ),
             );
         }
-        // 5. Mint.
+        // 5. One outstanding config per instance, serialized by a lease in the state table when
+        // the controller has one (concurrent invocations would otherwise all see none).
+        let lease = self
+            .settings()
+            .scale
+            .as_ref()
+            .map(|s| (s.table.as_str(), format!("jit#{}", who.instance_id)));
+        if let Some((table, key)) = &lease {
+            match self
+                .aws()
+                .claim_key(table, key, now, now.saturating_add(MINT_LEASE_S))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return JitOutcome::refuse(
+                        409,
+                        format!(
+                            "a JIT config for instance {} is being minted or was minted seconds ago: one outstanding config per instance",
+                            who.instance_id
+                        ),
+                    )
+                }
+                Err(e) => return aws_failure_of(&e, "DynamoDB PutItem"),
+            }
+        }
+        let outcome = self.mint_one(settings, who, &member.group, now).await;
+        if let Some((table, key)) = &lease {
+            let until = match outcome {
+                JitOutcome::Minted { .. } => now.saturating_add(MINT_SETTLE_S),
+                _ => 0,
+            };
+            if let Err(e) = self.aws().expire_key(table, key, until).await {
+                warn!(instance_id = who.instance_id.as_str(), error = %e, "jit: could not end the mint lease; it lapses by itself");
+            }
+        }
+        outcome
+    }
+
+    /// Steps 5 and 6 of the mint: refuse while the instance holds an unused config, else
+    /// generate-jitconfig.
+    async fn mint_one(&self, settings: &JitSettings, who: &InstanceIdentity, group: &str, now: i64) -> JitOutcome {
+        let runners = match self.github().runner_details().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(instance_id = who.instance_id.as_str(), error = %e, "jit: listing runners failed");
+                return github_failure(&e, "mint");
+            }
+        };
+        let held = outstanding(
+            &runners,
+            &settings.prefix,
+            &who.instance_id,
+            now,
+            settings.outstanding_for,
+        );
+        if let Some(first) = held.first() {
+            let bound = i64::try_from(settings.outstanding_for.as_secs()).unwrap_or(i64::MAX);
+            let expires = first.minted_at.saturating_add(bound);
+            return JitOutcome::Refused {
+                status: 409,
+                message: format!(
+                    "instance {} already holds an unused JIT config (runner {}, minted {} s ago, no listener has connected with it): one outstanding config per instance; the next is minted once a listener connects with it, it is released (POST {RELEASE_PATH}), or {} s after its mint",
+                    who.instance_id,
+                    first.runner_id,
+                    now.saturating_sub(first.minted_at).max(0),
+                    bound
+                ),
+                retry_after: Some(u64::try_from(expires.saturating_sub(now)).unwrap_or(0).max(1)),
+            };
+        }
+        // 6. Mint.
         let name =
             lifecycle_github::jit::jit_runner_name(&settings.prefix, now, &format!("{}-{}", who.instance_id, nonce()));
         let mut labels = settings.labels.clone();
         for l in [
             lifecycle_github::labels::instance_label(&who.instance_id),
-            lifecycle_github::labels::group_label(&member.group),
+            lifecycle_github::labels::group_label(group),
         ] {
             if !labels.iter().any(|x| x.eq_ignore_ascii_case(&l)) {
                 labels.push(l);
@@ -907,6 +1040,238 @@ mod tests {
         assert!(is_jit_event(&event(Some(&arn("r", ID)), "/", "POST", "{}")));
         assert!(!is_jit_event(&event(None, "/", "POST", "{}")));
         assert!(!is_jit_event(&event(None, "/webhook", "POST", "{}")));
+    }
+
+    // ---------------------------------------------------------------- one outstanding config
+
+    const T0: i64 = 1_700_000_000;
+
+    fn minted_id(out: &JitOutcome) -> u64 {
+        match out {
+            JitOutcome::Minted { runner_id, .. } => *runner_id,
+            other => panic!("not minted: {other:?}"),
+        }
+    }
+
+    fn error_of(out: &JitOutcome) -> String {
+        match out {
+            JitOutcome::Refused { message, .. } => message.clone(),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn six_quick_mints_for_one_instance_give_one_config() {
+        // Issue 16: with the role's credentials a job minted six configs in seconds.
+        let c = controller("InService", "runners");
+        let outs: Vec<JitOutcome> = (0..6).map(|i| run(c.jit(&ok_event(), T0 + i))).collect();
+        assert_eq!(outs[0].status(), 200, "{:?}", outs[0]);
+        for (i, out) in outs.iter().enumerate().skip(1) {
+            assert_eq!(out.status(), 409, "{out:?}");
+            let msg = error_of(out);
+            assert!(
+                msg.contains("already holds an unused JIT config") && msg.contains("runner 1001"),
+                "{msg}"
+            );
+            // When the unused one stops counting (900 s after its mint), for a client that reads it.
+            assert_eq!(out.response()["headers"]["retry-after"], json!((900 - i).to_string()));
+        }
+        assert_eq!(c.github().jit_requests.lock().map(|r| r.len()).unwrap_or(0), 1);
+        // Another instance is not affected.
+        c.aws()
+            .instances
+            .lock()
+            .map(|mut m| {
+                m.insert(
+                    OTHER.into(),
+                    AsgInstance {
+                        group: "runners".into(),
+                        state: "InService".into(),
+                    },
+                )
+            })
+            .ok();
+        let e = event(Some(&arn("runner-hosts", OTHER)), "/jit-config", "POST", "{}");
+        assert_eq!(run(c.jit(&e, T0 + 6)).status(), 200);
+    }
+
+    #[test]
+    fn a_normal_jit_host_is_never_refused() {
+        let c = controller("InService", "runners");
+        // The first listener's config: minted, then its listener connects and takes a job.
+        let a = minted_id(&run(c.jit(&ok_event(), T0)));
+        c.github().connect(a);
+        // The agent prefetches the next config while the job runs: allowed (A is in use).
+        let b = minted_id(&run(c.jit(&ok_event(), T0 + 30)));
+        // A third while B waits unused: refused.
+        assert_eq!(run(c.jit(&ok_event(), T0 + 31)).status(), 409);
+        // A's job ends (GitHub removes the ephemeral runner); B's listener connects and takes a
+        // job; the agent prefetches again: allowed.
+        c.github().runners.lock().map(|mut r| r.retain(|r| r.id != a)).ok();
+        c.github().connect(b);
+        let third = minted_id(&run(c.jit(&ok_event(), T0 + 600)));
+        assert!(third > b);
+    }
+
+    #[test]
+    fn an_outstanding_config_is_freed_by_release_or_expiry() {
+        let c = controller("InService", "runners");
+        let a = minted_id(&run(c.jit(&ok_event(), T0)));
+        assert_eq!(run(c.jit(&ok_event(), T0 + 899)).status(), 409);
+        // Expired: 900 s (the default bound) after its mint it no longer counts.
+        let b = minted_id(&run(c.jit(&ok_event(), T0 + 900)));
+        assert!(b > a);
+        // Released by its host: the next mint is allowed at once.
+        assert_eq!(run(c.jit(&ok_event(), T0 + 901)).status(), 409);
+        assert_eq!(run(c.jit(&release_of(ID, b), T0 + 902)).status(), 200);
+        assert_eq!(run(c.jit(&ok_event(), T0 + 903)).status(), 200);
+    }
+
+    #[test]
+    fn an_unused_config_older_than_a_used_one_is_an_orphan() {
+        // The client's retry after a lost answer left `X` unused; the agent got `X-r0001`, minted
+        // the same second, and its listener connected: `X` was never the agent's and does not count.
+        let c = controller("InService", "runners");
+        let jit = |id: u64, name: String| {
+            let mut r = FakeGitHub::runner(id, ID, "runners", "offline", false);
+            r.name = name;
+            r.ephemeral = true;
+            r
+        };
+        c.github()
+            .runners
+            .lock()
+            .map(|mut rs| {
+                rs.push(jit(7, format!("rle-jit-{T0}-{ID}-ab12")));
+                rs.push(jit(8, format!("rle-jit-{T0}-{ID}-ab12-r0001")));
+            })
+            .ok();
+        c.github().connect(8);
+        assert_eq!(run(c.jit(&ok_event(), T0 + 60)).status(), 200);
+        // A persistent registration named after the instance, or another instance's JIT
+        // registration, is not the instance's outstanding config either.
+        let c = controller("InService", "runners");
+        c.github()
+            .runners
+            .lock()
+            .map(|mut rs| {
+                rs.push(FakeGitHub::runner(9, ID, "runners", "offline", false));
+                rs.push(jit(10, format!("rle-jit-{T0}-{OTHER}-ab12")));
+            })
+            .ok();
+        assert_eq!(run(c.jit(&ok_event(), T0 + 60)).status(), 200);
+    }
+
+    #[test]
+    fn outstanding_follows_the_rule() {
+        let d =
+            |id: u64, name: String, status: &str, busy: bool, version: Option<&str>| lifecycle_github::RunnerDetail {
+                runner: lifecycle_github::Runner {
+                    id,
+                    name,
+                    status: status.into(),
+                    busy,
+                    labels: vec![],
+                    ephemeral: true,
+                },
+                version: version.map(str::to_string),
+                os: None,
+                runner_group_id: None,
+            };
+        let n = |t: i64| format!("rle-jit-{t}-{ID}-ab12");
+        let bound = Duration::from_secs(900);
+        let o = |rs: &[lifecycle_github::RunnerDetail]| -> Vec<u64> {
+            outstanding(rs, "rle-jit-", ID, T0 + 100, bound)
+                .iter()
+                .map(|o| o.runner_id)
+                .collect()
+        };
+        assert_eq!(o(&[d(1, n(T0), "offline", false, None)]), vec![1]);
+        // Online, busy or ever connected: in use.
+        assert!(o(&[d(1, n(T0), "online", false, None)]).is_empty());
+        assert!(o(&[d(1, n(T0), "offline", true, None)]).is_empty());
+        assert!(o(&[d(1, n(T0), "offline", false, Some("2.330.0"))]).is_empty());
+        // Too old.
+        assert!(outstanding(&[d(1, n(T0), "offline", false, None)], "rle-jit-", ID, T0 + 900, bound).is_empty());
+        // Minted after the newest used one: counts; at or before it: an orphan.
+        let used = d(2, n(T0 + 10), "online", true, Some("2.330.0"));
+        assert_eq!(o(&[used.clone(), d(3, n(T0 + 11), "offline", false, None)]), vec![3]);
+        assert!(o(&[used.clone(), d(3, n(T0 + 10), "offline", false, None)]).is_empty());
+        assert!(o(&[used, d(3, n(T0 + 9), "offline", false, None)]).is_empty());
+    }
+
+    #[test]
+    fn with_a_state_table_concurrent_mints_are_serialized_by_a_lease() {
+        let mut s = Settings::new(["runners".to_string()]);
+        s.jit = Some(JitSettings::new("runner-hosts"));
+        s.scale = Some(crate::settings::ScaleSettings::new(
+            "runners",
+            &["self-hosted"],
+            "state",
+        ));
+        let c = Controller::new(s, FakeAws::default(), FakeGitHub::default());
+        c.aws()
+            .instances
+            .lock()
+            .map(|mut m| {
+                m.insert(
+                    ID.into(),
+                    AsgInstance {
+                        group: "runners".into(),
+                        state: "InService".into(),
+                    },
+                )
+            })
+            .ok();
+        // Another invocation holds the lease (its mint is under way): refused, nothing asked of
+        // GitHub.
+        c.aws()
+            .keys
+            .lock()
+            .map(|mut k| k.insert(format!("jit#{ID}"), T0 + 60))
+            .ok();
+        let out = run(c.jit(&ok_event(), T0));
+        assert_eq!(out.status(), 409, "{out:?}");
+        assert!(error_of(&out).contains("being minted"), "{out:?}");
+        assert_eq!(c.github().calls(), 0);
+        // The lease lapses: one mint, and the lease is kept a few seconds after it, so a mint
+        // right behind it is refused even before GitHub's list shows the new registration.
+        let first = run(c.jit(&ok_event(), T0 + 61));
+        assert_eq!(first.status(), 200, "{first:?}");
+        c.github().runners.lock().map(|mut r| r.clear()).ok();
+        assert_eq!(run(c.jit(&ok_event(), T0 + 62)).status(), 409);
+        assert_eq!(
+            c.aws()
+                .keys
+                .lock()
+                .map(|k| k.get(&format!("jit#{ID}")).copied())
+                .ok()
+                .flatten(),
+            Some(T0 + 61 + MINT_SETTLE_S)
+        );
+        // A failed mint gives the lease back at once.
+        c.github()
+            .fail_next
+            .lock()
+            .map(|mut f| f.push(GitHubError::Transient("502".into())))
+            .ok();
+        assert_eq!(run(c.jit(&ok_event(), T0 + 80)).status(), 503);
+        assert_eq!(
+            c.aws()
+                .keys
+                .lock()
+                .map(|k| k.get(&format!("jit#{ID}")).copied())
+                .ok()
+                .flatten(),
+            Some(0)
+        );
+        assert_eq!(run(c.jit(&ok_event(), T0 + 81)).status(), 200);
+        // The table down: 503, retryable; nothing minted.
+        *c.aws().table_down.lock().expect("lock") = Some(ApiErrorKind::Throttled);
+        c.github().runners.lock().map(|mut r| r.clear()).ok();
+        let before = c.github().jit_requests.lock().map(|r| r.len()).unwrap_or(0);
+        assert_eq!(run(c.jit(&ok_event(), T0 + 200)).status(), 503);
+        assert_eq!(c.github().jit_requests.lock().map(|r| r.len()).unwrap_or(0), before);
     }
 
     // ---------------------------------------------------------------- release

@@ -2,7 +2,9 @@
 //! and [`lifecycle_github::GitHubClient`]; tests and the benchmark use counting fakes.
 
 use lifecycle_core::ApiError;
-use lifecycle_github::{Deleted, GitHubError, JitConfig, JitRequest, RegistrationToken, Runner, Secret, WorkflowJob};
+use lifecycle_github::{
+    Deleted, GitHubError, JitConfig, JitRequest, RegistrationToken, Runner, RunnerDetail, Secret, WorkflowJob,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
@@ -158,6 +160,18 @@ pub trait Aws {
     /// PutItem of a delivery id as already expired: forget a claim whose event could not be
     /// counted, so GitHub's redelivery is not refused as a replay.
     fn release_delivery(&self, table: &str, delivery: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// PutItem of the state-table item `key` (a whole partition key, `kind#...`, never a bare
+    /// delivery id) with a TTL, unless it is there and not expired. `Ok(false)`: held. The
+    /// webhook's payload identities (`job#...`) and the JIT mint's per-instance lease (`jit#...`).
+    fn claim_key(
+        &self,
+        table: &str,
+        key: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+    /// PutItem of `key` expiring at `expires_at` (0: forget it now), unconditionally.
+    fn expire_key(&self, table: &str, key: &str, expires_at: i64) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
 /// What the controller asks of GitHub.
@@ -166,6 +180,9 @@ pub trait GitHub {
     fn registration_token(&self) -> impl Future<Output = Result<RegistrationToken, GitHubError>> + Send;
     /// Every runner of the organisation or repository.
     fn runners(&self) -> impl Future<Output = Result<Vec<Runner>, GitHubError>> + Send;
+    /// Every runner with `version` (set once a listener has connected): the JIT mint's
+    /// outstanding-config rule.
+    fn runner_details(&self) -> impl Future<Output = Result<Vec<RunnerDetail>, GitHubError>> + Send;
     /// One registration by id; `None` when GitHub knows none (404).
     fn get_runner(&self, id: u64) -> impl Future<Output = Result<Option<Runner>, GitHubError>> + Send;
     /// Delete one registration.
@@ -199,6 +216,9 @@ impl GitHub for lifecycle_github::GitHubClient {
     }
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
         self.list_runners().await
+    }
+    async fn runner_details(&self) -> Result<Vec<RunnerDetail>, GitHubError> {
+        self.list_runner_details().await
     }
     async fn get_runner(&self, id: u64) -> Result<Option<Runner>, GitHubError> {
         lifecycle_github::GitHubClient::get_runner(self, id).await
@@ -245,6 +265,9 @@ impl GitHub for NoGitHub {
     async fn runners(&self) -> Result<Vec<Runner>, GitHubError> {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
+    async fn runner_details(&self) -> Result<Vec<RunnerDetail>, GitHubError> {
+        Err(GitHubError::Config("no GitHub credentials configured".into()))
+    }
     async fn get_runner(&self, _id: u64) -> Result<Option<Runner>, GitHubError> {
         Err(GitHubError::Config("no GitHub credentials configured".into()))
     }
@@ -279,6 +302,12 @@ impl GitHub for AnyGitHub {
         match self {
             AnyGitHub::Client(c) => GitHub::runners(c.as_ref()).await,
             AnyGitHub::None(n) => n.runners().await,
+        }
+    }
+    async fn runner_details(&self) -> Result<Vec<RunnerDetail>, GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => GitHub::runner_details(c.as_ref()).await,
+            AnyGitHub::None(n) => n.runner_details().await,
         }
     }
     async fn get_runner(&self, id: u64) -> Result<Option<Runner>, GitHubError> {

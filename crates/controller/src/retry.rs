@@ -10,10 +10,16 @@
 //!   AccessDenied) abandons at once: retrying cannot help, and a host that can never register
 //!   should be replaced now rather than after the hook's timeout;
 //! - a **retryable** one (GitHub 429 or a rate limit, 5xx, a timeout; AWS throttling or 5xx) is
-//!   retried after a capped exponential backoff with jitter, as long as another attempt *and* the
-//!   final completion fit before the hook times out ([`RESERVE`]); when they would not, the hook
-//!   is heartbeated first (one call, only on this path), and when even a fresh `HeartbeatTimeout`
-//!   is too short, the launch is abandoned while we can still say so ("time nearly out");
+//!   retried after a capped exponential backoff with jitter while the hook has time: by itself
+//!   (another attempt *and* the final completion fit before it times out, [`RESERVE`]), or held
+//!   by heartbeats, one before the wait and more during a long one (a rate limit's wait may be
+//!   longer than the `HeartbeatTimeout`). Heartbeats cannot pass the action's global timeout
+//!   (`GlobalTimeout`: 100 times the `HeartbeatTimeout` or 48 hours, whichever is smaller; API
+//!   reference, `LifecycleHook`): when the wait would, or when heartbeats are impossible and the
+//!   hook's own time is too short, the launch is abandoned while we can still say so ("time
+//!   nearly out"). When the hook's `HeartbeatTimeout` cannot be read, the AWS default (3600 s) is
+//!   assumed for those limits and the hook is heartbeated as if it were the API's minimum (30 s),
+//!   so an unreadable hook is neither abandoned for lack of time nor left to lapse;
 //! - the **invocation's own deadline** (the Lambda function's timeout) is never crossed: when the
 //!   next attempt would not fit before it, the handler hands the event back (returns the
 //!   retryable error, so Lambda's asynchronous retry redelivers it about a minute later, AWS
@@ -59,12 +65,19 @@ pub enum ErrorClass {
 /// The time the decision works with, measured now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeLeft {
-    /// Until the lifecycle action times out (a conservative estimate: from the event's time or
-    /// the last heartbeat we made).
+    /// Until the lifecycle action surely still waits (from the event's time or the last
+    /// heartbeat we made; with an unknown `HeartbeatTimeout`, counted with the API's minimum).
+    /// Below what a retry needs, the hook is heartbeated first.
     pub hook: Duration,
-    /// What a heartbeat would restore (the hook's `HeartbeatTimeout`); `None` when heartbeats are
-    /// not possible (refused, or the hook's timeout is unknown).
+    /// Until the lifecycle action times out by our best knowledge (the known `HeartbeatTimeout`,
+    /// or the AWS default 3600 s when it could not be read): what decides, without heartbeats,
+    /// whether the hook's time is really running out.
+    pub hook_likely: Duration,
+    /// What a heartbeat would restore (the hook's `HeartbeatTimeout`, or the assumed default);
+    /// `None` when heartbeats are not possible now (refused, or failing).
     pub heartbeat: Option<Duration>,
+    /// Until the action's global timeout, which no heartbeat extends.
+    pub global: Duration,
     /// Until this invocation must have returned (the Lambda deadline, or the CLI's budget).
     pub invocation: Duration,
 }
@@ -74,19 +87,20 @@ pub struct TimeLeft {
 pub enum Why {
     /// The failure is permanent.
     Permanent,
-    /// The hook times out before another attempt and the completion could fit, and a heartbeat
-    /// cannot extend it enough.
+    /// The hook times out before another attempt and the completion could fit, and heartbeats
+    /// cannot hold it (refused, or the action's global timeout comes first).
     HookTimeNearlyOut,
 }
 
 /// What to do after a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Wait `wait`, then try again; heartbeat the hook first when `heartbeat_first`.
+    /// Wait `wait`, then try again; heartbeat the hook first (and during the wait, as often as
+    /// its timeout needs) when `heartbeat_first`.
     RetryAfter {
         /// How long to wait.
         wait: Duration,
-        /// Whether to record a heartbeat before waiting.
+        /// Whether the hook must be held by heartbeats over the wait.
         heartbeat_first: bool,
     },
     /// Stop this invocation with the retryable error so Lambda redelivers the event; heartbeat
@@ -121,26 +135,38 @@ pub fn decide(attempt: u32, error: ErrorClass, left: TimeLeft, jitter: f64) -> D
     };
     let wait = backoff(attempt, hint, jitter);
     let need = wait.saturating_add(RESERVE);
+    // No heartbeat passes the global timeout: that is when the hook's time really runs out.
+    if left.global < need {
+        return Decision::Abandon(Why::HookTimeNearlyOut);
+    }
     let hook_ok = left.hook >= need;
-    let extendable = left.heartbeat.is_some_and(|h| h >= need);
-    if !hook_ok && !extendable {
+    let can_hold = left.heartbeat.is_some();
+    if !hook_ok && !can_hold && left.hook_likely < need {
         return Decision::Abandon(Why::HookTimeNearlyOut);
     }
     if left.invocation < need {
         // No further attempt fits in this invocation. A redelivery comes after Lambda's retry
         // delay; the hook must outlive that, by itself or after a heartbeat.
         let redelivery = LAMBDA_RETRY_DELAY.saturating_add(RESERVE);
+        if left.global < redelivery {
+            return Decision::Abandon(Why::HookTimeNearlyOut);
+        }
         if left.hook >= redelivery {
             return Decision::HandBack { heartbeat_first: false };
         }
         if left.heartbeat.is_some_and(|h| h >= redelivery) {
             return Decision::HandBack { heartbeat_first: true };
         }
+        if left.heartbeat.is_none() && left.hook_likely >= redelivery {
+            return Decision::HandBack { heartbeat_first: false };
+        }
         return Decision::Abandon(Why::HookTimeNearlyOut);
     }
     Decision::RetryAfter {
         wait,
-        heartbeat_first: !hook_ok,
+        // Held by heartbeats when the hook's sure time is short and heartbeats work; when they do
+        // not, the retry goes on within the time the hook likely has.
+        heartbeat_first: !hook_ok && can_hold,
     }
 }
 
@@ -151,10 +177,13 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
     const RETRY: ErrorClass = ErrorClass::Retryable { hint: None };
 
+    /// A known HeartbeatTimeout: sure and likely time agree; the global timeout far away.
     fn left(hook: u64, heartbeat: Option<u64>, invocation: u64) -> TimeLeft {
         TimeLeft {
             hook: S(hook),
+            hook_likely: S(hook),
             heartbeat: heartbeat.map(S),
+            global: S(172_800),
             invocation: S(invocation),
         }
     }
@@ -232,21 +261,71 @@ mod tests {
             decide(3, RETRY, left(45, None, 900), 1.0),
             Decision::Abandon(Why::HookTimeNearlyOut)
         );
-        // A 30 s HeartbeatTimeout cannot hold a 30 s wait plus the reserve either.
+        // The global timeout comes before the wait and the completion: no heartbeat helps.
+        let mut l = left(300, Some(300), 900);
+        l.global = S(41);
+        assert_eq!(decide(1, RETRY, l, 1.0), Decision::Abandon(Why::HookTimeNearlyOut));
+    }
+
+    #[test]
+    fn short_hooks_and_long_rate_limits_are_held_by_heartbeats() {
+        // A 30 s HeartbeatTimeout: a 30 s wait plus the reserve is held by heartbeats.
         assert_eq!(
             decide(5, RETRY, left(10, Some(30), 900), 1.0),
-            Decision::Abandon(Why::HookTimeNearlyOut)
+            Decision::RetryAfter {
+                wait: S(30),
+                heartbeat_first: true
+            }
         );
-        // A rate limit longer than any hook window.
+        // A rate limit longer than the hook's HeartbeatTimeout (issue 16): waited out under
+        // heartbeats, within the invocation.
         assert_eq!(
             decide(
                 1,
-                ErrorClass::Retryable { hint: Some(S(900)) },
+                ErrorClass::Retryable { hint: Some(S(600)) },
                 left(300, Some(300), 900),
                 1.0
             ),
-            Decision::Abandon(Why::HookTimeNearlyOut)
+            Decision::RetryAfter {
+                wait: S(600),
+                heartbeat_first: true
+            }
         );
+    }
+
+    #[test]
+    fn an_unread_hook_timeout_is_held_not_abandoned() {
+        // DescribeLifecycleHooks failed: sure time 0 (heartbeat as if 30 s), likely 3600 s.
+        let l = TimeLeft {
+            hook: S(0),
+            hook_likely: S(3464),
+            heartbeat: Some(S(3600)),
+            global: S(172_664),
+            invocation: S(118),
+        };
+        assert_eq!(
+            decide(1, RETRY, l, 1.0),
+            Decision::RetryAfter {
+                wait: S(2),
+                heartbeat_first: true
+            }
+        );
+        // The heartbeat failing too (throttled): retried within the likely time, not abandoned.
+        let l = TimeLeft { heartbeat: None, ..l };
+        assert_eq!(
+            decide(1, RETRY, l, 1.0),
+            Decision::RetryAfter {
+                wait: S(2),
+                heartbeat_first: false
+            }
+        );
+        // At the invocation's end: handed back with a heartbeat, never abandoned.
+        let l = TimeLeft {
+            heartbeat: Some(S(3600)),
+            invocation: S(5),
+            ..l
+        };
+        assert_eq!(decide(1, RETRY, l, 1.0), Decision::HandBack { heartbeat_first: true });
     }
 
     #[test]
@@ -313,25 +392,48 @@ mod tests {
             heartbeat in proptest::option::of(0u64..8000),
             invocation in 0u64..1000,
             jitter in -1.0f64..2.0,
+            likely in 0u64..8000,
+            global in 0u64..200_000,
         ) {
-            let l = left(hook, heartbeat, invocation);
+            let mut l = left(hook, heartbeat, invocation);
+            l.hook_likely = l.hook.max(S(likely));
+            l.global = S(global);
             let error = ErrorClass::Retryable { hint: hint.map(S) };
+            let need_of = |wait: Duration| wait + RESERVE;
             match decide(attempt, error, l, jitter) {
                 Decision::RetryAfter { wait, heartbeat_first } => {
-                    let need = wait + RESERVE;
-                    proptest::prop_assert!(l.invocation >= need);
+                    let need = need_of(wait);
+                    proptest::prop_assert!(l.invocation >= need && l.global >= need);
                     if heartbeat_first {
-                        proptest::prop_assert!(l.heartbeat.is_some_and(|h| h >= need));
+                        proptest::prop_assert!(l.heartbeat.is_some());
                     } else {
-                        proptest::prop_assert!(l.hook >= need);
+                        proptest::prop_assert!(l.hook >= need || (l.heartbeat.is_none() && l.hook_likely >= need));
                     }
                 }
                 Decision::HandBack { heartbeat_first } => {
                     let redelivery = LAMBDA_RETRY_DELAY + RESERVE;
-                    let hook_after = if heartbeat_first { l.heartbeat.unwrap_or_default() } else { l.hook };
-                    proptest::prop_assert!(hook_after >= redelivery);
+                    let hook_after = match (heartbeat_first, l.heartbeat) {
+                        (true, h) => h.unwrap_or_default(),
+                        (false, Some(_)) => l.hook,
+                        (false, None) => l.hook_likely,
+                    };
+                    proptest::prop_assert!(hook_after >= redelivery && l.global >= redelivery);
                 }
-                Decision::Abandon(why) => proptest::prop_assert_eq!(why, Why::HookTimeNearlyOut),
+                Decision::Abandon(why) => {
+                    proptest::prop_assert_eq!(why, Why::HookTimeNearlyOut);
+                    // Abandoned only when the hook's time really runs out: the global timeout, or
+                    // no heartbeat and too little likely time (for the retry or the hand-back).
+                    let need = need_of(backoff(attempt, hint.map(S), jitter));
+                    let redelivery = LAMBDA_RETRY_DELAY + RESERVE;
+                    let hand_back_fails = l.global < redelivery
+                        || (l.hook < redelivery
+                            && l.heartbeat.map_or(l.hook_likely < redelivery, |h| h < redelivery));
+                    proptest::prop_assert!(
+                        l.global < need
+                            || (l.heartbeat.is_none() && l.hook_likely < need)
+                            || (l.invocation < need && hand_back_fails)
+                    );
+                }
             }
         }
     }

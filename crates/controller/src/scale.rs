@@ -531,6 +531,9 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         let Some(secret) = s.webhook_secret.as_ref() else {
             return a(401, "no webhook secret configured: every delivery is refused".into());
         };
+        if let Err(e) = webhook::check_secret(secret) {
+            return a(401, format!("{e}: every delivery is refused"));
+        }
         if let Err(e) = webhook::verify(secret, req.header("x-hub-signature-256"), &req.body) {
             return a(401, format!("bad signature: {e}"));
         }
@@ -552,6 +555,19 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             return a(400, "no X-GitHub-Delivery header".into());
         };
         let ttl = i64::try_from(s.delivery_ttl.as_secs()).unwrap_or(i64::MAX);
+        let action = ev.action_str();
+        // Older than the replay window: its identity may no longer be remembered, so it is not
+        // counted at all (the reconcile reads the REST API's view anyway).
+        if let Some(at) = ev.at.filter(|&at| now.saturating_sub(at) > ttl) {
+            return a(
+                409,
+                format!(
+                    "job {} {action} happened {} s ago, before the {ttl} s replay window: not counted",
+                    ev.job_id,
+                    now.saturating_sub(at)
+                ),
+            );
+        }
         match self
             .aws()
             .claim_delivery(&s.table, delivery, now, now.saturating_add(ttl))
@@ -566,6 +582,34 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             }
             Err(e) => return a(503, format!("state table unavailable: {e}")),
         }
+        // The payload's identity, whatever delivery id carries it: a body replayed under a fresh
+        // X-GitHub-Delivery is counted once. Remembered for the same window, from the later of now
+        // and the event's own time, so every body the window above admits is remembered.
+        let identity = ev.identity();
+        let identity_until = now.max(ev.at.unwrap_or(now)).saturating_add(ttl);
+        let forget = |what: &'static str| async move {
+            if let Err(e2) = self.aws().release_delivery(&s.table, delivery).await {
+                warn!(error = %e2, what, "could not release the delivery id; a redelivery will be refused as a replay");
+            }
+        };
+        match self.aws().claim_key(&s.table, &identity, now, identity_until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return a(
+                    409,
+                    format!(
+                        "job {} {action} (run attempt {}) was counted before: a replay under delivery {}",
+                        ev.job_id,
+                        ev.run_attempt,
+                        lifecycle_escape::clip(delivery, 64)
+                    ),
+                )
+            }
+            Err(e) => {
+                forget("identity claim failed").await;
+                return a(503, format!("state table unavailable: {e}"));
+            }
+        }
         let updated = self
             .update_state(s, |st| {
                 let waited = st.apply_event(&ev, now);
@@ -575,9 +619,10 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         let (st, (waited, next)) = match updated {
             Ok(v) => v,
             Err(e) => {
-                // Not counted: forget the claim, so a redelivery is counted rather than refused.
-                if let Err(e2) = self.aws().release_delivery(&s.table, delivery).await {
-                    warn!(error = %e2, "could not release the delivery id; a redelivery will be refused as a replay");
+                // Not counted: forget both claims, so a redelivery is counted rather than refused.
+                forget("state write failed").await;
+                if let Err(e2) = self.aws().expire_key(&s.table, &identity, 0).await {
+                    warn!(error = %e2, "could not release the job identity; a redelivery will be refused as a replay");
                 }
                 return a(503, format!("state table unavailable: {e}"));
             }
@@ -588,11 +633,6 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             Plan::Nothing => Ok(None),
             Plan::Apply => self.apply(s, now, m).await.map(Some),
             Plan::Defer { until } => self.trailing(s, now, until, m).await,
-        };
-        let action = match ev.action {
-            JobAction::Queued => "queued",
-            JobAction::InProgress => "in_progress",
-            JobAction::Completed => "completed",
         };
         match done {
             Ok(Some(applied)) if applied.from != applied.to => a(
@@ -758,7 +798,7 @@ mod tests {
     use crate::settings::Settings;
     use lifecycle_github::Secret;
 
-    const SECRET: &str = "webhook-secret";
+    const SECRET: &str = "webhook-secret-for-unit-tests";
 
     fn controller(min: u32, max: u32, desired: u32) -> Controller<FakeAws, FakeGitHub> {
         let mut settings = Settings::new(["runners".to_string()]);
@@ -829,6 +869,81 @@ mod tests {
         let mut ping = request("queued", 2, "d2");
         ping.headers[0].1 = "ping".into();
         assert_eq!(c.webhook(&ping, 1).await.status, 204);
+    }
+
+    /// The events' `created_at` (2026-01-01T00:00:00Z) plus a little: inside the replay window.
+    const T: i64 = 1_767_225_600 + 100;
+
+    fn stored_jobs(c: &Controller<FakeAws, FakeGitHub>) -> usize {
+        let t = c.aws().table.lock().expect("lock");
+        t.get("state/runners")
+            .and_then(|st| serde_json::from_str::<GroupState>(&st.json).ok())
+            .map_or(0, |st| st.jobs.len())
+    }
+
+    #[tokio::test]
+    async fn a_replay_under_a_new_delivery_id_is_not_counted() {
+        // Issue 16: a body replayed under a fresh X-GitHub-Delivery was accepted. Here a `queued`
+        // replayed after its job completed and the completion was forgotten (an hour later):
+        // before, the job came back as demand.
+        let c = controller(0, 10, 0);
+        assert_eq!(c.webhook(&request("queued", 1, "d1"), T).await.status, 202);
+        assert_eq!(c.webhook(&request("completed", 1, "d2"), T + 10).await.status, 202);
+        assert_eq!(stored_jobs(&c), 0);
+        let replay = c.webhook(&request("queued", 1, "d3-fresh"), T + 4000).await;
+        assert_eq!(replay.status, 409, "{}", replay.message);
+        assert!(replay.message.contains("counted before"), "{}", replay.message);
+        assert_eq!(stored_jobs(&c), 0, "the replay resurrected the job");
+        // The same body under yet another id, and the completion again: refused too.
+        assert_eq!(c.webhook(&request("queued", 1, "d4"), T + 4001).await.status, 409);
+        assert_eq!(c.webhook(&request("completed", 1, "d5"), T + 4002).await.status, 409);
+        // A duplicate delivery id is refused as before.
+        assert_eq!(c.webhook(&request("completed", 1, "d2"), T + 4003).await.status, 409);
+    }
+
+    #[tokio::test]
+    async fn out_of_order_and_replayed_deliveries_count_once() {
+        let c = controller(0, 10, 0);
+        // `completed` first, then its `queued`: accepted once, no job resurrected.
+        assert_eq!(c.webhook(&request("completed", 7, "a"), T).await.status, 202);
+        assert_eq!(c.webhook(&request("queued", 7, "b"), T + 1).await.status, 202);
+        assert_eq!(c.webhook(&request("in_progress", 7, "c"), T + 2).await.status, 202);
+        assert_eq!(stored_jobs(&c), 0);
+        // Every one of them again, each under a fresh id: refused.
+        for (i, action) in ["completed", "queued", "in_progress"].iter().enumerate() {
+            let out = c.webhook(&request(action, 7, &format!("again-{i}")), T + 3).await;
+            assert_eq!(out.status, 409, "{action}: {}", out.message);
+        }
+        assert_eq!(stored_jobs(&c), 0);
+        // Another job is not affected.
+        assert_eq!(c.webhook(&request("queued", 8, "e"), T + 4).await.status, 202);
+        assert_eq!(stored_jobs(&c), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_event_is_not_counted() {
+        // Older than the replay window (3 days): refused before anything is stored.
+        let c = controller(0, 10, 0);
+        let late = 1_767_225_600 + 3 * 24 * 3600 + 1;
+        let out = c.webhook(&request("queued", 1, "d1"), late).await;
+        assert_eq!(out.status, 409, "{}", out.message);
+        assert!(out.message.contains("replay window"), "{}", out.message);
+        assert_eq!(c.aws().table_calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_short_webhook_secret_refuses_every_delivery() {
+        let c = controller(0, 10, 0);
+        let mut settings = c.settings().clone();
+        if let Some(s) = settings.scale.as_mut() {
+            s.webhook_secret = Some(Secret::new("short".to_string()));
+        }
+        let c = Controller::new(settings, FakeAws::default(), FakeGitHub::default());
+        let mut req = request("queued", 1, "d1");
+        req.headers[2].1 = webhook::sign(&Secret::new("short".to_string()), &req.body);
+        let out = c.webhook(&req, T).await;
+        assert_eq!(out.status, 401);
+        assert!(out.message.contains("at least 16"), "{}", out.message);
     }
 
     #[tokio::test(start_paused = true)]
@@ -935,6 +1050,8 @@ mod tests {
             labels: vec![],
             created_at: Some(0),
             started_at: Some(30),
+            run_attempt: 1,
+            at: Some(30),
         };
         st.apply_event(&ev(JobAction::Completed, 1), 5);
         st.apply_event(&ev(JobAction::Queued, 1), 6);

@@ -64,7 +64,17 @@ pub struct JitSettings {
     pub runner_group_id: u64,
     /// The name prefix (`{prefix}{epoch}-{instance id}-{4 hex}`).
     pub prefix: String,
+    /// How long a minted registration that no listener has connected to counts as the
+    /// instance's one outstanding config ([`crate::jit`]): a second mint is refused until it
+    /// connects, is released, or is this old.
+    pub outstanding_for: Duration,
 }
+
+/// The default of [`JitSettings::outstanding_for`]: a host that lost its unused config (an agent
+/// restart, an answer lost in transit) gets a new one after at most this long, and a holder of the
+/// role's credentials mints at most one unused config per instance per this long
+/// (docs/controller.md, "One outstanding config per instance").
+pub const DEFAULT_JIT_OUTSTANDING_FOR: Duration = Duration::from_secs(15 * 60);
 
 impl JitSettings {
     /// Settings for `agent_role` with every default.
@@ -74,6 +84,7 @@ impl JitSettings {
             labels: DEFAULT_JIT_LABELS.iter().map(|l| (*l).to_string()).collect(),
             runner_group_id: DEFAULT_JIT_RUNNER_GROUP_ID,
             prefix: DEFAULT_JIT_PREFIX.to_string(),
+            outstanding_for: DEFAULT_JIT_OUTSTANDING_FOR,
         }
     }
 
@@ -195,6 +206,137 @@ impl Settings {
     }
 }
 
+/// The accepted range of one duration setting, and why (docs/controller.md, "Duration
+/// settings"). Out of range is a configuration error (exit 3) naming the setting and the range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationRange {
+    /// The flag (`--grace`).
+    pub flag: &'static str,
+    /// Its environment variable.
+    pub env: &'static str,
+    /// The shortest accepted.
+    pub min: Duration,
+    /// The longest accepted.
+    pub max: Duration,
+    /// Why these bounds.
+    pub why: &'static str,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// `--grace`.
+pub const GRACE_RANGE: DurationRange = DurationRange {
+    flag: "--grace",
+    env: "RUNNER_LIFECYCLE_CONTROLLER_GRACE",
+    min: secs(1),
+    max: secs(7200),
+    why: "0 would complete an instance in the very sweep that first sees it waiting; a wait older than the hook's HeartbeatTimeout (at most 7200 s) counts as heartbeated and is never completed as agent-gone, so a longer grace would silently switch the rule off",
+};
+/// `--stuck-after`.
+pub const STUCK_AFTER_RANGE: DurationRange = DurationRange {
+    flag: "--stuck-after",
+    env: "RUNNER_LIFECYCLE_CONTROLLER_STUCK_AFTER",
+    min: secs(300),
+    max: secs(172_800),
+    why: "a drain legitimately waits for its job: below 5 minutes every busy drain is reported stuck (and with --complete-stuck its job is ended); no instance waits longer than a lifecycle hook's GlobalTimeout (at most 48 h), so a longer value never fires",
+};
+/// `--launch-retry-for`.
+pub const LAUNCH_RETRY_FOR_RANGE: DurationRange = DurationRange {
+    flag: "--launch-retry-for",
+    env: "RUNNER_LIFECYCLE_CONTROLLER_LAUNCH_RETRY_FOR",
+    min: secs(60),
+    max: secs(900),
+    why: "one retry needs its backoff plus the 40 s kept for an attempt and the completion, so less than a minute retries nothing; 900 s is the longest a Lambda function may run, and a longer launch is held across invocations by Lambda's retries, not by this budget",
+};
+/// `--scale-in-after`.
+pub const SCALE_IN_AFTER_RANGE: DurationRange = DurationRange {
+    flag: "--scale-in-after",
+    env: "RUNNER_LIFECYCLE_SCALE_IN_AFTER",
+    min: secs(1),
+    max: secs(86_400),
+    why: "0 removes the wait altogether (capacity would follow every momentary dip in demand, each dip a scale-in); beyond a day idle capacity is paid for days with no measured benefit (the simulation swept 120 to 1800 s)",
+};
+/// `--apply-interval`.
+pub const APPLY_INTERVAL_RANGE: DurationRange = DurationRange {
+    flag: "--apply-interval",
+    env: "RUNNER_LIFECYCLE_SCALE_APPLY_INTERVAL",
+    min: secs(1),
+    max: secs(30),
+    why: "0 would switch coalescing off (one Auto Scaling call per webhook); a webhook's invocation may wait up to three windows for the trailing edge, and 3 x 30 s stays inside the function's 120 s timeout (deploy/terraform)",
+};
+/// `--scale-fresh-for`.
+pub const FRESH_FOR_RANGE: DurationRange = DurationRange {
+    flag: "--scale-fresh-for",
+    env: "RUNNER_LIFECYCLE_SCALE_FRESH_FOR",
+    min: secs(60),
+    max: secs(3600),
+    why: "below the reconcile's one-minute schedule webhook demand could lower capacity only in the seconds after a reconcile; beyond an hour a missed webhook could shrink the group on hour-old data",
+};
+/// `--jit-outstanding-for`.
+pub const JIT_OUTSTANDING_FOR_RANGE: DurationRange = DurationRange {
+    flag: "--jit-outstanding-for",
+    env: "RUNNER_LIFECYCLE_JIT_OUTSTANDING_FOR",
+    min: secs(300),
+    max: secs(86_400),
+    why: "an unused config must count at least as long as a host takes from the mint to its listener's first connection (boot included), or the one-per-instance limit would not hold; GitHub removes an ephemeral runner that has not connected for more than 1 day, so a longer bound counts nothing more",
+};
+
+/// Every duration setting of the controller with its range (the docs' table is checked against
+/// this list).
+pub const DURATION_RANGES: &[DurationRange] = &[
+    GRACE_RANGE,
+    STUCK_AFTER_RANGE,
+    LAUNCH_RETRY_FOR_RANGE,
+    SCALE_IN_AFTER_RANGE,
+    APPLY_INTERVAL_RANGE,
+    FRESH_FOR_RANGE,
+    JIT_OUTSTANDING_FOR_RANGE,
+];
+
+impl DurationRange {
+    /// `d` if within the range, else an error naming the setting, the value and the range.
+    pub fn check(&self, d: Duration) -> Result<Duration, String> {
+        if (self.min..=self.max).contains(&d) {
+            return Ok(d);
+        }
+        Err(format!(
+            "{} ({}): {} s is out of range; allowed {} to {} s: {}",
+            self.flag,
+            self.env,
+            d.as_secs(),
+            self.min.as_secs(),
+            self.max.as_secs(),
+            self.why
+        ))
+    }
+
+    /// Parse `text` ([`parse_duration`]) and check the range.
+    pub fn parse(&self, text: &str) -> Result<Duration, String> {
+        let d = parse_duration(text).map_err(|e| format!("{} ({}): {e}", self.flag, self.env))?;
+        self.check(d)
+    }
+}
+
+impl Settings {
+    /// Refuse a duration out of its range ([`DURATION_RANGES`]).
+    pub fn check(&self) -> Result<(), String> {
+        GRACE_RANGE.check(self.grace)?;
+        STUCK_AFTER_RANGE.check(self.stuck_after)?;
+        LAUNCH_RETRY_FOR_RANGE.check(self.launch_retry_for)?;
+        if let Some(s) = &self.scale {
+            SCALE_IN_AFTER_RANGE.check(s.scale_in_after)?;
+            APPLY_INTERVAL_RANGE.check(s.apply_interval)?;
+            FRESH_FOR_RANGE.check(s.fresh_for)?;
+        }
+        if let Some(j) = &self.jit {
+            JIT_OUTSTANDING_FOR_RANGE.check(j.outstanding_for)?;
+        }
+        Ok(())
+    }
+}
+
 /// Parse a duration: seconds, or a number with `s`, `m` or `h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -251,6 +393,54 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("five").is_err() && parse_duration("").is_err() && parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn every_duration_has_a_range_that_holds_its_default_and_refuses_0_and_max() {
+        let s = {
+            let mut s = Settings::new(["runners".to_string()]);
+            s.scale = Some(ScaleSettings::new("runners", &["self-hosted"], "t"));
+            s.jit = Some(JitSettings::new("r"));
+            s
+        };
+        assert_eq!(s.check(), Ok(()), "the defaults are in range");
+        for r in DURATION_RANGES {
+            assert!(r.min > Duration::ZERO && r.min <= r.max, "{}", r.flag);
+            for bad in ["0", "18446744073709551615", "0s"] {
+                let e = r.parse(bad).err().unwrap_or_default();
+                assert!(
+                    e.starts_with(r.flag) && e.contains(r.env) && e.contains("out of range"),
+                    "{} {bad}: {e}",
+                    r.flag
+                );
+                assert!(
+                    e.contains(&format!("allowed {} to {} s", r.min.as_secs(), r.max.as_secs())),
+                    "{e}"
+                );
+            }
+            assert_eq!(r.parse(&r.min.as_secs().to_string()), Ok(r.min));
+            assert_eq!(r.parse(&r.max.as_secs().to_string()), Ok(r.max));
+            assert!(r.check(r.max + Duration::from_secs(1)).is_err());
+            assert!(r.check(r.min - Duration::from_secs(1)).is_err());
+            // Not a number: the parse error, with the setting's name.
+            assert!(r.parse("soon").err().unwrap_or_default().starts_with(r.flag));
+        }
+        let mut bad = s.clone();
+        bad.grace = Duration::ZERO;
+        assert!(bad.check().is_err_and(|e| e.starts_with("--grace")));
+        let mut bad = s.clone();
+        bad.stuck_after = Duration::MAX;
+        assert!(bad.check().is_err_and(|e| e.starts_with("--stuck-after")));
+        let mut bad = s.clone();
+        if let Some(j) = bad.jit.as_mut() {
+            j.outstanding_for = Duration::from_secs(1);
+        }
+        assert!(bad.check().is_err_and(|e| e.starts_with("--jit-outstanding-for")));
+        let mut bad = s;
+        if let Some(sc) = bad.scale.as_mut() {
+            sc.apply_interval = Duration::ZERO;
+        }
+        assert!(bad.check().is_err_and(|e| e.starts_with("--apply-interval")));
     }
 
     proptest::proptest! {

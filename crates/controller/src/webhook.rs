@@ -20,6 +20,24 @@ use std::collections::BTreeSet;
 /// The largest body accepted (GitHub caps payloads at 25 MB; a workflow_job payload is a few KiB).
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// The shortest webhook secret accepted, in bytes. GitHub asks for "a random string of text with
+/// high entropy" (GitHub Docs, "Validating webhook deliveries"): every signed delivery is an
+/// HMAC-SHA256 of a body the attacker may see, so a short secret can be searched for offline from
+/// one captured delivery. 16 bytes is the floor below which that search is cheap whatever the
+/// alphabet; `openssl rand -hex 32` (64 characters) is what the docs recommend.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Refuse a webhook secret shorter than [`MIN_SECRET_BYTES`] (its length is told, never its text).
+pub fn check_secret(secret: &Secret) -> Result<(), String> {
+    let n = secret.expose().len();
+    if n < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the webhook secret is {n} bytes; at least {MIN_SECRET_BYTES} are required (GitHub asks for a random, high-entropy secret: e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
+}
+
 /// One HTTP request from a function URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpRequest {
@@ -162,12 +180,51 @@ pub struct JobEvent {
     pub created_at: Option<i64>,
     /// When it started (epoch s), from `workflow_job.started_at`.
     pub started_at: Option<i64>,
+    /// `workflow_job.run_attempt` (1 when absent).
+    pub run_attempt: u64,
+    /// When what the event tells happened (epoch s): `completed_at` for `completed`,
+    /// `started_at` for `in_progress`, `created_at` for `queued` (else `created_at`).
+    pub at: Option<i64>,
+}
+
+impl JobEvent {
+    /// The action's word.
+    pub fn action_str(&self) -> &'static str {
+        match self.action {
+            JobAction::Queued => "queued",
+            JobAction::InProgress => "in_progress",
+            JobAction::Completed => "completed",
+        }
+    }
+
+    /// What the event is, whatever delivery carried it: the state-table key under which it is
+    /// counted once (`job#{id}#{run attempt}#{action}`). GitHub sends each action of a job
+    /// attempt once; a second body with the same identity is a replay, whatever its
+    /// `X-GitHub-Delivery`.
+    pub fn identity(&self) -> String {
+        format!("job#{}#{}#{}", self.job_id, self.run_attempt, self.action_str())
+    }
 }
 
 #[derive(Deserialize)]
 struct Payload {
     action: String,
     workflow_job: lifecycle_github::WorkflowJob,
+}
+
+/// The fields of `workflow_job` the replay check needs that [`lifecycle_github::WorkflowJob`]
+/// does not carry.
+#[derive(Deserialize)]
+struct Extra {
+    workflow_job: ExtraJob,
+}
+
+#[derive(Deserialize)]
+struct ExtraJob {
+    #[serde(default)]
+    run_attempt: Option<u64>,
+    #[serde(default)]
+    completed_at: Option<String>,
 }
 
 /// What a delivery is, for the controller.
@@ -204,13 +261,24 @@ pub fn classify(event: Option<&str>, body: &[u8]) -> Result<Delivery, String> {
             )))
         }
     };
+    let extra: Option<ExtraJob> = serde_json::from_slice::<Extra>(body).ok().map(|e| e.workflow_job);
     let t = |s: &Option<String>| s.as_deref().and_then(lifecycle_github::time::parse_rfc3339);
+    let created_at = t(&p.workflow_job.created_at);
+    let started_at = t(&p.workflow_job.started_at);
+    let completed_at = extra.as_ref().and_then(|e| t(&e.completed_at));
+    let at = match action {
+        JobAction::Queued => created_at,
+        JobAction::InProgress => started_at.or(created_at),
+        JobAction::Completed => completed_at.or(started_at).or(created_at),
+    };
     Ok(Delivery::Job(JobEvent {
         action,
         job_id: p.workflow_job.id,
         labels: p.workflow_job.labels.clone(),
-        created_at: t(&p.workflow_job.created_at),
-        started_at: t(&p.workflow_job.started_at),
+        created_at,
+        started_at,
+        run_attempt: extra.and_then(|e| e.run_attempt).unwrap_or(1).max(1),
+        at,
     }))
 }
 
@@ -304,6 +372,36 @@ mod tests {
             Ok(Delivery::Ignored(_))
         ));
         assert!(classify(Some("workflow_job"), b"nope").is_err());
+    }
+
+    #[test]
+    fn a_job_event_has_one_identity_whatever_the_delivery() {
+        let body = br#"{"action":"completed","workflow_job":{"id":7,"run_id":1,"run_attempt":2,"status":"completed",
+            "labels":["self-hosted"],"created_at":"2026-01-01T00:00:00Z","started_at":"2026-01-01T00:00:10Z",
+            "completed_at":"2026-01-01T00:01:00Z"}}"#;
+        let Ok(Delivery::Job(j)) = classify(Some("workflow_job"), body) else {
+            panic!("not a job")
+        };
+        assert_eq!(j.identity(), "job#7#2#completed");
+        assert_eq!(j.at, lifecycle_github::time::parse_rfc3339("2026-01-01T00:01:00Z"));
+        // No run_attempt: the first.
+        let body =
+            br#"{"action":"queued","workflow_job":{"id":7,"status":"queued","created_at":"2026-01-01T00:00:00Z"}}"#;
+        let Ok(Delivery::Job(j)) = classify(Some("workflow_job"), body) else {
+            panic!("not a job")
+        };
+        assert_eq!(j.identity(), "job#7#1#queued");
+        assert_eq!(j.at, j.created_at);
+    }
+
+    #[test]
+    fn short_webhook_secrets_are_refused() {
+        assert!(check_secret(&secret()).is_ok());
+        assert!(check_secret(&Secret::new("0123456789abcdef".to_string())).is_ok());
+        for short in ["", "x", "0123456789abcde"] {
+            let e = check_secret(&Secret::new(short.to_string())).err().unwrap_or_default();
+            assert!(e.contains("at least 16") && !e.contains("0123456789abcde"), "{e}");
+        }
     }
 
     #[test]

@@ -109,10 +109,14 @@ mod fixtures {
 
     #[tokio::test(start_paused = true)]
     async fn launch_is_abandoned_when_no_token_can_be_minted() {
+        // A failure retrying cannot fix (a GitHub outage is retried instead: `launch_retries`).
         let aws = FakeAws::default();
         pending(&aws, ID);
         let gh = FakeGitHub::default();
-        gh.down.lock().map(|mut d| *d = true).ok();
+        gh.fail_next
+            .lock()
+            .map(|mut f| f.push(lifecycle_github::GitHubError::Unauthorized("Bad credentials".into())))
+            .ok();
         let c = controller(aws, gh);
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
         assert!(
@@ -503,6 +507,84 @@ mod launch_retries {
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert!(t0.elapsed() >= TDuration::from_secs(45));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_describe_lifecycle_hooks_with_a_github_503_is_retried_not_abandoned() {
+        // Issue 16: DescribeLifecycleHooks throttled while GitHub answers 503. The controller used
+        // to assume a 30 s hook (spent: the action began 136 s ago) and abandoned within 2 s.
+        let (aws, gh) = launch_world(Some(300));
+        aws.fail_hook_reads
+            .lock()
+            .map(|mut f| *f = Some((2, ApiErrorKind::Throttled)))
+            .ok();
+        fail_github(&gh, transient(3));
+        let c = controller(aws, gh);
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        assert_eq!(results(c.aws()), ["CONTINUE"]);
+        assert_eq!(c.github().calls(), 4);
+        assert!(t0.elapsed() >= TDuration::from_secs(3), "{:?}", t0.elapsed());
+        // Held by heartbeats while the timeout was unknown (as if it were the 30 s minimum).
+        let beats = c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0);
+        assert!(beats >= 1, "{beats} heartbeats");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_hook_with_throttled_heartbeats_is_still_not_abandoned() {
+        let (aws, gh) = launch_world(None);
+        aws.fail_heartbeats
+            .lock()
+            .map(|mut f| *f = Some(ApiErrorKind::Throttled))
+            .ok();
+        fail_github(&gh, transient(2));
+        let c = controller(aws, gh);
+        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        assert_eq!(results(c.aws()), ["CONTINUE"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_longer_than_the_heartbeat_timeout_is_held_by_heartbeats() {
+        // Issue 16: a GitHub rate limit that outlasts the hook's HeartbeatTimeout (60 s) used to
+        // abandon the launch at once. It is waited out, the hook heartbeated as often as it needs.
+        let (aws, gh) = launch_world(Some(60));
+        fail_github(
+            &gh,
+            vec![GitHubError::RateLimited {
+                retry_after: TDuration::from_secs(300),
+            }],
+        );
+        let c = controller(aws, gh);
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
+        assert_eq!(results(c.aws()), ["CONTINUE"]);
+        assert!(t0.elapsed() >= TDuration::from_secs(300));
+        // At least one heartbeat per 60 s of the wait.
+        let beats = c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0);
+        assert!(beats >= 5, "{beats} heartbeats over a 300 s wait on a 60 s hook");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_global_timeout_abandons_at_once() {
+        // A 30 s hook waits at most 100 x 30 s = 3000 s in all: a 4000 s rate limit cannot be held.
+        let (aws, gh) = launch_world(Some(30));
+        fail_github(
+            &gh,
+            vec![GitHubError::RateLimited {
+                retry_after: TDuration::from_secs(4000),
+            }],
+        );
+        let c = controller(aws, gh);
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        assert!(
+            matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("nearly out")),
+            "{out:?}"
+        );
+        assert_eq!(t0.elapsed(), TDuration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
