@@ -152,3 +152,28 @@ def test_a_mint_that_recovers_brings_the_host_into_service(jit_host: Any, broker
     a = broker.assign_job(0.2, name="A")
     assert broker.wait_outcome(a, 20) == "succeeded"
     assert stop_agent(host.agent) == 0
+
+
+def test_an_agent_restarted_during_a_job_serves_again_at_once_after_it(jit_host: Any, broker: Any) -> None:
+    """The agent prefetched the next config while job A ran, then was killed (SIGKILL: the config
+    was in its memory only) and restarted. The controller allows one unused config per instance and
+    refuses a second mint naming the first (409, `outstanding_runner_id`); the restarted agent
+    releases that one and mints again, so after A the host serves at once instead of waiting for
+    the unused config to expire (15 minutes)."""
+    host, ctl = jit_host(group="jit-restart")
+    serving(host, broker, ctl)
+    a = broker.assign_job(4.0, name="A")
+    broker.wait_worker_started(a, timeout=20)
+    wait_for(lambda: mints(ctl) >= 2, 20, "the prefetched config")
+    lost = ctl.minted()[1]
+    host.agent.kill()
+    second = host.start_agent()
+    second.wait_record(message="adopted a running listener from a previous agent", timeout=15)
+    assert broker.wait_outcome(a, 30) == "succeeded"
+    wait_for(lambda: len(ctl.minted()) >= 3, 30, "a fresh config after the restart")
+    assert second.records(message="released an unused config this agent does not hold"), second.tail()
+    broker.wait_listening(ctl.minted()[2], timeout=20)
+    assert broker.runner_state(lost)["deleted"], "the lost config was released"
+    b = broker.assign_job(0.2, name="B")
+    assert broker.wait_outcome(b, 20) == "succeeded"
+    assert stop_agent(second) == 0

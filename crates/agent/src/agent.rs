@@ -766,7 +766,11 @@ impl Agent {
                 metrics::lock(&self.metrics).on_api_result(id, call, &result);
                 let took_ms = took.as_millis() as u64;
                 // The release goes to the controller, everything else to Auto Scaling.
-                let service = if call == Call::ReleaseRunner { "controller" } else { "Auto Scaling" };
+                let service = if call == Call::ReleaseRunner {
+                    "controller"
+                } else {
+                    "Auto Scaling"
+                };
                 match &result {
                     Ok(_) => info!(%id, call = %call, took_ms, "{service} call succeeded"),
                     Err(e) => debug!(%id, call = %call, took_ms, error = %e, "{service} call failed"),
@@ -1087,7 +1091,19 @@ impl Agent {
         let tx = self.tx.clone();
         let started = crate::clock::now_instant();
         tokio::spawn(async move {
-            let result = fetch_jit_config(&url, &sdk, timeout).await;
+            let mut result = fetch_jit_config(&url, &sdk, timeout).await;
+            if let Err(JitFetchError::Outstanding { runner_id, .. }) = &result {
+                // The agent asks only when it holds no config, so the unused one the controller
+                // names was lost: minted for this host before a restart of the agent, or its answer
+                // lost in transit. Release it (the controller checks it is this instance's) and ask
+                // again, instead of leaving the host out of service until it expires.
+                let runner_id = *runner_id;
+                let released = release_runner(&url, &sdk, timeout, runner_id).await;
+                info!(runner_id, released = ?released, "released an unused config this agent does not hold");
+                if matches!(released, Ok(RunnerRelease::Removed | RunnerRelease::NotFound)) {
+                    result = fetch_jit_config(&url, &sdk, timeout).await;
+                }
+            }
             let _ = tx.send(Event::Jit {
                 id,
                 result,
@@ -1330,7 +1346,9 @@ fn jit_error(e: &JitFetchError) -> ApiError {
         JitFetchError::Retryable { after: Some(_), .. } => ApiErrorKind::Throttled,
         JitFetchError::Retryable { .. } => ApiErrorKind::Transient,
         JitFetchError::Refused { status: 403, .. } => ApiErrorKind::AccessDenied,
-        JitFetchError::Refused { .. } | JitFetchError::Config(_) => ApiErrorKind::Other,
+        JitFetchError::Refused { .. } | JitFetchError::Outstanding { .. } | JitFetchError::Config(_) => {
+            ApiErrorKind::Other
+        }
     };
     let after = match e {
         JitFetchError::Retryable { after, .. } => *after,

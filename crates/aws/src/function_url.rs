@@ -152,6 +152,15 @@ pub enum JitFetchError {
         /// The controller's `error` (or AWS's `Message`), clipped and escaped.
         message: String,
     },
+    /// 409: this host already holds an unused config, `runner_id` (one outstanding config per
+    /// instance). An agent that holds none lost it (a restart, an answer lost in transit): it may
+    /// release that registration and ask again.
+    Outstanding {
+        /// The unused registration the controller named.
+        runner_id: u64,
+        /// The controller's message, clipped and escaped.
+        message: String,
+    },
     /// The local configuration cannot work (a URL that is not `https://`, no region, no
     /// credentials provider). Retrying does not help.
     Config(String),
@@ -168,6 +177,12 @@ impl fmt::Display for JitFetchError {
                 write!(f, "JIT endpoint call failed (retryable): {reason}")
             }
             JitFetchError::Refused { status, message } => write!(f, "JIT endpoint refused (HTTP {status}): {message}"),
+            JitFetchError::Outstanding { runner_id, message } => {
+                write!(
+                    f,
+                    "JIT endpoint refused (HTTP 409, unused runner {runner_id}): {message}"
+                )
+            }
             JitFetchError::Config(m) => write!(f, "JIT endpoint client configuration: {m}"),
         }
     }
@@ -453,6 +468,12 @@ pub fn classify_release(status: u16, retry_after: Option<Duration>, body: &[u8])
 /// anything else a refusal.
 fn failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> JitFetchError {
     let message = error_message(body);
+    let outstanding = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("outstanding_runner_id").and_then(serde_json::Value::as_u64));
+    if let (409, Some(runner_id)) = (status, outstanding) {
+        return JitFetchError::Outstanding { runner_id, message };
+    }
     if status == 429 || status == 408 || (500..=599).contains(&status) {
         return JitFetchError::Retryable {
             after: retry_after,
@@ -483,6 +504,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const CONFIG: &str = "eyJ2YWx1ZSI6InNlY3JldCJ9";
+
+    /// The controller's one-outstanding-config refusal names the unused registration; any other
+    /// 409 stays a plain refusal.
+    #[test]
+    fn a_409_naming_an_unused_registration_is_told_apart() {
+        let body = br#"{"error":"instance i-1 already holds an unused JIT config","outstanding_runner_id":77}"#;
+        assert!(matches!(
+            classify(409, Some(Duration::from_secs(600)), body),
+            Err(JitFetchError::Outstanding { runner_id: 77, .. })
+        ));
+        assert!(matches!(
+            classify(409, None, br#"{"error":"not in service"}"#),
+            Err(JitFetchError::Refused { status: 409, .. })
+        ));
+    }
 
     #[test]
     fn urls_are_https_or_loopback_http() {

@@ -56,7 +56,7 @@ pub fn run(args: &JitConfigArgs) -> ExitCode {
             eprintln!("runner-lifecycle jit-config: {e}");
             return match e {
                 JitFetchError::Retryable { .. } => ExitCode::Retryable,
-                JitFetchError::Refused { .. } => ExitCode::JitRefused,
+                JitFetchError::Refused { .. } | JitFetchError::Outstanding { .. } => ExitCode::JitRefused,
                 JitFetchError::Config(_) => ExitCode::Config,
             };
         }

@@ -129,6 +129,18 @@ pub enum JitOutcome {
         /// What happened.
         result: Release,
     },
+    /// 409: the instance already holds an unused config (one outstanding config per instance).
+    /// The answer names that registration (`outstanding_runner_id`), so an agent that lost it (a
+    /// restart, an answer lost in transit) can release it and ask again at once instead of waiting
+    /// for it to expire.
+    Outstanding {
+        /// The unused registration.
+        runner_id: u64,
+        /// Why.
+        message: String,
+        /// `Retry-After`, seconds: when it stops counting.
+        retry_after: u64,
+    },
     /// Anything else: the status, a message (no credential in it), and for retryable answers
     /// the seconds to wait (`Retry-After`).
     Refused {
@@ -163,6 +175,7 @@ impl JitOutcome {
         match self {
             JitOutcome::Minted { .. } => 200,
             JitOutcome::Released { result, .. } => result.status(),
+            JitOutcome::Outstanding { .. } => 409,
             JitOutcome::Refused { status, .. } => *status,
         }
     }
@@ -187,6 +200,14 @@ impl JitOutcome {
                 "result": result.as_str(),
                 "runner_id": runner_id,
             }),
+            JitOutcome::Outstanding {
+                runner_id,
+                message,
+                retry_after,
+            } => {
+                headers.insert("retry-after".into(), json!(retry_after.to_string()));
+                json!({ "error": message, "outstanding_runner_id": runner_id })
+            }
             JitOutcome::Refused {
                 message, retry_after, ..
             } => {
@@ -366,10 +387,18 @@ pub fn outstanding(
             .flatten()
     });
     let used = |r: &lifecycle_github::RunnerDetail| r.has_connected() || r.runner.is_online() || r.runner.busy;
-    let newest_used = mine.clone().filter(|(r, _)| used(r)).map(|(_, t)| t).max();
+    // Names carry whole seconds: a config prefetched in the second its predecessor was minted ties
+    // on the time, so the runner id (GitHub's, increasing with creation) breaks the tie.
+    let newest_used = mine
+        .clone()
+        .filter(|(r, _)| used(r))
+        .map(|(r, t)| (t, r.runner.id))
+        .max();
     let bound = i64::try_from(bound.as_secs()).unwrap_or(i64::MAX);
     let mut out: Vec<Outstanding> = mine
-        .filter(|(r, t)| !used(r) && now.saturating_sub(*t) < bound && newest_used.is_none_or(|u| *t > u))
+        .filter(|(r, t)| {
+            !used(r) && now.saturating_sub(*t) < bound && newest_used.is_none_or(|u| (*t, r.runner.id) > u)
+        })
         .map(|(r, t)| Outstanding {
             runner_id: r.runner.id,
             minted_at: t,
@@ -464,6 +493,13 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                     took_ms = started.elapsed().as_millis() as u64,
                     "jit: refused: {}",
                     lifecycle_escape::clip(message, 300)
+                )
+            }
+            JitOutcome::Outstanding { runner_id, .. } => {
+                info!(
+                    runner_id,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "jit: refused: the instance already holds an unused config"
                 )
             }
         }
@@ -620,8 +656,8 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         if let Some(first) = held.first() {
             let bound = i64::try_from(settings.outstanding_for.as_secs()).unwrap_or(i64::MAX);
             let expires = first.minted_at.saturating_add(bound);
-            return JitOutcome::Refused {
-                status: 409,
+            return JitOutcome::Outstanding {
+                runner_id: first.runner_id,
                 message: format!(
                     "instance {} already holds an unused JIT config (runner {}, minted {} s ago, no listener has connected with it): one outstanding config per instance; the next is minted once a listener connects with it, it is released (POST {RELEASE_PATH}), or {} s after its mint",
                     who.instance_id,
@@ -629,7 +665,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                     now.saturating_sub(first.minted_at).max(0),
                     bound
                 ),
-                retry_after: Some(u64::try_from(expires.saturating_sub(now)).unwrap_or(0).max(1)),
+                retry_after: u64::try_from(expires.saturating_sub(now)).unwrap_or(0).max(1),
             };
         }
         // 6. Mint.
@@ -1055,7 +1091,7 @@ mod tests {
 
     fn error_of(out: &JitOutcome) -> String {
         match out {
-            JitOutcome::Refused { message, .. } => message.clone(),
+            JitOutcome::Refused { message, .. } | JitOutcome::Outstanding { message, .. } => message.clone(),
             other => panic!("not refused: {other:?}"),
         }
     }
@@ -1075,6 +1111,9 @@ mod tests {
             );
             // When the unused one stops counting (900 s after its mint), for a client that reads it.
             assert_eq!(out.response()["headers"]["retry-after"], json!((900 - i).to_string()));
+            // Named, so that an agent that lost it can release it and ask again.
+            let body: Value = serde_json::from_str(out.response()["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+            assert_eq!(body["outstanding_runner_id"], json!(1001));
         }
         assert_eq!(c.github().jit_requests.lock().map(|r| r.len()).unwrap_or(0), 1);
         // Another instance is not affected.
@@ -1193,10 +1232,12 @@ mod tests {
         assert!(o(&[d(1, n(T0), "offline", false, Some("2.330.0"))]).is_empty());
         // Too old.
         assert!(outstanding(&[d(1, n(T0), "offline", false, None)], "rle-jit-", ID, T0 + 900, bound).is_empty());
-        // Minted after the newest used one: counts; at or before it: an orphan.
+        // Minted after the newest used one: counts; before it: an orphan. In the same second the
+        // runner id tells (a prefetch right after its predecessor's mint).
         let used = d(2, n(T0 + 10), "online", true, Some("2.330.0"));
         assert_eq!(o(&[used.clone(), d(3, n(T0 + 11), "offline", false, None)]), vec![3]);
-        assert!(o(&[used.clone(), d(3, n(T0 + 10), "offline", false, None)]).is_empty());
+        assert_eq!(o(&[used.clone(), d(3, n(T0 + 10), "offline", false, None)]), vec![3]);
+        assert!(o(&[used.clone(), d(1, n(T0 + 10), "offline", false, None)]).is_empty());
         assert!(o(&[used, d(3, n(T0 + 9), "offline", false, None)]).is_empty());
     }
 
