@@ -158,19 +158,19 @@ fn picked_hosts_keep_taking_jobs_until_stopped() {
     assert!(quick.strategies[1].jobs_killed_by_stop > 20);
 }
 
-/// Jobs killed by the stop, bounded for each listener mode over the heavy-fault sweep. The bounds are
-/// the measured rates with margin. What remains with one job per registration (JIT, one-job) is a job
-/// dispatched to an idle listener in the instant it is stopped; the persistent listener adds the next
-/// job taken as one ends while a drain is due.
+/// Jobs killed by the stop over the heavy-fault sweep, at the default outcomes (W0 and W1
+/// re-queued after GitHub's documented 60 s, W2 lost, deletes refused while a job is assigned):
+/// below the goal of 1 per 10,000 scale-ins in every listener mode (none, measured). The
+/// perf-log latch closes W1 and W2 in every mode; the release closes W0 for JIT.
 #[test]
 fn jobs_killed_by_the_stop_stay_bounded() {
     let report = sweep(&small(2000), 24, &OURS);
     let rate = |i: usize| report.strategies[i].jobs_killed_by_stop_per_10k_scale_ins;
     let scale_ins = report.strategies[0].metrics.scale_ins;
     assert!(scale_ins > 1000, "{scale_ins}");
-    assert!(rate(0) < 100.0, "JIT: {:.1} per 10,000 scale-ins", rate(0));
-    assert!(rate(1) < 150.0, "persistent: {:.1} per 10,000 scale-ins", rate(1));
-    assert!(rate(2) < 100.0, "one-job: {:.1} per 10,000 scale-ins", rate(2));
+    assert!(rate(0) < 1.0, "JIT: {:.1} per 10,000 scale-ins", rate(0));
+    assert!(rate(1) < 1.0, "persistent: {:.1} per 10,000 scale-ins", rate(1));
+    assert!(rate(2) < 1.0, "one-job: {:.1} per 10,000 scale-ins", rate(2));
     assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
 }
 

@@ -68,6 +68,9 @@ impl World {
             let lgen = i.listener_gen;
             let d = between(&mut self.streams.lat, timing::W0_TRANSIT);
             self.queue.push(self.now + d, Ev::Received(pick, lgen, job));
+            // A job on its way: the host is not idle (its handover may take seconds of acquire
+            // retries).
+            self.update_idle_wait(pick);
         }
     }
 
@@ -94,16 +97,24 @@ impl World {
             Ev::Host(inst, gen, HostEvent::JobMessage),
         );
         self.record_mark(inst, "listener", || format!("MessageReceived job {job}"));
+        let revoked = self.instances[inst as usize].assignment_revoked;
+        if revoked {
+            // Its registration was deleted with the job assigned: the agent holds the stop for a
+            // worker that never comes, up to the bound.
+            self.allow_guard_hold(inst, HandoverConfig::default().bound);
+        }
         let lat = &mut self.streams.lat;
         let mut took = between(lat, timing::LISTENER_ROUND_TRIP).min(timing::ACK_TIMEOUT);
+        // A job taken back answers 404/409, which `acquirejob` does not retry (RunServer.cs:63-72).
+        let attempts = if revoked { 1 } else { timing::ACQUIRE_ATTEMPTS };
         let mut acquired = false;
-        for attempt in 1..=timing::ACQUIRE_ATTEMPTS {
+        for attempt in 1..=attempts {
             took += between(lat, timing::LISTENER_ROUND_TRIP);
             if !lat.chance(self.cfg.acquire_failure_rate) {
                 acquired = true;
                 break;
             }
-            if attempt < timing::ACQUIRE_ATTEMPTS {
+            if attempt < attempts {
                 took += between(lat, timing::ACQUIRE_BACKOFF);
             }
         }

@@ -166,9 +166,10 @@ impl World {
     pub(super) fn delete_effect(&mut self, inst: InstId, lgen: u32) -> Release {
         let idx = inst as usize;
         let i = &self.instances[idx];
-        if i.listener_gen != lgen || !running(i.asg) || i.victim {
-            // The registration of a listener gone since (or one the controller deleted itself and
-            // remembers): nothing to refuse.
+        if i.listener_gen != lgen || !running(i.asg) || i.registration_removed {
+            // The registration of a listener gone since, or one deleted already (GitHub would
+            // answer 404; the controller remembers what it deleted and answers "removed", so the
+            // agent does not hold its stop for a job that cannot come): nothing to refuse.
             return Release::Removed;
         }
         match i.listener {
@@ -193,7 +194,12 @@ impl World {
                         self.count_stop_window_race(inst, earlier_jobs);
                     }
                     self.instances[idx].assignment_revoked = true;
+                    if self.instances[idx].window == Window::W1 {
+                        // The message is in: the agent holds for its worker, up to the bound.
+                        self.allow_guard_hold(inst, HandoverConfig::default().bound);
+                    }
                     self.remove_registration(inst);
+                    self.update_idle_wait(inst);
                     Release::Removed
                 }
             },

@@ -57,10 +57,13 @@ impl World {
     pub(super) fn allow_guard_hold(&mut self, inst: InstId, d: Duration) {
         let now = self.now;
         let i = &mut self.instances[inst as usize];
+        // Holds that overlap count once.
+        let until = now + d;
+        let extra = until.since(i.hold_allowed_until.max(now).min(until));
         if matches!(i.asg, AsgPhase::Wait { .. }) {
-            i.fault_allowance += d;
+            i.fault_allowance += extra;
         }
-        i.hold_allowed_until = i.hold_allowed_until.max(now + d);
+        i.hold_allowed_until = i.hold_allowed_until.max(until);
     }
 
     pub(super) fn violate(&mut self, inst: InstId, what: &str) {

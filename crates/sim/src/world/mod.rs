@@ -214,8 +214,7 @@ pub(crate) struct Instance {
     /// The current listener's registration was deleted: the broker assigns it nothing more; the
     /// listener keeps polling until stopped.
     registration_removed: bool,
-    /// The demand controller deleted this registration itself (it answers a later release of it as
-    /// removed), or is about to.
+    /// The demand controller picked this host as a victim and is deleting its registration.
     victim: bool,
     /// Until then the handover guard may legitimately hold this host (heartbeats allowed).
     hold_allowed_until: Time,

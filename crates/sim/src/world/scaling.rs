@@ -100,7 +100,7 @@ impl World {
                     i.asg == AsgPhase::InService
                         && i.worker.is_none()
                         && matches!(i.listener, Listener::Polling | Listener::Claimed(_))
-                        && (!i.victim || i.registration_removed)
+                        && !i.victim
                 })
                 .collect();
             if candidates.is_empty() {
@@ -127,23 +127,16 @@ impl World {
     pub(super) fn victim_release(&mut self, inst: InstId, lgen: u32) {
         self.victims_pending = self.victims_pending.saturating_sub(1);
         let idx = inst as usize;
-        let already = self.instances[idx].registration_removed && self.instances[idx].listener_gen == lgen;
         self.instances[idx].victim = false;
-        let usable = self.instances[idx].asg == AsgPhase::InService && self.instances[idx].worker.is_none();
-        let outcome = if !usable {
-            None
-        } else if already {
-            Some(Release::Removed)
-        } else {
-            Some(self.delete_effect(inst, lgen))
-        };
+        let i = &self.instances[idx];
+        // A host whose listener changed since the pick (a job came and went) runs under another
+        // registration than the one deleted: left for the next pick.
+        let usable = i.asg == AsgPhase::InService && i.worker.is_none() && i.listener_gen == lgen;
+        let outcome = usable.then(|| self.delete_effect(inst, lgen));
         if outcome != Some(Release::Removed) {
             self.metrics.victims_refused += 1;
             return;
         }
-        // The controller remembers what it deleted: the agent's own release of it is answered
-        // "removed", not a 404 that would hold the stop.
-        self.instances[idx].victim = true;
         let mut failed = true;
         for _ in 0..timing::MINT_DESCRIBE_ATTEMPTS {
             if self.controller_describe_fault().is_none() {
@@ -154,6 +147,7 @@ impl World {
         if failed {
             // Its registration is gone: the controller retries the termination shortly rather
             // than leave a host that can take no job.
+            self.instances[idx].victim = true;
             self.victims_pending += 1;
             self.queue
                 .push(self.now + timing::RELAUNCH, Ev::VictimRelease(inst, lgen));
