@@ -68,7 +68,7 @@ r = json.load(sys.stdin)
 cols = ("strategy", "killed", "per 10k scale-ins [95% CI]", "per 1M jobs [95% CI]", "W0/W1/W2/W3",
         "idle/next race", "idle s/scale-in", "end->serving p50/p95", "ASG/job", "GitHub/job", "after pick",
         "scale-ins", "jobs", "requeued", "violations")
-print("  %-28s%8s%28s%26s%16s%15s%16s%21s%9s%11s%11s%11s%11s%10s%11s" % cols)
+print("  %-28s%8s%30s%32s%16s%15s%16s%21s%9s%11s%11s%11s%11s%10s%11s" % cols)
 for s in r["strategies"]:
     k, si, jobs = s["jobs_killed_by_stop"], s["scale_ins"], s["jobs_total"]
     lo, hi = ci(k)
@@ -76,7 +76,7 @@ for s in r["strategies"]:
     per_job = lambda x: x * 1e6 / jobs if jobs else 0.0
     w = s.get("jobs_killed_in_window")
     w = "/".join(str(x) for x in w) if w else "-"
-    print("  %-28s%8d%28s%26s%16s%15s%16.1f%21s%9.2f%11.2f%11d%11d%11d%10d%11d" % (s["name"], k,
+    print("  %-28s%8d%30s%32s%16s%15s%16.1f%21s%9.2f%11.2f%11d%11d%11d%10d%11d" % (s["name"], k,
           "%.2f [%.2f, %.2f]" % (per_si(k), per_si(lo), per_si(hi)),
           "%.2f [%.2f, %.2f]" % (per_job(k), per_job(lo), per_job(hi)), w,
           "%d/%d" % (s["jobs_killed_idle_listener_race"], s["jobs_killed_next_job_race"]),
