@@ -592,3 +592,41 @@ fn github_faults_delay_serving_but_lose_nothing() {
     assert_eq!(b.metrics.jobs_cancelled + b.metrics.jobs_failed, 0);
     assert_eq!(b.violations, 0);
 }
+
+/// Demand scaling that picks its victims (`--demand-scale-in victims`): the controller deletes an
+/// idle host's registration before it terminates the host with decrement, skips a host GitHub
+/// refuses (a job assigned), and answers the agent's own release of it from memory. On the same
+/// world it kills no job, terminates only hosts it released, and keeps every invariant; its
+/// capacity follows demand as closely as lowering the desired capacity does.
+#[test]
+fn demand_scaling_can_pick_its_victims() {
+    let mut cfg = small(6000);
+    cfg.imds_lag = std::time::Duration::from_secs(0);
+    let desired = sweep(&cfg, 4, &[Strategy::RunnerLifecycleDemand]);
+    cfg.demand_scale_in = lifecycle_sim::DemandScaleIn::Victims;
+    let victims = sweep(&cfg, 4, &[Strategy::RunnerLifecycleDemand]);
+    let (d, v) = (&desired.strategies[0], &victims.strategies[0]);
+    assert!(victims.violation_list.is_empty(), "{:?}", victims.violation_list);
+    assert_eq!(v.jobs_killed_by_stop, 0);
+    let m = &v.metrics;
+    assert!(m.victims_terminated > 100, "{m:?}");
+    assert_eq!(
+        m.victims_terminated, m.scale_ins,
+        "every scale-in is a victim the controller released"
+    );
+    assert!(
+        m.victims_refused > 0,
+        "GitHub refuses hosts a job was assigned to meanwhile"
+    );
+    assert_eq!(
+        m.releases_busy + m.releases_not_found,
+        0,
+        "the agent's release is answered from memory"
+    );
+    assert!(
+        (v.instance_hours - d.instance_hours).abs() < 0.02 * d.instance_hours,
+        "{} vs {}",
+        v.instance_hours,
+        d.instance_hours
+    );
+}
