@@ -3,7 +3,7 @@
 use crate::exit_code::ExitCode;
 use clap::Args;
 use lifecycle_sim::trace_file::{load_trace, TraceOptions};
-use lifecycle_sim::{Faults, SimConfig, Strategy, Unacquired};
+use lifecycle_sim::{DemandScaleIn, Faults, HandoverOutcomes, ReleaseWhileAssigned, SimConfig, Strategy, Unacquired};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,10 +75,40 @@ pub struct SimulateArgs {
     /// Median seconds from scale-in to the source PR's `systemctl stop` (its CloudTrail timeline: 11).
     #[arg(long, default_value_t = 11.0, value_parser = non_negative)]
     event_to_stop: f64,
-    /// A job handed to a listener that stops before acquiring it: `lost` (counted as killed by the
-    /// stop) or `requeue:SECONDS` (offered again after that long).
-    #[arg(long, default_value = "lost", value_parser = parse_unacquired)]
-    unacquired: Unacquired,
+    /// What GitHub does with a job whose listener stops in any window of the handover (W0 to W2):
+    /// `lost` (counted as killed by the stop) or `requeue:SECONDS` (offered again after that long).
+    /// Sets all three windows; --handover-w0/-w1/-w2 override one each. `--unacquired lost` is the
+    /// fully pessimistic reading.
+    #[arg(long, value_parser = parse_unacquired)]
+    unacquired: Option<Unacquired>,
+    /// W0, the job message in transit on the long poll (default requeue:60, GitHub's documented
+    /// re-queue of an assigned job nobody picks up).
+    #[arg(long, value_name = "POLICY", value_parser = parse_unacquired)]
+    handover_w0: Option<Unacquired>,
+    /// W1, the message received, acknowledge/acquire in flight (default requeue:60).
+    #[arg(long, value_name = "POLICY", value_parser = parse_unacquired)]
+    handover_w1: Option<Unacquired>,
+    /// W2, the job acquired, the worker not spawned (default lost: nothing completes it; requeue:600
+    /// if GitHub re-queues it when its 10-minute lease lapses).
+    #[arg(long, value_name = "POLICY", value_parser = parse_unacquired)]
+    handover_w2: Option<Unacquired>,
+    /// A registration delete while a job is assigned (W0 to W2): `refused` (GitHub refuses, or for
+    /// JIT answers 404, see --release-not-found) or `accepted` (deleted; the job is left to its
+    /// window's policy; an acquired job is still refused).
+    #[arg(long, default_value = "refused", value_parser = parse_release_while_assigned)]
+    release_while_assigned: ReleaseWhileAssigned,
+    /// Probability that a refused delete of a JIT registration answers 404 (consumed by the
+    /// assignment) rather than 422.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    release_not_found: f64,
+    /// Probability that one acquirejob attempt fails transiently (retried up to 5 attempts 5-15 s
+    /// apart).
+    #[arg(long, default_value_t = 0.01, value_parser = unit_interval)]
+    acquire_failure_rate: f64,
+    /// Demand scaling: `desired` (lower the desired capacity, the group picks) or `victims` (the
+    /// controller picks an idle host, deletes its registration, then terminates it with decrement).
+    #[arg(long, default_value = "desired", value_parser = parse_demand_scale_in)]
+    demand_scale_in: DemandScaleIn,
     /// Demand scaling: idle runners kept warm beyond demand (default: 1 per 100 instances, at least 1).
     #[arg(long)]
     demand_idle_target: Option<u32>,
@@ -137,6 +167,22 @@ fn parse_unacquired(s: &str) -> Result<Unacquired, String> {
     Ok(Unacquired::Requeue {
         after: Duration::from_secs_f64(secs),
     })
+}
+
+fn parse_release_while_assigned(s: &str) -> Result<ReleaseWhileAssigned, String> {
+    match s {
+        "refused" => Ok(ReleaseWhileAssigned::Refused),
+        "accepted" => Ok(ReleaseWhileAssigned::Accepted),
+        _ => Err(format!("'{s}' is neither 'refused' nor 'accepted'")),
+    }
+}
+
+fn parse_demand_scale_in(s: &str) -> Result<DemandScaleIn, String> {
+    match s {
+        "desired" => Ok(DemandScaleIn::Desired),
+        "victims" => Ok(DemandScaleIn::Victims),
+        _ => Err(format!("'{s}' is neither 'desired' nor 'victims'")),
+    }
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
@@ -230,7 +276,17 @@ impl SimulateArgs {
             cfg.busy_flag_lag = (lag, lag);
         }
         cfg.event_to_stop = Duration::from_secs_f64(self.event_to_stop);
-        cfg.unacquired = self.unacquired;
+        let mut handover = self
+            .unacquired
+            .map_or_else(HandoverOutcomes::default, HandoverOutcomes::all);
+        handover.w0 = self.handover_w0.unwrap_or(handover.w0);
+        handover.w1 = self.handover_w1.unwrap_or(handover.w1);
+        handover.w2 = self.handover_w2.unwrap_or(handover.w2);
+        cfg.handover = handover;
+        cfg.release_while_assigned = self.release_while_assigned;
+        cfg.release_not_found = self.release_not_found;
+        cfg.acquire_failure_rate = self.acquire_failure_rate;
+        cfg.demand_scale_in = self.demand_scale_in;
         cfg.warm_pool = self.warm_pool;
         cfg.scale_in_after = Duration::from_secs_f64(self.scale_in_after);
         if let Some(n) = self.demand_idle_target {

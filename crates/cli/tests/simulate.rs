@@ -58,6 +58,13 @@ fn a_trace_replays_with_a_plot_and_the_documented_fields() {
             "github_calls",
             "jit_configs_minted",
             "jit_configs_unused",
+            "jobs_killed_by_stop_per_10k_scale_ins_ci95",
+            "jobs_killed_by_stop_per_million_jobs",
+            "jobs_killed_by_stop_per_million_jobs_ci95",
+            "jobs_killed_in_window",
+            "jobs_requeued_from_window",
+            "releases",
+            "github_release_calls",
         ] {
             assert!(s.get(field).is_some(), "{field} missing in {s}");
         }
@@ -68,8 +75,12 @@ fn a_trace_replays_with_a_plot_and_the_documented_fields() {
         jit["github_calls_per_job"].as_f64() > Some(0.9),
         "JIT mints per job: {jit}"
     );
+    let persistent = strategies
+        .iter()
+        .find(|s| s["name"] == "runner-lifecycle-persistent")
+        .expect("persistent ran");
     assert_eq!(
-        strategies[1]["github_calls_per_job"], 0.0,
+        persistent["github_calls_per_job"], 0.0,
         "the persistent listener mints nothing"
     );
     let svg = std::fs::read_to_string(&svg).expect("plot written");

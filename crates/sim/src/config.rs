@@ -80,25 +80,104 @@ impl Faults {
     }
 }
 
-/// What GitHub does with a job it handed to a listener that stopped before acquiring it (the job
-/// message was in the listener's long poll, or delivered but not yet acknowledged).
-///
-/// Not documented by GitHub. What is known: a one-job listener skips further job messages without
-/// acknowledging them "so the service hands them to another runner" (actions/runner
-/// src/Runner.Listener/Runner.cs, `runOnceJobReceived`), which suggests a re-queue after the
-/// assignment lapses; ephemeral runners have been seen polling 32 minutes after losing an assignment
-/// (actions/runner#4617). We default to the pessimistic reading, `Lost`: every such job counts as
-/// killed by the stop. `Requeue` is the optimistic one.
+/// What GitHub does with a job whose listener stopped (SIGINT) or died in one window of the handover
+/// (shared/docs/handover-window.md sections 1.3 and 2.3): the job message in transit (W0), received
+/// with `acknowledge`/`acquirejob` in flight (W1), or acquired with the worker not yet spawned (W2).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "policy")]
 pub enum Unacquired {
-    /// The job is cancelled with the stopping runner (counted in `jobs_killed_by_stop`).
+    /// Nothing completes the job: it is lost with the stopping runner (counted in
+    /// `jobs_killed_by_stop`).
     Lost,
-    /// The job goes back to the front of the queue after this long.
+    /// GitHub offers it again (to the front of the queue) after this long; the delay counts in its
+    /// queue wait.
     Requeue {
         /// Delay before the broker offers it again.
         after: Duration,
     },
+}
+
+impl Unacquired {
+    /// GitHub's documented rule: "If the runner doesn't pick up the assigned job within 60 seconds,
+    /// the job is re-queued so that a new runner can accept it" (github/docs
+    /// `content/actions/reference/runners/self-hosted-runners.md`; handover-window.md section 2.1).
+    pub const REQUEUE_60: Unacquired = Unacquired::Requeue {
+        after: timing::DOCUMENTED_REQUEUE,
+    };
+    /// An acquired job stays leased to the dead runner until the lease lapses: renewed every 60 s
+    /// about 10 minutes ahead (JobDispatcher.cs:748-776; runner#4492; handover-window.md 1.2).
+    pub const REQUEUE_AFTER_LEASE: Unacquired = Unacquired::Requeue {
+        after: Duration::from_secs(600),
+    };
+}
+
+/// The outcome of a stop in each window of the handover.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct HandoverOutcomes {
+    /// W0, the message in transit on the long poll: the listener drops it, the broker may count it
+    /// delivered (BrokerMessageListener.cs:316-319; runner#4728). Default: re-queued after 60 s.
+    pub w0: Unacquired,
+    /// W1, received, `acknowledge`/`acquirejob` in flight: the cancelled acquire is skipped and the
+    /// job never runs (Runner.cs:747-757); assigned, not acquired. Default: re-queued after 60 s.
+    pub w1: Unacquired,
+    /// W2, acquired, first `renewjob` or the worker's spawn pending: the dispatch is cancelled and
+    /// `CompleteJobRequestAsync` is skipped for run-service jobs (JobDispatcher.cs:1124-1127), so the
+    /// job stays leased to a dead runner. Default: lost.
+    pub w2: Unacquired,
+}
+
+impl Default for HandoverOutcomes {
+    fn default() -> Self {
+        HandoverOutcomes {
+            w0: Unacquired::REQUEUE_60,
+            w1: Unacquired::REQUEUE_60,
+            w2: Unacquired::Lost,
+        }
+    }
+}
+
+impl HandoverOutcomes {
+    /// The same policy in every window (`simulate --unacquired`).
+    pub fn all(p: Unacquired) -> Self {
+        HandoverOutcomes { w0: p, w1: p, w2: p }
+    }
+}
+
+/// What GitHub answers when the controller deletes a registration whose runner has a job assigned
+/// (W0 to W2; with a worker running it always refuses: REST 422, cybozu-go/meows#136).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReleaseWhileAssigned {
+    /// Refused: the Actions service's `RemoveRunner` refuses with `JobStillRunningException` once a
+    /// job is *assigned* (ARC ADR 2022-12-27; handover-window.md section 3b). For a JIT registration
+    /// the assignment may have consumed it, and the answer is 404 instead (`release_not_found`).
+    Refused,
+    /// Accepted (the lagging REST `busy` flag, tf-aws-gh-runner #5228): the registration is gone and
+    /// the job is left to GitHub, as if its listener had stopped in its window (the window's policy
+    /// in `HandoverOutcomes`, counted in `jobs_released_while_assigned`).
+    Accepted,
+}
+
+/// How the demand policy gives capacity back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DemandScaleIn {
+    /// Lower the desired capacity and let the group pick (its default termination policy).
+    Desired,
+    /// Pick the victim itself: an idle host (no job by the `workflow_job` webhooks), its registration
+    /// deleted first (refused: skip it), then `TerminateInstanceInAutoScalingGroup` with
+    /// `ShouldDecrementDesiredCapacity`.
+    Victims,
+}
+
+impl DemandScaleIn {
+    /// The name used in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DemandScaleIn::Desired => "desired",
+            DemandScaleIn::Victims => "victims",
+        }
+    }
 }
 
 /// How the group's desired capacity is decided.
@@ -156,8 +235,23 @@ pub struct SimConfig {
     /// timeline (scale-in 10:31:04, stop command 10:31:15). One measurement: the spread is log-normal
     /// with sigma `timing::EVENT_TO_STOP_SIGMA` (assumption), and the median is swept.
     pub event_to_stop: Duration,
-    /// What happens to a job handed to a listener that stops before acquiring it.
-    pub unacquired: Unacquired,
+    /// What happens to a job whose listener stops in each window of the handover.
+    pub handover: HandoverOutcomes,
+    /// Whether runner-lifecycle's handover guard is on (the perf-log latch and the release of the
+    /// registration; lifecycle-core `HandoverConfig`). Each strategy sets it (see `Strategy`).
+    pub handover_guard: bool,
+    /// What GitHub answers to a registration delete while a job is assigned.
+    pub release_while_assigned: ReleaseWhileAssigned,
+    /// With `Refused`: the probability that a JIT registration whose job is assigned answers 404
+    /// (consumed by the assignment: actions/runner#4617, PR #4618; handover-window.md 1.4) rather
+    /// than 422/400. Low-to-medium confidence, so the default is an even split; the core holds the
+    /// stop on both alike.
+    pub release_not_found: f64,
+    /// Probability that one `acquirejob` attempt fails transiently (the listener retries up to 5
+    /// attempts 5-15 s apart, RunServer.cs:63-72). Assumption.
+    pub acquire_failure_rate: f64,
+    /// How the demand policy scales in.
+    pub demand_scale_in: DemandScaleIn,
     /// Instances kept stopped in a warm pool (0: no pool). Scale-out takes from it first.
     pub warm_pool: u32,
     /// Warm-pool trims per pool-day (pool resizes, instance refresh, max instance lifetime): each
@@ -207,7 +301,12 @@ impl SimConfig {
             trace_instance: None,
             busy_flag_lag: (Duration::from_secs(25), Duration::from_secs(60)),
             event_to_stop: timing::EVENT_TO_STOP,
-            unacquired: Unacquired::Lost,
+            handover: HandoverOutcomes::default(),
+            handover_guard: true,
+            release_while_assigned: ReleaseWhileAssigned::Refused,
+            release_not_found: 0.5,
+            acquire_failure_rate: 0.01,
+            demand_scale_in: DemandScaleIn::Desired,
             warm_pool: 0,
             warm_trims_per_day: 1.0,
             trace: None,
@@ -234,20 +333,45 @@ pub mod timing {
     /// IMDS is polled once a second (agent default `aws.imds_poll`; aws-node-termination-handler polls
     /// every 2 s).
     pub const IMDS_POLL: Duration = Duration::from_secs(1);
-    /// The agent sees a Runner.Worker appear or exit this long after it does (/proc polling; agent
-    /// default `runner.worker_poll` = 50 ms).
+    /// The agent sees a Runner.Worker appear or exit, or a new `MessageReceived_RunnerJobRequest`
+    /// line in the listener's `Runner.perf` (Runner.cs:606-607), this long after it happens (its /proc
+    /// and perf-log poll; agent default `runner.worker_poll` = 50 ms).
     pub const WORKER_OBSERVATION: Duration = Duration::from_millis(50);
     /// A listener needs this long to create its session before it can take jobs (assumption: .NET
     /// start plus one session round trip; it only delays the first poll, never a stop).
     pub const LISTENER_START: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(5));
-    /// From the broker's choice to the job message in the listener's long poll (assumption; the source
-    /// PR's timeline shows dispatch 3 s after the scale-in, consistent with sub-second delivery). It is
-    /// part of the race: `--imds-lag` is swept instead of this.
-    pub const DISPATCH: (Duration, Duration) = (Duration::from_millis(200), Duration::from_millis(1500));
+    // The handover, from the broker's commit to `Runner.Worker` (shared/docs/handover-window.md
+    // section 1.2, actions/runner 258d6c85). Until the windows were split it was one interval,
+    // `DISPATCH` = 0.2-1.5 s (mean 0.85 s), "one long-poll return, a 5 s-bounded ack, one acquire,
+    // and one renew, typically hundreds of ms" (section 1.3). The parts below sum to 0.2-1.4 s
+    // (mean 0.8 s) when nothing fails, so totals stay comparable; an acquire that fails transiently
+    // adds 5-15 s per retry.
+
+    /// W0: the broker committed the job to this runner; the message is in transit on the open long
+    /// poll until the listener has it (BrokerHttpClient `GetRunnerMessageAsync`; section 1.1). Nobody
+    /// has measured it (section 5.6); assumption: network transit plus parsing, tens to a few hundred
+    /// ms.
+    pub const W0_TRANSIT: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(300));
+    /// One HTTPS round trip of the listener to the broker or the run service (`acknowledge`, one
+    /// `acquirejob` attempt, the first `renewjob`; Runner.cs:691-710, 735, JobDispatcher.cs:381-399).
+    /// Assumption: 50-300 ms.
+    pub const LISTENER_ROUND_TRIP: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(300));
+    /// `acknowledge` is bounded by a 5 s timeout, its errors logged and ignored (Runner.cs:691-710).
+    pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+    /// `acquirejob` tries up to 5 attempts (RunServer.cs:63-72) ...
+    pub const ACQUIRE_ATTEMPTS: u32 = 5;
+    /// ... 5-15 s apart (RunServer.cs:63-72).
+    pub const ACQUIRE_BACKOFF: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(15));
+    /// GitHub re-queues an assigned job nobody picks up after 60 s (github/docs "Routing precedence
+    /// for self-hosted runners"; handover-window.md 2.1).
+    pub const DOCUMENTED_REQUEUE: Duration = Duration::from_secs(60);
+    /// W2's end: after the first `renewjob` the dispatcher starts `Runner.Worker`
+    /// (`StartingWorkerProcess`, JobDispatcher.cs:421,474). Assumption for a process spawn: 30-200 ms.
+    pub const WORKER_SPAWN: (Duration, Duration) = (Duration::from_millis(30), Duration::from_millis(200));
     /// A stop-window kill counts as the *next-job* race when the listener had run a job that ended
     /// less than this before the stop: the persistent listener polls again the moment its job ends,
-    /// so a job it takes then was dispatched within `DISPATCH` of that end; 5 s covers the longest
-    /// dispatch with room for the agent's observation delay. Anything else is the *idle-listener*
+    /// so a job it takes then was dispatched within the handover (W0 to W2, at most 1.4 s without an
+    /// acquire retry) of that end; 5 s covers it with room for the agent's observation delay. Anything else is the *idle-listener*
     /// race (a listener idle for longer, whatever it ran before). A classification for the report
     /// only; no decision depends on it.
     pub const NEXT_JOB_RACE_WINDOW: Duration = Duration::from_secs(5);
@@ -335,6 +459,10 @@ pub mod timing {
     /// Attempts per GitHub request for 5xx and timeouts, with a 250 ms backoff doubling, half
     /// jittered (lifecycle-github `Options::max_attempts` and its retry loop).
     pub const GITHUB_ATTEMPTS: u32 = 3;
+    // The release of a registration before a stop (lifecycle-core `Action::ReleaseRunner`): the
+    // same function URL, then `GET .../actions/runners?name=` and `DELETE .../actions/runners/{id}`,
+    // each a GitHub request like the mint's (`GITHUB_JITCONFIG`, its spread, retries and rate
+    // limits; world/controller.rs `delete_registration`).
     /// See `GITHUB_ATTEMPTS`.
     pub const GITHUB_RETRY_BASE: Duration = Duration::from_millis(250);
     /// The longest the controller's GitHub client sleeps on rate limits within one request; beyond

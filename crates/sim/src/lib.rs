@@ -23,7 +23,7 @@ pub mod trace_file;
 pub mod workload;
 pub mod world;
 
-pub use config::{Faults, SimConfig, Unacquired};
+pub use config::{DemandScaleIn, Faults, HandoverOutcomes, ReleaseWhileAssigned, SimConfig, Unacquired};
 pub use metrics::{Metrics, Violation};
 pub use report::{Report, StrategyReport};
 
@@ -40,6 +40,10 @@ pub enum Strategy {
     /// runner-lifecycle as the agent runs by default: just-in-time runners, one registration per job,
     /// each config minted by the controller.
     RunnerLifecycle,
+    /// runner-lifecycle as by default (JIT) with the handover guard off (lifecycle-core
+    /// `HandoverConfig::off()`: no perf-log latch, no release of the registration): the design
+    /// before the guard, to show the loss the guard prevents.
+    RunnerLifecycleUnguarded,
     /// runner-lifecycle with a persistent listener that takes job after job (`run --startuptype
     /// service`): the agent's default before JIT.
     RunnerLifecyclePersistent,
@@ -56,8 +60,9 @@ pub enum Strategy {
 
 impl Strategy {
     /// All strategies, in report order.
-    pub const ALL: [Strategy; 6] = [
+    pub const ALL: [Strategy; 7] = [
         Strategy::RunnerLifecycle,
+        Strategy::RunnerLifecycleUnguarded,
         Strategy::RunnerLifecyclePersistent,
         Strategy::RunnerLifecycleOnce,
         Strategy::RunnerLifecycleDemand,
@@ -69,6 +74,7 @@ impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
             Strategy::RunnerLifecycle => "runner-lifecycle",
+            Strategy::RunnerLifecycleUnguarded => "runner-lifecycle-unguarded",
             Strategy::RunnerLifecyclePersistent => "runner-lifecycle-persistent",
             Strategy::RunnerLifecycleOnce => "runner-lifecycle-once",
             Strategy::RunnerLifecycleDemand => "runner-lifecycle-demand",
@@ -93,7 +99,9 @@ impl Strategy {
     /// How the strategy runs the runner listener. The rival designs run upstream's service mode.
     pub fn listener_mode(self) -> ListenerMode {
         match self {
-            Strategy::RunnerLifecycle | Strategy::RunnerLifecycleDemand => ListenerMode::default(),
+            Strategy::RunnerLifecycle | Strategy::RunnerLifecycleUnguarded | Strategy::RunnerLifecycleDemand => {
+                ListenerMode::default()
+            }
             Strategy::RunnerLifecycleOnce => ListenerMode::OneJob,
             Strategy::RunnerLifecyclePersistent | Strategy::SourcePr | Strategy::Naive => ListenerMode::Persistent,
         }
@@ -103,8 +111,10 @@ impl Strategy {
         let mut cfg = cfg.clone();
         cfg.scaling = self.scaling();
         cfg.listener_mode = self.listener_mode();
+        cfg.handover_guard = self != Strategy::RunnerLifecycleUnguarded;
         match self {
             Strategy::RunnerLifecycle
+            | Strategy::RunnerLifecycleUnguarded
             | Strategy::RunnerLifecyclePersistent
             | Strategy::RunnerLifecycleOnce
             | Strategy::RunnerLifecycleDemand => driver::run::<RunnerLifecycle>(&cfg).named(self.name()),

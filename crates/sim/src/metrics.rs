@@ -144,7 +144,8 @@ pub struct Metrics {
     /// Auto Scaling calls the controller made for JIT mints (DescribeAutoScalingInstances of the
     /// calling instance; included in `asg_api_calls`).
     pub controller_asg_calls: u64,
-    /// GitHub REST requests (`generate-jitconfig`), every attempt of every mint, refused ones too.
+    /// GitHub REST requests: `generate-jitconfig` (every attempt of every mint, refused ones too)
+    /// and the releases' `GET` and `DELETE` (`github_release_calls`).
     pub github_calls: u64,
     /// JIT configs minted: each is an ephemeral runner registration.
     pub jit_configs_minted: u64,
@@ -165,6 +166,40 @@ pub struct Metrics {
     /// Jobs killed by a stop on a listener that had already run a job: a persistent listener took
     /// the next job as its last one ended while a drain was due.
     pub jobs_killed_next_job_race: u64,
+    /// Jobs killed by a stop, by the handover window they were in: W0 (message in transit), W1
+    /// (received, acknowledge/acquire in flight), W2 (acquired, worker not spawned), W3 (worker
+    /// spawned, not yet seen by the host's software). Sums to `jobs_lost_in_stop_window`.
+    pub jobs_killed_in_window: [u64; 4],
+    /// Jobs re-queued by GitHub after a stop, a death or an accepted delete in W0, W1, W2.
+    pub jobs_requeued_from_window: [u64; 3],
+    /// Job messages a listener received and then skipped (acquire refused after an accepted delete,
+    /// or failed every attempt): no worker follows.
+    pub job_messages_skipped: u64,
+    /// Jobs assigned to a runner whose registration delete GitHub accepted (config
+    /// `release_while_assigned = accepted`): left to the window's policy.
+    pub jobs_released_while_assigned: u64,
+    /// Releases of a listener's registration the agents asked for (lifecycle-core
+    /// `Action::ReleaseRunner`), and how they ended.
+    pub releases: u64,
+    /// See `releases`: deleted.
+    pub releases_removed: u64,
+    /// See `releases`: refused, a job is assigned or running.
+    pub releases_busy: u64,
+    /// See `releases`: not found (a JIT registration consumed by its assignment).
+    pub releases_not_found: u64,
+    /// See `releases`: the controller or GitHub failed (the core falls back to the latch and the
+    /// last look).
+    pub releases_failed: u64,
+    /// GitHub requests for releases, the agents' and the demand controller's (`GET` and `DELETE`,
+    /// every attempt; included in `github_calls`).
+    pub github_release_calls: u64,
+    /// Demand scaling with `victims`: hosts picked, refused by GitHub (a job assigned) or left
+    /// because a call failed, and terminated with decrement.
+    pub victims_picked: u64,
+    /// See `victims_picked`.
+    pub victims_refused: u64,
+    /// See `victims_picked`.
+    pub victims_terminated: u64,
     #[serde(skip)]
     waits_ms: Hist,
     /// From a worker's exit to the next listener ready to take a job, on hosts not draining.
@@ -303,6 +338,27 @@ impl Metrics {
         self.github_rate_limit_episodes += o.github_rate_limit_episodes;
         self.jobs_killed_idle_listener_race += o.jobs_killed_idle_listener_race;
         self.jobs_killed_next_job_race += o.jobs_killed_next_job_race;
+        for (a, b) in self.jobs_killed_in_window.iter_mut().zip(o.jobs_killed_in_window) {
+            *a += b;
+        }
+        for (a, b) in self
+            .jobs_requeued_from_window
+            .iter_mut()
+            .zip(o.jobs_requeued_from_window)
+        {
+            *a += b;
+        }
+        self.job_messages_skipped += o.job_messages_skipped;
+        self.jobs_released_while_assigned += o.jobs_released_while_assigned;
+        self.releases += o.releases;
+        self.releases_removed += o.releases_removed;
+        self.releases_busy += o.releases_busy;
+        self.releases_not_found += o.releases_not_found;
+        self.releases_failed += o.releases_failed;
+        self.github_release_calls += o.github_release_calls;
+        self.victims_picked += o.victims_picked;
+        self.victims_refused += o.victims_refused;
+        self.victims_terminated += o.victims_terminated;
         // The histograms auto-resize, so adding cannot fail on range.
         let _ = self.waits_ms.0.add(&o.waits_ms.0);
         let _ = self.serve_gaps_ms.0.add(&o.serve_gaps_ms.0);

@@ -23,6 +23,15 @@ pub struct StrategyReport {
     pub jobs_killed_by_stop: u64,
     /// The same per 10,000 scale-ins.
     pub jobs_killed_by_stop_per_10k_scale_ins: f64,
+    /// Its 95% confidence interval, [low, high]: the exact (Garwood) Poisson interval on the count
+    /// of jobs killed, scale-ins taken as the exposure (`poisson_ci95`).
+    pub jobs_killed_by_stop_per_10k_scale_ins_ci95: [f64; 2],
+    /// Jobs killed by a stop per 1,000,000 jobs that arrived.
+    pub jobs_killed_by_stop_per_million_jobs: f64,
+    /// Its 95% confidence interval, [low, high], the same way.
+    pub jobs_killed_by_stop_per_million_jobs_ci95: [f64; 2],
+    /// GitHub requests for the releases of registrations per scale-in.
+    pub github_release_calls_per_scale_in: f64,
     /// Idle instance-seconds in Terminating:Wait per scale-in.
     pub idle_wait_s_per_scale_in: f64,
     /// Median wait from queueing to worker start, seconds.
@@ -175,16 +184,53 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "GitHub (JIT mints): 5xx {:.1}%, rate-limit episodes {} a day\n",
+            "GitHub (JIT mints, releases): 5xx {:.1}%, rate-limit episodes {} a day",
             f.github_error_rate * 100.0,
             f.github_rate_limit_episodes_per_day
         );
+        let policy = |p: crate::Unacquired| match p {
+            crate::Unacquired::Lost => "lost".to_string(),
+            crate::Unacquired::Requeue { after } => format!("requeue:{}", after.as_secs_f64()),
+        };
+        let _ = writeln!(
+            out,
+            "handover: a stop in W0 {}, W1 {}, W2 {}; deletes while assigned {:?} (404 {:.0}%); acquire failures {:.1}%; demand scale-in {}\n",
+            policy(c.handover.w0),
+            policy(c.handover.w1),
+            policy(c.handover.w2),
+            c.release_while_assigned,
+            c.release_not_found * 100.0,
+            c.acquire_failure_rate * 100.0,
+            c.demand_scale_in.name()
+        );
         type Row = (&'static str, fn(&StrategyReport) -> String);
-        let rows: [Row; 39] = [
+        let rows: [Row; 45] = [
             ("scaling", |s| s.scaling.to_string()),
             ("jobs_killed_by_stop", |s| s.jobs_killed_by_stop.to_string()),
             ("  per 10,000 scale-ins", |s| {
                 format!("{:.1}", s.jobs_killed_by_stop_per_10k_scale_ins)
+            }),
+            ("    95% CI (Poisson)", |s| {
+                let [lo, hi] = s.jobs_killed_by_stop_per_10k_scale_ins_ci95;
+                format!("{lo:.2}-{hi:.2}")
+            }),
+            ("  per 1,000,000 jobs", |s| {
+                format!("{:.1}", s.jobs_killed_by_stop_per_million_jobs)
+            }),
+            ("    95% CI (Poisson)", |s| {
+                let [lo, hi] = s.jobs_killed_by_stop_per_million_jobs_ci95;
+                format!("{lo:.1}-{hi:.1}")
+            }),
+            ("  in W0 / W1 / W2 / W3", |s| {
+                let k = s.metrics.jobs_killed_in_window;
+                format!("{} / {} / {} / {}", k[0], k[1], k[2], k[3])
+            }),
+            ("releases removed/busy/404/failed", |s| {
+                let m = &s.metrics;
+                format!(
+                    "{}/{}/{}/{}",
+                    m.releases_removed, m.releases_busy, m.releases_not_found, m.releases_failed
+                )
             }),
             ("  idle-listener / next-job race", |s| {
                 format!(
@@ -234,6 +280,10 @@ impl Report {
                 s.metrics.jobs_dispatched_after_pick.to_string()
             }),
             ("jobs_requeued", |s| s.metrics.jobs_requeued.to_string()),
+            ("  from W0 / W1 / W2", |s| {
+                let k = s.metrics.jobs_requeued_from_window;
+                format!("{} / {} / {}", k[0], k[1], k[2])
+            }),
             ("scale_ins", |s| s.metrics.scale_ins.to_string()),
             ("stop paths lost (event->SSM)", |s| {
                 s.metrics.stop_paths_lost.to_string()
@@ -293,6 +343,10 @@ fn raw_report(name: String, scaling: &'static str, metrics: Metrics, violations:
         idle_instance_hours: 0.0,
         jobs_killed_by_stop: 0,
         jobs_killed_by_stop_per_10k_scale_ins: 0.0,
+        jobs_killed_by_stop_per_10k_scale_ins_ci95: [0.0; 2],
+        jobs_killed_by_stop_per_million_jobs: 0.0,
+        jobs_killed_by_stop_per_million_jobs_ci95: [0.0; 2],
+        github_release_calls_per_scale_in: 0.0,
         idle_wait_s_per_scale_in: 0.0,
         queue_wait_p50_s: 0.0,
         queue_wait_p95_s: 0.0,
@@ -316,7 +370,20 @@ impl StrategyReport {
         self.instance_hours = m.instance_seconds / 3600.0;
         self.idle_instance_hours = m.idle_instance_seconds / 3600.0;
         self.jobs_killed_by_stop = m.jobs_killed_by_stop();
-        self.jobs_killed_by_stop_per_10k_scale_ins = per_scale_in(m.jobs_killed_by_stop() as f64 * 10_000.0);
+        let killed = m.jobs_killed_by_stop();
+        let (lo, hi) = poisson_ci95(killed);
+        self.jobs_killed_by_stop_per_10k_scale_ins = per_scale_in(killed as f64 * 10_000.0);
+        self.jobs_killed_by_stop_per_10k_scale_ins_ci95 = [per_scale_in(lo * 10_000.0), per_scale_in(hi * 10_000.0)];
+        let per_million_jobs = |x: f64| {
+            if m.jobs_total > 0 {
+                x * 1e6 / m.jobs_total as f64
+            } else {
+                0.0
+            }
+        };
+        self.jobs_killed_by_stop_per_million_jobs = per_million_jobs(killed as f64);
+        self.jobs_killed_by_stop_per_million_jobs_ci95 = [per_million_jobs(lo), per_million_jobs(hi)];
+        self.github_release_calls_per_scale_in = per_scale_in(m.github_release_calls as f64);
         self.idle_wait_s_per_scale_in = per_scale_in(m.terminating_idle_seconds);
         self.queue_wait_p50_s = m.queue_wait_quantile(0.5);
         self.queue_wait_p95_s = m.queue_wait_quantile(0.95);
@@ -336,5 +403,77 @@ impl StrategyReport {
         self.github_calls_per_job = per_job(m.github_calls);
         self.job_end_to_serving_p50_s = m.job_end_to_serving_quantile(0.5);
         self.job_end_to_serving_p95_s = m.job_end_to_serving_quantile(0.95);
+    }
+}
+
+/// The exact (Garwood) 95% confidence interval for the mean of a Poisson count `k`: the means
+/// under which seeing at most `k` (upper end), or at least `k` (lower end), has probability 2.5%.
+/// Exact by bisection on the Poisson distribution up to k = 1,000; beyond, the Wilson-Hilferty
+/// approximation of the same chi-square quantiles (relative error well under 0.1% there).
+pub fn poisson_ci95(k: u64) -> (f64, f64) {
+    const Z: f64 = 1.959_963_984_540_054;
+    if k > 1000 {
+        let wh = |n: f64, z: f64| n * (1.0 - 1.0 / (9.0 * n) + z / (3.0 * n.sqrt())).powi(3);
+        return (wh(k as f64, -Z), wh(k as f64 + 1.0, Z));
+    }
+    let upper = bisect(k as f64, k as f64 + 10.0 * (k as f64).sqrt() + 10.0, |m| {
+        poisson_cdf(k, m) > 0.025
+    });
+    let lower = if k == 0 {
+        0.0
+    } else {
+        bisect(0.0, k as f64, |m| poisson_cdf(k - 1, m) > 0.975)
+    };
+    (lower, upper)
+}
+
+/// The point in [lo, hi] where `below` turns from true to false.
+fn bisect(mut lo: f64, mut hi: f64, below: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if below(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// P(X <= k) for X ~ Poisson(mean), summed in log space (no underflow for large means).
+fn poisson_cdf(k: u64, mean: f64) -> f64 {
+    if mean <= 0.0 {
+        return 1.0;
+    }
+    let ln_mean = mean.ln();
+    let mut term = -mean;
+    let mut total = term;
+    for i in 1..=k {
+        term += ln_mean - (i as f64).ln();
+        let (a, b) = if total > term { (total, term) } else { (term, total) };
+        total = a + (b - a).exp().ln_1p();
+    }
+    total.exp().min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::poisson_ci95;
+
+    #[test]
+    fn poisson_intervals_match_the_tables() {
+        // Garwood intervals as tabulated (e.g. k = 0: 0 to 3.689; k = 1: 0.0253 to 5.572;
+        // k = 10: 4.795 to 18.39).
+        let close = |a: f64, b: f64| (a - b).abs() < 2e-3 * b.max(1.0);
+        let (lo, hi) = poisson_ci95(0);
+        assert!(lo == 0.0 && close(hi, 3.689), "{lo} {hi}");
+        let (lo, hi) = poisson_ci95(1);
+        assert!(close(lo, 0.0253) && close(hi, 5.572), "{lo} {hi}");
+        let (lo, hi) = poisson_ci95(10);
+        assert!(close(lo, 4.795) && close(hi, 18.39), "{lo} {hi}");
+        // The approximation joins the exact interval smoothly.
+        let (a, b) = poisson_ci95(1000);
+        let (c, d) = poisson_ci95(1001);
+        assert!(a < c && b < d && c - a < 2.0 && d - b < 2.0, "{a} {b} {c} {d}");
     }
 }

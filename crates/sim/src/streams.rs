@@ -26,10 +26,16 @@ pub fn stream(seed: u64, tag: u64) -> Rng {
     Rng::new(seed ^ tag.wrapping_mul(0xD6E8_FEB8_6659_FD93)).fork()
 }
 
-/// The fault schedule of the `inst`-th instance launched (spot notices, crashes, IMDS outages, its
-/// stop path): the same for that instance index in every strategy's world.
-pub fn instance_faults(seed: u64, inst: u32) -> Rng {
-    stream(seed, INSTANCE_FAULTS | u64::from(inst))
+/// The fault schedule of one host (spot notices, crashes, IMDS outages, its stop path), keyed by its
+/// identity rather than by the order of launches in one strategy's world: the `launch`-th host
+/// launched into `slot`, where a launch takes the lowest slot no live host holds (the group's
+/// instances numbered 0, 1, 2, ... as a fleet with a fixed size would number them). The first
+/// hosts of every slot meet the same faults in every strategy's world, whatever the strategies
+/// launched elsewhere meanwhile; keyed by launch index, one extra launch early in a run shifted
+/// every later host's schedule to another host.
+pub fn instance_faults(seed: u64, slot: u32, launch: u32) -> Rng {
+    let base = stream(seed, INSTANCE_FAULTS | u64::from(slot)).next_u64();
+    Rng::new(base ^ u64::from(launch).wrapping_mul(0x9E37_79B9_7F4A_7C15)).fork()
 }
 
 /// The world's streams.
@@ -93,8 +99,9 @@ mod tests {
         .into_iter()
         .map(|mut r| r.next_u64())
         .collect();
-        firsts.push(instance_faults(1, 0).next_u64());
-        firsts.push(instance_faults(1, 1).next_u64());
+        firsts.push(instance_faults(1, 0, 0).next_u64());
+        firsts.push(instance_faults(1, 1, 0).next_u64());
+        firsts.push(instance_faults(1, 0, 1).next_u64());
         let n = firsts.len();
         firsts.sort_unstable();
         firsts.dedup();

@@ -2,7 +2,7 @@
 //! strategies breaking them, and the comparison the README reports.
 
 use lifecycle_sim::strategy::{naive::Naive, runner_lifecycle::RunnerLifecycle, source_pr::SourcePr};
-use lifecycle_sim::{driver, simulate, sweep, Faults, SimConfig, Strategy};
+use lifecycle_sim::{driver, simulate, sweep, Faults, HandoverOutcomes, SimConfig, Strategy, Unacquired};
 
 /// A small, busy, faulty fleet: many scale-ins and races per simulated day.
 fn small(seed: u64) -> SimConfig {
@@ -158,58 +158,68 @@ fn picked_hosts_keep_taking_jobs_until_stopped() {
     assert!(quick.strategies[1].jobs_killed_by_stop > 20);
 }
 
-/// Jobs killed by the stop, bounded for each listener mode over the heavy-fault sweep. The bounds are
-/// the measured rates with margin. What remains with one job per registration (JIT, one-job) is a job
-/// dispatched to an idle listener in the instant it is stopped; the persistent listener adds the next
-/// job taken as one ends while a drain is due.
+/// Jobs killed by the stop over the heavy-fault sweep, at the default outcomes (W0 and W1
+/// re-queued after GitHub's documented 60 s, W2 lost, deletes refused while a job is assigned):
+/// below the goal of 1 per 10,000 scale-ins in every listener mode (none, measured). The
+/// perf-log latch closes W1 and W2 in every mode; the release closes W0 for JIT.
 #[test]
 fn jobs_killed_by_the_stop_stay_bounded() {
     let report = sweep(&small(2000), 24, &OURS);
     let rate = |i: usize| report.strategies[i].jobs_killed_by_stop_per_10k_scale_ins;
     let scale_ins = report.strategies[0].metrics.scale_ins;
     assert!(scale_ins > 1000, "{scale_ins}");
-    assert!(rate(0) < 100.0, "JIT: {:.1} per 10,000 scale-ins", rate(0));
-    assert!(rate(1) < 150.0, "persistent: {:.1} per 10,000 scale-ins", rate(1));
-    assert!(rate(2) < 100.0, "one-job: {:.1} per 10,000 scale-ins", rate(2));
+    assert!(rate(0) < 1.0, "JIT: {:.1} per 10,000 scale-ins", rate(0));
+    assert!(rate(1) < 1.0, "persistent: {:.1} per 10,000 scale-ins", rate(1));
+    assert!(rate(2) < 1.0, "one-job: {:.1} per 10,000 scale-ins", rate(2));
     assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
 }
 
-/// The residual window, shown on one world where it exists. A world that cannot produce a loss
-/// cannot show its absence, so the test first proves the world kills jobs: with the persistent
-/// listener both races fire (the next-job race: the listener polls again the moment its worker
-/// exits and takes a queued job while the drain is due; and the idle-listener race). With JIT
-/// runners the next-job race is gone (no registration outlives its job, a draining host starts no
-/// next listener), and what remains is the idle-listener race: a job dispatched to an idle listener
-/// in the instant it is stopped, which grows with IMDS lag because the picked host's listener stays
-/// in GitHub's dispatch pool until the agent sees the pick.
+/// The handover race, on worlds where it happens. A host picked for scale-in keeps its idle JIT
+/// listener in GitHub's dispatch pool until the agent sees the pick (IMDS lag plus a poll); a job
+/// dispatched then reaches the listener in steps (W0 in transit, W1 acknowledge and acquire, W2 the
+/// first renewal, then the worker), and a SIGINT before the worker loses it. Unguarded (the agent
+/// as it was before the handover guard: only the worker is looked at), stops land in W1 and W2 and
+/// lose jobs whenever GitHub does not re-queue them (here every window's job counts as lost, the
+/// pessimistic reading, so W1 shows too). Guarded, the perf-log latch closes W1 and W2 (the
+/// listener wrote `MessageReceived_RunnerJobRequest` before it acknowledged), and the release of
+/// the registration closes W0 (GitHub refuses to delete a runner with an assigned job, and a
+/// deleted one is never assigned again): no loss in any window, on the same worlds. A seed that
+/// breaks this is printed; add it to the list below as a regression.
 #[test]
-fn the_residual_window_is_the_idle_listener_race() {
-    let mut cfg = small(4000);
-    cfg.imds_lag = std::time::Duration::from_secs(10);
-    let report = sweep(&cfg, 12, &OURS[..2]);
-    let (jit, persistent) = (&report.strategies[0], &report.strategies[1]);
-    let m = |s: &lifecycle_sim::StrategyReport| s.metrics.clone();
+fn the_handover_guard_closes_the_windows_the_unguarded_agent_loses_jobs_in() {
+    const SEEDS: [u64; 8] = [4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007];
+    let mut unguarded_w12 = 0;
+    let mut failing = Vec::new();
+    for seed in SEEDS {
+        let mut cfg = small(seed);
+        cfg.imds_lag = std::time::Duration::from_secs(10);
+        cfg.handover = HandoverOutcomes::all(Unacquired::Lost);
+        let r = simulate(&cfg, &[Strategy::RunnerLifecycle, Strategy::RunnerLifecycleUnguarded]);
+        let (guarded, unguarded) = (&r.strategies[0].metrics, &r.strategies[1].metrics);
+        unguarded_w12 += unguarded.jobs_killed_in_window[1] + unguarded.jobs_killed_in_window[2];
+        let k = guarded.jobs_killed_in_window;
+        if k[1] + k[2] + k[3] > 0 || guarded.jobs_cancelled > 0 || !r.violation_list.is_empty() {
+            failing.push((seed, k, r.violation_list.clone()));
+        }
+        // At the default outcomes (W0 and W1 re-queued after 60 s, W2 lost) nothing at all.
+        cfg.handover = HandoverOutcomes::default();
+        let d = simulate(&cfg, &[Strategy::RunnerLifecycle]);
+        if d.strategies[0].jobs_killed_by_stop > 0 || !d.violation_list.is_empty() {
+            failing.push((
+                seed,
+                d.strategies[0].metrics.jobs_killed_in_window,
+                d.violation_list.clone(),
+            ));
+        }
+    }
     assert!(
-        m(persistent).jobs_killed_next_job_race > 0,
-        "the world must produce the persistent listener's race"
+        unguarded_w12 > 0,
+        "the world must produce the loss the guard prevents (unguarded, W1 + W2)"
     );
     assert!(
-        persistent.jobs_killed_by_stop > jit.jobs_killed_by_stop,
-        "persistent {} vs JIT {}",
-        persistent.jobs_killed_by_stop,
-        jit.jobs_killed_by_stop
+        failing.is_empty(),
+        "guarded losses (seed, W0..W3, violations): {failing:?}"
     );
-    assert_eq!(m(jit).jobs_killed_next_job_race, 0, "one job per registration");
-    assert!(
-        m(jit).jobs_killed_idle_listener_race > 0,
-        "the residual window is measurable"
-    );
-    assert_eq!(
-        m(jit).jobs_killed_idle_listener_race + m(jit).jobs_killed_next_job_race,
-        m(jit).jobs_lost_in_stop_window
-    );
-    assert_eq!(m(jit).jobs_cancelled, 0);
-    assert!(report.violation_list.is_empty(), "{:?}", report.violation_list);
 }
 
 /// Common random numbers: every strategy faces the same jobs and the same per-instance fault schedule.
@@ -279,10 +289,9 @@ fn warm_pool_trims_need_a_central_handler() {
 fn unacquired_jobs_can_be_requeued() {
     let mut cfg = SimConfig::fleet(21, 60, 3.0);
     cfg.imds_lag = std::time::Duration::from_secs(30);
+    cfg.handover = HandoverOutcomes::all(Unacquired::Lost);
     let lost = simulate(&cfg, &[Strategy::RunnerLifecyclePersistent]);
-    cfg.unacquired = lifecycle_sim::Unacquired::Requeue {
-        after: std::time::Duration::from_secs(60),
-    };
+    cfg.handover = HandoverOutcomes::all(Unacquired::REQUEUE_60);
     let requeued = simulate(&cfg, &[Strategy::RunnerLifecyclePersistent]);
     let (a, b) = (&lost.strategies[0].metrics, &requeued.strategies[0].metrics);
     assert_eq!(a.jobs_requeued, 0);
@@ -440,8 +449,8 @@ fn startup_under_heavy_throttling() {
 #[test]
 fn regression_seeds_startup_backoff_during_a_scale_in() {
     for seed in [1710, 5079, 6913] {
-        // Every runner-lifecycle strategy: JIT, persistent, one-job, demand.
-        let report = simulate(&SimConfig::fleet(seed, 20, 1.0), &Strategy::ALL[..4]);
+        // Every runner-lifecycle strategy: JIT, unguarded, persistent, one-job, demand.
+        let report = simulate(&SimConfig::fleet(seed, 20, 1.0), &Strategy::ALL[..5]);
         assert!(
             report.violation_list.is_empty(),
             "seed {seed}: {:?}",
@@ -458,6 +467,7 @@ fn strategy_names_follow_the_agents_default() {
         names,
         [
             "runner-lifecycle",
+            "runner-lifecycle-unguarded",
             "runner-lifecycle-persistent",
             "runner-lifecycle-once",
             "runner-lifecycle-demand",
@@ -520,15 +530,18 @@ fn serving_gaps_and_calls_per_job_by_listener_mode() {
         assert_eq!(s.metrics.jit_configs_minted, 0, "{}", s.name);
     }
     let m = &jit.metrics;
-    // No faults: one GitHub call and one controller describe per mint, every mint answered.
-    assert_eq!(m.github_calls, m.jit_configs_minted);
+    // No faults: one GitHub call and one controller describe per mint, every mint answered; the
+    // releases before stops add a GET and a DELETE each.
+    assert_eq!(m.github_calls - m.github_release_calls, m.jit_configs_minted);
+    assert_eq!(m.github_release_calls, 2 * m.releases);
     assert_eq!(m.controller_asg_calls, m.jit_configs_minted + m.mints_refused);
     assert_eq!(m.mints_failed, 0);
+    let mints_per_job = (m.github_calls - m.github_release_calls) as f64 / m.jobs_total as f64;
     assert!(
-        (1.0..1.2).contains(&jit.github_calls_per_job),
-        "one mint per job, plus configs never used: {}",
-        jit.github_calls_per_job
+        (1.0..1.2).contains(&mints_per_job),
+        "one mint per job, plus configs never used: {mints_per_job}"
     );
+    assert!(jit.github_calls_per_job > mints_per_job, "and the releases");
     // Unused: a registration whose idle listener was stopped by a scale-in, or a config held by a
     // host that then drained.
     assert!(m.jit_configs_unused > 0 && m.jit_configs_unused <= m.jit_configs_minted);
@@ -578,4 +591,42 @@ fn github_faults_delay_serving_but_lose_nothing() {
     assert!(b.job_end_to_serving_p95_s > a.job_end_to_serving_p95_s);
     assert_eq!(b.metrics.jobs_cancelled + b.metrics.jobs_failed, 0);
     assert_eq!(b.violations, 0);
+}
+
+/// Demand scaling that picks its victims (`--demand-scale-in victims`): the controller deletes an
+/// idle host's registration before it terminates the host with decrement, skips a host GitHub
+/// refuses (a job assigned), and answers the agent's own release of it from memory. On the same
+/// world it kills no job, terminates only hosts it released, and keeps every invariant; its
+/// capacity follows demand as closely as lowering the desired capacity does.
+#[test]
+fn demand_scaling_can_pick_its_victims() {
+    let mut cfg = small(6000);
+    cfg.imds_lag = std::time::Duration::from_secs(0);
+    let desired = sweep(&cfg, 4, &[Strategy::RunnerLifecycleDemand]);
+    cfg.demand_scale_in = lifecycle_sim::DemandScaleIn::Victims;
+    let victims = sweep(&cfg, 4, &[Strategy::RunnerLifecycleDemand]);
+    let (d, v) = (&desired.strategies[0], &victims.strategies[0]);
+    assert!(victims.violation_list.is_empty(), "{:?}", victims.violation_list);
+    assert_eq!(v.jobs_killed_by_stop, 0);
+    let m = &v.metrics;
+    assert!(m.victims_terminated > 100, "{m:?}");
+    assert_eq!(
+        m.victims_terminated, m.scale_ins,
+        "every scale-in is a victim the controller released"
+    );
+    assert!(
+        m.victims_refused > 0,
+        "GitHub refuses hosts a job was assigned to meanwhile"
+    );
+    assert_eq!(
+        m.releases_busy + m.releases_not_found,
+        0,
+        "the agent's release is answered from memory"
+    );
+    assert!(
+        (v.instance_hours - d.instance_hours).abs() < 0.02 * d.instance_hours,
+        "{} vs {}",
+        v.instance_hours,
+        d.instance_hours
+    );
 }

@@ -4,8 +4,8 @@ use super::Controller;
 use crate::config::timing;
 use crate::world::{ApiCall, HookKind, HookRun, HostEvent, InstId, JobId, Target, World};
 use lifecycle_core::{
-    Action, ApiError, ApiErrorKind, ApiReply, CoreConfig, HookConfig, HookReport, Host, Input, RequestId, Rng, Startup,
-    StartupAction, StartupConfig, StartupInput, TargetState, Time,
+    Action, ApiError, ApiErrorKind, ApiReply, CoreConfig, HandoverConfig, HookConfig, HookReport, Host, Input,
+    RequestId, Rng, Startup, StartupAction, StartupConfig, StartupInput, TargetState, Time,
 };
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ const IMDS_DEADLINE: Duration = Duration::from_secs(5);
 pub struct RunnerLifecycle {
     phase: Phase,
     replies: Vec<(Time, RequestId, Result<ApiReply, ApiError>)>,
+    /// The release under way: the world answers it with `HostEvent::Released`.
+    release: Option<RequestId>,
 }
 
 /// The agent before and after discovery.
@@ -50,6 +52,11 @@ fn core_config(w: &World) -> CoreConfig {
             heartbeat_timeout: w.cfg.hook_timeout,
         }),
         listener_mode: w.cfg.listener_mode,
+        handover: if w.cfg.handover_guard {
+            HandoverConfig::default()
+        } else {
+            HandoverConfig::off()
+        },
         ..CoreConfig::default()
     }
 }
@@ -155,11 +162,16 @@ impl RunnerLifecycle {
     /// IMDS; docs/agent.md, "Restart").
     fn hand_over(&mut self, w: &mut World, inst: InstId, replay: Vec<Input>) {
         let obs = w.observe(inst);
+        // The agent reads the listener's perf log from its start: every line is known from here.
+        w.take_unseen_job_message(inst);
         if let Some(pid) = obs.listener_pid {
             self.feed(w, inst, Input::ListenerStarted { pid });
         }
         if let Some(pid) = obs.worker_pid {
             self.feed(w, inst, Input::WorkerStarted { pid });
+        } else if obs.job_message && w.cfg.handover_guard {
+            // The perf log shows a job message and no worker has appeared: a job is landing.
+            self.feed(w, inst, Input::JobMessageReceived);
         }
         for input in replay {
             self.feed(w, inst, input);
@@ -187,13 +199,20 @@ impl RunnerLifecycle {
                     continue;
                 }
                 Action::StopListener { cancels_job, .. } => {
-                    // The agent's last look at the listener's children before SIGINT (agent.rs,
-                    // `worker_appeared`): a worker the core was not told about yet (assigned within
-                    // the last /proc poll) takes the stop back; the core hears it in one batch.
+                    // The agent's last look before SIGINT (agent.rs, `worker_appeared`): a worker
+                    // the core was not told about yet (assigned within the last /proc poll), or a
+                    // job message in the listener's perf log since its last poll (the agent reads
+                    // the log only with the guard on: it sets RUNNER_PERFLOG), takes the stop back;
+                    // the core hears both in one batch.
                     let obs = w.observe(inst);
                     match (cancels_job, obs.worker_pid, obs.listener_pid) {
                         (false, Some(worker), Some(pid)) => {
                             let batch = [Input::StopNotSent { pid }, Input::WorkerStarted { pid: worker }];
+                            w.trace(inst, || format!("core <- {batch:?}"));
+                            core.handle_inputs(batch, w.now);
+                        }
+                        (false, None, Some(pid)) if w.cfg.handover_guard && w.take_unseen_job_message(inst) => {
+                            let batch = [Input::StopNotSent { pid }, Input::JobMessageReceived];
                             w.trace(inst, || format!("core <- {batch:?}"));
                             core.handle_inputs(batch, w.now);
                         }
@@ -207,10 +226,10 @@ impl RunnerLifecycle {
                 }
                 Action::Notify(_) | Action::Exit { .. } => continue,
                 Action::ReleaseRunner { id } => {
-                    // Not modelled yet: answered as an unreachable controller, so the core falls
-                    // back to the stop it made before the release existed.
-                    let e = ApiError::new(ApiErrorKind::Transient, "release not simulated");
-                    self.replies.push((w.now, id, Err(e)));
+                    // The controller's second route: function URL, GitHub GET and DELETE of this
+                    // listener's registration (world/controller.rs `release_runner`).
+                    self.release = Some(id);
+                    w.release_runner(inst);
                     continue;
                 }
                 Action::SetProtection { id, protect, .. } => (id, ApiCall::SetProtection(protect)),
@@ -249,6 +268,7 @@ impl Controller for RunnerLifecycle {
                 answer: None,
             },
             replies: Vec::new(),
+            release: None,
         };
         host.pump_startup(w, inst);
         host
@@ -263,6 +283,14 @@ impl Controller for RunnerLifecycle {
             HostEvent::Imds(t) => target_input(t),
             HostEvent::ImdsDown => Input::ImdsUnavailable,
             HostEvent::SpotNotice => Input::SpotInterruption,
+            HostEvent::JobMessage => Input::JobMessageReceived,
+            HostEvent::Released(outcome) => {
+                let Some(id) = self.release.take() else { return };
+                let result = outcome.map(ApiReply::Released).ok_or_else(|| {
+                    ApiError::new(ApiErrorKind::Transient, "controller: GitHub did not answer the release")
+                });
+                Input::ApiResult { id, result }
+            }
             // The agent needs no central event path: it sees termination through IMDS.
             HostEvent::TerminationEvent | HostEvent::Deferred(_) => return,
         };

@@ -65,8 +65,12 @@ impl World {
                 AsgPhase::Wait { seq, since, global, .. } => {
                     if self.check_invariants {
                         let i = &self.instances[idx];
-                        let job_recent =
-                            i.worker.is_some() || now.since(i.last_worker_exit) <= timing::WORKER_OBSERVATION * 2;
+                        // A job alive or just ended, or one landing (the guard holds for its worker), or
+                        // a hold the guard is allowed (release, watch, a skipped message).
+                        let job_recent = i.worker.is_some()
+                            || now.since(i.last_worker_exit) <= timing::WORKER_OBSERVATION * 2
+                            || matches!(i.listener, Listener::Claimed(_))
+                            || now <= i.hold_allowed_until;
                         if !job_recent {
                             self.violate(inst, "heartbeat while no job was alive");
                         }
@@ -167,6 +171,16 @@ impl World {
 
     pub(super) fn new_instance(&mut self) -> InstId {
         let inst = self.instances.len() as InstId;
+        // The host's identity for its faults: the lowest free slot, and that slot's launch count.
+        let slot = match self.free_slots.pop() {
+            Some(std::cmp::Reverse(s)) => s,
+            None => {
+                self.slot_launches.push(0);
+                (self.slot_launches.len() - 1) as u32
+            }
+        };
+        let launch = self.slot_launches[slot as usize];
+        self.slot_launches[slot as usize] += 1;
         let poll_phase = self.streams.lat.jitter(timing::IMDS_POLL, 0.0, 1.0);
         self.instances.push(Instance {
             // Not yet counted anywhere: the caller moves it to Pending or keeps it in the pool.
@@ -192,11 +206,18 @@ impl World {
             busy_flag: false,
             startup_retry_until: None,
             worker_seen: false,
-            faults_rng: streams::instance_faults(self.cfg.seed, inst),
+            faults_rng: streams::instance_faults(self.cfg.seed, slot, launch),
             jit_configs_held: 0,
             jit_registration_unused: false,
             listener_jobs: 0,
             serve_gap_from: None,
+            window: Window::W0,
+            assignment_revoked: false,
+            perf_unseen: false,
+            registration_removed: false,
+            victim: false,
+            hold_allowed_until: Time::ZERO,
+            slot,
         });
         inst
     }
@@ -299,6 +320,10 @@ impl World {
         if i.imds_down_until > now {
             i.fault_allowance += i.imds_down_until.since(now) + Duration::from_secs(40);
         }
+        // A guard hold already under way (a skipped job message) delays the drain too.
+        if i.hold_allowed_until > now {
+            i.fault_allowance += i.hold_allowed_until.since(now);
+        }
         // An agent still starting waits out its discovery backoff first (seeds 1710, 5079, 6913).
         if let Some(until) = i.startup_retry_until.filter(|t| *t > now) {
             i.fault_allowance += until.since(now);
@@ -349,7 +374,9 @@ impl World {
             JobOutcome::Failed(crate::metrics::FailCause::InstanceTerminated)
         };
         if let Listener::Claimed(job) = self.instances[idx].listener {
-            self.drop_unacquired(job, outcome);
+            if !self.instances[idx].assignment_revoked {
+                self.drop_unacquired(inst, job, outcome);
+            }
         }
         if let Some((job, _, _)) = self.instances[idx].worker {
             self.finish_job(job, outcome);
@@ -364,6 +391,8 @@ impl World {
         self.jit_configs_lost(inst);
         self.instances[idx].serve_gap_from = None;
         self.set_phase(inst, AsgPhase::Gone);
+        let slot = self.instances[idx].slot;
+        self.free_slots.push(std::cmp::Reverse(slot));
         let now = self.now;
         if let Some(t) = self.timeline_of(inst) {
             t.gone(now);

@@ -19,23 +19,36 @@ impl World {
         self.dispatch();
     }
 
-    /// A job handed to a listener that stopped or died before acquiring it (config `unacquired`).
+    /// The job `inst`'s listener was handed, left in its handover window by a stop, a death or an
+    /// accepted delete of the registration: the window's policy (config `handover`) decides.
     /// Returns whether the job was lost (not queued again).
-    pub(super) fn drop_unacquired(&mut self, job: JobId, outcome: JobOutcome) -> bool {
-        match self.cfg.unacquired {
+    pub(super) fn drop_unacquired(&mut self, inst: InstId, job: JobId, outcome: JobOutcome) -> bool {
+        let window = self.instances[inst as usize].window;
+        let h = self.cfg.handover;
+        let policy = match window {
+            Window::W0 => h.w0,
+            Window::W1 => h.w1,
+            Window::W2 => h.w2,
+        };
+        match policy {
             Unacquired::Lost => {
                 self.finish_job(job, outcome);
+                if outcome == JobOutcome::LostInStopWindow {
+                    self.metrics.jobs_killed_in_window[window.index()] += 1;
+                }
                 true
             }
             Unacquired::Requeue { after } => {
                 self.metrics.jobs_requeued += 1;
+                self.metrics.jobs_requeued_from_window[window.index()] += 1;
                 self.queue.push(self.now + after, Ev::Requeue(job));
                 false
             }
         }
     }
 
-    /// GitHub hands queued jobs to polling listeners; which one is not ours to choose.
+    /// GitHub hands queued jobs to polling listeners; which one is not ours to choose. The handover
+    /// starts (W0): the message is in transit on the listener's long poll.
     pub(super) fn dispatch(&mut self) {
         while !self.idle.is_empty() {
             let Some(job) = self.job_queue.pop_front() else { return };
@@ -49,15 +62,98 @@ impl World {
                 self.metrics.jobs_dispatched_after_pick += 1;
             }
             self.set_listener(pick, Listener::Claimed(job));
-            let d = between(&mut self.streams.lat, timing::DISPATCH);
-            self.queue.push(self.now + d, Ev::Deliver(pick, job));
+            let i = &mut self.instances[pick as usize];
+            i.window = Window::W0;
+            i.assignment_revoked = false;
+            let lgen = i.listener_gen;
+            let d = between(&mut self.streams.lat, timing::W0_TRANSIT);
+            self.queue.push(self.now + d, Ev::Received(pick, lgen, job));
+            // A job on its way: the host is not idle (its handover may take seconds of acquire
+            // retries).
+            self.update_idle_wait(pick);
         }
     }
 
+    /// Whether `inst`'s listener `lgen` holds `job` in `window`.
+    fn in_window(&self, inst: InstId, lgen: u32, job: JobId, window: Window) -> bool {
+        let i = &self.instances[inst as usize];
+        i.listener_gen == lgen && i.listener == Listener::Claimed(job) && i.window == window
+    }
+
+    /// W0 -> W1: the long poll returned the message. The listener appends its perf line first of all
+    /// (Runner.cs:606-607), then acknowledges (best effort, 5 s timeout, Runner.cs:691-710) and
+    /// acquires (up to 5 attempts 5-15 s apart, RunServer.cs:63-72).
+    pub(super) fn received(&mut self, inst: InstId, lgen: u32, job: JobId) {
+        if !self.in_window(inst, lgen, job, Window::W0) {
+            return;
+        }
+        let now = self.now;
+        let i = &mut self.instances[inst as usize];
+        i.window = Window::W1;
+        i.perf_unseen = true;
+        let gen = i.agent_gen;
+        self.queue.push(
+            now + timing::WORKER_OBSERVATION,
+            Ev::Host(inst, gen, HostEvent::JobMessage),
+        );
+        self.record_mark(inst, "listener", || format!("MessageReceived job {job}"));
+        let revoked = self.instances[inst as usize].assignment_revoked;
+        if revoked {
+            // Its registration was deleted with the job assigned: the agent holds the stop for a
+            // worker that never comes, up to the bound.
+            self.allow_guard_hold(inst, HandoverConfig::default().bound);
+        }
+        let lat = &mut self.streams.lat;
+        let mut took = between(lat, timing::LISTENER_ROUND_TRIP).min(timing::ACK_TIMEOUT);
+        // A job taken back answers 404/409, which `acquirejob` does not retry (RunServer.cs:63-72).
+        let attempts = if revoked { 1 } else { timing::ACQUIRE_ATTEMPTS };
+        let mut acquired = false;
+        for attempt in 1..=attempts {
+            took += between(lat, timing::LISTENER_ROUND_TRIP);
+            if !lat.chance(self.cfg.acquire_failure_rate) {
+                acquired = true;
+                break;
+            }
+            if attempt < attempts {
+                took += between(lat, timing::ACQUIRE_BACKOFF);
+            }
+        }
+        self.queue.push(now + took, Ev::Acquired(inst, lgen, job, acquired));
+    }
+
+    /// W1 -> W2: `acquirejob` answered. A job taken back by an accepted delete (404/409) or an acquire
+    /// that failed every attempt is skipped (Runner.cs:737-757): the listener polls on, the job is
+    /// GitHub's again.
+    pub(super) fn acquired(&mut self, inst: InstId, lgen: u32, job: JobId, ok: bool) {
+        if !self.in_window(inst, lgen, job, Window::W1) {
+            return;
+        }
+        let revoked = std::mem::take(&mut self.instances[inst as usize].assignment_revoked);
+        if revoked || !ok {
+            if !revoked {
+                // Assigned, never acquired: GitHub's documented 60 s re-queue.
+                self.metrics.jobs_requeued += 1;
+                self.queue.push(self.now + timing::DOCUMENTED_REQUEUE, Ev::Requeue(job));
+            }
+            self.metrics.job_messages_skipped += 1;
+            // The agent saw the message and holds a stop for a worker that never comes, up to the
+            // bound: a legitimate hold.
+            self.allow_guard_hold(inst, HandoverConfig::default().bound);
+            self.make_idle(inst);
+            self.update_idle_wait(inst);
+            return;
+        }
+        self.instances[inst as usize].window = Window::W2;
+        let d = between(&mut self.streams.lat, timing::LISTENER_ROUND_TRIP)
+            + between(&mut self.streams.lat, timing::WORKER_SPAWN);
+        self.queue.push(self.now + d, Ev::Deliver(inst, job));
+    }
+
+    /// W2 -> the worker: the first `renewjob` answered and `Runner.Worker` spawned.
     pub(super) fn deliver(&mut self, inst: InstId, job: JobId) {
         let now = self.now;
         let idx = inst as usize;
-        if self.instances[idx].listener != Listener::Claimed(job) {
+        if self.instances[idx].listener != Listener::Claimed(job) || self.instances[idx].window != Window::W2 {
             return; // the listener stopped or died meanwhile; the job was accounted for then
         }
         let pid = self.next_pid();

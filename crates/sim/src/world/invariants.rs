@@ -7,7 +7,9 @@ impl World {
     pub(super) fn update_idle_wait(&mut self, inst: InstId) {
         let i = &self.instances[inst as usize];
         let waiting = matches!(i.asg, AsgPhase::Wait { .. });
-        let idle = i.worker.is_none() && !matches!(i.listener, Listener::Claimed(_));
+        // A job an accepted delete took back leaves the listener as idle as before.
+        let landing = matches!(i.listener, Listener::Claimed(_)) && !i.assignment_revoked;
+        let idle = i.worker.is_none() && !landing;
         self.update_idle_wait_to(inst, waiting && idle);
     }
 
@@ -47,6 +49,21 @@ impl World {
             // Report each stuck host once.
             self.instances[inst as usize].fault_allowance += Duration::from_secs(86400 * 365);
         }
+    }
+
+    /// The handover guard may hold this host's stop for `d` from now, legitimately: the release's
+    /// round trip and the watch after it, or a job message whose worker never comes (its acquire
+    /// skipped), up to the bound. Nothing else extends the idle-wait limit.
+    pub(super) fn allow_guard_hold(&mut self, inst: InstId, d: Duration) {
+        let now = self.now;
+        let i = &mut self.instances[inst as usize];
+        // Holds that overlap count once.
+        let until = now + d;
+        let extra = until.since(i.hold_allowed_until.max(now).min(until));
+        if matches!(i.asg, AsgPhase::Wait { .. }) {
+            i.fault_allowance += extra;
+        }
+        i.hold_allowed_until = i.hold_allowed_until.max(until);
     }
 
     pub(super) fn violate(&mut self, inst: InstId, what: &str) {

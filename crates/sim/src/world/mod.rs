@@ -2,13 +2,15 @@
 //! policy, IMDS that lags, a GitHub job broker, runner listeners and workers that behave as upstream
 //! does, and faults. Strategies act on it only through the methods a real host could use.
 
-use crate::config::{timing, Scaling, SimConfig, Unacquired};
+use crate::config::{timing, DemandScaleIn, ReleaseWhileAssigned, Scaling, SimConfig, Unacquired};
 use crate::jobs::{JobSource, JobStore};
 use crate::metrics::{JobOutcome, Metrics, Violation};
 use crate::queue::EventQueue;
 use crate::streams::{self, Streams};
 use crate::timeline::TimelineRecorder;
-use lifecycle_core::{ApiError, ApiErrorKind, ApiReply, AsgState, DescribedInstance, ListenerMode, Rng, Time};
+use lifecycle_core::{
+    ApiError, ApiErrorKind, ApiReply, AsgState, DescribedInstance, HandoverConfig, ListenerMode, Release, Rng, Time,
+};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -56,6 +58,10 @@ pub enum HostEvent {
     TerminationEvent,
     /// A step the strategy deferred with `World::defer` is due.
     Deferred(Deferred),
+    /// The listener's perf log has a new `MessageReceived_RunnerJobRequest` line (its poll saw it).
+    JobMessage,
+    /// The controller answered the release of the listener's registration (`None`: it failed).
+    Released(Option<Release>),
 }
 
 /// A step a strategy scheduled for later on its host (work that takes time before its effect).
@@ -126,12 +132,33 @@ pub(crate) enum AsgPhase {
     },
 }
 
+/// Where a job handed to a listener is in the handover (shared/docs/handover-window.md section 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// The broker committed; the message is in transit on the long poll.
+    W0,
+    /// The listener has the message (its perf line is written); `acknowledge` and `acquirejob`.
+    W1,
+    /// Acquired; the first `renewjob`, then the worker's spawn.
+    W2,
+}
+
+impl Window {
+    fn index(self) -> usize {
+        match self {
+            Window::W0 => 0,
+            Window::W1 => 1,
+            Window::W2 => 2,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Listener {
     Down,
     Starting,
     Polling,
-    /// The broker handed it a job that is on its way.
+    /// The broker handed it a job that is on its way (the instance's `window` says how far).
     Claimed(JobId),
     Busy(JobId),
     Exiting,
@@ -177,6 +204,23 @@ pub(crate) struct Instance {
     /// A job ended here at this time on a host not draining; the host serves again when its next
     /// listener is ready.
     serve_gap_from: Option<Time>,
+    /// How far the handover of the `Claimed` job is.
+    window: Window,
+    /// The `Claimed` job was taken back by an accepted delete of the registration: the listener
+    /// will skip its acquire, and the job is no longer this listener's.
+    assignment_revoked: bool,
+    /// The listener's perf log has a job message line the agent has not polled yet.
+    perf_unseen: bool,
+    /// The current listener's registration was deleted: the broker assigns it nothing more; the
+    /// listener keeps polling until stopped.
+    registration_removed: bool,
+    /// The demand controller picked this host as a victim and is deleting its registration.
+    victim: bool,
+    /// Until then the handover guard may legitimately hold this host (heartbeats allowed).
+    hold_allowed_until: Time,
+    /// The host's identity for its fault stream: its slot in the group and the launch count of the
+    /// slot (`streams::instance_faults`).
+    slot: u32,
 }
 
 /// World events. Host events carry the agent generation they were meant for.
@@ -188,7 +232,11 @@ pub(crate) enum Ev {
     ListenerReady(InstId, u32),
     ListenerExit(InstId, u32, Option<i32>),
     Relaunch(InstId, u32),
+    Received(InstId, u32, JobId),
+    Acquired(InstId, u32, JobId, bool),
     Deliver(InstId, JobId),
+    ReleaseEffect(InstId, u32, u32),
+    VictimRelease(InstId, u32),
     HookStart(InstId, JobId),
     JobDone(InstId, JobId),
     WorkerExit(InstId, JobId, bool),
@@ -230,6 +278,10 @@ impl Ev {
             | Ev::ListenerExit(i, _, _)
             | Ev::Relaunch(i, _)
             | Ev::Deliver(i, _)
+            | Ev::Received(i, _, _)
+            | Ev::Acquired(i, _, _, _)
+            | Ev::ReleaseEffect(i, _, _)
+            | Ev::VictimRelease(i, _)
             | Ev::HookStart(i, _)
             | Ev::JobDone(i, _)
             | Ev::WorkerExit(i, _, _)
@@ -313,6 +365,15 @@ pub struct World {
     /// Invariant violations found so far.
     pub violations: Vec<Violation>,
     pid_seq: u32,
+    /// Free slots of the group (a launch takes the lowest), and how often each slot was launched.
+    free_slots: std::collections::BinaryHeap<std::cmp::Reverse<u32>>,
+    slot_launches: Vec<u32>,
+    /// Victims the demand controller is releasing (not yet terminated or given up).
+    victims_pending: u32,
+    /// The desired capacity a demand scale-in by victims is working towards.
+    victims_target: Option<u32>,
+    /// Listeners handed a job not yet running (W0 to W2): GitHub shows those jobs as queued.
+    claimed: u32,
 }
 
 fn between(rng: &mut Rng, (lo, hi): (Duration, Duration)) -> Duration {
@@ -364,6 +425,11 @@ impl World {
             listener_mode,
             violations: Vec::new(),
             pid_seq: 1000,
+            free_slots: Default::default(),
+            slot_launches: Vec::new(),
+            victims_pending: 0,
+            victims_target: None,
+            claimed: 0,
         }
     }
 
@@ -432,7 +498,11 @@ impl World {
                     self.start_listener(inst);
                 }
             }
+            Ev::Received(inst, lgen, job) => self.received(inst, lgen, job),
+            Ev::Acquired(inst, lgen, job, ok) => self.acquired(inst, lgen, job, ok),
             Ev::Deliver(inst, job) => self.deliver(inst, job),
+            Ev::ReleaseEffect(inst, lgen, gen) => self.release_effect(inst, lgen, gen),
+            Ev::VictimRelease(inst, lgen) => self.victim_release(inst, lgen),
             Ev::HookStart(inst, job) => return Routed::Hook(inst, job, HookKind::Started),
             Ev::JobDone(inst, job) => return Routed::Hook(inst, job, HookKind::Completed),
             Ev::WorkerExit(inst, job, ok) => self.worker_exit(inst, job, ok),
@@ -529,6 +599,9 @@ impl World {
                     if pid == current && i.agent_up && i.agent_gen == gen {
                         i.worker_seen = true;
                     }
+                }
+                if hev == HostEvent::JobMessage && i.agent_up && i.agent_gen == gen {
+                    i.perf_unseen = false;
                 }
                 return Routed::Host(inst, gen, hev);
             }
@@ -641,6 +714,8 @@ pub struct Observation {
     pub target: Option<Target>,
     /// Whether a spot notice is posted.
     pub spot_notice: bool,
+    /// Whether the listener's perf log shows a job message whose worker has not appeared.
+    pub job_message: bool,
 }
 
 /// Whether the instance is running (booting, in service or terminating), not gone or in the pool.

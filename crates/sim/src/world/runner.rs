@@ -14,12 +14,21 @@ impl World {
             (true, false) => self.online -= 1,
             _ => {}
         }
+        let claimed = |l: Listener| matches!(l, Listener::Claimed(_));
+        match (claimed(old), claimed(new)) {
+            (false, true) => self.claimed += 1,
+            (true, false) => self.claimed -= 1,
+            _ => {}
+        }
         if self.instances[idx].busy_flag && !matches!(new, Listener::Busy(_)) {
             self.instances[idx].busy_flag = false;
             self.busy_flagged -= 1;
         }
         if new == Listener::Polling {
-            self.idle.insert(inst);
+            // A deleted registration is never assigned again; its listener polls on regardless.
+            if !self.instances[idx].registration_removed {
+                self.idle.insert(inst);
+            }
             // The host serves again: time since the last job's end, unless it began draining.
             if let Some(from) = self.instances[idx].serve_gap_from.take() {
                 let gap = self.now.since(from);
@@ -59,6 +68,10 @@ impl World {
         let i = &mut self.instances[inst as usize];
         i.listener_gen += 1;
         i.listener_jobs = 0;
+        // A new incarnation: its own registration (JIT) and a fresh perf-log directory.
+        i.registration_removed = false;
+        i.victim = false;
+        i.perf_unseen = false;
         let gen = i.listener_gen;
         let d = between(&mut self.streams.lat, timing::LISTENER_START);
         self.queue.push(now + d, Ev::ListenerReady(inst, gen));
@@ -73,7 +86,9 @@ impl World {
             Listener::Down | Listener::Exiting => return,
             Listener::Starting | Listener::Polling => timing::IDLE_EXIT,
             Listener::Claimed(job) => {
-                if self.drop_unacquired(job, JobOutcome::LostInStopWindow) {
+                // A job an accepted delete took back is GitHub's already.
+                let revoked = self.instances[idx].assignment_revoked;
+                if !revoked && self.drop_unacquired(inst, job, JobOutcome::LostInStopWindow) {
                     let earlier_jobs = self.instances[idx].listener_jobs;
                     self.count_stop_window_race(inst, earlier_jobs);
                 }
@@ -88,6 +103,8 @@ impl World {
                 } else {
                     let earlier_jobs = self.instances[idx].listener_jobs.saturating_sub(1);
                     self.count_stop_window_race(inst, earlier_jobs);
+                    // W3: the worker runs, the host's software was not told yet.
+                    self.metrics.jobs_killed_in_window[3] += 1;
                     JobOutcome::LostInStopWindow
                 };
                 self.finish_job(job, outcome);
@@ -106,7 +123,7 @@ impl World {
     /// last one ended, while a drain was due (the same listener ran a job that ended less than
     /// `timing::NEXT_JOB_RACE_WINDOW` ago), or an idle listener dispatched to in the instant it was
     /// stopped (anything else, however many jobs it ran long before).
-    fn count_stop_window_race(&mut self, inst: InstId, earlier_jobs: u32) {
+    pub(super) fn count_stop_window_race(&mut self, inst: InstId, earlier_jobs: u32) {
         let recent = self.now.since(self.instances[inst as usize].last_worker_exit) < timing::NEXT_JOB_RACE_WINDOW;
         if earlier_jobs > 0 && recent {
             self.metrics.jobs_killed_next_job_race += 1;
@@ -218,8 +235,8 @@ impl World {
         let idx = inst as usize;
         match self.instances[idx].listener {
             Listener::Down => return,
-            Listener::Claimed(job) => {
-                self.drop_unacquired(job, job_outcome);
+            Listener::Claimed(job) if !self.instances[idx].assignment_revoked => {
+                self.drop_unacquired(inst, job, job_outcome);
             }
             _ => {}
         }
@@ -290,7 +307,14 @@ impl World {
                 None
             },
             spot_notice: i.spot_notice,
+            job_message: matches!(i.listener, Listener::Claimed(_)) && i.window != Window::W0,
         }
+    }
+
+    /// The agent's last look at the listener's perf log before a SIGINT: whether a job message came
+    /// since its last poll (it has read it now).
+    pub fn take_unseen_job_message(&mut self, inst: InstId) -> bool {
+        std::mem::take(&mut self.instances[inst as usize].perf_unseen)
     }
 
     /// Whether the instance's IMDS answers now (an agent reading its identity needs it).
