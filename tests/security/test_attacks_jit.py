@@ -57,8 +57,9 @@ def test_a_process_a_job_leaves_behind_is_killed_before_the_next_jit_listener(
         wait_for(lambda: ctl.minted(), 60, "the first config")
         broker.wait_listening(ctl.minted()[0], timeout=60)
         job = broker.assign_job(1.0)
-        assert broker.wait_outcome(job, 30) == "succeeded"
+        # Read while the job runs: between jobs the agent removes the job's files (the pid file too).
         leftover = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "the leftover"))
+        assert broker.wait_outcome(job, 30) == "succeeded"
         # The next listener polls with the second config, and the leftover is gone before it started.
         wait_for(lambda: len(ctl.minted()) >= 2, 30, "the next config")
         session = broker.wait_listening(ctl.minted()[1], timeout=30)
