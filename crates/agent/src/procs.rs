@@ -198,6 +198,9 @@ pub struct WorkerWatcher {
 /// closed in turn.
 pub const MAX_HELD_FILES: u64 = 64;
 
+/// Ticks between two looks at a child that was not a worker (at 50 ms per tick: 4 a second).
+const RECLASSIFY_EVERY: u64 = 5;
+
 /// Ticks between forced thread-list refreshes (at the default 50 ms per tick: once a second).
 const RELIST_EVERY: u64 = 20;
 
@@ -274,6 +277,12 @@ impl WorkerWatcher {
         pids.sort_unstable();
         pids.dedup();
         self.known.retain(|pid, _| pids.binary_search(pid).is_ok());
+        if self.ticks % RECLASSIFY_EVERY == 0 {
+            // A child seen between its fork and its exec still had the listener's name: a child
+            // that is not a worker is looked at again now and then, or a worker that was seen too
+            // early would never be one.
+            self.known.retain(|_, worker| worker.is_some());
+        }
         for pid in pids {
             if self.known.contains_key(&pid) {
                 continue;
