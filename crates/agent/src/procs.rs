@@ -277,7 +277,7 @@ impl WorkerWatcher {
         pids.sort_unstable();
         pids.dedup();
         self.known.retain(|pid, _| pids.binary_search(pid).is_ok());
-        if self.ticks % RECLASSIFY_EVERY == 0 {
+        if self.ticks.is_multiple_of(RECLASSIFY_EVERY) {
             // A child seen between its fork and its exec still had the listener's name: a child
             // that is not a worker is looked at again now and then, or a worker that was seen too
             // early would never be one.
