@@ -219,6 +219,43 @@ class Host:
     def close(self) -> None:
         for a in self.agents:
             a.close()
+        remove_agent_cgroups(self.socket)
+
+
+def cgroup_tag(key: str) -> str:
+    """The agent's tag for its cgroup outside systemd (lifecycle_agent::isolation::tag: FNV-1a)."""
+    h = 0x811C9DC5
+    for b in key.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def remove_agent_cgroups(socket_path: Path) -> None:
+    """Remove the cgroups an agent made under its own (outside systemd) for its listeners, once the
+    test's agents are gone: what is still in them is killed first (the agent does this itself when it
+    exits cleanly; a test that SIGKILLs it leaves them)."""
+    mount = next((Path(l.split(" - ")[0].split()[4]) for l in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if " - cgroup2 " in l), None)
+    if mount is None:
+        return
+    own = next((l[3:].strip() for l in Path("/proc/self/cgroup").read_text().splitlines() if l.startswith("0::")), "/")
+    base = mount / own.lstrip("/") / f"runner-lifecycle-{cgroup_tag(str(socket_path))}"
+    if not base.is_dir():
+        return
+    for child in [c for c in base.iterdir() if c.is_dir()]:
+        try:
+            if (child / "cgroup.kill").exists():
+                (child / "cgroup.kill").write_text("1")
+            deadline = time.monotonic() + 5
+            while "populated 1" in (child / "cgroup.events").read_text() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            child.rmdir()
+        except OSError:
+            pass
+    try:
+        base.rmdir()
+    except OSError:
+        pass
 
 
 def fd_count(pid: int) -> int:

@@ -11,6 +11,7 @@ use crate::clock::{jitter_seed, Clock};
 use crate::config::{ConfigError, Settings};
 use crate::env_vars;
 use crate::imds::{paths, ImdsClient};
+use crate::isolation::{self, Cgroups};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::perflog::{PerfLog, PerfRoot};
@@ -26,7 +27,7 @@ use lifecycle_core::{
     ListenerMode, Notice, Release, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput,
     TargetState, Time,
 };
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -334,7 +335,32 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     let runner_uid = account
         .as_ref()
         .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
-    let adopted = adopt(&program, runner_uid);
+    // The listeners' cgroups before the adoption: under systemd the agent moves itself into
+    // `agent/` first, and the adoption check compares cgroups.
+    let (cgroups, isolation) = match Cgroups::discover(&settings.socket.to_string_lossy()) {
+        Ok(cg) => {
+            info!(cgroups = %lifecycle_escape::escape(&cg.how), "each listener runs in a cgroup of its own, killed as a whole");
+            let text = format!("cgroup: {}", cg.how);
+            (Some(cg), text)
+        }
+        Err(e) => {
+            warn!(error = %lifecycle_escape::escape(&e), "no cgroup for the listeners: processes a job leaves behind are killed by a /proc scan, which a process that keeps forking can outlive");
+            (
+                None,
+                format!(
+                    "proc-scan: no cgroup for the listeners ({e}); a process that keeps forking can outlive the kill"
+                ),
+            )
+        }
+    };
+    if let Some(w) = isolation::ptrace_warning_here() {
+        warn!(warning = %w, "a job can trace its listener on this kernel");
+    }
+    let adopted = adopt(&program, runner_uid, cgroups.as_ref());
+    let adopted_cgroup = adopted.as_ref().and_then(|(l, _)| {
+        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", l.pid)).ok()?;
+        cgroups.as_ref()?.listener_dir_of(&text)
+    });
 
     let mut imds = ImdsClient::new(settings.imds_endpoint.clone());
 
@@ -407,6 +433,10 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         perf: adopted.is_some().then(|| perf_root.adopt()).flatten(),
         perf_root,
         perf_failing: false,
+        cgroups,
+        isolation,
+        listener_cgroup: adopted_cgroup,
+        worker_handles: BTreeMap::new(),
     };
 
     if let Some((listener, workers)) = adopted {
@@ -430,6 +460,12 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
 
     tokio::spawn(poll_imds(imds, agent.settings.imds_poll, agent.tx.clone(), clock));
     let outcome = agent.main_loop(rx, &mut hook_rx, &mut signals, watchdog).await;
+    if agent.listener.is_none() {
+        if let Some(cg) = &agent.cgroups {
+            let _ = cg.sweep(None);
+            cg.remove_if_idle();
+        }
+    }
     server.abort();
     remove_socket(&agent.settings.socket);
     Ok(outcome)
@@ -469,8 +505,10 @@ fn hook_input(request: Request) -> Option<Input> {
 /// A listener left running by a previous agent, and its workers. Only a process that runs the
 /// configured program as the runner's user in the agent's own cgroup is adopted
 /// ([`procs::Expected`]); look-alikes are logged and left alone.
-fn adopt(program: &std::path::Path, uid: u32) -> Option<(ProcId, Vec<ProcId>)> {
-    let (found, rejected) = procs::find_listeners(&procs::Expected::for_program(program, uid));
+fn adopt(program: &std::path::Path, uid: u32, cgroups: Option<&Cgroups>) -> Option<(ProcId, Vec<ProcId>)> {
+    let mut expected = procs::Expected::for_program(program, uid);
+    expected.listener_cgroups = cgroups.map(|c| c.base_rel().to_string());
+    let (found, rejected) = procs::find_listeners(&expected);
     for r in rejected {
         warn!(
             pid = r.pid,
@@ -676,6 +714,14 @@ struct Agent {
     perf: Option<PerfLog>,
     /// Since when perf-log reads fail (logged once per streak).
     perf_failing: bool,
+    /// The listeners' cgroups (`None`: the `/proc` scan fallback, said at start and in `status`).
+    cgroups: Option<Cgroups>,
+    /// How a finished job's processes are killed, in words (`status`).
+    isolation: String,
+    /// The running listener's cgroup.
+    listener_cgroup: Option<PathBuf>,
+    /// A pidfd per known worker: its exit is seen even when `/proc` cannot be read.
+    worker_handles: BTreeMap<ProcId, isolation::Handle>,
 }
 
 impl Agent {
@@ -807,6 +853,14 @@ impl Agent {
         info!(pid, code, signal, "listener exited");
         self.listener = None;
         self.workers.clear();
+        self.worker_handles.clear();
+        // Whatever its job left in its cgroup dies now; the next start waits until it is empty.
+        if let (Some(cg), Some(dir)) = (&self.cgroups, self.listener_cgroup.take()) {
+            let processes = cg.kill_now(&dir);
+            if processes > 0 {
+                warn!(processes, cgroup = %dir.display(), "killed what the listener's job left in its cgroup");
+            }
+        }
         self.perf = None;
         self.current_runner = None;
         self.perf_root.clear();
@@ -862,6 +916,7 @@ impl Agent {
             listener_pid: self.listener.map(|l| l.id.pid),
             workers: self.workers.iter().map(|w| w.pid).collect(),
             metrics_listen: self.metrics_listen.clone(),
+            isolation: Some(self.isolation.clone()),
         };
         status::running(&self.core.snapshot(), self.clock.now(), &facts).to_json()
     }
@@ -907,18 +962,33 @@ impl Agent {
                     .1
             }
         };
-        let now: BTreeSet<ProcId> = match watcher.workers() {
-            Ok(w) => w.into_iter().collect(),
+        let (mut now, read): (BTreeSet<ProcId>, bool) = match watcher.workers() {
+            Ok(w) => (w.into_iter().collect(), true),
             Err(e) => {
                 self.proc_read_failed(&e);
-                return None;
+                (self.workers.clone(), false)
             }
         };
-        if self.proc_failing_since.take().is_some() {
+        if read && self.proc_failing_since.take().is_some() {
             info!("/proc reads work again");
+        }
+        // A known worker whose pidfd says it exited is gone, whether the children could be listed
+        // or not (a failed read never keeps a dead worker alive, issue 16), and also when the
+        // watcher still lists it (a zombie its listener has not reaped).
+        now.retain(|w| !self.worker_handles.get(w).is_some_and(isolation::Handle::exited));
+        if !read && now.len() == self.workers.len() {
+            return None;
         }
         let started: Vec<ProcId> = now.difference(&self.workers).copied().collect();
         let ended: Vec<ProcId> = self.workers.difference(&now).copied().collect();
+        for w in &started {
+            if let Some(h) = isolation::Handle::open(w.pid, w.start_time) {
+                self.worker_handles.insert(*w, h);
+            }
+        }
+        for w in &ended {
+            self.worker_handles.remove(w);
+        }
         self.workers = now;
         let mut seen = Vec::with_capacity(started.len() + ended.len());
         for w in ended {
@@ -1181,19 +1251,31 @@ impl Agent {
 
     fn spawn_listener(&mut self) {
         let runner_dir = self.settings.runner_dir.clone().unwrap_or_default();
-        let mut env = self.listener_env(&runner_dir);
-        if self.settings.runner_mode == ListenerMode::Jit {
+        let jit = self.settings.runner_mode == ListenerMode::Jit;
+        if jit && self.jit_config.is_none() {
             // The core starts a JIT listener only with a config held; without one, say so and let
             // the exit path fetch a fresh one.
-            let Some(grant) = self.jit_config.take() else {
-                error!("no just-in-time config held for the listener; fetching one");
+            error!("no just-in-time config held for the listener; fetching one");
+            self.queue.push_back(Input::ListenerExited { code: None });
+            return;
+        }
+        // Nothing of the previous job may see the next listener (a process left behind by a job
+        // could read the new listener's environment, or kill it and use its config to receive the
+        // next job): the earlier listeners' cgroups are killed and empty, and in JIT mode every
+        // process of the runner's user is gone and the job's files are cleaned.
+        let cgroup = match self.prepare_next_listener(jit) {
+            Ok(dir) => dir,
+            Err(e) => {
+                error!(error = %lifecycle_escape::escape(&e), "cannot clear what the last job left; not starting the listener now");
                 self.queue.push_back(Input::ListenerExited { code: None });
                 return;
+            }
+        };
+        let mut env = self.listener_env(&runner_dir);
+        if jit {
+            let Some(grant) = self.jit_config.take() else {
+                unreachable!("checked above");
             };
-            // Nothing of the previous job may see the next config (a process left behind by a
-            // job could read the new listener's environment, or kill it and use the config to
-            // receive the next job): every process of the runner's user goes first.
-            self.clear_runner_user();
             info!(runner = %lifecycle_escape::escape(&grant.runner_name), "starting a just-in-time listener");
             self.current_runner = Some((grant.runner_name.clone(), grant.runner_id));
             // Off argv (world-readable): the listener reads ACTIONS_RUNNER_INPUT_JITCONFIG as
@@ -1223,10 +1305,11 @@ impl Agent {
         self.perf_failing = false;
         let args = self.settings.runner_command.get(1..).unwrap_or_default();
         let mut cmd = match &self.account {
-            // As another user: through the launcher, which sets the groups too (runner_env::EXEC_AS).
+            // As another user: through the launcher, which sets the groups too (runner_env::EXEC_AS),
+            // and joins the listener's cgroup before the listener exists.
             Some(user) => {
                 let mut cmd = tokio::process::Command::new("/proc/self/exe");
-                cmd.args(runner_env::exec_as_args(user, &self.program, args));
+                cmd.args(launcher_args(user, cgroup.as_deref(), &self.program, args));
                 cmd
             }
             None => {
@@ -1237,6 +1320,11 @@ impl Agent {
         };
         cmd.current_dir(runner_dir)
             .stdin(Stdio::null())
+            // A pipe the agent reads and logs as the listener's, never the agent's own stdout and
+            // stderr: a job could take those from its listener (pidfd_getfd) and write into the
+            // agent's journal stream (issue 16).
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             // Its own process group: signals for the agent (systemd, a terminal's Ctrl-C) never
             // reach it, because SIGINT/SIGTERM to the listener cancels the running job.
             .process_group(0)
@@ -1252,6 +1340,21 @@ impl Agent {
                     self.queue.push_back(Input::ListenerExited { code: None });
                     return;
                 };
+                if let (Some(dir), None) = (&cgroup, &self.account) {
+                    // No launcher (the listener runs as the agent's user): moved right after the
+                    // spawn; what it forked in between stays outside (nothing: it has just started).
+                    if let Err(e) = isolation::join(dir, pid) {
+                        warn!(error = %e, "cannot move the listener into its cgroup");
+                    }
+                }
+                if let Some(out) = child.stdout.take() {
+                    tokio::spawn(forward_output(out, pid, "stdout"));
+                }
+                if let Some(err) = child.stderr.take() {
+                    tokio::spawn(forward_output(err, pid, "stderr"));
+                }
+                self.listener_cgroup = cgroup;
+                self.worker_handles.clear();
                 let start_time = procs::stat(pid).map_or(0, |s| s.id.start_time);
                 self.listener = Some(Listener {
                     id: ProcId { pid, start_time },
@@ -1272,8 +1375,101 @@ impl Agent {
             }
             Err(e) => {
                 error!(program = %self.program.display(), error = %e, "cannot start the listener");
+                if let (Some(cg), Some(dir)) = (&self.cgroups, &cgroup) {
+                    let _ = cg.sweep(None);
+                    let _ = std::fs::remove_dir(dir);
+                }
                 self.queue.push_back(Input::ListenerExited { code: None });
             }
+        }
+    }
+
+    /// Before a listener starts: kill and empty every earlier listener's cgroup (all modes); in JIT
+    /// mode, also kill what runs as the runner's user elsewhere and clean the last job's files.
+    /// The new listener's cgroup, when there are cgroups.
+    fn prepare_next_listener(&mut self, jit: bool) -> Result<Option<PathBuf>, String> {
+        if let Some(cg) = &self.cgroups {
+            let (procs, took) = cg.sweep(None)?;
+            let took_ms = took.as_secs_f64() * 1e3;
+            if procs > 0 {
+                warn!(
+                    processes = procs,
+                    took_ms, "killed the cgroups of earlier listeners: nothing their jobs started runs on"
+                );
+            } else {
+                debug!(took_ms, "earlier listeners' cgroups are empty");
+            }
+        }
+        if jit {
+            self.clear_runner_user();
+            self.clean_job_state();
+        }
+        match self.cgroups.as_mut() {
+            Some(cg) => cg
+                .create("listener")
+                .map(Some)
+                .map_err(|e| format!("cannot make the listener's cgroup: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    /// JIT mode, before the next listener: the last job's files go (the runner's `_work`, what the
+    /// runner's user owns in the temp directories, its home). As the runner's user, through the
+    /// launcher, in a cgroup of its own (crate::cleaner). Bounded: after [`CLEAN_TIMEOUT`] the
+    /// cleaner is killed and the listener starts anyway.
+    fn clean_job_state(&mut self) {
+        let Some(user) = self.account.clone() else { return };
+        if user.uid == 0 || user.uid == rustix::process::getuid().as_raw() {
+            return;
+        }
+        let started = crate::clock::now_instant();
+        let runner_dir = self.settings.runner_dir.clone();
+        let home = (user.home.is_absolute() && user.home.parent().is_some()).then(|| user.home.clone());
+        let plan = crate::cleaner::Plan {
+            work: runner_dir.as_ref().map(|d| d.join("_work")),
+            keep: runner_dir,
+            home,
+            tmp: crate::cleaner::TEMP_DIRS.iter().map(PathBuf::from).collect(),
+        };
+        let dir = self.cgroups.as_mut().and_then(|cg| cg.create("clean").ok());
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.args(launcher_args(
+            &user,
+            dir.as_deref(),
+            std::path::Path::new("/proc/self/exe"),
+            &[],
+        ))
+        .args(plan.args())
+        .current_dir("/")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let outcome = run_bounded(cmd, CLEAN_TIMEOUT);
+        if let (Some(cg), Some(d)) = (&self.cgroups, &dir) {
+            if let Err(e) = cg.sweep(None) {
+                warn!(error = %lifecycle_escape::escape(&e), "the cleaner's cgroup did not empty");
+            }
+            let _ = std::fs::remove_dir(d);
+        }
+        let total_ms = started.elapsed().as_secs_f64() * 1e3;
+        match outcome.and_then(|out| {
+            serde_json::from_slice::<crate::cleaner::Report>(&out)
+                .map_err(|e| format!("unreadable report ({e}): {}", lifecycle_escape::escape_bytes(&out)))
+        }) {
+            Ok(r) => info!(
+                total_ms,
+                work_ms = r.work_us as f64 / 1e3,
+                tmp_ms = r.tmp_us as f64 / 1e3,
+                home_ms = r.home_us as f64 / 1e3,
+                work_removed = r.work_removed,
+                tmp_removed = r.tmp_removed,
+                home_removed = r.home_removed,
+                failed = r.failed,
+                "the last job's files are cleaned"
+            ),
+            Err(e) => warn!(total_ms, error = %lifecycle_escape::escape(&e), "cleaning the last job's files failed"),
         }
     }
 
@@ -1285,11 +1481,14 @@ impl Agent {
         if user.uid == 0 || user.uid == rustix::process::getuid().as_raw() {
             return;
         }
-        let killed = procs::kill_user_processes(user.uid);
+        let (killed, cgroups) = procs::kill_user_processes(user.uid);
         if killed > 0 {
+            let cgroups = lifecycle_escape::clip(&cgroups.join(" "), 400);
             warn!(
                 uid = user.uid,
-                killed, "killed processes of the runner's user left from the last job"
+                killed,
+                cgroups = %cgroups,
+                "killed processes of the runner's user left from the last job"
             );
         }
     }
@@ -1328,6 +1527,122 @@ impl Agent {
         if let Err(e) = rustix::process::kill_process(pid, sig) {
             warn!(pid = listener.id.pid, error = %e, "signalling the listener failed");
         }
+    }
+}
+
+/// The launcher's arguments: `exec-as [--cgroup=DIR] UID GID GROUPS PROGRAM ARGS...`.
+fn launcher_args(
+    user: &User,
+    cgroup: Option<&std::path::Path>,
+    program: &std::path::Path,
+    args: &[String],
+) -> Vec<OsString> {
+    let mut out = runner_env::exec_as_args(user, program, args);
+    if let Some(dir) = cgroup {
+        let mut flag = OsString::from(runner_env::CGROUP_FLAG);
+        flag.push(dir.as_os_str());
+        out.insert(1, flag);
+    }
+    out
+}
+
+/// How long the cleaner may run between two jobs (the agent waits for it: below the watchdog's 60 s).
+const CLEAN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run `cmd` to its end or `timeout` (then it is killed), and return its stdout (at most 64 KiB) when
+/// it exited 0.
+fn run_bounded(mut cmd: std::process::Command, timeout: Duration) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let deadline = crate::clock::now_instant() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if crate::clock::now_instant() < deadline => crate::clock::pause(Duration::from_millis(1)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("killed after {timeout:?}"));
+            }
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        let _ = o.take(64 * 1024).read_to_end(&mut out);
+    }
+    if !status.success() {
+        let mut err = Vec::new();
+        if let Some(e) = child.stderr.take() {
+            let _ = e.take(4096).read_to_end(&mut err);
+        }
+        return Err(format!("{status}: {}", lifecycle_escape::escape_bytes(&err)));
+    }
+    Ok(out)
+}
+
+/// The most bytes of one line of listener output logged (the rest is dropped, `clipped`).
+const OUTPUT_LINE_MAX: usize = 2048;
+/// Lines of listener output logged in a burst, and per second after it: a job flooding its
+/// listener's stdout cannot flood the agent's journal (the rest is counted, `suppressed`).
+const OUTPUT_BURST: f64 = 200.0;
+const OUTPUT_PER_SECOND: f64 = 20.0;
+
+/// Log what the listener writes on one of its streams, line by line, escaped, each line clipped and
+/// the rate bounded. Ends when the listener (and everything that inherited the pipe) closed it.
+async fn forward_output<R: tokio::io::AsyncRead + Unpin>(mut reader: R, pid: u32, stream: &'static str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let mut clipped = false;
+    let mut tokens = OUTPUT_BURST;
+    let mut last = tokio::time::Instant::now();
+    let mut suppressed: u64 = 0;
+    let mut emit = |line: &[u8], clipped: bool, suppressed: &mut u64| {
+        let now = tokio::time::Instant::now();
+        tokens = (tokens + now.duration_since(last).as_secs_f64() * OUTPUT_PER_SECOND).min(OUTPUT_BURST);
+        last = now;
+        if tokens < 1.0 {
+            *suppressed += 1;
+            return;
+        }
+        tokens -= 1.0;
+        if *suppressed > 0 {
+            warn!(
+                listener_pid = pid,
+                stream,
+                suppressed = *suppressed,
+                "listener output suppressed (rate limit)"
+            );
+            *suppressed = 0;
+        }
+        let text = lifecycle_escape::escape_bytes(line);
+        info!(listener_pid = pid, stream, clipped, line = %text, "listener output");
+    };
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                emit(&line, clipped, &mut suppressed);
+                line.clear();
+                clipped = false;
+            } else if line.len() < OUTPUT_LINE_MAX {
+                line.push(b);
+            } else {
+                clipped = true;
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&line, clipped, &mut suppressed);
+    }
+    if suppressed > 0 {
+        warn!(
+            listener_pid = pid,
+            stream, suppressed, "listener output suppressed (rate limit)"
+        );
     }
 }
 

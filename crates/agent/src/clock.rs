@@ -42,3 +42,9 @@ pub fn jitter_seed() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
 }
+
+/// A short blocking pause, for the few waits between two jobs that the main loop does in place
+/// (a killed cgroup emptying, the cleaner finishing; both bounded).
+pub fn pause(d: Duration) {
+    std::thread::sleep(d);
+}

@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod asg;
+pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod conns;
@@ -19,6 +20,7 @@ pub mod duration;
 pub mod env_vars;
 pub mod hook;
 pub mod imds;
+pub mod isolation;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -194,6 +194,13 @@ pub struct WorkerWatcher {
     fail_reads: Option<std::io::ErrorKind>,
 }
 
+/// The most per-thread `children` files a watcher keeps open; above it, each is opened, read and
+/// closed in turn.
+pub const MAX_HELD_FILES: u64 = 64;
+
+/// Ticks between two looks at a child that was not a worker (at 50 ms per tick: 4 a second).
+const RECLASSIFY_EVERY: u64 = 5;
+
 /// Ticks between forced thread-list refreshes (at the default 50 ms per tick: once a second).
 const RELIST_EVERY: u64 = 20;
 
@@ -236,7 +243,12 @@ impl WorkerWatcher {
         self.ticks += 1;
         self.injected()?;
         let threads = self.thread_count()?;
-        if threads != self.threads || self.files.is_empty() || self.ticks - self.relisted_at >= RELIST_EVERY {
+        if threads > MAX_HELD_FILES {
+            // Many threads (a job can inject them into its listener): one open file at a time, not
+            // one per thread held open, which ran the agent out of descriptors (issue 16).
+            self.files.clear();
+            self.threads = threads;
+        } else if threads != self.threads || self.files.is_empty() || self.ticks - self.relisted_at >= RELIST_EVERY {
             if let Err(e) = self.relist() {
                 self.files.clear();
                 return Err(e);
@@ -265,6 +277,12 @@ impl WorkerWatcher {
         pids.sort_unstable();
         pids.dedup();
         self.known.retain(|pid, _| pids.binary_search(pid).is_ok());
+        if self.ticks.is_multiple_of(RECLASSIFY_EVERY) {
+            // A child seen between its fork and its exec still had the listener's name: a child
+            // that is not a worker is looked at again now and then, or a worker that was seen too
+            // early would never be one.
+            self.known.retain(|_, worker| worker.is_some());
+        }
         for pid in pids {
             if self.known.contains_key(&pid) {
                 continue;
@@ -347,6 +365,9 @@ pub struct Expected {
     pub uid: u32,
     /// The agent's own `/proc/self/cgroup`.
     pub cgroup: Option<String>,
+    /// The agent's listener cgroups' parent (cgroup v2 path, [`crate::isolation::Cgroups`]): a
+    /// listener in `<this>/listener-N` or in `<this>` itself is in the agent's cgroup too.
+    pub listener_cgroups: Option<String>,
 }
 
 /// What `/proc` says about one candidate.
@@ -370,7 +391,31 @@ impl Expected {
             interpreter: interpreter_of(program).map(|i| canonical(&i)),
             uid,
             cgroup: std::fs::read_to_string("/proc/self/cgroup").ok(),
+            listener_cgroups: None,
         }
+    }
+
+    /// Whether a process whose `/proc/<pid>/cgroup` reads `theirs` is in the agent's cgroup: the
+    /// same one, or (cgroup v2) one of the agent's listener cgroups, or their parent. Only root can
+    /// write those, so a job's process cannot move itself into one.
+    fn same_cgroup(&self, theirs: &str, ours: &str) -> bool {
+        if theirs == ours {
+            return true;
+        }
+        let v2 = crate::isolation::v2_path;
+        let (Some(t), Some(o)) = (v2(theirs), v2(ours)) else {
+            return false;
+        };
+        let t = t.trim();
+        if t == o.trim() {
+            return true;
+        }
+        self.listener_cgroups.as_deref().is_some_and(|base| {
+            t == base
+                || t.strip_prefix(base)
+                    .and_then(|r| r.strip_prefix("/listener-"))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
     }
 
     /// `Ok` when `facts` describe the runner's listener; otherwise why not.
@@ -400,7 +445,7 @@ impl Expected {
             None => return Err("its uid cannot be read".into()),
         }
         match (&facts.cgroup, &self.cgroup) {
-            (Some(theirs), Some(ours)) if theirs == ours => Ok(()),
+            (Some(theirs), Some(ours)) if self.same_cgroup(theirs, ours) => Ok(()),
             (Some(_), Some(_)) => Err("it is in another cgroup than the agent".into()),
             _ => Err("its cgroup cannot be compared with the agent's".into()),
         }
@@ -437,15 +482,18 @@ pub fn status_has_uid(text: &str, uid: u32) -> bool {
 /// SIGKILL every process that runs as `uid` (any of its uids), until none is left or 10 rounds have
 /// passed (a process can fork between the scan and the kill; 10 rounds outlast any fork loop the
 /// kernel lets one user run, because each round kills every process found). Returns how many were
-/// signalled. Never signals this process.
-pub fn kill_user_processes(uid: u32) -> usize {
+/// signalled, and the cgroup v2 paths of the first few (where they ran). Never signals this process.
+pub fn kill_user_processes(uid: u32) -> (usize, Vec<String>) {
     let me = std::process::id();
     let mut killed = 0;
+    let mut seen_in: Vec<String> = Vec::new();
     for _ in 0..10 {
         let victims: Vec<u32> = all_pids()
             .into_iter()
             .filter(|&pid| pid != me)
             .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|t| status_has_uid(&t, uid)))
+            // A zombie is dead already (killed processes wait there for their reaper).
+            .filter(|pid| stat(*pid).is_some_and(|s| s.state != 'Z'))
             .collect();
         if victims.is_empty() {
             break;
@@ -454,12 +502,20 @@ pub fn kill_user_processes(uid: u32) -> usize {
             let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
                 continue;
             };
+            if seen_in.len() < 5 {
+                if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+                    let path = crate::isolation::v2_path(&text).unwrap_or("?").trim().to_string();
+                    if !seen_in.contains(&path) {
+                        seen_in.push(path);
+                    }
+                }
+            }
             if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
                 killed += 1;
             }
         }
     }
-    killed
+    (killed, seen_in)
 }
 
 /// Read the [`Facts`] of `pid`.
@@ -527,7 +583,8 @@ mod tests {
             program: PathBuf::from("/home/runner/actions-runner/bin/Runner.Listener"),
             interpreter: None,
             uid: 1001,
-            cgroup: Some("0::/system.slice/runner-lifecycle.service\n".into()),
+            cgroup: Some("0::/system.slice/runner-lifecycle.service/agent\n".into()),
+            listener_cgroups: Some("/system.slice/runner-lifecycle.service".into()),
         }
     }
 
@@ -571,6 +628,22 @@ mod tests {
             ..genuine()
         };
         assert!(want.check(&other_cgroup).expect_err("cgroup").contains("cgroup"));
+        // One of the agent's listener cgroups, or their parent (a listener of an older agent).
+        for ok in ["listener-7", ""] {
+            let sep = if ok.is_empty() { "" } else { "/" };
+            let f = Facts {
+                cgroup: Some(format!("0::/system.slice/runner-lifecycle.service{sep}{ok}\n")),
+                ..genuine()
+            };
+            assert_eq!(want.check(&f), Ok(()), "{ok}");
+        }
+        for bad in ["listener-", "listener-1x", "other-1"] {
+            let f = Facts {
+                cgroup: Some(format!("0::/system.slice/runner-lifecycle.service/{bad}\n")),
+                ..genuine()
+            };
+            assert!(want.check(&f).is_err(), "{bad}");
+        }
         // Unreadable facts never adopt.
         for f in [
             Facts { exe: None, ..genuine() },

@@ -199,6 +199,9 @@ pub fn build(
 /// same pid, same process group, same environment.
 pub const EXEC_AS: &str = "exec-as";
 
+/// The launcher's optional first argument: `--cgroup=DIR` moves it into that cgroup v2 first.
+pub const CGROUP_FLAG: &str = "--cgroup=";
+
 /// The launcher's argv (after the binary) for `user` running `program args`.
 pub fn exec_as_args(user: &User, program: &Path, args: &[String]) -> Vec<OsString> {
     // The primary group is in the list too, as initgroups(3) does for a login.
@@ -223,11 +226,24 @@ pub fn exec_as_args(user: &User, program: &Path, args: &[String]) -> Vec<OsStrin
 pub fn exec_as(argv: &[OsString]) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
+    // `--cgroup=DIR` first (issue 16): join the listener's cgroup while still root, before the
+    // listener exists, so nothing it starts is ever outside it.
+    let mut argv = argv;
+    if let Some(dir) = argv
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(|a| a.strip_prefix(CGROUP_FLAG))
+    {
+        if let Err(e) = std::fs::write(Path::new(dir).join("cgroup.procs"), "0") {
+            return std::io::Error::new(e.kind(), format!("cannot join the cgroup {dir}: {e}"));
+        }
+        argv = &argv[1..];
+    }
     let num = |s: Option<&OsString>| s.and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok());
     let (Some(uid), Some(gid), Some(groups), Some(program)) =
         (num(argv.first()), num(argv.get(1)), argv.get(2), argv.get(3))
     else {
-        return bad("usage: exec-as UID GID GROUPS|- PROGRAM [ARGS...]");
+        return bad("usage: exec-as [--cgroup=DIR] UID GID GROUPS|- PROGRAM [ARGS...]");
     };
     let groups: Option<Vec<rustix::process::Gid>> = match groups.to_str() {
         Some("-") => Some(Vec::new()),

@@ -31,6 +31,8 @@ pub struct Facts {
     pub workers: Vec<u32>,
     /// The metrics endpoint's address, when it serves.
     pub metrics_listen: Option<String>,
+    /// How a finished job's processes are killed (cgroup, or the `/proc` scan and why).
+    pub isolation: Option<String>,
 }
 
 /// `t` as milliseconds from `now` (negative: in the past).
@@ -120,6 +122,7 @@ pub fn running(s: &Snapshot, now: Time, facts: &Facts) -> Status {
         listener_kill_in_ms: kill_in,
         listener_relaunch_in_ms: relaunch_in,
         workers: facts.workers.clone(),
+        isolation: facts.isolation.clone(),
         job_alive: s.job_alive,
         job_age_ms: s.job_alive.then_some(job_edge),
         idle_ms: (!s.job_alive).then_some(job_edge),

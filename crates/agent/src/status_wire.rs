@@ -133,6 +133,9 @@ pub struct Running {
     pub listener_relaunch_in_ms: Option<i64>,
     /// Pids of the listener's `Runner.Worker` children.
     pub workers: Vec<u32>,
+    /// How a finished job's processes are killed: `cgroup: ...` (each listener in a cgroup of its
+    /// own) or `proc-scan: ...` (the fallback, with the reason).
+    pub isolation: Option<String>,
     /// Whether a job runs.
     pub job_alive: bool,
     /// Its age.

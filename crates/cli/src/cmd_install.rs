@@ -113,6 +113,15 @@ pub fn run(args: &InstallArgs) -> ExitCode {
     if let Err(e) = apply(&plan) {
         return report(&e);
     }
+    // The ptrace scope: the drop-in is written for every boot; on the host itself it is also
+    // raised now (staging roots are an image's files, not this kernel).
+    let sysctl = format!("/{}", paths::PTRACE_SYSCTL);
+    if plan.root() == std::path::Path::new("/") {
+        let now = lifecycle_install::ptrace::apply_now(std::path::Path::new(lifecycle_install::ptrace::PROC_PATH));
+        println!("runner-lifecycle install: {now} ({sysctl})");
+    } else {
+        println!("runner-lifecycle install: kernel.yama.ptrace_scope = 1 at boot ({sysctl}) where the kernel has Yama");
+    }
     let units = if opts.fence_imds {
         "runner-lifecycle-imds-fence runner-lifecycle"
     } else {

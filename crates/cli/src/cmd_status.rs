@@ -237,6 +237,9 @@ pub fn render(status: &Status) -> String {
         Listener::Starting => "starting".to_string(),
     };
     row(&mut out, "listener", &listener);
+    if let Some(isolation) = &v.isolation {
+        row(&mut out, "isolation", isolation);
+    }
 
     let workers: Vec<String> = v.workers.iter().map(ToString::to_string).collect();
     let job = if v.job_alive {
@@ -356,6 +359,7 @@ mod tests {
             listener_pid: Some(4321),
             workers: vec![],
             metrics_listen: None,
+            isolation: None,
         }
     }
 
@@ -609,6 +613,7 @@ mod tests {
             "listener_kill_in_ms",
             "listener_relaunch_in_ms",
             "workers",
+            "isolation",
             "job_alive",
             "job_age_ms",
             "idle_ms",

@@ -54,6 +54,13 @@ fn main() -> std::process::ExitCode {
         eprintln!("runner-lifecycle exec-as: cannot start the listener: {e}");
         return exit_code::ExitCode::Failure.into();
     }
+    // Between two jobs, as the runner's user through the launcher (lifecycle_agent::cleaner).
+    if argv
+        .get(1)
+        .is_some_and(|a| a == lifecycle_agent::cleaner::CLEAN_JOB_STATE)
+    {
+        return std::process::ExitCode::from(lifecycle_agent::cleaner::run(argv.get(2..).unwrap_or_default()));
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Simulate(args) => cmd_simulate::run(&args),

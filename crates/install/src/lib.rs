@@ -8,6 +8,7 @@
 //! baking an image), so the whole install can be checked without touching the machine.
 
 pub mod fence;
+pub mod ptrace;
 pub mod unit;
 
 use std::fmt;
@@ -34,6 +35,8 @@ pub mod paths {
     pub const FENCE_UNIT: &str = "etc/systemd/system/runner-lifecycle-imds-fence.service";
     /// The IMDS fence's script (rules applied by the unit's ExecStart, removed by its ExecStop).
     pub const FENCE_SCRIPT: &str = "usr/lib/runner-lifecycle/imds-fence";
+    /// The sysctl drop-in that keeps a job from tracing its listener (`ptrace` module).
+    pub const PTRACE_SYSCTL: &str = "etc/sysctl.d/10-runner-lifecycle-ptrace.conf";
 }
 
 /// Errors of `install`. Each says what to do.
@@ -460,6 +463,12 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
             owner: None,
         },
         file(paths::UNIT, unit::render(&unit_opts), 0o644),
+        Item::Dir {
+            path: PathBuf::from("etc/sysctl.d"),
+            mode: 0o755,
+            owner: None,
+        },
+        file(paths::PTRACE_SYSCTL, ptrace::DROP_IN.to_string(), 0o644),
     ];
     if o.fence_imds {
         items.push(file(paths::FENCE_SCRIPT, fence::script(&o.user), 0o755));
@@ -506,6 +515,7 @@ pub fn plan_uninstall(o: &InstallOptions) -> Result<Plan, InstallError> {
         paths::UNIT,
         paths::FENCE_UNIT,
         paths::FENCE_SCRIPT,
+        paths::PTRACE_SYSCTL,
         paths::HOOK_STARTED,
         paths::HOOK_COMPLETED,
     ]

@@ -43,6 +43,12 @@ pub const STOP_TIMEOUT: &str = "6h 15min";
 /// while other local accounts cannot (root may only chgrp a file to a group it is not in with it).
 pub const CAPABILITIES: [&str; 5] = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_PTRACE", "CAP_CHOWN"];
 
+/// The unit's task limit (`TasksMax=`): see the comment in the unit.
+pub const TASKS_MAX: u32 = 32768;
+
+/// Memory the unit keeps from reclaim (`MemoryLow=`), all of it the agent's (`agent/` sub-cgroup).
+pub const MEMORY_LOW: &str = "64M";
+
 /// Open files: soft 1024, hard 524288 (see the comment in the unit).
 pub const NOFILE: &str = "1024:524288";
 
@@ -191,6 +197,33 @@ pub fn render(o: &UnitOptions) -> String {
         format!("LimitNOFILE={NOFILE}"),
     );
     line(
+        "The agent gets this cgroup to itself (systemd leaves its subtree alone): it moves itself into\n\
+         agent/ and starts every listener in a cgroup of its own, listener-N, which no process of the\n\
+         runner's user can leave (root's directory). Between jobs it kills the whole cgroup\n\
+         (cgroup.kill) and starts the next listener only once it is empty, so nothing a job leaves\n\
+         behind (a process that keeps forking included) meets the next job.",
+        "Delegate=yes".into(),
+    );
+    line(
+        "A job cannot fork the host to a halt: the unit holds at most this many tasks (processes and\n\
+         threads), and the agent gives each listener's cgroup this minus 64 (pids.max), so a job at\n\
+         its limit leaves the agent room to stop it and start the next listener. Far above what a\n\
+         build needs (a few thousand).",
+        format!("TasksMax={TASKS_MAX}"),
+    );
+    line(
+        "Memory kept from reclaim for the unit, and (memory.low of agent/, set by the agent) all of it\n\
+         for the agent: a job that fills the host's memory is reclaimed and OOM-killed before the\n\
+         agent's pages go. The agent needs a few MiB.",
+        format!("MemoryLow={MEMORY_LOW}"),
+    );
+    line(
+        "An OOM kill of a job's process (the agent makes each listener's cgroup an OOM group: the job\n\
+         dies whole) must not stop the agent: the agent sees the listener exit and carries on.\n\
+         (systemd's default with Delegate=yes; written out.)",
+        "OOMPolicy=continue".into(),
+    );
+    line(
         "/run/runner-lifecycle holds the job-hook socket. Root-owned and 0755: the job can reach and\n\
          connect to the socket (its own mode says who may), but can neither remove nor replace it.\n\
          Preserved across restarts so the hooks of a job that outlives an agent crash find the next\n\
@@ -254,6 +287,10 @@ mod tests {
             "Restart=always",
             "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_PTRACE CAP_CHOWN",
             "NoNewPrivileges=yes",
+            "Delegate=yes",
+            "TasksMax=32768",
+            "MemoryLow=64M",
+            "OOMPolicy=continue",
             "RuntimeDirectoryMode=0755",
             "Environment=RUNNER_LIFECYCLE_RUNNER_USER=runner",
             "ReadWritePaths=/opt/actions-runner /tmp /var/tmp -/home/runner",

@@ -58,17 +58,45 @@ GENERIC_FLAGS = {"help", "version", "commit", "check"}
 ARG_NAMES = CONFIG_ARGS | {"jitconfig", "startuptype"}
 
 
+def _write(stream: Any, text: str) -> None:
+    """.NET's console on Unix ignores EPIPE (the runtime ignores SIGPIPE, and ConsolePal's Write
+    returns on a broken pipe): a listener whose reader (the agent) died keeps running."""
+    try:
+        print(text, file=stream, flush=True)
+    except (BrokenPipeError, OSError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except OSError:
+            pass
+
+
 def out(line: str) -> None:
-    print(line, flush=True)
+    _write(sys.stdout, line)
 
 
 def err(line: str) -> None:
-    print(f"Error: {line}", file=sys.stderr, flush=True)
+    _write(sys.stderr, f"Error: {line}")
 
 
 def trace(line: str) -> None:
     """What upstream writes to its _diag trace only (not the console): on stderr here."""
-    print(f"[trace] {line}", file=sys.stderr, flush=True)
+    _write(sys.stderr, f"[trace] {line}")
+
+
+def threads_on_usr1() -> None:
+    """Tests only (FAKE_LISTENER_THREADS_ON_USR1=N): on SIGUSR1 start N idle threads, standing for
+    threads a job injects into its listener with ptrace (issue 16) on a kernel that lets it."""
+    count = int(os.environ.get("FAKE_LISTENER_THREADS_ON_USR1", "0") or 0)
+    if count <= 0:
+        return
+    import threading
+
+    def spawn(*_: Any) -> None:
+        threading.stack_size(64 * 1024)
+        for _ in range(count):
+            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+    signal.signal(signal.SIGUSR1, spawn)
 
 
 #: The message types upstream's listener names in its perf counter MessageReceived_<type>
@@ -689,4 +717,5 @@ def main(argv: list[str] | None = None) -> int:
     listener = Listener(root, settings, run_once or bool(settings.get("ephemeral")), perf)
     signal.signal(signal.SIGINT, listener.on_signal)
     signal.signal(signal.SIGTERM, listener.on_signal)
+    threads_on_usr1()
     return listener.run()
