@@ -118,13 +118,17 @@ class UserHosts:
         self.hosts: list[Host] = []
 
     def make(self, hook_timeout: int | None = 30, started_hook: str | None = None, configured: bool = True,
-             group: str = "runners", **settings: str) -> Host:
+             group: str = "runners", runner_dir: Path | None = None, tree: str = "install",
+             **settings: str) -> Host:
+        """`tree`: "install" lays the runner's tree out as `install` does (`lay_out_runner_tree`);
+        "runner" leaves all of it to the runner's user, as on a host where that user unpacked the
+        runner (the test then runs the real `install` on it)."""
         ids = self.aws.create_group(name=group, size=1, hook_timeout=hook_timeout)
         iid = ids[0]
         imds = self.aws.imds_for(iid)
         n = len(self.hosts)
-        runner = install_fake_runner(self.base / f"runner-{n + 1}", self.broker.url, name=f"runner-{n + 1}",
-                                     configured=configured)
+        runner = install_fake_runner(runner_dir or self.base / f"runner-{n + 1}", self.broker.url,
+                                     name=f"runner-{n + 1}", configured=configured)
         # The fake's scripts name this venv's interpreter, which may resolve under a directory the
         # runner's user cannot enter (/root/.pyenv); the fake needs only the standard library.
         for exe in (runner.listener, runner.worker):
@@ -134,7 +138,10 @@ class UserHosts:
         if started_hook is not None:
             hooks["started"] = started_hook
         runner.set_hooks(**hooks)
-        lay_out_runner_tree(runner.path, self.uid, self.gid)
+        if tree == "install":
+            lay_out_runner_tree(runner.path, self.uid, self.gid)
+        else:
+            subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(runner.path)], check=True)
         run_dir = self.base / f"run-{n}"
         run_dir.mkdir(mode=0o755)  # /run/runner-lifecycle: root-owned, 0755 (RuntimeDirectoryMode)
         os.chmod(run_dir, 0o755)
