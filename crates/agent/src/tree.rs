@@ -382,4 +382,41 @@ mod tests {
         assert!(writable_by(&meta(&f), &runner(gid + 1, vec![])).is_some_and(|w| w.contains("everyone")));
         let _ = std::fs::remove_dir_all(&base);
     }
+
+    #[test]
+    fn the_runner_users_settings_files_are_cleared_and_nothing_else() {
+        let dir = temp("clear");
+        let mut user = runner(0, vec![]);
+        user.uid = rustix::process::geteuid().as_raw(); // the files the test makes are "the runner's"
+        for name in [
+            ".runner_migrated",
+            ".credentials_migrated",
+            ".runner",
+            ".credentials",
+            "_work.txt",
+        ] {
+            std::fs::write(dir.join(name), "x").expect("write");
+        }
+        let target = dir.join("target");
+        std::fs::write(&target, "keep").expect("write");
+        std::os::unix::fs::symlink(&target, dir.join(".options")).expect("symlink");
+        let (removed, failed) = clear_runtime_names(&dir, &user, false);
+        assert_eq!(removed, [".runner_migrated", ".credentials_migrated", ".options"]);
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(dir.join(".runner").exists(), "a persistent registration stays");
+        assert_eq!(
+            std::fs::read_to_string(&target).expect("read"),
+            "keep",
+            "a link is removed, not followed"
+        );
+        assert!(dir.join("_work.txt").exists());
+        let (removed, _) = clear_runtime_names(&dir, &user, true);
+        assert_eq!(removed, [".runner", ".credentials"], "JIT: the last registration goes");
+        // Files that are not the runner user's are never touched.
+        std::fs::write(dir.join(".setup_info"), "x").expect("write");
+        let other = runner(0, vec![]);
+        assert_eq!(clear_runtime_names(&dir, &other, true), (vec![], vec![]));
+        assert!(dir.join(".setup_info").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
