@@ -1,7 +1,8 @@
 """A host as the packaged unit makes it, for the attack tests (test_attacks_*.py): the real agent runs
 as root with `runner.user` = a throwaway unprivileged user (the `job_user` fixture), the stand-in
-runner lives in a directory under /tmp that this user owns (pytest's tmp dirs are 0700 and so out
-of its reach), and the hook socket's directory is root-owned 0755, as `RuntimeDirectoryMode=0755`
+runner lives in a directory under /tmp laid out as `install` does it (`lay_out_runner_tree`: root's
+but for `_work`, `_diag` and the registration files the listener writes; pytest's tmp dirs are 0700
+and so out of its reach), and the hook socket's directory is root-owned 0755, as `RuntimeDirectoryMode=0755`
 makes /run/runner-lifecycle. The attacker is a process of that user (`as_user`), started with an
 environment of its own, never the test's."""
 
@@ -71,6 +72,38 @@ def kill_user_processes(uid: int) -> None:
         time.sleep(0.2)
 
 
+#: What `runner-lifecycle install` leaves to the runner's user in its tree (crates/install,
+#: docs/operations.md "The runner's tree"); `_fake` is the stand-in runner's own bookkeeping.
+RUNNER_OWNED = ("_work", "_diag", "_fake")
+
+
+def lay_out_runner_tree(path: Path, uid: int, gid: int, registration_mode: int = 0o640) -> None:
+    """The runner's tree as `install` lays it out: everything root's and not writable by others,
+    the directory itself root:<runner group> 1770 (sticky: the runner creates and deletes its own
+    registration files there, never root's), `_work` and `_diag` the runner's, an existing
+    registration root:<runner group> `registration_mode` (persistent mode)."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in [*dirnames, *filenames, None]:
+            p = Path(dirpath) / name if name else Path(dirpath)
+            os.lchown(p, 0, 0)
+            if not p.is_symlink():
+                os.chmod(p, os.lstat(p).st_mode & 0o7755)
+    os.chown(path, 0, gid)
+    os.chmod(path, 0o1770)
+    for name in RUNNER_OWNED:
+        d = path / name
+        d.mkdir(exist_ok=True)
+        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(d)], check=True)
+        os.chmod(d, 0o750)
+    for name in (".runner", ".credentials", ".credentials_rsaparams"):
+        f = path / name
+        if f.exists():
+            os.chown(f, 0, gid)
+            os.chmod(f, registration_mode)
+    if (path / ".env").exists():
+        os.chmod(path / ".env", 0o644)
+
+
 class UserHosts:
     """Factory behind the `user_host` fixture; `close()` undoes everything."""
 
@@ -85,13 +118,17 @@ class UserHosts:
         self.hosts: list[Host] = []
 
     def make(self, hook_timeout: int | None = 30, started_hook: str | None = None, configured: bool = True,
-             group: str = "runners", **settings: str) -> Host:
+             group: str = "runners", runner_dir: Path | None = None, tree: str = "install",
+             **settings: str) -> Host:
+        """`tree`: "install" lays the runner's tree out as `install` does (`lay_out_runner_tree`);
+        "runner" leaves all of it to the runner's user, as on a host where that user unpacked the
+        runner (the test then runs the real `install` on it)."""
         ids = self.aws.create_group(name=group, size=1, hook_timeout=hook_timeout)
         iid = ids[0]
         imds = self.aws.imds_for(iid)
         n = len(self.hosts)
-        runner = install_fake_runner(self.base / f"runner-{n + 1}", self.broker.url, name=f"runner-{n + 1}",
-                                     configured=configured)
+        runner = install_fake_runner(runner_dir or self.base / f"runner-{n + 1}", self.broker.url,
+                                     name=f"runner-{n + 1}", configured=configured)
         # The fake's scripts name this venv's interpreter, which may resolve under a directory the
         # runner's user cannot enter (/root/.pyenv); the fake needs only the standard library.
         for exe in (runner.listener, runner.worker):
@@ -101,8 +138,10 @@ class UserHosts:
         if started_hook is not None:
             hooks["started"] = started_hook
         runner.set_hooks(**hooks)
-        # The runner's directory belongs to the runner's user, as on a host.
-        subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(runner.path)], check=True)
+        if tree == "install":
+            lay_out_runner_tree(runner.path, self.uid, self.gid)
+        else:
+            subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(runner.path)], check=True)
         run_dir = self.base / f"run-{n}"
         run_dir.mkdir(mode=0o755)  # /run/runner-lifecycle: root-owned, 0755 (RuntimeDirectoryMode)
         os.chmod(run_dir, 0o755)
@@ -130,4 +169,4 @@ class UserHosts:
 
 
 __all__ = ["Host", "PY", "UserHosts", "as_user", "attack", "attack_py", "fd_count", "kill_user_processes",
-           "wait_for"]
+           "lay_out_runner_tree", "wait_for"]

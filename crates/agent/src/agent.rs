@@ -1226,11 +1226,7 @@ impl Agent {
     /// The listener's environment: never the agent's own (runner_env): an allowlist, the runner
     /// user's identity, the runner's `.env`, and what the job hooks need to find the agent.
     fn listener_env(&self, runner_dir: &std::path::Path) -> std::collections::BTreeMap<OsString, OsString> {
-        let owner = self
-            .account
-            .as_ref()
-            .map_or_else(|| rustix::process::getuid().as_raw(), |u| u.uid);
-        let dot_env = match runner_env::read_env_file(&runner_dir.join(".env"), owner) {
+        let dot_env = match runner_env::read_env_file(&runner_dir.join(".env"), self.account.as_ref()) {
             Ok(Some(text)) => runner_env::parse_env_file(&text),
             Ok(None) => Vec::new(),
             Err(e) => {
@@ -1250,6 +1246,13 @@ impl Agent {
     }
 
     fn spawn_listener(&mut self) {
+        // Checked again before every listener (tree.rs): a tree the runner's user (so the last job)
+        // could change never runs as root's next listener.
+        if let Err(e) = self.settings.check_runner_tree(self.account.as_ref()) {
+            error!(error = %lifecycle_escape::escape(&e.to_string()), "not starting the listener");
+            self.queue.push_back(Input::ListenerExited { code: None });
+            return;
+        }
         let runner_dir = self.settings.runner_dir.clone().unwrap_or_default();
         let jit = self.settings.runner_mode == ListenerMode::Jit;
         if jit && self.jit_config.is_none() {
@@ -1285,6 +1288,9 @@ impl Agent {
                 OsString::from(env_vars::RUNNER_INPUT_JITCONFIG),
                 OsString::from(grant.encoded_jit_config.expose()),
             );
+        }
+        if let Some(user) = &self.account {
+            crate::tree::before_listener(&runner_dir, user, self.settings.runner_mode == ListenerMode::Jit);
         }
         // A fresh perf directory per incarnation: the listener reports each job message there before
         // it acquires the job (the latch). Without one the listener still runs; the drain then has

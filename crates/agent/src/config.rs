@@ -1099,7 +1099,7 @@ impl Settings {
     /// typo fails at start instead of as a relaunch loop.
     pub fn check_runner(&self) -> Result<(), ConfigError> {
         use std::os::unix::fs::PermissionsExt;
-        self.runner_account()?;
+        let account = self.runner_account()?;
         let dir = self.require_runner_dir()?;
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
@@ -1117,7 +1117,7 @@ impl Settings {
             }
         }
         let program = self.listener_program()?;
-        match std::fs::metadata(&program) {
+        let found = match std::fs::metadata(&program) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
             Ok(_) => Err(ConfigError::RunnerDir {
                 path: dir.to_path_buf(),
@@ -1130,7 +1130,38 @@ impl Settings {
                     program.display()
                 ),
             }),
-        }
+        };
+        found?;
+        self.check_runner_tree(account.as_ref())
+    }
+
+    /// Check that the runner's user (so the job) can change nothing the root agent executes or
+    /// trusts: the runner directory, the listener program, `externals`, and every directory on the
+    /// way to them, links followed ([`crate::tree`]). `account`: the listener's user; `None` (the
+    /// listener runs as the agent's own user, who is then the job's too) checks nothing. Run at
+    /// start and before each listener.
+    pub fn check_runner_tree(&self, account: Option<&crate::runner_env::User>) -> Result<(), ConfigError> {
+        let Some(user) = account.filter(|u| u.uid != rustix::process::geteuid().as_raw()) else {
+            return Ok(());
+        };
+        let dir = self.require_runner_dir()?;
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(p)
+            }
+        };
+        let program = self.listener_program()?;
+        crate::tree::check_runner(&abs(dir), &abs(&program), user).map_err(|e| ConfigError::RunnerDir {
+            path: dir.to_path_buf(),
+            message: format!(
+                "the runner's user `{}` (so any job) could change what the root agent runs: {e}. \
+                 Lay the tree out with `runner-lifecycle install` (check it with `install --check`; \
+                 docs/operations.md, \"The runner's tree\")",
+                user.name
+            ),
+        })
     }
 
     /// How long a `job-started` report may wait for its `Runner.Worker` to show in `/proc`: two

@@ -30,3 +30,4 @@ pub mod runner_env;
 pub mod socket;
 pub mod status;
 pub mod status_wire;
+pub mod tree;

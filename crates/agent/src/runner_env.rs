@@ -120,12 +120,16 @@ pub fn parse_env_file(text: &[u8]) -> Vec<(OsString, Option<OsString>)> {
         .collect()
 }
 
-/// Read the runner's `.env` at `path` for a listener running as `owner`. The agent may run as root
-/// while the runner directory belongs to the runner's user (and so to the job): the file is read
-/// only if it is a regular file (not a symlink) that `owner` owns or that anyone may read, so a job
-/// cannot make the agent copy a file it may not read (say, a link to `/etc/shadow`) into the
-/// environment it can read. `Ok(None)` when there is no file.
-pub fn read_env_file(path: &Path, owner: u32) -> Result<Option<Vec<u8>>, String> {
+/// Read the runner's `.env` at `path` for a listener running as `runner` (`None`: as the agent's
+/// own user, who is then the job's user too: nothing to protect). The agent runs as root and passes
+/// what it reads into the listener's environment, which every job inherits: so the file is read only
+/// if the runner's user (so the job) can change neither it nor any directory on the way to it
+/// ([`crate::tree::check_path`]): a job that could would add an interpreter hook (`LD_PRELOAD`,
+/// `NODE_OPTIONS`) or a job hook to the *next* listener's environment (issue 16). It must also be a
+/// regular file the runner's user may read (the listener reads it itself too), opened without
+/// following links and without blocking (a FIFO cannot stop the agent's only thread), and checked
+/// again on the opened descriptor. `Ok(None)` when there is no file.
+pub fn read_env_file(path: &Path, runner: Option<&User>) -> Result<Option<Vec<u8>>, String> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let before = match std::fs::symlink_metadata(path) {
@@ -136,22 +140,34 @@ pub fn read_env_file(path: &Path, owner: u32) -> Result<Option<Vec<u8>>, String>
     if !before.file_type().is_file() {
         return Err(format!("{} is not a regular file; not read", path.display()));
     }
-    if before.uid() != owner && before.mode() & 0o004 == 0 {
-        return Err(format!(
-            "{} belongs to uid {}, not the runner's user (uid {owner}), and is not world-readable; not read",
-            path.display(),
-            before.uid()
-        ));
+    if let Some(user) = runner {
+        crate::tree::check_path(path, user).map_err(|e| {
+            format!("{e}; not read (the job could write the listener's environment: run `runner-lifecycle install`)")
+        })?;
+        let mode = before.mode();
+        let group_reads = mode & 0o040 != 0 && (before.gid() == user.gid || user.groups.contains(&before.gid()));
+        if mode & 0o004 == 0 && !group_reads {
+            return Err(format!(
+                "{} (mode {:04o}, uid {}, gid {}) is not readable by the runner's user, whose listener reads it too; not read",
+                path.display(),
+                mode & 0o7777,
+                before.uid(),
+                before.gid()
+            ));
+        }
     }
-    // Never blocking, never through a link: the job's user can swap the file for a FIFO between the
-    // check above and this open, which would stop the agent's only thread (issue 16).
+    // Never blocking, never through a link: a FIFO or a link swapped in after the check above must
+    // neither stop the agent's only thread nor be followed (issue 16).
     let file = crate::perflog::open_untrusted(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let after = file
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    // The file opened must be the one checked (no swap in between).
+    // The file opened must be the one checked (no swap in between), and still not the job's.
     if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
         return Err(format!("{} changed while it was read; not read", path.display()));
+    }
+    if let Some(why) = runner.and_then(|user| crate::tree::writable_by(&after, user)) {
+        return Err(format!("{} is {why}; not read", path.display()));
     }
     let mut text = Vec::new();
     file.take(MAX_ENV_FILE)
@@ -414,27 +430,69 @@ mod tests {
     }
 
     #[test]
-    fn env_files_the_runner_user_may_not_read_are_refused() {
+    fn env_files_the_runner_user_could_change_or_not_read_are_refused() {
         use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
         let dir = std::env::temp_dir().join(format!("rl-envfile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let me = rustix::process::getuid().as_raw();
-        assert_eq!(read_env_file(&dir.join("absent"), me), Ok(None));
+        chmod(&dir, 0o755);
+        // The test's user stands for root; the runner is another uid, not in the file's group.
+        let gid = rustix::process::getegid().as_raw();
+        let runner = User {
+            name: "runner".into(),
+            uid: rustix::process::geteuid().as_raw() + 4242,
+            gid: gid + 4242,
+            groups: vec![],
+            home: "/nonexistent".into(),
+            shell: "/bin/sh".into(),
+        };
+        let runner = Some(&runner);
+        assert_eq!(read_env_file(&dir.join("absent"), runner), Ok(None));
         let file = dir.join(".env");
         std::fs::write(&file, "A=1\n").expect("write");
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert_eq!(read_env_file(&file, me), Ok(Some(b"A=1\n".to_vec())));
-        // Someone else's private file: refused; world-readable: fine.
-        assert!(read_env_file(&file, me + 1).is_err());
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(read_env_file(&file, me + 1).is_ok());
-        // A symlink is never followed.
+        chmod(&file, 0o644);
+        assert_eq!(read_env_file(&file, runner), Ok(Some(b"A=1\n".to_vec())));
+        // Private to its owner: the listener could not read it either.
+        chmod(&file, 0o600);
+        assert!(read_env_file(&file, runner)
+            .expect_err("private")
+            .contains("not readable"));
+        assert!(read_env_file(&file, None).is_ok(), "the agent's own user: read");
+        // Writable by the runner (here: by everyone): the job could add LD_PRELOAD to it.
+        chmod(&file, 0o666);
+        assert!(read_env_file(&file, runner)
+            .expect_err("writable")
+            .contains("writable by everyone"));
+        chmod(&file, 0o644);
+        // In a directory the runner could write (not sticky): the job could replace the file.
+        chmod(&dir, 0o777);
+        assert!(read_env_file(&file, runner)
+            .expect_err("open dir")
+            .contains("writable by everyone"));
+        chmod(&dir, 0o1777);
+        assert!(
+            read_env_file(&file, runner).is_ok(),
+            "sticky: the file is not the runner's"
+        );
+        chmod(&dir, 0o755);
+        // A symlink is never followed; a FIFO never blocks.
         let link = dir.join("link");
         std::os::unix::fs::symlink(&file, &link).expect("symlink");
-        assert!(read_env_file(&link, me)
+        assert!(read_env_file(&link, runner)
             .expect_err("symlink")
             .contains("not a regular file"));
+        let fifo = dir.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .expect("mkfifo");
+        assert!(read_env_file(&fifo, None).is_err());
+        assert!(read_env_file(&fifo, runner).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

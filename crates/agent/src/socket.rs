@@ -19,11 +19,14 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may wait before its next request line arrives: a hook writes its line
 /// right after connecting.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections open at once. The job can connect as often as it likes: beyond this the oldest idle
-/// connection is closed ([`crate::conns`]), so the fd count stays bounded and a real hook is served.
+/// Connections open at once. The job can connect as often as it likes: beyond this the oldest
+/// connection that has been answered or has not spoken is closed ([`crate::conns`]), so the fd count
+/// stays bounded and a real hook is served.
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long the main loop may take to answer a request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a client may take to read one reply: a hook reads it at once.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request from a job hook (or an operator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,8 +219,8 @@ pub async fn serve_limited(
     to_agent: mpsc::Sender<Incoming>,
     limiter: std::sync::Arc<crate::conns::Limiter>,
 ) {
-    // Every slot busy being answered: a new connection is closed at once (the hook answers its job
-    // and exits 0 without waiting).
+    // Every slot being answered: a new connection waits in the backlog until one is done (the
+    // answers take microseconds, at most ANSWER_TIMEOUT).
     crate::conns::serve(
         listener,
         limiter,
@@ -237,30 +240,24 @@ async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>, slot: &cra
     let mut line = Vec::with_capacity(64);
     loop {
         line.clear();
-        let evicted = slot.idle();
         let mut limited = (&mut reader).take(MAX_LINE as u64);
-        let read = tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut line));
-        let n = tokio::select! {
-            r = read => match r {
-                Ok(Ok(n)) => n,
-                _ => return,
-            },
-            _ = evicted => return,
+        let n = match tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut line)).await {
+            Ok(Ok(n)) => n,
+            _ => return,
         };
-        slot.busy();
         if n == 0 {
             return;
         }
+        // Not evictable while the agent answers (microseconds): a hook that has spoken is answered.
+        slot.answering();
         let complete = line.last() == Some(&b'\n');
-        let reply = if !complete && n >= MAX_LINE {
+        let (reply, last) = if !complete && n >= MAX_LINE {
             tracing::warn!("hook socket: request longer than {MAX_LINE} bytes refused");
-            let reply = format!("error request longer than {MAX_LINE} bytes; closing\n");
-            let _ = write.write_all(reply.as_bytes()).await;
-            return;
+            (format!("error request longer than {MAX_LINE} bytes; closing\n"), true)
         } else {
             let body = line.strip_suffix(b"\n").unwrap_or(&line);
             let body = body.strip_suffix(b"\r").unwrap_or(body);
-            match parse_request(body) {
+            let reply = match parse_request(body) {
                 Ok(request) => answer(request, &to_agent).await,
                 Err(message) => {
                     // The request's bytes go back to its sender only: whatever was sent by mistake
@@ -268,10 +265,16 @@ async fn handle(stream: UnixStream, to_agent: mpsc::Sender<Incoming>, slot: &cra
                     tracing::warn!(bytes = body.len(), "hook socket: bad request refused");
                     format!("error {message}\n")
                 }
-            }
+            };
+            (reply, false)
         };
-        if write.write_all(reply.as_bytes()).await.is_err() {
-            return;
+        // Answered: from here on the client's pace is its own business. Evictable, and the reply
+        // must be taken within WRITE_TIMEOUT: a client that pipelines requests and never reads its
+        // answers holds a slot for at most that long per reply, and gives it up to any newcomer.
+        slot.served();
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(reply.as_bytes())).await {
+            Ok(Ok(())) if !last => {}
+            _ => return,
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct InstallArgs {
     /// keep the configuration and the state directory. Stop the units first.
     #[arg(long, conflicts_with = "print_unit")]
     uninstall: bool,
+    /// Change nothing; report every file, directory and entry of the runner's tree that is not as
+    /// install would lay it out (docs/operations.md, "The runner's tree"), and exit 8 if any.
+    #[arg(long, conflicts_with_all = ["print_unit", "uninstall", "dry_run"])]
+    check: bool,
 }
 
 /// A JIT endpoint URL as the agent will accept it (https, or http to loopback), and nothing a
@@ -100,6 +104,9 @@ pub fn run(args: &InstallArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return report(&e),
     };
+    if args.check {
+        return check(&plan);
+    }
     print!("{}", plan.describe());
     if plan.is_noop() {
         println!("runner-lifecycle install: everything is already in place; nothing changed");
@@ -132,6 +139,26 @@ pub fn run(args: &InstallArgs) -> ExitCode {
          (and do not also install the runner's own service with svc.sh: the agent supervises the listener)"
     );
     ExitCode::Ok
+}
+
+/// `install --check`: one line per difference on stdout, exit 0 when there is none.
+fn check(plan: &Plan) -> ExitCode {
+    let problems = match plan.problems() {
+        Ok(p) => p,
+        Err(e) => return report(&e),
+    };
+    if problems.is_empty() {
+        println!("runner-lifecycle install --check: everything is in place");
+        return ExitCode::Ok;
+    }
+    for p in &problems {
+        println!("{}", lifecycle_escape::escape(p));
+    }
+    eprintln!(
+        "runner-lifecycle install --check: {} difference(s) from what install lays out; run install to fix them",
+        problems.len()
+    );
+    ExitCode::NotInstalled
 }
 
 fn uninstall(opts: &InstallOptions, dry_run: bool) -> ExitCode {

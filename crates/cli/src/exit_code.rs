@@ -21,6 +21,9 @@ pub enum ExitCode {
     /// `status`: the socket is there but gave no usable answer (permission denied, no answer in
     /// time, or an unexpected reply).
     AgentNoAnswer = 7,
+    /// `install --check`: the host is not laid out as `install` would lay it out (each difference
+    /// printed: the runner's tree, the unit, the hooks...).
+    NotInstalled = 8,
     /// `register`: the registration token's secret or parameter does not exist.
     SecretMissing = 20,
     /// `register`: the registration token expired, or GitHub rejected it.
@@ -49,7 +52,7 @@ mod tests {
     use super::ExitCode::{self, *};
 
     /// Every code; the exhaustive match below makes a new variant fail to compile until it is added.
-    const ALL: [ExitCode; 15] = [
+    const ALL: [ExitCode; 16] = [
         Ok,
         Failure,
         Usage,
@@ -58,6 +61,7 @@ mod tests {
         AlreadyRunning,
         AgentNotRunning,
         AgentNoAnswer,
+        NotInstalled,
         SecretMissing,
         TokenRejected,
         ConfigScriptFailed,
@@ -70,8 +74,8 @@ mod tests {
     fn listed(code: ExitCode) -> bool {
         match code {
             Ok | Failure | Usage | Config | InvariantViolated | AlreadyRunning | AgentNotRunning | AgentNoAnswer
-            | SecretMissing | TokenRejected | ConfigScriptFailed | SecretNotDeleted | EventRejected | Retryable
-            | JitRefused => ALL.contains(&code),
+            | NotInstalled | SecretMissing | TokenRejected | ConfigScriptFailed | SecretNotDeleted | EventRejected
+            | Retryable | JitRefused => ALL.contains(&code),
         }
     }
 

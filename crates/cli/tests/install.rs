@@ -337,3 +337,89 @@ fn packaged_config_passes_the_agents_config_check() {
     assert!(text(&out).contains("stop_deadline = \"6h\"  # file"), "{}", text(&out));
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// The runner's tree (docs/operations.md, "The runner's tree"): a tree unpacked by the runner's user
+/// is reported by `--check` (exit 8, one line per entry), given to root by `install` (the directory
+/// sticky and the runner group's, `_work` and `_diag` the runner's, `.env` root's), and then
+/// reported clean; drift is reported again.
+#[test]
+fn the_runner_tree_is_given_to_root_and_check_reports_what_is_not() {
+    let s = Staging::new("tree");
+    let dir = s.root.join("opt/actions-runner");
+    fs::create_dir_all(dir.join("externals/node20/bin")).expect("mkdir");
+    fs::write(dir.join("externals/node20/bin/node"), "").expect("node");
+    fs::set_permissions(dir.join("externals/node20/bin/node"), fs::Permissions::from_mode(0o775)).expect("chmod");
+    fs::write(dir.join("config.sh"), "").expect("config.sh");
+    fs::set_permissions(dir.join("config.sh"), fs::Permissions::from_mode(0o777)).expect("chmod");
+    fs::write(dir.join(".runner"), "{}").expect(".runner");
+    fs::create_dir_all(dir.join("_work/x")).expect("mkdir");
+    if is_root() {
+        let out = Command::new("chown")
+            .args(["-R", "1001:1001"])
+            .arg(&dir)
+            .output()
+            .expect("chown");
+        assert!(out.status.success());
+    }
+    let before = s.install(&["--check", "--runner-mode", "persistent"]);
+    assert_eq!(before.status.code(), Some(8), "{}", text(&before));
+    let out = text(&before);
+    assert!(
+        out.contains("/opt/actions-runner/config.sh: ")
+            && out.contains("/opt/actions-runner/externals/node20/bin/node: "),
+        "{out}"
+    );
+    assert!(
+        !out.contains("/opt/actions-runner/_work/x"),
+        "_work is the runner's: {out}"
+    );
+    assert!(
+        fs::metadata(dir.join("config.sh")).expect("meta").permissions().mode() & 0o777 == 0o777,
+        "--check changes nothing"
+    );
+
+    let first = s.install(&["--runner-mode", "persistent"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let mode = |rel: &str| fs::symlink_metadata(dir.join(rel)).expect(rel).permissions().mode() & 0o7777;
+    let owner = |rel: &str| {
+        let m = fs::symlink_metadata(dir.join(rel)).expect(rel);
+        (m.uid(), m.gid())
+    };
+    assert_eq!(fs::metadata(&dir).expect("dir").permissions().mode() & 0o7777, 0o1770);
+    assert_eq!(mode("config.sh"), 0o755);
+    assert_eq!(mode("externals/node20/bin/node"), 0o755);
+    assert_eq!(mode("_work"), 0o750);
+    assert_eq!(mode(".env"), 0o644);
+    assert_eq!(mode(".runner"), 0o640);
+    if is_root() {
+        assert_eq!(owner(""), (0, 1001), "root's, the runner's group");
+        for rel in [
+            "bin",
+            "bin/Runner.Listener",
+            "externals/node20/bin/node",
+            "config.sh",
+            ".env",
+        ] {
+            assert_eq!(owner(rel), (0, 0), "{rel}");
+        }
+        assert_eq!(
+            owner(".runner"),
+            (0, 1001),
+            "the registration: root's, readable by the listener"
+        );
+        assert_eq!(owner("_work"), (1001, 1001));
+        assert_eq!(owner("_work/x"), (1001, 1001), "what is in _work stays the runner's");
+    }
+    let clean = s.install(&["--check", "--runner-mode", "persistent"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    assert!(text(&clean).contains("everything is in place"));
+
+    fs::set_permissions(dir.join("bin"), fs::Permissions::from_mode(0o777)).expect("chmod");
+    let drift = s.install(&["--check", "--runner-mode", "persistent"]);
+    assert_eq!(drift.status.code(), Some(8), "{}", text(&drift));
+    assert!(
+        text(&drift).contains("/opt/actions-runner/bin: writable by its group or others (mode 0777)"),
+        "{}",
+        text(&drift)
+    );
+}

@@ -169,12 +169,37 @@ pub enum Item {
         /// Owner.
         owner: Option<Owner>,
     },
+    /// An existing file whose content is not ours (the runner's registration): only its owner and
+    /// mode are set; nothing happens when it does not exist.
+    Perm {
+        /// Path below the root.
+        path: PathBuf,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        owner: Option<Owner>,
+    },
+    /// Everything below a directory (not the directory itself, not the top-level names in `keep`,
+    /// never through a link) owned by `owner` and writable by no one else (the runner's code:
+    /// docs/operations.md, "The runner's tree").
+    Tree {
+        /// The directory, below the root.
+        path: PathBuf,
+        /// Top-level names left alone (the runner's own, or planned as items of their own).
+        keep: Vec<&'static str>,
+        /// Owner of every entry (`None`: modes only, when not run as root).
+        owner: Option<Owner>,
+    },
 }
 
 impl Item {
     fn path(&self) -> &Path {
         match self {
-            Item::File { path, .. } | Item::Dir { path, .. } | Item::Absent { path } => path,
+            Item::File { path, .. }
+            | Item::Dir { path, .. }
+            | Item::Absent { path }
+            | Item::Perm { path, .. }
+            | Item::Tree { path, .. } => path,
         }
     }
 }
@@ -423,7 +448,6 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
     let home = lookup_home(&o.root, &o.user);
     // Chown needs root; a non-root staging install records modes and content only.
     let chown = rustix::process::geteuid().is_root();
-    let runner_owner = chown.then_some(owner);
     // The agent's own directories belong to root: the job (the runner's user) must not be able to
     // replace the hook socket or touch the agent's state (docs/security.md).
     let root_owner = chown.then_some(Owner { uid: 0, gid: 0 });
@@ -496,15 +520,83 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
             mode: 0o755,
             owner: root_owner,
         },
-        Item::File {
-            path: env_path.clone(),
-            content: merged_env(&existing_env, &env_path)?,
-            mode: 0o644,
-            owner: runner_owner,
-            keep_existing: false,
-        },
     ]);
+    items.extend(runner_tree(o, &runner_rel, owner, root_owner)?);
+    items.push(Item::File {
+        path: env_path.clone(),
+        content: merged_env(&existing_env, &env_path)?,
+        mode: 0o644,
+        // Root's: the agent (root) copies it into every listener's environment, so the job must
+        // not be able to add an interpreter hook to it (docs/security.md, issue 16).
+        owner: root_owner,
+        keep_existing: false,
+    });
     finish(o, items)
+}
+
+/// The runner's own directories in its tree: written by the listener and the jobs.
+pub const RUNNER_DIRS: [&str; 2] = ["_work", "_diag"];
+
+/// The registration files the listener writes (`config.sh`, or a JIT listener from its config).
+pub const REGISTRATION: [&str; 3] = [".runner", ".credentials", ".credentials_rsaparams"];
+
+/// Names at the top of the runner's tree the listener may create at run time and read back
+/// (actions/runner `HostContext.GetConfigFile`); the agent removes the runner user's ones before
+/// each listener (crates/agent/src/tree.rs). Left alone by the tree lock.
+const RUNTIME_SETTINGS: [&str; 2] = [".runner_migrated", ".credentials_migrated"];
+
+/// The runner's tree (docs/operations.md, "The runner's tree"): the directory root's, group the
+/// runner's, mode 1770 (sticky: the listener creates and deletes its registration files there; it
+/// can never remove or replace root's entries); everything in it root's and writable by no one
+/// else, but `_work` and `_diag` (the runner's, 0750) and the registration files (in persistent mode
+/// root's, readable by the runner's group; else the listener's own). So nothing the agent executes
+/// (`bin/Runner.Listener`) or reads (`.env`) can be changed by the job.
+fn runner_tree(
+    o: &InstallOptions,
+    runner_rel: &Path,
+    runner: Owner,
+    root_owner: Option<Owner>,
+) -> Result<Vec<Item>, InstallError> {
+    let chown = root_owner.is_some();
+    let mut keep: Vec<&'static str> = vec![".env"];
+    keep.extend(RUNNER_DIRS);
+    keep.extend(REGISTRATION);
+    keep.extend(RUNTIME_SETTINGS);
+    let mut items = vec![
+        Item::Dir {
+            path: runner_rel.to_path_buf(),
+            mode: 0o1770,
+            owner: chown.then_some(Owner {
+                uid: 0,
+                gid: runner.gid,
+            }),
+        },
+        Item::Tree {
+            path: runner_rel.to_path_buf(),
+            keep,
+            owner: root_owner,
+        },
+    ];
+    for dir in RUNNER_DIRS {
+        items.push(Item::Dir {
+            path: runner_rel.join(dir),
+            mode: 0o750,
+            owner: chown.then_some(runner),
+        });
+    }
+    if o.runner_mode.as_deref() == Some("persistent") {
+        for name in REGISTRATION {
+            items.push(Item::Perm {
+                path: runner_rel.join(name),
+                mode: 0o640,
+                owner: chown.then_some(Owner {
+                    uid: 0,
+                    gid: runner.gid,
+                }),
+            });
+        }
+    }
+    Ok(items)
 }
 
 /// Plan `install --uninstall`: remove the units, the fence and the hook scripts, and take the hook
@@ -570,6 +662,21 @@ fn owner_differs(meta: &fs::Metadata, owner: Option<Owner>) -> bool {
 
 fn change_for(root: &Path, item: &Item) -> Result<Change, InstallError> {
     let abs = root.join(item.path());
+    if let Item::Tree { keep, owner, .. } = item {
+        return Ok(if tree_problems(&abs, keep, *owner, 1)?.is_empty() {
+            Change::Unchanged
+        } else {
+            Change::Update
+        });
+    }
+    if let Item::Perm { mode, owner, .. } = item {
+        return match fs::symlink_metadata(&abs) {
+            Ok(meta) if mode_differs(&meta, *mode) || owner_differs(&meta, *owner) => Ok(Change::Update),
+            Ok(_) => Ok(Change::Unchanged),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Change::Absent),
+            Err(e) => Err(io_err("inspect", &abs)(e)),
+        };
+    }
     if let Item::Absent { .. } = item {
         return match fs::symlink_metadata(&abs) {
             Ok(_) => Ok(Change::Remove),
@@ -584,6 +691,7 @@ fn change_for(root: &Path, item: &Item) -> Result<Change, InstallError> {
     };
     Ok(match item {
         Item::Absent { .. } => Change::Remove,
+        Item::Perm { .. } | Item::Tree { .. } => Change::Unchanged, // handled above
         Item::Dir { mode, owner, .. } => {
             if mode_differs(&meta, *mode) || owner_differs(&meta, *owner) {
                 Change::Update
@@ -616,6 +724,17 @@ pub fn apply(plan: &Plan) -> Result<(), InstallError> {
         let abs = plan.root.join(item.path());
         match item {
             Item::Absent { .. } => fs::remove_file(&abs).map_err(io_err("remove", &abs))?,
+            Item::Perm { mode, owner, .. } => {
+                let meta = fs::symlink_metadata(&abs).map_err(io_err("inspect", &abs))?;
+                if meta.file_type().is_symlink() {
+                    // Never chown or chmod through a link (it could lead to /etc/shadow).
+                    return Err(io_err("secure", &abs)(io::Error::other(
+                        "is a symbolic link; not followed: remove it and register again",
+                    )));
+                }
+                set_mode_owner(&abs, *mode, *owner)?;
+            }
+            Item::Tree { keep, owner, .. } => lock_tree(&abs, keep, *owner)?,
             Item::Dir { mode, owner, .. } => {
                 fs::create_dir_all(&abs).map_err(io_err("create directory", &abs))?;
                 set_mode_owner(&abs, *mode, *owner)?;
@@ -647,6 +766,177 @@ fn set_mode_owner(path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), In
         .map_err(|e| io_err("chown", path)(e.into()))?;
     }
     Ok(())
+}
+
+/// What is wrong with one entry of the runner's code: not `owner`'s, or writable by group or others.
+fn entry_problem(meta: &fs::Metadata, owner: Option<Owner>) -> Option<String> {
+    if let Some(o) = owner {
+        if meta.uid() != o.uid || meta.gid() != o.gid {
+            return Some(format!(
+                "owned by {}:{}, not {}:{}",
+                meta.uid(),
+                meta.gid(),
+                o.uid,
+                o.gid
+            ));
+        }
+    }
+    let mode = meta.permissions().mode();
+    (!meta.file_type().is_symlink() && mode & 0o022 != 0)
+        .then(|| format!("writable by its group or others (mode {:04o})", mode & 0o7777))
+}
+
+/// Call `f` on every entry below `dir`, parents before children, never through a link, except the
+/// top-level names in `keep`.
+fn walk_tree(
+    dir: &Path,
+    keep: &[&str],
+    f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<bool, InstallError>,
+) -> Result<(), InstallError> {
+    fn inner(
+        dir: &Path,
+        keep: &[&str],
+        f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<bool, InstallError>,
+    ) -> Result<bool, InstallError> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(io_err("list", dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err("list", dir))?;
+        names.sort();
+        for name in names {
+            if keep.iter().any(|k| name == *k) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let meta = fs::symlink_metadata(&path).map_err(io_err("inspect", &path))?;
+            if !f(&path, &meta)? {
+                return Ok(false);
+            }
+            if meta.is_dir() && !inner(&path, &[], f)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+    inner(dir, keep, f).map(|_| ())
+}
+
+/// The entries below `dir` that are not laid out as [`Item::Tree`] wants, with what is wrong; at
+/// most `limit` of them.
+fn tree_problems(dir: &Path, keep: &[&str], owner: Option<Owner>, limit: usize) -> Result<Vec<String>, InstallError> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    walk_tree(dir, keep, &mut |path, meta| {
+        if let Some(problem) = entry_problem(meta, owner) {
+            out.push(format!("{}: {problem}", path.display()));
+        }
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+/// Give every entry below `dir` (but `keep`) to `owner` and take group and other write away.
+/// Parents go first: once a directory is root's and closed, nothing in it can be swapped for a link
+/// by the runner's user; links themselves are re-owned, never followed.
+fn lock_tree(dir: &Path, keep: &[&str], owner: Option<Owner>) -> Result<(), InstallError> {
+    walk_tree(dir, keep, &mut |path, meta| {
+        if let Some(o) = owner {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                path,
+                Some(rustix::fs::Uid::from_raw(o.uid)),
+                Some(rustix::fs::Gid::from_raw(o.gid)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_err("chown", path)(e.into()))?;
+        }
+        let meta = if owner.is_some() {
+            fs::symlink_metadata(path).map_err(io_err("inspect", path))?
+        } else {
+            meta.clone()
+        };
+        if !meta.file_type().is_symlink() {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o022)).map_err(io_err("chmod", path))?;
+            }
+        }
+        Ok(true)
+    })
+}
+
+impl Plan {
+    /// What is not as planned, item by item (`install --check`): one line per difference.
+    pub fn problems(&self) -> Result<Vec<String>, InstallError> {
+        let mut out = Vec::new();
+        for (item, change) in &self.items {
+            let shown = format!("/{}", item.path().display());
+            let abs = self.root.join(item.path());
+            match (item, change) {
+                (_, Change::Unchanged | Change::Kept | Change::Absent) => {}
+                (Item::Tree { keep, owner, .. }, _) => {
+                    let found = tree_problems(&abs, keep, *owner, 21)?;
+                    let root = self.root.display().to_string();
+                    let on_host = |p: &String| match p.strip_prefix(root.trim_end_matches('/')) {
+                        Some(rest) if rest.starts_with('/') => rest.to_string(),
+                        _ => p.clone(),
+                    };
+                    for p in found.iter().take(20).map(on_host) {
+                        out.push(format!(
+                            "{p} (the runner's code must be root's, writable by no one else)"
+                        ));
+                    }
+                    if found.len() > 20 {
+                        out.push(format!("{shown}: and more below it"));
+                    }
+                }
+                (_, Change::Create) => out.push(format!("{shown}: missing")),
+                (_, Change::Remove) => out.push(format!("{shown}: present, and should not be")),
+                (Item::File { mode, owner, .. } | Item::Dir { mode, owner, .. }, Change::Update) => {
+                    out.extend(attr_problems(&shown, &abs, *mode, *owner));
+                }
+                (Item::Perm { mode, owner, .. }, Change::Update) => {
+                    out.extend(attr_problems(&shown, &abs, *mode, *owner))
+                }
+                (Item::Absent { .. }, Change::Update) => {}
+            }
+            if let (Item::File { content, .. }, Change::Update) = (item, change) {
+                if fs::read(&abs).ok().as_deref() != Some(content.as_bytes()) {
+                    out.push(format!("{shown}: content differs from what install writes"));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn attr_problems(shown: &str, abs: &Path, mode: u32, owner: Option<Owner>) -> Vec<String> {
+    let Ok(meta) = fs::symlink_metadata(abs) else {
+        return vec![format!("{shown}: cannot be inspected")];
+    };
+    let mut out = Vec::new();
+    if meta.file_type().is_symlink() {
+        out.push(format!("{shown}: is a symbolic link"));
+    }
+    if mode_differs(&meta, mode) {
+        out.push(format!(
+            "{shown}: mode {:04o}, should be {mode:04o}",
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    if let Some(o) = owner.filter(|o| meta.uid() != o.uid || meta.gid() != o.gid) {
+        out.push(format!(
+            "{shown}: owned by {}:{}, should be {}:{}",
+            meta.uid(),
+            meta.gid(),
+            o.uid,
+            o.gid
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serve `GET /metrics` forever.
 pub async fn serve(listener: TcpListener, metrics: Shared) {
-    // Idle connections cannot starve scrapes: at the cap the oldest idle one is closed (crate::conns).
+    // Idle connections and clients that never read cannot starve scrapes (crate::conns).
     let limiter = crate::conns::Limiter::new(MAX_CONNECTIONS);
     crate::conns::serve(
         listener,
@@ -59,7 +59,6 @@ pub async fn serve(listener: TcpListener, metrics: Shared) {
 async fn handle(mut stream: TcpStream, metrics: &Mutex<Metrics>, slot: &crate::conns::Slot) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    let evicted = slot.idle();
     let read_head = async {
         loop {
             if head_end(&head).is_some() || head.len() > MAX_HEAD {
@@ -71,17 +70,19 @@ async fn handle(mut stream: TcpStream, metrics: &Mutex<Metrics>, slot: &crate::c
             }
         }
     };
-    tokio::select! {
-        r = tokio::time::timeout(READ_TIMEOUT, read_head) => if r.is_err() { return },
-        _ = evicted => return,
-    }
-    slot.busy();
-    if head.is_empty() {
+    if tokio::time::timeout(READ_TIMEOUT, read_head).await.is_err() || head.is_empty() {
         return;
     }
+    slot.answering();
     let response = respond(&head, || lock(metrics).render());
-    let _ = stream.write_all(&response).await;
-    let _ = stream.shutdown().await;
+    // Rendered: a client that does not read its answer gives its slot to the next one (crate::conns),
+    // and has READ_TIMEOUT to take it.
+    slot.served();
+    let write = async {
+        let _ = stream.write_all(&response).await;
+        let _ = stream.shutdown().await;
+    };
+    let _ = tokio::time::timeout(READ_TIMEOUT, write).await;
 }
 
 fn head_end(bytes: &[u8]) -> Option<usize> {
