@@ -165,6 +165,9 @@ pub struct Metrics {
     /// Jobs killed by a stop on a listener that had already run a job: a persistent listener took
     /// the next job as its last one ended while a drain was due.
     pub jobs_killed_next_job_race: u64,
+    /// Every finished job, when `SimConfig::record_jobs` asks for it (crate::github_export).
+    #[serde(skip)]
+    pub job_log: Option<Vec<crate::github_export::JobRecord>>,
     #[serde(skip)]
     waits_ms: Hist,
     /// From a worker's exit to the next listener ready to take a job, on hosts not draining.
