@@ -215,6 +215,11 @@ pub struct ControllerOpts {
     /// The name prefix of JIT runners (what the never-online sweep matches).
     #[arg(long, value_name = "PREFIX", env = "RUNNER_LIFECYCLE_JIT_PREFIX", default_value = lifecycle_controller::settings::DEFAULT_JIT_PREFIX, global = true)]
     jit_prefix: String,
+    /// Opt-in, with demand scaling: re-run once a job that died with its runner through no fault of
+    /// its own (spot interruption, a drain out of time, a lost host), on its `completed` webhook
+    /// (docs/audit.md, "Re-running"; needs Actions: write).
+    #[arg(long, env = "RUNNER_LIFECYCLE_RERUN_FLEET_LOSSES", global = true)]
+    rerun_fleet_losses: bool,
     /// AWS region.
     #[arg(long, value_name = "REGION", env = "AWS_REGION", global = true)]
     region: Option<String>,
@@ -403,6 +408,7 @@ fn scale_settings(opts: &ControllerOpts, s: &Settings) -> Result<Option<ScaleSet
         .filter(|r| !r.trim().is_empty())
         .map(|r| parse_repo(r).map_err(|e| format!("--scale-repos: {e}")))
         .collect::<Result<_, _>>()?;
+    scale.rerun_fleet_losses = opts.rerun_fleet_losses.then(|| opts.jit_prefix.trim().to_string());
     Ok(Some(scale))
 }
 
