@@ -426,4 +426,69 @@ mod tests {
             "FleetLossReruns"
         );
     }
+
+    /// The webhook path end to end: a signed `completed` delivery of a fleet loss is counted and
+    /// its job re-run once; the same delivery again is a replay, a late `in_progress` and the
+    /// re-run's own completion re-run nothing; without the flag nothing is re-run.
+    #[tokio::test]
+    async fn the_webhook_path_re_runs_a_fleet_loss_once() {
+        use crate::fakes::FakeGitHub;
+        use crate::ports::Capacity;
+        use crate::settings::{ScaleSettings, Settings};
+        use lifecycle_github::Secret;
+
+        let secret = Secret::new("s3cret".to_string());
+        let controller = |rerun: bool| {
+            let mut settings = Settings::new(["runners".to_string()]);
+            let mut s = ScaleSettings::new("runners", &["self-hosted"], "state");
+            s.webhook_secret = Some(secret.clone());
+            s.rerun_fleet_losses = rerun.then(|| "rle-jit-".to_string());
+            settings.scale = Some(s);
+            let aws = FakeAws::default();
+            *aws.capacity.lock().unwrap() = Some(Capacity {
+                desired: 1,
+                min: 0,
+                max: 10,
+            });
+            Controller::new(settings, aws, FakeGitHub::default())
+        };
+        let request = |p: &Value, delivery: &str| {
+            let mut p = p.clone();
+            p["workflow_job"]["labels"] = json!(["self-hosted"]);
+            p["workflow_job"]["created_at"] = json!("2026-01-01T00:00:00Z");
+            p["workflow_job"]["started_at"] = json!("2026-01-01T00:00:30Z");
+            let body = p.to_string().into_bytes();
+            HttpRequest {
+                method: "POST".into(),
+                headers: vec![
+                    ("x-github-event".into(), "workflow_job".into()),
+                    ("x-github-delivery".into(), delivery.into()),
+                    ("x-hub-signature-256".into(), crate::webhook::sign(&secret, &body)),
+                ],
+                body,
+            }
+        };
+        let c = controller(true);
+        let lost = payload("completed", "failure", 1, "cancelled");
+        assert_eq!(c.webhook(&request(&lost, "d1"), 100).await.status, 202);
+        assert_eq!(*c.github().reruns.lock().unwrap(), [42]);
+        assert_eq!(c.webhook(&request(&lost, "d1"), 101).await.status, 409);
+        assert_eq!(
+            c.webhook(&request(&payload("in_progress", "failure", 1, "cancelled"), "d2"), 102)
+                .await
+                .status,
+            202
+        );
+        assert_eq!(
+            c.webhook(&request(&payload("completed", "failure", 2, "cancelled"), "d3"), 103)
+                .await
+                .status,
+            202
+        );
+        assert_eq!(*c.github().reruns.lock().unwrap(), [42]);
+
+        let off = controller(false);
+        assert_eq!(off.webhook(&request(&lost, "d1"), 100).await.status, 202);
+        assert!(off.github().reruns.lock().unwrap().is_empty());
+    }
 }
