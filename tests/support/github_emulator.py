@@ -55,6 +55,11 @@ RUNNER_OPERATIONS = [
     # Demand for `controller scale` (the reconcile): queued / in-progress runs and their jobs.
     ("get", "/repos/{owner}/{repo}/actions/runs"),
     ("get", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs"),
+    # The loss audit (docs/audit.md): an organisation's repositories, a job's check-run
+    # annotations; and the controller's opt-in re-run of a job the fleet killed.
+    ("get", "/orgs/{org}/repos"),
+    ("get", "/repos/{owner}/{repo}/check-runs/{check_run_id}/annotations"),
+    ("post", "/repos/{owner}/{repo}/actions/jobs/{job_id}/rerun"),
 ]
 
 
@@ -206,6 +211,15 @@ class FakeGitHub:
         self.jit_configs: dict[str, str] = {}
         self.jit_names: set[str] = set()
         self.broker: Any = None
+        #: Workflow runs loaded from an export (id -> {"id", "created_at", "run_attempt", "_repo"});
+        #: when any is loaded, ``GET .../actions/runs`` lists these (``created=A..B`` honoured).
+        self.run_records: dict[int, dict[str, Any]] = {}
+        #: Check-run annotations by check run id (the audit's evidence of a runner's end).
+        self.annotations: dict[int, list[dict[str, Any]]] = {}
+        #: Answers of ``304 Not Modified`` sent for a matching ``If-None-Match``.
+        self.not_modified = 0
+        #: Job ids re-run (``POST .../actions/jobs/{id}/rerun``).
+        self.reruns: list[int] = []
         self._next_id = 1
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -331,6 +345,49 @@ class FakeGitHub:
             self.jobs[job_id] = job
         return job
 
+    def load_export(self, export_dir: Path) -> "FakeGitHub":
+        """Serve the records ``runner-lifecycle simulate --export-github DIR`` wrote: its runs, jobs
+        (all completed) and check-run annotations (github.json)."""
+        data = json.loads((Path(export_dir) / "github.json").read_text())
+        with self._lock:
+            for job in data["jobs"]:
+                self.jobs[int(job["id"])] = job
+            for run in data["runs"]:
+                self.run_records[int(run["id"])] = run
+            for check_run_id, notes in data["annotations"].items():
+                self.annotations[int(check_run_id)] = notes
+        return self
+
+    def _paged(self, items: list[Any], query: dict[str, list[str]], path: str) -> tuple[list[Any], dict[str, str]]:
+        """One page of ``items`` and its ``Link: rel="next"`` header (the query kept)."""
+        per_page = min(int(query.get("per_page", ["30"])[0]), self.page_size)
+        page = int(query.get("page", ["1"])[0])
+        chunk = items[(page - 1) * per_page: page * per_page]
+        headers = {}
+        if page * per_page < len(items):
+            keep = "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()) if k not in ("page", "per_page"))
+            keep = keep + "&" if keep else ""
+            headers["Link"] = f'<{self.url}{path}?{keep}per_page={per_page}&page={page + 1}>; rel="next"'
+        return chunk, headers
+
+    def _export_runs(self, repo: str, query: dict[str, list[str]], path: str) -> tuple[int, dict[str, str], Any]:
+        """``GET .../actions/runs?created=A..B`` over loaded runs (GitHub's search range syntax,
+        inclusive; RFC 3339 UTC timestamps compare as text)."""
+        created = query.get("created", [None])[0]
+        lo, hi = ("", "\uffff")
+        if created:
+            if ".." not in created:
+                return 422, {}, {"message": "Validation Failed", "documentation_url": "x"}
+            lo, hi = created.split("..", 1)
+        with self._lock:
+            runs = [{k: v for k, v in r.items() if not k.startswith("_")} for r in self.run_records.values()
+                    if r["_repo"] == repo and lo <= r["created_at"] <= hi]
+        runs.sort(key=lambda r: r["id"])
+        for r in runs:
+            r.update({"name": "ci", "status": "completed"})
+        chunk, headers = self._paged(runs, query, path)
+        return 200, headers, {"total_count": len(runs), "workflow_runs": chunk}
+
     def set_job(self, job_id: int, status: str) -> None:
         with self._lock:
             self.jobs[job_id]["status"] = status
@@ -344,8 +401,13 @@ class FakeGitHub:
         """``GET .../actions/runs?status=`` and ``GET .../actions/runs/{id}/jobs`` (one page each)."""
         if method != "GET":
             return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+        if tail == ["runs"] and self.run_records:
+            return self._export_runs(repo, query, path)
+        rid_wanted = int(tail[1]) if len(tail) == 3 and tail[1].isdigit() else None
         with self._lock:
-            jobs = [copy.deepcopy(j) for j in self.jobs.values() if j["_repo"] == repo]
+            # Filtered before the copy: an exported week holds tens of thousands of jobs.
+            jobs = [copy.deepcopy(j) for j in self.jobs.values()
+                    if j["_repo"] == repo and (rid_wanted is None or j["run_id"] == rid_wanted)]
         if tail == ["runs"]:
             want = query.get("status", [None])[0]
             runs: dict[int, str] = {}
@@ -368,7 +430,8 @@ class FakeGitHub:
             chunk = chosen[(page - 1) * per_page: page * per_page]
             headers = {}
             if page * per_page < len(chosen):
-                headers["Link"] = f'<{self.url}{path}?filter=latest&per_page={per_page}&page={page + 1}>; rel="next"'
+                flt = query.get("filter", ["latest"])[0]
+                headers["Link"] = f'<{self.url}{path}?filter={flt}&per_page={per_page}&page={page + 1}>; rel="next"'
             return 200, headers, {"total_count": len(chosen), "jobs": chunk}
         return 404, {}, {"message": "Not Found", "documentation_url": "x"}
 
@@ -399,6 +462,27 @@ class FakeGitHub:
             return 201, {}, {"token": tok, "expires_at": _iso(time.time() + 3600)}
         if not ok:
             return 401, {}, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
+        if parts[0] == "orgs" and len(parts) == 3 and parts[2] == "repos" and method == "GET":
+            with self._lock:
+                names = sorted({j["_repo"] for j in self.jobs.values()} | {r["_repo"] for r in self.run_records.values()})
+            repos = [{"id": i + 1, "name": n.split("/")[1], "full_name": n, "owner": {"login": n.split("/")[0]}}
+                     for i, n in enumerate(names) if n.split("/")[0] == parts[1]]
+            chunk, headers = self._paged(repos, query, path)
+            return 200, headers, chunk
+        if parts[0] == "repos" and len(parts) == 6 and parts[3] == "check-runs" and parts[5] == "annotations" \
+                and method == "GET" and parts[4].isdigit():
+            with self._lock:
+                notes = copy.deepcopy(self.annotations.get(int(parts[4]), []))
+            chunk, headers = self._paged(notes, query, path)
+            return 200, headers, chunk
+        if parts[0] == "repos" and len(parts) == 7 and parts[3:5] == ["actions", "jobs"] and parts[6] == "rerun" \
+                and method == "POST" and parts[5].isdigit():
+            jid = int(parts[5])
+            with self._lock:
+                if jid not in self.jobs:
+                    return 404, {}, {"message": "Not Found", "documentation_url": "x"}
+                self.reruns.append(jid)
+            return 201, {}, {}
         if parts[0] == "orgs" and len(parts) >= 4:
             rest = parts[2:]
         elif parts[0] == "repos" and len(parts) >= 5:
@@ -521,6 +605,16 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             status, headers, answer = fake.handle(self.command, url.path, parse_qs(url.query),
                                                   self.headers.get("Authorization", ""), body)
             data = b"" if answer is None else json.dumps(answer).encode()
+            if self.command == "GET" and status == 200:
+                # Conditional requests (GitHub REST API "Best practices"): a strong ETag of the body.
+                import hashlib
+
+                etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+                headers = {**headers, "ETag": etag}
+                if self.headers.get("If-None-Match") == etag:
+                    with fake._lock:
+                        fake.not_modified += 1
+                    status, data = 304, b""
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)

@@ -228,6 +228,11 @@ pub struct ControllerOpts {
         global = true
     )]
     jit_outstanding_for: String,
+    /// Opt-in, with demand scaling: re-run once a job that died with its runner through no fault of
+    /// its own (spot interruption, a drain out of time, a lost host), on its `completed` webhook
+    /// (docs/audit.md, "Re-running"; needs Actions: write).
+    #[arg(long, env = "RUNNER_LIFECYCLE_RERUN_FLEET_LOSSES", global = true)]
+    rerun_fleet_losses: bool,
     /// AWS region.
     #[arg(long, value_name = "REGION", env = "AWS_REGION", global = true)]
     region: Option<String>,
@@ -273,18 +278,30 @@ fn read_secret_file(path: &PathBuf, what: &str) -> Result<Secret, String> {
         .map_err(|e| format!("{what} file {}: {e}", path.display()))
 }
 
-fn github(opts: &ControllerOpts, stored: Option<Secret>) -> Result<AnyGitHub, String> {
-    let Some(url) = &opts.github_url else {
-        return Ok(AnyGitHub::None(NoGitHub));
-    };
-    let (scope, api) = Scope::from_runner_url(url).map_err(|e| e.to_string())?;
-    let auth = if let Some(value) = stored {
+/// Where GitHub credentials come from, as the controller reads them (shared with `audit`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CredentialSources<'a> {
+    /// `--github-app-id`.
+    pub app_id: Option<&'a String>,
+    /// `--github-app-installation-id`.
+    pub installation_id: Option<u64>,
+    /// `--github-app-key-file`.
+    pub app_key_file: Option<&'a PathBuf>,
+    /// `--github-token-file`.
+    pub token_file: Option<&'a PathBuf>,
+}
+
+/// The credentials: a stored secret's value (`--github-credentials-secret`) first, then a GitHub
+/// App (key from a file or RUNNER_LIFECYCLE_GITHUB_APP_KEY), then a token (file or
+/// RUNNER_LIFECYCLE_GITHUB_TOKEN). Never from argv.
+pub(crate) fn credentials(src: CredentialSources<'_>, stored: Option<Secret>) -> Result<Auth, String> {
+    Ok(if let Some(value) = stored {
         Auth::from_stored(&value).map_err(|e| format!("--github-credentials-secret: {e}"))?
-    } else if let Some(app_id) = &opts.github_app_id {
-        let installation_id = opts
-            .github_app_installation_id
+    } else if let Some(app_id) = src.app_id {
+        let installation_id = src
+            .installation_id
             .ok_or("--github-app-id needs --github-app-installation-id")?;
-        let pem = match (&opts.github_app_key_file, std::env::var(ENV_GITHUB_APP_KEY)) {
+        let pem = match (src.app_key_file, std::env::var(ENV_GITHUB_APP_KEY)) {
             (Some(path), _) => read_secret_file(path, "GitHub App key")?,
             (None, Ok(text)) => Secret::new(text),
             (None, Err(_)) => {
@@ -300,7 +317,7 @@ fn github(opts: &ControllerOpts, stored: Option<Secret>) -> Result<AnyGitHub, St
             key,
         }
     } else {
-        let token = match (&opts.github_token_file, std::env::var(ENV_GITHUB_TOKEN)) {
+        let token = match (src.token_file, std::env::var(ENV_GITHUB_TOKEN)) {
             (Some(path), _) => read_secret_file(path, "GitHub token")?,
             (None, Ok(t)) if !t.trim().is_empty() => Secret::new(t.trim().to_string()),
             _ => {
@@ -310,7 +327,21 @@ fn github(opts: &ControllerOpts, stored: Option<Secret>) -> Result<AnyGitHub, St
             }
         };
         Auth::Token(token)
+    })
+}
+
+fn github(opts: &ControllerOpts, stored: Option<Secret>) -> Result<AnyGitHub, String> {
+    let Some(url) = &opts.github_url else {
+        return Ok(AnyGitHub::None(NoGitHub));
     };
+    let (scope, api) = Scope::from_runner_url(url).map_err(|e| e.to_string())?;
+    let src = CredentialSources {
+        app_id: opts.github_app_id.as_ref(),
+        installation_id: opts.github_app_installation_id,
+        app_key_file: opts.github_app_key_file.as_ref(),
+        token_file: opts.github_token_file.as_ref(),
+    };
+    let auth = credentials(src, stored)?;
     let options = Options {
         api_url: opts.github_api_url.clone().unwrap_or(api),
         ..Options::default()
@@ -392,6 +423,7 @@ fn scale_settings(opts: &ControllerOpts, s: &Settings) -> Result<Option<ScaleSet
         .filter(|r| !r.trim().is_empty())
         .map(|r| parse_repo(r).map_err(|e| format!("--scale-repos: {e}")))
         .collect::<Result<_, _>>()?;
+    scale.rerun_fleet_losses = opts.rerun_fleet_losses.then(|| opts.jit_prefix.trim().to_string());
     Ok(Some(scale))
 }
 

@@ -144,6 +144,19 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Instead of comparing strategies: run the first --strategy (default runner-lifecycle) on
+    /// --seed and write the GitHub records its world leaves (github.json, fleet-events.jsonl,
+    /// expected.json) to this directory, for `audit` against the GitHub test double (docs/audit.md).
+    #[arg(long, value_name = "DIR")]
+    export_github: Option<PathBuf>,
+    /// With --export-github: the wall-clock time of the simulation's time zero (RFC 3339).
+    #[arg(
+        long,
+        value_name = "TIME",
+        requires = "export_github",
+        default_value = "2026-11-02T00:00:00Z"
+    )]
+    export_start: String,
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -312,6 +325,9 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
     } else {
         args.strategies.clone()
     };
+    if let Some(dir) = &args.export_github {
+        return export_github(&cfg, strategies.first().copied(), dir, &args.export_start);
+    }
     let report = lifecycle_sim::sweep(&cfg, args.seeds, &strategies);
     if args.json {
         println!("{}", report.to_json());
@@ -340,4 +356,25 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
         );
         ExitCode::InvariantViolated
     }
+}
+
+/// `simulate --export-github DIR`.
+fn export_github(
+    cfg: &lifecycle_sim::SimConfig,
+    strategy: Option<Strategy>,
+    dir: &std::path::Path,
+    start: &str,
+) -> ExitCode {
+    let Some(start) = lifecycle_github::time::parse_rfc3339(start) else {
+        eprintln!("runner-lifecycle: --export-start `{start}` is not RFC 3339");
+        return ExitCode::Config;
+    };
+    let strategy = strategy.unwrap_or(Strategy::RunnerLifecycle);
+    let records = lifecycle_sim::github_export::github_records(cfg, strategy, start);
+    if let Err(e) = records.write(dir) {
+        eprintln!("runner-lifecycle: --export-github {}: {e}", dir.display());
+        return ExitCode::Config;
+    }
+    println!("{}", records.expected);
+    ExitCode::Ok
 }

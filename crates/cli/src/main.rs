@@ -1,6 +1,7 @@
 //! `runner-lifecycle`: one binary, one subcommand per job. `main` only parses and dispatches.
 
 mod cmd_agent;
+mod cmd_audit;
 mod cmd_controller;
 mod cmd_hook;
 mod cmd_iam_policy;
@@ -40,6 +41,8 @@ enum Command {
     Controller(Box<cmd_controller::ControllerArgs>),
     /// Print a least-privilege IAM policy for the runner hosts or the controller.
     IamPolicy(cmd_iam_policy::IamPolicyArgs),
+    /// Audit the fleet's job losses in a period from GitHub's own records (docs/audit.md).
+    Audit(Box<cmd_audit::AuditArgs>),
     /// Fetch a just-in-time runner config for this instance from the controller's function URL.
     JitConfig(cmd_jit_config::JitConfigArgs),
 }
@@ -72,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Controller(args) => cmd_controller::run(&args),
         Command::IamPolicy(args) => cmd_iam_policy::run(&args),
         Command::JitConfig(args) => cmd_jit_config::run(&args),
+        Command::Audit(args) => cmd_audit::run(&args),
     };
     code.into()
 }

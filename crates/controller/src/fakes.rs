@@ -291,6 +291,8 @@ pub struct FakeGitHub {
     pub jit_requests: Mutex<Vec<JitRequest>>,
     /// The `version` of runners a listener has connected to, by id (absent: never connected).
     pub versions: Mutex<BTreeMap<u64, String>>,
+    /// Jobs re-run (`--rerun-fleet-losses`).
+    pub reruns: Mutex<Vec<u64>>,
     /// Calls made.
     pub calls: AtomicU64,
 }
@@ -391,6 +393,11 @@ impl GitHub for FakeGitHub {
     async fn jobs_in_flight(&self, _repos: &[(String, String)]) -> Result<Vec<WorkflowJob>, GitHubError> {
         self.call()?;
         Ok(lock(&self.jobs).clone())
+    }
+    async fn rerun_job(&self, _owner: &str, _repo: &str, job_id: u64) -> Result<(), GitHubError> {
+        self.call()?;
+        lock(&self.reruns).push(job_id);
+        Ok(())
     }
     async fn jit_config(&self, request: &JitRequest) -> Result<JitConfig, GitHubError> {
         self.call()?;

@@ -30,6 +30,7 @@ pub mod iam;
 pub mod jit;
 pub mod lambda;
 pub mod ports;
+pub mod rerun;
 pub mod retry;
 pub mod scale;
 pub mod settings;

@@ -195,6 +195,11 @@ pub trait GitHub {
     ) -> impl Future<Output = Result<Vec<WorkflowJob>, GitHubError>> + Send;
     /// `generate-jitconfig`: a new just-in-time registration and its configuration.
     fn jit_config(&self, request: &JitRequest) -> impl Future<Output = Result<JitConfig, GitHubError>> + Send;
+    /// Re-run one job (`--rerun-fleet-losses`, crate::rerun). Only a configured client can.
+    fn rerun_job(&self, owner: &str, repo: &str, job_id: u64) -> impl Future<Output = Result<(), GitHubError>> + Send {
+        let _ = (owner, repo, job_id);
+        async { Err(GitHubError::Config("re-running a job needs GitHub configured".into())) }
+    }
 }
 
 /// The repositories to read jobs from: `repos`, or the scope's repository.
@@ -332,6 +337,12 @@ impl GitHub for AnyGitHub {
         match self {
             AnyGitHub::Client(c) => GitHub::jit_config(c.as_ref(), request).await,
             AnyGitHub::None(n) => n.jit_config(request).await,
+        }
+    }
+    async fn rerun_job(&self, owner: &str, repo: &str, job_id: u64) -> Result<(), GitHubError> {
+        match self {
+            AnyGitHub::Client(c) => c.rerun_job(owner, repo, job_id).await,
+            AnyGitHub::None(_) => Err(GitHubError::Config("re-running a job needs GitHub configured".into())),
         }
     }
 }

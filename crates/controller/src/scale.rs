@@ -514,6 +514,9 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         if let (202, Some(s)) = (answer.status, self.settings().scale.as_ref()) {
             println!("{}", metrics_line(&s.group, &m, now.saturating_mul(1000)));
         }
+        if answer.status == 202 {
+            self.rerun_if_fleet_loss(req, now).await;
+        }
         answer
     }
 

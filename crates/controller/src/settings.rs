@@ -158,6 +158,9 @@ pub struct ScaleSettings {
     pub delivery_ttl: Duration,
     /// The webhook secret (read once at start); `None`: every webhook is refused.
     pub webhook_secret: Option<lifecycle_github::Secret>,
+    /// `--rerun-fleet-losses`: the runner name prefix of the fleet whose lost jobs are re-run once
+    /// (crate::rerun); `None`: never re-run.
+    pub rerun_fleet_losses: Option<String>,
 }
 
 impl ScaleSettings {
@@ -174,6 +177,7 @@ impl ScaleSettings {
             repos: Vec::new(),
             delivery_ttl: DEFAULT_DELIVERY_TTL,
             webhook_secret: None,
+            rerun_fleet_losses: None,
         }
     }
 }

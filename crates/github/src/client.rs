@@ -513,12 +513,74 @@ impl GitHubClient {
         }
     }
 
+    /// A conditional `GET` (`If-None-Match: etag` when given) for the loss audit
+    /// ([`crate::audit`]): the status (`304` when the cached page still holds), the `ETag` and the
+    /// `Link: rel="next"` URL of the answer, and its body. A next link to another host than the
+    /// API's is refused (the token must not follow it). Statuses other than 2xx and 304 are errors.
+    pub(crate) async fn get_conditional(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        what: &str,
+    ) -> Result<(u16, Option<String>, Option<String>, Bytes), GitHubError> {
+        let mut answer = None;
+        for attempt in 0..2 {
+            let bearer = self.bearer().await?;
+            let a = self.send(Method::GET, url, &bearer, None, etag).await?;
+            if a.status == 401 && attempt == 0 && matches!(self.auth, Auth::App { .. }) {
+                self.lock_cache().take();
+                continue;
+            }
+            answer = Some(a);
+            break;
+        }
+        let answer = answer.ok_or_else(|| GitHubError::Unauthorized("installation token rejected twice".into()))?;
+        let tag = answer
+            .headers
+            .get(hyper::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let next = answer
+            .headers
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(link::next_url);
+        if let Some(n) = &next {
+            if !n.starts_with(&format!("{}/", self.base)) {
+                return Err(GitHubError::Decode(format!(
+                    "pagination link leaves the API host: {}",
+                    n.split('?').next().unwrap_or_default()
+                )));
+            }
+        }
+        if answer.status == 304 {
+            return Ok((304, tag, next, answer.body));
+        }
+        let answer = self.expect_ok(answer, what)?;
+        Ok((answer.status, tag, next, answer.body))
+    }
+
+    /// The API base URL (no trailing slash).
+    pub fn api_base(&self) -> &str {
+        &self.base
+    }
+
+    /// Re-run one job of a workflow run (`POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun`,
+    /// GitHub REST API "Re-run a job from a workflow run": 201; 403 when GitHub refuses, for
+    /// example a run too old to re-run). Any other status than 2xx is an error.
+    pub async fn rerun_job(&self, owner: &str, repo: &str, job_id: u64) -> Result<(), GitHubError> {
+        let url = format!("{}/repos/{owner}/{repo}/actions/jobs/{job_id}/rerun", self.base);
+        let answer = self.authed(Method::POST, &url, None).await?;
+        self.expect_ok(answer, &format!("job {job_id} of {owner}/{repo}"))
+            .map(|_| ())
+    }
+
     /// A request with the configured credentials. With an App, a 401 drops the cached
     /// installation token and tries once more with a fresh one.
     async fn authed(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Answer, GitHubError> {
         for attempt in 0..2 {
             let bearer = self.bearer().await?;
-            let answer = self.send(method.clone(), url, &bearer, body.clone()).await?;
+            let answer = self.send(method.clone(), url, &bearer, body.clone(), None).await?;
             if answer.status == 401 && attempt == 0 && matches!(self.auth, Auth::App { .. }) {
                 self.lock_cache().take();
                 continue;
@@ -551,7 +613,7 @@ impl GitHubClient {
         }
         let jwt = key.jwt(app_id, now)?;
         let url = format!("{}/app/installations/{installation_id}/access_tokens", self.base);
-        let answer = self.send(Method::POST, &url, &jwt, None).await?;
+        let answer = self.send(Method::POST, &url, &jwt, None, None).await?;
         let answer = self.expect_ok(answer, &format!("App installation {installation_id}"))?;
         let minted: InstallationToken = answer.json("installation token")?;
         // An unparsable expiry is treated as GitHub's documented one hour.
@@ -573,6 +635,7 @@ impl GitHubClient {
         url: &str,
         bearer: &Secret,
         body: Option<Vec<u8>>,
+        if_none_match: Option<&str>,
     ) -> Result<Answer, GitHubError> {
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
@@ -581,7 +644,9 @@ impl GitHubClient {
         loop {
             attempt += 1;
             let started = time::now_instant();
-            let result = self.exchange(method.clone(), url, bearer, body.clone()).await;
+            let result = self
+                .exchange(method.clone(), url, bearer, body.clone(), if_none_match)
+                .await;
             let failure = match result {
                 Ok(answer) => {
                     let h = |name: &str| answer.headers.get(name).and_then(|v| v.to_str().ok());
@@ -636,6 +701,7 @@ impl GitHubClient {
         url: &str,
         bearer: &Secret,
         body: Option<Vec<u8>>,
+        if_none_match: Option<&str>,
     ) -> Result<Answer, String> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", bearer.expose()))
@@ -650,6 +716,9 @@ impl GitHubClient {
             .header("x-github-api-version", API_VERSION)
             .header(USER_AGENT, concat!("runner-lifecycle/", env!("CARGO_PKG_VERSION")))
             .header(AUTHORIZATION, auth);
+        if let Some(tag) = if_none_match {
+            builder = builder.header(hyper::header::IF_NONE_MATCH, tag);
+        }
         let body = match body {
             Some(b) => {
                 builder = builder.header(CONTENT_TYPE, "application/json");

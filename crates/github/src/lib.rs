@@ -7,6 +7,8 @@
 //! - `GET {scope}/actions/runners/{runner_id}` (one runner; 404 is `None`);
 //! - `DELETE {scope}/actions/runners/{runner_id}` (404 counts as done, 422 means busy);
 //! - `POST {scope}/actions/runners/registration-token`;
+//! - the loss audit's reads ([`audit`], [`loss`]): runs, jobs of all attempts, check-run annotations,
+//!   conditionally and paged; `POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun`;
 //! - `POST {scope}/actions/runners/generate-jitconfig` (201; 409 when the name is taken: one retry
 //!   under a fresh name, see [`jit`]), and the sweep of JIT registrations no listener ever
 //!   connected to ([`GitHubClient::delete_runners_never_online`]);
@@ -21,12 +23,14 @@
 //! Every credential is a [`Secret`]: its `Debug` and `Display` print `<redacted>`, and no error
 //! text of this crate carries a request header or a token-bearing response body.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod jit;
 pub mod labels;
 pub mod link;
+pub mod loss;
 pub mod ratelimit;
 pub mod secret;
 pub mod time;

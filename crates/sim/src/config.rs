@@ -277,6 +277,9 @@ pub struct SimConfig {
     /// failed deliveries by itself; users report jobs left queued for an hour, pytorch/test-infra
     /// #5840). The minute's reconcile repairs them. Assumption, swept.
     pub webhook_drop_rate: f64,
+    /// Log every finished job in `Metrics::job_log` (for crate::github_export; off otherwise).
+    #[serde(skip)]
+    pub record_jobs: bool,
 }
 
 impl Default for SimConfig {
@@ -315,6 +318,7 @@ impl SimConfig {
             demand_idle_target: (instances / 100).max(1),
             scale_in_after: Duration::from_secs(900),
             webhook_drop_rate: 0.01,
+            record_jobs: false,
         }
     }
 

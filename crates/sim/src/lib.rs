@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod github_export;
 pub mod jobs;
 pub mod metrics;
 pub mod plot;

@@ -200,6 +200,9 @@ pub struct Metrics {
     pub victims_refused: u64,
     /// See `victims_picked`.
     pub victims_terminated: u64,
+    /// Every finished job, when `SimConfig::record_jobs` asks for it (crate::github_export).
+    #[serde(skip)]
+    pub job_log: Option<Vec<crate::github_export::JobRecord>>,
     #[serde(skip)]
     waits_ms: Hist,
     /// From a worker's exit to the next listener ready to take a job, on hosts not draining.

@@ -118,6 +118,10 @@ const LEGEND_ROW_H: u32 = 20;
 const EMPTY_PANEL_H: u32 = 70;
 const Y_LABEL_W: u32 = 90;
 const SIDE_MARGIN: u32 = 20;
+/// Room under the bars for a name wrapped to three lines and the scale-in count.
+const BAR_XAXIS_H: u32 = 68;
+/// The strategy names' font size under the bars.
+const BAR_LABEL_SIZE: u32 = 12;
 const FONT: &str = "sans-serif";
 /// Coordinates are kept within ±LIMIT so that a range's width stays finite.
 const LIMIT: f64 = f64::MAX / 8.0;
@@ -282,7 +286,7 @@ fn bar_chart(
         .margin_right(SIDE_MARGIN)
         .margin_top(6)
         .margin_bottom(6)
-        .x_label_area_size(44)
+        .x_label_area_size(BAR_XAXIS_H)
         .y_label_area_size(Y_LABEL_W)
         .build_cartesian_2d(-0.5..n as f64 - 0.5, lo..hi)?;
 
@@ -301,16 +305,27 @@ fn bar_chart(
         .draw()?;
 
     let (ox, oy) = area.get_base_pixel();
+    // Each name gets its own slot, wrapped at hyphens to fit it (six strategies' one-line names
+    // overprinted one another), with the scale-in count on a line of its own below.
+    let slot = {
+        let (x0, _) = chart.backend_coord(&(0.0, lo));
+        let (x1, _) = chart.backend_coord(&(1.0, lo));
+        (x1 - x0).max(1)
+    };
     for (i, b) in bars.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(i as f64, lo));
-        area.draw(&Text::new(
-            format!("{} ({} scale-ins)", b.name, b.scale_ins),
-            (x - ox, y - oy + 10),
-            (FONT, 13)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Center, VPos::Top)),
-        ))?;
+        let mut lines = wrap_label(b.name, slot - 6, BAR_LABEL_SIZE);
+        lines.push(format!("({} scale-ins)", b.scale_ins));
+        for (k, line) in lines.iter().enumerate() {
+            area.draw(&Text::new(
+                line.clone(),
+                (x - ox, y - oy + 8 + k as i32 * (BAR_LABEL_SIZE as i32 + 2)),
+                (FONT, BAR_LABEL_SIZE)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Top)),
+            ))?;
+        }
     }
 
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
@@ -600,6 +615,63 @@ fn legend_layout(legend: &[(String, RGBColor)]) -> Vec<(i32, u32)> {
 /// picks the real font; plotters' own estimate without `ttf` is narrower than most).
 fn text_width(text: &str, size: u32) -> i32 {
     (text.chars().count() as f64 * size as f64 * 0.6).ceil() as i32
+}
+
+/// `label` broken into lines of at most `width` pixels at `size`, after hyphens (kept at the end of
+/// their line), so "runner-lifecycle-persistent" becomes "runner-lifecycle-" / "persistent" when it
+/// does not fit. A single part wider than `width` keeps its own line (it is never cut).
+pub fn wrap_label(label: &str, width: i32, size: u32) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut part = String::new();
+    for c in label.chars() {
+        part.push(c);
+        if c == '-' {
+            parts.push(std::mem::take(&mut part));
+        }
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    let mut lines: Vec<String> = Vec::new();
+    for p in parts {
+        match lines.last_mut() {
+            Some(last) if text_width(&format!("{last}{p}"), size) <= width => last.push_str(&p),
+            _ => lines.push(p),
+        }
+    }
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines
+}
+
+impl Timeline {
+    /// The part of this timeline within `half_width_s` of `center_s` (an event: a pick, a stop, a
+    /// loss): spans clipped to the window, marks inside it. The panel zooms to what is left, and its
+    /// caption still names the strategy and the instance (the host) it shows.
+    pub fn zoomed(&self, center_s: f64, half_width_s: f64) -> Timeline {
+        let (from, to) = (center_s - half_width_s.abs(), center_s + half_width_s.abs());
+        Timeline {
+            strategy: format!("{} (zoom {:.0}–{:.0} s)", self.strategy, from.max(0.0), to),
+            instance: self.instance,
+            spans: self
+                .spans
+                .iter()
+                .filter(|sp| sp.to_s > from && sp.from_s < to)
+                .map(|sp| Span {
+                    from_s: sp.from_s.max(from),
+                    to_s: sp.to_s.min(to),
+                    ..sp.clone()
+                })
+                .collect(),
+            marks: self
+                .marks
+                .iter()
+                .filter(|m| m.at_s >= from && m.at_s <= to)
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 /// A mark label cut to [`MARK_LABEL_MAX_CHARS`] characters.
@@ -927,5 +999,83 @@ mod tests {
         });
         let svg = render_svg(&odd).unwrap();
         std::fs::write(dir.join("plot-degenerate.svg"), svg).unwrap();
+    }
+
+    #[test]
+    fn long_names_wrap_at_hyphens_into_their_slot() {
+        assert_eq!(
+            wrap_label("runner-lifecycle-persistent", 130, 12),
+            ["runner-lifecycle-", "persistent"]
+        );
+        assert_eq!(wrap_label("naive", 100, 12), ["naive"]);
+        assert_eq!(wrap_label("", 100, 12), [""]);
+        for l in wrap_label("runner-lifecycle-persistent", 60, 12) {
+            assert!(text_width(&l, 12) <= 60 || !l[..l.len() - 1].contains('-'), "{l}");
+        }
+    }
+
+    #[test]
+    fn a_zoomed_timeline_keeps_the_window_only() {
+        let t = realistic_timeline("runner-lifecycle", 7);
+        let z = t.zoomed(100.0, 20.0);
+        assert!(z.spans.iter().all(|s| s.from_s >= 80.0 && s.to_s <= 120.0));
+        assert!(z.marks.iter().all(|m| (80.0..=120.0).contains(&m.at_s)));
+        assert!(z.strategy.contains("zoom 80–120 s"));
+        assert_eq!(z.instance, 7);
+    }
+
+    /// Six strategies (every label must stay legible), a timeline zoomed around an event, a
+    /// replayed trace in the title: written as SVG and, when librsvg's `rsvg-convert` is installed,
+    /// as PNG to look at (`target/plot-six.png`).
+    #[test]
+    fn six_strategies_and_a_zoom_render_to_png() {
+        let names = [
+            "runner-lifecycle",
+            "runner-lifecycle-persistent",
+            "runner-lifecycle-once",
+            "runner-lifecycle-demand",
+            "source-pr",
+            "naive",
+        ];
+        let input = PlotInput {
+            title: "runner-lifecycle simulate: seed 42, 100 instances, 7.0 days — replaying trace week.csv".into(),
+            strategies: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    bars(
+                        n,
+                        [0.0, 0.4, 0.0, 1.2, 412.0, 2387.5][i],
+                        [31.4, 2.1, 28.9, 30.2, 3.2, 0.4][i],
+                        10_000 + i as u64,
+                    )
+                })
+                .collect(),
+            timelines: vec![realistic_timeline("runner-lifecycle", 7).zoomed(1210.0, 300.0)],
+        };
+        let svg = render_svg(&input).unwrap();
+        assert_well_formed(&svg);
+        for n in names {
+            for part in wrap_label(n, 0, 12) {
+                assert!(svg.contains(part.as_str()), "{part}");
+            }
+        }
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let svg_path = dir.join("plot-six.svg");
+        std::fs::write(&svg_path, svg).unwrap();
+        let png = dir.join("plot-six.png");
+        // librsvg's rsvg-convert when installed (apt: librsvg2-bin); the SVG is checked either way.
+        if let Ok(status) = std::process::Command::new("rsvg-convert")
+            .arg("-o")
+            .arg(&png)
+            .arg(&svg_path)
+            .status()
+        {
+            assert!(status.success(), "rsvg-convert failed");
+            assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+        }
     }
 }

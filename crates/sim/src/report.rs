@@ -130,10 +130,15 @@ impl Report {
         };
         crate::plot::PlotInput {
             title: format!(
-                "runner-lifecycle simulate: {seeds}, {} instances, {:.1} days, IMDS lag {:.1} s",
+                "runner-lifecycle simulate: {seeds}, {} instances, {:.1} days, IMDS lag {:.1} s{}",
                 self.config.instances,
                 self.config.duration.as_secs_f64() / 86400.0,
-                self.config.imds_lag.as_secs_f64()
+                self.config.imds_lag.as_secs_f64(),
+                self.config
+                    .trace_file
+                    .as_deref()
+                    .map(|f| format!(" — replaying trace {f}"))
+                    .unwrap_or_default()
             ),
             strategies: self
                 .strategies

@@ -19,6 +19,7 @@ mod broker;
 mod controller;
 mod faults;
 mod invariants;
+mod job_log;
 mod runner;
 mod scaling;
 

@@ -261,6 +261,7 @@ impl World {
             return; // already accounted for
         };
         self.metrics.record_job(outcome, arrival, started, now);
+        self.log_job(job, outcome, arrival, started);
         if self.check_invariants && outcome.is_tool_fault() {
             self.violations.push(Violation {
                 strategy: String::new(),

@@ -1,0 +1,1 @@
+from support.controller_fixtures import *  # noqa: F401,F403
