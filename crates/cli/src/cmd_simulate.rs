@@ -100,8 +100,8 @@ pub struct SimulateArgs {
     /// Warm-pool trims per pool instance-day.
     #[arg(long, default_value_t = 1.0, value_parser = ranges::real("warm-trims-per-day"))]
     warm_trims_per_day: f64,
-    /// Replay job arrivals and durations from this CSV or JSONL file (docs/simulation-traces.md);
-    /// the run lasts as long as the trace unless --days is given.
+    /// Replay job arrivals and durations from this CSV or JSONL file or pipe, within the size limits
+    /// of docs/simulation-traces.md; the run lasts as long as the trace unless --days is given.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// With --trace: keep only jobs whose labels include all of these (comma-separated).

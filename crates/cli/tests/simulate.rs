@@ -195,3 +195,30 @@ fn a_run_too_large_to_finish_is_a_usage_error() {
         assert_eq!(code, 2, "{flag} {value}: {err}");
     }
 }
+
+/// A trace is read as it is parsed and refused past its limits: `/dev/zero` (one endless line) and a
+/// file over `MAX_TRACE_BYTES` (sparse, so it takes no disk) are configuration errors, not a process
+/// that grows until memory runs out.
+#[cfg(unix)]
+#[test]
+fn an_endless_or_oversized_trace_is_refused() {
+    use lifecycle_sim::trace_file::{MAX_LINE_BYTES, MAX_TRACE_BYTES};
+    let (code, out, err) = simulate(&["--trace", "/dev/zero", "--json"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("--trace /dev/zero: line 1: the line is longer than") && err.contains(&MAX_LINE_BYTES.to_string()),
+        "{err}"
+    );
+    let big = scratch("oversized.jsonl");
+    let file = std::fs::File::create(&big).expect("create");
+    file.set_len(MAX_TRACE_BYTES + 1).expect("sparse file");
+    let (code, out, err) = simulate(&["--trace", big.to_str().expect("utf-8 path"), "--json"]);
+    std::fs::remove_file(&big).expect("clean up");
+    assert_eq!(code, 3, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("more than the {MAX_TRACE_BYTES} bytes a trace may hold")),
+        "{err}"
+    );
+}
