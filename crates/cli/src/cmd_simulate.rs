@@ -1,6 +1,7 @@
 //! `runner-lifecycle simulate`: the deterministic fleet simulation, strategies side by side.
 
 use crate::exit_code::ExitCode;
+use crate::simulate_ranges as ranges;
 use clap::Args;
 use lifecycle_sim::trace_file::{load_trace, TraceOptions};
 use lifecycle_sim::{DemandScaleIn, Faults, HandoverOutcomes, ReleaseWhileAssigned, SimConfig, Strategy, Unacquired};
@@ -8,73 +9,76 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Flags of `simulate`. Defaults: a 100-instance fleet for a week, moderate faults, seed 42.
+/// Flags of `simulate`. Defaults: a 100-instance fleet for a week, moderate faults, seed 42. Every
+/// numeric flag's parser and allowed range come from `simulate_ranges::RANGES`, which also appends
+/// the range to the flag's help.
 #[derive(Debug, Args)]
+#[command(mut_args = ranges::annotate)]
 pub struct SimulateArgs {
     /// The seed every random choice derives from.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, value_parser = ranges::whole::<u64>("seed"))]
     seed: u64,
     /// Run this many consecutive seeds (from --seed) and aggregate.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = ranges::whole::<u64>("seeds"))]
     seeds: u64,
     /// The group's maximum size.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    #[arg(long, default_value_t = 100, value_parser = ranges::whole::<u32>("instances"))]
     instances: u32,
     /// Simulated days (default 7; with --trace, as long as the trace).
-    #[arg(long, value_parser = positive_days)]
+    #[arg(long, value_parser = ranges::real("days"))]
     days: Option<f64>,
     /// Strategies to run (repeat the flag); default: all.
     #[arg(long = "strategy", value_parser = parse_strategy)]
     strategies: Vec<Strategy>,
     /// Seconds IMDS lags behind the Auto Scaling state.
-    #[arg(long, default_value_t = 2.0, value_parser = non_negative)]
-    imds_lag: f64,
-    /// The termination hook's HeartbeatTimeout in seconds (AWS: 30 to 7200).
-    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(30..=7200))]
-    hook_timeout: u64,
-    /// Share of the group busy at the weekday peak (0 to 1).
-    #[arg(long, default_value_t = 0.6, value_parser = unit_interval)]
+    #[arg(long, default_value = "2", value_parser = ranges::seconds("imds-lag"))]
+    imds_lag: Duration,
+    /// The termination hook's HeartbeatTimeout in seconds.
+    #[arg(long, default_value = "1800", value_parser = ranges::seconds("hook-timeout"))]
+    hook_timeout: Duration,
+    /// Share of the group busy at the weekday peak.
+    #[arg(long, default_value_t = 0.6, value_parser = ranges::real("peak-utilisation"))]
     peak_utilisation: f64,
     /// Turn every fault off.
     #[arg(long)]
     no_faults: bool,
     /// Probability that an Auto Scaling call is throttled.
-    #[arg(long, value_parser = unit_interval)]
+    #[arg(long, value_parser = ranges::real("throttle-rate"))]
     throttle_rate: Option<f64>,
     /// Probability that an Auto Scaling call fails with a 5xx.
-    #[arg(long, value_parser = unit_interval)]
+    #[arg(long, value_parser = ranges::real("error-rate"))]
     error_rate: Option<f64>,
     /// IMDS outages per instance-day.
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = ranges::real("imds-outages-per-day"))]
     imds_outages_per_day: Option<f64>,
     /// Agent crashes per instance-day.
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = ranges::real("agent-crashes-per-day"))]
     agent_crashes_per_day: Option<f64>,
     /// Runner listener crashes per instance-day.
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = ranges::real("runner-crashes-per-day"))]
     runner_crashes_per_day: Option<f64>,
     /// Spot interruptions per instance-day.
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = ranges::real("spot-interruptions-per-day"))]
     spot_interruptions_per_day: Option<f64>,
     /// Account-wide throttling episodes per day (another tool draining the shared API token bucket).
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = ranges::real("throttle-episodes-per-day"))]
     throttle_episodes_per_day: Option<f64>,
     /// Probability that a fire-and-forget stop path (EventBridge -> Lambda -> SSM) never stops the runner.
-    #[arg(long, value_parser = unit_interval)]
+    #[arg(long, value_parser = ranges::real("stop-path-failure-rate"))]
     stop_path_failure_rate: Option<f64>,
     /// Probability that one GitHub request of the controller's JIT mint fails with a 5xx (it tries
     /// each request 3 times).
-    #[arg(long, value_parser = unit_interval)]
+    #[arg(long, value_parser = ranges::real("github-error-rate"))]
     github_error_rate: Option<f64>,
     /// GitHub rate-limit episodes per day (1 to 15 minutes each): every mint is refused meanwhile.
-    #[arg(long, value_parser = non_negative)]
+    #[arg(long, value_parser = ranges::real("github-rate-limit-episodes-per-day"))]
     github_rate_limit_episodes_per_day: Option<f64>,
     /// Seconds until GitHub's REST busy flag shows a started job (fixed; default: uniform 25-60 s).
-    #[arg(long, value_parser = non_negative)]
-    busy_flag_lag: Option<f64>,
+    #[arg(long, value_parser = ranges::seconds("busy-flag-lag"))]
+    busy_flag_lag: Option<Duration>,
     /// Median seconds from scale-in to the source PR's `systemctl stop` (its CloudTrail timeline: 11).
-    #[arg(long, default_value_t = 11.0, value_parser = non_negative)]
-    event_to_stop: f64,
+    #[arg(long, default_value = "11", value_parser = ranges::seconds("event-to-stop"))]
+    event_to_stop: Duration,
     /// What GitHub does with a job whose listener stops in any window of the handover (W0 to W2):
     /// `lost` (counted as killed by the stop) or `requeue:SECONDS` (offered again after that long).
     /// Sets all three windows; --handover-w0/-w1/-w2 override one each. `--unacquired lost` is the
@@ -99,35 +103,35 @@ pub struct SimulateArgs {
     release_while_assigned: ReleaseWhileAssigned,
     /// Probability that a refused delete of a JIT registration answers 404 (consumed by the
     /// assignment) rather than 422.
-    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.5, value_parser = ranges::real("release-not-found"))]
     release_not_found: f64,
     /// Probability that one acquirejob attempt fails transiently (retried up to 5 attempts 5-15 s
     /// apart).
-    #[arg(long, default_value_t = 0.01, value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.01, value_parser = ranges::real("acquire-failure-rate"))]
     acquire_failure_rate: f64,
     /// Demand scaling: `desired` (lower the desired capacity, the group picks) or `victims` (the
     /// controller picks an idle host, deletes its registration, then terminates it with decrement).
     #[arg(long, default_value = "desired", value_parser = parse_demand_scale_in)]
     demand_scale_in: DemandScaleIn,
     /// Demand scaling: idle runners kept warm beyond demand (default: 1 per 100 instances, at least 1).
-    #[arg(long)]
+    #[arg(long, value_parser = ranges::whole::<u32>("demand-idle-target"))]
     demand_idle_target: Option<u32>,
     /// Demand scaling (strategy runner-lifecycle-demand): seconds demand must stay below capacity
     /// before capacity drops.
-    #[arg(long, default_value_t = 900.0, value_parser = non_negative)]
-    scale_in_after: f64,
+    #[arg(long, default_value = "900", value_parser = ranges::seconds("scale-in-after"))]
+    scale_in_after: Duration,
     /// Demand scaling: share of workflow_job webhooks that never arrive (the minute's reconcile repairs
     /// them).
-    #[arg(long, default_value_t = 0.01, value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.01, value_parser = ranges::real("webhook-drop-rate"))]
     webhook_drop_rate: f64,
     /// Instances kept stopped in a warm pool (0: none).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    #[arg(long, default_value_t = 0, value_parser = ranges::whole::<u32>("warm-pool"))]
     warm_pool: u32,
     /// Warm-pool trims per pool instance-day.
-    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
+    #[arg(long, default_value_t = 1.0, value_parser = ranges::real("warm-trims-per-day"))]
     warm_trims_per_day: f64,
-    /// Replay job arrivals and durations from this CSV or JSONL file (docs/simulation-traces.md);
-    /// the run lasts as long as the trace unless --days is given.
+    /// Replay job arrivals and durations from this CSV or JSONL file or pipe, within the size limits
+    /// of docs/simulation-traces.md; the run lasts as long as the trace unless --days is given.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// With --trace: keep only jobs whose labels include all of these (comma-separated).
@@ -135,7 +139,7 @@ pub struct SimulateArgs {
     trace_labels: Option<String>,
     /// Print every event and decision of this instance to stderr (to study a failing seed); with
     /// --plot, also draw its timeline.
-    #[arg(long)]
+    #[arg(long, value_parser = ranges::whole::<u32>("trace-instance"))]
     trace_instance: Option<u32>,
     /// Write an SVG plot: jobs killed by the stop and idle Terminating:Wait seconds per scale-in per
     /// strategy, and the --trace-instance timeline.
@@ -173,12 +177,8 @@ fn parse_unacquired(s: &str) -> Result<Unacquired, String> {
     let secs = s
         .strip_prefix("requeue:")
         .ok_or_else(|| format!("'{s}' is neither 'lost' nor 'requeue:SECONDS'"))?;
-    let secs = non_negative(secs)?;
-    if secs > 86400.0 {
-        return Err(format!("requeue delay {secs} s is over a day"));
-    }
     Ok(Unacquired::Requeue {
-        after: Duration::from_secs_f64(secs),
+        after: ranges::get("unacquired").duration(secs)?,
     })
 }
 
@@ -198,48 +198,6 @@ fn parse_demand_scale_in(s: &str) -> Result<DemandScaleIn, String> {
     }
 }
 
-fn parse_f64(s: &str) -> Result<f64, String> {
-    s.parse::<f64>()
-        .map_err(|_| format!("'{s}' is not a number"))
-        .and_then(|v| {
-            if v.is_finite() {
-                Ok(v)
-            } else {
-                Err(format!("'{s}' is not a finite number"))
-            }
-        })
-}
-
-fn non_negative(s: &str) -> Result<f64, String> {
-    parse_f64(s).and_then(|v| {
-        if v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(format!("{v} must not be negative"))
-        }
-    })
-}
-
-fn positive_days(s: &str) -> Result<f64, String> {
-    parse_f64(s).and_then(|v| {
-        if v > 0.0 && v <= 3650.0 {
-            Ok(v)
-        } else {
-            Err(format!("{v} days is out of range (0, 3650]"))
-        }
-    })
-}
-
-fn unit_interval(s: &str) -> Result<f64, String> {
-    parse_f64(s).and_then(|v| {
-        if (0.0..=1.0).contains(&v) {
-            Ok(v)
-        } else {
-            Err(format!("{v} must lie in [0, 1]"))
-        }
-    })
-}
-
 impl SimulateArgs {
     fn config(&self) -> Result<SimConfig, String> {
         let mut cfg = SimConfig::fleet(self.seed, self.instances, self.days.unwrap_or(7.0));
@@ -256,8 +214,8 @@ impl SimulateArgs {
             cfg.trace = Some(Arc::new(trace.jobs));
             cfg.trace_file = Some(path.display().to_string());
         }
-        cfg.imds_lag = Duration::from_secs_f64(self.imds_lag);
-        cfg.hook_timeout = Duration::from_secs(self.hook_timeout);
+        cfg.imds_lag = self.imds_lag;
+        cfg.hook_timeout = self.hook_timeout;
         cfg.peak_utilisation = self.peak_utilisation;
         let mut f = if self.no_faults {
             Faults::none()
@@ -285,10 +243,9 @@ impl SimulateArgs {
         cfg.faults = f;
         cfg.trace_instance = self.trace_instance;
         if let Some(lag) = self.busy_flag_lag {
-            let lag = Duration::from_secs_f64(lag);
             cfg.busy_flag_lag = (lag, lag);
         }
-        cfg.event_to_stop = Duration::from_secs_f64(self.event_to_stop);
+        cfg.event_to_stop = self.event_to_stop;
         let mut handover = self
             .unacquired
             .map_or_else(HandoverOutcomes::default, HandoverOutcomes::all);
@@ -301,7 +258,7 @@ impl SimulateArgs {
         cfg.acquire_failure_rate = self.acquire_failure_rate;
         cfg.demand_scale_in = self.demand_scale_in;
         cfg.warm_pool = self.warm_pool;
-        cfg.scale_in_after = Duration::from_secs_f64(self.scale_in_after);
+        cfg.scale_in_after = self.scale_in_after;
         if let Some(n) = self.demand_idle_target {
             cfg.demand_idle_target = n;
         }
@@ -320,6 +277,11 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
             return ExitCode::Config;
         }
     };
+    // The run's size: --seeds x --instances x the days (from --days or the trace) within budget.
+    if let Err(e) = ranges::check_budget(args.seeds, args.instances, cfg.duration) {
+        eprintln!("runner-lifecycle: {e}");
+        return ExitCode::Usage;
+    }
     let strategies = if args.strategies.is_empty() {
         Strategy::ALL.to_vec()
     } else {
@@ -377,4 +339,127 @@ fn export_github(
     }
     println!("{}", records.expected);
     ExitCode::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+    use proptest::prelude::*;
+    // The sim's `Strategy` comes in with `super::*`; proptest's is needed for its methods only.
+    use proptest::strategy::Strategy as _;
+
+    /// `simulate`'s flags on a command of their own.
+    #[derive(Debug, Parser)]
+    struct Simulate {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SimulateArgs, clap::Error> {
+        Simulate::try_parse_from(std::iter::once("simulate").chain(args.iter().copied())).map(|s| s.args)
+    }
+
+    /// Flags whose value is not a number (so they have no row in `simulate_ranges::RANGES`).
+    const NOT_NUMERIC: [&str; 8] = [
+        "strategy",
+        "trace",
+        "trace-labels",
+        "plot",
+        "release-while-assigned",
+        "demand-scale-in",
+        "export-github",
+        "export-start",
+    ];
+
+    #[test]
+    fn every_numeric_flag_has_a_row_and_its_help_shows_the_range() {
+        let cmd = Simulate::command();
+        cmd.clone().debug_assert();
+        let mut numeric = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if !arg.get_action().takes_values() || NOT_NUMERIC.contains(&long) {
+                continue;
+            }
+            numeric += 1;
+            let range = ranges::get(long);
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let note = format!("[allowed: {}]", range.allowed());
+            assert!(help.contains(&note), "--{long}'s help lacks {note}: {help}");
+        }
+        assert_eq!(numeric, ranges::RANGES.len(), "every row is a flag of simulate");
+    }
+
+    #[test]
+    fn the_defaults_are_the_simulations_defaults() {
+        let args = parse(&[]).expect("defaults");
+        assert_eq!(args.config().expect("config"), SimConfig::default());
+    }
+
+    /// Each row's bounds reach its flag: the bounds parse into a configuration, values beyond them
+    /// are refused, and the error names the flag, the value and the range.
+    #[test]
+    fn every_flag_takes_its_bounds_and_refuses_beyond_them() {
+        for r in ranges::RANGES {
+            let (inside, outside) = r.edges();
+            for v in inside {
+                let flag = format!("--{}={}{v}", r.flag, r.keyword);
+                let args = parse(&[&flag]).unwrap_or_else(|e| panic!("{flag}: {e}"));
+                args.config().unwrap_or_else(|e| panic!("{flag}: {e}"));
+            }
+            for v in outside {
+                let value = format!("{}{v}", r.keyword);
+                let err = parse(&[&format!("--{}={value}", r.flag)]).expect_err(&value);
+                assert_eq!(err.exit_code(), ExitCode::Usage as i32);
+                let err = err.to_string();
+                assert!(
+                    err.contains(&format!("'{value}'")) && err.contains(&format!("--{}", r.flag)),
+                    "{err}"
+                );
+                assert!(err.contains(&format!("allowed: {}", r.allowed())), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_four_values_that_used_to_panic_are_refused() {
+        for (flag, value) in [
+            ("--imds-lag", "2e19"),
+            ("--event-to-stop", "1e300"),
+            ("--scale-in-after", "1e300"),
+            ("--busy-flag-lag", "1e300"),
+            ("--agent-crashes-per-day", "1e-320"),
+            ("--unacquired", "requeue:1e300"),
+        ] {
+            let err = parse(&[flag, value]).expect_err(value);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+            assert_eq!(err.exit_code(), ExitCode::Usage as i32);
+        }
+    }
+
+    proptest! {
+        /// Any text to any numeric flag: the flag parses into a configuration without panicking, or
+        /// clap refuses it with a usage error.
+        #[test]
+        fn any_text_to_any_flag_configures_or_is_a_usage_error(
+            row in 0..ranges::RANGES.len(),
+            text in prop_oneof![
+                any::<f64>().prop_map(|v| v.to_string()),
+                any::<u64>().prop_map(|v| v.to_string()),
+                (-330i32..330).prop_map(|e| format!("1e{e}")),
+                "[-+0-9.eEinfa ]{0,16}",
+                any::<String>(),
+            ],
+        ) {
+            let r = &ranges::RANGES[row];
+            match parse(&[&format!("--{}={}{text}", r.flag, r.keyword)]) {
+                Ok(args) => {
+                    prop_assert!(args.config().is_ok());
+                    let _ = ranges::check_budget(args.seeds, args.instances, Duration::from_secs(86_400));
+                }
+                Err(e) => prop_assert_eq!(e.exit_code(), ExitCode::Usage as i32, "{}", e),
+            }
+        }
+    }
 }

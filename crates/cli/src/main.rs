@@ -11,6 +11,7 @@ mod cmd_register;
 mod cmd_simulate;
 mod cmd_status;
 mod exit_code;
+mod simulate_ranges;
 
 use clap::{Parser, Subcommand};
 

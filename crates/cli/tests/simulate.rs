@@ -1,5 +1,5 @@
 //! `runner-lifecycle simulate` end to end: a replayed trace, the SVG plot, the JSON fields the README
-//! documents, and clear errors (exit 3 for a bad trace, 2 for a bad flag).
+//! documents, and clear errors (exit 3 for a bad trace, 2 for a bad flag or an oversized run).
 
 mod common;
 
@@ -117,4 +117,119 @@ fn bad_flags_are_usage_errors() {
     assert!(err.contains("requeue:SECONDS"), "{err}");
     let (code, _, err) = simulate(&["--trace-labels", "gpu"]);
     assert_eq!(code, 2, "--trace-labels needs --trace: {err}");
+}
+
+/// Values that used to panic (a `Duration` from an unbounded float) are usage errors that name the
+/// flag, the value and the allowed range.
+#[test]
+fn values_the_simulation_cannot_hold_are_usage_errors() {
+    for (flag, value, allowed) in [
+        ("--imds-lag", "2e19", "allowed: 0 to 3600 s"),
+        ("--event-to-stop", "1e300", "allowed: 0 to 7200 s"),
+        ("--scale-in-after", "1e300", "allowed: 0 to 86400 s"),
+        ("--busy-flag-lag", "1e300", "allowed: 0 to 3600 s"),
+        (
+            "--agent-crashes-per-day",
+            "1e-300",
+            "allowed: 0 (off), or 1e-9 to 1440 per instance-day",
+        ),
+        ("--days", "inf", "allowed: more than 0, up to 3650 days"),
+        (
+            "--unacquired",
+            "requeue:NaN",
+            "allowed: requeue:SECONDS, SECONDS 0 to 86400 s",
+        ),
+    ] {
+        let (code, out, err) = simulate(&[flag, value, "--json"]);
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(out.is_empty(), "{flag} {value}: {out}");
+        assert!(!err.contains("panicked"), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && err.contains(&format!("'{value}'")), "{err}");
+        assert!(err.contains(allowed), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
+fn help_shows_each_flags_range() {
+    let (code, out, _) = simulate(&["--help"]);
+    assert_eq!(code, 0);
+    for note in [
+        "[allowed: 0 to 3600 s]",
+        "[allowed: 1 to 100000 seeds]",
+        "[allowed: 2 to 100000 instances]",
+        "[allowed: more than 0, up to 3650 days]",
+        "[allowed: 0 to 1]",
+    ] {
+        assert!(out.contains(note), "{note} missing:\n{out}");
+    }
+}
+
+/// Each of --seeds, --instances and --days is bounded, and so is their product: no run can be asked
+/// to last centuries.
+#[test]
+fn a_run_too_large_to_finish_is_a_usage_error() {
+    // Not through `simulate`: a binary without the budget would run for centuries, so it gets a
+    // minute to refuse, then is killed.
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "simulate",
+            "--seeds",
+            "100000",
+            "--instances",
+            "100000",
+            "--days",
+            "3650",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run runner-lifecycle");
+    let mut waited = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if waited >= 600 {
+            child.kill().expect("kill");
+            panic!("the run was not refused within a minute");
+        }
+        #[allow(clippy::disallowed_methods)] // a test waiting on a real process, not the simulator
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("at most 365000000"), "{err}");
+    for (flag, value) in [("--seeds", "100001"), ("--instances", "100001"), ("--days", "3651")] {
+        let (code, _, err) = simulate(&[flag, value]);
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+    }
+}
+
+/// A trace is read as it is parsed and refused past its limits: `/dev/zero` (one endless line) and a
+/// file over `MAX_TRACE_BYTES` (sparse, so it takes no disk) are configuration errors, not a process
+/// that grows until memory runs out.
+#[cfg(unix)]
+#[test]
+fn an_endless_or_oversized_trace_is_refused() {
+    use lifecycle_sim::trace_file::{MAX_LINE_BYTES, MAX_TRACE_BYTES};
+    let (code, out, err) = simulate(&["--trace", "/dev/zero", "--json"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("--trace /dev/zero: line 1: the line is longer than") && err.contains(&MAX_LINE_BYTES.to_string()),
+        "{err}"
+    );
+    let big = scratch("oversized.jsonl");
+    let file = std::fs::File::create(&big).expect("create");
+    file.set_len(MAX_TRACE_BYTES + 1).expect("sparse file");
+    let (code, out, err) = simulate(&["--trace", big.to_str().expect("utf-8 path"), "--json"]);
+    std::fs::remove_file(&big).expect("clean up");
+    assert_eq!(code, 3, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("more than the {MAX_TRACE_BYTES} bytes a trace may hold")),
+        "{err}"
+    );
 }

@@ -11,11 +11,15 @@
 //! `completed_at - started_at`. `docs/simulation-traces.md` describes the formats field by field.
 //!
 //! Parsing never panics and never reads the clock: every problem is a [`TraceError`] naming the line.
+//! The file is read line by line as it is parsed, so memory grows with the jobs kept, not with the
+//! file; and it is bounded: [`MAX_TRACE_BYTES`], [`MAX_LINE_BYTES`], [`MAX_TRACE_JOBS`] and
+//! [`MAX_CSV_FIELDS`] say how far, and why.
 
 use crate::workload::JobSpec;
 use lifecycle_core::Time;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use time::format_description::well_known::Rfc3339;
@@ -27,6 +31,42 @@ pub const MIN_JOB: Duration = Duration::from_secs(1);
 pub const MAX_JOB: Duration = Duration::from_secs(5 * 24 * 3600);
 /// Longest trace accepted: beyond this, a mistyped year is far likelier than a real trace.
 pub const MAX_SPAN: Duration = Duration::from_secs(400 * 24 * 3600);
+/// Most jobs in one trace: CSV rows and JSON job objects, skipped ones included (webhook deliveries
+/// other than `completed` do not count). 1.6 times the simulator's benchmark month (1,000 instances
+/// for 30 days: 1.25 M jobs, `simulate --instances 1000 --days 30` in 8 s), or a year of a
+/// 100-runner fleet. Parsing holds about 140 bytes a job (its times, and its id to spot duplicates:
+/// 171 MB for 1.25 M jobs, measured), so under 300 MB at the limit.
+pub const MAX_TRACE_JOBS: u64 = 2_000_000;
+/// Largest trace read, in bytes (1 GiB). [`MAX_TRACE_JOBS`] jobs in the JSONL the docs' export
+/// writes take about 440 MB (217 bytes a job); the rest leaves room for lines that are skipped, such
+/// as webhook deliveries other than `completed`. Memory does not grow with it (the file is read a line
+/// at a time); it bounds the time spent reading: a release build parses that JSONL at 60 MB/s, so
+/// about 20 s.
+pub const MAX_TRACE_BYTES: u64 = 1 << 30;
+/// Longest line read (16 MiB), or CSV record, which may span lines inside quotes. A jobs-API page of
+/// 100 jobs, steps included, takes some hundreds of KiB, and a webhook delivery tens of KiB. It
+/// bounds what a file without line breaks (`/dev/zero`) makes the reader hold.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// Most fields in one CSV record. The simulator reads 6 columns; a thousand leaves room for any
+/// spreadsheet export and bounds the memory of a row of empty fields (`,,,,`), which cost far more
+/// held apart than as text.
+pub const MAX_CSV_FIELDS: usize = 1000;
+
+/// The limits a trace is read with: the constants above, smaller in tests.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    bytes: u64,
+    line_bytes: usize,
+    jobs: u64,
+    csv_fields: usize,
+}
+
+const LIMITS: Limits = Limits {
+    bytes: MAX_TRACE_BYTES,
+    line_bytes: MAX_LINE_BYTES,
+    jobs: MAX_TRACE_JOBS,
+    csv_fields: MAX_CSV_FIELDS,
+};
 
 /// What to keep from a trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -148,6 +188,20 @@ pub enum TraceError {
         /// Why the jobs that were there were skipped.
         skipped: TraceSkips,
     },
+    /// The trace is larger than [`MAX_TRACE_BYTES`].
+    TooLarge {
+        /// Its size, when the file says it (a regular file); a pipe is read up to the limit.
+        size: Option<u64>,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The trace holds more than [`MAX_TRACE_JOBS`] jobs.
+    TooManyJobs {
+        /// The line of the first job over the limit.
+        line: usize,
+        /// The limit.
+        limit: u64,
+    },
     /// The kept jobs span more than [`MAX_SPAN`].
     TooLong {
         /// From the first arrival to the end of the latest-finishing job.
@@ -163,7 +217,7 @@ impl TraceError {
     /// The line the error is about, if it is about one.
     pub fn line(&self) -> Option<usize> {
         match self {
-            TraceError::Invalid { line, .. } => Some(*line),
+            TraceError::Invalid { line, .. } | TraceError::TooManyJobs { line, .. } => Some(*line),
             _ => None,
         }
     }
@@ -189,6 +243,24 @@ impl fmt::Display for TraceError {
                 "the trace holds no usable job ({skipped}); export completed jobs, and check that \
                  --trace-labels names labels the jobs really request"
             ),
+            TraceError::TooLarge { size, limit } => {
+                match size {
+                    Some(size) => write!(
+                        f,
+                        "the trace is {size} bytes, more than the {limit} bytes a trace may hold"
+                    )?,
+                    None => write!(f, "the trace holds more than the {limit} bytes a trace may hold")?,
+                }
+                write!(
+                    f,
+                    "; keep only the fields the simulator reads (docs/simulation-traces.md), or split the trace"
+                )
+            }
+            TraceError::TooManyJobs { line, limit } => write!(
+                f,
+                "line {line}: the trace holds more than {limit} jobs; split it, or keep one group's jobs \
+                 (--trace-labels does that only after reading them)"
+            ),
             TraceError::TooLong {
                 span,
                 first_line,
@@ -213,29 +285,150 @@ impl std::error::Error for TraceError {
     }
 }
 
-/// Read and parse a trace file (UTF-8, CSV or JSONL).
+/// Read and parse a trace file (UTF-8, CSV or JSONL), a line at a time. A regular file larger than
+/// [`MAX_TRACE_BYTES`] is refused before it is read; anything else (a pipe: `--trace <(jq ...)`) is
+/// read up to that limit.
 pub fn load_trace(path: &Path, opts: &TraceOptions) -> Result<Trace, TraceError> {
-    let bytes = std::fs::read(path).map_err(|source| TraceError::Read {
+    let read_error = |source| TraceError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
-        TraceError::invalid(line, "the text is not valid UTF-8", "save the trace as UTF-8")
-    })?;
-    parse_trace(&text, opts)
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if meta.is_file() && meta.len() > LIMITS.bytes {
+        return Err(TraceError::TooLarge {
+            size: Some(meta.len()),
+            limit: LIMITS.bytes,
+        });
+    }
+    read_trace(BufReader::new(file), path, opts, LIMITS)
 }
 
 /// Parse a trace held in memory. See the module documentation for the formats.
 pub fn parse_trace(text: &str, opts: &TraceOptions) -> Result<Trace, TraceError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let raw = if text.trim_start().starts_with('{') {
-        jsonl_jobs(text)?
-    } else {
-        csv_jobs(text)?
+    read_trace(text.as_bytes(), Path::new("(text)"), opts, LIMITS)
+}
+
+/// Parse a trace as it is read. The format is told by the first non-blank character: `{` for JSONL.
+///
+/// Which error is reported when a file has several: the checks come in stages, and an error of an
+/// earlier stage wins wherever it is in the file, as when the whole file was checked stage by stage.
+/// In order: the file itself (UTF-8, and the limits, which stop the reading at once); the syntax
+/// (CSV quoting, JSON, field types); the CSV header and row widths; then each job's times. The
+/// first error of a stage stops that stage and the later ones; the earlier ones check the rest.
+fn read_trace(reader: impl BufRead, path: &Path, opts: &TraceOptions, limits: Limits) -> Result<Trace, TraceError> {
+    let mut lines = Lines {
+        reader,
+        path,
+        limits,
+        number: 0,
+        total: 0,
     };
-    assemble(raw, opts)
+    let mut jobs = Assembler::new(opts, limits.jobs);
+    let mut line = loop {
+        match lines.next_line()? {
+            Some((_, text)) if text.trim().is_empty() => {}
+            Some(first) => break first,
+            None => return jobs.finish(),
+        }
+    };
+    let mut syntax_error = None;
+    if line.1.trim_start().starts_with('{') {
+        loop {
+            if syntax_error.is_none() {
+                syntax_error = stage(jsonl_line(line.0, &line.1, &mut jobs))?;
+            }
+            match lines.next_line()? {
+                Some(next) => line = next,
+                None => break,
+            }
+        }
+    } else {
+        let mut csv = CsvJobs::new(limits);
+        loop {
+            if syntax_error.is_none() {
+                syntax_error = stage(csv.feed(line.0, &line.1, &mut jobs))?;
+            }
+            match lines.next_line()? {
+                Some(next) => line = next,
+                None => break,
+            }
+        }
+        if syntax_error.is_none() {
+            syntax_error = stage(csv.finish(&mut jobs))?;
+        }
+        if let (None, Some(e)) = (&syntax_error, csv.row_error) {
+            return Err(e);
+        }
+    }
+    match syntax_error {
+        Some(e) => Err(e),
+        None => jobs.finish(),
+    }
+}
+
+/// A syntax error to keep while the rest of the file is read (see [`read_trace`]); the job limit
+/// stops the reading at once.
+fn stage(result: Result<(), TraceError>) -> Result<Option<TraceError>, TraceError> {
+    match result {
+        Ok(()) => Ok(None),
+        Err(e @ TraceError::TooManyJobs { .. }) => Err(e),
+        Err(e) => Ok(Some(e)),
+    }
+}
+
+/// A trace's lines, with their numbers, each at most [`MAX_LINE_BYTES`], the whole at most
+/// [`MAX_TRACE_BYTES`].
+struct Lines<'p, R> {
+    reader: R,
+    path: &'p Path,
+    limits: Limits,
+    /// The number of the last line read (1-based).
+    number: usize,
+    /// Bytes read so far.
+    total: u64,
+}
+
+impl<R: BufRead> Lines<'_, R> {
+    /// The next line and its number, its line break kept (the last line may lack one); `None` at the
+    /// end. A byte-order mark at the start of the file is dropped.
+    fn next_line(&mut self) -> Result<Option<(usize, String)>, TraceError> {
+        let mut bytes = Vec::new();
+        let cap = u64::try_from(self.limits.line_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let n = (&mut self.reader)
+            .take(cap)
+            .read_until(b'\n', &mut bytes)
+            .map_err(|source| TraceError::Read {
+                path: self.path.to_owned(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        self.total = self.total.saturating_add(n as u64);
+        if self.total > self.limits.bytes {
+            return Err(TraceError::TooLarge {
+                size: None,
+                limit: self.limits.bytes,
+            });
+        }
+        if bytes.len() > self.limits.line_bytes && bytes.last() != Some(&b'\n') {
+            return Err(TraceError::invalid(
+                self.number,
+                format!("the line is longer than {} bytes", self.limits.line_bytes),
+                "give one job per line (jq -c); is this a trace file?",
+            ));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| TraceError::invalid(self.number, "the text is not valid UTF-8", "save the trace as UTF-8"))?;
+        Ok(Some(match text.strip_prefix('\u{feff}') {
+            Some(rest) if self.number == 1 => (1, rest.to_owned()),
+            _ => (self.number, text),
+        }))
+    }
 }
 
 /// Which format a job came from, for the field names in messages.
@@ -276,22 +469,68 @@ struct Kept {
     duration: Duration,
 }
 
-fn assemble(raw: Vec<(Format, RawJob)>, opts: &TraceOptions) -> Result<Trace, TraceError> {
-    let wanted: Vec<String> = opts
-        .labels
-        .iter()
-        .map(|l| l.trim().to_ascii_lowercase())
-        .filter(|l| !l.is_empty())
-        .collect();
-    let mut skipped = TraceSkips::default();
-    let mut seen_ids = BTreeSet::new();
-    let mut kept = Vec::new();
-    for (format, job) in raw {
+/// Jobs as they are read: validated, counted, kept or skipped one at a time.
+struct Assembler {
+    wanted: Vec<String>,
+    skipped: TraceSkips,
+    seen_ids: BTreeSet<String>,
+    kept: Vec<Kept>,
+    /// Jobs added so far, and the most allowed.
+    jobs: u64,
+    max_jobs: u64,
+    /// The first job found wrong: reported at the end, unless an earlier stage fails (see
+    /// [`read_trace`]). Jobs after it are not looked at.
+    error: Option<TraceError>,
+}
+
+impl Assembler {
+    fn new(opts: &TraceOptions, max_jobs: u64) -> Assembler {
+        Assembler {
+            wanted: opts
+                .labels
+                .iter()
+                .map(|l| l.trim().to_ascii_lowercase())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            skipped: TraceSkips::default(),
+            seen_ids: BTreeSet::new(),
+            kept: Vec::new(),
+            jobs: 0,
+            max_jobs,
+            error: None,
+        }
+    }
+
+    /// One job as the file states it: kept, or counted as skipped, or kept as the trace's error. Only
+    /// the job limit is an error at once.
+    fn add(&mut self, format: Format, job: RawJob) -> Result<(), TraceError> {
+        if self.error.is_some() {
+            return Ok(());
+        }
+        match self.take(format, job) {
+            Err(e @ TraceError::TooManyJobs { .. }) => Err(e),
+            Err(e) => {
+                self.error = Some(e);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn take(&mut self, format: Format, job: RawJob) -> Result<(), TraceError> {
         if job.not_completed_event {
-            skipped.not_completed_event += 1;
-            continue;
+            self.skipped.not_completed_event += 1;
+            return Ok(());
         }
         let line = job.line;
+        self.jobs += 1;
+        if self.jobs > self.max_jobs {
+            return Err(TraceError::TooManyJobs {
+                line,
+                limit: self.max_jobs,
+            });
+        }
+        let skipped = &mut self.skipped;
         let queued_name = format.queued_field();
         let Some(queued_text) = job.queued.as_deref() else {
             return Err(TraceError::invalid(
@@ -303,17 +542,17 @@ fn assemble(raw: Vec<(Format, RawJob)>, opts: &TraceOptions) -> Result<Trace, Tr
         let queued = timestamp(line, queued_name, queued_text)?;
         let Some(started_text) = job.started.as_deref() else {
             skipped.not_started += 1;
-            continue;
+            return Ok(());
         };
         let started = timestamp(line, "started_at", started_text)?;
         let Some(completed_text) = job.completed.as_deref() else {
             skipped.unfinished += 1;
-            continue;
+            return Ok(());
         };
         let completed = timestamp(line, "completed_at", completed_text)?;
         if job.never_ran {
             skipped.never_ran += 1;
-            continue;
+            return Ok(());
         }
         if started < queued {
             return Err(TraceError::invalid(
@@ -330,17 +569,18 @@ fn assemble(raw: Vec<(Format, RawJob)>, opts: &TraceOptions) -> Result<Trace, Tr
             ));
         }
         if let Some(id) = job.id {
-            if !seen_ids.insert(id) {
+            if !self.seen_ids.insert(id) {
                 skipped.duplicate += 1;
-                continue;
+                return Ok(());
             }
         }
-        if !wanted
+        if !self
+            .wanted
             .iter()
             .all(|w| job.labels.iter().any(|l| l.eq_ignore_ascii_case(w)))
         {
             skipped.label_mismatch += 1;
-            continue;
+            return Ok(());
         }
         // Both fit in i64 milliseconds (years 1 to 9999), so the difference is non-negative and exact.
         let ran = Duration::from_millis(u64::try_from(completed - started).unwrap_or(0));
@@ -353,42 +593,56 @@ fn assemble(raw: Vec<(Format, RawJob)>, opts: &TraceOptions) -> Result<Trace, Tr
         } else {
             ran
         };
-        kept.push(Kept {
+        self.kept.push(Kept {
             line,
             queued_ms: queued,
             duration,
         });
+        Ok(())
     }
-    let Some(first) = kept.iter().map(|k| k.queued_ms).min() else {
-        return Err(TraceError::Empty { skipped });
-    };
-    // Stable: jobs queued in the same millisecond keep their file order.
-    kept.sort_by_key(|k| k.queued_ms);
-    let mut jobs = Vec::with_capacity(kept.len());
-    let mut span = Duration::ZERO;
-    let mut last_line = 0;
-    for k in &kept {
-        let offset = u64::try_from(k.queued_ms.saturating_sub(first)).unwrap_or(0);
-        let arrival = Time::ZERO + Duration::from_millis(offset);
-        let end = (arrival + k.duration).since(Time::ZERO);
-        if end >= span {
-            span = end;
-            last_line = k.line;
+
+    /// The kept jobs as the driver takes them, sorted by arrival.
+    fn finish(self) -> Result<Trace, TraceError> {
+        let Assembler {
+            skipped,
+            mut kept,
+            error,
+            ..
+        } = self;
+        if let Some(e) = error {
+            return Err(e);
         }
-        jobs.push(JobSpec {
-            arrival,
-            duration: k.duration,
-        });
+        let Some(first) = kept.iter().map(|k| k.queued_ms).min() else {
+            return Err(TraceError::Empty { skipped });
+        };
+        // Stable: jobs queued in the same millisecond keep their file order.
+        kept.sort_by_key(|k| k.queued_ms);
+        let mut jobs = Vec::with_capacity(kept.len());
+        let mut span = Duration::ZERO;
+        let mut last_line = 0;
+        for k in &kept {
+            let offset = u64::try_from(k.queued_ms.saturating_sub(first)).unwrap_or(0);
+            let arrival = Time::ZERO + Duration::from_millis(offset);
+            let end = (arrival + k.duration).since(Time::ZERO);
+            if end >= span {
+                span = end;
+                last_line = k.line;
+            }
+            jobs.push(JobSpec {
+                arrival,
+                duration: k.duration,
+            });
+        }
+        if span > MAX_SPAN {
+            let first_line = kept.first().map_or(0, |k| k.line);
+            return Err(TraceError::TooLong {
+                span,
+                first_line,
+                last_line,
+            });
+        }
+        Ok(Trace { jobs, span, skipped })
     }
-    if span > MAX_SPAN {
-        let first_line = kept.first().map_or(0, |k| k.line);
-        return Err(TraceError::TooLong {
-            span,
-            first_line,
-            last_line,
-        });
-    }
-    Ok(Trace { jobs, span, skipped })
 }
 
 /// An RFC 3339 timestamp as milliseconds since the Unix epoch.
@@ -436,12 +690,87 @@ struct Columns {
     conclusion: Option<usize>,
 }
 
-fn csv_jobs(text: &str) -> Result<Vec<(Format, RawJob)>, TraceError> {
-    let records = csv_records(text)?;
-    let mut records = records.into_iter();
-    let Some((header_line, header)) = records.next() else {
-        return Ok(Vec::new());
-    };
+/// CSV jobs as the lines come: the header row names the columns, then each record is one job.
+struct CsvJobs {
+    split: CsvRecords,
+    /// The header row: the columns it names, and how many; `None` until it is read.
+    header: Option<(Columns, usize)>,
+    /// The first error in the header or a row's width: reported at the end unless the CSV syntax
+    /// fails (see [`read_trace`]). Rows after it are not looked at.
+    row_error: Option<TraceError>,
+}
+
+impl CsvJobs {
+    fn new(limits: Limits) -> CsvJobs {
+        CsvJobs {
+            split: CsvRecords::new(limits),
+            header: None,
+            row_error: None,
+        }
+    }
+
+    /// One line of the file (line break kept).
+    fn feed(&mut self, line: usize, text: &str, jobs: &mut Assembler) -> Result<(), TraceError> {
+        match self.split.feed(line, text)? {
+            Some((record_line, fields)) => self.record(record_line, fields, jobs),
+            None => Ok(()),
+        }
+    }
+
+    /// The end of the file: the last record, if its line had no line break.
+    fn finish(&mut self, jobs: &mut Assembler) -> Result<(), TraceError> {
+        match self.split.finish()? {
+            Some((record_line, fields)) => self.record(record_line, fields, jobs),
+            None => Ok(()),
+        }
+    }
+
+    fn record(&mut self, line: usize, fields: Vec<String>, jobs: &mut Assembler) -> Result<(), TraceError> {
+        if self.row_error.is_some() {
+            return Ok(());
+        }
+        let Some((cols, width)) = &self.header else {
+            match header_columns(line, &fields) {
+                Ok(cols) => self.header = Some((cols, fields.len())),
+                Err(e) => self.row_error = Some(e),
+            }
+            return Ok(());
+        };
+        if fields.len() != *width {
+            self.row_error = Some(TraceError::invalid(
+                line,
+                format!("{} fields where the header has {width}", fields.len()),
+                "give every row one field per header column, and quote fields that contain commas",
+            ));
+            return Ok(());
+        }
+        let get = |i: usize| {
+            fields
+                .get(i)
+                .map(|f| f.trim())
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+        };
+        let job = RawJob {
+            line,
+            id: cols.id.and_then(get),
+            queued: cols.queued.and_then(get),
+            started: cols.started.and_then(get),
+            completed: cols.completed.and_then(get),
+            labels: cols.labels.and_then(get).map(|l| split_labels(&l)).unwrap_or_default(),
+            never_ran: cols
+                .conclusion
+                .and_then(get)
+                .is_some_and(|c| c.eq_ignore_ascii_case("skipped")),
+            not_completed_event: false,
+        };
+        jobs.add(Format::Csv, job)
+    }
+}
+
+/// The columns a header row names; an error unless it names the three times (so a row's missing
+/// time is an empty field, never a missing column).
+fn header_columns(header_line: usize, header: &[String]) -> Result<Columns, TraceError> {
     let mut cols = Columns::default();
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().to_ascii_lowercase();
@@ -463,7 +792,7 @@ fn csv_jobs(text: &str) -> Result<Vec<(Format, RawJob)>, TraceError> {
         }
         *slot = Some(i);
     }
-    let (Some(q), Some(s), Some(c)) = (cols.queued, cols.started, cols.completed) else {
+    if cols.queued.is_none() || cols.started.is_none() || cols.completed.is_none() {
         let missing: Vec<&str> = [
             (cols.queued, "queued_at"),
             (cols.started, "started_at"),
@@ -478,191 +807,195 @@ fn csv_jobs(text: &str) -> Result<Vec<(Format, RawJob)>, TraceError> {
             format!("the header row lacks the column(s) {}", missing.join(", ")),
             "the first line must name the columns, e.g. queued_at,started_at,completed_at,labels",
         ));
-    };
-    let mut jobs = Vec::new();
-    for (line, fields) in records {
-        if fields.len() != header.len() {
-            return Err(TraceError::invalid(
-                line,
-                format!("{} fields where the header has {}", fields.len(), header.len()),
-                "give every row one field per header column, and quote fields that contain commas",
-            ));
-        }
-        let get = |i: usize| {
-            fields
-                .get(i)
-                .map(|f| f.trim())
-                .filter(|f| !f.is_empty())
-                .map(str::to_owned)
-        };
-        jobs.push((
-            Format::Csv,
-            RawJob {
-                line,
-                id: cols.id.and_then(get),
-                queued: get(q),
-                started: get(s),
-                completed: get(c),
-                labels: cols.labels.and_then(get).map(|l| split_labels(&l)).unwrap_or_default(),
-                never_ran: cols
-                    .conclusion
-                    .and_then(get)
-                    .is_some_and(|c| c.eq_ignore_ascii_case("skipped")),
-                not_completed_event: false,
-            },
-        ));
     }
-    Ok(jobs)
+    Ok(cols)
 }
 
-/// Split CSV text into records (RFC 4180 quoting, `""` inside quotes, CRLF or LF), each with the line
-/// it starts on. Blank lines are dropped.
-fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, TraceError> {
-    let mut records = Vec::new();
-    let mut fields: Vec<String> = Vec::new();
-    let mut field = String::new();
-    let mut line = 1;
-    let mut record_line = 1;
-    let mut in_quotes = false;
-    let mut quote_line = 1;
-    // The current field was quoted and its quote closed: only whitespace may follow before a separator.
-    let mut after_quote = false;
-    let mut quoted_any = false;
-    let mut chars = text.chars().peekable();
-    while let Some(ch) = chars.next() {
-        if in_quotes {
+/// Splits CSV into records (RFC 4180 quoting, `""` inside quotes, CRLF or LF) as lines come, each
+/// record with the line it starts on. Blank lines are dropped. A record holds at most
+/// [`MAX_CSV_FIELDS`] fields and [`MAX_LINE_BYTES`] bytes.
+struct CsvRecords {
+    limits: Limits,
+    fields: Vec<String>,
+    field: String,
+    record_line: usize,
+    /// Bytes of the record so far (it spans lines only inside quotes).
+    record_bytes: usize,
+    in_quotes: bool,
+    quote_line: usize,
+    /// The current field was quoted and its quote closed: only whitespace may follow before a separator.
+    after_quote: bool,
+    quoted_any: bool,
+}
+
+impl CsvRecords {
+    fn new(limits: Limits) -> CsvRecords {
+        CsvRecords {
+            limits,
+            fields: Vec::new(),
+            field: String::new(),
+            record_line: 1,
+            record_bytes: 0,
+            in_quotes: false,
+            quote_line: 1,
+            after_quote: false,
+            quoted_any: false,
+        }
+    }
+
+    /// One line, its line break kept: the record it completes, if any. A line break outside quotes
+    /// ends a record, and a line holds no other line break, so a line completes at most one.
+    fn feed(&mut self, line: usize, text: &str) -> Result<Option<(usize, Vec<String>)>, TraceError> {
+        if !self.in_quotes {
+            self.record_line = line;
+            self.record_bytes = 0;
+        }
+        self.record_bytes += text.len();
+        // As long as the longest line and its line break.
+        if self.record_bytes > self.limits.line_bytes.saturating_add(1) {
+            return Err(TraceError::invalid(
+                self.quote_line,
+                format!("a quoted field runs on for more than {} bytes", self.limits.line_bytes),
+                "close the quote, and double any quote inside the field (\"\")",
+            ));
+        }
+        let mut chars = text.chars().peekable();
+        while let Some(ch) = chars.next() {
+            if self.in_quotes {
+                match ch {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        self.field.push('"');
+                    }
+                    '"' => {
+                        self.in_quotes = false;
+                        self.after_quote = true;
+                    }
+                    _ => self.field.push(ch),
+                }
+                continue;
+            }
             match ch {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
+                ',' => {
+                    self.end_field()?;
+                    self.after_quote = false;
                 }
-                '"' => {
-                    in_quotes = false;
-                    after_quote = true;
+                '\r' if chars.peek() == Some(&'\n') => {}
+                '\n' => return self.end_record(),
+                '"' if !self.after_quote && self.field.trim().is_empty() => {
+                    self.field.clear();
+                    self.in_quotes = true;
+                    self.quoted_any = true;
+                    self.quote_line = line;
                 }
-                '\n' => {
-                    line += 1;
-                    field.push('\n');
+                _ if self.after_quote => {
+                    if !ch.is_whitespace() {
+                        return Err(TraceError::invalid(
+                            line,
+                            "text after the closing quote of a field",
+                            "put the whole field inside the quotes and double any quote within it (\"\")",
+                        ));
+                    }
                 }
-                _ => field.push(ch),
+                _ => self.field.push(ch),
             }
-            continue;
         }
-        match ch {
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                after_quote = false;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                fields.push(std::mem::take(&mut field));
-                let blank = !quoted_any && fields.len() == 1 && fields.iter().all(|f| f.trim().is_empty());
-                if !blank {
-                    records.push((record_line, std::mem::take(&mut fields)));
-                }
-                fields.clear();
-                after_quote = false;
-                quoted_any = false;
-                line += 1;
-                record_line = line;
-            }
-            '"' if !after_quote && field.trim().is_empty() => {
-                field.clear();
-                in_quotes = true;
-                quoted_any = true;
-                quote_line = line;
-            }
-            _ if after_quote => {
-                if !ch.is_whitespace() {
-                    return Err(TraceError::invalid(
-                        line,
-                        "text after the closing quote of a field",
-                        "put the whole field inside the quotes and double any quote within it (\"\")",
-                    ));
-                }
-            }
-            _ => field.push(ch),
+        Ok(None)
+    }
+
+    /// The end of the text: the last record, if its line had no line break.
+    fn finish(&mut self) -> Result<Option<(usize, Vec<String>)>, TraceError> {
+        if self.in_quotes {
+            return Err(TraceError::invalid(
+                self.quote_line,
+                "a quoted field is never closed",
+                "close the quote, and double any quote inside the field (\"\")",
+            ));
         }
+        self.end_record()
     }
-    if in_quotes {
-        return Err(TraceError::invalid(
-            quote_line,
-            "a quoted field is never closed",
-            "close the quote, and double any quote inside the field (\"\")",
-        ));
+
+    fn end_field(&mut self) -> Result<(), TraceError> {
+        if self.fields.len() >= self.limits.csv_fields {
+            return Err(TraceError::invalid(
+                self.record_line,
+                format!("more than {} fields in one row", self.limits.csv_fields),
+                "keep the columns the simulator reads (queued_at, started_at, completed_at, labels, id, conclusion)",
+            ));
+        }
+        self.fields.push(std::mem::take(&mut self.field));
+        Ok(())
     }
-    fields.push(field);
-    let blank = !quoted_any && fields.len() == 1 && fields.iter().all(|f| f.trim().is_empty());
-    if !blank {
-        records.push((record_line, fields));
+
+    /// The record ends (a line break outside quotes, or the end of the text); blank ones are dropped.
+    fn end_record(&mut self) -> Result<Option<(usize, Vec<String>)>, TraceError> {
+        self.end_field()?;
+        let fields = std::mem::take(&mut self.fields);
+        let blank = !self.quoted_any && fields.len() == 1 && fields.iter().all(|f| f.trim().is_empty());
+        self.after_quote = false;
+        self.quoted_any = false;
+        Ok((!blank).then_some((self.record_line, fields)))
     }
-    Ok(records)
 }
 
 // ---------------------------------------------------------------------------------------------------
 // JSONL
 
-fn jsonl_jobs(text: &str) -> Result<Vec<(Format, RawJob)>, TraceError> {
+/// One JSONL line: a job object, a webhook delivery, or a page of the jobs API.
+fn jsonl_line(line: usize, text: &str, jobs: &mut Assembler) -> Result<(), TraceError> {
     use serde_json::Value;
-    let mut jobs = Vec::new();
-    for (i, text_line) in text.lines().enumerate() {
-        let line = i + 1;
-        let text_line = text_line.trim();
-        if text_line.is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(text_line).map_err(|e| {
-            TraceError::invalid(
-                line,
-                format!("not a JSON object ({e})"),
-                "write one job object per line (jq -c), not pretty-printed JSON",
-            )
-        })?;
-        let Value::Object(obj) = value else {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        TraceError::invalid(
+            line,
+            format!("not a JSON object ({e})"),
+            "write one job object per line (jq -c), not pretty-printed JSON",
+        )
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(TraceError::invalid(
+            line,
+            format!("a JSON {} where a job object was expected", kind(&value)),
+            "write one job object per line (jq -c '.jobs[]')",
+        ));
+    };
+    if let Some(wj) = obj.get("workflow_job") {
+        let Value::Object(job) = wj else {
             return Err(TraceError::invalid(
                 line,
-                format!("a JSON {} where a job object was expected", kind(&value)),
-                "write one job object per line (jq -c '.jobs[]')",
+                format!("workflow_job is a JSON {}, not an object", kind(wj)),
+                "give the webhook payload as GitHub delivered it",
             ));
         };
-        if let Some(wj) = obj.get("workflow_job") {
-            let Value::Object(job) = wj else {
+        let action = obj.get("action").and_then(Value::as_str);
+        if action.is_some_and(|a| a != "completed") {
+            let delivery = RawJob {
+                line,
+                not_completed_event: true,
+                ..RawJob::default()
+            };
+            return jobs.add(Format::Json, delivery);
+        }
+        jobs.add(Format::Json, json_job(line, job)?)
+    } else if let (Some(Value::Array(page)), false) = (obj.get("jobs"), obj.contains_key("created_at")) {
+        // A whole page of the jobs API on one line (`gh api ... | jq -c .`).
+        for job in page {
+            let Value::Object(job) = job else {
                 return Err(TraceError::invalid(
                     line,
-                    format!("workflow_job is a JSON {}, not an object", kind(wj)),
-                    "give the webhook payload as GitHub delivered it",
+                    format!("an element of jobs is a JSON {}, not an object", kind(job)),
+                    "give the jobs API page as GitHub returned it",
                 ));
             };
-            let action = obj.get("action").and_then(Value::as_str);
-            if action.is_some_and(|a| a != "completed") {
-                jobs.push((
-                    Format::Json,
-                    RawJob {
-                        line,
-                        not_completed_event: true,
-                        ..RawJob::default()
-                    },
-                ));
-                continue;
-            }
-            jobs.push((Format::Json, json_job(line, job)?));
-        } else if let (Some(Value::Array(page)), false) = (obj.get("jobs"), obj.contains_key("created_at")) {
-            // A whole page of the jobs API on one line (`gh api ... | jq -c .`).
-            for job in page {
-                let Value::Object(job) = job else {
-                    return Err(TraceError::invalid(
-                        line,
-                        format!("an element of jobs is a JSON {}, not an object", kind(job)),
-                        "give the jobs API page as GitHub returned it",
-                    ));
-                };
-                jobs.push((Format::Json, json_job(line, job)?));
-            }
-        } else {
-            jobs.push((Format::Json, json_job(line, &obj)?));
+            jobs.add(Format::Json, json_job(line, job)?)?;
         }
+        Ok(())
+    } else {
+        jobs.add(Format::Json, json_job(line, &obj)?)
     }
-    Ok(jobs)
 }
 
 fn json_job(line: usize, obj: &serde_json::Map<String, serde_json::Value>) -> Result<RawJob, TraceError> {
@@ -1016,6 +1349,141 @@ id,queued_at,started_at,completed_at,labels,workflow
         let gpu = parse_trace(text, &TraceOptions::from_label_list("self-hosted,gpu")).expect("gpu jobs");
         assert_eq!(gpu.jobs.len(), 17);
         assert_eq!(gpu.skipped.label_mismatch + gpu.jobs.len() as u64, t.jobs.len() as u64);
+    }
+
+    /// An error of an earlier stage wins wherever it is in the file, as when the whole file was
+    /// checked stage by stage (`read_trace`): text, then syntax, then the header and row widths, then
+    /// each job's times.
+    #[test]
+    fn the_earliest_stage_decides_which_error_is_reported() {
+        let read = |bytes: &[u8]| read_trace(bytes, Path::new("t"), &all(), LIMITS).expect_err("invalid");
+        let head = "queued_at,started_at,completed_at\n";
+        let bad_time = "yesterday,2026-11-02T10:00:00Z,2026-11-02T10:04:00Z\n";
+        let narrow = "a,b\n";
+        let bad_quote = "\"a\"b,c,d\n";
+        let cases: [(String, &[u8], usize); 3] = [
+            (format!("{head}{bad_time}{narrow}"), b"", 3),
+            (format!("{head}{bad_time}{narrow}{bad_quote}"), b"", 4),
+            (format!("{head}{bad_quote}"), b"\xff\n", 3),
+        ];
+        for (text, tail, line) in cases {
+            let bytes = [text.as_bytes(), tail].concat();
+            let err = read(&bytes);
+            assert_eq!(err.line(), Some(line), "{err}");
+        }
+    }
+
+    /// `/dev/zero` is one endless line: refused at the line limit, not read until memory runs out.
+    #[cfg(unix)]
+    #[test]
+    fn an_endless_file_is_refused_at_the_line_limit() {
+        let err = load_trace(Path::new("/dev/zero"), &all()).expect_err("endless");
+        assert_eq!(err.line(), Some(1), "{err}");
+        assert!(
+            err.to_string().contains(&format!("longer than {MAX_LINE_BYTES} bytes")),
+            "{err}"
+        );
+    }
+
+    /// A regular file over the limit is refused before it is read (this one is sparse: it takes no disk).
+    #[test]
+    fn an_oversized_file_is_refused_before_it_is_read() {
+        let dir = std::env::temp_dir().join(format!("lifecycle-sim-trace-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let big = dir.join("big.csv");
+        let file = std::fs::File::create(&big).expect("create");
+        file.set_len(MAX_TRACE_BYTES + 1).expect("sparse file");
+        let err = load_trace(&big, &all()).expect_err("too large");
+        assert!(
+            matches!(err, TraceError::TooLarge { size: Some(s), limit: MAX_TRACE_BYTES } if s == MAX_TRACE_BYTES + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than the 1073741824"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// Every limit holds as the text streams in (smaller limits, so the test stays small).
+    #[test]
+    fn every_limit_is_enforced_as_the_trace_is_read() {
+        let read = |text: &str, limits: Limits| read_trace(text.as_bytes(), Path::new("t"), &all(), limits);
+        let len = CSV.len() as u64;
+        assert!(read(CSV, Limits { bytes: len, ..LIMITS }).is_ok());
+        let err = read(
+            CSV,
+            Limits {
+                bytes: len - 1,
+                ..LIMITS
+            },
+        )
+        .expect_err("bytes");
+        assert!(matches!(err, TraceError::TooLarge { size: None, .. }), "{err}");
+        // Three rows, the third not started: skipped jobs count too.
+        assert!(read(CSV, Limits { jobs: 3, ..LIMITS }).is_ok());
+        let err = read(CSV, Limits { jobs: 2, ..LIMITS }).expect_err("jobs");
+        assert!(matches!(err, TraceError::TooManyJobs { line: 4, limit: 2 }), "{err}");
+        let longest = CSV.lines().map(str::len).max().unwrap_or(0);
+        assert!(read(
+            CSV,
+            Limits {
+                line_bytes: longest,
+                ..LIMITS
+            }
+        )
+        .is_ok());
+        let err = read(
+            CSV,
+            Limits {
+                line_bytes: longest - 1,
+                ..LIMITS
+            },
+        )
+        .expect_err("line");
+        assert!(err.to_string().contains("longer than"), "{err}");
+        // Six columns.
+        assert!(read(
+            CSV,
+            Limits {
+                csv_fields: 6,
+                ..LIMITS
+            }
+        )
+        .is_ok());
+        let err = read(
+            CSV,
+            Limits {
+                csv_fields: 5,
+                ..LIMITS
+            },
+        )
+        .expect_err("fields");
+        assert_eq!(err.line(), Some(1), "{err}");
+        assert!(err.to_string().contains("more than 5 fields"), "{err}");
+        // A quoted field that never closes is refused once it runs past the line limit.
+        let open = format!(
+            "queued_at,started_at,completed_at\n\"{}",
+            "a long line of text\n".repeat(10)
+        );
+        let err = read(
+            &open,
+            Limits {
+                line_bytes: 100,
+                ..LIMITS
+            },
+        )
+        .expect_err("open quote");
+        assert_eq!(err.line(), Some(2), "{err}");
+        assert!(err.to_string().contains("runs on for more than 100 bytes"), "{err}");
+        // Each job of a jobs-API page counts; webhook deliveries other than `completed` do not.
+        let page = r#"{"jobs":[{"created_at":"2026-11-02T10:00:00Z"},{"created_at":"2026-11-02T10:00:00Z"}]}"#;
+        let err = read(page, Limits { jobs: 1, ..LIMITS }).expect_err("page");
+        assert!(matches!(err, TraceError::TooManyJobs { line: 1, limit: 1 }), "{err}");
+        let queued = r#"{"action":"queued","workflow_job":{}}"#;
+        let deliveries = format!("{queued}\n{queued}\n{queued}\n");
+        let err = read(&deliveries, Limits { jobs: 1, ..LIMITS }).expect_err("nothing usable");
+        assert!(
+            matches!(err, TraceError::Empty { skipped } if skipped.not_completed_event == 3),
+            "{err}"
+        );
     }
 
     /// Random text, and valid traces mangled at random, must give Ok or Err: never a panic.
