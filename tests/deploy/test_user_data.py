@@ -139,6 +139,8 @@ def test_the_user_data_renders_and_parses() -> None:
     assert "runuser -u runner -- runner-lifecycle register --runner-dir /opt/actions-runner" in persistent
     assert re.search(r"^runner-lifecycle register", persistent, re.M) is None
     assert "--labels self-hosted,linux,x64" in persistent and "--runner-mode persistent" in persistent
+    # install gives the runner's tree to root: the runner cannot update itself (docs/operations.md).
+    assert "--disable-update" in persistent
 
 
 @pytest.fixture
