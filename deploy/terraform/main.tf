@@ -87,7 +87,8 @@ resource "aws_launch_template" "runner" {
   # itself). Then install (idempotent: the AMI bake ran it; docs/operations.md; it puts the mode and
   # the endpoint into the unit's environment; it gives the runner's tree to root, so the runner
   # cannot update itself: --disable-update, and a new runner comes with a new AMI) and start the
-  # agent, which starts the runner once the instance is InService. tests/deploy/test_user_data.py renders and runs this script in both modes.
+  # agent, which starts the runner once the instance is InService. tests/deploy/test_user_data.py
+  # renders and runs this script in both modes.
   user_data = base64encode(<<-EOT
     #!/bin/bash
     set -euo pipefail
