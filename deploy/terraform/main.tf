@@ -85,8 +85,10 @@ resource "aws_launch_template" "runner" {
   # actions/runner src/Misc/layoutroot/config.sh), and under `set -e` that would stop the boot before
   # the agent starts. runuser keeps the environment (no token in it: register reads the token
   # itself). Then install (idempotent: the AMI bake ran it; docs/operations.md; it puts the mode and
-  # the endpoint into the unit's environment) and start the agent, which starts the runner once the
-  # instance is InService. tests/deploy/test_user_data.py renders and runs this script in both modes.
+  # the endpoint into the unit's environment; it gives the runner's tree to root, so the runner
+  # cannot update itself: --disable-update, and a new runner comes with a new AMI) and start the
+  # agent, which starts the runner once the instance is InService. tests/deploy/test_user_data.py
+  # renders and runs this script in both modes.
   user_data = base64encode(<<-EOT
     #!/bin/bash
     set -euo pipefail
@@ -95,7 +97,7 @@ resource "aws_launch_template" "runner" {
       --runner-mode jit --jit-url ${aws_lambda_function_url.jit.function_url}
     %{~ else }
     runuser -u ${var.runner_user} -- runner-lifecycle register --runner-dir ${var.runner_dir} \
-      --url ${var.github_url} --labels ${join(",", var.runner_labels)}
+      --url ${var.github_url} --labels ${join(",", var.runner_labels)} --disable-update
     runner-lifecycle install --runner-dir ${var.runner_dir} --user ${var.runner_user} --runner-mode persistent
     %{~ endif }
     systemctl daemon-reload

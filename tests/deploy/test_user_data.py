@@ -38,6 +38,7 @@ import pytest
 
 from support.fake_runner import Broker, install_fake_runner
 from support.jit_controller import instance_key, jit_controller
+from support.runner_tree import lay_out_runner_tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from harness import wait_for  # noqa: E402
@@ -138,6 +139,8 @@ def test_the_user_data_renders_and_parses() -> None:
     assert "runuser -u runner -- runner-lifecycle register --runner-dir /opt/actions-runner" in persistent
     assert re.search(r"^runner-lifecycle register", persistent, re.M) is None
     assert "--labels self-hosted,linux,x64" in persistent and "--runner-mode persistent" in persistent
+    # install gives the runner's tree to root: the runner cannot update itself (docs/operations.md).
+    assert "--disable-update" in persistent
 
 
 @pytest.fixture
@@ -297,8 +300,8 @@ class Boot:
 
 @contextmanager
 def booting(broker: Any, env: dict[str, str], bin_path: Path) -> Iterator[Boot]:
-    """The AMI (the stand-in runner in runner_dir, owned by the runner user; RuntimeDirectory= as the
-    unit makes it: root's, 0755) and the boot environment with the systemctl and install shims."""
+    """The AMI (the stand-in runner in runner_dir, laid out as `install` lays it out; RuntimeDirectory=
+    as the unit makes it: root's, 0755) and the boot environment with the systemctl and install shims."""
     base = Path(tempfile.mkdtemp(prefix="rl-user-data-"))
     base.chmod(0o755)
     pid_file = base / "agent.pid"
@@ -311,7 +314,10 @@ def booting(broker: Any, env: dict[str, str], bin_path: Path) -> Iterator[Boot]:
             script.write_text(re.sub(r"^#!.*", f"#!{python}", script.read_text(), count=1))
         runtime_dir = base / "run"
         runtime_dir.mkdir(mode=0o755)
-        subprocess.run(["chown", "-R", f"{USER}:", str(runner_dir)], check=True)
+        # The AMI was baked with `install` (here only planned, --dry-run): the runner's tree is root's
+        # but for _work and _diag, its directory sticky and the runner group's (docs/operations.md).
+        entry = pwd.getpwnam(USER)
+        lay_out_runner_tree(runner_dir, entry.pw_uid, entry.pw_gid)
         config = base / "config.toml"
         config.write_text((REPO / "packaging" / "config.toml").read_text()
                           .replace('dir = "/opt/actions-runner"', f'dir = "{runner_dir}"'))

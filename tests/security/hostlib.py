@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from harness import Host, agent_env, fd_count, hook_scripts, wait_for  # noqa: E402
 from support.fake_runner import install_fake_runner  # noqa: E402
+from support.runner_tree import lay_out_runner_tree  # noqa: E402
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -70,38 +71,6 @@ def kill_user_processes(uid: int) -> None:
             except OSError:
                 pass
         time.sleep(0.2)
-
-
-#: What `runner-lifecycle install` leaves to the runner's user in its tree (crates/install,
-#: docs/operations.md "The runner's tree"); `_fake` is the stand-in runner's own bookkeeping.
-RUNNER_OWNED = ("_work", "_diag", "_fake")
-
-
-def lay_out_runner_tree(path: Path, uid: int, gid: int, registration_mode: int = 0o640) -> None:
-    """The runner's tree as `install` lays it out: everything root's and not writable by others,
-    the directory itself root:<runner group> 1770 (sticky: the runner creates and deletes its own
-    registration files there, never root's), `_work` and `_diag` the runner's, an existing
-    registration root:<runner group> `registration_mode` (persistent mode)."""
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in [*dirnames, *filenames, None]:
-            p = Path(dirpath) / name if name else Path(dirpath)
-            os.lchown(p, 0, 0)
-            if not p.is_symlink():
-                os.chmod(p, os.lstat(p).st_mode & 0o7755)
-    os.chown(path, 0, gid)
-    os.chmod(path, 0o1770)
-    for name in RUNNER_OWNED:
-        d = path / name
-        d.mkdir(exist_ok=True)
-        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(d)], check=True)
-        os.chmod(d, 0o750)
-    for name in (".runner", ".credentials", ".credentials_rsaparams"):
-        f = path / name
-        if f.exists():
-            os.chown(f, 0, gid)
-            os.chmod(f, registration_mode)
-    if (path / ".env").exists():
-        os.chmod(path / ".env", 0o644)
 
 
 class UserHosts:
