@@ -26,7 +26,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the deterministic fleet simulation and compare scale-in strategies.
-    Simulate(cmd_simulate::SimulateArgs),
+    // Boxed like the controller's: its many flags (clippy::large_enum_variant).
+    Simulate(Box<cmd_simulate::SimulateArgs>),
     /// Run the agent on a runner host: supervise the listener, drain it on scale-in, never cancel a job.
     Agent(cmd_agent::AgentArgs),
     /// Show what the running agent sees and what it will do next (exit 6 when no agent runs).
