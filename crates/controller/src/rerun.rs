@@ -437,7 +437,7 @@ mod tests {
         use crate::settings::{ScaleSettings, Settings};
         use lifecycle_github::Secret;
 
-        let secret = Secret::new("s3cret".to_string());
+        let secret = Secret::new("a-webhook-secret-of-32-characters".to_string());
         let controller = |rerun: bool| {
             let mut settings = Settings::new(["runners".to_string()]);
             let mut s = ScaleSettings::new("runners", &["self-hosted"], "state");

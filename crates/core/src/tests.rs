@@ -14,10 +14,15 @@ fn persistent() -> CoreConfig {
 }
 
 fn hooked() -> CoreConfig {
+    hooked_for(HOOK_TIMEOUT)
+}
+
+/// The persistent listener with a termination hook of this HeartbeatTimeout.
+fn hooked_for(heartbeat_timeout: Duration) -> CoreConfig {
     CoreConfig {
         hook: Some(HookConfig {
             name: "drain".into(),
-            heartbeat_timeout: HOOK_TIMEOUT,
+            heartbeat_timeout,
         }),
         ..persistent()
     }
@@ -1032,13 +1037,7 @@ fn poll_timeout_is_always_in_the_future() {
 /// well within the hook's timeout.
 #[test]
 fn imds_fallback_poll_is_faster_than_a_short_hook_timeout() {
-    let cfg = CoreConfig {
-        hook: Some(HookConfig {
-            name: "drain".into(),
-            heartbeat_timeout: Duration::from_secs(30),
-        }),
-        ..persistent()
-    };
+    let cfg = hooked_for(Duration::from_secs(30));
     let mut h = Harness::serving(cfg);
     h.input(Input::ImdsUnavailable);
     h.advance(Duration::from_secs(10));
@@ -1854,13 +1853,7 @@ fn a_release_answer_for_a_gone_listener_changes_nothing() {
 /// the stop is held, so the instance is not terminated under a landing job.
 #[test]
 fn the_hook_is_heartbeated_while_a_stop_is_held() {
-    let cfg = CoreConfig {
-        hook: Some(HookConfig {
-            name: "drain".into(),
-            heartbeat_timeout: Duration::from_secs(30),
-        }),
-        ..persistent()
-    };
+    let cfg = hooked_for(Duration::from_secs(30));
     let mut h = Harness::serving(cfg);
     h.input(Input::JobMessageReceived);
     terminate(&mut h);

@@ -84,25 +84,13 @@ pub fn instance_id(inst: u32) -> String {
     format!("i-{:017x}", 0x0a00_0000_0000_0000u64 + u64::from(inst))
 }
 
-/// `epoch` seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, UTC).
+/// `epoch` seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), as GitHub writes its timestamps.
 pub fn rfc3339(epoch: i64) -> String {
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| format!("@{epoch}"))
 }
 
 /// What an export holds.
