@@ -324,7 +324,10 @@ impl SimConfig {
 
     /// The longest an idle runner may sit in Terminating:Wait before the invariant fails, before fault
     /// allowances: IMDS lag, one 1 s IMDS poll, the listener's exit after SIGINT (well under 1 s when
-    /// idle), one API round trip, and 2 s of slack.
+    /// idle), one API round trip, and 2 s of slack. The handover guard's holds are allowances of
+    /// their own, granted as they happen and nothing else (world/invariants.rs
+    /// `allow_guard_hold`): the release's round trip plus the 5 s watch after it, and a job message
+    /// whose acquire was skipped, up to the 120 s bound. A job in its handover is not idle time.
     pub fn idle_wait_limit(&self) -> Duration {
         self.imds_lag + Duration::from_millis(4500)
     }
