@@ -200,6 +200,11 @@ pub struct Metrics {
     pub victims_refused: u64,
     /// See `victims_picked`.
     pub victims_terminated: u64,
+    /// Instances launched into the group (fresh or from the warm pool; the initial fleet included).
+    pub boots: u64,
+    /// One instance per job: hosts that left the group after their job (terminated without
+    /// decrement, replaced by the group).
+    pub group_leaves: u64,
     #[serde(skip)]
     waits_ms: Hist,
     /// From a worker's exit to the next listener ready to take a job, on hosts not draining.
@@ -359,6 +364,8 @@ impl Metrics {
         self.victims_picked += o.victims_picked;
         self.victims_refused += o.victims_refused;
         self.victims_terminated += o.victims_terminated;
+        self.boots += o.boots;
+        self.group_leaves += o.group_leaves;
         // The histograms auto-resize, so adding cannot fail on range.
         let _ = self.waits_ms.0.add(&o.waits_ms.0);
         let _ = self.serve_gaps_ms.0.add(&o.serve_gaps_ms.0);
