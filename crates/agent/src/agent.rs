@@ -1118,6 +1118,11 @@ impl Agent {
                 let asg = self.asg.clone();
                 self.call(id, Call::Complete, async move { asg.complete(result).await });
             }
+            Action::LeaveGroup { id } => {
+                info!(action = "leave-group", %id, "one instance per job: TerminateInstanceInAutoScalingGroup for this instance (the group launches a replacement)");
+                let asg = self.asg.clone();
+                self.call(id, Call::LeaveGroup, async move { asg.leave_group().await });
+            }
             Action::ReleaseRunner { id } => {
                 info!(action = "release-runner", %id, "asking the controller to remove this host's registration before the stop");
                 self.release_runner(id);
@@ -1693,6 +1698,7 @@ fn cause_text(cause: DrainCause) -> &'static str {
         DrainCause::StopRequested => "agent stopping",
         DrainCause::SpotInterruption => "spot interruption",
         DrainCause::Rebalance => "rebalance recommendation",
+        DrainCause::JobDone => "one instance per job: its job is done",
     }
 }
 
@@ -1768,6 +1774,10 @@ fn log_notice(notice: &Notice) {
             reason = %reason,
             for_ms,
             "holding the stop of the idle listener: a job may be landing on it"
+        ),
+        Notice::LeftGroup => info!(
+            notice = "left-group",
+            "one instance per job: the group is terminating this instance and launching a replacement"
         ),
         Notice::RunnerReleased { outcome } => info!(
             notice = "runner-released",

@@ -155,6 +155,23 @@ impl AutoScaling {
         Ok(ApiReply::Done)
     }
 
+    /// TerminateInstanceInAutoScalingGroup for this instance, without decrementing the desired
+    /// capacity: the group launches a replacement, and this instance goes through the termination
+    /// hook (one instance per job). The call takes no group name; the IAM policy scopes it to the
+    /// group (`autoscaling:TerminateInstanceInAutoScalingGroup` on the group's ARN). A host in no
+    /// group never makes it (the core exits instead).
+    pub async fn leave_group(&self) -> Result<ApiReply, ApiError> {
+        self.group()?;
+        self.client
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(&self.instance_id)
+            .should_decrement_desired_capacity(false)
+            .send()
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(ApiReply::Done)
+    }
+
     /// DescribeAutoScalingInstances, answered the way the core wants it.
     pub async fn describe_for_core(&self) -> Result<ApiReply, ApiError> {
         Ok(ApiReply::Described(self.describe().await?.map(|m| m.instance)))

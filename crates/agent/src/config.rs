@@ -206,6 +206,13 @@ keys! {
         note "required when runner.mode is jit",
         docs "the controller's just-in-time config endpoint: its Lambda function URL with `AWS_IAM` auth (Terraform output `jit_url`); `https://`, or `http://` to a loopback address for tests. Requests are SigV4-signed with the instance role",
         field jit_url: Option<String> = (r, k) { r.string(k) };
+    RUNNER_ONE_JOB_PER_INSTANCE: "runner.one_job_per_instance", flag "runner-one-job-per-instance", "BOOL",
+        Type::Bool, default Some("false"), check None,
+        doc "JIT mode: after its one job the host drains and leaves its Auto Scaling group, which launches a fresh instance.",
+        unset "",
+        note "",
+        docs "JIT mode only: one instance per job. After its job the host starts no next listener, drains and leaves its group (`TerminateInstanceInAutoScalingGroup` without decrementing the desired capacity, so the group launches a fresh instance); needs `autoscaling:TerminateInstanceInAutoScalingGroup` on the group. See \"One instance per job\"",
+        field one_job_per_instance: bool = (r, k) { r.bool(k) };
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
     RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
         default Some("50ms"), check None,
@@ -1181,6 +1188,7 @@ impl Settings {
             stop_deadline: self.stop_deadline,
             listener_mode: self.runner_mode,
             drain_on_rebalance: self.drain_on_rebalance,
+            one_job_per_instance: self.one_job_per_instance,
             relaunch_delay: self.relaunch_delay,
             hook_grace: self.hook_grace(),
             handover: lifecycle_core::HandoverConfig {
@@ -1232,6 +1240,7 @@ fn shown_value(key: &Key, raw: &str, s: &Settings) -> String {
     match key.name {
         "runner.command" => format!("{:?}", s.runner_command),
         "drain.on_rebalance" => s.drain_on_rebalance.to_string(),
+        "runner.one_job_per_instance" => s.one_job_per_instance.to_string(),
         "drain.handover_latch" => s.handover_latch.to_string(),
         "drain.release_registration" => s.release_registration.to_string(),
         "runner.worker_poll" => format!("\"{}\"", format_duration(s.worker_poll)),

@@ -53,6 +53,7 @@ fn api_name(call: Call) -> &'static str {
         Call::Complete => "CompleteLifecycleAction",
         Call::MintJitConfig => "the controller's JIT config endpoint",
         Call::ReleaseRunner => "the controller's runner release endpoint",
+        Call::LeaveGroup => "TerminateInstanceInAutoScalingGroup",
     }
 }
 
@@ -324,6 +325,13 @@ fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
             progress(Call::SetProtection, p, now)
         ),
         Step::Exiting => "exiting".into(),
+        Step::LeaveGroup(None) => {
+            "one instance per job, its job done: leaving the group (the group launches a replacement)".into()
+        }
+        Step::LeaveGroup(Some(p)) => format!(
+            "one instance per job, its job done: leaving the group ({})",
+            progress(Call::LeaveGroup, p, now)
+        ),
         Step::Drained {
             cause,
             hook_completed,
@@ -342,6 +350,9 @@ fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
                     .into()
             }
             DrainCause::StopRequested => "exiting".into(),
+            DrainCause::JobDone => {
+                "one instance per job: left the group; waiting for Auto Scaling to terminate the instance".into()
+            }
         },
     }
 }

@@ -35,6 +35,10 @@ pub struct IamPolicyArgs {
     /// lambda:InvokeFunction (only through the URL) on it.
     #[arg(long, value_name = "NAME[:ALIAS]")]
     jit_function: Option<String>,
+    /// The hosts run one instance per job (agent `runner.one_job_per_instance`): grants the agent
+    /// autoscaling:TerminateInstanceInAutoScalingGroup on the group (to leave it after its job).
+    #[arg(long)]
+    one_job_per_instance: bool,
     /// Whose policy.
     #[arg(long, value_enum)]
     role: RoleArg,
@@ -132,6 +136,7 @@ pub fn run(args: &IamPolicyArgs) -> ExitCode {
         webhook_secret: args.webhook_secret.clone(),
         state_table: args.state_table.clone(),
         jit_function: args.jit_function.clone(),
+        one_job_per_instance: args.one_job_per_instance,
     };
     let role = match args.role {
         RoleArg::Agent => Role::Agent,

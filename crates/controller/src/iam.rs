@@ -43,6 +43,9 @@ pub enum Scope {
     Any,
     /// The Auto Scaling group's ARN.
     Group,
+    /// The Auto Scaling group's ARN, granted only to hosts that run one instance per job
+    /// ([`Target::one_job_per_instance`]): the agent's own termination with a replacement.
+    GroupOneJobPerInstance,
     /// Secrets under the per-instance template's prefix for the group.
     SecretPrefix,
     /// SSM parameters under the parameter template's prefix for the group.
@@ -99,6 +102,14 @@ pub const CALLS: &[Call] = &[
         sdk_method: "complete_lifecycle_action",
         parts: &[Part::Agent, Part::Controller],
         scope: Scope::Group,
+    },
+    Call {
+        // One instance per job (`runner.one_job_per_instance`): the host leaves its group after
+        // its job. IAM cannot narrow it to the caller's own instance, so it is opt-in.
+        action: "autoscaling:TerminateInstanceInAutoScalingGroup",
+        sdk_method: "terminate_instance_in_auto_scaling_group",
+        parts: &[Part::Agent],
+        scope: Scope::GroupOneJobPerInstance,
     },
     Call {
         action: "autoscaling:DescribeAutoScalingGroups",
@@ -216,6 +227,9 @@ pub struct Target {
     /// The controller function serving `POST /jit-config` (`NAME` or `NAME:ALIAS`, the function
     /// URL's qualifier), if the hosts fetch JIT configs: the agent may call its `AWS_IAM` URL.
     pub jit_function: Option<String>,
+    /// The hosts run one instance per job (agent `runner.one_job_per_instance`): the agent may
+    /// terminate instances of the group (its own, after its job; IAM cannot narrow it further).
+    pub one_job_per_instance: bool,
 }
 
 /// What the agent's `POST /jit-config` and `POST /jit-config/release` need
@@ -324,6 +338,7 @@ pub fn policy(role: Role, target: &Target) -> Value {
         webhook_secret,
         state_table,
         jit_function,
+        one_job_per_instance,
     } = target;
     let scoped = |scope: Scope| -> Vec<&'static str> {
         let mut v: Vec<&'static str> = CALLS
@@ -350,6 +365,15 @@ pub fn policy(role: Role, target: &Target) -> Value {
             "Sid": "LifecycleOfThisGroup",
             "Effect": "Allow",
             "Action": on_group,
+            "Resource": format!("arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{group}")
+        }));
+    }
+    let leave = scoped(Scope::GroupOneJobPerInstance);
+    if *one_job_per_instance && !leave.is_empty() {
+        statements.push(json!({
+            "Sid": "OneJobPerInstanceLeaveThisGroup",
+            "Effect": "Allow",
+            "Action": leave,
             "Resource": format!("arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{group}")
         }));
     }
@@ -622,8 +646,24 @@ mod tests {
             webhook_secret: Some("runner-lifecycle/webhook".into()),
             state_table: Some("runner-lifecycle-state".into()),
             jit_function: Some("runner-lifecycle-controller:jit".into()),
+            one_job_per_instance: true,
         };
         let agent = policy(Role::Agent, &target);
+        // One instance per job: the host's own termination, on the group, only when asked for.
+        assert!(agent
+            .to_string()
+            .contains("autoscaling:TerminateInstanceInAutoScalingGroup"));
+        let default_agent = policy(
+            Role::Agent,
+            &Target {
+                one_job_per_instance: false,
+                ..target.clone()
+            },
+        );
+        assert!(!default_agent.to_string().contains("TerminateInstance"));
+        assert!(!policy(Role::Controller, &target)
+            .to_string()
+            .contains("TerminateInstance"));
         let text = agent.to_string();
         assert!(
             text.contains("arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*:autoScalingGroupName/runners")

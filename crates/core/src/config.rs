@@ -98,6 +98,15 @@ pub struct CoreConfig {
     /// How the stop of an idle listener guards the handover from a job message to `Runner.Worker`.
     #[serde(default)]
     pub handover: HandoverConfig,
+    /// One instance per job (just-in-time mode only; default off): once the listener's one job has
+    /// ended (it exits 0 having run it), the host starts no next listener and fetches no next
+    /// config, drains ([`DrainCause::JobDone`](crate::DrainCause)) and leaves its group
+    /// ([`Action::LeaveGroup`](crate::Action): terminate without decrementing the desired capacity,
+    /// so the group launches a fresh instance). The termination hook is then completed at once (the
+    /// host is idle, its listener down). A host in no group exits instead. For operators who want a
+    /// fresh machine for every job; it costs a boot per job.
+    #[serde(default)]
+    pub one_job_per_instance: bool,
 }
 
 /// The guards of the handover window: between the job message reaching the listener and
@@ -175,6 +184,7 @@ impl Default for CoreConfig {
             relaunch_limit: 10,
             hook_grace: default_hook_grace(),
             handover: HandoverConfig::default(),
+            one_job_per_instance: false,
         }
     }
 }

@@ -241,6 +241,9 @@ pub struct Host {
     /// The current listener's handover guard.
     handover: Handover,
     release: CallSlot,
+    /// One instance per job: TerminateInstanceInAutoScalingGroup, and whether the group accepted it.
+    leave: CallSlot,
+    left_group: bool,
 
     // Drain.
     drain: Option<DrainCause>,
@@ -299,6 +302,8 @@ impl Host {
             jit: CallSlot::default(),
             handover: Handover::default(),
             release: CallSlot::default(),
+            leave: CallSlot::default(),
+            left_group: false,
             drain: None,
             force_at: None,
             forced: false,
@@ -528,6 +533,7 @@ impl Host {
             Call::Heartbeat,
             Call::Complete,
             Call::MintJitConfig,
+            Call::LeaveGroup,
         ]
         .into_iter()
         .filter_map(|c| match self.progress(c) {
@@ -657,7 +663,7 @@ impl Host {
         let complete_hook = self.cfg.hook.is_some()
             && match self.hook {
                 HookPhase::Pending { .. } => true,
-                HookPhase::None => cause == DrainCause::Terminating && !self.not_in_group,
+                HookPhase::None => matches!(cause, DrainCause::Terminating | DrainCause::JobDone) && !self.not_in_group,
                 HookPhase::Done => false,
             };
         AfterStop {
@@ -714,6 +720,13 @@ impl Host {
             return match self.progress(Call::SetProtection) {
                 Some(p) => Step::UnprotectBeforeExit(p),
                 None => Step::Exiting,
+            };
+        }
+        if cause == DrainCause::JobDone && !self.left_group && self.terminating.is_none() {
+            return if self.not_in_group {
+                Step::Exiting
+            } else {
+                Step::LeaveGroup(self.progress(Call::LeaveGroup))
             };
         }
         Step::Drained {
@@ -861,6 +874,11 @@ impl Host {
         if matches!(was, ListenerState::Stopping { .. }) || self.drain.is_some() {
             return; // we stopped it, or we are draining: it stays down.
         }
+        // One instance per job: its job done, the host starts nothing more and leaves the group.
+        if self.one_job_per_instance() && code == Some(0) && self.listener_ran_job {
+            self.start_drain(DrainCause::JobDone);
+            return;
+        }
         let ran_long =
             matches!(was, ListenerState::Running { since, .. } if self.now.since(since) >= Duration::from_secs(300));
         if self.listener_ran_job || ran_long {
@@ -904,6 +922,7 @@ impl Host {
             Call::Complete => self.on_complete_result(result),
             Call::MintJitConfig => self.on_jit_result(result),
             Call::ReleaseRunner => self.on_release_result(id, result),
+            Call::LeaveGroup => self.on_leave_result(result),
         }
     }
 
@@ -993,6 +1012,25 @@ impl Host {
                 self.jit_held = true;
             }
             Err(e) => self.retry_later(Call::MintJitConfig, e),
+        }
+    }
+
+    /// The group's answer to this instance's termination (one instance per job).
+    fn on_leave_result(&mut self, result: Result<ApiReply, ApiError>) {
+        self.leave.inflight = None;
+        match result {
+            Ok(_) => {
+                self.leave.failures = 0;
+                self.left_group = true;
+                self.notify(Notice::LeftGroup);
+            }
+            // In no group after all: nothing to leave; the host exits.
+            Err(e) if e.kind == ApiErrorKind::InstanceNotFound => {
+                self.last_error = Some(e.to_string());
+                self.last_error_at = Some(self.now);
+                self.mark_not_in_group();
+            }
+            Err(e) => self.retry_later(Call::LeaveGroup, e),
         }
     }
 
@@ -1162,6 +1200,7 @@ impl Host {
             Call::Complete => &self.complete,
             Call::MintJitConfig => &self.jit,
             Call::ReleaseRunner => &self.release,
+            Call::LeaveGroup => &self.leave,
         }
     }
 
@@ -1173,6 +1212,7 @@ impl Host {
             Call::Complete => &mut self.complete,
             Call::MintJitConfig => &mut self.jit,
             Call::ReleaseRunner => &mut self.release,
+            Call::LeaveGroup => &mut self.leave,
         }
     }
 
@@ -1198,6 +1238,7 @@ impl Host {
         self.decide_listener();
         self.decide_protection();
         self.decide_hook();
+        self.decide_leave();
         self.decide_exit();
     }
 
@@ -1312,6 +1353,8 @@ impl Host {
             DrainCause::StopRequested => StopReason::StopRequestedIdle,
             DrainCause::SpotInterruption => StopReason::SpotInterruptionIdle,
             DrainCause::Rebalance => StopReason::RebalanceIdle,
+            // Never signalled: a job-done drain starts once the listener has exited.
+            DrainCause::JobDone => StopReason::TerminatingIdle,
         }
     }
 
@@ -1468,7 +1511,10 @@ impl Host {
         }
         let reason = match self.listener {
             ListenerState::Down { relaunch_at: Some(_) } => FetchReason::NextListener,
-            ListenerState::Running { .. } if self.listener_ran_job => FetchReason::Prefetch,
+            // One instance per job: this host runs no next listener.
+            ListenerState::Running { .. } if self.listener_ran_job && !self.one_job_per_instance() => {
+                FetchReason::Prefetch
+            }
             _ => return,
         };
         self.jit.not_before = None;
@@ -1560,8 +1606,41 @@ impl Host {
         }
     }
 
+    /// One instance per job (just-in-time mode only).
+    fn one_job_per_instance(&self) -> bool {
+        self.cfg.one_job_per_instance && self.cfg.listener_mode == ListenerMode::Jit
+    }
+
+    /// One instance per job: once drained after its job, ask the group to terminate this instance
+    /// with a replacement. Protection is cleared first (the drain clears it at once; three failed
+    /// attempts are enough). Not after a stop request (the operator's stop wins), nor once
+    /// termination is under way by other means (the hook is completed as for any scale-in).
+    fn decide_leave(&mut self) {
+        let drained = !self.job_alive && matches!(self.listener, ListenerState::Down { .. });
+        if self.drain != Some(DrainCause::JobDone)
+            || !drained
+            || self.left_group
+            || self.stop_requested
+            || self.not_in_group
+            || self.terminating.is_some()
+        {
+            return;
+        }
+        let unprotecting = self.protection.inflight.is_some()
+            || (self.protected == Some(true) && self.protection_applies() && self.protection.failures < 3);
+        if unprotecting || !self.leave.ready(self.now) {
+            return;
+        }
+        self.leave.not_before = None;
+        let id = self.request(Call::LeaveGroup);
+        self.leave.inflight = Some(id);
+        self.push(Action::LeaveGroup { id });
+    }
+
     fn decide_exit(&mut self) {
-        if !self.stop_requested || self.job_alive || !matches!(self.listener, ListenerState::Down { .. }) {
+        // One instance per job on a host in no group: nothing to leave, so it exits.
+        let alone = self.drain == Some(DrainCause::JobDone) && self.not_in_group;
+        if !(self.stop_requested || alone) || self.job_alive || !matches!(self.listener, ListenerState::Down { .. }) {
             return;
         }
         // Finish what termination needs first (confirm, then complete), and leave an idle InService

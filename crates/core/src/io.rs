@@ -198,6 +198,15 @@ pub enum Action {
         /// The request id.
         id: RequestId,
     },
+    /// One instance per job ([`CoreConfig::one_job_per_instance`](crate::CoreConfig)): the job is
+    /// done, so leave the group: `TerminateInstanceInAutoScalingGroup` for this instance with
+    /// `ShouldDecrementDesiredCapacity=false`, so the group launches a fresh replacement. The
+    /// instance then goes through the termination hook like any scale-in. Answer with
+    /// `Input::ApiResult` carrying this id (`Ok(ApiReply::Done)`).
+    LeaveGroup {
+        /// The request id.
+        id: RequestId,
+    },
     /// Something worth a log line or a metric; no side effect.
     Notify(Notice),
     /// The agent's work is done (after a stop request): exit.
@@ -363,6 +372,9 @@ pub enum Notice {
     RebalanceRecommended,
     /// The instance is in no Auto Scaling group: serving without protection or hooks.
     NotInGroup,
+    /// One instance per job: the group accepted this instance's termination (a replacement is
+    /// launched); the termination hook follows.
+    LeftGroup,
     /// A `job-started` hook report was not followed by a `Runner.Worker` within
     /// [`CoreConfig::hook_grace`](crate::CoreConfig::hook_grace): its claim of a job is dropped (the
     /// report did not come from a job of this listener).
@@ -438,6 +450,8 @@ pub enum DrainCause {
     SpotInterruption,
     /// A rebalance recommendation with `drain_on_rebalance`.
     Rebalance,
+    /// One instance per job: its one job is done; the host leaves the group for a fresh one.
+    JobDone,
 }
 
 /// The calls the core makes (Auto Scaling, and the controller's JIT endpoint).
@@ -458,6 +472,8 @@ pub enum Call {
     /// The controller's release of this host's JIT registration (never retried: a failure falls
     /// back to the latch and the last look).
     ReleaseRunner,
+    /// TerminateInstanceInAutoScalingGroup for this instance (one instance per job).
+    LeaveGroup,
 }
 
 wire_names! {
@@ -504,12 +520,14 @@ wire_names! {
         Complete => "complete",
         MintJitConfig => "mint-jit-config",
         ReleaseRunner => "release-runner",
+        LeaveGroup => "leave-group",
     }
     DrainCause {
         Terminating => "terminating",
         StopRequested => "stop-requested",
         SpotInterruption => "spot-interruption",
         Rebalance => "rebalance",
+        JobDone => "job-done",
     }
     HoldReason {
         JobMessage => "job-message",

@@ -157,6 +157,9 @@ pub enum Step {
     UnprotectBeforeExit(CallProgress),
     /// Drained after a stop request: exit.
     Exiting,
+    /// One instance per job, drained after its job: leave the group (TerminateInstanceInAutoScalingGroup,
+    /// the group launches a replacement; `None`: due now).
+    LeaveGroup(Option<CallProgress>),
     /// Drained: waiting for whatever drained the host to end it.
     Drained {
         /// Why it drained.

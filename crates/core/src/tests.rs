@@ -1953,3 +1953,195 @@ fn a_job_message_while_a_worker_runs_holds_nothing_after_the_job() {
     h.input(Input::WorkerExited { pid: 7 });
     assert!(h.take().iter().any(is_stop));
 }
+
+// ----- One instance per job -----
+
+fn one_per_instance() -> CoreConfig {
+    CoreConfig {
+        one_job_per_instance: true,
+        ..jit_hooked()
+    }
+}
+
+fn leave_id(a: &Action) -> Option<RequestId> {
+    match a {
+        Action::LeaveGroup { id } => Some(*id),
+        _ => None,
+    }
+}
+
+/// A one-instance-per-job host whose listener (pid 100) runs its job (worker 5), protected.
+fn one_job_running() -> Harness {
+    let mut h = Harness::new(one_per_instance());
+    h.input(Input::TargetState(TargetState::InService));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    let (fetch, _) = h.take().iter().find_map(fetch_id).expect("a first config");
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.input(Input::WorkerStarted { pid: 5 });
+    let acts = h.take();
+    assert!(
+        !acts.iter().any(|a| fetch_id(a).is_some()),
+        "no prefetch for a host that runs one job: {acts:?}"
+    );
+    let protect = acts.iter().find_map(|a| protect_id(a, true)).expect("protected");
+    h.reply(protect, Ok(ApiReply::Done));
+    h.take();
+    h
+}
+
+/// The job ends and the listener exits 0; the drain clears protection; returns the LeaveGroup id.
+fn finish_the_job(h: &mut Harness) -> RequestId {
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    let acts = h.take();
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::Notify(Notice::DrainStarted {
+                cause: DrainCause::JobDone
+            })
+        )),
+        "{acts:?}"
+    );
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::StartListener { .. } | Action::FetchJitConfig { .. })),
+        "{acts:?}"
+    );
+    assert!(
+        !acts.iter().any(|a| leave_id(a).is_some()),
+        "protection is cleared first"
+    );
+    let unprotect = acts.iter().find_map(|a| protect_id(a, false)).expect("unprotect");
+    h.reply(unprotect, Ok(ApiReply::Done));
+    let acts = h.take();
+    assert_eq!(acts.iter().filter(|a| leave_id(a).is_some()).count(), 1, "{acts:?}");
+    acts.iter().find_map(leave_id).expect("a leave")
+}
+
+#[test]
+fn one_instance_per_job_never_starts_a_next_listener_and_leaves_once() {
+    let mut h = one_job_running();
+    let leave = finish_the_job(&mut h);
+    assert_eq!(
+        h.host.snapshot().next_step.step,
+        Some(Step::LeaveGroup(Some(CallProgress::InFlight)))
+    );
+    h.reply(leave, Ok(ApiReply::Done));
+    assert!(h.take().iter().any(|a| matches!(a, Action::Notify(Notice::LeftGroup))));
+    // Nothing more until the group's termination shows: no second leave, no listener, no config.
+    h.advance(Duration::from_secs(3600));
+    let acts = h.effects();
+    assert!(acts.is_empty(), "{acts:?}");
+    // The termination hook: the host is idle and its listener down, so it is completed at once.
+    confirmed_wait(&mut h);
+    let acts = h.effects();
+    let complete = acts.iter().find_map(complete_id).expect("completed at once");
+    assert!(!acts.iter().any(|a| matches!(a, Action::Heartbeat { .. })), "{acts:?}");
+    h.reply(complete, Ok(ApiReply::Done));
+    assert_eq!(h.host.hook_phase(), HookPhase::Done);
+    assert!(lost(&h.take()).is_empty());
+    assert!(!h.host.has_exited(), "the instance terminates under the agent");
+}
+
+#[test]
+fn one_instance_per_job_retries_a_throttled_leave_with_backoff() {
+    let mut h = one_job_running();
+    let leave = finish_the_job(&mut h);
+    h.reply(leave, err(ApiErrorKind::Throttled));
+    let acts = h.take();
+    assert!(acts.iter().all(|a| leave_id(a).is_none()), "not at once: {acts:?}");
+    let retry = h.host.timer(Timer::Retry(Call::LeaveGroup)).expect("a retry is armed");
+    assert!(retry > h.now);
+    assert_eq!(
+        h.host.snapshot().next_step.step,
+        Some(Step::LeaveGroup(Some(CallProgress::RetryAt(retry))))
+    );
+    h.advance(retry.since(h.now));
+    let acts = h.take();
+    assert_eq!(acts.iter().filter(|a| leave_id(a).is_some()).count(), 1, "{acts:?}");
+    let again = acts.iter().find_map(leave_id).expect("a leave");
+    h.reply(again, Ok(ApiReply::Done));
+    h.advance(Duration::from_secs(600));
+    assert!(h.effects().is_empty());
+}
+
+#[test]
+fn one_instance_per_job_loses_nothing_when_the_listener_exits_before_its_worker_is_seen() {
+    let mut h = one_job_running();
+    // Exit 0 first: the worker's exit is simply not seen yet.
+    h.input(Input::ListenerExited { code: Some(0) });
+    let acts = h.take();
+    assert!(lost(&acts).is_empty(), "{acts:?}");
+    assert_eq!(h.host.draining(), Some(DrainCause::JobDone));
+    assert!(!acts.iter().any(|a| matches!(a, Action::StartListener { .. })));
+}
+
+#[test]
+fn one_instance_per_job_does_not_drain_a_listener_that_ran_no_job() {
+    let mut h = Harness::new(one_per_instance());
+    h.input(Input::TargetState(TargetState::InService));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    let (fetch, _) = h.take().iter().find_map(fetch_id).expect("a config");
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.take();
+    // A refused config (exit 1), no job: a fresh config and a new listener, as in JIT mode.
+    h.input(Input::ListenerExited { code: Some(1) });
+    assert_eq!(h.host.draining(), None);
+    h.advance(Duration::from_secs(5));
+    assert!(h.take().iter().any(|a| fetch_id(a).is_some()));
+}
+
+#[test]
+fn one_instance_per_job_leaves_a_drain_already_under_way_alone() {
+    let mut h = one_job_running();
+    // Scale-in while the job runs: the drain is the termination's, the hook is heartbeaten.
+    confirmed_wait(&mut h);
+    assert_eq!(h.host.draining(), Some(DrainCause::Terminating));
+    h.take();
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    let acts = h.effects();
+    assert!(acts.iter().all(|a| leave_id(a).is_none()), "{acts:?}");
+    assert!(acts.iter().any(|a| complete_id(a).is_some()), "{acts:?}");
+    assert_eq!(h.host.draining(), Some(DrainCause::Terminating));
+}
+
+#[test]
+fn one_instance_per_job_in_no_group_exits() {
+    let mut h = Harness::new(one_per_instance());
+    h.input(Input::TargetState(TargetState::NotInGroup));
+    let (fetch, _) = h.take().iter().find_map(fetch_id).expect("a config");
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    let acts = h.effects();
+    assert!(acts.iter().all(|a| leave_id(a).is_none()), "{acts:?}");
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Exit { forced: false })),
+        "{acts:?}"
+    );
+    assert!(h.host.has_exited());
+}
+
+#[test]
+fn one_instance_per_job_is_off_by_default_and_outside_jit_mode() {
+    assert!(!CoreConfig::default().one_job_per_instance);
+    // One-job mode relaunches as before, even with the option set.
+    let mut h = Harness::serving(CoreConfig {
+        listener_mode: ListenerMode::OneJob,
+        one_job_per_instance: true,
+        ..hooked()
+    });
+    h.input(Input::WorkerStarted { pid: 5 });
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    assert_eq!(h.host.draining(), None);
+}

@@ -35,7 +35,7 @@ pub enum Timer {
 
 impl Timer {
     /// Every timer, in the order [`Host::next_timer`](crate::Host::next_timer) breaks ties.
-    pub const ALL: [Timer; 15] = [
+    pub const ALL: [Timer; 16] = [
         Timer::ForceStop,
         Timer::Retry(Call::Describe),
         Timer::DescribePoll,
@@ -43,6 +43,7 @@ impl Timer {
         Timer::Retry(Call::Complete),
         Timer::Retry(Call::Heartbeat),
         Timer::Retry(Call::MintJitConfig),
+        Timer::Retry(Call::LeaveGroup),
         Timer::ImdsDown,
         Timer::ListenerRelaunch,
         Timer::ListenerKill,
@@ -63,6 +64,7 @@ impl Timer {
             Timer::Retry(Call::Complete) => "retry-complete",
             Timer::Retry(Call::MintJitConfig) => "retry-mint-jit-config",
             Timer::Retry(Call::ReleaseRunner) => "retry-release-runner",
+            Timer::Retry(Call::LeaveGroup) => "retry-leave-group",
             Timer::DescribePoll => "describe-poll",
             Timer::ImdsDown => "imds-down",
             Timer::ListenerRelaunch => "listener-relaunch",

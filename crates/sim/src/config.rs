@@ -240,6 +240,10 @@ pub struct SimConfig {
     /// Whether runner-lifecycle's handover guard is on (the perf-log latch and the release of the
     /// registration; lifecycle-core `HandoverConfig`). Each strategy sets it (see `Strategy`).
     pub handover_guard: bool,
+    /// Whether runner-lifecycle runs one instance per job (lifecycle-core
+    /// `CoreConfig::one_job_per_instance`: after its job the host leaves the group, which launches a
+    /// replacement). Each strategy sets it (see `Strategy`).
+    pub one_job_per_instance: bool,
     /// What GitHub answers to a registration delete while a job is assigned.
     pub release_while_assigned: ReleaseWhileAssigned,
     /// With `Refused`: the probability that a JIT registration whose job is assigned answers 404
@@ -306,6 +310,7 @@ impl SimConfig {
             event_to_stop: timing::EVENT_TO_STOP,
             handover: HandoverOutcomes::default(),
             handover_guard: true,
+            one_job_per_instance: false,
             release_while_assigned: ReleaseWhileAssigned::Refused,
             release_not_found: 0.5,
             acquire_failure_rate: 0.01,

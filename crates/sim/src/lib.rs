@@ -53,6 +53,9 @@ pub enum Strategy {
     /// runner-lifecycle in its default mode (JIT) with the controller's demand scaling instead of the
     /// source PR's idle alarms.
     RunnerLifecycleDemand,
+    /// runner-lifecycle as by default (JIT) with one instance per job: after its job the host leaves
+    /// the group (terminated without decrement; the group launches a fresh instance).
+    RunnerLifecycleOnePerInstance,
     /// The source PR's design.
     SourcePr,
     /// A termination hook and a stop on the event, no protection.
@@ -61,12 +64,13 @@ pub enum Strategy {
 
 impl Strategy {
     /// All strategies, in report order.
-    pub const ALL: [Strategy; 7] = [
+    pub const ALL: [Strategy; 8] = [
         Strategy::RunnerLifecycle,
         Strategy::RunnerLifecycleUnguarded,
         Strategy::RunnerLifecyclePersistent,
         Strategy::RunnerLifecycleOnce,
         Strategy::RunnerLifecycleDemand,
+        Strategy::RunnerLifecycleOnePerInstance,
         Strategy::SourcePr,
         Strategy::Naive,
     ];
@@ -79,6 +83,7 @@ impl Strategy {
             Strategy::RunnerLifecyclePersistent => "runner-lifecycle-persistent",
             Strategy::RunnerLifecycleOnce => "runner-lifecycle-once",
             Strategy::RunnerLifecycleDemand => "runner-lifecycle-demand",
+            Strategy::RunnerLifecycleOnePerInstance => "runner-lifecycle-one-per-instance",
             Strategy::SourcePr => "source-pr",
             Strategy::Naive => "naive",
         }
@@ -100,9 +105,10 @@ impl Strategy {
     /// How the strategy runs the runner listener. The rival designs run upstream's service mode.
     pub fn listener_mode(self) -> ListenerMode {
         match self {
-            Strategy::RunnerLifecycle | Strategy::RunnerLifecycleUnguarded | Strategy::RunnerLifecycleDemand => {
-                ListenerMode::default()
-            }
+            Strategy::RunnerLifecycle
+            | Strategy::RunnerLifecycleUnguarded
+            | Strategy::RunnerLifecycleDemand
+            | Strategy::RunnerLifecycleOnePerInstance => ListenerMode::default(),
             Strategy::RunnerLifecycleOnce => ListenerMode::OneJob,
             Strategy::RunnerLifecyclePersistent | Strategy::SourcePr | Strategy::Naive => ListenerMode::Persistent,
         }
@@ -113,12 +119,14 @@ impl Strategy {
         cfg.scaling = self.scaling();
         cfg.listener_mode = self.listener_mode();
         cfg.handover_guard = self != Strategy::RunnerLifecycleUnguarded;
+        cfg.one_job_per_instance = self == Strategy::RunnerLifecycleOnePerInstance;
         match self {
             Strategy::RunnerLifecycle
             | Strategy::RunnerLifecycleUnguarded
             | Strategy::RunnerLifecyclePersistent
             | Strategy::RunnerLifecycleOnce
-            | Strategy::RunnerLifecycleDemand => driver::run::<RunnerLifecycle>(&cfg).named(self.name()),
+            | Strategy::RunnerLifecycleDemand
+            | Strategy::RunnerLifecycleOnePerInstance => driver::run::<RunnerLifecycle>(&cfg).named(self.name()),
             Strategy::SourcePr => driver::run::<SourcePr>(&cfg),
             Strategy::Naive => driver::run::<Naive>(&cfg),
         }

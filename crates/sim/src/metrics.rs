@@ -203,6 +203,11 @@ pub struct Metrics {
     /// Every finished job, when `SimConfig::record_jobs` asks for it (crate::github_export).
     #[serde(skip)]
     pub job_log: Option<Vec<crate::github_export::JobRecord>>,
+    /// Instances launched into the group (fresh or from the warm pool; the initial fleet included).
+    pub boots: u64,
+    /// One instance per job: hosts that left the group after their job (terminated without
+    /// decrement, replaced by the group).
+    pub group_leaves: u64,
     #[serde(skip)]
     waits_ms: Hist,
     /// From a worker's exit to the next listener ready to take a job, on hosts not draining.
@@ -362,6 +367,8 @@ impl Metrics {
         self.victims_picked += o.victims_picked;
         self.victims_refused += o.victims_refused;
         self.victims_terminated += o.victims_terminated;
+        self.boots += o.boots;
+        self.group_leaves += o.group_leaves;
         // The histograms auto-resize, so adding cannot fail on range.
         let _ = self.waits_ms.0.add(&o.waits_ms.0);
         let _ = self.serve_gaps_ms.0.add(&o.serve_gaps_ms.0);

@@ -42,6 +42,8 @@ pub struct StrategyReport {
     pub instance_hours: f64,
     /// Auto Scaling calls per instance-hour.
     pub asg_calls_per_instance_hour: f64,
+    /// Instances launched per job that arrived (the initial fleet included).
+    pub boots_per_job: f64,
     /// Median time from a job's end (worker exit) to the host serving again (its next listener ready
     /// to take a job), seconds, on hosts not draining. 0 for a persistent listener: it polls again
     /// at once.
@@ -209,7 +211,7 @@ impl Report {
             c.demand_scale_in.name()
         );
         type Row = (&'static str, fn(&StrategyReport) -> String);
-        let rows: [Row; 45] = [
+        let rows: [Row; 46] = [
             ("scaling", |s| s.scaling.to_string()),
             ("jobs_killed_by_stop", |s| s.jobs_killed_by_stop.to_string()),
             ("  per 10,000 scale-ins", |s| {
@@ -311,6 +313,9 @@ impl Report {
             }),
             ("instance_hours", |s| format!("{:.0}", s.instance_hours)),
             ("idle_instance_hours", |s| format!("{:.0}", s.idle_instance_hours)),
+            ("boots / job (leaves)", |s| {
+                format!("{:.3} ({})", s.boots_per_job, s.metrics.group_leaves)
+            }),
             ("scale actions", |s| s.metrics.scale_actions.to_string()),
             ("queue wait p50 / p95 (s)", |s| {
                 format!("{:.1} / {:.1}", s.queue_wait_p50_s, s.queue_wait_p95_s)
@@ -357,6 +362,7 @@ fn raw_report(name: String, scaling: &'static str, metrics: Metrics, violations:
         queue_wait_p95_s: 0.0,
         instance_hours: 0.0,
         asg_calls_per_instance_hour: 0.0,
+        boots_per_job: 0.0,
         job_end_to_serving_p50_s: 0.0,
         job_end_to_serving_p95_s: 0.0,
         asg_calls_per_job: 0.0,
@@ -405,6 +411,7 @@ impl StrategyReport {
             }
         };
         self.asg_calls_per_job = per_job(m.asg_api_calls);
+        self.boots_per_job = per_job(m.boots);
         self.github_calls_per_job = per_job(m.github_calls);
         self.job_end_to_serving_p50_s = m.job_end_to_serving_quantile(0.5);
         self.job_end_to_serving_p95_s = m.job_end_to_serving_quantile(0.95);

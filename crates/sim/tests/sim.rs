@@ -471,6 +471,7 @@ fn strategy_names_follow_the_agents_default() {
             "runner-lifecycle-persistent",
             "runner-lifecycle-once",
             "runner-lifecycle-demand",
+            "runner-lifecycle-one-per-instance",
             "source-pr",
             "naive"
         ]
@@ -629,4 +630,26 @@ fn demand_scaling_can_pick_its_victims() {
         v.instance_hours,
         d.instance_hours
     );
+}
+
+/// One instance per job: every job's host leaves the group and is replaced, the invariants hold
+/// (the hook is completed at once, no heartbeat without a job), and nothing is lost to a stop.
+#[test]
+fn one_instance_per_job_replaces_each_host_after_its_job() {
+    let report = sweep(&small(2000), 10, &[Strategy::RunnerLifecycleOnePerInstance]);
+    let listing: Vec<String> = report.violation_list.iter().map(ToString::to_string).collect();
+    assert!(listing.is_empty(), "violations:\n{}", listing.join("\n"));
+    let s = &report.strategies[0];
+    assert_eq!(s.name, "runner-lifecycle-one-per-instance");
+    assert_eq!(s.metrics.jobs_cancelled, 0);
+    assert_eq!(s.metrics.hooks_timed_out, 0);
+    assert!(s.metrics.jobs_succeeded > 1_000, "{}", s.metrics.jobs_succeeded);
+    // Nearly every job ends its host (a few hosts die of other causes first: spot, scale-in).
+    assert!(
+        s.metrics.group_leaves * 10 >= s.metrics.jobs_succeeded * 9,
+        "leaves {} for {} jobs",
+        s.metrics.group_leaves,
+        s.metrics.jobs_succeeded
+    );
+    assert!(s.boots_per_job > 0.9, "{}", s.boots_per_job);
 }

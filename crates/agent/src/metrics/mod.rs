@@ -136,6 +136,7 @@ impl Metrics {
             Action::KillListener { .. }
             | Action::FetchJitConfig { .. }
             | Action::ReleaseRunner { .. }
+            | Action::LeaveGroup { .. }
             | Action::Describe { .. }
             | Action::CompleteLifecycleAction { .. }
             | Action::Exit { .. } => {}
@@ -175,6 +176,7 @@ impl Metrics {
             | Notice::ListenerGaveUp { .. }
             | Notice::RebalanceRecommended
             | Notice::NotInGroup
+            | Notice::LeftGroup
             | Notice::HookClaimDropped => {}
             Notice::StopHeld { reason, .. } => *self.stops_held.entry(reason.name()).or_default() += 1,
             Notice::RunnerReleased { outcome } => *self.releases.entry(outcome.name()).or_default() += 1,

@@ -57,6 +57,7 @@ fn core_config(w: &World) -> CoreConfig {
         } else {
             HandoverConfig::off()
         },
+        one_job_per_instance: w.cfg.one_job_per_instance,
         ..CoreConfig::default()
     }
 }
@@ -236,6 +237,7 @@ impl RunnerLifecycle {
                 Action::Describe { id, .. } => (id, ApiCall::Describe),
                 Action::Heartbeat { id, .. } => (id, ApiCall::Heartbeat),
                 Action::CompleteLifecycleAction { id, .. } => (id, ApiCall::Complete),
+                Action::LeaveGroup { id } => (id, ApiCall::TerminateInGroup),
                 Action::FetchJitConfig { id, .. } => {
                     // The controller's function URL: describe, refuse unless InService, mint.
                     let (took, result) = w.mint_jit_config(inst);

@@ -107,6 +107,25 @@ impl World {
                 }
                 _ => Err(no_active_action(inst)),
             },
+            ApiCall::TerminateInGroup => match asg {
+                AsgPhase::InService => {
+                    // Protection does not stand in the way of an explicit termination; the instance
+                    // goes through the termination hook like a scale-in, and the group, its desired
+                    // capacity unchanged, launches a replacement.
+                    self.metrics.group_leaves += 1;
+                    self.begin_termination_as(inst, false);
+                    self.reconcile();
+                    Ok(ApiReply::Done)
+                }
+                AsgPhase::Gone => Err(ApiError::new(
+                    ApiErrorKind::InstanceNotFound,
+                    format!("Instance Id not found - No managed instance found for instance ID: i-{inst}"),
+                )),
+                _ => Err(ApiError::new(
+                    ApiErrorKind::Other,
+                    format!("The instance i-{inst} is not in a state that can be terminated."),
+                )),
+            },
         }
     }
 
@@ -135,6 +154,7 @@ impl World {
     }
 
     pub(super) fn launch(&mut self, in_service: bool) -> InstId {
+        self.metrics.boots += 1;
         if let Some(inst) = self.warm.pop_front() {
             // Scale-out takes a stopped instance from the warm pool first; the pool is refilled.
             self.set_phase(inst, AsgPhase::Pending);
@@ -287,6 +307,11 @@ impl World {
     }
 
     pub(super) fn begin_termination(&mut self, inst: InstId) {
+        self.begin_termination_as(inst, true);
+    }
+
+    /// Termination through the hook: a scale-in (`scale_in`), or the instance's own request to leave.
+    pub(super) fn begin_termination_as(&mut self, inst: InstId, scale_in: bool) {
         let now = self.now;
         let global = now
             + self
@@ -295,7 +320,9 @@ impl World {
                 .saturating_mul(100)
                 .min(Duration::from_secs(48 * 3600));
         let idx = inst as usize;
-        self.metrics.scale_ins += 1;
+        if scale_in {
+            self.metrics.scale_ins += 1;
+        }
         self.instances[idx].terminations += 1;
         let seq = self.instances[idx].terminations;
         self.set_phase(

@@ -89,6 +89,9 @@ pub enum ApiCall {
     Heartbeat,
     /// CompleteLifecycleAction.
     Complete,
+    /// TerminateInstanceInAutoScalingGroup for the caller's own instance, without decrementing the
+    /// desired capacity (one instance per job): the group launches a replacement.
+    TerminateInGroup,
 }
 
 /// Which job hook runs.
