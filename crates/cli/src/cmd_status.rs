@@ -277,6 +277,9 @@ pub fn render(status: &Status) -> String {
         Some(DrainCause::StopRequested) => "yes: the agent was asked to stop (SIGTERM)".to_string(),
         Some(DrainCause::SpotInterruption) => "yes: spot interruption notice".to_string(),
         Some(DrainCause::Rebalance) => "yes: rebalance recommendation".to_string(),
+        Some(DrainCause::JobDone) => {
+            "yes: one instance per job, its job is done (the host leaves the group)".to_string()
+        }
     };
     if v.stop_forced {
         draining.push_str("; the stop is forced");
