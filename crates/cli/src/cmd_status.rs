@@ -278,7 +278,7 @@ pub fn render(status: &Status) -> String {
         Some(DrainCause::SpotInterruption) => "yes: spot interruption notice".to_string(),
         Some(DrainCause::Rebalance) => "yes: rebalance recommendation".to_string(),
         Some(DrainCause::JobDone) => {
-            "yes: its one job is done (runner.one_job_per_instance): it leaves the group".to_string()
+            "yes: one instance per job, its job is done (the host leaves the group)".to_string()
         }
     };
     if v.stop_forced {

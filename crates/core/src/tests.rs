@@ -2145,3 +2145,33 @@ fn one_instance_per_job_is_off_by_default_and_outside_jit_mode() {
     h.input(Input::ListenerExited { code: Some(0) });
     assert_eq!(h.host.draining(), None);
 }
+
+#[test]
+fn one_instance_per_job_exits_when_the_group_no_longer_knows_the_instance() {
+    let mut h = one_job_running();
+    let leave = finish_the_job(&mut h);
+    h.reply(leave, err(ApiErrorKind::InstanceNotFound));
+    let acts = h.effects();
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Exit { forced: false })),
+        "{acts:?}"
+    );
+    assert!(acts.iter().all(|a| leave_id(a).is_none()), "{acts:?}");
+}
+
+#[test]
+fn one_instance_per_job_lets_a_stop_request_win_over_the_leave() {
+    let mut h = one_job_running();
+    h.input(Input::StopRequested);
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    let acts = h.take();
+    let unprotect = acts.iter().find_map(|a| protect_id(a, false)).expect("unprotect");
+    h.reply(unprotect, Ok(ApiReply::Done));
+    let acts = h.effects();
+    assert!(acts.iter().all(|a| leave_id(a).is_none()), "{acts:?}");
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Exit { forced: false })),
+        "{acts:?}"
+    );
+}
