@@ -47,7 +47,9 @@ def wait_for(pred, timeout=10.0, what="condition"):
     raise TimeoutError(what)
 
 
-def stop(proc, sig=signal.SIGINT, timeout=5):
+def stop(proc, sig=signal.SIGINT, timeout=20):
+    # Generous: under CI's load the broker's answers (the session's DELETE has a 5 s timeout) can
+    # be slow; how fast the stop must be is each test's own assertion.
     t0 = time.monotonic()
     proc.send_signal(sig)
     code = proc.wait(timeout)
@@ -152,7 +154,7 @@ def test_a_stop_in_each_window_settles_as_upstream(make_runner, broker, tmp_path
         if knob in ("acquire_delay_s", "spawn_delay_s"):
             time.sleep(0.3)  # past the step before it
     code, took = stop(proc, signal.SIGTERM if knob == "spawn_delay_s" else signal.SIGINT)
-    assert code == 0 and took < 2
+    assert code == 0 and took < 8, took  # the step is called off at once; the rest is the session's end
     assert broker.handover_outcome(job_id) == fate
     h = broker.job(job_id).handovers[0]
     assert h.stopped_in == window and h.runner == "first" and h.spawned_at is None
