@@ -162,7 +162,7 @@ pub struct ControllerOpts {
         long,
         value_name = "DURATION",
         env = "RUNNER_LIFECYCLE_SCALE_IN_AFTER",
-        default_value = "600",
+        default_value = "900",
         global = true
     )]
     scale_in_after: String,
