@@ -33,6 +33,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
+import urllib.error
+import urllib.request
 from urllib.parse import parse_qs, urlparse
 
 GITHUB_DIR = Path(__file__).resolve().parents[1] / "github"
@@ -695,3 +697,20 @@ def validate_fake_against_spec(spec_path: Path) -> list[str]:
         problems.extend(f"{verb} {path}: {e.message}" for e in errors[:3])
     fake.stop()
     return problems
+
+
+def rest(fake: "FakeGitHub", method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One authenticated REST call to ``fake`` as a client would make it (no proxy): the status and
+    the decoded JSON answer (None when empty), for the selftests."""
+    req = urllib.request.Request(fake.url + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {fake.token}",
+                                          "Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, json.loads(raw) if raw else None

@@ -4,15 +4,12 @@ assigned, registrations consumed by an assignment, and listeners whose registrat
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from support.github_emulator import FakeGitHub
+from support.github_emulator import FakeGitHub, rest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,25 +23,10 @@ def github(broker):
         fake.stop()
 
 
-def rest(fake, method, path):
-    req = urllib.request.Request(fake.url + path, method=method, headers={"Authorization": f"Bearer {fake.token}"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        return e.code, json.loads(raw) if raw else None
-
-
 def mint(fake, name):
-    req = urllib.request.Request(fake.url + "/orgs/acme/actions/runners/generate-jitconfig", method="POST",
-                                 data=json.dumps({"name": name, "runner_group_id": 1, "labels": ["x"]}).encode(),
-                                 headers={"Authorization": f"Bearer {fake.token}", "Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(req, timeout=10) as resp:
-        answer = json.loads(resp.read())
+    status, answer = rest(fake, "POST", "/orgs/acme/actions/runners/generate-jitconfig",
+                          {"name": name, "runner_group_id": 1, "labels": ["x"]})
+    assert status == 201, (status, answer)
     return answer["runner"]["id"], answer["encoded_jit_config"]
 
 

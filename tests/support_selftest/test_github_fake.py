@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 import pytest
 
-from support.github_emulator import RUNNER_OPERATIONS, FakeGitHub, cut_spec, ensure_node_modules, \
+from support.github_emulator import RUNNER_OPERATIONS, FakeGitHub, cut_spec, ensure_node_modules, rest, \
     validate_fake_against_spec
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,21 +26,6 @@ def github():
         yield fake
     finally:
         fake.stop()
-
-
-def rest(fake, method, path, body=None):
-    req = urllib.request.Request(fake.url + path, method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {fake.token}",
-                                          "Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        return e.code, json.loads(raw) if raw else None
 
 
 def test_the_cut_description_holds_the_single_runner_reads(runner_spec):

@@ -10,12 +10,10 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from support.github_emulator import FakeGitHub
+from support.github_emulator import FakeGitHub, rest
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -29,21 +27,6 @@ def github(broker):
         yield fake
     finally:
         fake.stop()
-
-
-def rest(fake, method, path, body=None):
-    req = urllib.request.Request(fake.url + path, method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {fake.token}",
-                                          "Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        return e.code, json.loads(raw) if raw else None
 
 
 def mint(fake, name, labels=("self-hosted", "rle-test"), scope="/orgs/acme"):
