@@ -1251,6 +1251,15 @@ mod tests {
             "state",
         ));
         let c = Controller::new(s, FakeAws::default(), FakeGitHub::default());
+        // The instance's mint lease in the state table (its expiry, epoch s).
+        let lease = |c: &Controller<FakeAws, FakeGitHub>| {
+            c.aws()
+                .keys
+                .lock()
+                .map(|k| k.get(&format!("jit#{ID}")).copied())
+                .ok()
+                .flatten()
+        };
         c.aws()
             .instances
             .lock()
@@ -1281,15 +1290,7 @@ mod tests {
         assert_eq!(first.status(), 200, "{first:?}");
         c.github().runners.lock().map(|mut r| r.clear()).ok();
         assert_eq!(run(c.jit(&ok_event(), T0 + 62)).status(), 409);
-        assert_eq!(
-            c.aws()
-                .keys
-                .lock()
-                .map(|k| k.get(&format!("jit#{ID}")).copied())
-                .ok()
-                .flatten(),
-            Some(T0 + 61 + MINT_SETTLE_S)
-        );
+        assert_eq!(lease(&c), Some(T0 + 61 + MINT_SETTLE_S));
         // A failed mint gives the lease back at once.
         c.github()
             .fail_next
@@ -1297,15 +1298,7 @@ mod tests {
             .map(|mut f| f.push(GitHubError::Transient("502".into())))
             .ok();
         assert_eq!(run(c.jit(&ok_event(), T0 + 80)).status(), 503);
-        assert_eq!(
-            c.aws()
-                .keys
-                .lock()
-                .map(|k| k.get(&format!("jit#{ID}")).copied())
-                .ok()
-                .flatten(),
-            Some(0)
-        );
+        assert_eq!(lease(&c), Some(0));
         assert_eq!(run(c.jit(&ok_event(), T0 + 81)).status(), 200);
         // The table down: 503, retryable; nothing minted.
         *c.aws().table_down.lock().expect("lock") = Some(ApiErrorKind::Throttled);
