@@ -19,9 +19,7 @@ use crate::procs::{self, ProcId};
 use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
-use lifecycle_aws::function_url::{
-    fetch_jit_config, release_runner, JitFetchError, JitGrant, Release as RunnerRelease,
-};
+use lifecycle_aws::function_url::{fetch_jit_config, release_runner, JitFetchError, JitGrant};
 use lifecycle_core::{
     Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookPhase, HookReport, Host, Input,
     ListenerMode, Notice, Release, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput,
@@ -1175,7 +1173,7 @@ impl Agent {
                 let runner_id = *runner_id;
                 let released = release_runner(&url, &sdk, timeout, runner_id).await;
                 info!(runner_id, released = ?released, "released an unused config this agent does not hold");
-                if matches!(released, Ok(RunnerRelease::Removed | RunnerRelease::NotFound)) {
+                if matches!(released, Ok(Release::Removed | Release::NotFound)) {
                     result = fetch_jit_config(&url, &sdk, timeout).await;
                 }
             }
@@ -1205,9 +1203,7 @@ impl Agent {
         let timeout = self.settings.api_timeout;
         self.call(id, Call::ReleaseRunner, async move {
             let released = release_runner(&url, &sdk, timeout, runner_id).await;
-            released
-                .map(|r| ApiReply::Released(release_outcome(r)))
-                .map_err(|e| jit_error(&e))
+            released.map(ApiReply::Released).map_err(|e| jit_error(&e))
         });
     }
 
@@ -1681,15 +1677,6 @@ fn jit_error(e: &JitFetchError) -> ApiError {
         _ => None,
     };
     ApiError::new(kind, e.to_string()).with_retry_after(after)
-}
-
-/// The client's answer as the core's (the same three outcomes, one type per crate boundary).
-fn release_outcome(r: RunnerRelease) -> Release {
-    match r {
-        RunnerRelease::Removed => Release::Removed,
-        RunnerRelease::Busy => Release::Busy,
-        RunnerRelease::NotFound => Release::NotFound,
-    }
 }
 
 fn cause_text(cause: DrainCause) -> &'static str {

@@ -75,50 +75,30 @@ impl fmt::Display for JitConfigSecret {
     }
 }
 
-/// What the controller did with `POST /jit-config/release`. The status and the body's `result`
-/// word are the wire contract (both come from here, for the controller and for this client).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Release {
-    /// 200 `{"result":"removed"}`: GitHub deleted the registration; nothing can be assigned to it
-    /// any more.
-    Removed,
-    /// 409 `{"result":"busy"}`: GitHub says the runner runs a job (its DELETE answered 422, or
-    /// the runner read `busy`): a job has landed; nothing was deleted.
-    Busy,
-    /// 404 `{"result":"not-found"}`: GitHub knows no such registration. For a JIT registration
-    /// an assignment may have consumed it (docs/controller.md, "Releasing a registration before
-    /// a stop"): a job may be landing. Never read it as "removed".
-    NotFound,
+/// What the controller did with `POST /jit-config/release`: the decision core's own type (one
+/// type for the agent's core, this client and the controller), with its wire words (`result`:
+/// `removed`, `busy`, `not-found`, [`Release::name`]) and, here, the HTTP status each is answered
+/// with. Both come from here, for the controller and for this client.
+pub use lifecycle_core::Release;
+
+/// The HTTP status a release answer is given: 200 removed, 409 busy (GitHub says the runner runs a
+/// job: its DELETE answered 422, or it read `busy`), 404 not found (for a JIT registration an
+/// assignment may have consumed it: a job may be landing, never "removed"; docs/controller.md,
+/// "Releasing a registration before a stop").
+pub fn release_status(r: Release) -> u16 {
+    match r {
+        Release::Removed => 200,
+        Release::Busy => 409,
+        Release::NotFound => 404,
+    }
 }
 
-impl Release {
-    /// Every answer.
-    pub const ALL: [Release; 3] = [Release::Removed, Release::Busy, Release::NotFound];
-
-    /// The body's `result` word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Release::Removed => "removed",
-            Release::Busy => "busy",
-            Release::NotFound => "not-found",
-        }
-    }
-
-    /// The HTTP status it is answered with.
-    pub fn status(self) -> u16 {
-        match self {
-            Release::Removed => 200,
-            Release::Busy => 409,
-            Release::NotFound => 404,
-        }
-    }
-
-    /// The answer a status and `result` word make, if they belong together.
-    pub fn from_answer(status: u16, result: &str) -> Option<Release> {
-        Release::ALL
-            .into_iter()
-            .find(|r| r.status() == status && r.as_str() == result)
-    }
+/// The answer a status and `result` word make, if they belong together.
+pub fn release_from_answer(status: u16, result: &str) -> Option<Release> {
+    Release::ALL
+        .iter()
+        .copied()
+        .find(|r| release_status(*r) == status && r.name() == result)
 }
 
 /// A fresh registration for this host.
@@ -455,7 +435,7 @@ pub fn classify_release(status: u16, retry_after: Option<Duration>, body: &[u8])
     let result = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("result").and_then(serde_json::Value::as_str).map(str::to_string));
-    if let Some(release) = result.as_deref().and_then(|r| Release::from_answer(status, r)) {
+    if let Some(release) = result.as_deref().and_then(|r| release_from_answer(status, r)) {
         return Ok(release);
     }
     if status == 200 {
@@ -629,9 +609,9 @@ mod tests {
         assert_eq!(r(200, r#"{"result":"removed"}"#), Ok(Release::Removed));
         assert_eq!(r(409, r#"{"result":"busy","runner_id":7}"#), Ok(Release::Busy));
         assert_eq!(r(404, r#"{"result":"not-found"}"#), Ok(Release::NotFound));
-        for release in Release::ALL {
-            let body = format!(r#"{{"result":"{}"}}"#, release.as_str());
-            assert_eq!(r(release.status(), &body), Ok(release));
+        for release in Release::ALL.iter().copied() {
+            let body = format!(r#"{{"result":"{}"}}"#, release.name());
+            assert_eq!(r(release_status(release), &body), Ok(release));
         }
         // A 404 without our result: a controller (or a front) that has no such route.
         assert_eq!(

@@ -41,7 +41,7 @@ use tracing::{info, warn};
 
 /// The answers of the release route, and its path: the client's (`lifecycle_aws::function_url`),
 /// so the wire words and statuses have one definition.
-pub use lifecycle_aws::function_url::{Release, RELEASE_PATH};
+pub use lifecycle_aws::function_url::{release_status, Release, RELEASE_PATH};
 
 /// The path of the route.
 pub const JIT_PATH: &str = "/jit-config";
@@ -174,7 +174,7 @@ impl JitOutcome {
     pub fn status(&self) -> u16 {
         match self {
             JitOutcome::Minted { .. } => 200,
-            JitOutcome::Released { result, .. } => result.status(),
+            JitOutcome::Released { result, .. } => release_status(*result),
             JitOutcome::Outstanding { .. } => 409,
             JitOutcome::Refused { status, .. } => *status,
         }
@@ -197,7 +197,7 @@ impl JitOutcome {
                 "encoded_jit_config": config.expose(),
             }),
             JitOutcome::Released { runner_id, result, .. } => json!({
-                "result": result.as_str(),
+                "result": result.name(),
                 "runner_id": runner_id,
             }),
             JitOutcome::Outstanding {
@@ -472,7 +472,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                     instance_id = instance_id.as_str(),
                     runner_name = runner_name.as_deref().map_or("-", |n| n),
                     runner_id,
-                    result = result.as_str(),
+                    result = result.name(),
                     took_ms = started.elapsed().as_millis() as u64,
                     "jit: release"
                 );
