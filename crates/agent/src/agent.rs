@@ -972,7 +972,12 @@ impl Agent {
         }
         // A known worker whose pidfd says it exited is gone, whether the children could be listed
         // or not (a failed read never keeps a dead worker alive, issue 16), and also when the
-        // watcher still lists it (a zombie its listener has not reaped).
+        // watcher still lists it (a zombie its listener has not reaped). Its handle is kept for as
+        // long as the watcher lists it, or the next scan would take the zombie for a new worker (a
+        // second "job assigned" and a last look that held an idle listener's stop).
+        if read {
+            self.worker_handles.retain(|w, _| now.contains(w));
+        }
         now.retain(|w| !self.worker_handles.get(w).is_some_and(isolation::Handle::exited));
         if !read && now.len() == self.workers.len() {
             return None;
@@ -983,9 +988,6 @@ impl Agent {
             if let Some(h) = isolation::Handle::open(w.pid, w.start_time) {
                 self.worker_handles.insert(*w, h);
             }
-        }
-        for w in &ended {
-            self.worker_handles.remove(w);
         }
         self.workers = now;
         let mut seen = Vec::with_capacity(started.len() + ended.len());
