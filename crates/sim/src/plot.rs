@@ -138,15 +138,7 @@ pub fn render_svg(input: &PlotInput) -> Result<String, PlotError> {
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE)?;
-        root.draw(&Text::new(
-            input.title.clone(),
-            (WIDTH as i32 / 2, (TITLE_H / 2) as i32),
-            (FONT, 22)
-                .into_font()
-                .style(FontStyle::Bold)
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Center, VPos::Center)),
-        ))?;
+        draw_title(&root, &input.title)?;
 
         let (_, rest) = root.split_vertically(TITLE_H);
         let (killed_area, rest) = rest.split_vertically(BAR_PANEL_H);
@@ -225,17 +217,18 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-/// An axis tick value: like [`fmt_value`] but without a needless ".0".
+/// An axis tick value: like [`fmt_value`] but without needless zeros ("2", not "2.00").
 fn fmt_axis(v: f64) -> String {
     let s = fmt_value(v);
-    match s.strip_suffix(".0") {
-        Some(whole) => whole.to_string(),
-        None => s,
+    if s.contains('.') && !s.contains('e') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
-/// A stable colour per strategy, by position.
-fn strategy_colour(i: usize) -> RGBColor {
+/// A stable colour per strategy (or series), by position.
+fn palette(i: usize) -> RGBColor {
     const COLOURS: [RGBColor; 6] = [
         RGBColor(0x2b, 0x6c, 0xb0),
         RGBColor(0x4a, 0x9d, 0xd9),
@@ -330,7 +323,7 @@ fn bar_chart(
 
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let x = i as f64;
-        Rectangle::new([(x - 0.3, 0.0), (x + 0.3, value(b))], strategy_colour(i).filled())
+        Rectangle::new([(x - 0.3, 0.0), (x + 0.3, value(b))], palette(i).filled())
     }))?;
     chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
         let below = b.value < 0.0;
@@ -577,20 +570,39 @@ impl<'a> TimelinePanel<'a> {
         }
 
         // Legend: one swatch per state colour, wrapped into rows.
-        for ((name, colour), (x, row)) in self.legend.iter().zip(legend_layout(&self.legend)) {
-            let y = (row * LEGEND_ROW_H) as i32 + 4;
-            legend_area.draw(&Rectangle::new([(x, y), (x + 14, y + 14)], colour.filled()))?;
-            legend_area.draw(&Text::new(
-                name.clone(),
-                (x + 19, y + 7),
-                (FONT, 13)
-                    .into_font()
-                    .color(&BLACK)
-                    .pos(Pos::new(HPos::Left, VPos::Center)),
-            ))?;
-        }
-        Ok(())
+        draw_legend(&legend_area, &self.legend)
     }
+}
+
+/// The document's title, centred in the top [`TITLE_H`] pixels of `root`.
+fn draw_title(root: &DrawingArea<SVGBackend<'_>, Shift>, title: &str) -> Result<(), PlotError> {
+    root.draw(&Text::new(
+        title.to_string(),
+        (WIDTH as i32 / 2, (TITLE_H / 2) as i32),
+        (FONT, 22)
+            .into_font()
+            .style(FontStyle::Bold)
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+    ))?;
+    Ok(())
+}
+
+/// A legend: one swatch and name per entry, wrapped into rows as [`legend_layout`] places them.
+fn draw_legend(area: &DrawingArea<SVGBackend<'_>, Shift>, legend: &[(String, RGBColor)]) -> Result<(), PlotError> {
+    for ((name, colour), (x, row)) in legend.iter().zip(legend_layout(legend)) {
+        let y = (row * LEGEND_ROW_H) as i32 + 4;
+        area.draw(&Rectangle::new([(x, y), (x + 14, y + 14)], colour.filled()))?;
+        area.draw(&Text::new(
+            name.clone(),
+            (x + 19, y + 7),
+            (FONT, 13)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+    }
+    Ok(())
 }
 
 /// Positions (x in pixels, row) of the legend entries, wrapped at the panel's width.
@@ -730,6 +742,302 @@ fn text_colour_on(bg: RGBColor) -> RGBColor {
     } else {
         WHITE
     }
+}
+
+/// One named series of `(x, y)` points of a [`SeriesPanel`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The legend's name (a count in it, "shutdown_signal (12)", helps the reader).
+    pub name: String,
+    /// `(x, y)`: x in the plot's time unit. For stacked bars, x is the bucket's start.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// How a [`SeriesPanel`] draws its series.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SeriesStyle {
+    /// Counts per time bucket: bars `width` wide, the series stacked in order at each x.
+    StackedBars {
+        /// The bucket's width, in the plot's time unit.
+        width: f64,
+    },
+    /// Lines through the points in x order, a dot on each.
+    Lines,
+}
+
+/// One panel of a [`SeriesPlot`]: its caption, its y axis, its series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesPanel {
+    /// Written above the panel.
+    pub caption: String,
+    /// The y axis's description.
+    pub y_desc: String,
+    /// Bars or lines.
+    pub style: SeriesStyle,
+    /// One colour each, by position, in the legend in this order.
+    pub series: Vec<Series>,
+}
+
+/// A picture of quantities over time: a title, then panels sharing one time window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesPlot {
+    /// The document's title.
+    pub title: String,
+    /// The time window drawn, `[from, to]`; points outside it are left out and counted in the caption.
+    pub from: f64,
+    /// The window's end.
+    pub to: f64,
+    /// Times are Unix epoch seconds, labelled as UTC dates (else plain seconds).
+    pub utc: bool,
+    /// The panels, top to bottom.
+    pub panels: Vec<SeriesPanel>,
+}
+
+const SERIES_CHART_H: u32 = 280;
+
+/// Renders `input` as one SVG document, 1000 px wide: the title, then each panel with its caption,
+/// its chart and its legend. Degenerate input never panics: non-finite points are left out and
+/// counted, an inverted or empty window is widened, a panel without points still draws its axes.
+pub fn render_series_svg(input: &SeriesPlot) -> Result<String, PlotError> {
+    let window = series_window(input.from, input.to);
+    let panels: Vec<(&SeriesPanel, u32)> = input
+        .panels
+        .iter()
+        .map(|p| {
+            let rows = legend_layout(&series_legend(p)).last().map_or(0, |&(_, row)| row + 1);
+            (p, PANEL_CAPTION_H + SERIES_CHART_H + LEGEND_ROW_H * rows + 14)
+        })
+        .collect();
+    let height = TITLE_H + panels.iter().map(|(_, h)| h).sum::<u32>();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        draw_title(&root, &input.title)?;
+        let (_, mut rest) = root.split_vertically(TITLE_H);
+        for (panel, h) in panels {
+            let (area, below) = rest.split_vertically(h);
+            draw_series_panel(&area, panel, window, input.utc)?;
+            rest = below;
+        }
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// A drawable window: finite, within ±LIMIT, at least 2 wide.
+fn series_window(from: f64, to: f64) -> (f64, f64) {
+    let (from, to) = (from.clamp(-LIMIT, LIMIT), to.clamp(-LIMIT, LIMIT));
+    match (from.is_nan() || to.is_nan(), to - from) {
+        (true, _) => (0.0, 1.0),
+        (false, w) if w > 0.0 => (from, to),
+        _ => {
+            let d = from.abs().mul_add(1e-9, 1.0);
+            (from - d, from + d)
+        }
+    }
+}
+
+/// A series' colour: the strategies' palette, reordered so neighbours differ in hue (its first two
+/// are both blue, for two flavours of one strategy).
+fn series_colour(i: usize) -> RGBColor {
+    palette([0, 2, 4, 3, 5, 1][i % 6])
+}
+
+fn series_legend(panel: &SeriesPanel) -> Vec<(String, RGBColor)> {
+    panel
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), series_colour(i)))
+        .collect()
+}
+
+/// Tick positions at round steps (on UTC days and hours when `utc`), at most about eight.
+fn time_ticks((t0, t1): (f64, f64), utc: bool) -> Vec<f64> {
+    const STEPS: [f64; 14] = [
+        1.0,
+        10.0,
+        60.0,
+        300.0,
+        900.0,
+        1800.0,
+        3600.0,
+        10_800.0,
+        21_600.0,
+        43_200.0,
+        86_400.0,
+        172_800.0,
+        604_800.0,
+        2_592_000.0,
+    ];
+    let span = t1 - t0;
+    let step = STEPS.iter().copied().find(|s| span / s <= 8.0).unwrap_or_else(|| {
+        if utc {
+            2_592_000.0
+        } else {
+            10f64.powf((span / 8.0).log10().ceil())
+        }
+    });
+    let first = (t0 / step).ceil();
+    let n = ((t1 / step).floor() - first).clamp(0.0, 20.0) as usize;
+    (0..=n)
+        .map(|k| (first + k as f64) * step)
+        .filter(|t| (t0..=t1).contains(t))
+        .collect()
+}
+
+/// A time tick's label: "11-02" on whole UTC days, "11-02 06:00" else; seconds when not `utc`.
+fn time_label(t: f64, utc: bool) -> String {
+    if !utc {
+        return fmt_axis(t);
+    }
+    match time::OffsetDateTime::from_unix_timestamp(t as i64) {
+        Ok(d) if d.hour() == 0 && d.minute() == 0 => format!("{:02}-{:02}", u8::from(d.month()), d.day()),
+        Ok(d) => format!(
+            "{:02}-{:02} {:02}:{:02}",
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute()
+        ),
+        Err(_) => fmt_axis(t),
+    }
+}
+
+fn draw_series_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    panel: &SeriesPanel,
+    (t0, t1): (f64, f64),
+    utc: bool,
+) -> Result<(), PlotError> {
+    // Keep the finite points inside the window; say how many were left out.
+    let (mut odd, mut outside) = (0usize, 0usize);
+    let series: Vec<Vec<(f64, f64)>> = panel
+        .series
+        .iter()
+        .map(|s| {
+            let mut pts: Vec<(f64, f64)> = Vec::new();
+            for &(x, y) in &s.points {
+                if !x.is_finite() || !y.is_finite() {
+                    odd += 1;
+                } else if x < t0 || x > t1 {
+                    outside += 1;
+                } else {
+                    pts.push((x, y.clamp(-LIMIT, LIMIT)));
+                }
+            }
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts
+        })
+        .collect();
+    let mut caption = panel.caption.clone();
+    if series.iter().all(Vec::is_empty) {
+        caption += " — none in this window";
+    }
+    if odd > 0 {
+        caption += &format!(" ({odd} non-finite point(s) not drawn)");
+    }
+    if outside > 0 {
+        caption += &format!(" ({outside} point(s) outside the window not drawn)");
+    }
+    area.draw(&Text::new(
+        caption,
+        (SIDE_MARGIN as i32, 22),
+        (FONT, 16).into_font().color(&BLACK),
+    ))?;
+    let (_, body) = area.split_vertically(PANEL_CAPTION_H);
+    let (chart_area, legend_area) = body.split_vertically(SERIES_CHART_H);
+
+    // Stacked bars: the running top of each bucket, so series stack in order.
+    let mut stacks: Vec<Vec<(f64, f64, f64)>> = Vec::new();
+    let mut y_max = 0.0_f64;
+    if let SeriesStyle::StackedBars { .. } = panel.style {
+        let mut tops: BTreeMap<u64, f64> = BTreeMap::new();
+        for pts in &series {
+            let mut bars = Vec::new();
+            for &(x, y) in pts {
+                let top = tops.entry(x.to_bits()).or_insert(0.0);
+                let y = y.max(0.0);
+                bars.push((x, *top, (*top + y).min(LIMIT)));
+                *top = (*top + y).min(LIMIT);
+                y_max = y_max.max(*top);
+            }
+            stacks.push(bars);
+        }
+    } else {
+        y_max = series.iter().flatten().map(|p| p.1).fold(0.0, f64::max);
+    }
+    let y_min = series.iter().flatten().map(|p| p.1).fold(0.0, f64::min);
+    let y_hi = if y_max > y_min {
+        y_max + (y_max - y_min) * 0.1
+    } else {
+        1.0
+    };
+
+    let mut chart = ChartBuilder::on(&chart_area)
+        .margin_left(SIDE_MARGIN)
+        .margin_right(SIDE_MARGIN)
+        .x_label_area_size(PANEL_XAXIS_H)
+        .y_label_area_size(Y_LABEL_W)
+        .build_cartesian_2d(t0..t1, y_min..y_hi)?;
+    let y_label = |y: &f64| fmt_axis(*y);
+    // The time axis's ticks are drawn by hand at round UTC times (plotters cannot format custom key
+    // points on an f64 axis, and its own f64 ticks fall on odd seconds).
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_label_formatter(&y_label)
+        .y_labels(6)
+        .x_desc(if utc { "time (UTC)" } else { "seconds" })
+        .y_desc(panel.y_desc.as_str())
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 13))
+        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
+        .draw()?;
+    let (ox, oy) = chart_area.get_base_pixel();
+    for t in time_ticks((t0, t1), utc) {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(t, y_min), (t, y_hi)],
+            RGBColor(0xe4, 0xe4, 0xe4),
+        )))?;
+        let (x, y) = chart.backend_coord(&(t, y_min));
+        chart_area.draw(&PathElement::new(vec![(x - ox, y - oy), (x - ox, y - oy + 5)], BLACK))?;
+        chart_area.draw(&Text::new(
+            time_label(t, utc),
+            (x - ox, y - oy + 8),
+            (FONT, 13)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+
+    match panel.style {
+        SeriesStyle::StackedBars { width } => {
+            let w = if width.is_finite() && width > 0.0 {
+                width
+            } else {
+                (t1 - t0) / 100.0
+            };
+            for (i, bars) in stacks.iter().enumerate() {
+                chart.draw_series(
+                    bars.iter().filter(|b| b.2 > b.1).map(|&(x, lo, hi)| {
+                        Rectangle::new([(x, lo), ((x + w).min(t1), hi)], series_colour(i).filled())
+                    }),
+                )?;
+            }
+        }
+        SeriesStyle::Lines => {
+            for (i, pts) in series.iter().enumerate() {
+                let colour = series_colour(i);
+                chart.draw_series(std::iter::once(PathElement::new(pts.clone(), colour.stroke_width(2))))?;
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 2, colour.filled())))?;
+            }
+        }
+    }
+    draw_legend(&legend_area, &series_legend(panel))
 }
 
 #[cfg(test)]
@@ -1077,5 +1385,60 @@ mod tests {
             assert!(status.success(), "rsvg-convert failed");
             assert!(std::fs::metadata(&png).unwrap().len() > 1000);
         }
+    }
+
+    fn series(name: &str, points: Vec<(f64, f64)>) -> Series {
+        Series {
+            name: name.to_string(),
+            points,
+        }
+    }
+
+    #[test]
+    fn series_plots_label_utc_ticks_and_survive_odd_input() {
+        // 2026-11-02T00:00:00Z and a day later.
+        let (from, to) = (1_793_577_600.0, 1_793_664_000.0);
+        let input = SeriesPlot {
+            title: "a day".into(),
+            from,
+            to,
+            utc: true,
+            panels: vec![
+                SeriesPanel {
+                    caption: "losses".into(),
+                    y_desc: "jobs".into(),
+                    style: SeriesStyle::StackedBars { width: 3600.0 },
+                    series: vec![
+                        series("a (2)", vec![(from, 1.0), (from + 3600.0, 1.0)]),
+                        series("b <&> (1)", vec![(from, 1.0), (f64::NAN, 1.0), (to + 10.0, 1.0)]),
+                    ],
+                },
+                SeriesPanel {
+                    caption: "waits".into(),
+                    y_desc: "s".into(),
+                    style: SeriesStyle::Lines,
+                    series: vec![series("p50", vec![])],
+                },
+            ],
+        };
+        let svg = render_series_svg(&input).unwrap();
+        assert!(svg.contains("11-02") && svg.contains("11-02 06:00"), "UTC tick labels");
+        assert!(svg.contains("b &lt;&amp;&gt; (1)"));
+        assert!(svg.contains("1 non-finite point(s)") && svg.contains("1 point(s) outside the window"));
+        assert!(svg.contains("waits — none in this window"));
+        for (from, to, utc) in [(5.0, 5.0, false), (f64::NAN, 1.0, true), (f64::MAX, -f64::MAX, true)] {
+            let odd = SeriesPlot {
+                from,
+                to,
+                utc,
+                ..input.clone()
+            };
+            assert!(render_series_svg(&odd).unwrap().ends_with("</svg>\n"));
+        }
+        let empty = SeriesPlot {
+            panels: vec![],
+            ..input
+        };
+        render_series_svg(&empty).unwrap();
     }
 }
