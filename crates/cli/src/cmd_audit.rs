@@ -252,7 +252,7 @@ pub fn run(args: &AuditArgs) -> ExitCode {
             }
         }
         let fleet = FleetRecord::new(&events);
-        let report = LossReport::build(&jobs, &notes, &filter, &fleet, args.scale_ins);
+        let report = LossReport::build(&jobs, &notes, &filter, &fleet, args.scale_ins, (since, until));
         if let Some(path) = &args.export_trace {
             let csv = trace_csv(jobs.iter().filter(|j| filter.keeps(j)));
             if let Err(e) = std::fs::write(path, csv) {

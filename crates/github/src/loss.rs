@@ -217,13 +217,40 @@ impl Fate {
     }
 }
 
+/// What a fleet event says: the instance was launched, or how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Happened {
+    /// Launched: the start of its life (with an end, the idle instance-hours can be counted).
+    Launch,
+    /// Scaled in.
+    ScaleIn,
+    /// Spot-interrupted.
+    Spot,
+    /// Crashed or lost.
+    HostCrash,
+}
+
+impl Happened {
+    /// The fate it records, if it is an end.
+    pub fn fate(self) -> Option<Fate> {
+        match self {
+            Happened::Launch => None,
+            Happened::ScaleIn => Some(Fate::ScaleIn),
+            Happened::Spot => Some(Fate::Spot),
+            Happened::HostCrash => Some(Fate::HostCrash),
+        }
+    }
+}
+
 /// One thing the fleet recorded of an instance (`--fleet-events`, one JSON object a line).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetEvent {
     /// `i-...`.
     pub instance_id: String,
-    /// What happened.
-    pub fate: Fate,
+    /// What happened (`"event"` is read too: `"event": "launch"` reads better than a fate).
+    #[serde(alias = "event")]
+    pub fate: Happened,
     /// When, RFC 3339.
     pub at: String,
 }
@@ -235,28 +262,87 @@ pub const ATTRIBUTION_AFTER_S: i64 = 48 * 3600;
 /// service gives up on the runner, and clocks differ).
 pub const ATTRIBUTION_BEFORE_S: i64 = 15 * 60;
 
-/// The fleet's record, by instance.
+/// The fleet's record, by instance: how each ended, and when each was launched.
 #[derive(Clone, Debug, Default)]
 pub struct FleetRecord {
     by_instance: BTreeMap<String, Vec<(i64, Fate)>>,
+    launched: BTreeMap<String, i64>,
+}
+
+/// Idle instance-hours, as far as the fleet record allows (see [`FleetRecord::idle`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Idle {
+    /// Idle hours of the instances whose launch and end are both recorded; `None` if there are none.
+    pub hours: Option<f64>,
+    /// How many instances that is.
+    pub instances: u64,
+    /// Instances that ran the fleet's jobs (by runner name) but lack a recorded launch or end: left out.
+    pub instances_left_out: u64,
+}
+
+/// The union's length of `spans` clipped to `[lo, hi]`.
+fn covered(spans: &mut [(i64, i64)], lo: i64, hi: i64) -> i64 {
+    spans.sort_unstable();
+    let (mut total, mut reach) = (0, lo);
+    for &(a, b) in spans.iter() {
+        let (a, b) = (a.max(reach), b.min(hi));
+        if b > a {
+            total += b - a;
+            reach = b;
+        }
+    }
+    total
 }
 
 impl FleetRecord {
     /// From events; unparsable timestamps are dropped.
     pub fn new(events: &[FleetEvent]) -> FleetRecord {
         let mut by_instance: BTreeMap<String, Vec<(i64, Fate)>> = BTreeMap::new();
+        let mut launched: BTreeMap<String, i64> = BTreeMap::new();
         for e in events {
-            if let Some(t) = parse_rfc3339(&e.at) {
-                by_instance
-                    .entry(e.instance_id.to_ascii_lowercase())
-                    .or_default()
-                    .push((t, e.fate));
+            let Some(t) = parse_rfc3339(&e.at) else { continue };
+            let id = e.instance_id.to_ascii_lowercase();
+            match e.fate.fate() {
+                Some(fate) => by_instance.entry(id).or_default().push((t, fate)),
+                // An instance id is launched once; a repeated line keeps the earliest.
+                None => {
+                    let at = launched.entry(id).or_insert(t);
+                    *at = (*at).min(t);
+                }
             }
         }
         for v in by_instance.values_mut() {
             v.sort();
         }
-        FleetRecord { by_instance }
+        FleetRecord { by_instance, launched }
+    }
+
+    /// An instance's recorded life: its launch and its first end at or after it.
+    fn life(&self, id: &str) -> Option<(i64, i64)> {
+        let start = *self.launched.get(id)?;
+        let end = self.by_instance.get(id)?.iter().find(|(t, _)| *t >= start)?.0;
+        Some((start, end))
+    }
+
+    /// Idle instance-hours in `[since, until)`: for each instance with a recorded launch and an end
+    /// after it, its life (launch to first end) in the window less the time it ran jobs (`busy`, by
+    /// instance: the union of its jobs' `started_at`..`completed_at`). GitHub records no instance
+    /// lives, so instances without both are left out and counted, never guessed.
+    pub fn idle(&self, busy: &BTreeMap<String, Vec<(i64, i64)>>, since: i64, until: i64) -> Idle {
+        let mut idle_s = 0i64;
+        let mut idle = Idle::default();
+        for id in self.launched.keys() {
+            let Some((start, end)) = self.life(id) else { continue };
+            idle.instances += 1;
+            let (lo, hi) = (start.max(since), end.min(until));
+            if hi > lo {
+                let mut jobs = busy.get(id).cloned().unwrap_or_default();
+                idle_s += (hi - lo) - covered(&mut jobs, lo, hi);
+            }
+        }
+        idle.instances_left_out = busy.keys().filter(|id| self.life(id).is_none()).count() as u64;
+        idle.hours = (idle.instances > 0).then(|| idle_s as f64 / 3600.0);
+        idle
     }
 
     /// Scale-ins recorded.
@@ -341,9 +427,14 @@ pub struct LossReport {
     pub queue_wait_p50_s: Option<f64>,
     /// Its 95th percentile.
     pub queue_wait_p95_s: Option<f64>,
-    /// Idle instance-hours: GitHub records no instance lifetimes, so only with a fleet record that
-    /// has them (not yet read): always `None` today.
+    /// Idle instance-hours: GitHub records no instance lives, so only from the fleet record's
+    /// launches and ends (`None` without any instance having both).
     pub idle_instance_hours: Option<f64>,
+    /// Over which instances, and how many were left out.
+    pub idle: Idle,
+    /// `(created_at, wait s)` of every wait in the quantiles, for the picture (not in `--json`).
+    #[serde(skip)]
+    pub queue_waits: Vec<(i64, i64)>,
     /// Every job that did not succeed for its runner's sake, and the rest that failed.
     pub verdicts: Vec<JobVerdict>,
 }
@@ -359,18 +450,20 @@ fn quantile(v: &[i64], q: f64) -> Option<f64> {
 
 impl LossReport {
     /// Classify `jobs` (annotations by job id), keep the fleet's, blame losses with `fleet`, and
-    /// compute the figures; `scale_ins` overrides the count the fleet record gives.
+    /// compute the figures over `[since, until)`; `scale_ins` overrides the count the fleet record gives.
     pub fn build(
         jobs: &[AuditJob],
         annotations: &BTreeMap<u64, Vec<Annotation>>,
         filter: &FleetFilter,
         fleet: &FleetRecord,
         scale_ins: Option<u64>,
+        (since, until): (i64, i64),
     ) -> LossReport {
         let mut by_cause: BTreeMap<String, u64> = Cause::ALL.iter().map(|c| (c.name().to_string(), 0)).collect();
         let mut by_fate: BTreeMap<String, u64> = Fate::ALL.iter().map(|f| (f.name().to_string(), 0)).collect();
         let (mut fleet_jobs, mut completed, mut losses, mut killed_by_stop) = (0u64, 0u64, 0u64, 0u64);
         let mut waits = Vec::new();
+        let mut busy: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
         let mut verdicts = Vec::new();
         let none = Vec::new();
         for job in jobs {
@@ -384,17 +477,21 @@ impl LossReport {
             if job.status == "completed" {
                 completed += 1;
             }
+            let instance = job.runner_name.as_deref().and_then(instance_of);
+            let done = job.completed_at.as_deref().and_then(parse_rfc3339);
+            // A job a runner took (a not-acquired job's started_at is no runner's start).
             if job.runner_name.as_deref().is_some_and(|n| !n.is_empty()) && cause != Cause::NotAcquired {
                 let c = job.created_at.as_deref().and_then(parse_rfc3339);
                 let s = job.started_at.as_deref().and_then(parse_rfc3339);
                 if let (Some(c), Some(s)) = (c, s) {
                     if s >= c {
-                        waits.push(s - c);
+                        waits.push((c, s - c));
                     }
                 }
+                if let (Some(i), Some(s), Some(d)) = (&instance, s, done) {
+                    busy.entry(i.clone()).or_default().push((s, d));
+                }
             }
-            let instance = job.runner_name.as_deref().and_then(instance_of);
-            let done = job.completed_at.as_deref().and_then(parse_rfc3339);
             let fate = cause
                 .is_fleet_loss()
                 .then(|| fleet.attribute(instance.as_deref(), done));
@@ -422,7 +519,9 @@ impl LossReport {
                 });
             }
         }
-        waits.sort_unstable();
+        let mut sorted: Vec<i64> = waits.iter().map(|w| w.1).collect();
+        sorted.sort_unstable();
+        let idle = fleet.idle(&busy, since, until);
         let scale_ins = scale_ins.or_else(|| (!fleet.is_empty()).then(|| fleet.scale_ins()));
         LossReport {
             jobs_read: jobs.len() as u64,
@@ -441,9 +540,11 @@ impl LossReport {
                 .filter(|n| *n > 0)
                 .map(|n| killed_by_stop as f64 * 1e4 / n as f64),
             scale_ins,
-            queue_wait_p50_s: quantile(&waits, 0.5),
-            queue_wait_p95_s: quantile(&waits, 0.95),
-            idle_instance_hours: None,
+            queue_wait_p50_s: quantile(&sorted, 0.5),
+            queue_wait_p95_s: quantile(&sorted, 0.95),
+            idle_instance_hours: idle.hours,
+            idle,
+            queue_waits: waits,
             verdicts,
         }
     }
@@ -500,12 +601,26 @@ impl LossReport {
             "idle instance-hours",
             opt(self.idle_instance_hours)
         ));
+        if self.idle.hours.is_some() {
+            s.push_str(&format!(
+                "  over {} instance(s) with a recorded launch and end; {} without left out\n",
+                self.idle.instances, self.idle.instances_left_out
+            ));
+        } else {
+            // Say what would make it known rather than guess (docs/audit.md, "Idle instance-hours").
+            s.push_str(
+                "  unknown: GitHub records no instance lives; needs each instance's launch and end in\n  \
+                 --fleet-events ({\"event\": \"launch\", ...} and its scale_in/spot/host_crash)\n",
+            );
+        }
         s
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn job(conclusion: &str, runner: Option<&str>) -> AuditJob {
@@ -596,12 +711,12 @@ mod tests {
         let events = vec![
             FleetEvent {
                 instance_id: "i-0123456789abcdef0".into(),
-                fate: Fate::ScaleIn,
+                fate: Happened::ScaleIn,
                 at: "2026-11-02T10:05:00Z".into(),
             },
             FleetEvent {
                 instance_id: "i-0123456789abcdef1".into(),
-                fate: Fate::Spot,
+                fate: Happened::Spot,
                 at: "2026-11-02T10:09:00Z".into(),
             },
         ];
@@ -619,7 +734,7 @@ mod tests {
         notes.insert(1, note("The runner has received a shutdown signal."));
         notes.insert(2, note("The self-hosted runner: x lost communication with the server."));
         notes.insert(3, note("The self-hosted runner: x lost communication with the server."));
-        let r = LossReport::build(&jobs, &notes, &FleetFilter::default(), &fleet, None);
+        let r = LossReport::build(&jobs, &notes, &FleetFilter::default(), &fleet, None, (0, i64::MAX));
         assert_eq!(r.fleet_losses, 3);
         assert_eq!(r.losses_by_fate["scale_in"], 1);
         assert_eq!(r.losses_by_fate["spot"], 1);
@@ -630,5 +745,67 @@ mod tests {
         assert_eq!(r.queue_wait_p50_s, Some(30.0));
         assert!((r.fleet_losses_per_million_jobs - 750_000.0).abs() < 1e-6);
         assert!(r.table().contains("per 10,000 scale-ins"));
+        // No launches recorded: idle time is unknown, and the table says what would make it known.
+        assert_eq!(r.idle_instance_hours, None);
+        assert_eq!(
+            r.idle.instances_left_out, 4,
+            "the four instances whose jobs a runner took"
+        );
+        assert!(r.table().contains("needs each instance's launch and end"));
+        assert_eq!(r.queue_waits.len(), 4);
+    }
+
+    #[test]
+    fn idle_hours_from_launches_ends_and_jobs() {
+        let ev = |id: &str, what: &str, at: &str| -> FleetEvent {
+            serde_json::from_str(&format!(r#"{{"instance_id":"{id}","event":"{what}","at":"{at}"}}"#)).unwrap()
+        };
+        let a = "i-0123456789abcdef0";
+        let b = "i-0123456789abcdef1";
+        let events = vec![
+            // a: up 09:00-12:00, ran two overlapping jobs 10:00-10:30 and 10:15-11:00 (1 h busy).
+            ev(a, "launch", "2026-11-02T09:00:00Z"),
+            ev(a, "scale_in", "2026-11-02T12:00:00Z"),
+            // b: launched, never ended in the record: left out, not guessed.
+            ev(b, "launch", "2026-11-02T09:00:00Z"),
+        ];
+        // The old key reads the same.
+        let old: FleetEvent = serde_json::from_str(&format!(
+            r#"{{"instance_id":"{a}","fate":"spot","at":"2026-11-02T12:00:00Z"}}"#
+        ))
+        .unwrap();
+        assert_eq!(old.fate, Happened::Spot);
+        let fleet = FleetRecord::new(&events);
+        let mk = |id: u64, inst: &str, s: &str, c: &str| {
+            let mut j = job("success", Some(&format!("rle-jit-1-{inst}-ab12")));
+            j.id = id;
+            j.created_at = Some(s.into());
+            j.started_at = Some(s.into());
+            j.completed_at = Some(c.into());
+            j
+        };
+        let jobs = vec![
+            mk(1, a, "2026-11-02T10:00:00Z", "2026-11-02T10:30:00Z"),
+            mk(2, a, "2026-11-02T10:15:00Z", "2026-11-02T11:00:00Z"),
+            mk(3, b, "2026-11-02T10:00:00Z", "2026-11-02T10:30:00Z"),
+        ];
+        let day = (
+            parse_rfc3339("2026-11-02T00:00:00Z").unwrap(),
+            parse_rfc3339("2026-11-03T00:00:00Z").unwrap(),
+        );
+        let r = LossReport::build(&jobs, &BTreeMap::new(), &FleetFilter::default(), &fleet, None, day);
+        assert_eq!(r.idle_instance_hours, Some(2.0));
+        assert_eq!((r.idle.instances, r.idle.instances_left_out), (1, 1));
+        assert!(r.table().contains("over 1 instance(s)"));
+        // The window clips the life: from 11:00 only one idle hour is in it.
+        let late = (parse_rfc3339("2026-11-02T11:00:00Z").unwrap(), day.1);
+        let r = LossReport::build(&jobs, &BTreeMap::new(), &FleetFilter::default(), &fleet, None, late);
+        assert_eq!(r.idle_instance_hours, Some(1.0));
+        // An end before the launch is no end of that life.
+        let fleet = FleetRecord::new(&[
+            ev(a, "spot", "2026-11-02T08:00:00Z"),
+            ev(a, "launch", "2026-11-02T09:00:00Z"),
+        ]);
+        assert_eq!(fleet.idle(&BTreeMap::new(), day.0, day.1).hours, None);
     }
 }
