@@ -7,6 +7,8 @@ the way; every request the audit makes is also checked against GitHub's OpenAPI 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -65,6 +67,47 @@ def test_audit_reproduces_the_simulations_losses_by_cause(run_bin, fake_github, 
                   "--scale-ins", str(expected["scale_ins"]), "--cache", str(tmp_path / "etags.json"))
     assert again["report"] == report
     assert again["fetch"]["not_modified"] == again["fetch"]["pages"] == got["fetch"]["pages"]
+
+
+def test_the_plot_shows_losses_by_cause_and_queue_wait_over_the_window(run_bin, fake_github,
+                                                                      tmp_path: Path) -> None:
+    """`audit --plot` (docs/audit.md): an SVG of the window's losses by cause and queue wait, whose
+    legend counts are the report's own; rendered to PNG (librsvg's rsvg-convert) to look at."""
+    export(run_bin, tmp_path / "export", "naive", 7, 20, "2")
+    fake_github.load_export(tmp_path / "export")
+    svg = tmp_path / "audit.svg"
+    result = run_bin(["audit", "--github-url", "https://github.com/acme/infra", "--github-api-url", fake_github.url,
+                      "--since", "2026-11-02", "--until", "2026-11-04", "--json", "--quiet",
+                      "--fleet-events", str(tmp_path / "export" / "fleet-events.jsonl"), "--plot", str(svg)],
+                     env={"RUNNER_LIFECYCLE_GITHUB_TOKEN": fake_github.token}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)["report"]
+    text = svg.read_text()
+    assert "loss audit of repository acme/infra: 2026-11-02T00:00:00Z to 2026-11-04T00:00:00Z" in text
+    for cause in ("shutdown_signal", "runner_lost", "not_acquired", "never_picked_up"):
+        assert f"{cause} ({report['by_cause'][cause]})" in text, cause
+    assert report["fleet_losses"] > 0
+    assert f"{report['fleet_losses']} of {report['completed_jobs']} completed jobs" in text
+    assert "Queue wait (created_at to started_at), per 1 h" in text and ">p95<" in text.replace("\n", "")
+    assert "11-03" in text, "UTC day ticks"
+    # Without launches in the fleet events, idle instance-hours stay unknown, and say why.
+    assert report["idle_instance_hours"] is None and report["idle"]["instances_left_out"] > 0
+    if shutil.which("rsvg-convert"):
+        png = tmp_path / "audit.png"
+        subprocess.run(["rsvg-convert", "-o", str(png), str(svg)], check=True, timeout=60)
+        assert png.stat().st_size > 10_000
+
+
+def test_a_bad_plot_path_is_a_clear_error(run_bin, fake_github, tmp_path: Path) -> None:
+    export(run_bin, tmp_path / "export", "runner-lifecycle", 5, 5, "1")
+    fake_github.load_export(tmp_path / "export")
+    result = run_bin(["audit", "--github-url", "https://github.com/acme/infra", "--github-api-url", fake_github.url,
+                      "--since", "2026-11-02", "--until", "2026-11-03", "--quiet",
+                      "--plot", str(tmp_path / "missing" / "audit.svg")],
+                     env={"RUNNER_LIFECYCLE_GITHUB_TOKEN": fake_github.token}, timeout=300)
+    assert result.returncode != 0
+    assert "--plot" in result.stderr and "missing" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "panicked" not in result.stderr
 
 
 def test_an_exported_week_replays_in_the_simulation(run_bin, fake_github, tmp_path: Path) -> None:

@@ -6,8 +6,11 @@ use crate::cmd_controller::{credentials, CredentialSources};
 use crate::exit_code::ExitCode;
 use clap::Args;
 use lifecycle_github::audit::{AuditJob, EtagCache, Fetcher};
-use lifecycle_github::loss::{needs_annotations, FleetEvent, FleetFilter, FleetRecord, LossReport};
+use lifecycle_github::loss::{needs_annotations, Cause, FleetEvent, FleetFilter, FleetRecord, LossReport};
+use lifecycle_github::time::{format_rfc3339, parse_rfc3339};
 use lifecycle_github::{GitHubClient, Options, Scope, Secret};
+use lifecycle_sim::plot::{Series, SeriesPanel, SeriesPlot, SeriesStyle};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,7 +58,8 @@ pub struct AuditArgs {
     #[arg(long, value_name = "LABELS", value_delimiter = ',')]
     labels: Vec<String>,
     /// What the fleet knows of its instances: one JSON object a line,
-    /// {"instance_id": "i-...", "fate": "scale_in"|"spot"|"host_crash", "at": RFC 3339}.
+    /// {"instance_id": "i-...", "fate": "scale_in"|"spot"|"host_crash"|"launch", "at": RFC 3339}
+    /// ("event" is read as "fate"). Launches and ends give idle instance-hours.
     #[arg(long, value_name = "FILE")]
     fleet_events: Option<PathBuf>,
     /// Scale-ins in the period, when known from elsewhere (overrides the fleet events' count).
@@ -67,6 +71,9 @@ pub struct AuditArgs {
     /// Write the fleet's completed jobs as a `simulate --trace` CSV.
     #[arg(long, value_name = "FILE")]
     export_trace: Option<PathBuf>,
+    /// Write an SVG picture of the period: fleet losses by cause and queue wait over time.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -121,6 +128,119 @@ pub fn trace_csv<'a>(jobs: impl IntoIterator<Item = &'a AuditJob>) -> String {
         ));
     }
     out
+}
+
+/// The picture's time bucket: the shortest round one that cuts `span` seconds into at most 100.
+fn bucket_s(span: i64) -> i64 {
+    [300, 900, 3600, 3 * 3600, 6 * 3600, 86_400, 7 * 86_400]
+        .into_iter()
+        .find(|b| span <= 100 * b)
+        .unwrap_or(30 * 86_400)
+}
+
+fn bucket_name(b: i64) -> String {
+    match b {
+        b if b % 86_400 == 0 => format!("{} day(s)", b / 86_400),
+        b if b % 3600 == 0 => format!("{} h", b / 3600),
+        b => format!("{} min", b / 60),
+    }
+}
+
+/// The audit's picture (`--plot`): the fleet's losses by cause per time bucket, at each loss's
+/// `completed_at` (when GitHub recorded it), and the queue wait's p50, p95 and max per bucket, by
+/// `created_at`. The window is the audited one, widened to any loss after it (a never-picked-up job
+/// completes a day after it was queued) so that no loss is missing from the picture.
+pub fn plot_input(report: &LossReport, scope: &str, since: i64, until: i64) -> SeriesPlot {
+    let bucket = bucket_s(until - since);
+    let start_of = |t: i64| since + (t - since).div_euclid(bucket) * bucket;
+    let losses: Vec<(Cause, i64)> = report
+        .verdicts
+        .iter()
+        .filter(|v| v.cause.is_fleet_loss())
+        .filter_map(|v| Some((v.cause, parse_rfc3339(v.completed_at.as_deref()?)?)))
+        .collect();
+    // Every point's whole bucket is drawn (the last one may end after `until`).
+    let times = losses.iter().map(|l| l.1).chain(report.queue_waits.iter().map(|w| w.0));
+    let (from, to) = times.fold((since, until), |(lo, hi), t| {
+        (lo.min(start_of(t)), hi.max(start_of(t) + bucket))
+    });
+
+    let loss_series: Vec<Series> = Cause::ALL
+        .into_iter()
+        .filter(|c| c.is_fleet_loss())
+        .map(|cause| {
+            let mut per: BTreeMap<i64, u64> = BTreeMap::new();
+            for (_, t) in losses.iter().filter(|l| l.0 == cause) {
+                *per.entry(start_of(*t)).or_default() += 1;
+            }
+            Series {
+                name: format!("{} ({})", cause.name(), per.values().sum::<u64>()),
+                points: per.into_iter().map(|(t, n)| (t as f64, n as f64)).collect(),
+            }
+        })
+        .collect();
+
+    // Minutes when waits run long, so the axis reads "45", not "2700".
+    let longest = report.queue_waits.iter().map(|w| w.1).max().unwrap_or(0);
+    let (unit, per_unit) = if longest > 1200 { ("min", 60.0) } else { ("s", 1.0) };
+    let mut per: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for &(created, wait) in &report.queue_waits {
+        per.entry(start_of(created)).or_default().push(wait);
+    }
+    let mut wait_series: Vec<Series> = ["p50", "p95", "max"]
+        .into_iter()
+        .map(|name| Series {
+            name: name.to_string(),
+            points: Vec::new(),
+        })
+        .collect();
+    for (t, mut waits) in per {
+        waits.sort_unstable();
+        let rank = |q: f64| {
+            let i = ((q * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1;
+            waits.get(i).copied().unwrap_or(0) as f64 / per_unit
+        };
+        let mid = (t + bucket / 2) as f64;
+        for (series, q) in wait_series.iter_mut().zip([0.5, 0.95, 1.0]) {
+            series.points.push((mid, rank(q)));
+        }
+    }
+    let fmt_wait = |w: Option<f64>| w.map_or_else(|| "unknown".to_string(), |w| format!("{w:.0} s"));
+    SeriesPlot {
+        title: format!(
+            "loss audit of {}: {} to {}",
+            lifecycle_escape::clip(scope, 60),
+            format_rfc3339(since),
+            format_rfc3339(until)
+        ),
+        from: from as f64,
+        to: to as f64,
+        utc: true,
+        panels: vec![
+            SeriesPanel {
+                caption: format!(
+                    "Fleet losses by cause, per {} (at completed_at): {} of {} completed jobs",
+                    bucket_name(bucket),
+                    report.fleet_losses,
+                    report.completed_jobs
+                ),
+                y_desc: "jobs lost".into(),
+                style: SeriesStyle::StackedBars { width: bucket as f64 },
+                series: loss_series,
+            },
+            SeriesPanel {
+                caption: format!(
+                    "Queue wait (created_at to started_at), per {} by created_at: p50 {}, p95 {} overall",
+                    bucket_name(bucket),
+                    fmt_wait(report.queue_wait_p50_s),
+                    fmt_wait(report.queue_wait_p95_s)
+                ),
+                y_desc: format!("queue wait ({unit})"),
+                style: SeriesStyle::Lines,
+                series: wait_series,
+            },
+        ],
+    }
 }
 
 fn read_fleet_events(path: &PathBuf) -> Result<Vec<FleetEvent>, String> {
@@ -253,6 +373,16 @@ pub fn run(args: &AuditArgs) -> ExitCode {
         }
         let fleet = FleetRecord::new(&events);
         let report = LossReport::build(&jobs, &notes, &filter, &fleet, args.scale_ins, (since, until));
+        if let Some(path) = &args.plot {
+            let input = plot_input(&report, &scope.to_string(), since, until);
+            let written = lifecycle_sim::plot::render_series_svg(&input)
+                .map_err(|e| e.to_string())
+                .and_then(|svg| std::fs::write(path, svg).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                eprintln!("runner-lifecycle audit: --plot {}: {e}", path.display());
+                return ExitCode::Failure;
+            }
+        }
         if let Some(path) = &args.export_trace {
             let csv = trace_csv(jobs.iter().filter(|j| filter.keeps(j)));
             if let Err(e) = std::fs::write(path, csv) {
@@ -295,6 +425,8 @@ pub fn run(args: &AuditArgs) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use lifecycle_sim::trace_file::{parse_trace, TraceOptions};
 
@@ -350,6 +482,62 @@ mod tests {
             trace.jobs[1].arrival.since(trace.jobs[0].arrival),
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn the_plot_buckets_the_window_and_draws_an_empty_one() {
+        assert_eq!(bucket_s(86_400), 900);
+        assert_eq!(bucket_s(7 * 86_400), 3 * 3600);
+        assert_eq!(bucket_name(3 * 3600), "3 h");
+        let (since, until) = (parse_time("2026-11-02").unwrap(), parse_time("2026-11-09").unwrap());
+        let empty = LossReport::build(
+            &[],
+            &BTreeMap::new(),
+            &FleetFilter::default(),
+            &FleetRecord::default(),
+            None,
+            (since, until),
+        );
+        let input = plot_input(&empty, "repository acme/infra", since, until);
+        assert_eq!((input.from, input.to), (since as f64, until as f64));
+        let svg = lifecycle_sim::plot::render_series_svg(&input).unwrap();
+        assert!(
+            svg.contains("none in this window") && svg.contains("p50 unknown"),
+            "{svg}"
+        );
+        // A loss a day after the window (a never-picked-up job) widens it rather than vanish.
+        let mut late = job(
+            9,
+            "2026-11-08T23:00:00Z",
+            "2026-11-09T23:00:00Z",
+            "2026-11-09T23:00:00Z",
+            "failure",
+            None,
+        );
+        late.labels = vec![];
+        let notes = BTreeMap::from([(
+            9,
+            vec![lifecycle_github::audit::Annotation {
+                annotation_level: Some("failure".into()),
+                title: None,
+                message: Some(
+                    "The job has exceeded the maximum execution time while awaiting a runner for 24h0m0s".into(),
+                ),
+            }],
+        )]);
+        let report = LossReport::build(
+            &[late],
+            &notes,
+            &FleetFilter::default(),
+            &FleetRecord::default(),
+            None,
+            (since, until),
+        );
+        let input = plot_input(&report, "repository acme/infra", since, until);
+        assert!(input.to > until as f64);
+        assert!(lifecycle_sim::plot::render_series_svg(&input)
+            .unwrap()
+            .contains("never_picked_up (1)"));
     }
 
     #[test]
