@@ -8,7 +8,9 @@ environment of its own, never the test's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -16,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from seclib import REPO
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from harness import Host, agent_env, fd_count, hook_scripts, wait_for  # noqa: E402
 from support.fake_runner import install_fake_runner  # noqa: E402
+from support.jit_controller import instance_key, jit_controller  # noqa: E402
 from support.runner_tree import lay_out_runner_tree  # noqa: E402
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -137,5 +140,51 @@ class UserHosts:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+UNIT_NOFILE = (1024, 524288)
+
+
+@contextlib.contextmanager
+def unit_nofile() -> Iterator[None]:
+    """The unit's LimitNOFILE for what is started inside (the agent inherits it)."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = min(UNIT_NOFILE[1], before[1]) if before[1] != resource.RLIM_INFINITY else UNIT_NOFILE[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (UNIT_NOFILE[0], hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def start(host: Any) -> Any:
+    with unit_nofile():
+        return host.start_agent()
+
+
+@contextlib.contextmanager
+def jit_host(user_host: Any, broker: Any, rl_bin: Path, aws_env: Any, tmp_path: Path,
+             started_hook: str, **settings: str) -> Iterator[tuple[Any, Any]]:
+    """A JIT host (runner.user = the job's user) and its controller, serving its first listener."""
+    host = user_host.make(configured=False, started_hook=started_hook, group="jit-iso", runner_mode="jit",
+                          **settings)
+    key = instance_key(host.instance_id)
+    with jit_controller(rl_bin, broker, aws_env, tmp_path / "controller.log", {host.instance_id: key},
+                        groups="jit-iso") as ctl:
+        host.env.update(key.env())
+        host.env["RUNNER_LIFECYCLE_RUNNER_JIT_URL"] = ctl.url
+        start(host)
+        wait_for(lambda: ctl.minted(), 60, "the first config")
+        broker.wait_listening(ctl.minted()[0], timeout=60)
+        yield host, ctl
+
+
+def drop_dir(user_host: Any) -> Path:
+    """Where the job's processes report to the test: root-owned, written by the job's user."""
+    drop = Path(user_host.base) / "drop"
+    drop.mkdir(mode=0o777, exist_ok=True)
+    os.chmod(drop, 0o777)
+    return drop
+
+
+
 __all__ = ["Host", "PY", "UserHosts", "as_user", "attack", "attack_py", "fd_count", "kill_user_processes",
-           "lay_out_runner_tree", "wait_for"]
+           "lay_out_runner_tree", "wait_for", "drop_dir", "jit_host", "start", "unit_nofile"]

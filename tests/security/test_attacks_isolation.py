@@ -11,63 +11,17 @@ cgroup v1), so only cgroup.kill and cgroup.events are exercised.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import resource
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from hostlib import PY, attack, attack_py, wait_for  # first: puts tests/e2e on the path
-from support.jit_controller import instance_key, jit_controller  # noqa: E402
+from hostlib import PY, attack, attack_py, drop_dir, jit_host, start, wait_for  # first: puts tests/e2e on the path
 
 pytestmark = pytest.mark.timeout(240)
-
-UNIT_NOFILE = (1024, 524288)
-
-
-@contextlib.contextmanager
-def unit_nofile() -> Iterator[None]:
-    """The unit's LimitNOFILE for what is started inside (the agent inherits it)."""
-    before = resource.getrlimit(resource.RLIMIT_NOFILE)
-    hard = min(UNIT_NOFILE[1], before[1]) if before[1] != resource.RLIM_INFINITY else UNIT_NOFILE[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (UNIT_NOFILE[0], hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, before)
-
-
-def start(host: Any) -> Any:
-    with unit_nofile():
-        return host.start_agent()
-
-
-@contextlib.contextmanager
-def jit_host(user_host: Any, broker: Any, rl_bin: Path, aws_env: Any, tmp_path: Path,
-             started_hook: str) -> Iterator[tuple[Any, Any]]:
-    host = user_host.make(configured=False, started_hook=started_hook, group="jit-iso", runner_mode="jit")
-    key = instance_key(host.instance_id)
-    with jit_controller(rl_bin, broker, aws_env, tmp_path / "controller.log", {host.instance_id: key},
-                        groups="jit-iso") as ctl:
-        host.env.update(key.env())
-        host.env["RUNNER_LIFECYCLE_RUNNER_JIT_URL"] = ctl.url
-        start(host)
-        wait_for(lambda: ctl.minted(), 60, "the first config")
-        broker.wait_listening(ctl.minted()[0], timeout=60)
-        yield host, ctl
-
-
-def drop_dir(user_host: Any) -> Path:
-    """Where the job's processes report to the test: root-owned, written by the job's user."""
-    drop = Path(user_host.base) / "drop"
-    drop.mkdir(mode=0o777, exist_ok=True)
-    os.chmod(drop, 0o777)
-    return drop
-
 
 # A process that keeps forking and letting its parent exit, so that a /proc scan finds a pid that
 # is gone by the time it is signalled. Every 20 ms it writes its hop count and looks for a process

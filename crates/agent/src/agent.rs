@@ -9,6 +9,7 @@
 use crate::asg::{self, AutoScaling, RetryPolicy};
 use crate::clock::{jitter_seed, Clock};
 use crate::config::{ConfigError, Settings};
+use crate::engine;
 use crate::env_vars;
 use crate::imds::{paths, ImdsClient};
 use crate::isolation::{self, Cgroups};
@@ -354,6 +355,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     if let Some(w) = isolation::ptrace_warning_here() {
         warn!(warning = %w, "a job can trace its listener on this kernel");
     }
+    let subordinate = container_start_checks(&settings, account.as_ref());
     let adopted = adopt(&program, runner_uid, cgroups.as_ref());
     let adopted_cgroup = adopted.as_ref().and_then(|(l, _)| {
         let text = std::fs::read_to_string(format!("/proc/{}/cgroup", l.pid)).ok()?;
@@ -408,6 +410,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
     );
     let (tx, rx) = mpsc::unbounded_channel();
     let perf_root = PerfRoot::beside(&settings.socket);
+    let engine_root = engine::EngineRoot::beside(&settings.socket);
     let mut agent = Agent {
         clock,
         core,
@@ -435,6 +438,8 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
         isolation,
         listener_cgroup: adopted_cgroup,
         worker_handles: BTreeMap::new(),
+        engine_root,
+        subordinate,
     };
 
     if let Some((listener, workers)) = adopted {
@@ -720,6 +725,11 @@ struct Agent {
     listener_cgroup: Option<PathBuf>,
     /// A pidfd per known worker: its exit is seen even when `/proc` cannot be read.
     worker_handles: BTreeMap<ProcId, isolation::Handle>,
+    /// Where the rootless engines' runtime directories live (`containers.mode = "rootless"`).
+    engine_root: engine::EngineRoot,
+    /// The runner user's subordinate uid ranges (rootless containers run as these): killed with
+    /// the runner's own processes between jobs.
+    subordinate: Vec<(u32, u32)>,
 }
 
 impl Agent {
@@ -1312,6 +1322,9 @@ impl Agent {
             }
         };
         self.perf_failing = false;
+        if let Some(host) = self.start_engine(cgroup.as_deref()) {
+            env.insert(OsString::from("DOCKER_HOST"), host);
+        }
         let args = self.settings.runner_command.get(1..).unwrap_or_default();
         let mut cmd = match &self.account {
             // As another user: through the launcher, which sets the groups too (runner_env::EXEC_AS),
@@ -1411,7 +1424,21 @@ impl Agent {
         }
         if jit {
             self.clear_runner_user();
-            self.clean_job_state();
+            self.clean_job_state(false);
+            if self.rootless() {
+                // The engine's storage (containers, networks, volumes, images) lies in the runner's
+                // home: the first pass removed what the runner's user owns, this one, in the
+                // engine's user namespace, what container users (subordinate ids) left there and
+                // in the temp directories.
+                self.clean_job_state(true);
+                let left = self.engine_root.remove_old();
+                if left > 0 {
+                    warn!(
+                        left,
+                        "earlier engines' runtime directories are not empty; removed next time"
+                    );
+                }
+            }
         }
         match self.cgroups.as_mut() {
             Some(cg) => cg
@@ -1426,7 +1453,7 @@ impl Agent {
     /// runner's user owns in the temp directories, its home). As the runner's user, through the
     /// launcher, in a cgroup of its own (crate::cleaner). Bounded: after [`CLEAN_TIMEOUT`] the
     /// cleaner is killed and the listener starts anyway.
-    fn clean_job_state(&mut self) {
+    fn clean_job_state(&mut self, in_namespace: bool) {
         let Some(user) = self.account.clone() else { return };
         if user.uid == 0 || user.uid == rustix::process::getuid().as_raw() {
             return;
@@ -1438,23 +1465,39 @@ impl Agent {
             work: runner_dir.as_ref().map(|d| d.join("_work")),
             keep: runner_dir,
             home,
-            tmp: crate::cleaner::TEMP_DIRS.iter().map(PathBuf::from).collect(),
+            tmp: crate::cleaner::TEMP_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .chain(self.rootless().then(|| self.engine_root.path().to_path_buf()))
+                .collect(),
         };
         let dir = self.cgroups.as_mut().and_then(|cg| cg.create("clean").ok());
         let mut cmd = std::process::Command::new("/proc/self/exe");
-        cmd.args(launcher_args(
-            &user,
-            dir.as_deref(),
-            std::path::Path::new("/proc/self/exe"),
-            &[],
-        ))
-        .args(plan.args())
-        .current_dir("/")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.env_clear();
+        match self.engine_namespace(&user).filter(|_| in_namespace) {
+            // In the rootless engine's user namespace (`podman unshare`): the files a container
+            // user left (owned by a subordinate id) are the job's too, and removable there.
+            Some((runtime, exe)) => {
+                let mut args = engine::unshare_args(&exe);
+                args.extend(plan.args().iter().map(|a| a.to_string_lossy().into_owned()));
+                cmd.args(launcher_args(&user, dir.as_deref(), &self.settings.podman, &args))
+                    .envs(engine::env(&user, &runtime, Some(&self.settings.containers_conf)));
+            }
+            None => {
+                cmd.args(launcher_args(
+                    &user,
+                    dir.as_deref(),
+                    std::path::Path::new("/proc/self/exe"),
+                    &[],
+                ))
+                .args(plan.args())
+                .env("PATH", "/usr/bin:/bin");
+            }
+        }
+        cmd.current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let outcome = run_bounded(cmd, CLEAN_TIMEOUT);
         if let (Some(cg), Some(d)) = (&self.cgroups, &dir) {
             if let Err(e) = cg.sweep(None) {
@@ -1476,10 +1519,87 @@ impl Agent {
                 tmp_removed = r.tmp_removed,
                 home_removed = r.home_removed,
                 failed = r.failed,
+                in_namespace,
                 "the last job's files are cleaned"
             ),
             Err(e) => warn!(total_ms, error = %lifecycle_escape::escape(&e), "cleaning the last job's files failed"),
         }
+    }
+
+    /// The rootless engine's runtime directory and this binary's path, to run the cleaner in the
+    /// engine's user namespace; `None` without a rootless engine (or when this binary's path is gone).
+    fn engine_namespace(&mut self, user: &User) -> Option<(PathBuf, PathBuf)> {
+        if !self.rootless() {
+            return None;
+        }
+        let exe = std::env::current_exe().ok().filter(|p| p.is_file())?;
+        let runtime = self.engine_root.fresh(user).ok()?;
+        Some((runtime, exe))
+    }
+
+    fn rootless(&self) -> bool {
+        self.settings.containers_mode == engine::ContainerMode::Rootless && self.account.is_some()
+    }
+
+    /// The rootless engine for the next listener, in the listener's cgroup, as the runner's user;
+    /// `DOCKER_HOST` for the listener once its socket answers. `None` (and a warning) when it
+    /// cannot start: the listener starts anyway, and a container job fails on its own.
+    fn start_engine(&mut self, cgroup: Option<&std::path::Path>) -> Option<OsString> {
+        let user = self.account.clone().filter(|_| self.rootless())?;
+        let started = crate::clock::now_instant();
+        let dir = match self.engine_root.fresh(&user) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "cannot make the container engine's runtime directory; no engine for this listener");
+                return None;
+            }
+        };
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        cmd.args(launcher_args(
+            &user,
+            cgroup,
+            &self.settings.podman,
+            &engine::service_args(&dir),
+        ))
+        .current_dir("/")
+        .env_clear()
+        .envs(engine::env(&user, &dir, Some(&self.settings.containers_conf)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot start the container engine; no engine for this listener");
+                return None;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_output(err, pid, "engine"));
+        }
+        // Reaped when it ends (with the listener's cgroup).
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        while !engine::listening(&dir) {
+            if started.elapsed() >= engine::START_TIMEOUT {
+                warn!(
+                    timeout_s = engine::START_TIMEOUT.as_secs(),
+                    "the container engine did not answer; the listener starts without DOCKER_HOST"
+                );
+                return None;
+            }
+            crate::clock::pause(Duration::from_millis(10));
+        }
+        info!(
+            pid,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "container engine ready"
+        );
+        Some(engine::docker_host(&dir))
     }
 
     /// SIGKILL every process of the runner's user (JIT mode, before each listener): none may outlive
@@ -1490,7 +1610,9 @@ impl Agent {
         if user.uid == 0 || user.uid == rustix::process::getuid().as_raw() {
             return;
         }
-        let (killed, cgroups) = procs::kill_user_processes(user.uid);
+        let (uid, ranges) = (user.uid, &self.subordinate);
+        let (killed, cgroups) =
+            procs::kill_processes_of(&|u| u == uid || ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&u)));
         if killed > 0 {
             let cgroups = lifecycle_escape::clip(&cgroups.join(" "), 400);
             warn!(
@@ -1553,6 +1675,34 @@ fn launcher_args(
         out.insert(1, flag);
     }
     out
+}
+
+/// The start-up checks of `containers.mode`: the warning when every job is root on this host
+/// (docker-group, or the runner's user in the `docker` group), a rootless mode that cannot work,
+/// and the runner user's subordinate uid ranges (killed between jobs with its own processes).
+fn container_start_checks(settings: &Settings, account: Option<&User>) -> Vec<(u32, u32)> {
+    let mode = settings.containers_mode;
+    let Some(user) = account else {
+        if mode == engine::ContainerMode::Rootless {
+            warn!("containers.mode is rootless but runner.user is not set: no container engine is started");
+        }
+        return Vec::new();
+    };
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    if let Some(w) = engine::root_warning(mode, engine::in_docker_group(&groups, user)) {
+        warn!(warning = w, "jobs are root on this host");
+    }
+    if mode != engine::ContainerMode::Rootless {
+        return Vec::new();
+    }
+    if !settings.podman.is_file() {
+        warn!(podman = %settings.podman.display(), "containers.mode is rootless but podman is not there; install it (docs/operations.md, \"Container jobs\")");
+    }
+    let ranges = engine::subordinate_ranges(&std::fs::read_to_string("/etc/subuid").unwrap_or_default(), user);
+    if ranges.is_empty() {
+        warn!(user = %user.name, "the runner's user has no range in /etc/subuid: rootless containers cannot start (install --containers rootless adds one)");
+    }
+    ranges
 }
 
 /// How long the cleaner may run between two jobs (the agent waits for it: below the watchdog's 60 s).

@@ -96,8 +96,47 @@ pub struct Report {
     pub failed: u64,
 }
 
+/// Whose files are the job's: the caller's uid; in a user namespace (the rootless engine's, entered
+/// with `podman unshare` so that the files of the runner's subordinate ids can be removed too), every
+/// id mapped into it but the overflow id, which stands for every unmapped owner (root's, others').
+#[derive(Debug)]
+struct Owners {
+    ranges: Vec<(u32, u32)>,
+    overflow: Option<u32>,
+}
+
+impl Owners {
+    fn of_caller(uid: u32, uid_map: &str, overflow: Option<u32>) -> Owners {
+        let ranges: Vec<(u32, u32)> = uid_map
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().map(|n| n.parse::<u64>().ok());
+                let (inside, _outside, count) = (f.next()??, f.next()??, f.next()??);
+                (count > 0).then(|| (inside as u32, (inside + count - 1).min(u64::from(u32::MAX)) as u32))
+            })
+            .collect();
+        let initial = ranges == [(0, u32::MAX - 1)] || ranges == [(0, u32::MAX)] || ranges.is_empty();
+        if initial {
+            return Owners {
+                ranges: vec![(uid, uid)],
+                overflow: None,
+            };
+        }
+        Owners { ranges, overflow }
+    }
+
+    fn mine(&self, uid: u32) -> bool {
+        Some(uid) != self.overflow && self.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&uid))
+    }
+
+    /// Real root (the initial namespace's uid 0), which the cleaner refuses to be.
+    fn is_real_root(&self, uid: u32) -> bool {
+        uid == 0 && self.overflow.is_none()
+    }
+}
+
 struct Cleaner {
-    uid: u32,
+    owners: Owners,
     keep: Option<PathBuf>,
     removed: u64,
     failed: u64,
@@ -112,7 +151,7 @@ impl Cleaner {
     fn remove_tree(&mut self, p: &Path) {
         let Ok(meta) = std::fs::symlink_metadata(p) else { return };
         if meta.is_dir() {
-            if meta.uid() == self.uid && meta.mode() & 0o700 != 0o700 {
+            if self.owners.mine(meta.uid()) && meta.mode() & 0o700 != 0o700 {
                 let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode((meta.mode() | 0o700) & 0o7777));
             }
             if let Ok(entries) = std::fs::read_dir(p) {
@@ -155,7 +194,7 @@ impl Cleaner {
                 }
                 continue;
             }
-            if !only_mine || meta.uid() == self.uid {
+            if !only_mine || self.owners.mine(meta.uid()) {
                 self.remove_tree(&p);
             } else if meta.is_dir() && meta.dev() == top.dev() && depth < MAX_DEPTH {
                 self.empty(&p, true, depth + 1);
@@ -168,14 +207,20 @@ fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Carry out `plan` as the calling user (never root: refused).
+/// Carry out `plan` as the calling user (never root: refused; root of the runner's own user
+/// namespace is the runner's user).
 pub fn clean(plan: &Plan) -> Result<Report, String> {
     let uid = rustix::process::getuid().as_raw();
-    if uid == 0 {
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let owners = Owners::of_caller(uid, &uid_map, overflow);
+    if owners.is_real_root(uid) {
         return Err("clean-job-state runs as the runner's user, never as root".into());
     }
     let mut c = Cleaner {
-        uid,
+        owners,
         keep: plan.keep.clone(),
         removed: 0,
         failed: 0,
@@ -231,6 +276,22 @@ pub fn run(argv: &[OsString]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_a_user_namespace_every_mapped_owner_but_the_overflow_id_is_the_jobs() {
+        let ns = Owners::of_caller(
+            0,
+            "         0       1002          1\n         1    3000000      65536\n",
+            Some(65534),
+        );
+        assert!(ns.mine(0) && ns.mine(1) && ns.mine(1000) && ns.mine(65536));
+        assert!(!ns.mine(65534), "the overflow id stands for root's and others' files");
+        assert!(!ns.mine(65537));
+        assert!(!ns.is_real_root(0));
+        let host = Owners::of_caller(1002, "         0          0 4294967295\n", Some(65534));
+        assert!(host.mine(1002) && !host.mine(0) && !host.mine(65534) && !host.mine(1003));
+        assert!(Owners::of_caller(0, "         0          0 4294967295\n", Some(65534)).is_real_root(0));
+    }
 
     #[test]
     fn plans_round_trip_through_their_arguments() {

@@ -213,6 +213,29 @@ keys! {
         note "",
         docs "JIT mode only: one instance per job. After its job the host starts no next listener, drains and leaves its group (`TerminateInstanceInAutoScalingGroup` without decrementing the desired capacity, so the group launches a fresh instance); needs `autoscaling:TerminateInstanceInAutoScalingGroup` on the group. See \"One instance per job\"",
         field one_job_per_instance: bool = (r, k) { r.bool(k) };
+    CONTAINERS_MODE: "containers.mode", flag "containers-mode", "MODE",
+        Type::Choice(&crate::engine::ContainerMode::NAMES), default Some("none"), check None,
+        doc "How jobs get a container engine: `none`, `rootless` (a Podman engine per listener, reset between jobs) or `docker-group`.",
+        unset "",
+        note "",
+        docs "how jobs get a container engine: `none`; `rootless` (a rootless Podman engine per listener as the runner's user, in the listener's cgroup, its state removed between jobs, `DOCKER_HOST` in the listener's environment; `install --containers rootless` sets it up); `docker-group` (the runner's user is in the `docker` group: every job is root on the host; the agent warns at start). See \"Container jobs\" in docs/operations.md",
+        field containers_mode: crate::engine::ContainerMode = (r, k) {
+            Ok(crate::engine::ContainerMode::parse(r.choice(k)?).unwrap_or(crate::engine::ContainerMode::None))
+        };
+    CONTAINERS_PODMAN: "containers.podman", flag "containers-podman", "PATH", Type::Text,
+        default Some("/usr/bin/podman"), check None,
+        doc "The podman program the rootless engine runs (root's; run as the runner's user).",
+        unset "",
+        note "",
+        docs "the `podman` program of `containers.mode = \"rootless\"` (absolute path; root's, not the runner's to change)",
+        field podman: PathBuf = (r, k) { Ok(PathBuf::from(r.string(k)?.unwrap_or_default())) };
+    CONTAINERS_CONF: "containers.conf", flag "containers-conf", "PATH", Type::Text,
+        default Some("/etc/runner-lifecycle/containers.conf"), check None,
+        doc "containers.conf for the rootless engine (CONTAINERS_CONF; written by install), used when present.",
+        unset "",
+        note "",
+        docs "the `containers.conf` the rootless engine reads instead of the runner user's own (`CONTAINERS_CONF`; `install --containers rootless` writes it), used when the file exists",
+        field containers_conf: PathBuf = (r, k) { Ok(PathBuf::from(r.string(k)?.unwrap_or_default())) };
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
     RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
         default Some("50ms"), check None,

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod conns;
 pub mod duration;
+pub mod engine;
 pub mod env_vars;
 pub mod hook;
 pub mod imds;

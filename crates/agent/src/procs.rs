@@ -474,9 +474,15 @@ pub fn parse_status_uid(text: &str) -> Option<u32> {
 
 /// Whether any of the uids in the text of `/proc/<pid>/status` (real, effective, saved, fs) is `uid`.
 pub fn status_has_uid(text: &str, uid: u32) -> bool {
+    status_uids(text).any(|u| u == uid)
+}
+
+/// The uids (real, effective, saved, filesystem) of a `/proc/<pid>/status` text.
+pub fn status_uids(text: &str) -> impl Iterator<Item = u32> + '_ {
     text.lines()
         .find_map(|l| l.strip_prefix("Uid:"))
-        .is_some_and(|rest| rest.split_whitespace().any(|u| u.parse() == Ok(uid)))
+        .into_iter()
+        .flat_map(|rest| rest.split_whitespace().filter_map(|u| u.parse().ok()))
 }
 
 /// SIGKILL every process that runs as `uid` (any of its uids), until none is left or 10 rounds have
@@ -484,6 +490,12 @@ pub fn status_has_uid(text: &str, uid: u32) -> bool {
 /// kernel lets one user run, because each round kills every process found). Returns how many were
 /// signalled, and the cgroup v2 paths of the first few (where they ran). Never signals this process.
 pub fn kill_user_processes(uid: u32) -> (usize, Vec<String>) {
+    kill_processes_of(&|u| u == uid)
+}
+
+/// [`kill_user_processes`] for every process with any uid that `owns` says is the runner's (its own,
+/// and the subordinate ids its rootless containers run as).
+pub fn kill_processes_of(owns: &dyn Fn(u32) -> bool) -> (usize, Vec<String>) {
     let me = std::process::id();
     let mut killed = 0;
     let mut seen_in: Vec<String> = Vec::new();
@@ -491,7 +503,9 @@ pub fn kill_user_processes(uid: u32) -> (usize, Vec<String>) {
         let victims: Vec<u32> = all_pids()
             .into_iter()
             .filter(|&pid| pid != me)
-            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|t| status_has_uid(&t, uid)))
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|t| status_uids(&t).any(owns))
+            })
             // A zombie is dead already (killed processes wait there for their reaper).
             .filter(|pid| stat(*pid).is_some_and(|s| s.state != 'Z'))
             .collect();

@@ -49,6 +49,19 @@ pub struct InstallArgs {
     /// keep the configuration and the state directory. Stop the units first.
     #[arg(long, conflicts_with = "print_unit")]
     uninstall: bool,
+    /// How jobs get a container engine: `rootless` (a rootless Podman engine per listener as the
+    /// runner's user, reset between jobs), `docker-group` (the runner's user in the docker group:
+    /// every job is root on the host) or `none`. Unset: rootless when Podman is installed, else none.
+    #[arg(long, value_parser = lifecycle_install::containers::Containers::NAMES)]
+    containers: Option<String>,
+    /// One instance per job: after its job the host leaves its group and a fresh instance replaces
+    /// it (runner.one_job_per_instance in the unit's environment).
+    #[arg(long)]
+    one_job_per_instance: bool,
+    /// Accept that every job is root on this host (--containers docker-group on a host that runs
+    /// job after job).
+    #[arg(long)]
+    i_understand_jobs_are_root: bool,
     /// Change nothing; report every file, directory and entry of the runner's tree that is not as
     /// install would lay it out (docs/operations.md, "The runner's tree"), and exit 8 if any.
     #[arg(long, conflicts_with_all = ["print_unit", "uninstall", "dry_run"])]
@@ -88,6 +101,12 @@ pub fn run(args: &InstallArgs) -> ExitCode {
         fence_imds: !args.no_fence_imds,
         runner_mode: args.runner_mode.clone(),
         jit_url: args.jit_url.clone(),
+        containers: args
+            .containers
+            .as_deref()
+            .and_then(lifecycle_install::containers::Containers::parse),
+        one_job_per_instance: args.one_job_per_instance,
+        jobs_are_root_ok: args.i_understand_jobs_are_root,
     };
     if args.print_unit {
         let home = lifecycle_install::lookup_home(&opts.root, &opts.user);
@@ -108,6 +127,16 @@ pub fn run(args: &InstallArgs) -> ExitCode {
         return check(&plan);
     }
     print!("{}", plan.describe());
+    if args.containers.is_none() {
+        println!(
+            "runner-lifecycle install: containers: {} (the default {}; --containers to choose)",
+            opts.containers().word(),
+            match opts.containers() {
+                lifecycle_install::containers::Containers::Rootless => "with Podman installed",
+                _ => "without Podman",
+            }
+        );
+    }
     if plan.is_noop() {
         println!("runner-lifecycle install: everything is already in place; nothing changed");
         return ExitCode::Ok;

@@ -7,6 +7,7 @@
 //! Everything is written below a root directory (`/` on a host; a staging directory in tests or when
 //! baking an image), so the whole install can be checked without touching the machine.
 
+pub mod containers;
 pub mod fence;
 pub mod ptrace;
 pub mod unit;
@@ -72,6 +73,27 @@ pub enum InstallError {
         /// 1-based line number.
         line: usize,
     },
+    /// `--containers rootless` without a tool it needs.
+    #[error(
+        "--containers rootless needs /{0}: install Podman and the id mappers (Debian/Ubuntu: apt-get install podman \
+         uidmap slirp4netns; Amazon Linux 2023: dnf install podman), or pass --containers none"
+    )]
+    ContainerToolMissing(&'static str),
+    /// The runner's user is in the `docker` group, but the mode is not `docker-group`.
+    #[error(
+        "user '{0}' is in the docker group: every job would be root on this host (docker run -v /:/host). \
+         Remove it (gpasswd -d {0} docker) and use --containers rootless, or say so with --containers docker-group"
+    )]
+    InDockerGroup(String),
+    /// `docker-group` for a user who is not in the group.
+    #[error("--containers docker-group: user '{0}' is not in the docker group; add it (usermod -aG docker {0}) first")]
+    NotInDockerGroup(String),
+    /// `docker-group` on a host that runs job after job, without the operator's word.
+    #[error(
+        "--containers docker-group makes every job root on this host, so a job can reach the next one: \
+         pass --one-job-per-instance (a fresh instance per job), or --i-understand-jobs-are-root (docs/security.md)"
+    )]
+    JobsWouldBeRoot,
     /// A filesystem operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -110,6 +132,13 @@ pub struct InstallOptions {
     pub runner_mode: Option<String>,
     /// The agent's `runner.jit_url` for the unit's environment (`None`: the config file's).
     pub jit_url: Option<String>,
+    /// How jobs get a container engine (`None`: rootless when Podman is installed, else none).
+    pub containers: Option<containers::Containers>,
+    /// One instance per job (`runner.one_job_per_instance` in the unit's environment).
+    pub one_job_per_instance: bool,
+    /// The operator accepts that every job is root on the host (`docker-group` without one job per
+    /// instance).
+    pub jobs_are_root_ok: bool,
 }
 
 impl InstallOptions {
@@ -126,7 +155,14 @@ impl InstallOptions {
             fence_imds: self.fence_imds,
             runner_mode: self.runner_mode.clone(),
             jit_url: self.jit_url.clone(),
+            containers: self.containers(),
+            one_job_per_instance: self.one_job_per_instance,
         }
+    }
+
+    /// The container mode: as given, else rootless when Podman is installed below the root.
+    pub fn containers(&self) -> containers::Containers {
+        self.containers.unwrap_or_else(|| containers::default_for(&self.root))
     }
 }
 
@@ -522,6 +558,7 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
         },
     ]);
     items.extend(runner_tree(o, &runner_rel, owner, root_owner)?);
+    items.extend(container_items(o, owner)?);
     items.push(Item::File {
         path: env_path.clone(),
         content: merged_env(&existing_env, &env_path)?,
@@ -532,6 +569,52 @@ pub fn plan(o: &InstallOptions) -> Result<Plan, InstallError> {
         keep_existing: false,
     });
     finish(o, items)
+}
+
+/// What `--containers` needs (containers.rs): the checks, and for `rootless` the subordinate id
+/// ranges of the runner's user (when it has none) and root's `containers.conf`.
+fn container_items(o: &InstallOptions, runner: Owner) -> Result<Vec<Item>, InstallError> {
+    use containers::Containers;
+    let mode = o.containers();
+    let groups = fs::read_to_string(o.root.join("etc/group")).unwrap_or_default();
+    let in_docker = containers::in_docker_group(&groups, &o.user, runner.gid);
+    match mode {
+        Containers::DockerGroup if !(o.one_job_per_instance || o.jobs_are_root_ok) => {
+            return Err(InstallError::JobsWouldBeRoot)
+        }
+        Containers::DockerGroup if !in_docker => return Err(InstallError::NotInDockerGroup(o.user.clone())),
+        Containers::None | Containers::Rootless if in_docker => {
+            return Err(InstallError::InDockerGroup(o.user.clone()))
+        }
+        Containers::None | Containers::DockerGroup => return Ok(Vec::new()),
+        Containers::Rootless => {}
+    }
+    if let Some(tool) = containers::missing_tool(&o.root) {
+        return Err(InstallError::ContainerToolMissing(tool));
+    }
+    let mut items = Vec::new();
+    for file in ["etc/subuid", "etc/subgid"] {
+        let text = fs::read_to_string(o.root.join(file)).unwrap_or_default();
+        if let Some(content) = containers::with_range(&text, &o.user, runner.uid) {
+            items.push(Item::File {
+                path: PathBuf::from(file),
+                content,
+                mode: 0o644,
+                owner: None,
+                keep_existing: false,
+            });
+        }
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let runc = containers::cgroup_v1_mounted(&mountinfo) && o.root.join("usr/bin/runc").exists();
+    items.push(Item::File {
+        path: PathBuf::from(containers::CONF),
+        content: containers::conf(runc),
+        mode: 0o644,
+        owner: None,
+        keep_existing: false,
+    });
+    Ok(items)
 }
 
 /// The runner's own directories in its tree: written by the listener and the jobs.

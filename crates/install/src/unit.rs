@@ -27,6 +27,10 @@ pub struct UnitOptions {
     pub runner_mode: Option<String>,
     /// `runner.jit_url`, set in the unit's environment when given (`install --jit-url`).
     pub jit_url: Option<String>,
+    /// `containers.mode` (`install --containers`).
+    pub containers: crate::containers::Containers,
+    /// `runner.one_job_per_instance` (`install --one-job-per-instance`).
+    pub one_job_per_instance: bool,
 }
 
 /// The stop timeout: longer than any job may run. GitHub's default job timeout is 360 minutes
@@ -129,6 +133,18 @@ pub fn render(o: &UnitOptions) -> String {
             format!("Environment=RUNNER_LIFECYCLE_RUNNER_JIT_URL={url}"),
         );
     }
+    if o.containers != crate::containers::Containers::None {
+        line(
+            "How jobs get a container engine (docs/operations.md, \"Container jobs\"): `install --containers`.",
+            format!("Environment=RUNNER_LIFECYCLE_CONTAINERS_MODE={}", o.containers.word()),
+        );
+    }
+    if o.one_job_per_instance {
+        line(
+            "One instance per job: after its job the host leaves its group (`install --one-job-per-instance`).",
+            "Environment=RUNNER_LIFECYCLE_RUNNER_ONE_JOB_PER_INSTANCE=true".into(),
+        );
+    }
     line("", format!("WorkingDirectory={}", o.runner_dir));
     line("", format!("ExecStart={} agent --config {}", o.binary, o.config));
     line(
@@ -141,12 +157,21 @@ pub fn render(o: &UnitOptions) -> String {
          (AmbientCapabilities= is for units with a non-root User=; root gets the bounding set.)",
         format!("CapabilityBoundingSet={}", CAPABILITIES.join(" ")),
     );
-    line(
-        "No process of the unit gains privileges through exec: setuid and setcap binaries (sudo, su)\n\
-         do nothing for a job. The agent changes user with setuid(2) under CAP_SETUID, which this does\n\
-         not restrict. A runner user with sudo rights would make every fence here moot.",
-        "NoNewPrivileges=yes".into(),
-    );
+    if o.containers == crate::containers::Containers::Rootless {
+        line(
+            "Rootless containers map the runner user's subordinate ids with the setuid newuidmap and\n\
+             newgidmap, which NoNewPrivileges=yes would stop: so a job may run setuid programs here,\n\
+             bounded by the capability set above (docs/security.md, \"Container jobs\").",
+            "NoNewPrivileges=no".into(),
+        );
+    } else {
+        line(
+            "No process of the unit gains privileges through exec: setuid and setcap binaries (sudo, su)\n\
+             do nothing for a job. The agent changes user with setuid(2) under CAP_SETUID, which this does\n\
+             not restrict. A runner user with sudo rights would make every fence here moot.",
+            "NoNewPrivileges=yes".into(),
+        );
+    }
     let mut rw = format!("{} /tmp /var/tmp", o.runner_dir);
     if let Some(home) = &o.runner_home {
         rw.push_str(&format!(" -{home}"));
@@ -263,6 +288,8 @@ mod tests {
             fence_imds: true,
             runner_mode: None,
             jit_url: None,
+            containers: crate::containers::Containers::None,
+            one_job_per_instance: false,
         }
     }
 
