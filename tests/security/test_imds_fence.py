@@ -59,7 +59,9 @@ def netns() -> Iterator[str]:
 
 def connect(ns: str, addr: str, user: str | None) -> tuple[bool, float]:
     """(connected, seconds) for a TCP connection from inside `ns`, as `user` (None: root)."""
-    as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []
+    # A bare number is an id with no passwd entry (a subordinate id): no groups to look up.
+    groups = "--clear-groups" if user and user.isdigit() else "--init-groups"
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", groups] if user else []
     started = time.monotonic()
     out = run("ip", "netns", "exec", ns, *as_user, PY, "-c", CLIENT, addr, str(PORT), check=False)
     elapsed = time.monotonic() - started
@@ -140,3 +142,27 @@ def test_an_unknown_user_fails_loudly(netns, tmp_path):
     script.chmod(0o755)
     out = fence(netns, script, "apply")
     assert out.returncode == 1 and "user rl-no-such-user does not exist" in out.stderr, out
+
+
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_a_rootless_containers_users_are_fenced_too(backend, netns, staged, job_user):
+    """A rootless container's user 1000 runs on the host as the runner's subordinate id start + 999;
+    with `--network host` its sockets are that id's, not the runner's. The fence reads the runner's
+    ranges from /etc/subuid (issue 20). Before (b630374) only the runner's own uid was matched: this
+    id reached both addresses."""
+    need_tools(backend, "usermod", *(("ip6tables",) if backend == "iptables" else ()))
+    user = job_user[0]
+    base = 4_000_000 + (job_user[1] % 1000) * 65536
+    run("usermod", "--add-subuids", f"{base}-{base + 65535}", user)
+    script = staged / "usr/lib/runner-lifecycle/imds-fence"
+    container_user = str(base + 999)
+    try:
+        assert_open(netns, container_user)  # teeth: without the rules the id gets in
+        assert fence(netns, script, "apply", backend).returncode == 0
+        assert_fenced(netns, container_user)
+        assert_fenced(netns, user)
+        assert fence(netns, script, "remove").returncode == 0
+        assert_open(netns, container_user)
+    finally:
+        fence(netns, script, "remove")
+        run("usermod", "--del-subuids", f"{base}-{base + 65535}", user, check=False)

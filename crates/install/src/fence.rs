@@ -77,9 +77,13 @@ if [ -z "$backend" ]; then
 fi
 
 # An owner match sees the uid of the socket's creator: every process of the user, whatever it
-# runs, and never root's.
-V4="-d {IMDS_V4}/32 -m owner --uid-owner $uid -m comment --comment $TAG -j REJECT"
-V6="-d {IMDS_V6}/128 -m owner --uid-owner $uid -m comment --comment $TAG -j REJECT"
+# runs, and never root's. Also the user's subordinate ids (/etc/subuid): a rootless container's
+# users run as those on the host, and with --network host their sockets are theirs, not the user's.
+owners=$uid$(awk -F: -v u="$RUNNER_USER" -v n="$uid" \
+  '($1 == u || $1 == n) && $2 ~ /^[0-9]+$/ && $3 ~ /^[1-9][0-9]*$/ {{ printf " %d-%d", $2, $2 + $3 - 1 }}' \
+  /etc/subuid 2>/dev/null || true)
+v4() {{ echo "-d {IMDS_V4}/32 -m owner --uid-owner $1 -m comment --comment $TAG -j REJECT"; }}
+v6() {{ echo "-d {IMDS_V6}/128 -m owner --uid-owner $1 -m comment --comment $TAG -j REJECT"; }}
 
 nft_apply() {{
   # One transaction: create the table if absent, delete it, add it anew. Idempotent, and never
@@ -91,8 +95,8 @@ delete table inet $TABLE
 table inet $TABLE {{
 	chain output {{
 		type filter hook output priority 0; policy accept;
-		meta skuid $uid ip daddr {IMDS_V4} counter reject
-		meta skuid $uid ip6 daddr {IMDS_V6} counter reject
+		meta skuid {{ $(echo $owners | sed 's/ /, /g') }} ip daddr {IMDS_V4} counter reject
+		meta skuid {{ $(echo $owners | sed 's/ /, /g') }} ip6 daddr {IMDS_V6} counter reject
 	}}
 }}
 EOF
@@ -106,17 +110,21 @@ nft_remove() {{
 
 ipt_apply() {{
   # First in OUTPUT, so no earlier ACCEPT lets the user through; added once.
-  iptables -w -C OUTPUT $V4 2>/dev/null || iptables -w -I OUTPUT 1 $V4
-  ip6tables -w -C OUTPUT $V6 2>/dev/null || ip6tables -w -I OUTPUT 1 $V6
+  for o in $owners; do
+    iptables -w -C OUTPUT $(v4 $o) 2>/dev/null || iptables -w -I OUTPUT 1 $(v4 $o)
+    ip6tables -w -C OUTPUT $(v6 $o) 2>/dev/null || ip6tables -w -I OUTPUT 1 $(v6 $o)
+  done
 }}
 
 ipt_remove() {{
-  if command -v iptables >/dev/null 2>&1; then
-    while iptables -w -D OUTPUT $V4 2>/dev/null; do :; done
-  fi
-  if command -v ip6tables >/dev/null 2>&1; then
-    while ip6tables -w -D OUTPUT $V6 2>/dev/null; do :; done
-  fi
+  for o in $owners; do
+    if command -v iptables >/dev/null 2>&1; then
+      while iptables -w -D OUTPUT $(v4 $o) 2>/dev/null; do :; done
+    fi
+    if command -v ip6tables >/dev/null 2>&1; then
+      while ip6tables -w -D OUTPUT $(v6 $o) 2>/dev/null; do :; done
+    fi
+  done
 }}
 
 case "${{1:-}}:$backend" in
@@ -124,7 +132,7 @@ case "${{1:-}}:$backend" in
   apply:iptables) ipt_apply ;;
   remove:*) nft_remove; ipt_remove ;;
   status:nft) nft list table inet $TABLE ;;
-  status:iptables) iptables -w -C OUTPUT $V4 && ip6tables -w -C OUTPUT $V6 && echo "fence in place (iptables)" ;;
+  status:iptables) iptables -w -C OUTPUT $(v4 $uid) && ip6tables -w -C OUTPUT $(v6 $uid) && echo "fence in place (iptables)" ;;
   apply:none|status:none)
     echo "imds-fence: neither nft nor iptables is installed (apt-get install nftables)" >&2
     exit 1
@@ -224,10 +232,11 @@ mod tests {
     fn the_rules_name_both_imds_addresses_for_the_user_only() {
         let s = script("runner");
         assert!(s.contains("RUNNER_USER='runner'"));
-        assert!(s.contains("meta skuid $uid ip daddr 169.254.169.254 counter reject"));
-        assert!(s.contains("meta skuid $uid ip6 daddr fd00:ec2::254 counter reject"));
-        assert!(s.contains("-d 169.254.169.254/32 -m owner --uid-owner $uid"));
-        assert!(s.contains("-d fd00:ec2::254/128 -m owner --uid-owner $uid"));
+        assert!(s.contains("$(echo $owners | sed 's/ /, /g') } ip daddr 169.254.169.254 counter reject"));
+        assert!(s.contains("$(echo $owners | sed 's/ /, /g') } ip6 daddr fd00:ec2::254 counter reject"));
+        assert!(s.contains("-d 169.254.169.254/32 -m owner --uid-owner $1"));
+        assert!(s.contains("/etc/subuid"), "a rootless container's users are fenced too");
+        assert!(s.contains("-d fd00:ec2::254/128 -m owner --uid-owner $1"));
     }
 
     /// The .deb ships these for the default user; they must be what `install` writes.
