@@ -204,6 +204,9 @@ resource "aws_lambda_function" "controller" {
       RUNNER_LIFECYCLE_SCALE_IN_AFTER    = tostring(var.scale_in_after_s)
       RUNNER_LIFECYCLE_SCALE_REPOS       = join(",", var.scale_repos)
       RUNNER_LIFECYCLE_WEBHOOK_SECRET    = var.webhook_secret
+      # Opt-in: re-run once a job that died with its host (docs/audit.md, "Re-running what the fleet killed"; the GitHub
+      # App then needs Actions: write).
+      RUNNER_LIFECYCLE_RERUN_FLEET_LOSSES = tostring(var.rerun_fleet_losses)
       # JIT configs: only sessions of the hosts' role (named after their instance) may mint; the
       # runners get these labels plus their instance id and asg-<group>.
       RUNNER_LIFECYCLE_AGENT_ROLE_NAME = aws_iam_role.agent.name

@@ -97,6 +97,12 @@ variable "scale_in_after_s" {
   default     = 900
 }
 
+variable "rerun_fleet_losses" {
+  description = "Re-run once, on its completed webhook, a job that died with its runner through no fault of its own (spot interruption, a drain out of time, a lost host); needs the GitHub App's Actions: write (docs/audit.md)."
+  type        = bool
+  default     = false
+}
+
 variable "scale_repos" {
   description = "OWNER/REPO list whose jobs the reconcile reads; empty for a repository github_url, required for an organization."
   type        = list(string)
