@@ -423,3 +423,54 @@ fn the_runner_tree_is_given_to_root_and_check_reports_what_is_not() {
         text(&drift)
     );
 }
+
+/// `--containers` (issue 20): docker-group only with one instance per job or the operator's word,
+/// never a runner user in the docker group under another mode, and rootless only with its tools; the
+/// rootless install gives the user a subordinate range, root's containers.conf and the unit's mode.
+#[test]
+fn containers_modes_refuse_what_makes_jobs_root_and_set_up_rootless() {
+    let s = Staging::new("containers");
+    let out = s.install(&["--containers", "docker-group"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("--one-job-per-instance"), "{}", text(&out));
+    let out = s.install(&["--containers", "docker-group", "--i-understand-jobs-are-root"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("not in the docker group"), "{}", text(&out));
+    fs::write(s.root.join("etc/group"), "docker:x:998:runner\n").expect("group");
+    let out = s.install(&["--containers", "none"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("is in the docker group"), "{}", text(&out));
+    let out = s.install(&["--containers", "docker-group", "--one-job-per-instance"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let unit = s.read("etc/systemd/system/runner-lifecycle.service");
+    assert!(unit.contains("RUNNER_LIFECYCLE_CONTAINERS_MODE=docker-group"), "{unit}");
+    assert!(
+        unit.contains("RUNNER_LIFECYCLE_RUNNER_ONE_JOB_PER_INSTANCE=true"),
+        "{unit}"
+    );
+    assert!(unit.contains("NoNewPrivileges=yes"), "{unit}");
+
+    fs::write(s.root.join("etc/group"), "runner:x:1001:\n").expect("group");
+    let out = s.install(&["--containers", "rootless"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("needs /usr/bin/podman"), "{}", text(&out));
+    for tool in ["usr/bin/podman", "usr/bin/newuidmap", "usr/bin/newgidmap"] {
+        fs::create_dir_all(s.root.join("usr/bin")).expect("mkdir");
+        fs::write(s.root.join(tool), "").expect("tool");
+    }
+    fs::write(s.root.join("etc/subuid"), "alice:100000:65536\n").expect("subuid");
+    // Unset: rootless, because Podman is there now.
+    let out = s.install(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("containers: rootless"), "{}", text(&out));
+    assert!(s.read("etc/subuid").ends_with("runner:165536:65536\n"));
+    assert!(s.read("etc/subgid").ends_with("runner:100000:65536\n"));
+    assert!(s
+        .read("etc/runner-lifecycle/containers.conf")
+        .contains("cgroup_manager = \"cgroupfs\""));
+    let unit = s.read("etc/systemd/system/runner-lifecycle.service");
+    assert!(unit.contains("RUNNER_LIFECYCLE_CONTAINERS_MODE=rootless"), "{unit}");
+    assert!(unit.contains("NoNewPrivileges=no"), "{unit}");
+    let again = s.install(&[]);
+    assert!(text(&again).contains("nothing changed"), "{}", text(&again));
+}
