@@ -99,11 +99,10 @@ def image_tar(tmp_path_factory: Any) -> Path:
     out.unlink(missing_ok=True)
 
 
-@pytest.fixture
-def containers_conf(rl_bin: Path, container_user: tuple[str, int, int], tmp_path: Path) -> Path:
-    """The containers.conf `install --containers rootless` renders, from a staged install."""
-    name, uid, gid = container_user
-    root = tmp_path / "stage"
+def staged_confs(rl_bin: Path, user: str, stage: Path, *extra: str) -> dict[str, Path]:
+    """The containers.conf and storage.conf `install --containers rootless` renders into a staged
+    root, copied where the runner's user can read them: {"conf": ..., "storage": ...}."""
+    root = stage / "stage"
     (root / "etc").mkdir(parents=True)
     shutil.copy("/etc/passwd", root / "etc/passwd")
     shutil.copy("/etc/group", root / "etc/group")
@@ -117,16 +116,25 @@ def containers_conf(rl_bin: Path, container_user: tuple[str, int, int], tmp_path
         (root / tool).write_text("")
     (root / "opt/actions-runner/bin").mkdir(parents=True)
     (root / "opt/actions-runner/bin/Runner.Listener").write_text("")
-    out = run(str(rl_bin), "install", "--root", str(root), "--user", name, "--binary", "/usr/bin/runner-lifecycle",
-              "--containers", "rootless", check=False)
+    out = run(str(rl_bin), "install", "--root", str(root), "--user", user, "--binary", "/usr/bin/runner-lifecycle",
+              "--containers", "rootless", *extra, check=False)
     assert out.returncode == 0, out
-    conf = root / "etc/runner-lifecycle/containers.conf"
-    assert conf.exists(), out.stdout
-    dest = Path(f"/tmp/rl-containers-{os.getpid()}.conf")
-    shutil.copy(conf, dest)
-    os.chmod(dest, 0o644)
-    yield dest
-    dest.unlink(missing_ok=True)
+    confs = {}
+    for key, name in (("conf", "containers.conf"), ("storage", "storage.conf")):
+        dest = Path(f"/run/rl-{key}-{os.getpid()}.conf")
+        shutil.copy(root / "etc/runner-lifecycle" / name, dest)
+        os.chmod(dest, 0o644)
+        confs[key] = dest
+    return confs
+
+
+@pytest.fixture
+def containers_conf(rl_bin: Path, container_user: tuple[str, int, int], tmp_path: Path) -> Iterator[Path]:
+    """The containers.conf `install --containers rootless` renders, from a staged install."""
+    confs = staged_confs(rl_bin, container_user[0], tmp_path)
+    yield confs["conf"]
+    for p in confs.values():
+        p.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -258,3 +266,79 @@ def _uid(p: Path) -> int:
         return p.stat().st_uid
     except OSError:
         return -1
+
+
+# With a read-only image store (install --container-image-store): root filled it with rl-base; job A
+# runs from it, tries to remove it and to write into the store, and imports an image of its own;
+# job B finds rl-base as it was and nothing of job A's.
+STORE_JOBS = r"""#!/bin/bash
+D={drop}
+exec >>"$D/log" 2>&1
+set -x
+set +e
+if [ ! -e "$D/a" ]; then
+  touch "$D/a"
+  docker run --rm localhost/rl-base:1 echo ran-from-store >"$D/a-run"
+  docker rmi -f localhost/rl-base:1 >"$D/a-rmi" 2>&1
+  touch {store}/storage/planted 2>"$D/a-plant"
+  docker import {image} localhost/rl-own:1
+  touch "$D/a-done"
+else
+  docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' >"$D/b-img"
+  docker run --rm localhost/rl-base:1 echo ran-from-store >"$D/b-run"
+  touch "$D/b-done"
+fi
+exit 0
+"""
+
+
+def test_base_images_in_the_read_only_store_are_kept_and_cannot_be_poisoned(
+        ctr_host: UserHosts, broker: Any, rl_bin: Path, aws_env: Any, tmp_path: Path, image_tar: Path) -> None:
+    """The one thing kept between jobs is what no job can change: a store of base images root
+    filled. Job A runs from it but can neither remove its image nor write into it; the image it
+    imported itself is gone for job B, which still runs the base image.
+
+    Before this change (be9a41f) there was no --container-image-store: every image was dropped
+    between jobs, and each job pulled (here: imported) its base images again."""
+    store = Path(f"/run/rl-images-{os.getpid()}")
+    drop = Path(f"/run/rl-drop-{os.getpid()}")
+    for d in (store, drop):
+        shutil.rmtree(d, ignore_errors=True)
+    drop.mkdir(mode=0o777)
+    os.chmod(drop, 0o777)
+    confs: dict[str, Path] = {}
+    try:
+        runroot = tmp_path / "store-run"
+        out = run(PODMAN, "--root", str(store / "storage"), "--runroot", str(runroot), "--storage-driver", "overlay",
+                  "--cgroup-manager=cgroupfs", "import", str(image_tar), "localhost/rl-base:1", check=False)
+        assert out.returncode == 0, out
+        run("chmod", "-R", "a+rX", str(store))
+        os.chmod(store, 0o755)
+        confs = staged_confs(rl_bin, ctr_host.user, tmp_path, "--container-image-store", str(store / "storage"))
+        assert "additionalimagestores" in confs["storage"].read_text()
+        script = STORE_JOBS.format(drop=drop, image=image_tar, store=store)
+        with jit_host(ctr_host, broker, rl_bin, aws_env, tmp_path, script, containers_mode="rootless",
+                      containers_podman=PODMAN, containers_conf=str(confs["conf"]),
+                      containers_storage_conf=str(confs["storage"])) as (host, ctl):
+            job_a = broker.assign_job(0.5)
+            assert broker.wait_outcome(job_a, 180) == "succeeded"
+            log = (drop / "log").read_text() if (drop / "log").exists() else "(no log)"
+            assert (drop / "a-done").exists(), log
+            assert "ran-from-store" in (drop / "a-run").read_text(), log
+            assert not (store / "storage/planted").exists()
+            wait_for(lambda: len(ctl.minted()) >= 2, 90, "the next config")
+            broker.wait_listening(ctl.minted()[1], timeout=90)
+            job_b = broker.assign_job(0.5)
+            assert broker.wait_outcome(job_b, 120) == "succeeded"
+            wait_for(lambda: (drop / "b-done").exists(), 30, "job B's record")
+            log = (drop / "log").read_text()
+            images = lines(drop / "b-img")
+            assert "localhost/rl-base:1" in images and "localhost/rl-own:1" not in images, log
+            assert "ran-from-store" in (drop / "b-run").read_text(), log
+    finally:
+        run(PODMAN, "--root", str(store / "storage"), "--runroot", str(tmp_path / "store-run"), "--storage-driver",
+            "overlay", "system", "reset", "--force", check=False)
+        for d in (store, drop):
+            shutil.rmtree(d, ignore_errors=True)
+        for p in confs.values():
+            p.unlink(missing_ok=True)

@@ -1481,7 +1481,7 @@ impl Agent {
                 let mut args = engine::unshare_args(&exe);
                 args.extend(plan.args().iter().map(|a| a.to_string_lossy().into_owned()));
                 cmd.args(launcher_args(&user, dir.as_deref(), &self.settings.podman, &args))
-                    .envs(engine::env(&user, &runtime, Some(&self.settings.containers_conf)));
+                    .envs(engine::env(&user, &runtime, &self.engine_confs()));
             }
             None => {
                 cmd.args(launcher_args(
@@ -1537,6 +1537,13 @@ impl Agent {
         Some((runtime, exe))
     }
 
+    fn engine_confs(&self) -> engine::Confs {
+        engine::Confs {
+            engine: self.settings.containers_conf.clone(),
+            storage: self.settings.containers_storage_conf.clone(),
+        }
+    }
+
     fn rootless(&self) -> bool {
         self.settings.containers_mode == engine::ContainerMode::Rootless && self.account.is_some()
     }
@@ -1563,7 +1570,7 @@ impl Agent {
         ))
         .current_dir("/")
         .env_clear()
-        .envs(engine::env(&user, &dir, Some(&self.settings.containers_conf)))
+        .envs(engine::env(&user, &dir, &self.engine_confs()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

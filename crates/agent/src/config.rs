@@ -236,6 +236,13 @@ keys! {
         note "",
         docs "the `containers.conf` the rootless engine reads instead of the runner user's own (`CONTAINERS_CONF`; `install --containers rootless` writes it), used when the file exists",
         field containers_conf: PathBuf = (r, k) { Ok(PathBuf::from(r.string(k)?.unwrap_or_default())) };
+    CONTAINERS_STORAGE_CONF: "containers.storage_conf", flag "containers-storage-conf", "PATH", Type::Text,
+        default Some("/etc/runner-lifecycle/storage.conf"), check None,
+        doc "storage.conf for the rootless engine (CONTAINERS_STORAGE_CONF; written by install), used when present.",
+        unset "",
+        note "",
+        docs "the `storage.conf` the rootless engine reads instead of the runner user's own (`CONTAINERS_STORAGE_CONF`; `install --containers rootless` writes it, naming the read-only image store of `--container-image-store`), used when the file exists",
+        field containers_storage_conf: PathBuf = (r, k) { Ok(PathBuf::from(r.string(k)?.unwrap_or_default())) };
     // Below 5 ms the agent would do little but read /proc; above 1 s a job's start is seen late.
     RUNNER_WORKER_POLL: "runner.worker_poll", flag "runner-worker-poll", "DURATION", duration(ms(5), secs(1)),
         default Some("50ms"), check None,

@@ -22,9 +22,11 @@
 //!   own (Podman refuses an `XDG_RUNTIME_DIR` its user does not own). The root `engine/` is root's,
 //!   so a job cannot replace the next listener's directory; the old ones are emptied by the cleaner
 //!   and removed by the agent.
-//! - **Configured by root**: `CONTAINERS_CONF` points at `containers.conf` (root's, written by
-//!   `install`), which replaces the user's own `~/.config/containers/containers.conf` (the job's to
-//!   write) for the engine.
+//! - **Configured by root**: `CONTAINERS_CONF` and `CONTAINERS_STORAGE_CONF` point at root's
+//!   `containers.conf` and `storage.conf` (written by `install`), which replace the user's own files
+//!   in `~/.config/containers` (the job's to write) for the engine. The storage file may name a
+//!   read-only store of base images root filled (`install --container-image-store`): kept between
+//!   jobs because no job can change it.
 //!
 //! The containers are never the listener's children, so they never make a host look busy: the
 //! agent sees a job by its `Runner.Worker` only, and a container left running after its job is
@@ -133,9 +135,19 @@ pub fn unshare_args(exe: &Path) -> Vec<String> {
     out
 }
 
-/// The environment of the engine and of its reset: the runner user's identity, a fixed `PATH`,
+/// Root's configuration files for the engine (`containers.conf`, `containers.storage_conf`), each
+/// used when it exists.
+#[derive(Clone, Debug)]
+pub struct Confs {
+    /// `CONTAINERS_CONF`.
+    pub engine: PathBuf,
+    /// `CONTAINERS_STORAGE_CONF` (a read-only image store, when install was given one).
+    pub storage: PathBuf,
+}
+
+/// The environment of the engine and of the cleaner in its namespace: the runner user's identity, a fixed `PATH`,
 /// the runtime directory, and root's `containers.conf` when there is one. Nothing of the agent's.
-pub fn env(user: &User, runtime_dir: &Path, conf: Option<&Path>) -> Vec<(OsString, OsString)> {
+pub fn env(user: &User, runtime_dir: &Path, conf: &Confs) -> Vec<(OsString, OsString)> {
     let mut out: Vec<(OsString, OsString)> = vec![
         ("HOME".into(), user.home.clone().into_os_string()),
         ("USER".into(), user.name.clone().into()),
@@ -143,8 +155,13 @@ pub fn env(user: &User, runtime_dir: &Path, conf: Option<&Path>) -> Vec<(OsStrin
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
         ("XDG_RUNTIME_DIR".into(), runtime_dir.as_os_str().to_owned()),
     ];
-    if let Some(conf) = conf.filter(|c| c.is_file()) {
-        out.push(("CONTAINERS_CONF".into(), conf.as_os_str().to_owned()));
+    for (var, path) in [
+        ("CONTAINERS_CONF", &conf.engine),
+        ("CONTAINERS_STORAGE_CONF", &conf.storage),
+    ] {
+        if path.is_file() {
+            out.push((var.into(), path.as_os_str().to_owned()));
+        }
     }
     out
 }
@@ -243,12 +260,14 @@ mod tests {
 
     #[test]
     fn the_engine_gets_no_containers_conf_that_is_not_there() {
-        let e = env(
-            &user(),
-            Path::new("/run/x/1"),
-            Some(Path::new("/nonexistent/containers.conf")),
-        );
-        assert!(!e.iter().any(|(k, _)| k == "CONTAINERS_CONF"));
+        let confs = Confs {
+            engine: PathBuf::from("/nonexistent/containers.conf"),
+            storage: PathBuf::from("/nonexistent/storage.conf"),
+        };
+        let e = env(&user(), Path::new("/run/x/1"), &confs);
+        assert!(!e
+            .iter()
+            .any(|(k, _)| k == "CONTAINERS_CONF" || k == "CONTAINERS_STORAGE_CONF"));
         assert!(e.iter().any(|(k, v)| k == "XDG_RUNTIME_DIR" && v == "/run/x/1"));
     }
 }

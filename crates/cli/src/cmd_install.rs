@@ -54,6 +54,11 @@ pub struct InstallArgs {
     /// every job is root on the host) or `none`. Unset: rootless when Podman is installed, else none.
     #[arg(long, value_parser = lifecycle_install::containers::Containers::NAMES)]
     containers: Option<String>,
+    /// With --containers rootless: a read-only store of base images (root's; fill it while baking
+    /// the image with `podman --root DIR pull IMAGE`) that every job runs from and none can change.
+    /// Without it nothing is kept between jobs.
+    #[arg(long, value_name = "DIR")]
+    container_image_store: Option<PathBuf>,
     /// One instance per job: after its job the host leaves its group and a fresh instance replaces
     /// it (runner.one_job_per_instance in the unit's environment).
     #[arg(long)]
@@ -105,6 +110,7 @@ pub fn run(args: &InstallArgs) -> ExitCode {
             .containers
             .as_deref()
             .and_then(lifecycle_install::containers::Containers::parse),
+        image_store: args.container_image_store.clone(),
         one_job_per_instance: args.one_job_per_instance,
         jobs_are_root_ok: args.i_understand_jobs_are_root,
     };

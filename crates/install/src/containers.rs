@@ -55,6 +55,9 @@ pub const ROOTLESS_TOOLS: [&str; 3] = ["usr/bin/podman", "usr/bin/newuidmap", "u
 /// Where root's `containers.conf` for the engine goes (the agent's `containers.conf` default).
 pub const CONF: &str = "etc/runner-lifecycle/containers.conf";
 
+/// Where root's `storage.conf` for the engine goes (the agent's `containers.storage_conf` default).
+pub const STORAGE_CONF: &str = "etc/runner-lifecycle/storage.conf";
+
 /// The first subordinate id handed out when no range is taken yet (useradd's SUB_UID_MIN).
 const SUB_ID_MIN: u64 = 100_000;
 /// The size of a range (useradd's SUB_UID_COUNT: enough for images with ids up to 65535).
@@ -128,6 +131,29 @@ pub fn conf(runc: bool) -> String {
     out
 }
 
+/// Root's `storage.conf` for the engine: the runner's own storage stays where Podman puts it (the
+/// runner's home, emptied between jobs); `image_store`, when given, is a read-only store of base
+/// images root fills (`podman --root DIR pull IMAGE` while baking the image), which every job can
+/// run from and no job can change (overlay is the driver that reads such stores).
+pub fn storage_conf(image_store: Option<&Path>) -> String {
+    let mut out = String::from(
+        "# Written by runner-lifecycle install --containers rootless; read by the rootless engine the agent\n\
+         # starts for each listener (CONTAINERS_STORAGE_CONF replaces the runner user's own file).\n\
+         # docs/operations.md, \"Container jobs\".\n\
+         [storage]\n",
+    );
+    if let Some(store) = image_store {
+        out.push_str(&format!(
+            "driver = \"overlay\"\n\
+             [storage.options]\n\
+             # Base images kept between jobs: root's, read-only for the engine (install --container-image-store).\n\
+             additionalimagestores = [\"{}\"]\n",
+            store.display()
+        ));
+    }
+    out
+}
+
 /// Whether this host mounts cgroup v1 controllers (a hybrid or v1 host), from `/proc/self/mountinfo`.
 pub fn cgroup_v1_mounted(mountinfo: &str) -> bool {
     mountinfo
@@ -171,5 +197,13 @@ mod tests {
         assert!(conf(true).contains("runtime = \"runc\""));
         assert!(!conf(false).contains("runtime ="));
         assert!(conf(false).contains("cgroup_manager = \"cgroupfs\""));
+    }
+
+    #[test]
+    fn a_read_only_image_store_is_named_with_the_driver_that_reads_it() {
+        let with = storage_conf(Some(Path::new("/var/lib/runner-lifecycle/images")));
+        assert!(with.contains("additionalimagestores = [\"/var/lib/runner-lifecycle/images\"]"));
+        assert!(with.contains("driver = \"overlay\""));
+        assert!(!storage_conf(None).contains("additionalimagestores"));
     }
 }

@@ -85,6 +85,9 @@ pub enum InstallError {
          Remove it (gpasswd -d {0} docker) and use --containers rootless, or say so with --containers docker-group"
     )]
     InDockerGroup(String),
+    /// `--container-image-store` that cannot go into storage.conf as it is.
+    #[error("--container-image-store {0}: an absolute path without quotes, backslashes or newlines")]
+    BadImageStore(PathBuf),
     /// `docker-group` for a user who is not in the group.
     #[error("--containers docker-group: user '{0}' is not in the docker group; add it (usermod -aG docker {0}) first")]
     NotInDockerGroup(String),
@@ -134,6 +137,8 @@ pub struct InstallOptions {
     pub jit_url: Option<String>,
     /// How jobs get a container engine (`None`: rootless when Podman is installed, else none).
     pub containers: Option<containers::Containers>,
+    /// A read-only store of base images kept between jobs (`--container-image-store`, rootless).
+    pub image_store: Option<PathBuf>,
     /// One instance per job (`runner.one_job_per_instance` in the unit's environment).
     pub one_job_per_instance: bool,
     /// The operator accepts that every job is root on the host (`docker-group` without one job per
@@ -610,6 +615,24 @@ fn container_items(o: &InstallOptions, runner: Owner) -> Result<Vec<Item>, Insta
     items.push(Item::File {
         path: PathBuf::from(containers::CONF),
         content: containers::conf(runc),
+        mode: 0o644,
+        owner: None,
+        keep_existing: false,
+    });
+    if let Some(store) = &o.image_store {
+        if !store.is_absolute() || store.to_str().is_none_or(|s| s.contains(['"', '\\', '\n'])) {
+            return Err(InstallError::BadImageStore(store.clone()));
+        }
+        // Root's and not writable by anyone else: what the job cannot change, it cannot poison.
+        items.push(Item::Dir {
+            path: strip_root(store),
+            mode: 0o755,
+            owner: rustix::process::geteuid().is_root().then_some(Owner { uid: 0, gid: 0 }),
+        });
+    }
+    items.push(Item::File {
+        path: PathBuf::from(containers::STORAGE_CONF),
+        content: containers::storage_conf(o.image_store.as_deref()),
         mode: 0o644,
         owner: None,
         keep_existing: false,
