@@ -42,6 +42,8 @@ def engine_missing() -> str | None:
     for tool in (PODMAN, "/usr/bin/newuidmap", "/usr/bin/newgidmap", BUSYBOX):
         if not Path(tool).exists():
             return f"{tool} is not installed (Debian packages podman, uidmap, busybox-static; scripts/test installs them)"
+    if not Path("/dev/net/tun").exists():
+        return "no /dev/net/tun: slirp4netns cannot give rootless containers a network"
     if not shutil.which("docker"):
         return "no docker CLI on PATH (the runner calls `docker`; Debian package docker-cli or docker.io)"
     if run("unshare", "--user", "--map-root-user", "true", check=False).returncode != 0:
