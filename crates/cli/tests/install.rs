@@ -473,4 +473,7 @@ fn containers_modes_refuse_what_makes_jobs_root_and_set_up_rootless() {
     assert!(unit.contains("NoNewPrivileges=no"), "{unit}");
     let again = s.install(&[]);
     assert!(text(&again).contains("nothing changed"), "{}", text(&again));
+    assert!(s.install(&["--uninstall"]).status.success());
+    assert!(!s.root.join("etc/runner-lifecycle/containers.conf").exists());
+    assert!(!s.root.join("etc/runner-lifecycle/storage.conf").exists());
 }

@@ -716,6 +716,10 @@ pub fn plan_uninstall(o: &InstallOptions) -> Result<Plan, InstallError> {
         paths::PTRACE_SYSCTL,
         paths::HOOK_STARTED,
         paths::HOOK_COMPLETED,
+        // Written by --containers rootless, not the operator's. The subordinate id ranges stay
+        // (other tools may use them); the image store is the operator's.
+        containers::CONF,
+        containers::STORAGE_CONF,
     ]
     .iter()
     .map(|p| Item::Absent { path: PathBuf::from(p) })
