@@ -327,14 +327,6 @@ pub fn instance_identity(
     })
 }
 
-/// Whether a lifecycle state may receive a config: `InService` and the launch states
-/// (`Pending`, `Pending:Wait`, `Pending:Proceed`: a launch hook may wait for the runner to come
-/// up). Everything else (`Terminating*`, `Terminated`, `Detaching`, `Detached`, `EnteringStandby`,
-/// `Standby`, `Warmed:*`, an unknown new state) is refused: never mint for a host on its way out.
-pub fn state_may_mint(state: &str) -> bool {
-    state == "InService" || state == "Pending" || state.starts_with("Pending:")
-}
-
 /// The answer for a failed AWS call: throttling and 5xx are retryable (503 with `Retry-After`),
 /// anything else is the controller's problem (500).
 pub fn aws_failure(e: &ApiError) -> JitOutcome {
@@ -587,7 +579,8 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 ),
             );
         }
-        if !state_may_mint(&member.state) {
+        // The one rule of which states may hold a runner (lifecycle_core::AsgState::runner).
+        if !lifecycle_core::lifecycle_state_may_mint(&member.state) {
             return JitOutcome::refuse(
                 409,
                 format!(

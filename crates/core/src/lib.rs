@@ -44,7 +44,7 @@ pub mod step;
 pub mod time;
 pub mod timer;
 
-pub use aws::{ApiError, ApiErrorKind, AsgState, TargetState};
+pub use aws::{lifecycle_state_may_mint, ApiError, ApiErrorKind, AsgState, RunnerRule, TargetState};
 pub use config::{CoreConfig, HandoverConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{
