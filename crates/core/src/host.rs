@@ -8,6 +8,7 @@
 //! memory.
 
 use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
+use crate::backoff::Backoff;
 use crate::config::{CoreConfig, ListenerMode};
 use crate::io::{
     Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, FetchReason, HeartbeatReason,
@@ -1185,11 +1186,7 @@ impl Host {
     /// Capped exponential backoff with "equal jitter": half fixed, half random, so a fleet retrying
     /// after a shared throttle spreads out (AWS Architecture Blog, "Exponential Backoff And Jitter").
     fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
-        let exp = self
-            .cfg
-            .retry_base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-        self.rng.jitter(exp.min(cap), 0.5, 1.0)
+        Backoff::new(self.cfg.retry_base, cap).delay(failures, &mut self.rng)
     }
 
     fn slot(&self, call: Call) -> &CallSlot {

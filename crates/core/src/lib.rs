@@ -34,6 +34,7 @@ macro_rules! wire_names {
 }
 
 pub mod aws;
+pub mod backoff;
 pub mod config;
 pub mod host;
 pub mod io;
@@ -45,6 +46,7 @@ pub mod time;
 pub mod timer;
 
 pub use aws::{lifecycle_state_may_mint, ApiError, ApiErrorKind, AsgState, RunnerRule, TargetState};
+pub use backoff::Backoff;
 pub use config::{CoreConfig, HandoverConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{

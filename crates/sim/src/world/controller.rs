@@ -111,8 +111,8 @@ impl World {
                         format!("controller: GitHub {what}: HTTP 502 after its retries"),
                     ));
                 }
-                let base = timing::GITHUB_RETRY_BASE.saturating_mul(1 << (attempts - 1));
-                *took += base.mul_f64(0.5 + 0.5 * self.streams.github.unit());
+                *took += lifecycle_core::Backoff::new(timing::GITHUB_RETRY_BASE, timing::GITHUB_RETRY_CAP)
+                    .delay(attempts, &mut self.streams.github);
                 continue;
             }
             return Ok(());
