@@ -36,6 +36,7 @@ macro_rules! wire_names {
 pub mod aws;
 pub mod backoff;
 pub mod config;
+pub mod duration;
 pub mod host;
 pub mod io;
 pub mod rng;
