@@ -174,6 +174,17 @@ impl fmt::Display for TargetState {
     }
 }
 
+/// PutLifecycleHook's default `HeartbeatTimeout` (API reference): what a hook has when none was
+/// set, and what the agent and the controller assume when they cannot read it.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_S: u64 = 3600;
+
+/// A hook's `HeartbeatTimeout` in seconds from the API's optional (signed) field: unset or
+/// negative is [`DEFAULT_HEARTBEAT_TIMEOUT_S`].
+pub fn heartbeat_timeout_s(api: Option<i32>) -> u64 {
+    api.and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT_S)
+}
+
 /// Auto Scaling API failures, sorted by what the core does about them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -334,6 +345,13 @@ mod tests {
         assert!(lifecycle_state_may_mint("InService"));
         // Protection stays valid in Standby: a job started before it keeps its protection.
         assert!(AsgState::parse("EnteringStandby").protection_valid());
+    }
+
+    #[test]
+    fn an_unset_heartbeat_timeout_is_aws_default() {
+        assert_eq!(heartbeat_timeout_s(None), 3600);
+        assert_eq!(heartbeat_timeout_s(Some(-1)), 3600);
+        assert_eq!(heartbeat_timeout_s(Some(300)), 300);
     }
 
     #[test]
