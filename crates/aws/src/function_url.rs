@@ -378,12 +378,7 @@ async fn send(request: Request<Full<Bytes>>) -> Result<Answer, JitFetchError> {
 /// `Retry-After` as delay-seconds (RFC 9110, section 10.2.3), clamped to [`MAX_RETRY_AFTER`]; an
 /// HTTP-date or anything else is no hint (the caller's own backoff applies).
 pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
-    let s = v.to_str().ok()?.trim();
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let secs = s.parse::<u64>().unwrap_or(u64::MAX);
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    lifecycle_core::backoff::parse_retry_after(v.to_str().ok()?, MAX_RETRY_AFTER)
 }
 
 #[derive(serde::Deserialize)]

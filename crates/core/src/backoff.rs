@@ -50,6 +50,19 @@ impl Backoff {
     }
 }
 
+/// `Retry-After` as delay-seconds (RFC 9110, section 10.2.3), clamped to `max`: the one reading of
+/// the header, for the GitHub client (GitHub's answers) and the agent's JIT client (the
+/// controller's). An HTTP-date, a sign, junk or an empty value is no hint (`None`: the caller's
+/// own backoff applies); all digits past `u64` are longer than any `max` and read as `max`.
+pub fn parse_retry_after(value: &str, max: Duration) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +90,19 @@ mod tests {
         for n in 1..10 {
             let d = b.delay(n, &mut rng);
             assert!(d >= b.nominal(n) / 2 && d <= b.nominal(n), "{n}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_delay_seconds_clamped() {
+        let max = S(900);
+        let r = |v: &str| parse_retry_after(v, max);
+        assert_eq!(r("7"), Some(S(7)));
+        assert_eq!(r(" 7 "), Some(S(7)));
+        assert_eq!(r("18446744073709551615"), Some(max));
+        assert_eq!(r(&"9".repeat(40)), Some(max));
+        for junk in ["", "-1", "+5", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(r(junk), None, "{junk}");
         }
     }
 
