@@ -429,11 +429,7 @@ fn scale_settings(opts: &ControllerOpts, s: &Settings) -> Result<Option<ScaleSet
 
 fn failure(e: &HandlerError) -> ExitCode {
     eprintln!("runner-lifecycle controller: {e} (retryable: {})", e.is_retryable());
-    match e {
-        HandlerError::Event(_) => ExitCode::EventRejected,
-        e if e.is_retryable() => ExitCode::Retryable,
-        _ => ExitCode::Failure,
-    }
+    ExitCode::from(e)
 }
 
 pub fn run(args: &ControllerArgs) -> ExitCode {

@@ -238,8 +238,5 @@ fn remove_fence_rules_first(plan: &Plan) {
 
 fn report(e: &InstallError) -> ExitCode {
     eprintln!("runner-lifecycle install: error: {e}");
-    match e {
-        InstallError::Io { .. } => ExitCode::Failure,
-        _ => ExitCode::Config,
-    }
+    ExitCode::from(e)
 }

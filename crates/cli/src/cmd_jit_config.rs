@@ -8,7 +8,7 @@
 
 use crate::exit_code::ExitCode;
 use clap::Args;
-use lifecycle_aws::function_url::{fetch_jit_config, JitFetchError};
+use lifecycle_aws::function_url::fetch_jit_config;
 use lifecycle_aws::RetryPolicy;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -86,11 +86,7 @@ pub fn run(args: &JitConfigArgs) -> ExitCode {
         Ok(g) => g,
         Err(e) => {
             eprintln!("runner-lifecycle jit-config: {e}");
-            return match e {
-                JitFetchError::Retryable { .. } => ExitCode::Retryable,
-                JitFetchError::Refused { .. } | JitFetchError::Outstanding { .. } => ExitCode::JitRefused,
-                JitFetchError::Config(_) => ExitCode::Config,
-            };
+            return ExitCode::from(&e);
         }
     };
     if let Some(path) = &args.config_out {
