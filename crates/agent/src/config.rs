@@ -1552,6 +1552,14 @@ mod tests {
         }
     }
 
+    /// The keys table's defaults and CoreConfig::default (which the simulator runs) are the same
+    /// values: a default changed in one and not the other fails here.
+    #[test]
+    fn the_tables_defaults_are_the_cores() {
+        let s = resolve_no_etc(&[], &Env::default()).expect("the defaults resolve");
+        assert_eq!(s.core_config(None), CoreConfig::default());
+    }
+
     #[test]
     fn every_duration_key_is_bounded_and_documented() {
         let docs = include_str!("../../../docs/agent.md");
