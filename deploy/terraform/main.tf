@@ -201,7 +201,7 @@ resource "aws_lambda_function" "controller" {
       RUNNER_LIFECYCLE_SCALE_TABLE       = aws_dynamodb_table.state.name
       RUNNER_LIFECYCLE_SCALE_LABELS      = join(",", distinct(concat(["self-hosted", "linux", "x64"], [for l in var.runner_labels : lower(l)], ["asg-${var.name}"])))
       RUNNER_LIFECYCLE_SCALE_IDLE_TARGET = tostring(var.idle_target)
-      RUNNER_LIFECYCLE_SCALE_IN_AFTER    = tostring(var.scale_in_after_s)
+      RUNNER_LIFECYCLE_SCALE_IN_AFTER    = "${var.scale_in_after_s}s"
       RUNNER_LIFECYCLE_SCALE_REPOS       = join(",", var.scale_repos)
       RUNNER_LIFECYCLE_WEBHOOK_SECRET    = var.webhook_secret
       # Opt-in: re-run once a job that died with its host (docs/audit.md, "Re-running what the fleet killed"; the GitHub

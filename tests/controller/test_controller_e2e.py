@@ -102,11 +102,11 @@ def test_agent_gone_is_completed_after_the_grace_period(aws_x: Any, env: dict[st
     fake_github.add_runner(ids[1], [ids[1], "asg-runners"], status="online")
     scale_in(aws_x)
     since = time.monotonic()
-    early = sweep(run_bin, env, "--grace", "60")
+    early = sweep(run_bin, env, "--grace", "60s")
     assert early["left_to_agent"] == [ids[0]] and early["completed_agent_gone"] == []
     assert aws_x.calls("CompleteLifecycleAction", since=since) == []
     time.sleep(2.2)
-    late = sweep(run_bin, env, "--grace", "2")
+    late = sweep(run_bin, env, "--grace", "2s")
     assert late["completed_agent_gone"] == [ids[0]]
     [done] = aws_x.calls("CompleteLifecycleAction", since=since)
     assert (done.instance_id, done.result) == (ids[0], "CONTINUE")
@@ -123,7 +123,7 @@ def test_a_live_runner_is_never_completed(aws_x: Any, env: dict[str, str], run_b
     scale_in(aws_x)
     since = time.monotonic()
     time.sleep(1.2)
-    report = sweep(run_bin, env, "--grace", "1")
+    report = sweep(run_bin, env, "--grace", "1s")
     assert report["left_to_agent"] == [ids[0]] and report["completed_agent_gone"] == []
     assert aws_x.calls("CompleteLifecycleAction", since=since) == []
     assert aws_x.lifecycle_state(ids[0]) == "Terminating:Wait"
@@ -136,7 +136,7 @@ def test_github_down_means_nothing_is_completed(aws_x: Any, env: dict[str, str],
     time.sleep(1.2)
     fake_github.fail_next = [503, 503, 503]
     since = time.monotonic()
-    report = sweep(run_bin, env, "--grace", "1")
+    report = sweep(run_bin, env, "--grace", "1s")
     assert report["github_available"] is False and report["completed_agent_gone"] == []
     assert aws_x.calls("CompleteLifecycleAction", since=since) == []
     assert ids[0] in report["left_to_agent"]
@@ -296,14 +296,21 @@ def test_durations_out_of_range_are_refused(env: dict[str, str], run_bin: Any) -
     full = dict(env, RUNNER_LIFECYCLE_SCALE_TABLE="t", RUNNER_LIFECYCLE_SCALE_LABELS="self-hosted",
                 RUNNER_LIFECYCLE_AGENT_ROLE_NAME="runner-hosts")
     for flag, (var, lo, hi) in DURATIONS.items():
-        for bad in ("0", "18446744073709551615", str(hi + 1)):
+        for bad in ("0s", f"{hi + 1}s"):
             for args, e in (([flag, bad], full), ([], dict(full, **{var: bad}))):
                 r = run_bin(["controller", "sweep", *args], e)
                 assert r.returncode == 3, (flag, bad, args, r.returncode, r.stderr)
                 assert flag in r.stderr and var in r.stderr and "out of range" in r.stderr, r.stderr
                 assert f"allowed {lo} to {hi} s" in r.stderr, r.stderr
+        # One syntax with the agent: a bare number (once read as seconds) is refused, naming the fix;
+        # an overflowing one too.
+        for bad, says in ((str(lo), f"write e.g. {lo}s"), ("18446744073709551615s", "too long")):
+            for args, e in (([flag, bad], full), ([], dict(full, **{var: bad}))):
+                r = run_bin(["controller", "sweep", *args], e)
+                assert r.returncode == 3, (flag, bad, args, r.returncode, r.stderr)
+                assert flag in r.stderr and var in r.stderr and says in r.stderr, r.stderr
         # The bounds are accepted: the command gets past its settings (a sweep of the empty group).
-        for good in (str(lo), str(hi)):
+        for good in (f"{lo}s", f"{hi}s"):
             r = run_bin(["controller", "sweep", flag, good], full)
             assert "configuration error" not in r.stderr, (flag, good, r.stderr)
 

@@ -47,7 +47,7 @@ def test_a_busy_host_drained_by_its_agent_is_left_alone(aws_x: Any, broker: Any,
         sweeps = 0
         while broker.outcome(job) is None:
             time.sleep(1.2)
-            r = run_bin(["controller", "sweep", "--grace", "1"], controller_env)
+            r = run_bin(["controller", "sweep", "--grace", "1s"], controller_env)
             assert r.returncode == 0, r.stderr
             [report] = json.loads(r.stdout.strip().splitlines()[-1])["groups"]
             if broker.outcome(job) is None and iid in report["left_to_agent"]:

@@ -46,8 +46,8 @@ def scaling(aws_x: Any, aws_env: Any, fake_github: Any) -> dict[str, str]:
         RUNNER_LIFECYCLE_SCALE_LABELS=",".join(LABELS),
         RUNNER_LIFECYCLE_WEBHOOK_SECRET=SECRET_NAME,
         RUNNER_LIFECYCLE_SCALE_IDLE_TARGET="0",
-        RUNNER_LIFECYCLE_SCALE_APPLY_INTERVAL="2",
-        RUNNER_LIFECYCLE_SCALE_IN_AFTER="600",
+        RUNNER_LIFECYCLE_SCALE_APPLY_INTERVAL="2s",
+        RUNNER_LIFECYCLE_SCALE_IN_AFTER="600s",
         RUNNER_LIFECYCLE_LOG_FORMAT="json",
     )
 
@@ -232,7 +232,7 @@ def report_log(run_bin: Any, env: dict[str, str]) -> list[str]:
 
 def test_a_github_outage_never_scales_in(aws_x: Any, fake_github: Any, run_bin: Any, scaling: dict[str, str]) -> None:
     # The shortest wait the controller accepts (0 is refused: docs/controller.md, "Duration settings").
-    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_IN_AFTER="1")
+    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_IN_AFTER="1s")
     for i in (1, 2, 3):
         fake_github.add_job(i, LABELS, status="in_progress")
     assert scale(run_bin, env)["applied"]["to"] == 3
@@ -252,7 +252,7 @@ def test_a_github_outage_never_scales_in(aws_x: Any, fake_github: Any, run_bin: 
 
 def test_state_survives_across_invocations(aws_x: Any, fake_github: Any, run_bin: Any,
                                            scaling: dict[str, str]) -> None:
-    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_IN_AFTER="3")
+    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_IN_AFTER="3s")
     fake_github.add_job(1, LABELS, status="queued")
     fake_github.add_job(2, LABELS, status="queued")
     assert scale(run_bin, env)["applied"]["to"] == 2
@@ -271,7 +271,7 @@ def test_state_survives_across_invocations(aws_x: Any, fake_github: Any, run_bin
 
 def test_without_the_table_webhooks_are_refused_and_the_reconcile_only_scales_out(
         aws_x: Any, fake_github: Any, run_bin: Any, scaling: dict[str, str], bin_path: Path, tmp_path: Path) -> None:
-    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_TABLE="no-such-table", RUNNER_LIFECYCLE_SCALE_IN_AFTER="1")
+    env = dict(scaling, RUNNER_LIFECYCLE_SCALE_TABLE="no-such-table", RUNNER_LIFECYCLE_SCALE_IN_AFTER="1s")
     fn = Lambda(bin_path, env, tmp_path / "lambda.log")
     try:
         status, message = fn.deliver(job("queued", 1))

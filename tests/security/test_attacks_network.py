@@ -216,7 +216,7 @@ def test_attack7_hostile_github_rate_limit_headers_do_not_crash_the_controller(
                   RUNNER_LIFECYCLE_GITHUB_API_URL=fake_github.url, RUNNER_LIFECYCLE_GITHUB_TOKEN=fake_github.token)
     fake_github.fail_next = [headers]
     t = time.monotonic()
-    r = subprocess.run([str(rl_bin), "controller", "sweep", "--grace", "1"], env=env, capture_output=True, text=True,
+    r = subprocess.run([str(rl_bin), "controller", "sweep", "--grace", "1s"], env=env, capture_output=True, text=True,
                        timeout=60)
     took = time.monotonic() - t
     assert r.returncode != 134 and "panicked" not in r.stderr, r

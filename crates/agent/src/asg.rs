@@ -89,10 +89,9 @@ impl AutoScaling {
             .filter_map(|h| {
                 Some(HookConfig {
                     name: h.lifecycle_hook_name()?.to_string(),
-                    // AWS's default when unset is 3600 s (PutLifecycleHook API reference).
-                    heartbeat_timeout: Duration::from_secs(
-                        u64::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(3600),
-                    ),
+                    heartbeat_timeout: Duration::from_secs(lifecycle_core::aws::heartbeat_timeout_s(
+                        h.heartbeat_timeout(),
+                    )),
                 })
             })
             .collect();

@@ -157,6 +157,36 @@ macro_rules! keys {
     };
 }
 
+/// Byte equality in a const context (for the compile-time name checks below).
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The variables `install` writes into the unit (lifecycle_install::env) are the table's: checked
+/// when the agent is built, so a renamed key cannot leave the unit setting a variable nobody reads.
+const _: () = {
+    use lifecycle_install::env as install;
+    assert!(same(install::RUNNER_USER, vars::RUNNER_USER));
+    assert!(same(install::RUNNER_MODE, vars::RUNNER_MODE));
+    assert!(same(install::RUNNER_JIT_URL, vars::RUNNER_JIT_URL));
+    assert!(same(install::CONTAINERS_MODE, vars::CONTAINERS_MODE));
+    assert!(same(
+        install::RUNNER_ONE_JOB_PER_INSTANCE,
+        vars::RUNNER_ONE_JOB_PER_INSTANCE
+    ));
+};
+
 const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -186,18 +216,16 @@ keys! {
         note "",
         docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace",
         field runner_command: Vec<String> = (r, k) { r.command(k) };
-    RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&["jit", "persistent", "one-job"]),
+    RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&ListenerMode::NAMES),
         default Some("jit"), check None,
         doc "`jit` (each listener a just-in-time runner from runner.jit_url: one job, then a fresh one), `persistent` or `one-job`.",
         unset "",
         note "",
         docs "`jit` (the default): every listener is a just-in-time runner whose config the agent fetches from `runner.jit_url` (the controller), takes one job and exits; the next config is fetched while the job runs, and a draining host starts no next listener. `persistent`: one registered listener takes job after job (a job can land between a job's end and the stop). `one-job`: a registered listener with `--once`, relaunched after each job (`--once` is deprecated upstream). See \"Listener modes\"",
         field runner_mode: ListenerMode = (r, k) {
-            Ok(match r.choice(k)? {
-                "persistent" => ListenerMode::Persistent,
-                "one-job" => ListenerMode::OneJob,
-                _ => ListenerMode::Jit,
-            })
+            let word = r.choice(k)?;
+            // choice() has checked the word against the same names; no silent fallback if not.
+            ListenerMode::from_name(word).ok_or_else(|| r.invalid(k, format!("`{word}` is not a listener mode")))
         };
     RUNNER_JIT_URL: "runner.jit_url", flag "runner-jit-url", "URL", Type::Text, default None,
         check Some(check_jit_url),
@@ -1529,6 +1557,14 @@ mod tests {
             let e = resolve_no_etc(&flags, &Env::default()).expect_err(key);
             assert!(e.to_string().contains(key), "{key}: {e}");
         }
+    }
+
+    /// The keys table's defaults and CoreConfig::default (which the simulator runs) are the same
+    /// values: a default changed in one and not the other fails here.
+    #[test]
+    fn the_tables_defaults_are_the_cores() {
+        let s = resolve_no_etc(&[], &Env::default()).expect("the defaults resolve");
+        assert_eq!(s.core_config(None), CoreConfig::default());
     }
 
     #[test]

@@ -180,15 +180,22 @@ impl ImdsClient {
     /// GET with bounded backoff (100 ms doubling to 1 s) until `deadline` passes; for the one-off
     /// reads at start (instance id, region) where an IMDS restart should not fail the agent.
     pub async fn get_retrying(&mut self, path: &str, deadline: Duration) -> Result<Option<String>, ImdsError> {
+        // Unjittered (IMDS is the host's own service, no fleet shares it): the nominal waits of the
+        // one backoff rule.
+        const BACKOFF: lifecycle_core::Backoff =
+            lifecycle_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let start = now_instant();
-        let mut delay = Duration::from_millis(100);
+        let mut failures = 0u32;
         loop {
             match self.get(path).await {
                 Ok(v) => return Ok(v),
-                Err(e) if start.elapsed().saturating_add(delay) >= deadline => return Err(e),
-                Err(_) => {
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = BACKOFF.nominal(failures);
+                    if start.elapsed().saturating_add(delay) >= deadline {
+                        return Err(e);
+                    }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
             }
         }

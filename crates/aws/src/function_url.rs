@@ -378,25 +378,35 @@ async fn send(request: Request<Full<Bytes>>) -> Result<Answer, JitFetchError> {
 /// `Retry-After` as delay-seconds (RFC 9110, section 10.2.3), clamped to [`MAX_RETRY_AFTER`]; an
 /// HTTP-date or anything else is no hint (the caller's own backoff applies).
 pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
-    let s = v.to_str().ok()?.trim();
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let secs = s.parse::<u64>().unwrap_or(u64::MAX);
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    lifecycle_core::backoff::parse_retry_after(v.to_str().ok()?, MAX_RETRY_AFTER)
 }
 
-#[derive(serde::Deserialize)]
-struct Grant {
-    runner_name: String,
-    runner_id: u64,
-    encoded_jit_config: String,
+/// The body of a 200 answer to `POST /jit-config`: the one wire type of the grant, written by the
+/// controller (lifecycle_controller::jit) and read here. `Debug` redacts the configuration.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JitGrantBody {
+    /// The runner's name (carries the instance's id).
+    pub runner_name: String,
+    /// GitHub's runner id.
+    pub runner_id: u64,
+    /// The configuration for `ACTIONS_RUNNER_INPUT_JITCONFIG`: a credential.
+    pub encoded_jit_config: String,
+}
+
+impl std::fmt::Debug for JitGrantBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitGrantBody")
+            .field("runner_name", &self.runner_name)
+            .field("runner_id", &self.runner_id)
+            .field("encoded_jit_config", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Sort one answer: 200 and a well-formed grant, or why not.
 pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<JitGrant, JitFetchError> {
     if status == 200 {
-        let g: Grant = serde_json::from_slice(body)
+        let g: JitGrantBody = serde_json::from_slice(body)
             // serde's message quotes the input at most by type, never the value; clipped anyway.
             .map_err(|e| {
                 retryable(format!(

@@ -66,12 +66,12 @@ pub struct ControllerOpts {
     /// Per-instance registration-token secret name.
     #[arg(long, value_name = "TEMPLATE", env = "RUNNER_LIFECYCLE_SECRET_TEMPLATE", default_value = DEFAULT_SECRET_TEMPLATE, global = true)]
     secret_template: String,
-    /// Complete a terminating instance with no live runner after this long (300, 5m; 1 to 7200 s).
+    /// Complete a terminating instance with no live runner after this long (300s, 5m; 1 s to 2 h; a unit is required).
     #[arg(
         long,
         value_name = "DURATION",
         env = "RUNNER_LIFECYCLE_CONTROLLER_GRACE",
-        default_value = "300",
+        default_value = "300s",
         global = true
     )]
     grace: String,
@@ -93,7 +93,7 @@ pub struct ControllerOpts {
         long,
         value_name = "DURATION",
         env = "RUNNER_LIFECYCLE_CONTROLLER_LAUNCH_RETRY_FOR",
-        default_value = "600",
+        default_value = "600s",
         global = true
     )]
     launch_retry_for: String,
@@ -157,12 +157,12 @@ pub struct ControllerOpts {
     /// Idle runners kept beyond demand.
     #[arg(long, value_name = "N", env = "RUNNER_LIFECYCLE_SCALE_IDLE_TARGET", default_value_t = lifecycle_controller::settings::DEFAULT_IDLE_TARGET, global = true)]
     idle_target: u32,
-    /// How long demand must stay below capacity before capacity drops (900, 15m; 1 s to 24 h).
+    /// How long demand must stay below capacity before capacity drops (900s, 15m; 1 s to 24 h).
     #[arg(
         long,
         value_name = "DURATION",
         env = "RUNNER_LIFECYCLE_SCALE_IN_AFTER",
-        default_value = "900",
+        default_value = "900s",
         global = true
     )]
     scale_in_after: String,
@@ -171,7 +171,7 @@ pub struct ControllerOpts {
         long,
         value_name = "DURATION",
         env = "RUNNER_LIFECYCLE_SCALE_APPLY_INTERVAL",
-        default_value = "5",
+        default_value = "5s",
         global = true
     )]
     apply_interval: String,
@@ -180,7 +180,7 @@ pub struct ControllerOpts {
         long,
         value_name = "DURATION",
         env = "RUNNER_LIFECYCLE_SCALE_FRESH_FOR",
-        default_value = "180",
+        default_value = "180s",
         global = true
     )]
     scale_fresh_for: String,
@@ -224,7 +224,7 @@ pub struct ControllerOpts {
         long,
         value_name = "DURATION",
         env = "RUNNER_LIFECYCLE_JIT_OUTSTANDING_FOR",
-        default_value = "900",
+        default_value = "900s",
         global = true
     )]
     jit_outstanding_for: String,
@@ -429,11 +429,7 @@ fn scale_settings(opts: &ControllerOpts, s: &Settings) -> Result<Option<ScaleSet
 
 fn failure(e: &HandlerError) -> ExitCode {
     eprintln!("runner-lifecycle controller: {e} (retryable: {})", e.is_retryable());
-    match e {
-        HandlerError::Event(_) => ExitCode::EventRejected,
-        e if e.is_retryable() => ExitCode::Retryable,
-        _ => ExitCode::Failure,
-    }
+    ExitCode::from(e)
 }
 
 pub fn run(args: &ControllerArgs) -> ExitCode {

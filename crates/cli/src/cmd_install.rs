@@ -39,7 +39,7 @@ pub struct InstallArgs {
     /// The agent's listener mode, set in the unit's environment: `jit` (the default; needs
     /// --jit-url or runner.jit_url in the config file), `persistent` (a runner registered with
     /// `register`) or `one-job`. Unset: the config file's, else `jit`.
-    #[arg(long, value_parser = ["jit", "persistent", "one-job"])]
+    #[arg(long, value_parser = lifecycle_core::ListenerMode::NAMES)]
     runner_mode: Option<String>,
     /// The controller's just-in-time config endpoint (Terraform output `jit_url`), set in the
     /// unit's environment.
@@ -244,8 +244,5 @@ fn remove_fence_rules_first(plan: &Plan) {
 
 fn report(e: &InstallError) -> ExitCode {
     eprintln!("runner-lifecycle install: error: {e}");
-    match e {
-        InstallError::Io { .. } => ExitCode::Failure,
-        _ => ExitCode::Config,
-    }
+    ExitCode::from(e)
 }

@@ -105,25 +105,11 @@ async fn imds_read(imds: &mut Option<ImdsClient>, path: &str) -> Result<String, 
         .ok_or_else(|| format!("IMDS has no {path}"))
 }
 
-fn exit_for(e: &RegisterError) -> ExitCode {
-    match e {
-        RegisterError::RunnerDirMissing(_) | RegisterError::Config(_) => ExitCode::Config,
-        RegisterError::SecretMissing { .. } => ExitCode::SecretMissing,
-        RegisterError::TokenExpired { .. } | RegisterError::TokenRejected { .. } => ExitCode::TokenRejected,
-        RegisterError::ConfigScript { .. } => ExitCode::ConfigScriptFailed,
-        // A token left behind, after a success or a failure: the most urgent thing to fix.
-        RegisterError::SecretNotDeleted { .. } | RegisterError::FailedAndSecretNotDeleted { .. } => {
-            ExitCode::SecretNotDeleted
-        }
-        RegisterError::Identity(_) | RegisterError::SecretRead { .. } => ExitCode::Failure,
-    }
-}
-
 pub fn run(args: &RegisterArgs) -> ExitCode {
     crate::cmd_controller::init_logging(false);
     let fail = |e: RegisterError| {
         eprintln!("runner-lifecycle register: {e}");
-        exit_for(&e)
+        ExitCode::from(&e)
     };
     let store = match args.token_from {
         TokenFrom::Secretsmanager => Store::SecretsManager,

@@ -41,6 +41,58 @@ pub enum ExitCode {
     JitRefused = 26,
 }
 
+// ----- The exit code of each error kind a command ends with: here, not at each command. -----
+
+impl From<&lifecycle_controller::HandlerError> for ExitCode {
+    /// `controller`: a malformed event is rejected for good, a failure a retry may fix is
+    /// retryable, anything else a failure.
+    fn from(e: &lifecycle_controller::HandlerError) -> Self {
+        match e {
+            lifecycle_controller::HandlerError::Event(_) => ExitCode::EventRejected,
+            e if e.is_retryable() => ExitCode::Retryable,
+            _ => ExitCode::Failure,
+        }
+    }
+}
+
+impl From<&lifecycle_install::InstallError> for ExitCode {
+    /// `install`: a write that failed is a failure; everything else is the operator's input.
+    fn from(e: &lifecycle_install::InstallError) -> Self {
+        match e {
+            lifecycle_install::InstallError::Io { .. } => ExitCode::Failure,
+            _ => ExitCode::Config,
+        }
+    }
+}
+
+impl From<&lifecycle_register::RegisterError> for ExitCode {
+    /// `register`: each kind its code.
+    fn from(e: &lifecycle_register::RegisterError) -> Self {
+        use lifecycle_register::RegisterError as E;
+        match e {
+            E::RunnerDirMissing(_) | E::Config(_) => ExitCode::Config,
+            E::SecretMissing { .. } => ExitCode::SecretMissing,
+            E::TokenExpired { .. } | E::TokenRejected { .. } => ExitCode::TokenRejected,
+            E::ConfigScript { .. } => ExitCode::ConfigScriptFailed,
+            // A token left behind, after a success or a failure: the most urgent thing to fix.
+            E::SecretNotDeleted { .. } | E::FailedAndSecretNotDeleted { .. } => ExitCode::SecretNotDeleted,
+            E::Identity(_) | E::SecretRead { .. } => ExitCode::Failure,
+        }
+    }
+}
+
+impl From<&lifecycle_aws::function_url::JitFetchError> for ExitCode {
+    /// `jit-config`: retry later, refused (403, 409, an outstanding config), or misconfigured.
+    fn from(e: &lifecycle_aws::function_url::JitFetchError) -> Self {
+        use lifecycle_aws::function_url::JitFetchError as E;
+        match e {
+            E::Retryable { .. } => ExitCode::Retryable,
+            E::Refused { .. } | E::Outstanding { .. } => ExitCode::JitRefused,
+            E::Config(_) => ExitCode::Config,
+        }
+    }
+}
+
 impl From<ExitCode> for std::process::ExitCode {
     fn from(code: ExitCode) -> Self {
         std::process::ExitCode::from(code as u8)

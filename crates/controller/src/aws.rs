@@ -174,8 +174,7 @@ impl Aws for AwsFleet {
             .filter_map(|h| {
                 Some(TerminationHook {
                     name: h.lifecycle_hook_name()?.to_string(),
-                    // AWS's default when unset is 3600 s (PutLifecycleHook API reference).
-                    heartbeat_timeout_s: u64::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(3600),
+                    heartbeat_timeout_s: lifecycle_core::aws::heartbeat_timeout_s(h.heartbeat_timeout()),
                 })
             })
             .collect();
@@ -230,8 +229,7 @@ impl Aws for AwsFleet {
             .lifecycle_hooks()
             .iter()
             .find(|h| h.lifecycle_hook_name() == Some(hook))
-            // AWS's default when unset is 3600 s (PutLifecycleHook API reference).
-            .map(|h| u64::try_from(h.heartbeat_timeout().unwrap_or(3600)).unwrap_or(3600)))
+            .map(|h| lifecycle_core::aws::heartbeat_timeout_s(h.heartbeat_timeout())))
     }
 
     async fn heartbeat(&self, c: &Completion) -> Result<(), ApiError> {

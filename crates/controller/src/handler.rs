@@ -447,7 +447,7 @@ const MIN_HEARTBEAT_TIMEOUT_S: u64 = 30;
 /// PutLifecycleHook's upper bound for HeartbeatTimeout (API reference).
 const MAX_HEARTBEAT_TIMEOUT_S: u64 = 7200;
 /// PutLifecycleHook's default HeartbeatTimeout (API reference): assumed when it cannot be read.
-pub const DEFAULT_HEARTBEAT_TIMEOUT_S: u64 = 3600;
+pub use lifecycle_core::aws::DEFAULT_HEARTBEAT_TIMEOUT_S;
 /// An action waits at most 100 times its HeartbeatTimeout or 48 hours, whichever is smaller
 /// (`LifecycleHook.GlobalTimeout`, API reference): heartbeats cannot pass it.
 const GLOBAL_TIMEOUT_MAX_S: u64 = 172_800;

@@ -191,11 +191,12 @@ impl JitOutcome {
                 runner_name,
                 runner_id,
                 config,
-            } => json!({
-                "runner_name": runner_name,
-                "runner_id": runner_id,
-                "encoded_jit_config": config.expose(),
-            }),
+            } => serde_json::to_value(lifecycle_aws::function_url::JitGrantBody {
+                runner_name: runner_name.clone(),
+                runner_id: *runner_id,
+                encoded_jit_config: config.expose().to_string(),
+            })
+            .unwrap_or_else(|e| json!({ "error": format!("the grant did not serialize: {e}") })),
             JitOutcome::Released { runner_id, result, .. } => json!({
                 "result": result.name(),
                 "runner_id": runner_id,
@@ -325,14 +326,6 @@ pub fn instance_identity(
         role: role.to_string(),
         instance_id: instance_id.to_string(),
     })
-}
-
-/// Whether a lifecycle state may receive a config: `InService` and the launch states
-/// (`Pending`, `Pending:Wait`, `Pending:Proceed`: a launch hook may wait for the runner to come
-/// up). Everything else (`Terminating*`, `Terminated`, `Detaching`, `Detached`, `EnteringStandby`,
-/// `Standby`, `Warmed:*`, an unknown new state) is refused: never mint for a host on its way out.
-pub fn state_may_mint(state: &str) -> bool {
-    state == "InService" || state == "Pending" || state.starts_with("Pending:")
 }
 
 /// The answer for a failed AWS call: throttling and 5xx are retryable (503 with `Retry-After`),
@@ -587,7 +580,8 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 ),
             );
         }
-        if !state_may_mint(&member.state) {
+        // The one rule of which states may hold a runner (lifecycle_core::AsgState::runner).
+        if !lifecycle_core::lifecycle_state_may_mint(&member.state) {
             return JitOutcome::refuse(
                 409,
                 format!(
@@ -871,6 +865,12 @@ mod tests {
         let body: Value = serde_json::from_str(resp["body"].as_str().unwrap_or_default()).unwrap_or_default();
         assert_eq!(body["encoded_jit_config"], config.expose());
         assert_eq!(body["runner_name"], runner_name.as_str());
+        // The agent's client reads this very answer with the same wire type.
+        let grant =
+            lifecycle_aws::function_url::classify(200, None, resp["body"].as_str().unwrap_or_default().as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&grant.runner_name, runner_name);
+        assert_eq!(grant.encoded_jit_config.expose(), config.expose());
         // A Pending host (launch hook) is served too.
         for state in ["Pending", "Pending:Wait", "Pending:Proceed"] {
             assert_eq!(

@@ -8,27 +8,8 @@ use lifecycle_github::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
-/// `CONTINUE` or `ABANDON` (on a termination hook both terminate; on a launch hook ABANDON
-/// terminates the new instance).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum LifecycleResult {
-    /// Go on.
-    #[serde(rename = "CONTINUE")]
-    Continue,
-    /// Give up on this instance.
-    #[serde(rename = "ABANDON")]
-    Abandon,
-}
-
-impl LifecycleResult {
-    /// The API's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LifecycleResult::Continue => "CONTINUE",
-            LifecycleResult::Abandon => "ABANDON",
-        }
-    }
-}
+/// `CONTINUE` or `ABANDON`: the core's one type.
+pub use lifecycle_core::LifecycleResult;
 
 /// One CompleteLifecycleAction.
 #[derive(Clone, Debug, PartialEq, Eq)]

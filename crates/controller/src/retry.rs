@@ -113,18 +113,11 @@ pub enum Decision {
     Abandon(Why),
 }
 
-/// The wait after failed attempt number `attempt` (1-based): 2 s doubling to at most 30 s,
-/// scaled by `0.5 + 0.5 * jitter` (`jitter` in 0..=1, so a burst of launches spreads out), and
+/// The wait after failed attempt number `attempt` (1-based; `lifecycle_core::Backoff`, the one
+/// rule): 2 s doubling to at most 30 s, scaled by `0.5 + 0.5 * jitter` (`jitter` in 0..=1, so a burst of launches spreads out), and
 /// never shorter than the server's `hint`.
 pub fn backoff(attempt: u32, hint: Option<Duration>, jitter: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(16);
-    let base = FIRST_BACKOFF.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
-    let j = if jitter.is_finite() {
-        jitter.clamp(0.0, 1.0)
-    } else {
-        1.0
-    };
-    let wait = base.mul_f64(0.5 + 0.5 * j);
+    let wait = lifecycle_core::Backoff::new(FIRST_BACKOFF, MAX_BACKOFF).with_unit(attempt, jitter);
     hint.map_or(wait, |h| wait.max(h))
 }
 

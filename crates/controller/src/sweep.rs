@@ -207,7 +207,11 @@ async fn terminating<A: Aws>(
                 error,
             })?;
     // The shortest HeartbeatTimeout: past it, some hook of the instance has been heartbeated.
-    let heartbeat_timeout = hooks.iter().map(|h| h.heartbeat_timeout_s).min().unwrap_or(3600);
+    let heartbeat_timeout = hooks
+        .iter()
+        .map(|h| h.heartbeat_timeout_s)
+        .min()
+        .unwrap_or(lifecycle_core::aws::DEFAULT_HEARTBEAT_TIMEOUT_S);
     for id in waiting {
         let age = since.get(id).map(|t| now - t);
         let runner_alive = runners.map(|rs| {

@@ -13,8 +13,9 @@ pub enum AsgState {
     Launching(String),
     /// `InService`: may run jobs.
     InService,
-    /// `EnteringStandby`, `Standby`: out of the load path by an operator; treated like InService for the
-    /// runner (protection is valid there, AWS SetInstanceProtection docs).
+    /// `EnteringStandby`, `Standby`: taken out of service by an operator to update or troubleshoot the
+    /// instance; no runner may start and no config is minted ([`AsgState::runner`]). Protection is
+    /// still valid there (AWS SetInstanceProtection docs).
     Standby(String),
     /// `Terminating:Wait`: a termination hook holds the instance; it needs heartbeats while a job runs
     /// and one CompleteLifecycleAction when idle.
@@ -51,10 +52,61 @@ impl AsgState {
         matches!(self, AsgState::TerminatingWait | AsgState::TerminatingProceed(_))
     }
 
-    /// Whether a runner may serve jobs in this state.
-    pub fn may_serve(&self) -> bool {
+    /// Whether this state may hold a runner: the one rule the core (start a listener, fetch a JIT
+    /// config), the controller's JIT route (mint) and the simulator all call.
+    ///
+    /// Only `InService` holds one. `Pending`, `Pending:Wait` and `Pending:Proceed` become `InService`
+    /// without anyone acting, so a config may be minted for them ([`RunnerRule::may_mint`]); the core
+    /// still starts its listener only once InService is confirmed. Everything else holds none:
+    /// `Terminating*` and `Detaching`/`Detached` are on their way out, `Warmed:*` is a stopped pool
+    /// host, an unknown new state is treated conservatively, and `EnteringStandby`/`Standby` is out of
+    /// service by AWS's definition: an operator moved the instance there "to update or troubleshoot
+    /// the instance, and then return the instance to service"; Auto Scaling by default decrements the
+    /// desired capacity for it (Amazon EC2 Auto Scaling User Guide, "Temporarily remove instances
+    /// from your Auto Scaling group", as-enter-exit-standby.html). Jobs there would run on capacity
+    /// the group does not count, on a host someone is working on.
+    pub fn runner(&self) -> RunnerRule {
+        match self {
+            AsgState::InService => RunnerRule::Holds,
+            AsgState::Launching(s) if s == "Pending" || s.starts_with("Pending:") => RunnerRule::Soon,
+            _ => RunnerRule::Never,
+        }
+    }
+
+    /// `runner() == RunnerRule::Holds`: a runner may serve jobs in this state now.
+    pub fn may_hold_runner(&self) -> bool {
+        self.runner() == RunnerRule::Holds
+    }
+
+    /// Whether SetInstanceProtection is valid in this state: `InService`, `EnteringStandby`, `Standby`
+    /// (the API's own error text: "not in InService or EnteringStandby or Standby").
+    pub fn protection_valid(&self) -> bool {
         matches!(self, AsgState::InService | AsgState::Standby(_))
     }
+}
+
+/// What [`AsgState::runner`] says about a lifecycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerRule {
+    /// `InService`: may hold a runner now.
+    Holds,
+    /// `Pending*`: will be InService without anyone acting; a config minted now is used then.
+    Soon,
+    /// Every other state, `Standby` included: no runner, no config.
+    Never,
+}
+
+impl RunnerRule {
+    /// Whether a JIT config may be minted for an instance in this state.
+    pub fn may_mint(self) -> bool {
+        self != RunnerRule::Never
+    }
+}
+
+/// [`AsgState::runner`] for a `LifecycleState` string as the Auto Scaling API returns it: whether the
+/// controller may mint a JIT config for an instance in that state.
+pub fn lifecycle_state_may_mint(state: &str) -> bool {
+    AsgState::parse(state).runner().may_mint()
 }
 
 impl fmt::Display for AsgState {
@@ -120,6 +172,17 @@ impl fmt::Display for TargetState {
             TargetState::Warmed(s) | TargetState::Other(s) => f.write_str(s),
         }
     }
+}
+
+/// PutLifecycleHook's default `HeartbeatTimeout` (API reference): what a hook has when none was
+/// set, and what the agent and the controller assume when they cannot read it.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_S: u64 = 3600;
+
+/// A hook's `HeartbeatTimeout` in seconds from the API's optional (signed) field: unset or
+/// negative is [`DEFAULT_HEARTBEAT_TIMEOUT_S`].
+pub fn heartbeat_timeout_s(api: Option<i32>) -> u64 {
+    api.and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT_S)
 }
 
 /// Auto Scaling API failures, sorted by what the core does about them.
@@ -243,13 +306,52 @@ mod tests {
         ] {
             assert!(matches!(AsgState::parse(s), AsgState::Warmed(_)), "{s}");
         }
-        assert!(AsgState::parse("Standby").may_serve());
+        assert!(AsgState::parse("Standby").protection_valid());
         assert!(matches!(AsgState::parse("Detached"), AsgState::Detached(_)));
         assert_eq!(AsgState::parse("Brand:New"), AsgState::Other("Brand:New".into()));
         assert_eq!(
             AsgState::parse("Terminating:Proceed").to_string(),
             "Terminating:Proceed"
         );
+    }
+
+    #[test]
+    fn only_in_service_holds_a_runner_and_standby_gets_no_config() {
+        assert_eq!(AsgState::parse("InService").runner(), RunnerRule::Holds);
+        for s in ["Pending", "Pending:Wait", "Pending:Proceed"] {
+            assert_eq!(AsgState::parse(s).runner(), RunnerRule::Soon, "{s}");
+            assert!(
+                lifecycle_state_may_mint(s) && !AsgState::parse(s).may_hold_runner(),
+                "{s}"
+            );
+        }
+        for s in [
+            "EnteringStandby",
+            "Standby",
+            "Quarantined",
+            "Terminating",
+            "Terminating:Wait",
+            "Terminating:Proceed",
+            "Terminated",
+            "Detaching",
+            "Detached",
+            "Warmed:Pending",
+            "Warmed:Stopped",
+            "Brand:New",
+        ] {
+            assert_eq!(AsgState::parse(s).runner(), RunnerRule::Never, "{s}");
+            assert!(!lifecycle_state_may_mint(s), "{s}");
+        }
+        assert!(lifecycle_state_may_mint("InService"));
+        // Protection stays valid in Standby: a job started before it keeps its protection.
+        assert!(AsgState::parse("EnteringStandby").protection_valid());
+    }
+
+    #[test]
+    fn an_unset_heartbeat_timeout_is_aws_default() {
+        assert_eq!(heartbeat_timeout_s(None), 3600);
+        assert_eq!(heartbeat_timeout_s(Some(-1)), 3600);
+        assert_eq!(heartbeat_timeout_s(Some(300)), 300);
     }
 
     #[test]

@@ -46,6 +46,28 @@ pub enum ListenerMode {
     OneJob,
 }
 
+impl ListenerMode {
+    /// Every mode's one spelling, in the order the docs list them: the agent's `runner.mode`
+    /// choices, `install --runner-mode` and the serde spelling all come from here.
+    pub const NAMES: [&'static str; 3] = ["jit", "persistent", "one-job"];
+
+    /// Its one spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerMode::Jit => Self::NAMES[0],
+            ListenerMode::Persistent => Self::NAMES[1],
+            ListenerMode::OneJob => Self::NAMES[2],
+        }
+    }
+
+    /// The mode spelled `word`; `None` for any other word (never a silent fallback to JIT).
+    pub fn from_name(word: &str) -> Option<ListenerMode> {
+        [ListenerMode::Jit, ListenerMode::Persistent, ListenerMode::OneJob]
+            .into_iter()
+            .find(|m| m.name() == word)
+    }
+}
+
 /// Everything the core needs to decide, fixed for a host's life.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CoreConfig {
@@ -185,6 +207,27 @@ impl Default for CoreConfig {
             hook_grace: default_hook_grace(),
             handover: HandoverConfig::default(),
             one_job_per_instance: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_mode_names_are_one_table_and_unknown_words_are_refused() {
+        for name in ListenerMode::NAMES {
+            let mode = ListenerMode::from_name(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(mode.name(), name);
+            assert_eq!(
+                serde_json::to_string(&mode).ok(),
+                Some(format!("\"{name}\"")),
+                "serde spells it so"
+            );
+        }
+        for word in ["", "JIT", "ephemeral", "one_job"] {
+            assert_eq!(ListenerMode::from_name(word), None, "{word}");
         }
     }
 }

@@ -8,6 +8,7 @@
 //! memory.
 
 use crate::aws::{ApiError, ApiErrorKind, AsgState, TargetState};
+use crate::backoff::Backoff;
 use crate::config::{CoreConfig, ListenerMode};
 use crate::io::{
     Action, ApiReply, Call, CompleteReason, DescribeReason, Detection, DrainCause, FetchReason, HeartbeatReason,
@@ -517,8 +518,8 @@ impl Host {
     /// (SetInstanceProtection API reference), and on a terminating instance it no longer matters:
     /// the hook holds the instance.
     fn protection_applies(&self) -> bool {
-        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
-        serving && !self.not_in_group && self.terminating.is_none()
+        let valid = self.confirmed.as_ref().is_some_and(AsgState::protection_valid);
+        valid && !self.not_in_group && self.terminating.is_none()
     }
 
     /// A summary of the current view.
@@ -1185,11 +1186,7 @@ impl Host {
     /// Capped exponential backoff with "equal jitter": half fixed, half random, so a fleet retrying
     /// after a shared throttle spreads out (AWS Architecture Blog, "Exponential Backoff And Jitter").
     fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
-        let exp = self
-            .cfg
-            .retry_base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-        self.rng.jitter(exp.min(cap), 0.5, 1.0)
+        Backoff::new(self.cfg.retry_base, cap).delay(failures, &mut self.rng)
     }
 
     fn slot(&self, call: Call) -> &CallSlot {
@@ -1315,12 +1312,11 @@ impl Host {
         if self.imds_down() {
             return Some(DescribeReason::ImdsDown);
         }
-        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_serve);
+        let serving = self.confirmed.as_ref().is_some_and(AsgState::may_hold_runner);
         match self.target {
             // IMDS says InService already during Pending:Wait; only the API can tell when it is real.
-            Some(TargetState::InService | TargetState::Standby | TargetState::Other(_)) if !serving => {
-                Some(DescribeReason::AwaitInService)
-            }
+            // A Standby host waits for IMDS to say InService again (AsgState::runner): no polls.
+            Some(TargetState::InService | TargetState::Other(_)) if !serving => Some(DescribeReason::AwaitInService),
             _ => None,
         }
     }
@@ -1342,8 +1338,12 @@ impl Host {
         }
     }
 
+    /// Whether a listener may start or a config be fetched: the one rule of [`AsgState::runner`], with
+    /// IMDS's `Standby` (going to or in standby) ahead of a confirmation that predates it.
     fn may_serve(&self) -> bool {
-        self.drain.is_none() && (self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::may_serve))
+        self.drain.is_none()
+            && self.target != Some(TargetState::Standby)
+            && (self.not_in_group || self.confirmed.as_ref().is_some_and(AsgState::may_hold_runner))
     }
 
     /// Why an idle listener is stopped: the drain's cause.

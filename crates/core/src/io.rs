@@ -112,16 +112,31 @@ pub struct DescribedInstance {
     pub protected: bool,
 }
 
-/// Result of a lifecycle action (`CONTINUE` or `ABANDON`; on a termination hook both terminate).
+/// Result of a lifecycle action, the one type of the agent and the controller (`CONTINUE` or
+/// `ABANDON`; on a termination hook both terminate, on a launch hook ABANDON terminates the new
+/// instance). The core itself only ever completes with `CONTINUE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LifecycleResult {
-    /// `CONTINUE`: let the termination proceed (and any later hooks run).
+    /// `CONTINUE`: let the termination proceed (and any later hooks run); a launch goes on.
     Continue,
+    /// `ABANDON`: give up on this instance (the controller's launch hook, when no runner can be
+    /// registered for it).
+    Abandon,
+}
+
+impl LifecycleResult {
+    /// The API's spelling (`LifecycleActionResult`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleResult::Continue => "CONTINUE",
+            LifecycleResult::Abandon => "ABANDON",
+        }
+    }
 }
 
 impl fmt::Display for LifecycleResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CONTINUE")
+        f.write_str(self.as_str())
     }
 }
 

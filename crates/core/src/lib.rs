@@ -34,7 +34,9 @@ macro_rules! wire_names {
 }
 
 pub mod aws;
+pub mod backoff;
 pub mod config;
+pub mod duration;
 pub mod host;
 pub mod io;
 pub mod rng;
@@ -44,7 +46,8 @@ pub mod step;
 pub mod time;
 pub mod timer;
 
-pub use aws::{ApiError, ApiErrorKind, AsgState, TargetState};
+pub use aws::{lifecycle_state_may_mint, ApiError, ApiErrorKind, AsgState, RunnerRule, TargetState};
+pub use backoff::Backoff;
 pub use config::{CoreConfig, HandoverConfig, HookConfig, ListenerMode};
 pub use host::{HookPhase, Host, ListenerState, Snapshot};
 pub use io::{

@@ -19,6 +19,7 @@
 //! - Once discovery succeeds, [`StartupAction::HandOver`] carries the inputs the core must replay,
 //!   exactly once.
 
+use crate::backoff::Backoff;
 use crate::io::Input;
 use crate::rng::Rng;
 use crate::time::Time;
@@ -33,16 +34,19 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// discovery calls to about two a minute per host under a long throttling episode.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// The jitter: each delay is the nominal one scaled by a uniform factor in `[JITTER_LO, 1)`
-/// ("equal jitter"). Half the delay is kept so retries never hammer the API; the random other half
-/// spreads a fleet that booted together (a scale-out launches many hosts at once, and every Auto
-/// Scaling call of an account draws from one token bucket), so their retries do not land in step.
-pub const JITTER_LO: f64 = 0.5;
+/// ("equal jitter", the one rule of [`crate::backoff`]). Half the delay is kept so retries never
+/// hammer the API; the random other half spreads a fleet that booted together (a scale-out launches
+/// many hosts at once, and every Auto Scaling call of an account draws from one token bucket), so
+/// their retries do not land in step.
+pub use crate::backoff::JITTER_LO;
+
+/// Discovery's backoff: [`BACKOFF_BASE`] doubling to [`BACKOFF_CAP`].
+pub const BACKOFF: Backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
 
 /// The nominal (unjittered) delay before retry number `failures` (1 for the first failure):
 /// `BACKOFF_BASE * 2^(failures-1)`, capped at [`BACKOFF_CAP`]: 2, 4, 8, 16, 30, 30, ... seconds.
 pub fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP)
+    BACKOFF.nominal(failures)
 }
 
 /// What the startup machine needs to know about the host.
@@ -296,7 +300,7 @@ impl Startup {
             return;
         }
         self.failures = self.failures.saturating_add(weight);
-        let delay = self.rng.jitter(backoff(self.failures), JITTER_LO, 1.0);
+        let delay = BACKOFF.delay(self.failures, &mut self.rng);
         self.phase = StartupPhase::Waiting(step, self.now + delay);
         self.actions.push_back(Action::RetryLater {
             step,

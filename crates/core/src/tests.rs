@@ -1409,6 +1409,72 @@ fn jit_in_service() -> (Harness, RequestId) {
     (h, fetch)
 }
 
+/// Standby is out of service (AsgState::runner): a JIT host there asks for no config and starts no
+/// listener, makes no Auto Scaling calls while it waits, and serves again once IMDS says InService.
+#[test]
+fn a_jit_host_in_standby_mints_nothing_and_serves_again_after_it() {
+    let mut h = Harness::new(jit_hooked());
+    h.input(Input::TargetState(TargetState::Standby));
+    h.advance(Duration::from_secs(3600));
+    let acts = h.effects();
+    assert!(
+        acts.is_empty(),
+        "a Standby host makes no calls and starts nothing: {acts:?}"
+    );
+    assert_eq!(h.host.snapshot().next_step.step, Some(Step::AwaitInService));
+    h.input(Input::TargetState(TargetState::InService));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    assert!(
+        h.take().iter().any(|a| fetch_id(a).is_some()),
+        "back in service: a config"
+    );
+}
+
+#[test]
+fn a_serving_jit_host_entering_standby_takes_no_next_job() {
+    let (mut h, fetch) = jit_in_service();
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    h.take();
+    h.input(Input::TargetState(TargetState::Standby));
+    h.input(Input::WorkerStarted { pid: 5 });
+    let acts = h.take();
+    assert!(
+        !acts.iter().any(|a| fetch_id(a).is_some()),
+        "no prefetch in Standby: {acts:?}"
+    );
+    h.advance(Duration::from_secs(120));
+    h.input(Input::WorkerExited { pid: 5 });
+    h.input(Input::ListenerExited { code: Some(0) });
+    h.advance(Duration::from_secs(600));
+    let acts = h.take();
+    assert!(
+        !acts
+            .iter()
+            .any(|a| fetch_id(a).is_some() || matches!(a, Action::StartListener { .. })),
+        "{acts:?}"
+    );
+    h.input(Input::TargetState(TargetState::InService));
+    assert!(
+        h.take().iter().any(|a| fetch_id(a).is_some()),
+        "back in service: a config"
+    );
+}
+
+#[test]
+fn a_host_described_in_standby_starts_no_listener() {
+    let mut h = Harness::new(hooked());
+    h.input(Input::TargetState(TargetState::InService));
+    let id = h.expect_describe();
+    h.reply(id, described("Standby", false));
+    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    h.advance(Duration::from_secs(10));
+    let id = h.expect_describe();
+    h.reply(id, described("InService", false));
+    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+}
+
 #[test]
 fn jit_listener_starts_only_with_a_config() {
     let (mut h, fetch) = jit_in_service();

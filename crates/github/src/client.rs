@@ -19,6 +19,7 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use lifecycle_core::{Backoff, Rng};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -141,27 +142,9 @@ struct CachedToken {
     expires_epoch: i64,
 }
 
-/// Retry jitter: a splitmix64 stream (Steele, Lea and Flood, "Fast splittable pseudorandom number
-/// generators", 2014). Spreading retries needs no better randomness, and this keeps the client free
-/// of the decision core (it used `lifecycle_core::Rng` for this alone).
-#[derive(Debug)]
-struct Jitter(u64);
-
-impl Jitter {
-    /// The next 64 pseudo-random bits (SplitMix64: retry jitter and fresh names, not cryptography).
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The backoff between attempts of one request (5xx, transport failures): 250 ms doubling to at
+/// most 30 s, jittered by the one rule (`lifecycle_core::Backoff`).
+pub const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
 /// A GitHub REST client for one organisation or repository.
 pub struct GitHubClient {
@@ -171,7 +154,7 @@ pub struct GitHubClient {
     auth: Auth,
     opts: Options,
     installation_token: Mutex<Option<CachedToken>>,
-    jitter: Mutex<Jitter>,
+    jitter: Mutex<Rng>,
     requests: AtomicU64,
 }
 
@@ -264,7 +247,7 @@ impl GitHubClient {
             auth,
             opts,
             installation_token: Mutex::new(None),
-            jitter: Mutex::new(Jitter(seed)),
+            jitter: Mutex::new(Rng::new(seed)),
             requests: AtomicU64::new(0),
         })
     }
@@ -683,12 +666,9 @@ impl GitHubClient {
                 return Err(GitHubError::Transient(format!("{method} {path}: {failure}")));
             }
             // Saturating: `max_attempts` is configurable, and 2^32 must not panic.
-            let base = Duration::from_millis(250)
-                .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-                .min(Duration::from_secs(30));
             let delay = {
                 let mut rng = self.jitter.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                base.mul_f64(0.5 + 0.5 * rng.unit())
+                RETRY_BACKOFF.delay(attempt, &mut rng)
             };
             warn!(path = %path, attempt, error = %failure, "GitHub request failed; retrying");
             time::sleep(delay).await;
@@ -758,13 +738,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jitter_stays_in_the_unit_interval_and_varies() {
-        let mut j = Jitter(42);
-        let draws: Vec<f64> = (0..1000).map(|_| j.unit()).collect();
-        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
-        let mean = draws.iter().sum::<f64>() / 1000.0;
-        assert!((0.45..0.55).contains(&mean), "{mean}");
-        assert_ne!(Jitter(1).unit(), Jitter(2).unit());
+    fn retries_back_off_from_250_ms_to_30_s() {
+        let ms = |n| RETRY_BACKOFF.nominal(n).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(8), ms(u32::MAX)],
+            [250, 500, 1000, 30_000, 30_000]
+        );
+        let mut rng = Rng::new(42);
+        let d = RETRY_BACKOFF.delay(2, &mut rng);
+        assert!(
+            d >= Duration::from_millis(250) && d < Duration::from_millis(500),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -45,13 +45,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 /// `Retry-After` as delay-seconds (RFC 9110, section 10.2.3; GitHub sends no HTTP-date), clamped
 /// to [`MAX_WAIT`]. Anything else (a date, a sign, junk, a number past `u64`) is no hint.
 pub fn retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // All digits: only an overflow of u64 fails, and that is longer than MAX_WAIT anyway.
-    let secs = v.parse::<u64>().unwrap_or(u64::MAX);
-    Some(Duration::from_secs(secs).min(MAX_WAIT))
+    lifecycle_core::backoff::parse_retry_after(value, MAX_WAIT)
 }
 
 /// The wait until `x-ratelimit-reset` (epoch seconds) at `now_epoch`, plus one second (the reset

@@ -8,6 +8,7 @@
 //! baking an image), so the whole install can be checked without touching the machine.
 
 pub mod containers;
+pub mod env;
 pub mod fence;
 pub mod ptrace;
 pub mod unit;
@@ -690,7 +691,7 @@ fn runner_tree(
             owner: chown.then_some(runner),
         });
     }
-    if o.runner_mode.as_deref() == Some("persistent") {
+    if o.runner_mode.as_deref() == Some(lifecycle_core::ListenerMode::Persistent.name()) {
         for name in REGISTRATION {
             items.push(Item::Perm {
                 path: runner_rel.join(name),

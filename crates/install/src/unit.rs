@@ -118,31 +118,31 @@ pub fn render(o: &UnitOptions) -> String {
         "No User=: the agent runs as root, so the job (which runs as the runner's user) can neither\n\
          signal it, nor replace its socket, nor read its memory or environment. It starts the listener\n\
          as this user, with a clean environment; the runner refuses to run as root.",
-        format!("Environment=RUNNER_LIFECYCLE_RUNNER_USER={}", o.user),
+        format!("Environment={}={}", crate::env::RUNNER_USER, o.user),
     );
     if let Some(mode) = &o.runner_mode {
         line(
             "How the listener runs (docs/agent.md, \"Listener modes\"): given to `install --runner-mode`.",
-            format!("Environment=RUNNER_LIFECYCLE_RUNNER_MODE={mode}"),
+            format!("Environment={}={mode}", crate::env::RUNNER_MODE),
         );
     }
     if let Some(url) = &o.jit_url {
         line(
             "The controller's just-in-time config endpoint (an AWS_IAM function URL; not a secret: only\n\
              this instance's role can get a config from it): given to `install --jit-url`.",
-            format!("Environment=RUNNER_LIFECYCLE_RUNNER_JIT_URL={url}"),
+            format!("Environment={}={url}", crate::env::RUNNER_JIT_URL),
         );
     }
     if o.containers != crate::containers::Containers::None {
         line(
             "How jobs get a container engine (docs/operations.md, \"Container jobs\"): `install --containers`.",
-            format!("Environment=RUNNER_LIFECYCLE_CONTAINERS_MODE={}", o.containers.word()),
+            format!("Environment={}={}", crate::env::CONTAINERS_MODE, o.containers.word()),
         );
     }
     if o.one_job_per_instance {
         line(
             "One instance per job: after its job the host leaves its group (`install --one-job-per-instance`).",
-            "Environment=RUNNER_LIFECYCLE_RUNNER_ONE_JOB_PER_INSTANCE=true".into(),
+            format!("Environment={}=true", crate::env::RUNNER_ONE_JOB_PER_INSTANCE),
         );
     }
     line("", format!("WorkingDirectory={}", o.runner_dir));

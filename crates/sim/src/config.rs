@@ -477,6 +477,8 @@ pub mod timing {
     // limits; world/controller.rs `delete_registration`).
     /// See `GITHUB_ATTEMPTS`.
     pub const GITHUB_RETRY_BASE: Duration = Duration::from_millis(250);
+    /// The cap of that backoff (lifecycle-github's `RETRY_BACKOFF`; never reached in `GITHUB_ATTEMPTS`).
+    pub const GITHUB_RETRY_CAP: Duration = Duration::from_secs(30);
     /// The longest the controller's GitHub client sleeps on rate limits within one request; beyond
     /// it the request fails as rate-limited and the agent is answered "throttled"
     /// (lifecycle-github `Options::max_rate_limit_wait`).

@@ -1,8 +1,8 @@
 //! The controller's JIT mint as an agent reaches it: the Lambda function URL (SigV4, AWS_IAM auth),
-//! DescribeAutoScalingInstances of the calling instance (refused unless InService), then GitHub's
-//! `POST .../actions/runners/generate-jitconfig`, which creates an ephemeral registration. Also the
-//! world's book of those registrations: held by a host, used by a listener that took a job, or
-//! unused (minted, never used).
+//! DescribeAutoScalingInstances of the calling instance (refused unless InService or Pending*, the
+//! core's rule), then GitHub's `POST .../actions/runners/generate-jitconfig`, which creates an
+//! ephemeral registration. Also the world's book of those registrations: held by a host, used by a
+//! listener that took a job, or unused (minted, never used).
 
 use super::*;
 
@@ -48,20 +48,21 @@ impl World {
             ));
         }
         match self.instances[inst as usize].asg {
-            AsgPhase::InService => {}
             AsgPhase::Gone => {
                 return Err(ApiError::new(
                     ApiErrorKind::InstanceNotFound,
                     format!("controller: i-{inst} is in no Auto Scaling group"),
                 ))
             }
-            // A config minted for a host that may not serve would be a registration no listener uses.
-            phase => {
+            // The controller's rule (lifecycle_core::AsgState::runner): a config minted for a host that
+            // may not serve would be a registration no listener uses.
+            phase if !lifecycle_core::lifecycle_state_may_mint(phase_name(phase)) => {
                 return Err(ApiError::new(
                     ApiErrorKind::NotInService,
                     format!("controller: i-{inst} is {}, not InService", phase_name(phase)),
                 ))
             }
+            _ => {}
         }
         self.github_request(took, "generate-jitconfig").map(|()| ApiReply::Done)
     }
@@ -110,8 +111,8 @@ impl World {
                         format!("controller: GitHub {what}: HTTP 502 after its retries"),
                     ));
                 }
-                let base = timing::GITHUB_RETRY_BASE.saturating_mul(1 << (attempts - 1));
-                *took += base.mul_f64(0.5 + 0.5 * self.streams.github.unit());
+                *took += lifecycle_core::Backoff::new(timing::GITHUB_RETRY_BASE, timing::GITHUB_RETRY_CAP)
+                    .delay(attempts, &mut self.streams.github);
                 continue;
             }
             return Ok(());
