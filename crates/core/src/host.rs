@@ -129,6 +129,13 @@ enum StopGate {
     Stop,
 }
 
+/// A stop of an idle listener waiting for the driver's last look ([`Action::ConfirmIdle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PendingStop {
+    pid: u32,
+    reason: StopReason,
+}
+
 /// A `job-started` hook report that no `Runner.Worker` has backed yet, and what it changed, so that
 /// dropping it leaves the core as if it had never come.
 #[derive(Clone, Copy, Debug)]
@@ -240,6 +247,10 @@ pub struct Host {
     jit: CallSlot,
     /// The current listener's handover guard.
     handover: Handover,
+    /// The stop of the idle listener waits for the driver's last look.
+    confirming: Option<PendingStop>,
+    /// The batch being applied carries a sign of a job (a worker start or a job message).
+    job_sign_in_batch: bool,
     release: CallSlot,
     /// One instance per job: TerminateInstanceInAutoScalingGroup, and whether the group accepted it.
     leave: CallSlot,
@@ -301,6 +312,8 @@ impl Host {
             jit_held: false,
             jit: CallSlot::default(),
             handover: Handover::default(),
+            confirming: None,
+            job_sign_in_batch: false,
             release: CallSlot::default(),
             leave: CallSlot::default(),
             left_group: false,
@@ -372,6 +385,7 @@ impl Host {
     /// scan would be signalled, and B cancelled.
     pub fn handle_inputs(&mut self, inputs: impl IntoIterator<Item = Input>, now: Time) {
         self.advance(now);
+        self.job_sign_in_batch = false;
         for input in inputs {
             self.apply(input);
         }
@@ -400,6 +414,7 @@ impl Host {
                     self.job_lost(JobLoss::StopWindow);
                 }
                 self.workers.insert(pid);
+                self.job_sign_in_batch = true;
                 self.listener_ran_job = true;
                 // The message it carried out is landed: the latch has done its work.
                 self.handover.message_at = None;
@@ -415,12 +430,11 @@ impl Host {
                     self.hook_job_open = false;
                 }
             }
-            Input::StopNotSent { pid } => {
-                if matches!(self.listener, ListenerState::Stopping { pid: p, forced: false, .. } if p == pid) {
-                    self.listener = ListenerState::Running { pid, since: self.now };
-                }
+            Input::ListenerLooked { pid } => self.on_listener_looked(pid),
+            Input::JobMessageReceived => {
+                self.job_sign_in_batch = true;
+                self.on_job_message();
             }
-            Input::JobMessageReceived => self.on_job_message(),
             Input::JobStartedHook => self.on_job_started_hook(),
             Input::JobCompletedHook => {
                 self.hook_job_open = false;
@@ -685,7 +699,8 @@ impl Host {
                     then,
                     heartbeat: match self.progress(Call::Heartbeat) {
                         Some(p) => Some(HeartbeatWhen::Call(p)),
-                        None => self.next_heartbeat.map(HeartbeatWhen::At),
+                        // The heartbeat timer itself: armed only while the hook waits on a job.
+                        None => self.timer(Timer::Heartbeat).map(HeartbeatWhen::At),
                     },
                     force_at: self.force_at.filter(|_| !self.forced),
                 },
@@ -717,14 +732,17 @@ impl Host {
             return Step::CompleteHook(self.progress(Call::Complete));
         }
         if self.stop_requested {
-            return match self.progress(Call::SetProtection) {
-                Some(p) => Step::UnprotectBeforeExit(p),
-                None => Step::Exiting,
+            return if !self.forced && self.exit_waits_for_unprotect() {
+                Step::UnprotectBeforeExit(self.progress(Call::SetProtection))
+            } else {
+                Step::Exiting
             };
         }
         if cause == DrainCause::JobDone && !self.left_group && self.terminating.is_none() {
             return if self.not_in_group {
                 Step::Exiting
+            } else if self.leave_waits_for_unprotect() {
+                Step::UnprotectBeforeLeave(self.progress(Call::SetProtection))
             } else {
                 Step::LeaveGroup(self.progress(Call::LeaveGroup))
             };
@@ -830,6 +848,7 @@ impl Host {
     }
 
     fn on_listener_started(&mut self, pid: u32) {
+        self.confirming = None;
         match self.listener {
             // Found running while we want it stopped: keep the stop going, with a fresh grace.
             ListenerState::Stopping { forced, .. } => {
@@ -849,6 +868,7 @@ impl Host {
 
     fn on_listener_exited(&mut self, code: Option<i32>) {
         let was = std::mem::replace(&mut self.listener, ListenerState::Down { relaunch_at: None });
+        self.confirming = None;
         // A one-job or JIT listener exits 0 only once its job has completed (Runner.cs: the one-job
         // loop returns Success after the job's completion): its worker's exit may simply not have
         // been seen yet (the next /proc scan is up to `runner.worker_poll` away). Not a loss.
@@ -1122,14 +1142,7 @@ impl Host {
             Ok(_) => {
                 self.heartbeat.failures = 0;
                 self.last_heartbeat = Some(self.now);
-                let interval = self
-                    .cfg
-                    .hook
-                    .as_ref()
-                    .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
-                // Jitter spreads a fleet's heartbeats so a mass scale-in does not hit the shared API
-                // token bucket in lockstep.
-                self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
+                self.schedule_heartbeat();
             }
             Err(e) if e.kind == ApiErrorKind::NoActiveLifecycleAction => {
                 self.hook = HookPhase::Done;
@@ -1152,6 +1165,18 @@ impl Host {
             }
             Err(e) => self.retry_later(Call::Complete, e),
         }
+    }
+
+    /// The one heartbeat schedule: the next beat one interval (jittered down to 80 %) from now.
+    /// Jitter spreads a fleet's heartbeats so a mass scale-in does not hit the shared API token
+    /// bucket in lockstep.
+    fn schedule_heartbeat(&mut self) {
+        let interval = self
+            .cfg
+            .hook
+            .as_ref()
+            .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
+        self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
     }
 
     fn retry_later(&mut self, call: Call, error: ApiError) {
@@ -1266,7 +1291,7 @@ impl Host {
             // A one-job registration that took a message and never ran it is a ghost: it will never
             // be assigned again. Replace it (SIGINT is safe: it runs nothing).
             self.handover.replacing_ghost = true;
-            self.signal_stop(pid, false, StopReason::Ghost);
+            self.confirm_idle(pid, StopReason::Ghost);
         }
     }
 
@@ -1379,7 +1404,9 @@ impl Host {
                 // The one rule everything else serves: SIGINT to a listener with a live worker cancels
                 // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
                 // listener is signalled, unless the stop is forced.
-                if !self.job_alive {
+                if self.confirming.is_some() {
+                    // The driver's last look is under way: its answer decides.
+                } else if !self.job_alive {
                     match self.idle_stop_gate() {
                         Some(StopGate::Stop) | None => {
                             // GitHub said a job is landing, and none came within the bound.
@@ -1388,7 +1415,7 @@ impl Host {
                                     cause: JobLoss::HandoverTimeout,
                                 });
                             }
-                            self.signal_stop(pid, false, Self::stop_reason(cause));
+                            self.confirm_idle(pid, Self::stop_reason(cause));
                         }
                         Some(StopGate::Release) => self.ask_release(),
                         Some(StopGate::Hold { reason, until }) => self.note_hold(reason, until),
@@ -1523,6 +1550,42 @@ impl Host {
         self.push(Action::FetchJitConfig { id, reason });
     }
 
+    /// Stop an idle listener: first the driver's last look ([`Action::ConfirmIdle`]); its answer
+    /// ([`Input::ListenerLooked`]) sends the stop or takes it back.
+    fn confirm_idle(&mut self, pid: u32, reason: StopReason) {
+        if self.confirming.is_none() {
+            self.confirming = Some(PendingStop { pid, reason });
+            self.push(Action::ConfirmIdle { pid, reason });
+        }
+    }
+
+    /// The driver's last look is done. A worker or a job message in the same batch means a job was
+    /// assigned in that instant: the stop is not sent (the listener counts as seen running from
+    /// now) and the core decides again with the job known. Otherwise the stop goes out, before
+    /// anything else queued: it is the second half of the action being carried out.
+    fn on_listener_looked(&mut self, pid: u32) {
+        let Some(stop) = self.confirming.filter(|s| s.pid == pid) else {
+            return; // stale: another listener, or no stop waits
+        };
+        self.confirming = None;
+        if !matches!(self.listener, ListenerState::Running { pid: p, .. } if p == pid) {
+            return;
+        }
+        if self.job_sign_in_batch {
+            self.listener = ListenerState::Running { pid, since: self.now };
+            return;
+        }
+        self.listener = ListenerState::Stopping {
+            pid,
+            kill_at: Some(self.now + self.cfg.stop_grace),
+            forced: false,
+        };
+        self.actions.push_front(Action::StopListener {
+            reason: stop.reason,
+            cancels_job: false,
+        });
+    }
+
     fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: StopReason) {
         self.listener = ListenerState::Stopping {
             pid,
@@ -1575,12 +1638,7 @@ impl Host {
             if self.next_heartbeat.is_none() {
                 // The hook's timer started when the instance entered Terminating:Wait, at most the IMDS
                 // lag before we confirmed it; the first beat at one interval leaves two more chances.
-                let interval = self
-                    .cfg
-                    .hook
-                    .as_ref()
-                    .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
-                self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
+                self.schedule_heartbeat();
             }
             if self.next_heartbeat.is_some_and(|t| t <= self.now) && self.heartbeat.ready(self.now) {
                 self.heartbeat.not_before = None;
@@ -1626,15 +1684,32 @@ impl Host {
         {
             return;
         }
-        let unprotecting = self.protection.inflight.is_some()
-            || (self.protected == Some(true) && self.protection_applies() && self.protection.failures < 3);
-        if unprotecting || !self.leave.ready(self.now) {
+        if self.leave_waits_for_unprotect() || !self.leave.ready(self.now) {
             return;
         }
         self.leave.not_before = None;
         let id = self.request(Call::LeaveGroup);
         self.leave.inflight = Some(id);
         self.push(Action::LeaveGroup { id });
+    }
+
+    /// Whether leaving the group (one instance per job) waits for protection to be cleared first:
+    /// the one statement of that rule, for `decide_leave` and the plan. Three failed attempts are
+    /// enough.
+    fn leave_waits_for_unprotect(&self) -> bool {
+        self.protection.inflight.is_some()
+            || (self.protected == Some(true) && self.protection_applies() && self.protection.failures < 3)
+    }
+
+    /// Whether the exit after a stop request waits for protection to be cleared first: the one
+    /// statement of that rule, for `decide_exit` and the plan. Three failed attempts at clearing it
+    /// are enough: exiting beats hanging on broken IAM.
+    fn exit_waits_for_unprotect(&self) -> bool {
+        self.protection.inflight.is_some()
+            || (self.protected == Some(true)
+                && self.terminating.is_none()
+                && !self.not_in_group
+                && self.protection.failures < 3)
     }
 
     fn decide_exit(&mut self) {
@@ -1646,13 +1721,7 @@ impl Host {
         // Finish what termination needs first (confirm, then complete), and leave an idle InService
         // host unprotected so the group can scale it in; a forced stop skips all of that.
         let hook_work_left = matches!(self.hook, HookPhase::Pending { .. }) || self.describe_reason().is_some();
-        // Three failed attempts at clearing protection are enough: exiting beats hanging on broken IAM.
-        let protection_work_left = self.protection.inflight.is_some()
-            || (self.protected == Some(true)
-                && self.terminating.is_none()
-                && !self.not_in_group
-                && self.protection.failures < 3);
-        if !self.forced && (hook_work_left || protection_work_left) {
+        if !self.forced && (hook_work_left || self.exit_waits_for_unprotect()) {
             return;
         }
         self.exited = true;

@@ -123,7 +123,6 @@ pub enum Step {
         /// When the stop is forced (`drain.stop_deadline`), if it will be.
         force_at: Option<Time>,
     },
-    /// Draining: SIGINT to the idle listener.
     /// Draining, idle: the stop of the listener is held because a job may be landing on it
     /// (`reason`), until `until` at the latest.
     HoldStop {
@@ -135,6 +134,7 @@ pub enum Step {
         /// What follows the stop.
         then: AfterStop,
     },
+    /// Draining: confirm the listener is idle (the driver's last look), then SIGINT to it.
     StopIdleListener {
         /// What follows.
         then: AfterStop,
@@ -153,8 +153,12 @@ pub enum Step {
     },
     /// Drained: complete the lifecycle hook.
     CompleteHook(Option<CallProgress>),
-    /// Drained after a stop request: clear protection, then exit.
-    UnprotectBeforeExit(CallProgress),
+    /// Drained after a stop request: clear protection, then exit (`None`: the call is not under
+    /// way; it goes out once protection may be changed).
+    UnprotectBeforeExit(Option<CallProgress>),
+    /// One instance per job, drained after its job: clear protection, then leave the group
+    /// (`None`: the call is not under way; it goes out once protection may be changed).
+    UnprotectBeforeLeave(Option<CallProgress>),
     /// Drained after a stop request: exit.
     Exiting,
     /// One instance per job, drained after its job: leave the group (TerminateInstanceInAutoScalingGroup,
