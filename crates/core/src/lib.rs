@@ -62,4 +62,6 @@ pub use time::Time;
 pub use timer::Timer;
 
 #[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
 mod tests;
