@@ -203,16 +203,16 @@ impl Toy {
                 1 => Input::JobCompletedHook,
                 _ => Input::JobMessageReceived,
             },
-            9 | 10 => match self.rng.below(7) {
-                0 => Input::TargetState(TargetState::InService),
-                1 => Input::TargetState(TargetState::Terminated),
-                2 => Input::TargetState(TargetState::NotInGroup),
-                3 => Input::ImdsUnavailable,
-                4 => Input::SpotInterruption,
-                5 => Input::RebalanceRecommendation,
+            // Mostly serving: a drain ends a run's interesting part, so its causes are rare.
+            9 | 10 => match self.rng.below(60) {
+                0 => Input::TargetState(TargetState::Terminated),
+                1 => Input::SpotInterruption,
+                2 => Input::RebalanceRecommendation,
+                3..=5 => Input::TargetState(TargetState::NotInGroup),
+                6..=9 => Input::ImdsUnavailable,
                 _ => Input::TargetState(TargetState::InService),
             },
-            11 if self.rng.chance(0.2) => Input::StopRequested,
+            11 if self.rng.chance(0.03) => Input::StopRequested,
             _ => return,
         };
         self.now = self.now + Duration::from_millis(self.rng.below(3_000));
@@ -291,6 +291,68 @@ impl Toy {
             ) => retry(p, &mut due),
             Some(Step::IdleProtectionCall(p)) => retry(Some(p), &mut due),
             _ => {}
+        }
+        // The plan itself, area by area: nothing due now is left, every time has its timer.
+        let full = self.host.plan();
+        let mut late = |what: &str| {
+            if problem.is_none() {
+                problem = Some(format!("{what} is due now, yet the pass left it: {full:?}"));
+            }
+        };
+        if let Some(FetchStep { progress, .. }) = full.fetch {
+            match progress {
+                None => late("a config fetch"),
+                Some(p) => retry(Some(p), &mut due),
+            }
+        }
+        match full.listener {
+            Some(ListenerStep::Start { at, .. }) if at <= now => late("the listener's start"),
+            Some(ListenerStep::Start { at, .. } | ListenerStep::Kill { at, .. }) => due.push(at),
+            Some(ListenerStep::ConfirmThenStop { .. } | ListenerStep::Confirming) => late("the stop"),
+            Some(ListenerStep::Release(None)) => late("the release"),
+            Some(ListenerStep::ForceStop { .. }) => late("the forced stop"),
+            Some(ListenerStep::Hold { until: Some(u), .. }) => due.push(u),
+            _ => {}
+        }
+        if let Some(p) = full.protection {
+            match p.progress {
+                None if p.at <= now => late("a protection change"),
+                None => due.push(p.at),
+                Some(c) => retry(Some(c), &mut due),
+            }
+        }
+        match full.hook {
+            Some(HookStep::Heartbeat { warn_global: true, .. }) => late("the global-timeout warning"),
+            Some(HookStep::Heartbeat { at: None, .. }) => late("scheduling the heartbeat"),
+            Some(HookStep::Heartbeat {
+                at: Some(t),
+                progress: None,
+                ..
+            }) if t <= now => late("a heartbeat"),
+            Some(HookStep::Heartbeat {
+                at: Some(t),
+                progress: None,
+                ..
+            }) => due.push(t),
+            Some(HookStep::Complete {
+                listener_down: true,
+                progress: None,
+            }) => late("completing the hook"),
+            Some(HookStep::Heartbeat { progress, .. } | HookStep::Complete { progress, .. }) => {
+                retry(progress, &mut due)
+            }
+            None => {}
+        }
+        match full.leave {
+            Some(LeaveStep {
+                unprotect_first: false,
+                progress: None,
+            }) => late("leaving the group"),
+            Some(LeaveStep { progress, .. }) => retry(progress, &mut due),
+            None => {}
+        }
+        if full.exit == Some(None) {
+            late("the exit");
         }
         if let Some(p) = problem {
             self.fail(p);
