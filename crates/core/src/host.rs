@@ -495,14 +495,18 @@ impl Host {
                 ListenerState::Stopping { kill_at, .. } => kill_at,
                 _ => None,
             },
-            Timer::Unprotect => self.unprotect_at(),
-            Timer::Heartbeat => self.heartbeat_pending().and(self.next_heartbeat),
+            // The planned steps' own times.
+            Timer::Unprotect => self.protection_step().filter(|p| !p.protect).map(|p| p.at),
+            Timer::Heartbeat => match self.hook_step() {
+                Some(HookStep::Heartbeat { at, .. }) => at,
+                _ => None,
+            },
             Timer::GlobalTimeoutWarning => self
                 .heartbeat_pending()
                 .map(|global_deadline| global_deadline - self.cfg.global_timeout_warning),
             Timer::HookClaimExpiry => self.hook_claim.map(|c| c.drop_at),
-            Timer::HandoverHold => match self.idle_stop_gate() {
-                Some(StopGate::Hold { until, .. }) => until,
+            Timer::HandoverHold => match self.listener_step() {
+                Some(ListenerStep::Hold { until, .. }) => until,
                 _ => self.handover.message_at.map(|t| t + self.cfg.handover.bound),
             },
         }
