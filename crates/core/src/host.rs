@@ -1475,7 +1475,7 @@ impl Host {
                 self.notify(Notice::ForcingStopWithJob);
                 // A job in the stop window is already lost (and counted): the force changes nothing.
                 self.job_lost(JobLoss::ForcedStop);
-                self.signal_stop(pid, true, StopReason::Forced);
+                self.force_stop(pid);
             }
             Some(ListenerStep::Kill { at, extend }) if at <= now => {
                 let ListenerState::Stopping { pid, forced, .. } = self.listener else {
@@ -1637,13 +1637,18 @@ impl Host {
         });
     }
 
-    fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: StopReason) {
+    /// SIGINT now although a job runs (a second stop request or the stop deadline): the job is
+    /// cancelled. The only stop that skips the last look.
+    fn force_stop(&mut self, pid: u32) {
         self.listener = ListenerState::Stopping {
             pid,
             kill_at: Some(self.now + self.cfg.stop_grace),
-            forced: cancels_job,
+            forced: true,
         };
-        self.push(Action::StopListener { reason, cancels_job });
+        self.push(Action::StopListener {
+            reason: StopReason::Forced,
+            cancels_job: true,
+        });
     }
 
     /// The change of scale-in protection the plan wants: set while a job runs, cleared at

@@ -2196,3 +2196,34 @@ fn one_instance_per_job_lets_a_stop_request_win_over_the_leave() {
         "{acts:?}"
     );
 }
+
+/// The stop of an idle listener is the second half of the last look: once the driver reports a
+/// quiet look, the stop comes out next, before anything the pass queued after the look, exactly
+/// when a driver that signalled at once would have sent it.
+#[test]
+fn the_stop_after_a_quiet_last_look_comes_out_before_anything_queued() {
+    let mut h = Harness::serving(hooked());
+    h.host.handle_input(Input::TargetState(TargetState::Terminated), h.now);
+    let mut look = None;
+    while let Some(a) = h.host.poll_action() {
+        match a {
+            Action::ConfirmIdle { pid, reason } => {
+                assert_eq!(reason, StopReason::TerminatingIdle);
+                look = Some(pid);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let pid = look.expect("a last look before the stop");
+    h.host.handle_input(Input::ListenerLooked { pid }, h.now);
+    let next = h.host.poll_action();
+    assert!(
+        matches!(next, Some(Action::StopListener { cancels_job: false, .. })),
+        "{next:?}"
+    );
+    assert!(matches!(
+        h.host.listener(),
+        ListenerState::Stopping { forced: false, .. }
+    ));
+}
