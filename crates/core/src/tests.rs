@@ -2206,13 +2206,10 @@ fn the_stop_after_a_quiet_last_look_comes_out_before_anything_queued() {
     h.host.handle_input(Input::TargetState(TargetState::Terminated), h.now);
     let mut look = None;
     while let Some(a) = h.host.poll_action() {
-        match a {
-            Action::ConfirmIdle { pid, reason } => {
-                assert_eq!(reason, StopReason::TerminatingIdle);
-                look = Some(pid);
-                break;
-            }
-            _ => {}
+        if let Action::ConfirmIdle { pid, reason } = a {
+            assert_eq!(reason, StopReason::TerminatingIdle);
+            look = Some(pid);
+            break;
         }
     }
     let pid = look.expect("a last look before the stop");
