@@ -119,13 +119,14 @@ impl Signals {
 }
 
 /// The agent before its core runs: it carries out what the [`Startup`] machine asks for and answers
-/// signals, hooks and the watchdog meanwhile. It decides nothing itself.
+/// signals, hooks and the watchdog meanwhile. It decides nothing itself, and keeps no queue of its
+/// own: the machine's is the one queue.
 struct Starting<'a> {
     signals: &'a mut Signals,
     hook_rx: &'a mut mpsc::Receiver<Incoming>,
     startup: Startup,
-    /// Actions the machine emitted while a hook or signal was being answered, not yet carried out.
-    pending: VecDeque<StartupAction>,
+    /// The hook being answered, until the machine says what to answer.
+    reply: Option<tokio::sync::oneshot::Sender<Result<String, String>>>,
     notifier: &'a Notifier,
     watchdog: Option<tokio::time::Interval>,
     clock: Clock,
@@ -133,43 +134,69 @@ struct Starting<'a> {
 }
 
 impl Starting<'_> {
-    /// The next thing the startup machine asks for, if any.
-    fn next_action(&mut self) -> Option<StartupAction> {
-        self.pending.pop_front().or_else(|| self.startup.poll_action())
+    /// Feed the machine, then carry out what it asks for at once (answers, exits, log lines); a
+    /// call it asks for stays queued in the machine for [`Starting::run`]. `Err` when it exits.
+    fn feed(&mut self, input: StartupInput) -> Result<(), Outcome> {
+        self.startup.handle_input(input, self.clock.now());
+        while self.startup.peek_action().is_some_and(|a| {
+            matches!(
+                a,
+                StartupAction::AnswerHookNoted { .. } | StartupAction::Exit(_) | StartupAction::RetryLater { .. }
+            )
+        }) {
+            if let Some(action) = self.startup.poll_action() {
+                self.carry_out_now(action)?;
+            }
+        }
+        // A hook the machine did not answer (it always does) is not left hanging.
+        if let Some(r) = self.reply.take() {
+            let _ = r.send(Err("the agent is starting (instance not discovered yet)".to_string()));
+        }
+        Ok(())
     }
 
-    /// Feed the machine; answer a hook or end the agent as it says. `Err` when it exits.
-    fn feed(
-        &mut self,
-        input: StartupInput,
-        reply: Option<tokio::sync::oneshot::Sender<Result<String, String>>>,
-    ) -> Result<(), Outcome> {
-        self.startup.handle_input(input, self.clock.now());
-        let mut reply = reply;
-        while let Some(action) = self.startup.poll_action() {
-            match action {
-                StartupAction::AnswerHookNoted { .. } => {
-                    // Noted for the core, but answered as an error: until discovery is done the
-                    // agent cannot protect the instance, so the hook makes its direct call.
-                    if let Some(r) = reply.take() {
-                        let _ = r.send(Err(
-                            "the agent is starting (instance not discovered yet); job noted".to_string()
-                        ));
-                    }
+    /// The startup machine asked for something out of its order (it never does): end the agent.
+    fn out_of_order(what: &str) -> Outcome {
+        error!(what, "the startup machine asked for a step out of order; exiting");
+        Outcome::Stopped { forced: true }
+    }
+
+    /// Carry out an action that takes no time. `Err` when the agent exits.
+    fn carry_out_now(&mut self, action: StartupAction) -> Result<(), Outcome> {
+        match action {
+            StartupAction::AnswerHookNoted { .. } => {
+                // Noted for the core, but answered as an error: until discovery is done the agent
+                // cannot protect the instance, so the hook makes its direct call.
+                if let Some(r) = self.reply.take() {
+                    let _ = r.send(Err(
+                        "the agent is starting (instance not discovered yet); job noted".to_string()
+                    ));
                 }
-                StartupAction::Exit(exit) => {
-                    match exit {
-                        StartupExit::StopNoListener => {
-                            info!("stop requested before discovery finished and no listener runs: exiting");
-                        }
-                        StartupExit::SecondStop => {
-                            warn!("second stop request during discovery: exiting; the adopted listener keeps running unsupervised");
-                        }
-                    }
-                    return Err(Outcome::Stopped { forced: exit.forced() });
-                }
-                other => self.pending.push_back(other),
             }
+            StartupAction::Exit(exit) => {
+                match exit {
+                    StartupExit::StopNoListener => {
+                        info!("stop requested before discovery finished and no listener runs: exiting");
+                    }
+                    StartupExit::SecondStop => {
+                        warn!("second stop request during discovery: exiting; the adopted listener keeps running unsupervised");
+                    }
+                }
+                return Err(Outcome::Stopped { forced: exit.forced() });
+            }
+            StartupAction::RetryLater {
+                step,
+                attempt,
+                delay,
+                error,
+            } => {
+                let retry_in_s = delay.as_secs_f64();
+                warn!(error = %error, step = %step, attempt, retry_in_s, "discovery failed; retrying");
+                self.notifier
+                    .status(&format!("discovery failed ({error}); retrying in {retry_in_s:.1}s"));
+            }
+            // Calls and the hand-over are carried out by `run`.
+            StartupAction::ReadIdentity | StartupAction::Discover | StartupAction::HandOver { .. } => {}
         }
         Ok(())
     }
@@ -181,14 +208,15 @@ impl Starting<'_> {
         loop {
             tokio::select! {
                 out = &mut fut => return Ok(out),
-                _ = self.signals.term.recv() => self.feed(StartupInput::StopRequested, None)?,
-                _ = self.signals.int.recv() => self.feed(StartupInput::StopRequested, None)?,
+                _ = self.signals.term.recv() => self.feed(StartupInput::StopRequested)?,
+                _ = self.signals.int.recv() => self.feed(StartupInput::StopRequested)?,
                 _ = self.signals.hup.recv() => {}
                 Some(inc) = self.hook_rx.recv() => {
                     match hook_input(inc.request) {
                         Some(input) => {
                             let report = if input == Input::JobStartedHook { HookReport::Started } else { HookReport::Completed };
-                            self.feed(StartupInput::Hook(report), Some(inc.reply))?;
+                            self.reply = Some(inc.reply);
+                            self.feed(StartupInput::Hook(report))?;
                         }
                         None => {
                             let answer = status::discovering(
@@ -212,61 +240,49 @@ impl Starting<'_> {
         let mut identity: Option<Identity> = None;
         let mut discovered: Option<Discovered> = None;
         loop {
-            let Some(action) = self.next_action() else {
-                // Nothing to do but wait for the retry timer.
-                let Some(at) = self.startup.poll_timeout() else {
-                    unreachable!("a startup that is not done always has an action or a timer");
-                };
-                let wait = at.since(self.clock.now());
-                self.answer_while(tokio::time::sleep(wait)).await?;
-                self.startup.handle_timeout(self.clock.now());
+            let Some(action) = self.startup.poll_action() else {
+                // Nothing to do but wait for the retry timer (or, with none armed, for a signal or
+                // a hook: the machine ends on a stop).
+                match self.startup.poll_timeout() {
+                    Some(at) => {
+                        let wait = at.since(self.clock.now());
+                        self.answer_while(tokio::time::sleep(wait)).await?;
+                        self.startup.handle_timeout(self.clock.now());
+                    }
+                    None => self.answer_while(std::future::pending::<()>()).await?,
+                }
                 continue;
             };
-            match action {
-                StartupAction::ReadIdentity => {
-                    let input = match self.answer_while(read_identity(settings, imds)).await? {
-                        Ok(id) => {
-                            identity = Some(id);
-                            StartupInput::IdentityRead
-                        }
-                        Err(error) => StartupInput::IdentityFailed { error },
-                    };
-                    self.feed(input, None)?;
-                }
-                StartupAction::Discover => {
-                    let Some(id) = identity.as_ref() else {
-                        unreachable!("the startup machine discovers only after the identity is read");
-                    };
-                    let input = match self.answer_while(discover(settings, id)).await? {
+            let input = match action {
+                StartupAction::ReadIdentity => match self.answer_while(read_identity(settings, imds)).await? {
+                    Ok(id) => {
+                        identity = Some(id);
+                        StartupInput::IdentityRead
+                    }
+                    Err(error) => StartupInput::IdentityFailed { error },
+                },
+                StartupAction::Discover => match identity.as_ref() {
+                    Some(id) => match self.answer_while(discover(settings, id)).await? {
                         Ok(d) => {
                             discovered = Some(d);
                             StartupInput::Discovered
                         }
                         Err((error, throttled)) => StartupInput::DiscoveryFailed { error, throttled },
-                    };
-                    self.feed(input, None)?;
+                    },
+                    // The machine discovers only after the identity was read: should it ask anyway,
+                    // the agent ends (systemd starts it afresh) rather than panic or hang.
+                    None => return Err(Self::out_of_order("discovery asked for before the identity was read")),
+                },
+                StartupAction::HandOver { replay } => match discovered.take() {
+                    Some(d) => return Ok((d, replay)),
+                    None => return Err(Self::out_of_order("hand-over asked for before discovery answered")),
+                },
+                immediate => {
+                    self.carry_out_now(immediate)?;
+                    continue;
                 }
-                StartupAction::RetryLater {
-                    step,
-                    attempt,
-                    delay,
-                    error,
-                } => {
-                    let retry_in_s = delay.as_secs_f64();
-                    warn!(error = %error, step = %step, attempt, retry_in_s, "discovery failed; retrying");
-                    self.notifier
-                        .status(&format!("discovery failed ({error}); retrying in {retry_in_s:.1}s"));
-                }
-                StartupAction::HandOver { replay } => {
-                    let Some(d) = discovered.take() else {
-                        unreachable!("the startup machine hands over only after discovery answered");
-                    };
-                    return Ok((d, replay));
-                }
-                StartupAction::Exit(_) | StartupAction::AnswerHookNoted { .. } => {
-                    unreachable!("exits and hook answers are carried out where they are fed")
-                }
-            }
+            };
+            self.feed(input)?;
         }
     }
 }
@@ -377,7 +393,7 @@ pub async fn run(settings: Settings) -> Result<Outcome, AgentError> {
             jitter_seed(),
             clock.now(),
         ),
-        pending: VecDeque::new(),
+        reply: None,
         notifier: &notifier,
         watchdog: notifier.watchdog_interval().map(tokio::time::interval),
         clock,
@@ -1045,32 +1061,30 @@ impl Agent {
         self.perf_failing = false;
     }
 
-    /// The last look before SIGINT to an idle listener: a `Runner.Worker` that appeared since the
-    /// last scan (up to `runner.worker_poll` ago), or a job message in its perf log, means a job was
-    /// assigned in that instant. Then the stop is not sent, and the core hears why, with what was
-    /// seen, in one batch. `true` if so.
-    fn worker_appeared(&mut self) -> bool {
-        let Some(pid) = self.listener.map(|l| l.id.pid) else {
-            return false;
+    /// The last look before SIGINT to an idle listener ([`Action::ConfirmIdle`]): what appeared
+    /// since the last scan (up to `runner.worker_poll` ago), a `Runner.Worker` or a job message in
+    /// its perf log, goes to the core with [`Input::ListenerLooked`] in one batch; the core decides
+    /// whether the stop goes out. A `/proc` scan that cannot be read reports nothing new.
+    fn last_look(&mut self, pid: u32) {
+        let mut seen = match self.scan_workers() {
+            Some(mut seen) => {
+                self.add_job_messages(&mut seen);
+                seen
+            }
+            None => Vec::new(),
         };
-        let Some(mut seen) = self.scan_workers() else {
-            return false;
-        };
-        self.add_job_messages(&mut seen);
-        let started = seen
+        if seen
             .iter()
-            .any(|i| matches!(i, Input::WorkerStarted { .. } | Input::JobMessageReceived));
-        if started {
+            .any(|i| matches!(i, Input::WorkerStarted { .. } | Input::JobMessageReceived))
+        {
             info!(
                 pid,
                 "a job was assigned just before the stop: not stopping the listener"
             );
-            seen.insert(0, Input::StopNotSent { pid });
         }
-        if !seen.is_empty() {
-            self.core.handle_inputs(seen, self.clock.now());
-        }
-        started
+        seen.push(Input::ListenerLooked { pid });
+        debug!(inputs = ?seen, "inputs of the last look");
+        self.core.handle_inputs(seen, self.clock.now());
     }
 
     /// A `/proc` read failed: keep the last known worker state, and log once per failure streak.
@@ -1083,14 +1097,15 @@ impl Agent {
 
     /// Carry out one action. `Some` when the agent is done.
     fn execute(&mut self, action: Action) -> Option<Outcome> {
-        if matches!(action, Action::StopListener { cancels_job: false, .. }) && self.worker_appeared() {
-            return None;
-        }
         metrics::lock(&self.metrics).on_action(&action, self.clock.now(), self.core.job_alive());
         match action {
             Action::StartListener { reason } => {
                 info!(action = "start-listener", reason = %reason, program = %self.program.display(), "starting the runner listener");
                 self.spawn_listener();
+            }
+            Action::ConfirmIdle { pid, reason } => {
+                debug!(action = "confirm-idle", pid, reason = %reason, "last look at the listener before the stop");
+                self.last_look(pid);
             }
             Action::StopListener { reason, cancels_job } => {
                 if cancels_job {
@@ -1288,10 +1303,8 @@ impl Agent {
             }
         };
         let mut env = self.listener_env(&runner_dir);
-        if jit {
-            let Some(grant) = self.jit_config.take() else {
-                unreachable!("checked above");
-            };
+        // Held: checked above.
+        if let Some(grant) = self.jit_config.take_if(|_| jit) {
             info!(runner = %lifecycle_escape::escape(&grant.runner_name), "starting a just-in-time listener");
             self.current_runner = Some((grant.runner_name.clone(), grant.runner_id));
             // Off argv (world-readable): the listener reads ACTIONS_RUNNER_INPUT_JITCONFIG as

@@ -320,8 +320,18 @@ fn step_text(step: Step, s: &Snapshot, now: Time) -> String {
         Step::CompleteHook(Some(p)) => {
             format!("completing the lifecycle hook ({})", progress(Call::Complete, p, now))
         }
-        Step::UnprotectBeforeExit(p) => format!(
+        Step::UnprotectBeforeExit(None) => {
+            "clearing scale-in protection before exiting (once it may be changed)".into()
+        }
+        Step::UnprotectBeforeExit(Some(p)) => format!(
             "clearing scale-in protection before exiting ({})",
+            progress(Call::SetProtection, p, now)
+        ),
+        Step::UnprotectBeforeLeave(None) => {
+            "one instance per job, its job done: clearing scale-in protection before leaving the group (once it may be changed)".into()
+        }
+        Step::UnprotectBeforeLeave(Some(p)) => format!(
+            "one instance per job, its job done: clearing scale-in protection before leaving the group ({})",
             progress(Call::SetProtection, p, now)
         ),
         Step::Exiting => "exiting".into(),
@@ -395,15 +405,21 @@ mod tests {
 
         fn input(&mut self, i: Input) {
             self.host.handle_input(i, self.now);
-            while let Some(a) = self.host.poll_action() {
-                self.actions.push(a);
-            }
+            self.drain();
         }
 
         fn advance(&mut self, d: Duration) {
             self.now = self.now + d;
             self.host.handle_timeout(self.now);
+            self.drain();
+        }
+
+        /// Collect the actions, carrying out last looks (which find nothing) as the agent does.
+        fn drain(&mut self) {
             while let Some(a) = self.host.poll_action() {
+                if let Action::ConfirmIdle { pid, .. } = a {
+                    self.host.handle_input(Input::ListenerLooked { pid }, self.now);
+                }
                 self.actions.push(a);
             }
         }

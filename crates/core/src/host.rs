@@ -16,7 +16,10 @@ use crate::io::{
     StopReason,
 };
 use crate::rng::Rng;
-use crate::step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
+use crate::step::{
+    AfterStop, CallProgress, DescribeStep, DescribeWhen, ExitWait, FetchStep, HeartbeatWhen, HookStep, JobProtection,
+    LeaveStep, ListenerStep, NextStep, Plan, ProtectionStep, Step,
+};
 use crate::time::Time;
 use crate::timer::Timer;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -130,6 +133,13 @@ enum StopGate {
     Stop,
 }
 
+/// A stop of an idle listener waiting for the driver's last look ([`Action::ConfirmIdle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PendingStop {
+    pid: u32,
+    reason: StopReason,
+}
+
 /// A `job-started` hook report that no `Runner.Worker` has backed yet, and what it changed, so that
 /// dropping it leaves the core as if it had never come.
 #[derive(Clone, Copy, Debug)]
@@ -241,6 +251,10 @@ pub struct Host {
     jit: CallSlot,
     /// The current listener's handover guard.
     handover: Handover,
+    /// The stop of the idle listener waits for the driver's last look.
+    confirming: Option<PendingStop>,
+    /// The batch being applied carries a sign of a job (a worker start or a job message).
+    job_sign_in_batch: bool,
     release: CallSlot,
     /// One instance per job: TerminateInstanceInAutoScalingGroup, and whether the group accepted it.
     leave: CallSlot,
@@ -302,6 +316,8 @@ impl Host {
             jit_held: false,
             jit: CallSlot::default(),
             handover: Handover::default(),
+            confirming: None,
+            job_sign_in_batch: false,
             release: CallSlot::default(),
             leave: CallSlot::default(),
             left_group: false,
@@ -373,6 +389,7 @@ impl Host {
     /// scan would be signalled, and B cancelled.
     pub fn handle_inputs(&mut self, inputs: impl IntoIterator<Item = Input>, now: Time) {
         self.advance(now);
+        self.job_sign_in_batch = false;
         for input in inputs {
             self.apply(input);
         }
@@ -401,6 +418,7 @@ impl Host {
                     self.job_lost(JobLoss::StopWindow);
                 }
                 self.workers.insert(pid);
+                self.job_sign_in_batch = true;
                 self.listener_ran_job = true;
                 // The message it carried out is landed: the latch has done its work.
                 self.handover.message_at = None;
@@ -416,12 +434,11 @@ impl Host {
                     self.hook_job_open = false;
                 }
             }
-            Input::StopNotSent { pid } => {
-                if matches!(self.listener, ListenerState::Stopping { pid: p, forced: false, .. } if p == pid) {
-                    self.listener = ListenerState::Running { pid, since: self.now };
-                }
+            Input::ListenerLooked { pid } => self.on_listener_looked(pid),
+            Input::JobMessageReceived => {
+                self.job_sign_in_batch = true;
+                self.on_job_message();
             }
-            Input::JobMessageReceived => self.on_job_message(),
             Input::JobStartedHook => self.on_job_started_hook(),
             Input::JobCompletedHook => {
                 self.hook_job_open = false;
@@ -479,14 +496,18 @@ impl Host {
                 ListenerState::Stopping { kill_at, .. } => kill_at,
                 _ => None,
             },
-            Timer::Unprotect => self.unprotect_at(),
-            Timer::Heartbeat => self.heartbeat_pending().and(self.next_heartbeat),
+            // The planned steps' own times.
+            Timer::Unprotect => self.protection_step().filter(|p| !p.protect).map(|p| p.at),
+            Timer::Heartbeat => match self.hook_step() {
+                Some(HookStep::Heartbeat { at, .. }) => at,
+                _ => None,
+            },
             Timer::GlobalTimeoutWarning => self
                 .heartbeat_pending()
                 .map(|global_deadline| global_deadline - self.cfg.global_timeout_warning),
             Timer::HookClaimExpiry => self.hook_claim.map(|c| c.drop_at),
-            Timer::HandoverHold => match self.idle_stop_gate() {
-                Some(StopGate::Hold { until, .. }) => until,
+            Timer::HandoverHold => match self.listener_step() {
+                Some(ListenerStep::Hold { until, .. }) => until,
                 _ => self.handover.message_at.map(|t| t + self.cfg.handover.bound),
             },
         }
@@ -587,7 +608,8 @@ impl Host {
         }
     }
 
-    /// What the core will do next, typed (the agent's `status` words it).
+    /// What the core will do next, typed (the agent's `status` words it): the main step of the
+    /// [`Plan`], read from it.
     pub fn next_step(&self) -> NextStep {
         if self.exited {
             return NextStep {
@@ -595,10 +617,10 @@ impl Host {
                 step: Some(Step::Exited),
             };
         }
-        let describe = self.describe_step();
+        let plan = self.plan();
         let (describe, step) = match self.drain {
-            Some(cause) => (describe, self.draining_step(cause, describe.is_some())),
-            None => self.serving_step(describe),
+            Some(cause) => (plan.describe, self.draining_step(&plan, cause)),
+            None => self.serving_step(&plan),
         };
         NextStep { describe, step }
     }
@@ -618,29 +640,31 @@ impl Host {
         Some(DescribeStep { reason, when })
     }
 
-    fn serving_step(&self, describe: Option<DescribeStep>) -> (Option<DescribeStep>, Option<Step>) {
+    fn serving_step(&self, plan: &Plan) -> (Option<DescribeStep>, Option<Step>) {
+        let describe = plan.describe;
         match self.listener {
-            ListenerState::Running { .. } => (describe, Some(self.serving_running())),
+            ListenerState::Running { .. } => (describe, Some(self.serving_running(plan))),
             ListenerState::Starting => (None, Some(Step::StartListener)),
             ListenerState::Stopping { .. } => (None, Some(Step::WaitListenerExit)),
             ListenerState::Down { relaunch_at: None } => (None, Some(Step::ListenerGaveUp)),
-            ListenerState::Down { relaunch_at: Some(t) } => {
-                if describe.is_some() {
-                    (describe, None)
-                } else if !self.may_serve() {
-                    (None, Some(Step::AwaitInService))
-                } else if !self.has_config() {
-                    (None, Some(Step::AwaitJitConfig(self.progress(Call::MintJitConfig))))
-                } else if t > self.now {
-                    (None, Some(Step::Relaunch { at: t }))
+            ListenerState::Down { relaunch_at: Some(_) } => {
+                let step = if describe.is_some() {
+                    return (describe, None);
+                } else if let Some(fetch) = plan.fetch {
+                    Step::AwaitJitConfig(fetch.progress)
                 } else {
-                    (None, Some(Step::StartListener))
-                }
+                    match plan.listener {
+                        Some(ListenerStep::Start { at, .. }) if at > self.now => Step::Relaunch { at },
+                        Some(ListenerStep::Start { .. }) => Step::StartListener,
+                        _ => Step::AwaitInService,
+                    }
+                };
+                (None, Some(step))
             }
         }
     }
 
-    fn serving_running(&self) -> Step {
+    fn serving_running(&self, plan: &Plan) -> Step {
         let call = self.progress(Call::SetProtection);
         if self.job_alive {
             let protection = match (self.protected, call) {
@@ -650,8 +674,14 @@ impl Host {
                 (_, None) => JobProtection::NotYet,
             };
             Step::JobRunning { protection }
-        } else if let Some(at) = self.unprotect_at() {
-            Step::Unprotect { at, progress: call }
+        } else if let Some(ProtectionStep {
+            protect: false,
+            at,
+            progress,
+            ..
+        }) = plan.protection
+        {
+            Step::Unprotect { at, progress }
         } else if let Some(p) = call {
             Step::IdleProtectionCall(p)
         } else {
@@ -673,7 +703,7 @@ impl Host {
         }
     }
 
-    fn draining_step(&self, cause: DrainCause, describing: bool) -> Option<Step> {
+    fn draining_step(&self, plan: &Plan, cause: DrainCause) -> Option<Step> {
         let then = self.after_stop(cause);
         if self.job_alive {
             return Some(match self.listener {
@@ -684,18 +714,20 @@ impl Host {
                 ListenerState::Stopping { .. } => Step::JobInStopWindow,
                 _ => Step::WaitForJob {
                     then,
-                    heartbeat: match self.progress(Call::Heartbeat) {
-                        Some(p) => Some(HeartbeatWhen::Call(p)),
-                        None => self.next_heartbeat.map(HeartbeatWhen::At),
+                    heartbeat: match plan.hook {
+                        Some(HookStep::Heartbeat { progress: Some(p), .. }) => Some(HeartbeatWhen::Call(p)),
+                        // The heartbeat timer itself: armed only while the hook waits on a job.
+                        Some(HookStep::Heartbeat { .. }) => self.timer(Timer::Heartbeat).map(HeartbeatWhen::At),
+                        _ => None,
                     },
                     force_at: self.force_at.filter(|_| !self.forced),
                 },
             });
         }
         Some(match self.listener {
-            ListenerState::Running { .. } => match self.idle_stop_gate() {
-                Some(StopGate::Hold { reason, until }) => Step::HoldStop { reason, until, then },
-                Some(StopGate::Release) => Step::HoldStop {
+            ListenerState::Running { .. } => match plan.listener {
+                Some(ListenerStep::Hold { reason, until }) => Step::HoldStop { reason, until, then },
+                Some(ListenerStep::Release(_)) => Step::HoldStop {
                     reason: HoldReason::Releasing,
                     until: None,
                     then,
@@ -707,33 +739,31 @@ impl Host {
             ListenerState::Stopping {
                 kill_at: Some(kill_at), ..
             } => Step::WaitIdleExit { kill_at, then },
-            ListenerState::Down { .. } if describing => return None,
-            ListenerState::Down { .. } => self.drained(cause),
+            ListenerState::Down { .. } if plan.describe.is_some() => return None,
+            ListenerState::Down { .. } => self.drained(plan, cause),
         })
     }
 
     /// A drained host: the listener is down and no job runs.
-    fn drained(&self, cause: DrainCause) -> Step {
-        if matches!(self.hook, HookPhase::Pending { .. }) {
-            return Step::CompleteHook(self.progress(Call::Complete));
+    fn drained(&self, plan: &Plan, cause: DrainCause) -> Step {
+        if let Some(HookStep::Complete { progress, .. }) = plan.hook {
+            return Step::CompleteHook(progress);
         }
-        if self.stop_requested {
-            return match self.progress(Call::SetProtection) {
-                Some(p) => Step::UnprotectBeforeExit(p),
-                None => Step::Exiting,
-            };
-        }
-        if cause == DrainCause::JobDone && !self.left_group && self.terminating.is_none() {
-            return if self.not_in_group {
-                Step::Exiting
-            } else {
-                Step::LeaveGroup(self.progress(Call::LeaveGroup))
-            };
-        }
-        Step::Drained {
-            cause,
-            hook_completed: self.hook == HookPhase::Done,
-            hook_configured: self.cfg.hook.is_some(),
+        match (plan.exit, plan.leave) {
+            (Some(Some(ExitWait::Unprotect)), _) => Step::UnprotectBeforeExit(self.progress(Call::SetProtection)),
+            (Some(_), _) => Step::Exiting,
+            (
+                None,
+                Some(LeaveStep {
+                    unprotect_first: true, ..
+                }),
+            ) => Step::UnprotectBeforeLeave(self.progress(Call::SetProtection)),
+            (None, Some(LeaveStep { progress, .. })) => Step::LeaveGroup(progress),
+            (None, None) => Step::Drained {
+                cause,
+                hook_completed: self.hook == HookPhase::Done,
+                hook_configured: self.cfg.hook.is_some(),
+            },
         }
     }
 
@@ -831,6 +861,7 @@ impl Host {
     }
 
     fn on_listener_started(&mut self, pid: u32) {
+        self.confirming = None;
         match self.listener {
             // Found running while we want it stopped: keep the stop going, with a fresh grace.
             ListenerState::Stopping { forced, .. } => {
@@ -850,6 +881,7 @@ impl Host {
 
     fn on_listener_exited(&mut self, code: Option<i32>) {
         let was = std::mem::replace(&mut self.listener, ListenerState::Down { relaunch_at: None });
+        self.confirming = None;
         // A one-job or JIT listener exits 0 only once its job has completed (Runner.cs: the one-job
         // loop returns Success after the job's completion): its worker's exit may simply not have
         // been seen yet (the next /proc scan is up to `runner.worker_poll` away). Not a loss.
@@ -1123,14 +1155,7 @@ impl Host {
             Ok(_) => {
                 self.heartbeat.failures = 0;
                 self.last_heartbeat = Some(self.now);
-                let interval = self
-                    .cfg
-                    .hook
-                    .as_ref()
-                    .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
-                // Jitter spreads a fleet's heartbeats so a mass scale-in does not hit the shared API
-                // token bucket in lockstep.
-                self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
+                self.schedule_heartbeat();
             }
             Err(e) if e.kind == ApiErrorKind::NoActiveLifecycleAction => {
                 self.hook = HookPhase::Done;
@@ -1153,6 +1178,18 @@ impl Host {
             }
             Err(e) => self.retry_later(Call::Complete, e),
         }
+    }
+
+    /// The one heartbeat schedule: the next beat one interval (jittered down to 80 %) from now.
+    /// Jitter spreads a fleet's heartbeats so a mass scale-in does not hit the shared API token
+    /// bucket in lockstep.
+    fn schedule_heartbeat(&mut self) {
+        let interval = self
+            .cfg
+            .hook
+            .as_ref()
+            .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
+        self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
     }
 
     fn retry_later(&mut self, call: Call, error: ApiError) {
@@ -1263,7 +1300,7 @@ impl Host {
             // A one-job registration that took a message and never ran it is a ghost: it will never
             // be assigned again. Replace it (SIGINT is safe: it runs nothing).
             self.handover.replacing_ghost = true;
-            self.signal_stop(pid, false, StopReason::Ghost);
+            self.confirm_idle(pid, StopReason::Ghost);
         }
     }
 
@@ -1328,12 +1365,12 @@ impl Host {
     }
 
     fn decide_describe(&mut self) {
-        let Some(reason) = self.describe_reason() else { return };
-        let poll_due = !self.describe_is_poll(reason) || self.next_describe_poll.is_none_or(|t| t <= self.now);
-        if poll_due && self.describe.ready(self.now) {
-            self.describe.not_before = None;
-            let id = self.request(Call::Describe);
-            self.describe.inflight = Some(id);
+        if let Some(DescribeStep {
+            reason,
+            when: DescribeWhen::DueNow,
+        }) = self.describe_step()
+        {
+            let id = self.start_call(Call::Describe);
             self.push(Action::Describe { id, reason });
         }
     }
@@ -1358,11 +1395,11 @@ impl Host {
         }
     }
 
-    fn decide_listener(&mut self) {
-        let now = self.now;
-        match self.listener.clone() {
-            ListenerState::Down { relaunch_at: Some(at) } if at <= now && self.may_serve() && self.has_config() => {
-                self.jit_held = false;
+    /// The listener's next step: the one statement of when it starts, when it is stopped (after
+    /// the last look), held, released, forced and killed.
+    fn listener_step(&self) -> Option<ListenerStep> {
+        match self.listener {
+            ListenerState::Down { relaunch_at: Some(at) } if self.may_serve() && self.has_config() => {
                 // A relaunch after a failed start counts in the streak; a JIT listener that ran its
                 // job exited 0 and reset the streak: its successor is the next job's listener.
                 let reason = if self.relaunch_streak > 0 {
@@ -1372,45 +1409,79 @@ impl Host {
                 } else {
                     StartReason::Serving
                 };
-                self.listener = ListenerState::Starting;
-                self.push(Action::StartListener { reason });
+                Some(ListenerStep::Start { at, reason })
             }
             ListenerState::Running { pid, .. } if let Some(cause) = self.drain => {
                 // The one rule everything else serves: SIGINT to a listener with a live worker cancels
                 // the job (actions/runner src/Runner.Listener/Runner.cs shutdown path). Only an idle
                 // listener is signalled, unless the stop is forced.
-                if !self.job_alive {
-                    match self.idle_stop_gate() {
-                        Some(StopGate::Stop) | None => {
+                if self.confirming.is_some() {
+                    Some(ListenerStep::Confirming)
+                } else if !self.job_alive {
+                    Some(match self.idle_stop_gate() {
+                        Some(StopGate::Stop) | None => ListenerStep::ConfirmThenStop {
+                            pid,
+                            reason: Self::stop_reason(cause),
                             // GitHub said a job is landing, and none came within the bound.
-                            if !self.forced && matches!(self.handover.release, ReleaseState::Landing { .. }) {
-                                self.notify(Notice::JobLost {
-                                    cause: JobLoss::HandoverTimeout,
-                                });
-                            }
-                            self.signal_stop(pid, false, Self::stop_reason(cause));
-                        }
-                        Some(StopGate::Release) => self.ask_release(),
-                        Some(StopGate::Hold { reason, until }) => self.note_hold(reason, until),
-                    }
+                            landing_lost: !self.forced && matches!(self.handover.release, ReleaseState::Landing { .. }),
+                        },
+                        Some(StopGate::Release) => ListenerStep::Release(self.progress(Call::ReleaseRunner)),
+                        Some(StopGate::Hold { reason, until }) => ListenerStep::Hold { reason, until },
+                    })
                 } else if self.forced {
-                    self.notify(Notice::ForcingStopWithJob);
-                    self.job_lost(JobLoss::ForcedStop);
-                    self.signal_stop(pid, true, StopReason::Forced);
+                    Some(ListenerStep::ForceStop { pid })
+                } else {
+                    None
                 }
             }
             ListenerState::Stopping { pid, forced: false, .. } if self.forced && self.job_alive => {
+                Some(ListenerStep::ForceStop { pid })
+            }
+            ListenerState::Stopping {
+                kill_at: Some(at),
+                forced,
+                ..
+            } => Some(ListenerStep::Kill {
+                at,
+                extend: self.job_alive && !forced,
+            }),
+            _ => None,
+        }
+    }
+
+    fn decide_listener(&mut self) {
+        let now = self.now;
+        match self.listener_step() {
+            Some(ListenerStep::Start { at, reason }) if at <= now => {
+                self.jit_held = false;
+                self.listener = ListenerState::Starting;
+                self.push(Action::StartListener { reason });
+            }
+            Some(ListenerStep::ConfirmThenStop {
+                pid,
+                reason,
+                landing_lost,
+            }) => {
+                if landing_lost {
+                    self.notify(Notice::JobLost {
+                        cause: JobLoss::HandoverTimeout,
+                    });
+                }
+                self.confirm_idle(pid, reason);
+            }
+            Some(ListenerStep::Release(_)) => self.ask_release(),
+            Some(ListenerStep::Hold { reason, until }) => self.note_hold(reason, until),
+            Some(ListenerStep::ForceStop { pid }) => {
                 self.notify(Notice::ForcingStopWithJob);
                 // A job in the stop window is already lost (and counted): the force changes nothing.
                 self.job_lost(JobLoss::ForcedStop);
-                self.signal_stop(pid, true, StopReason::Forced);
+                self.force_stop(pid);
             }
-            ListenerState::Stopping {
-                pid,
-                kill_at: Some(kill_at),
-                forced,
-            } if kill_at <= now => {
-                if self.job_alive && !forced {
+            Some(ListenerStep::Kill { at, extend }) if at <= now => {
+                let ListenerState::Stopping { pid, forced, .. } = self.listener else {
+                    return;
+                };
+                if extend {
                     // A job landed in the stop window: the listener is cancelling it. Let it finish that.
                     self.listener = ListenerState::Stopping {
                         pid,
@@ -1505,9 +1576,9 @@ impl Host {
     /// JIT mode: fetch a config when the next listener will need one: now (none runs), or once the
     /// running one took its job. Never for a host that may not serve (launching, draining): a
     /// config minted for it would be a registration no listener uses.
-    fn decide_jit(&mut self) {
-        if self.has_config() || !self.may_serve() || !self.jit.ready(self.now) {
-            return;
+    fn fetch_step(&self) -> Option<FetchStep> {
+        if self.has_config() || !self.may_serve() {
+            return None;
         }
         let reason = match self.listener {
             ListenerState::Down { relaunch_at: Some(_) } => FetchReason::NextListener,
@@ -1515,94 +1586,172 @@ impl Host {
             ListenerState::Running { .. } if self.listener_ran_job && !self.one_job_per_instance() => {
                 FetchReason::Prefetch
             }
-            _ => return,
+            _ => return None,
         };
-        self.jit.not_before = None;
-        let id = self.request(Call::MintJitConfig);
-        self.jit.inflight = Some(id);
-        self.push(Action::FetchJitConfig { id, reason });
+        Some(FetchStep {
+            reason,
+            progress: self.progress(Call::MintJitConfig),
+        })
     }
 
-    fn signal_stop(&mut self, pid: u32, cancels_job: bool, reason: StopReason) {
+    fn decide_jit(&mut self) {
+        if let Some(FetchStep { reason, progress: None }) = self.fetch_step() {
+            let id = self.start_call(Call::MintJitConfig);
+            self.push(Action::FetchJitConfig { id, reason });
+        }
+    }
+
+    /// Stop an idle listener: first the driver's last look ([`Action::ConfirmIdle`]); its answer
+    /// ([`Input::ListenerLooked`]) sends the stop or takes it back.
+    fn confirm_idle(&mut self, pid: u32, reason: StopReason) {
+        if self.confirming.is_none() {
+            self.confirming = Some(PendingStop { pid, reason });
+            self.push(Action::ConfirmIdle { pid, reason });
+        }
+    }
+
+    /// The driver's last look is done. A worker or a job message in the same batch means a job was
+    /// assigned in that instant: the stop is not sent (the listener counts as seen running from
+    /// now) and the core decides again with the job known. Otherwise the stop goes out, before
+    /// anything else queued: it is the second half of the action being carried out.
+    fn on_listener_looked(&mut self, pid: u32) {
+        let Some(stop) = self.confirming.filter(|s| s.pid == pid) else {
+            return; // stale: another listener, or no stop waits
+        };
+        self.confirming = None;
+        if !matches!(self.listener, ListenerState::Running { pid: p, .. } if p == pid) {
+            return;
+        }
+        if self.job_sign_in_batch {
+            self.listener = ListenerState::Running { pid, since: self.now };
+            return;
+        }
         self.listener = ListenerState::Stopping {
             pid,
             kill_at: Some(self.now + self.cfg.stop_grace),
-            forced: cancels_job,
+            forced: false,
         };
-        self.push(Action::StopListener { reason, cancels_job });
-    }
-
-    fn decide_protection(&mut self) {
-        if !self.protection_applies() {
-            return;
-        }
-        let want = if self.job_alive {
-            true
-        } else if self.unprotect_at().is_some_and(|t| t <= self.now) {
-            false
-        } else {
-            return;
-        };
-        if self.protected == Some(want) || !self.protection.ready(self.now) {
-            return;
-        }
-        self.protection.not_before = None;
-        let id = self.request(Call::SetProtection);
-        self.protection.inflight = Some(id);
-        self.protection_target = Some(want);
-        let reason = if want {
-            ProtectReason::JobAssigned
-        } else {
-            ProtectReason::Idle
-        };
-        self.push(Action::SetProtection {
-            id,
-            protect: want,
-            reason,
+        self.actions.push_front(Action::StopListener {
+            reason: stop.reason,
+            cancels_job: false,
         });
     }
 
-    fn decide_hook(&mut self) {
-        let HookPhase::Pending { global_deadline, .. } = self.hook else {
+    /// SIGINT now although a job runs (a second stop request or the stop deadline): the job is
+    /// cancelled. The only stop that skips the last look.
+    fn force_stop(&mut self, pid: u32) {
+        self.listener = ListenerState::Stopping {
+            pid,
+            kill_at: Some(self.now + self.cfg.stop_grace),
+            forced: true,
+        };
+        self.push(Action::StopListener {
+            reason: StopReason::Forced,
+            cancels_job: true,
+        });
+    }
+
+    /// The change of scale-in protection the plan wants: set while a job runs, cleared at
+    /// [`Host::unprotect_at`] when idle; only where protection applies.
+    fn protection_step(&self) -> Option<ProtectionStep> {
+        if !self.protection_applies() {
+            return None;
+        }
+        let (protect, reason, at) = if self.job_alive {
+            (true, ProtectReason::JobAssigned, self.job_edge_at)
+        } else {
+            (false, ProtectReason::Idle, self.unprotect_at()?)
+        };
+        if self.protected == Some(protect) {
+            return None;
+        }
+        Some(ProtectionStep {
+            protect,
+            reason,
+            at,
+            progress: self.progress(Call::SetProtection),
+        })
+    }
+
+    fn decide_protection(&mut self) {
+        let Some(ProtectionStep {
+            protect,
+            reason,
+            at,
+            progress: None,
+        }) = self.protection_step()
+        else {
             return;
         };
-        if self.job_alive || self.stop_held() {
-            if !self.warned_global && self.now + self.cfg.global_timeout_warning >= global_deadline {
-                self.warned_global = true;
-                let remaining_ms = u64::try_from(global_deadline.since(self.now).as_millis()).unwrap_or(u64::MAX);
-                self.notify(Notice::GlobalTimeoutNear { remaining_ms });
-            }
-            if self.next_heartbeat.is_none() {
-                // The hook's timer started when the instance entered Terminating:Wait, at most the IMDS
-                // lag before we confirmed it; the first beat at one interval leaves two more chances.
-                let interval = self
-                    .cfg
-                    .hook
-                    .as_ref()
-                    .map_or(Duration::from_secs(60), |h| h.heartbeat_interval());
-                self.next_heartbeat = Some(self.now + self.rng.jitter(interval, 0.8, 1.0));
-            }
-            if self.next_heartbeat.is_some_and(|t| t <= self.now) && self.heartbeat.ready(self.now) {
-                self.heartbeat.not_before = None;
-                let id = self.request(Call::Heartbeat);
-                self.heartbeat.inflight = Some(id);
-                self.push(Action::Heartbeat {
-                    id,
-                    reason: HeartbeatReason::JobRunning,
-                });
-            }
+        if at > self.now {
             return;
         }
-        let listener_down = matches!(self.listener, ListenerState::Down { .. });
-        if listener_down && self.complete.ready(self.now) {
-            self.complete.not_before = None;
-            let id = self.request(Call::Complete);
-            self.complete.inflight = Some(id);
-            self.push(Action::CompleteLifecycleAction {
-                id,
-                result: LifecycleResult::Continue,
-                reason: CompleteReason::RunnerIdleAndStopped,
-            });
+        let id = self.start_call(Call::SetProtection);
+        self.protection_target = Some(protect);
+        self.push(Action::SetProtection { id, protect, reason });
+    }
+
+    /// The lifecycle hook's next step while its action waits: heartbeats while a job (or a held
+    /// stop) keeps it waiting, else its completion once the listener is down.
+    fn hook_step(&self) -> Option<HookStep> {
+        let HookPhase::Pending { global_deadline, .. } = self.hook else {
+            return None;
+        };
+        Some(if self.job_alive || self.stop_held() {
+            HookStep::Heartbeat {
+                at: self.next_heartbeat,
+                progress: self.progress(Call::Heartbeat),
+                warn_global: !self.warned_global && self.now + self.cfg.global_timeout_warning >= global_deadline,
+            }
+        } else {
+            HookStep::Complete {
+                listener_down: matches!(self.listener, ListenerState::Down { .. }),
+                progress: self.progress(Call::Complete),
+            }
+        })
+    }
+
+    fn decide_hook(&mut self) {
+        match self.hook_step() {
+            Some(HookStep::Heartbeat {
+                at,
+                progress,
+                warn_global,
+            }) => {
+                if warn_global {
+                    if let HookPhase::Pending { global_deadline, .. } = self.hook {
+                        self.warned_global = true;
+                        let remaining_ms =
+                            u64::try_from(global_deadline.since(self.now).as_millis()).unwrap_or(u64::MAX);
+                        self.notify(Notice::GlobalTimeoutNear { remaining_ms });
+                    }
+                }
+                if at.is_none() {
+                    // The hook's timer started when the instance entered Terminating:Wait, at most
+                    // the IMDS lag before we confirmed it; the first beat at one interval leaves two
+                    // more chances.
+                    self.schedule_heartbeat();
+                }
+                if self.next_heartbeat.is_some_and(|t| t <= self.now) && progress.is_none() {
+                    let id = self.start_call(Call::Heartbeat);
+                    self.push(Action::Heartbeat {
+                        id,
+                        reason: HeartbeatReason::JobRunning,
+                    });
+                }
+            }
+            Some(HookStep::Complete {
+                listener_down: true,
+                progress: None,
+            }) => {
+                let id = self.start_call(Call::Complete);
+                self.push(Action::CompleteLifecycleAction {
+                    id,
+                    result: LifecycleResult::Continue,
+                    reason: CompleteReason::RunnerIdleAndStopped,
+                });
+            }
+            _ => {}
         }
     }
 
@@ -1615,7 +1764,8 @@ impl Host {
     /// with a replacement. Protection is cleared first (the drain clears it at once; three failed
     /// attempts are enough). Not after a stop request (the operator's stop wins), nor once
     /// termination is under way by other means (the hook is completed as for any scale-in).
-    fn decide_leave(&mut self) {
+    /// One instance per job: leaving the group, once drained after its job.
+    fn leave_step(&self) -> Option<LeaveStep> {
         let drained = !self.job_alive && matches!(self.listener, ListenerState::Down { .. });
         if self.drain != Some(DrainCause::JobDone)
             || !drained
@@ -1624,42 +1774,105 @@ impl Host {
             || self.not_in_group
             || self.terminating.is_some()
         {
-            return;
+            return None;
         }
-        let unprotecting = self.protection.inflight.is_some()
-            || (self.protected == Some(true) && self.protection_applies() && self.protection.failures < 3);
-        if unprotecting || !self.leave.ready(self.now) {
-            return;
-        }
-        self.leave.not_before = None;
-        let id = self.request(Call::LeaveGroup);
-        self.leave.inflight = Some(id);
-        self.push(Action::LeaveGroup { id });
+        Some(LeaveStep {
+            unprotect_first: self.leave_waits_for_unprotect(),
+            progress: self.progress(Call::LeaveGroup),
+        })
     }
 
-    fn decide_exit(&mut self) {
-        // One instance per job on a host in no group: nothing to leave, so it exits.
-        let alone = self.drain == Some(DrainCause::JobDone) && self.not_in_group;
-        if !(self.stop_requested || alone) || self.job_alive || !matches!(self.listener, ListenerState::Down { .. }) {
-            return;
+    fn decide_leave(&mut self) {
+        if let Some(LeaveStep {
+            unprotect_first: false,
+            progress: None,
+        }) = self.leave_step()
+        {
+            let id = self.start_call(Call::LeaveGroup);
+            self.push(Action::LeaveGroup { id });
         }
-        // Finish what termination needs first (confirm, then complete), and leave an idle InService
-        // host unprotected so the group can scale it in; a forced stop skips all of that.
-        let hook_work_left = matches!(self.hook, HookPhase::Pending { .. }) || self.describe_reason().is_some();
-        // Three failed attempts at clearing protection are enough: exiting beats hanging on broken IAM.
-        let protection_work_left = self.protection.inflight.is_some()
+    }
+
+    /// Whether leaving the group (one instance per job) waits for protection to be cleared first:
+    /// the one statement of that rule, for `decide_leave` and the plan. Three failed attempts are
+    /// enough.
+    fn leave_waits_for_unprotect(&self) -> bool {
+        self.protection.inflight.is_some()
+            || (self.protected == Some(true) && self.protection_applies() && self.protection.failures < 3)
+    }
+
+    /// Whether the exit after a stop request waits for protection to be cleared first: the one
+    /// statement of that rule, for `decide_exit` and the plan. Three failed attempts at clearing it
+    /// are enough: exiting beats hanging on broken IAM.
+    fn exit_waits_for_unprotect(&self) -> bool {
+        self.protection.inflight.is_some()
             || (self.protected == Some(true)
                 && self.terminating.is_none()
                 && !self.not_in_group
-                && self.protection.failures < 3);
-        if !self.forced && (hook_work_left || protection_work_left) {
-            return;
+                && self.protection.failures < 3)
+    }
+
+    /// The exit, once drained after a stop request (or, one instance per job, in no group): due
+    /// (`Some(None)`), or what it waits for.
+    fn exit_step(&self) -> Option<Option<ExitWait>> {
+        // One instance per job on a host in no group: nothing to leave, so it exits.
+        let alone = self.drain == Some(DrainCause::JobDone) && self.not_in_group;
+        if !(self.stop_requested || alone) || self.job_alive || !matches!(self.listener, ListenerState::Down { .. }) {
+            return None;
         }
-        self.exited = true;
-        self.push(Action::Exit { forced: self.forced });
+        // Finish what termination needs first (confirm, then complete), and leave an idle InService
+        // host unprotected so the group can scale it in; a forced stop skips all of that.
+        Some(if self.forced {
+            None
+        } else if matches!(self.hook, HookPhase::Pending { .. }) || self.describe_reason().is_some() {
+            Some(ExitWait::Hook)
+        } else if self.exit_waits_for_unprotect() {
+            Some(ExitWait::Unprotect)
+        } else {
+            None
+        })
+    }
+
+    fn decide_exit(&mut self) {
+        if self.exit_step() == Some(None) {
+            self.exited = true;
+            self.push(Action::Exit { forced: self.forced });
+        }
+    }
+
+    /// The plan: every area's next step, as `decide` carries them out (in this order).
+    pub fn plan(&self) -> Plan {
+        if self.exited {
+            return Plan {
+                describe: None,
+                fetch: None,
+                listener: None,
+                protection: None,
+                hook: None,
+                leave: None,
+                exit: None,
+            };
+        }
+        Plan {
+            describe: self.describe_step(),
+            fetch: self.fetch_step(),
+            listener: self.listener_step(),
+            protection: self.protection_step(),
+            hook: self.hook_step(),
+            leave: self.leave_step(),
+            exit: self.exit_step(),
+        }
     }
 
     // ----- plumbing -----
+
+    /// Ask for `call` now: its retry gate is spent, and it is in flight.
+    fn start_call(&mut self, call: Call) -> RequestId {
+        self.slot_mut(call).not_before = None;
+        let id = self.request(call);
+        self.slot_mut(call).inflight = Some(id);
+        id
+    }
 
     fn request(&mut self, call: Call) -> RequestId {
         self.next_id += 1;

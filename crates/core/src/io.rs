@@ -45,12 +45,13 @@ pub enum Input {
         /// Its process id.
         pid: u32,
     },
-    /// The driver took a last look at the listener's children before carrying out a non-forced
-    /// [`Action::StopListener`], found a `Runner.Worker` it had not reported yet, and did not send
-    /// the signal. Feed it together with that `WorkerStarted` ([`Host::handle_inputs`](crate::Host)):
-    /// the listener is running, with a job, and nothing was cancelled.
-    StopNotSent {
-        /// The listener's pid.
+    /// The driver carried out [`Action::ConfirmIdle`]: it looked at the listener's children and its
+    /// perf log once more. Feed it last in one batch ([`Host::handle_inputs`](crate::Host)) with
+    /// what that look found that was not reported yet (`WorkerStarted`, `JobMessageReceived`, exits):
+    /// the core then stops the listener ([`Action::StopListener`], carried out next) or, if a job
+    /// sign came in the batch, does not.
+    ListenerLooked {
+        /// The listener's pid, as the action named it.
         pid: u32,
     },
     /// The listener's perf log (`$RUNNER_PERFLOG/Runner.perf`) gained a
@@ -148,10 +149,19 @@ pub enum Action {
         /// Why.
         reason: StartReason,
     },
-    /// Send SIGINT to the listener. Never sent while a job is known to run, unless `cancels_job`.
-    /// Unless `cancels_job`, the driver looks at the listener's children once more first: a worker
-    /// that appeared since its last scan means a job was just assigned, and the driver reports
-    /// [`Input::StopNotSent`] with it instead of signalling.
+    /// Confirm the listener is idle, the first half of stopping an idle listener: look at its
+    /// children and its perf log once more now (a `Runner.Worker` or a job message since the last
+    /// scan means a job was assigned in that instant), and report what was seen with
+    /// [`Input::ListenerLooked`] last, in one batch. The core decides: it stops the listener (an
+    /// [`Action::StopListener`] that comes out before anything else queued) or takes the stop back.
+    ConfirmIdle {
+        /// The listener's pid, as the core knows it.
+        pid: u32,
+        /// Why it is to be stopped.
+        reason: StopReason,
+    },
+    /// Send SIGINT to the listener now. Never sent while a job is known to run, unless
+    /// `cancels_job`; a stop of an idle listener always follows an [`Action::ConfirmIdle`].
     StopListener {
         /// Why.
         reason: StopReason,
@@ -208,7 +218,7 @@ pub enum Action {
     /// GitHub, which knows whether a job is assigned, arbitrates the stop. Answer with
     /// `Input::ApiResult` carrying this id: `Ok(ApiReply::Released(..))`, or an error when the
     /// controller or GitHub cannot be reached (the core then falls back to the perf-log latch and
-    /// the last look).
+    /// the last look, [`Action::ConfirmIdle`]).
     ReleaseRunner {
         /// The request id.
         id: RequestId,

@@ -60,9 +60,14 @@ pub use startup::{
     HookReport, Startup, StartupAction, StartupConfig, StartupExit, StartupInput, StartupPhase, StartupStep,
     StartupTimer,
 };
-pub use step::{AfterStop, CallProgress, DescribeStep, DescribeWhen, HeartbeatWhen, JobProtection, NextStep, Step};
+pub use step::{
+    AfterStop, CallProgress, DescribeStep, DescribeWhen, ExitWait, FetchStep, HeartbeatWhen, HookStep, JobProtection,
+    LeaveStep, ListenerStep, NextStep, Plan, ProtectionStep, Step,
+};
 pub use time::Time;
 pub use timer::Timer;
 
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;

@@ -329,6 +329,12 @@ impl Startup {
         self.actions.pop_front()
     }
 
+    /// The next side effect without taking it: a driver that is in the middle of a call carries out
+    /// the ones that are immediate (answers, exits, log lines) and leaves the next call queued here.
+    pub fn peek_action(&self) -> Option<&StartupAction> {
+        self.actions.front()
+    }
+
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
         self.next_timer().map(|(t, _)| t)

@@ -1,6 +1,6 @@
 //! What the core will do next, typed: the shells word it (`status`), they never work it out.
 
-use crate::io::{DescribeReason, DrainCause, HoldReason};
+use crate::io::{DescribeReason, DrainCause, FetchReason, HoldReason, ProtectReason, StartReason, StopReason};
 use crate::time::Time;
 use serde::Serialize;
 
@@ -123,7 +123,6 @@ pub enum Step {
         /// When the stop is forced (`drain.stop_deadline`), if it will be.
         force_at: Option<Time>,
     },
-    /// Draining: SIGINT to the idle listener.
     /// Draining, idle: the stop of the listener is held because a job may be landing on it
     /// (`reason`), until `until` at the latest.
     HoldStop {
@@ -135,6 +134,7 @@ pub enum Step {
         /// What follows the stop.
         then: AfterStop,
     },
+    /// Draining: confirm the listener is idle (the driver's last look), then SIGINT to it.
     StopIdleListener {
         /// What follows.
         then: AfterStop,
@@ -153,8 +153,12 @@ pub enum Step {
     },
     /// Drained: complete the lifecycle hook.
     CompleteHook(Option<CallProgress>),
-    /// Drained after a stop request: clear protection, then exit.
-    UnprotectBeforeExit(CallProgress),
+    /// Drained after a stop request: clear protection, then exit (`None`: the call is not under
+    /// way; it goes out once protection may be changed).
+    UnprotectBeforeExit(Option<CallProgress>),
+    /// One instance per job, drained after its job: clear protection, then leave the group
+    /// (`None`: the call is not under way; it goes out once protection may be changed).
+    UnprotectBeforeLeave(Option<CallProgress>),
     /// Drained after a stop request: exit.
     Exiting,
     /// One instance per job, drained after its job: leave the group (TerminateInstanceInAutoScalingGroup,
@@ -178,4 +182,135 @@ pub struct NextStep {
     pub describe: Option<DescribeStep>,
     /// The main step; `None` when the describe is all there is.
     pub step: Option<Step>,
+}
+
+/// A just-in-time config the plan wants fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FetchStep {
+    /// Why.
+    pub reason: FetchReason,
+    /// The call (`None`: due now).
+    pub progress: Option<CallProgress>,
+}
+
+/// The listener's next step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerStep {
+    /// Start it at `at` (due once `at` has come).
+    Start {
+        /// When it may start.
+        at: Time,
+        /// Why.
+        reason: StartReason,
+    },
+    /// Confirm the idle listener is idle (the driver's last look), then SIGINT to it: due now.
+    ConfirmThenStop {
+        /// Its pid.
+        pid: u32,
+        /// Why.
+        reason: StopReason,
+        /// GitHub said a job is landing and none came within the bound: it is counted lost.
+        landing_lost: bool,
+    },
+    /// The last look is under way: its answer sends the stop or takes it back.
+    Confirming,
+    /// Ask the controller to release the listener's registration first (`None`: due now).
+    Release(Option<CallProgress>),
+    /// Hold the stop: a job may be landing (`until`: the latest the hold lasts; `None` while the
+    /// release call is in flight).
+    Hold {
+        /// Why.
+        reason: HoldReason,
+        /// Until when, at the latest.
+        until: Option<Time>,
+    },
+    /// A forced stop while a job runs: SIGINT now, the job is cancelled.
+    ForceStop {
+        /// Its pid.
+        pid: u32,
+    },
+    /// SIGKILL at `at`, unless a job landed in the stop window (then the grace starts again).
+    Kill {
+        /// When the grace ends.
+        at: Time,
+        /// A job landed in the stop window: the grace is extended instead.
+        extend: bool,
+    },
+}
+
+/// Scale-in protection the plan wants changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ProtectionStep {
+    /// Set (`true`) or clear.
+    pub protect: bool,
+    /// Why.
+    pub reason: ProtectReason,
+    /// When it is due.
+    pub at: Time,
+    /// The call, if under way.
+    pub progress: Option<CallProgress>,
+}
+
+/// The lifecycle hook's next step, while its action waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookStep {
+    /// A job (or a held stop) keeps the hook waiting: heartbeat.
+    Heartbeat {
+        /// When the next beat goes out (`None`: not scheduled yet; this pass schedules it).
+        at: Option<Time>,
+        /// The call, if under way.
+        progress: Option<CallProgress>,
+        /// The global timeout is near and has not been warned about yet.
+        warn_global: bool,
+    },
+    /// Complete once the listener is down (`listener_down`; `progress`: the call, if under way).
+    Complete {
+        /// Whether the listener is down already.
+        listener_down: bool,
+        /// The call, if under way.
+        progress: Option<CallProgress>,
+    },
+}
+
+/// One instance per job, drained after its job: leave the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaveStep {
+    /// Protection is cleared first (three failed attempts are enough).
+    pub unprotect_first: bool,
+    /// The call, if under way.
+    pub progress: Option<CallProgress>,
+}
+
+/// What the exit waits for, if anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitWait {
+    /// The lifecycle hook (confirm the termination, then complete it).
+    Hook,
+    /// Protection is cleared first (three failed attempts are enough).
+    Unprotect,
+}
+
+/// The plan: what the host does next, and why, one typed value the core computes per pass. Each
+/// part is one area's next step with its time or its call; `decide` carries out the parts that are
+/// due (in this order), [`NextStep`] words the main one for `status`, and
+/// [`Host::next_timer`](crate::Host::next_timer) is the earliest time in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// A DescribeAutoScalingInstances the core wants.
+    pub describe: Option<DescribeStep>,
+    /// A just-in-time config the core wants.
+    pub fetch: Option<FetchStep>,
+    /// The listener's next step.
+    pub listener: Option<ListenerStep>,
+    /// A change of scale-in protection.
+    pub protection: Option<ProtectionStep>,
+    /// The lifecycle hook's next step.
+    pub hook: Option<HookStep>,
+    /// Leaving the group (one instance per job).
+    pub leave: Option<LeaveStep>,
+    /// The exit (`Some(None)`: due now; `Some(Some(w))`: waits for `w`).
+    pub exit: Option<Option<ExitWait>>,
 }

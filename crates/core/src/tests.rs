@@ -33,6 +33,10 @@ struct Harness {
     host: Host,
     now: Time,
     out: Vec<Action>,
+    /// What the driver's next last look ([`Action::ConfirmIdle`]) finds (nothing, by default).
+    look: Vec<Input>,
+    /// Last looks carried out.
+    looks: u32,
 }
 
 impl Harness {
@@ -41,6 +45,8 @@ impl Harness {
             host: Host::new(cfg, 42, Time::ZERO),
             now: Time::ZERO,
             out: Vec::new(),
+            look: Vec::new(),
+            looks: 0,
         }
     }
 
@@ -83,8 +89,17 @@ impl Harness {
     }
 
     fn drain(&mut self) {
+        // The last look is carried out as a driver does: at once, with what it finds in one batch.
         while let Some(a) = self.host.poll_action() {
-            self.out.push(a);
+            match a {
+                Action::ConfirmIdle { pid, .. } => {
+                    self.looks += 1;
+                    let mut batch = std::mem::take(&mut self.look);
+                    batch.push(Input::ListenerLooked { pid });
+                    self.host.handle_inputs(batch, self.now);
+                }
+                a => self.out.push(a),
+            }
         }
     }
 
@@ -1651,24 +1666,29 @@ fn a_jit_listener_exiting_0_before_its_worker_is_seen_gone_lost_nothing() {
 #[test]
 fn a_worker_found_in_the_last_look_before_the_stop_takes_the_stop_back() {
     let mut h = Harness::serving(hooked());
+    h.look = vec![Input::WorkerStarted { pid: 7 }];
     h.input(Input::TargetState(TargetState::Terminated));
-    let id = h.expect_describe();
+    let mut acts = h.take();
+    let id = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Describe { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("a describe");
     h.reply(id, described("Terminating:Wait", false));
-    assert!(matches!(
-        h.host.listener(),
-        ListenerState::Stopping { forced: false, .. }
-    ));
-    h.host.handle_inputs(
-        [Input::StopNotSent { pid: 100 }, Input::WorkerStarted { pid: 7 }],
-        h.now,
-    );
-    h.drain();
-    let acts = h.take();
+    acts.extend(h.take());
+    assert!(!acts.iter().any(is_stop), "{acts:?}");
+    assert_eq!(h.looks, 1);
     assert!(
         !acts.iter().any(|a| matches!(a, Action::Notify(Notice::JobLost { .. }))),
         "{acts:?}"
     );
-    assert!(matches!(h.host.listener(), ListenerState::Running { pid: 100, .. }));
+    assert!(
+        matches!(h.host.listener(), ListenerState::Running { pid: 100, .. }),
+        "{:?}",
+        h.host.listener()
+    );
     assert!(h.host.job_alive());
     // The job ends: now the idle listener is stopped (and this time it is idle).
     h.input(Input::WorkerExited { pid: 7 });
@@ -1676,9 +1696,12 @@ fn a_worker_found_in_the_last_look_before_the_stop_takes_the_stop_back() {
         .effects()
         .iter()
         .any(|a| matches!(a, Action::StopListener { cancels_job: false, .. })));
-    // A stale report (another pid, or a forced stop) changes nothing.
-    h.input(Input::StopNotSent { pid: 999 });
+    assert_eq!(h.looks, 2);
+    // A stale look (another pid, or no stop waiting) changes nothing.
+    h.input(Input::ListenerLooked { pid: 999 });
+    h.input(Input::ListenerLooked { pid: 100 });
     assert!(matches!(h.host.listener(), ListenerState::Stopping { .. }));
+    assert!(h.effects().is_empty());
 }
 
 /// GitHub rate-limited the mint for ten minutes (the JIT endpoint's 429 with `Retry-After: 600`):
@@ -1785,12 +1808,10 @@ fn a_job_message_without_its_worker_holds_the_stop_until_the_worker_comes() {
 #[test]
 fn a_job_message_holds_a_stop_for_the_bound_at_most_whatever_follows() {
     let mut h = Harness::serving(hooked());
-    // Signalled at once: nothing was landing. Take it back as the last look would, with a line.
-    assert!(terminate(&mut h).iter().any(is_stop));
-    h.host
-        .handle_inputs([Input::StopNotSent { pid: 100 }, Input::JobMessageReceived], h.now);
-    h.drain();
-    assert!(!h.take().iter().any(is_stop));
+    // Nothing was landing, but the last look finds a line: the stop is not sent.
+    h.look = vec![Input::JobMessageReceived];
+    assert!(!terminate(&mut h).iter().any(is_stop));
+    assert_eq!(h.looks, 1);
     let bound = HandoverConfig::default().bound;
     for _ in 0..11 {
         h.advance(Duration::from_secs(10));
@@ -2240,4 +2261,32 @@ fn one_instance_per_job_lets_a_stop_request_win_over_the_leave() {
         acts.iter().any(|a| matches!(a, Action::Exit { forced: false })),
         "{acts:?}"
     );
+}
+
+/// The stop of an idle listener is the second half of the last look: once the driver reports a
+/// quiet look, the stop comes out next, before anything the pass queued after the look, exactly
+/// when a driver that signalled at once would have sent it.
+#[test]
+fn the_stop_after_a_quiet_last_look_comes_out_before_anything_queued() {
+    let mut h = Harness::serving(hooked());
+    h.host.handle_input(Input::TargetState(TargetState::Terminated), h.now);
+    let mut look = None;
+    while let Some(a) = h.host.poll_action() {
+        if let Action::ConfirmIdle { pid, reason } = a {
+            assert_eq!(reason, StopReason::TerminatingIdle);
+            look = Some(pid);
+            break;
+        }
+    }
+    let pid = look.expect("a last look before the stop");
+    h.host.handle_input(Input::ListenerLooked { pid }, h.now);
+    let next = h.host.poll_action();
+    assert!(
+        matches!(next, Some(Action::StopListener { cancels_job: false, .. })),
+        "{next:?}"
+    );
+    assert!(matches!(
+        h.host.listener(),
+        ListenerState::Stopping { forced: false, .. }
+    ));
 }

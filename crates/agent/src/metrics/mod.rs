@@ -134,6 +134,7 @@ impl Metrics {
             Action::Heartbeat { .. } => self.heartbeats_sent += 1,
             Action::Notify(notice) => self.on_notice(notice, now, job_alive),
             Action::KillListener { .. }
+            | Action::ConfirmIdle { .. }
             | Action::FetchJitConfig { .. }
             | Action::ReleaseRunner { .. }
             | Action::LeaveGroup { .. }

@@ -199,26 +199,28 @@ impl RunnerLifecycle {
                     w.start_listener(inst);
                     continue;
                 }
-                Action::StopListener { cancels_job, .. } => {
-                    // The agent's last look before SIGINT (agent.rs, `worker_appeared`): a worker
-                    // the core was not told about yet (assigned within the last /proc poll), or a
-                    // job message in the listener's perf log since its last poll (the agent reads
-                    // the log only with the guard on: it sets RUNNER_PERFLOG), takes the stop back;
-                    // the core hears both in one batch.
+                Action::ConfirmIdle { pid, .. } => {
+                    // The agent's last look (agent.rs `last_look`): a worker the core was not told
+                    // about yet (assigned within the last /proc poll), or a job message in the
+                    // listener's perf log since its last poll (the agent reads the log only with the
+                    // guard on: it sets RUNNER_PERFLOG), reported with the look in one batch; the
+                    // core decides whether the stop goes out.
                     let obs = w.observe(inst);
-                    match (cancels_job, obs.worker_pid, obs.listener_pid) {
-                        (false, Some(worker), Some(pid)) => {
-                            let batch = [Input::StopNotSent { pid }, Input::WorkerStarted { pid: worker }];
-                            w.trace(inst, || format!("core <- {batch:?}"));
-                            core.handle_inputs(batch, w.now);
+                    let mut batch = Vec::with_capacity(2);
+                    if obs.listener_pid.is_some() {
+                        if let Some(worker) = obs.worker_pid {
+                            batch.push(Input::WorkerStarted { pid: worker });
+                        } else if w.cfg.handover_guard && w.take_unseen_job_message(inst) {
+                            batch.push(Input::JobMessageReceived);
                         }
-                        (false, None, Some(pid)) if w.cfg.handover_guard && w.take_unseen_job_message(inst) => {
-                            let batch = [Input::StopNotSent { pid }, Input::JobMessageReceived];
-                            w.trace(inst, || format!("core <- {batch:?}"));
-                            core.handle_inputs(batch, w.now);
-                        }
-                        _ => w.signal_listener(inst),
                     }
+                    batch.push(Input::ListenerLooked { pid });
+                    w.trace(inst, || format!("core <- {batch:?}"));
+                    core.handle_inputs(batch, w.now);
+                    continue;
+                }
+                Action::StopListener { .. } => {
+                    w.signal_listener(inst);
                     continue;
                 }
                 Action::KillListener { .. } => {
