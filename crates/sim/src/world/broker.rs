@@ -21,6 +21,43 @@ pub(super) struct Broker {
 }
 
 impl Broker {
+    /// GitHub's view of listener `inst` going from `old` to `new`: the online and handed-a-job
+    /// counts, its `busy` flag (`busy_flag`, cleared unless the listener is busy), and the dispatch
+    /// pool (a polling listener joins it unless its registration was deleted: that one is never
+    /// assigned again and polls on regardless).
+    pub(super) fn listener_changed(
+        &mut self,
+        inst: InstId,
+        old: Listener,
+        new: Listener,
+        busy_flag: &mut bool,
+        registration_removed: bool,
+    ) {
+        let online = |l: Listener| matches!(l, Listener::Polling | Listener::Claimed(_) | Listener::Busy(_));
+        match (online(old), online(new)) {
+            (false, true) => self.online += 1,
+            (true, false) => self.online -= 1,
+            _ => {}
+        }
+        let claimed = |l: Listener| matches!(l, Listener::Claimed(_));
+        match (claimed(old), claimed(new)) {
+            (false, true) => self.claimed += 1,
+            (true, false) => self.claimed -= 1,
+            _ => {}
+        }
+        if *busy_flag && !matches!(new, Listener::Busy(_)) {
+            *busy_flag = false;
+            self.busy_flagged -= 1;
+        }
+        if new == Listener::Polling {
+            if !registration_removed {
+                self.idle.insert(inst);
+            }
+        } else {
+            self.idle.remove(inst);
+        }
+    }
+
     pub(super) fn new(jobs: JobStore) -> Self {
         Broker {
             jobs,

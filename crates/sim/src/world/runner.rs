@@ -8,34 +8,15 @@ impl World {
     pub(super) fn set_listener(&mut self, inst: InstId, new: Listener) {
         let idx = inst as usize;
         let old = std::mem::replace(&mut self.fleet.instances[idx].listener, new);
-        let online = |l: Listener| matches!(l, Listener::Polling | Listener::Claimed(_) | Listener::Busy(_));
-        match (online(old), online(new)) {
-            (false, true) => self.broker.online += 1,
-            (true, false) => self.broker.online -= 1,
-            _ => {}
-        }
-        let claimed = |l: Listener| matches!(l, Listener::Claimed(_));
-        match (claimed(old), claimed(new)) {
-            (false, true) => self.broker.claimed += 1,
-            (true, false) => self.broker.claimed -= 1,
-            _ => {}
-        }
-        if self.fleet.instances[idx].busy_flag && !matches!(new, Listener::Busy(_)) {
-            self.fleet.instances[idx].busy_flag = false;
-            self.broker.busy_flagged -= 1;
-        }
+        let i = &mut self.fleet.instances[idx];
+        self.broker
+            .listener_changed(inst, old, new, &mut i.busy_flag, i.registration_removed);
+        // The host serves again: time since the last job's end, unless it began draining.
         if new == Listener::Polling {
-            // A deleted registration is never assigned again; its listener polls on regardless.
-            if !self.fleet.instances[idx].registration_removed {
-                self.broker.idle.insert(inst);
-            }
-            // The host serves again: time since the last job's end, unless it began draining.
             if let Some(from) = self.fleet.instances[idx].serve_gap_from.take() {
                 let gap = self.now.since(from);
                 self.metrics.record_serve_gap(gap);
             }
-        } else {
-            self.broker.idle.remove(inst);
         }
         if new == Listener::Down && old != Listener::Down {
             // A JIT registration whose listener never took a job: it stays until swept.
