@@ -20,7 +20,7 @@ use crate::procs::{self, ProcId};
 use crate::runner_env::{self, User};
 use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
-use lifecycle_aws::function_url::{fetch_jit_config, release_runner, JitFetchError, JitGrant};
+use lifecycle_aws::function_url::{JitClient, JitFetchError, JitGrant};
 use lifecycle_core::{
     Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookPhase, HookReport, Host, Input,
     ListenerMode, Notice, Release, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput,
@@ -74,6 +74,8 @@ struct Discovered {
     /// The SDK configuration (region, credentials from the instance role): also signs the requests
     /// to the controller's JIT endpoint.
     sdk: aws_config::SdkConfig,
+    /// The one HTTPS client of the controller's function URL (JIT fetches and releases).
+    jit: JitClient,
 }
 
 /// Things that happen outside the main loop and are sent to it.
@@ -628,6 +630,7 @@ async fn discover(settings: &Settings, identity: &Identity) -> Result<Discovered
         hook,
         asg,
         sdk,
+        jit: JitClient::new(),
     })
 }
 
@@ -1186,22 +1189,22 @@ impl Agent {
             });
             return;
         };
-        let sdk = self.discovered.sdk.clone();
+        let (sdk, jit) = (self.discovered.sdk.clone(), self.discovered.jit.clone());
         let timeout = self.settings.api_timeout;
         let tx = self.tx.clone();
         let started = crate::clock::now_instant();
         tokio::spawn(async move {
-            let mut result = fetch_jit_config(&url, &sdk, timeout).await;
+            let mut result = jit.fetch_jit_config(&url, &sdk, timeout).await;
             if let Err(JitFetchError::Outstanding { runner_id, .. }) = &result {
                 // The agent asks only when it holds no config, so the unused one the controller
                 // names was lost: minted for this host before a restart of the agent, or its answer
                 // lost in transit. Release it (the controller checks it is this instance's) and ask
                 // again, instead of leaving the host out of service until it expires.
                 let runner_id = *runner_id;
-                let released = release_runner(&url, &sdk, timeout, runner_id).await;
+                let released = jit.release_runner(&url, &sdk, timeout, runner_id).await;
                 info!(runner_id, released = ?released, "released an unused config this agent does not hold");
                 if matches!(released, Ok(Release::Removed | Release::NotFound)) {
-                    result = fetch_jit_config(&url, &sdk, timeout).await;
+                    result = jit.fetch_jit_config(&url, &sdk, timeout).await;
                 }
             }
             let _ = tx.send(Event::Jit {
@@ -1226,10 +1229,10 @@ impl Agent {
             return;
         };
         info!(runner = %lifecycle_escape::escape(&name), runner_id, "releasing the registration");
-        let sdk = self.discovered.sdk.clone();
+        let (sdk, jit) = (self.discovered.sdk.clone(), self.discovered.jit.clone());
         let timeout = self.settings.api_timeout;
         self.call(id, Call::ReleaseRunner, async move {
-            let released = release_runner(&url, &sdk, timeout, runner_id).await;
+            let released = jit.release_runner(&url, &sdk, timeout, runner_id).await;
             released.map(ApiReply::Released).map_err(|e| jit_error(&e))
         });
     }

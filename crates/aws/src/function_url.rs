@@ -227,26 +227,83 @@ fn is_loopback_host(host: &str) -> bool {
         || host.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_loopback())
 }
 
-/// Fetch a JIT config for this host: SigV4-sign `POST {url}/jit-config` (body `{}`) with `sdk`'s
-/// credentials and region, send it, and sort the answer. `timeout` bounds everything
-/// (credentials, connection, answer).
-pub async fn fetch_jit_config(url: &str, sdk: &SdkConfig, timeout: Duration) -> Result<JitGrant, JitFetchError> {
-    let answer = post_signed(jit_uri(url)?, BODY, sdk, timeout).await?;
-    classify(answer.status, answer.retry_after, &answer.body)
+/// The HTTPS client of the controller's function URL: one per agent, made once (the platform's
+/// root certificates loaded once, connections kept alive and reused between requests), cheap to
+/// clone (clones share the pool).
+#[derive(Clone, Debug)]
+pub struct JitClient {
+    /// The client, or why it could not be made (no root certificates): every request then fails
+    /// with that configuration error, as one made per request did.
+    http: Result<HttpsClient, String>,
 }
 
-/// Ask the controller to remove this host's registration `runner_id` before a stop: SigV4-sign
-/// `POST {url}/jit-config/release` (body `{"runner_id": N}`) like [`fetch_jit_config`], send it,
-/// and sort the answer ([`classify_release`]). `timeout` bounds everything.
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+impl JitClient {
+    /// Load the root certificates and make the client.
+    pub fn new() -> JitClient {
+        let http = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map(|b| {
+                let https = b.https_or_http().enable_http1().build();
+                Client::builder(TokioExecutor::new()).build(https)
+            })
+            .map_err(|e| format!("loading the platform's root certificates: {e}"));
+        JitClient { http }
+    }
+
+    /// Fetch a JIT config for this host: SigV4-sign `POST {url}/jit-config` (body `{}`) with
+    /// `sdk`'s credentials and region, send it, and sort the answer. `timeout` bounds everything
+    /// (credentials, connection, answer).
+    pub async fn fetch_jit_config(
+        &self,
+        url: &str,
+        sdk: &SdkConfig,
+        timeout: Duration,
+    ) -> Result<JitGrant, JitFetchError> {
+        let answer = self.post_signed(jit_uri(url)?, BODY, sdk, timeout).await?;
+        classify(answer.status, answer.retry_after, &answer.body)
+    }
+
+    /// Ask the controller to remove this host's registration `runner_id` before a stop:
+    /// SigV4-sign `POST {url}/jit-config/release` (body `{"runner_id": N}`) like
+    /// [`fetch_jit_config`](Self::fetch_jit_config), send it, and sort the answer
+    /// ([`classify_release`]). `timeout` bounds everything.
+    pub async fn release_runner(
+        &self,
+        url: &str,
+        sdk: &SdkConfig,
+        timeout: Duration,
+        runner_id: u64,
+    ) -> Result<Release, JitFetchError> {
+        let body = release_body(runner_id);
+        let answer = self
+            .post_signed(release_uri(url)?, body.as_bytes(), sdk, timeout)
+            .await?;
+        classify_release(answer.status, answer.retry_after, &answer.body)
+    }
+}
+
+impl Default for JitClient {
+    fn default() -> Self {
+        JitClient::new()
+    }
+}
+
+/// [`JitClient::fetch_jit_config`] with a client made for this one request.
+pub async fn fetch_jit_config(url: &str, sdk: &SdkConfig, timeout: Duration) -> Result<JitGrant, JitFetchError> {
+    JitClient::new().fetch_jit_config(url, sdk, timeout).await
+}
+
+/// [`JitClient::release_runner`] with a client made for this one request.
 pub async fn release_runner(
     url: &str,
     sdk: &SdkConfig,
     timeout: Duration,
     runner_id: u64,
 ) -> Result<Release, JitFetchError> {
-    let body = release_body(runner_id);
-    let answer = post_signed(release_uri(url)?, body.as_bytes(), sdk, timeout).await?;
-    classify_release(answer.status, answer.retry_after, &answer.body)
+    JitClient::new().release_runner(url, sdk, timeout, runner_id).await
 }
 
 /// The body of a release request.
@@ -261,35 +318,43 @@ struct Answer {
     body: Bytes,
 }
 
-/// The one signed POST: credentials from `sdk`'s provider, the signature for `sdk`'s region, the
-/// exchange; `timeout` bounds all of it.
-async fn post_signed(uri: Uri, body: &[u8], sdk: &SdkConfig, timeout: Duration) -> Result<Answer, JitFetchError> {
-    let region = sdk
-        .region()
-        .map(|r| r.as_ref().to_string())
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| JitFetchError::Config("no AWS region".into()))?;
-    let provider = sdk
-        .credentials_provider()
-        .ok_or_else(|| JitFetchError::Config("no AWS credentials provider".into()))?;
-    let exchange = async {
-        let creds = provider.provide_credentials().await.map_err(|e| {
-            retryable(format!(
-                "AWS credentials: {}",
-                lifecycle_escape::clip(&e.to_string(), 200)
-            ))
-        })?;
-        let identity: Identity = creds.into();
-        // The signing time must be the wall clock: AWS refuses signatures more than five minutes
-        // off (the IO shell reads the clock; the decision core never does).
-        #[allow(clippy::disallowed_methods)]
-        let now = std::time::SystemTime::now();
-        let request = signed_request(&uri, body, &region, &identity, now)?;
-        send(request).await
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| retryable(format!("no answer within {} ms", timeout.as_millis())))?
+impl JitClient {
+    /// The one signed POST: credentials from `sdk`'s provider, the signature for `sdk`'s region, the
+    /// exchange; `timeout` bounds all of it.
+    async fn post_signed(
+        &self,
+        uri: Uri,
+        body: &[u8],
+        sdk: &SdkConfig,
+        timeout: Duration,
+    ) -> Result<Answer, JitFetchError> {
+        let region = sdk
+            .region()
+            .map(|r| r.as_ref().to_string())
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| JitFetchError::Config("no AWS region".into()))?;
+        let provider = sdk
+            .credentials_provider()
+            .ok_or_else(|| JitFetchError::Config("no AWS credentials provider".into()))?;
+        let exchange = async {
+            let creds = provider.provide_credentials().await.map_err(|e| {
+                retryable(format!(
+                    "AWS credentials: {}",
+                    lifecycle_escape::clip(&e.to_string(), 200)
+                ))
+            })?;
+            let identity: Identity = creds.into();
+            // The signing time must be the wall clock: AWS refuses signatures more than five minutes
+            // off (the IO shell reads the clock; the decision core never does).
+            #[allow(clippy::disallowed_methods)]
+            let now = std::time::SystemTime::now();
+            let request = signed_request(&uri, body, &region, &identity, now)?;
+            self.send(request).await
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| retryable(format!("no answer within {} ms", timeout.as_millis())))?
+    }
 }
 
 /// The signed `POST` of `body` (JSON) to `uri` (public for tests: the signature can be checked
@@ -344,35 +409,31 @@ pub fn signed_request(
     Ok(request)
 }
 
-async fn send(request: Request<Full<Bytes>>) -> Result<Answer, JitFetchError> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| JitFetchError::Config(format!("loading the platform's root certificates: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let answer = client
-        .request(request)
-        .await
-        .map_err(|e| retryable(format!("connection: {}", lifecycle_escape::clip(&e.to_string(), 200))))?;
-    let status = answer.status().as_u16();
-    let retry_after = answer.headers().get(RETRY_AFTER).and_then(parse_retry_after);
-    let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| {
-            retryable(format!(
-                "reading the answer: {}",
-                lifecycle_escape::clip(&e.to_string(), 200)
-            ))
-        })?
-        .to_bytes();
-    Ok(Answer {
-        status,
-        retry_after,
-        body,
-    })
+impl JitClient {
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Answer, JitFetchError> {
+        let client = self.http.as_ref().map_err(|e| JitFetchError::Config(e.clone()))?;
+        let answer = client
+            .request(request)
+            .await
+            .map_err(|e| retryable(format!("connection: {}", lifecycle_escape::clip(&e.to_string(), 200))))?;
+        let status = answer.status().as_u16();
+        let retry_after = answer.headers().get(RETRY_AFTER).and_then(parse_retry_after);
+        let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| {
+                retryable(format!(
+                    "reading the answer: {}",
+                    lifecycle_escape::clip(&e.to_string(), 200)
+                ))
+            })?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
 }
 
 /// `Retry-After` as delay-seconds (RFC 9110, section 10.2.3), clamped to [`MAX_RETRY_AFTER`]; an
@@ -818,6 +879,51 @@ mod tests {
         );
         let g = got.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((g.runner_id, g.encoded_jit_config.expose()), (5, "QUJD"));
+    }
+
+    /// The agent's one client keeps its connection: two fetches, one TCP connection.
+    #[tokio::test]
+    async fn one_client_reuses_its_connection() {
+        const ANSWER: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 94\r\n\r\n{\"runner_name\":\"rle-jit-1-i-0123456789abcdef0-ab12\",\"runner_id\":5,\"encoded_jit_config\":\"QUJD\"}";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    let mut got = Vec::new();
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        // One whole request (head and the `{}` body): answer, keep the connection.
+                        if String::from_utf8_lossy(&got).contains("\r\n\r\n{}") {
+                            got.clear();
+                            if s.write_all(ANSWER.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let client = JitClient::new();
+        for _ in 0..3 {
+            let g = client
+                .fetch_jit_config(&url, &sdk(), Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(g.runner_id, 5);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one connection");
+        server.abort();
     }
 
     #[tokio::test]

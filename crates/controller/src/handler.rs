@@ -295,7 +295,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                             })
                     }
                 };
-                let d = retry::decide(attempt, class, left, jitter(&action.instance_id, attempt));
+                let d = retry::decide(attempt, class, left, retry::jitter(&action.instance_id, attempt));
                 let wants_heartbeat = matches!(
                     d,
                     Decision::RetryAfter {
@@ -554,15 +554,6 @@ impl LaunchFailure {
             },
         }
     }
-}
-
-/// A deterministic jitter in 0..=1 per instance and attempt, so a burst of launches failing
-/// together does not retry together.
-fn jitter(instance_id: &str, attempt: u32) -> f64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (instance_id, attempt).hash(&mut h);
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn completion(action: &LifecycleAction, result: LifecycleResult) -> Completion {

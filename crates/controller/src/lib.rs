@@ -19,6 +19,7 @@
 //! Design and the reasons behind it: docs/controller.md.
 
 pub mod aws;
+pub mod emf;
 pub mod error;
 pub mod event;
 /// In-memory counting fakes of the ports: for tests and the benchmark only (feature

@@ -220,18 +220,9 @@ pub async fn rerun_fleet_loss<A: Aws, G: Rerun>(
 /// The CloudWatch embedded-metric-format line counting re-runs (`FleetLossReruns`, namespace
 /// `RunnerLifecycle`, as the sweep's and the scaler's metrics).
 pub fn metrics_line(reruns: u64, timestamp_ms: i64) -> String {
-    serde_json::json!({
-        "FleetLossReruns": reruns,
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": "RunnerLifecycle",
-                "Dimensions": [[]],
-                "Metrics": [{"Name": "FleetLossReruns", "Unit": "Count"}],
-            }]
-        }
-    })
-    .to_string()
+    let mut line = crate::emf::Line::fleet_wide(timestamp_ms);
+    line.put(crate::emf::Metric::count("FleetLossReruns"), reruns);
+    line.render()
 }
 
 #[cfg(test)]

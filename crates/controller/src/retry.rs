@@ -121,6 +121,35 @@ pub fn backoff(attempt: u32, hint: Option<Duration>, jitter: f64) -> Duration {
     hint.map_or(wait, |h| wait.max(h))
 }
 
+/// A jitter in 0..1, seeded by `key` (an instance id, a delivery id) and the attempt: the same
+/// inputs give the same jitter (tests and replays are deterministic), different keys spread out,
+/// so a burst of launches or webhooks failing together does not retry together.
+pub fn jitter(key: &str, attempt: u32) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key, attempt).hash(&mut h);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The first wait before redoing a state update that another invocation wrote first.
+pub const CONTENTION_BASE: Duration = Duration::from_millis(5);
+/// Added per attempt (0-based) to the contention wait.
+pub const CONTENTION_STEP: Duration = Duration::from_millis(7);
+/// The contention wait's jitter spans this much.
+pub const CONTENTION_SPREAD: Duration = Duration::from_millis(13);
+
+/// The wait before redoing a conditional write of the scaling state that lost to another
+/// invocation, after attempt number `attempt` (0-based): [`CONTENTION_BASE`] plus
+/// [`CONTENTION_STEP`] per attempt plus up to [`CONTENTION_SPREAD`] of jitter seeded by `key`
+/// ([`jitter`]; the invocation's identity, such as the delivery id).
+pub fn contention_wait(attempt: u32, key: &str) -> Duration {
+    let spread = CONTENTION_SPREAD.mul_f64(jitter(key, attempt));
+    let step = CONTENTION_STEP.saturating_mul(attempt);
+    CONTENTION_BASE
+        .saturating_add(step)
+        .saturating_add(Duration::from_millis(spread.as_millis() as u64))
+}
+
 /// Decide after failed attempt number `attempt` (1-based). Pure: same inputs, same answer.
 pub fn decide(attempt: u32, error: ErrorClass, left: TimeLeft, jitter: f64) -> Decision {
     let ErrorClass::Retryable { hint } = error else {
@@ -192,6 +221,19 @@ mod tests {
         assert_eq!(backoff(1, None, f64::NAN), S(2));
         assert_eq!(backoff(1, Some(S(20)), 0.0), S(20));
         assert_eq!(backoff(5, Some(S(3)), 1.0), S(30));
+    }
+
+    #[test]
+    fn jitter_is_seeded_and_contention_waits_grow() {
+        assert_eq!(jitter("i-1", 1), jitter("i-1", 1));
+        assert_ne!(jitter("i-1", 1), jitter("i-2", 1));
+        assert!((0.0..1.0).contains(&jitter("d", 3)));
+        assert_eq!(contention_wait(0, "d1"), contention_wait(0, "d1"));
+        for attempt in 0..20 {
+            let w = contention_wait(attempt, "d1");
+            let lo = CONTENTION_BASE + CONTENTION_STEP * attempt;
+            assert!(w >= lo && w < lo + CONTENTION_SPREAD, "{attempt}: {w:?}");
+        }
     }
 
     #[test]

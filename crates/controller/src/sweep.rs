@@ -281,26 +281,15 @@ async fn complete_all<A: Aws>(
 /// CloudWatch turns it into metrics with no API call and no extra permission (CloudWatch User
 /// Guide, "Embedded metric format specification").
 pub fn metrics_line(report: &SweepReport, timestamp_ms: i64) -> String {
-    let count = |v: &Vec<String>| v.len();
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": "RunnerLifecycle",
-                "Dimensions": [["AutoScalingGroupName"]],
-                "Metrics": [
-                    {"Name": "StuckTerminatingInstances", "Unit": "Count"},
-                    {"Name": "AgentGoneCompletions", "Unit": "Count"},
-                    {"Name": "OrphanRunnersDeleted", "Unit": "Count"},
-                    {"Name": "OrphanSecretsDeleted", "Unit": "Count"}
-                ]
-            }]
-        },
-        "AutoScalingGroupName": report.group,
-        "StuckTerminatingInstances": count(&report.stuck),
-        "AgentGoneCompletions": count(&report.completed_agent_gone),
-        "OrphanRunnersDeleted": count(&report.runners_deleted),
-        "OrphanSecretsDeleted": count(&report.secrets_deleted),
-    })
-    .to_string()
+    use crate::emf::{Line, Metric};
+    let count = |v: &Vec<String>| v.len() as u64;
+    let mut line = Line::for_group(&report.group, timestamp_ms);
+    line.put(Metric::count("StuckTerminatingInstances"), count(&report.stuck))
+        .put(
+            Metric::count("AgentGoneCompletions"),
+            count(&report.completed_agent_gone),
+        )
+        .put(Metric::count("OrphanRunnersDeleted"), count(&report.runners_deleted))
+        .put(Metric::count("OrphanSecretsDeleted"), count(&report.secrets_deleted));
+    line.render()
 }

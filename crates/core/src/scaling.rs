@@ -87,7 +87,30 @@ impl DemandPolicy {
         want.clamp(self.min, self.max.max(self.min))
     }
 
-    /// Decide, given the group's current desired capacity and the demand (`None`: unknown).
+    /// The demand the policy may act on: all of it when it is trusted (`fresh`: a reconcile against
+    /// GitHub's REST API succeeded recently), else only enough to raise capacity (stale data may
+    /// show a queue; it must not show an idle fleet): the policy then sees "unknown", which never
+    /// lowers capacity.
+    pub fn gate(&self, demand: Demand, current: u32, fresh: bool) -> Option<Demand> {
+        (fresh || self.wanted(demand) > current).then_some(demand)
+    }
+
+    /// One evaluation of the group, the function the controller (webhooks, the reconcile, a
+    /// reconcile without its state table) and the simulator all call: [`gate`](Self::gate) the
+    /// demand, then [`decide`](Self::decide). A `Set` always differs from `current`.
+    pub fn evaluate(
+        &self,
+        state: &mut ScalingState,
+        current: u32,
+        demand: Demand,
+        fresh: bool,
+        now: Time,
+    ) -> ScaleDecision {
+        self.decide(state, current, self.gate(demand, current, fresh), now)
+    }
+
+    /// Decide, given the group's current desired capacity and the demand (`None`: unknown). A `Set`
+    /// always differs from `current`.
     pub fn decide(&self, state: &mut ScalingState, current: u32, demand: Option<Demand>, now: Time) -> ScaleDecision {
         let hi = self.max.max(self.min);
         if current < self.min || current > hi {
@@ -242,6 +265,50 @@ mod tests {
                 reason: ScaleReason::Bounds
             }
         );
+    }
+
+    #[test]
+    fn stale_demand_only_raises_capacity() {
+        let p = policy();
+        let mut st = ScalingState::default();
+        // Stale and low: unknown, so held however long.
+        for t in [0, 200, 10_000] {
+            assert_eq!(
+                p.evaluate(&mut st, 10, Demand::default(), false, at(t)),
+                ScaleDecision::Hold { recheck_at: None }
+            );
+        }
+        // Stale and high: acted on.
+        assert_eq!(
+            p.evaluate(&mut st, 3, Demand { queued: 5, running: 0 }, false, at(0)),
+            ScaleDecision::Set {
+                desired: 7,
+                reason: ScaleReason::DemandAbove
+            }
+        );
+        // Fresh: the same as `decide`.
+        let (mut a, mut b) = (ScalingState::default(), ScalingState::default());
+        assert_eq!(
+            p.evaluate(&mut a, 10, Demand::default(), true, at(0)),
+            p.decide(&mut b, 10, demand(0, 0), at(0))
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_set_always_changes_the_capacity() {
+        let p = policy();
+        for current in 0..25 {
+            for queued in 0..25 {
+                let mut st = ScalingState {
+                    below_since: Some(at(0)),
+                };
+                let d = Demand { queued, running: 0 };
+                if let ScaleDecision::Set { desired, .. } = p.evaluate(&mut st, current, d, queued % 2 == 0, at(500)) {
+                    assert_ne!(desired, current);
+                }
+            }
+        }
     }
 
     #[test]

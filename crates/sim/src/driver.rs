@@ -1,11 +1,11 @@
 //! The loop that runs one strategy over one world: pop the next event, jump the clock, route it.
 
 use crate::config::timing;
+use crate::config::SimConfig;
 use crate::metrics::{Metrics, Violation};
 use crate::plot::Timeline;
 use crate::strategy::Controller;
 use crate::world::{Ev, InstId, Routed, World};
-use crate::SimConfig;
 
 /// What one strategy did in one world.
 #[derive(Clone, Debug)]
@@ -47,7 +47,7 @@ pub fn run<C: Controller>(cfg: &SimConfig) -> StrategyRun {
 /// catches strategies that break them).
 pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> StrategyRun {
     let listener_mode = cfg.listener_mode;
-    let source = crate::job_source(cfg);
+    let source = crate::jobs::job_source(cfg);
     let mut w = World::new(
         cfg.clone(),
         source,
@@ -83,7 +83,7 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> St
                 Some(inst)
             }
             Routed::Wake(inst, gen, at) => {
-                let i = &mut w.instances[inst as usize];
+                let i = &mut w.fleet.instances[inst as usize];
                 if i.wake_at == Some(at) {
                     i.wake_at = None;
                     if let Some(h) = live_host(&w, &mut hosts, inst, gen) {
@@ -94,7 +94,7 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> St
             }
             Routed::Hook(inst, job, kind) => {
                 if w.hook_due(inst, job) {
-                    let up = w.instances[inst as usize].agent_up;
+                    let up = w.fleet.instances[inst as usize].agent_up;
                     let host = if up {
                         hosts.get_mut(inst as usize).and_then(Option::as_mut)
                     } else {
@@ -108,11 +108,11 @@ pub fn run_checked<C: Controller>(cfg: &SimConfig, check_invariants: bool) -> St
                 Some(inst)
             }
             Routed::AgentCrash(inst) => {
-                if C::HAS_AGENT && w.instances[inst as usize].agent_up {
+                if C::HAS_AGENT && w.fleet.instances[inst as usize].agent_up {
                     hosts[inst as usize] = None;
                     // JIT configs the agent held in memory die with it; the restarted one mints anew.
                     w.jit_configs_lost(inst);
-                    let i = &mut w.instances[inst as usize];
+                    let i = &mut w.fleet.instances[inst as usize];
                     i.agent_up = false;
                     i.agent_gen += 1;
                     i.wake_at = None;
@@ -152,12 +152,12 @@ fn start_host<C: Controller>(w: &mut World, hosts: &mut Vec<Option<C>>, inst: In
     if hosts.len() <= idx {
         hosts.resize_with(idx + 1, || None);
     }
-    w.instances[idx].agent_up = true;
+    w.fleet.instances[idx].agent_up = true;
     hosts[idx] = Some(C::start(w, inst, restart));
 }
 
 fn live_host<'a, C: Controller>(w: &World, hosts: &'a mut [Option<C>], inst: InstId, gen: u32) -> Option<&'a mut C> {
-    let i = &w.instances[inst as usize];
+    let i = &w.fleet.instances[inst as usize];
     let slot = hosts.get_mut(inst as usize)?;
     if !i.agent_up {
         *slot = None; // the host is gone: drop its controller
@@ -172,14 +172,14 @@ fn live_host<'a, C: Controller>(w: &World, hosts: &'a mut [Option<C>], inst: Ins
 fn schedule_wake<C: Controller>(w: &mut World, hosts: &[Option<C>], inst: InstId) {
     let idx = inst as usize;
     let Some(Some(h)) = hosts.get(idx) else { return };
-    let i = &w.instances[idx];
+    let i = &w.fleet.instances[idx];
     if !i.agent_up {
         return;
     }
     if let Some(t) = h.next_wake() {
         if i.wake_at != Some(t) && t >= w.now {
             let gen = i.agent_gen;
-            w.instances[idx].wake_at = Some(t);
+            w.fleet.instances[idx].wake_at = Some(t);
             w.queue.push(t, Ev::Wake(inst, gen, t));
         }
     }

@@ -245,7 +245,7 @@ impl GithubRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Faults;
+    use crate::config::Faults;
 
     #[test]
     fn the_job_log_agrees_with_the_counters() {

@@ -2,6 +2,8 @@
 //! one arrives, and forgotten once it and every older job have ended. Memory follows the jobs alive at
 //! once (bounded by the longest job), not the length of the run.
 
+use crate::config::SimConfig;
+use crate::streams;
 use crate::workload::{JobSpec, JobStream};
 use lifecycle_core::Time;
 use std::collections::VecDeque;
@@ -113,6 +115,27 @@ impl JobStore {
     /// Jobs held in memory right now (for the memory test).
     pub fn held(&self) -> usize {
         self.live.len()
+    }
+}
+
+/// Where a run's jobs come from: the trace if one is given, else the synthetic stream, a function of
+/// the seed and the fleet size only, so every strategy sees exactly the same jobs.
+pub fn job_source(cfg: &SimConfig) -> JobSource {
+    match &cfg.trace {
+        Some(jobs) => JobSource::Trace(Arc::clone(jobs), 0),
+        None => {
+            let peak_busy = f64::from(cfg.instances) * cfg.peak_utilisation;
+            let rng = streams::stream(cfg.seed, streams::JOBS);
+            JobSource::Synthetic(JobStream::new(rng, cfg.duration, peak_busy))
+        }
+    }
+}
+
+/// Every job of a run at once (tests and the benchmark; the simulation itself streams them).
+pub fn jobs_for(cfg: &SimConfig) -> Vec<JobSpec> {
+    match job_source(cfg) {
+        JobSource::Synthetic(stream) => stream.collect(),
+        JobSource::Trace(jobs, _) => jobs.to_vec(),
     }
 }
 

@@ -25,10 +25,10 @@ pub mod workload;
 pub mod world;
 
 pub use config::{DemandScaleIn, Faults, HandoverOutcomes, ReleaseWhileAssigned, SimConfig, Unacquired};
+pub use jobs::{job_source, jobs_for};
 pub use metrics::{Metrics, Violation};
 pub use report::{Report, StrategyReport};
 
-use jobs::JobSource;
 use lifecycle_core::ListenerMode;
 use strategy::{naive::Naive, runner_lifecycle::RunnerLifecycle, source_pr::SourcePr};
 
@@ -130,27 +130,6 @@ impl Strategy {
             Strategy::SourcePr => driver::run::<SourcePr>(&cfg),
             Strategy::Naive => driver::run::<Naive>(&cfg),
         }
-    }
-}
-
-/// Where a run's jobs come from: the trace if one is given, else the synthetic stream, a function of
-/// the seed and the fleet size only, so every strategy sees exactly the same jobs.
-pub fn job_source(cfg: &SimConfig) -> JobSource {
-    match &cfg.trace {
-        Some(jobs) => JobSource::Trace(std::sync::Arc::clone(jobs), 0),
-        None => {
-            let peak_busy = f64::from(cfg.instances) * cfg.peak_utilisation;
-            let rng = streams::stream(cfg.seed, streams::JOBS);
-            JobSource::Synthetic(workload::JobStream::new(rng, cfg.duration, peak_busy))
-        }
-    }
-}
-
-/// Every job of a run at once (tests and the benchmark; the simulation itself streams them).
-pub fn jobs_for(cfg: &SimConfig) -> Vec<workload::JobSpec> {
-    match job_source(cfg) {
-        JobSource::Synthetic(stream) => stream.collect(),
-        JobSource::Trace(jobs, _) => jobs.to_vec(),
     }
 }
 

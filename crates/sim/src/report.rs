@@ -1,9 +1,9 @@
 //! Reports: one table per run for people, one JSON object for machines.
 
+use crate::config::{SimConfig, Unacquired};
 use crate::driver::StrategyRun;
 use crate::metrics::{Metrics, Violation};
 use crate::plot::Timeline;
-use crate::SimConfig;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -195,9 +195,9 @@ impl Report {
             f.github_error_rate * 100.0,
             f.github_rate_limit_episodes_per_day
         );
-        let policy = |p: crate::Unacquired| match p {
-            crate::Unacquired::Lost => "lost".to_string(),
-            crate::Unacquired::Requeue { after } => format!("requeue:{}", after.as_secs_f64()),
+        let policy = |p: Unacquired| match p {
+            Unacquired::Lost => "lost".to_string(),
+            Unacquired::Requeue { after } => format!("requeue:{}", after.as_secs_f64()),
         };
         let _ = writeln!(
             out,

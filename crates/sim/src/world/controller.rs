@@ -15,7 +15,7 @@ impl World {
         match &result {
             Ok(_) => {
                 self.metrics.jit_configs_minted += 1;
-                self.instances[inst as usize].jit_configs_held += 1;
+                self.fleet.instances[inst as usize].jit_configs_held += 1;
             }
             Err(e) if matches!(e.kind, ApiErrorKind::NotInService | ApiErrorKind::InstanceNotFound) => {
                 self.metrics.mints_refused += 1;
@@ -35,7 +35,7 @@ impl World {
         // retried by its SDK.
         let mut failed = None;
         for _ in 0..timing::MINT_DESCRIBE_ATTEMPTS {
-            *took += between(&mut self.streams.github, timing::API_LATENCY);
+            *took += between(&mut self.faults.streams.github, timing::API_LATENCY);
             failed = self.controller_describe_fault();
             if failed.is_none() {
                 break;
@@ -47,7 +47,7 @@ impl World {
                 "controller: DescribeAutoScalingInstances failed after its retries",
             ));
         }
-        match self.instances[inst as usize].asg {
+        match self.fleet.instances[inst as usize].asg {
             AsgPhase::Gone => {
                 return Err(ApiError::new(
                     ApiErrorKind::InstanceNotFound,
@@ -70,9 +70,9 @@ impl World {
     /// The agent's call to the controller's function URL: HTTPS, SigV4 checked, a warm invocation
     /// (or, now and then, a cold start) and the response, without the work the function does.
     fn function_url(&mut self) -> Duration {
-        let mut took = between(&mut self.streams.github, timing::MINT_FUNCTION_URL);
-        if self.streams.github.chance(timing::LAMBDA_COLD_START_RATE) {
-            took += between(&mut self.streams.github, timing::LAMBDA_COLD_START);
+        let mut took = between(&mut self.faults.streams.github, timing::MINT_FUNCTION_URL);
+        if self.faults.streams.github.chance(timing::LAMBDA_COLD_START_RATE) {
+            took += between(&mut self.faults.streams.github, timing::LAMBDA_COLD_START);
         }
         took
     }
@@ -86,12 +86,12 @@ impl World {
         let mut waited = Duration::ZERO;
         loop {
             self.metrics.github_calls += 1;
-            let answer =
-                timing::GITHUB_JITCONFIG.mul_f64((timing::GITHUB_JITCONFIG_SIGMA * self.streams.github.normal()).exp());
+            let answer = timing::GITHUB_JITCONFIG
+                .mul_f64((timing::GITHUB_JITCONFIG_SIGMA * self.faults.streams.github.normal()).exp());
             *took += answer;
             let at = self.now + *took;
-            if at < self.github_limited_until {
-                let wait = self.github_limited_until.since(at);
+            if at < self.faults.github_limited_until {
+                let wait = self.faults.github_limited_until.since(at);
                 if waited + wait > timing::GITHUB_MAX_RATE_LIMIT_WAIT {
                     return Err(ApiError::new(
                         ApiErrorKind::Throttled,
@@ -104,7 +104,7 @@ impl World {
                 continue;
             }
             attempts += 1;
-            if self.streams.github.chance(self.cfg.faults.github_error_rate) {
+            if self.faults.streams.github.chance(self.cfg.faults.github_error_rate) {
                 if attempts >= timing::GITHUB_ATTEMPTS {
                     return Err(ApiError::new(
                         ApiErrorKind::Transient,
@@ -112,7 +112,7 @@ impl World {
                     ));
                 }
                 *took += lifecycle_core::Backoff::new(timing::GITHUB_RETRY_BASE, timing::GITHUB_RETRY_CAP)
-                    .delay(attempts, &mut self.streams.github);
+                    .delay(attempts, &mut self.faults.streams.github);
                 continue;
             }
             return Ok(());
@@ -147,7 +147,7 @@ impl World {
     pub fn release_runner(&mut self, inst: InstId) {
         let now = self.now;
         self.metrics.releases += 1;
-        let (took, result) = if self.instances[inst as usize].registration_removed {
+        let (took, result) = if self.fleet.instances[inst as usize].registration_removed {
             // Deleted already (a demand victim, or an accepted delete the agent asks again after a
             // restart): the controller answers from what it remembers, without GitHub.
             (self.function_url(), Ok(()))
@@ -156,7 +156,7 @@ impl World {
         };
         self.allow_guard_hold(inst, took + HandoverConfig::default().release_watch);
         self.record_mark(inst, "api", || "ReleaseRunner".into());
-        let i = &self.instances[inst as usize];
+        let i = &self.fleet.instances[inst as usize];
         let (gen, lgen) = (i.agent_gen, i.listener_gen);
         match result {
             Ok(()) => self.queue.push(now + took, Ev::ReleaseEffect(inst, lgen, gen)),
@@ -172,7 +172,7 @@ impl World {
     /// What GitHub does with the DELETE of listener `lgen`'s registration, now.
     pub(super) fn delete_effect(&mut self, inst: InstId, lgen: u32) -> Release {
         let idx = inst as usize;
-        let i = &self.instances[idx];
+        let i = &self.fleet.instances[idx];
         if i.listener_gen != lgen || !running(i.asg) || i.registration_removed {
             // The registration of a listener gone since, or one deleted already (GitHub would
             // answer 404; the controller remembers what it deleted and answers "removed", so the
@@ -184,7 +184,7 @@ impl World {
             Listener::Claimed(job) if !i.assignment_revoked => match self.cfg.release_while_assigned {
                 ReleaseWhileAssigned::Refused => {
                     let consumed = self.listener_mode == ListenerMode::Jit
-                        && self.streams.github.chance(self.cfg.release_not_found);
+                        && self.faults.streams.github.chance(self.cfg.release_not_found);
                     if consumed {
                         Release::NotFound
                     } else {
@@ -197,11 +197,11 @@ impl World {
                 ReleaseWhileAssigned::Accepted => {
                     self.metrics.jobs_released_while_assigned += 1;
                     if self.drop_unacquired(inst, job, JobOutcome::LostInStopWindow) {
-                        let earlier_jobs = self.instances[idx].listener_jobs;
+                        let earlier_jobs = self.fleet.instances[idx].listener_jobs;
                         self.count_stop_window_race(inst, earlier_jobs);
                     }
-                    self.instances[idx].assignment_revoked = true;
-                    if self.instances[idx].window == Window::W1 {
+                    self.fleet.instances[idx].assignment_revoked = true;
+                    if self.fleet.instances[idx].window == Window::W1 {
                         // The message is in: the agent holds for its worker, up to the bound.
                         self.allow_guard_hold(inst, HandoverConfig::default().bound);
                     }
@@ -232,8 +232,8 @@ impl World {
 
     /// The registration is gone: out of the broker's pool at once, never assigned again.
     fn remove_registration(&mut self, inst: InstId) {
-        self.instances[inst as usize].registration_removed = true;
-        self.idle.remove(inst);
+        self.fleet.instances[inst as usize].registration_removed = true;
+        self.broker.idle.remove(inst);
     }
 
     /// One Auto Scaling call by the controller (DescribeAutoScalingInstances for a mint,
@@ -244,23 +244,26 @@ impl World {
         self.metrics.controller_asg_calls += 1;
         let faults = &self.cfg.faults;
         let (mut throttle, error) = (faults.throttle_rate, faults.error_rate);
-        if self.now < self.throttled_until {
+        if self.now < self.faults.throttled_until {
             throttle = throttle.max(timing::EPISODE_THROTTLE);
         }
-        if self.streams.api.chance(throttle) {
+        if self.faults.streams.api.chance(throttle) {
             return Some(ApiErrorKind::Throttled);
         }
-        self.streams.api.chance(error).then_some(ApiErrorKind::Transient)
+        self.faults.streams.api.chance(error).then_some(ApiErrorKind::Transient)
     }
 
     /// A GitHub rate-limit episode begins: every request is refused until it ends.
     pub(super) fn github_rate_limit_episode(&mut self) {
         let now = self.now;
-        let len = between(&mut self.streams.github_episodes, timing::GITHUB_RATE_LIMIT_EPISODE);
-        self.github_limited_until = now + len;
+        let len = between(
+            &mut self.faults.streams.github_episodes,
+            timing::GITHUB_RATE_LIMIT_EPISODE,
+        );
+        self.faults.github_limited_until = now + len;
         self.metrics.github_rate_limit_episodes += 1;
         let rate = self.cfg.faults.github_rate_limit_episodes_per_day;
-        if let Some(at) = next_fault(&mut self.streams.github_episodes, now + len, rate) {
+        if let Some(at) = next_fault(&mut self.faults.streams.github_episodes, now + len, rate) {
             self.queue.push(at, Ev::GitHubRateLimit);
         }
     }
@@ -270,7 +273,7 @@ impl World {
         if self.listener_mode != ListenerMode::Jit {
             return;
         }
-        let i = &mut self.instances[inst as usize];
+        let i = &mut self.fleet.instances[inst as usize];
         if i.jit_configs_held == 0 {
             if self.check_invariants {
                 self.violate(inst, "JIT listener started without a config");
@@ -278,13 +281,13 @@ impl World {
         } else {
             i.jit_configs_held -= 1;
         }
-        self.instances[inst as usize].jit_registration_unused = true;
+        self.fleet.instances[inst as usize].jit_registration_unused = true;
     }
 
     /// The host's agent lost what it held in memory (a crash) or the host is gone: its configs will
     /// never be used.
     pub(crate) fn jit_configs_lost(&mut self, inst: InstId) {
-        let i = &mut self.instances[inst as usize];
+        let i = &mut self.fleet.instances[inst as usize];
         self.metrics.jit_configs_unused += u64::from(std::mem::take(&mut i.jit_configs_held));
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 
 impl World {
     pub(super) fn update_idle_wait(&mut self, inst: InstId) {
-        let i = &self.instances[inst as usize];
+        let i = &self.fleet.instances[inst as usize];
         let waiting = matches!(i.asg, AsgPhase::Wait { .. });
         // A job an accepted delete took back leaves the listener as idle as before.
         let landing = matches!(i.listener, Listener::Claimed(_)) && !i.assignment_revoked;
@@ -15,7 +15,7 @@ impl World {
 
     pub(super) fn update_idle_wait_to(&mut self, inst: InstId, idle_now: bool) {
         let now = self.now;
-        let i = &mut self.instances[inst as usize];
+        let i = &mut self.fleet.instances[inst as usize];
         match (i.idle_in_wait_since, idle_now) {
             (None, true) => i.idle_in_wait_since = Some(now),
             (Some(since), false) => {
@@ -30,7 +30,7 @@ impl World {
     /// faults cost). `final_check` is the moment of completion.
     pub(super) fn check_idle_wait(&mut self, inst: InstId, final_check: bool) {
         let now = self.now;
-        let i = &self.instances[inst as usize];
+        let i = &self.fleet.instances[inst as usize];
         let (Some(idle_since), AsgPhase::Wait { since, .. }) = (i.idle_in_wait_since, i.asg) else {
             return;
         };
@@ -47,7 +47,7 @@ impl World {
             );
             self.violate(inst, &what);
             // Report each stuck host once.
-            self.instances[inst as usize].fault_allowance += Duration::from_secs(86400 * 365);
+            self.fleet.instances[inst as usize].fault_allowance += Duration::from_secs(86400 * 365);
         }
     }
 
@@ -56,7 +56,7 @@ impl World {
     /// skipped), up to the bound. Nothing else extends the idle-wait limit.
     pub(super) fn allow_guard_hold(&mut self, inst: InstId, d: Duration) {
         let now = self.now;
-        let i = &mut self.instances[inst as usize];
+        let i = &mut self.fleet.instances[inst as usize];
         // Holds that overlap count once.
         let until = now + d;
         let extra = until.since(i.hold_allowed_until.max(now).min(until));

@@ -12,7 +12,7 @@ impl World {
         if !self.cfg.record_jobs {
             return;
         }
-        let host = self.instances.iter().position(|i| {
+        let host = self.fleet.instances.iter().position(|i| {
             i.worker.is_some_and(|(j, _, _)| j == job)
                 || i.listener == Listener::Claimed(job)
                 || i.listener == Listener::Busy(job)

@@ -23,6 +23,11 @@ mod job_log;
 mod runner;
 mod scaling;
 
+use asg::Fleet;
+use broker::Broker;
+use faults::FaultState;
+use scaling::ControlPlane;
+
 /// Index of an instance in the world.
 pub type InstId = u32;
 /// Index of a job in the workload.
@@ -308,7 +313,11 @@ impl Ev {
     }
 }
 
-/// The world, without the strategies' per-host controllers (those live beside it, see `sim.rs`).
+/// The world, without the strategies' per-host controllers (those live beside it, see
+/// `driver.rs`). Its state is in parts, each defined and mostly changed in its own module: the
+/// group and its hosts ([`Fleet`], `asg.rs`), GitHub's job broker ([`Broker`], `broker.rs`), the
+/// scaling control plane ([`ControlPlane`], `scaling.rs`), the injected faults ([`FaultState`],
+/// `faults.rs`), and what is observed (`metrics`, `violations`, `timeline`).
 #[derive(Debug)]
 pub struct World {
     /// The run's parameters.
@@ -317,67 +326,25 @@ pub struct World {
     pub now: Time,
     /// The strategies' own randomness (their timers, the cores' seeds).
     pub rng: Rng,
-    /// The world's randomness, one stream per concern so that strategies face the same world.
-    streams: Streams,
     pub(crate) queue: EventQueue<Ev>,
-    pub(crate) instances: Vec<Instance>,
-    jobs: JobStore,
-    job_queue: VecDeque<JobId>,
-    /// Listeners polling for a job: the broker's dispatch pool. A host picked for scale-in stays in
-    /// it until its listener is signalled (the listener long-polls until it is stopped).
-    idle: IndexedSet,
-    /// Listeners online (polling, handed a job, or running one), as GitHub's runner list shows them.
-    online: u32,
-    /// Online listeners whose job GitHub's `busy` flag already shows.
-    busy_flagged: u32,
-    /// Until then an account-wide throttling episode is under way.
-    throttled_until: Time,
-    /// Until then GitHub refuses the controller's requests (a rate-limit episode).
-    github_limited_until: Time,
-    /// Stopped instances in the warm pool, oldest first.
-    warm: VecDeque<InstId>,
-    /// Instances launching into the warm pool.
-    warm_pending: u32,
-    /// Whether the strategy's central handler completes warm-pool trims.
-    central_completes_trims: bool,
-    /// One instance's timeline (`--trace-instance` with `--plot`).
-    pub(crate) timeline: Option<TimelineRecorder>,
-    /// InService and unprotected: the scale-in candidates.
-    candidates: IndexedSet,
-    /// In Terminating:Wait.
-    waiting: BTreeSet<InstId>,
-    pending: u32,
-    in_service: u32,
-    alive: u32,
-    desired: u32,
-    above_target_periods: u32,
-    below_target_periods: u32,
-    /// Workers alive (jobs running).
-    workers: u32,
-    /// The demand policy's memory.
-    demand_state: lifecycle_core::scaling::ScalingState,
-    /// A webhook-triggered demand evaluation is already on its way.
-    demand_eval_pending: bool,
-    last_scale_in: Option<Time>,
-    last_scale_out: Option<Time>,
+    /// How runner listeners run in this world.
+    pub listener_mode: ListenerMode,
+    /// The Auto Scaling group and its hosts.
+    pub(crate) fleet: Fleet,
+    /// GitHub's job broker.
+    broker: Broker,
+    /// The group's scaling policy and the controller's demand scaling.
+    control: ControlPlane,
+    /// The world's randomness and the account-wide fault episodes.
+    faults: FaultState,
     /// What happened.
     pub metrics: Metrics,
     /// Whether the strategy promises the invariants (runner-lifecycle does).
     pub check_invariants: bool,
-    /// How runner listeners run in this world.
-    pub listener_mode: ListenerMode,
     /// Invariant violations found so far.
     pub violations: Vec<Violation>,
-    pid_seq: u32,
-    /// Free slots of the group (a launch takes the lowest), and how often each slot was launched.
-    free_slots: std::collections::BinaryHeap<std::cmp::Reverse<u32>>,
-    slot_launches: Vec<u32>,
-    /// Victims the demand controller is releasing (not yet terminated or given up).
-    victims_pending: u32,
-    /// The desired capacity a demand scale-in by victims is working towards.
-    victims_target: Option<u32>,
-    /// Listeners handed a job not yet running (W0 to W2): GitHub shows those jobs as queued.
-    claimed: u32,
+    /// One instance's timeline (`--trace-instance` with `--plot`).
+    pub(crate) timeline: Option<TimelineRecorder>,
 }
 
 fn between(rng: &mut Rng, (lo, hi): (Duration, Duration)) -> Duration {
@@ -394,67 +361,44 @@ impl World {
     ) -> Self {
         let rng = streams::stream(cfg.seed, streams::CONTROLLERS);
         World {
-            desired: cfg.idle_target,
-            streams: Streams::new(cfg.seed),
+            fleet: Fleet::new(cfg.idle_target),
+            broker: Broker::new(JobStore::new(source)),
+            control: ControlPlane::new(central_completes_trims),
+            faults: FaultState::new(Streams::new(cfg.seed)),
             timeline: cfg.trace_instance.map(TimelineRecorder::new),
             cfg,
             now: Time::ZERO,
             rng,
             queue: EventQueue::default(),
-            instances: Vec::new(),
-            jobs: JobStore::new(source),
-            job_queue: VecDeque::new(),
-            idle: IndexedSet::default(),
-            online: 0,
-            busy_flagged: 0,
-            throttled_until: Time::ZERO,
-            github_limited_until: Time::ZERO,
-            warm: VecDeque::new(),
-            warm_pending: 0,
-            central_completes_trims,
-            candidates: IndexedSet::default(),
-            waiting: BTreeSet::new(),
-            pending: 0,
-            in_service: 0,
-            alive: 0,
-            above_target_periods: 0,
-            below_target_periods: 0,
-            workers: 0,
-            demand_state: Default::default(),
-            demand_eval_pending: false,
-            last_scale_in: None,
-            last_scale_out: None,
             metrics: Metrics::default(),
             check_invariants,
             listener_mode,
             violations: Vec::new(),
-            pid_seq: 1000,
-            free_slots: Default::default(),
-            slot_launches: Vec::new(),
-            victims_pending: 0,
-            victims_target: None,
-            claimed: 0,
         }
     }
 
     /// Start the run: the group at its minimum, already InService, and the first events.
     pub(crate) fn start(&mut self) {
-        if let Some((id, at)) = self.jobs.pull_next() {
+        if let Some((id, at)) = self.broker.jobs.pull_next() {
             self.queue.push(at, Ev::Arrival(id));
         }
         self.queue.push(Time::ZERO + timing::SCALING_PERIOD, Ev::ScalingEval);
-        for _ in 0..self.desired {
+        for _ in 0..self.fleet.desired {
             self.launch(true);
         }
         for _ in 0..self.cfg.warm_pool {
             self.launch_into_pool(true);
         }
         let f = &self.cfg.faults;
-        if let Some(at) = next_fault(&mut self.streams.account, Time::ZERO, f.throttle_episodes_per_day) {
+        if let Some(at) = next_fault(
+            &mut self.faults.streams.account,
+            Time::ZERO,
+            f.throttle_episodes_per_day,
+        ) {
             self.queue.push(at, Ev::ThrottleEpisode);
         }
         let rate = f.github_rate_limit_episodes_per_day;
-        if let Some(at) = next_fault(&mut self.streams.github_episodes, Time::ZERO, rate) {
+        if let Some(at) = next_fault(&mut self.faults.streams.github_episodes, Time::ZERO, rate) {
             self.queue.push(at, Ev::GitHubRateLimit);
         }
         let trims = if self.cfg.warm_pool > 0 {
@@ -462,7 +406,7 @@ impl World {
         } else {
             0.0
         };
-        if let Some(at) = next_fault(&mut self.streams.account, Time::ZERO, trims) {
+        if let Some(at) = next_fault(&mut self.faults.streams.account, Time::ZERO, trims) {
             self.queue.push(at, Ev::WarmTrim);
         }
     }
@@ -474,21 +418,21 @@ impl World {
             Ev::Arrival(job) => self.arrival(job),
             Ev::ScalingEval => self.scaling_eval(),
             Ev::DemandEval => {
-                self.demand_eval_pending = false;
+                self.control.demand_eval_pending = false;
                 self.demand_eval();
             }
             Ev::Boot(inst) => {
-                if self.instances[inst as usize].asg == AsgPhase::Pending {
+                if self.fleet.instances[inst as usize].asg == AsgPhase::Pending {
                     self.set_phase(inst, AsgPhase::InService);
                     self.schedule_faults(inst);
                     return Routed::Booted(inst);
                 }
             }
             Ev::ListenerReady(inst, gen) => {
-                let i = &mut self.instances[inst as usize];
+                let i = &mut self.fleet.instances[inst as usize];
                 if i.listener_gen == gen && i.listener == Listener::Starting && running(i.asg) {
                     let pid = self.next_pid();
-                    let i = &mut self.instances[inst as usize];
+                    let i = &mut self.fleet.instances[inst as usize];
                     i.listener_pid = pid;
                     let agent_gen = i.agent_gen;
                     self.make_idle(inst);
@@ -498,7 +442,7 @@ impl World {
             }
             Ev::ListenerExit(inst, gen, code) => self.listener_exit(inst, gen, code),
             Ev::Relaunch(inst, gen) => {
-                if self.instances[inst as usize].listener_gen == gen {
+                if self.fleet.instances[inst as usize].listener_gen == gen {
                     self.start_listener(inst);
                 }
             }
@@ -516,7 +460,7 @@ impl World {
                     deadline,
                     global,
                     ..
-                } = self.instances[inst as usize].asg
+                } = self.fleet.instances[inst as usize].asg
                 {
                     if s == seq {
                         let due = deadline.min(global);
@@ -525,7 +469,7 @@ impl World {
                             // extend it (AWS lifecycle hook docs). A job longer than that is lost by
                             // configuration, not by the tool, which warned an hour before.
                             self.metrics.hooks_hit_global_timeout += 1;
-                            self.instances[inst as usize].global_timeout_hit = true;
+                            self.fleet.instances[inst as usize].global_timeout_hit = true;
                             self.proceed(inst);
                         } else if now >= due {
                             // HeartbeatTimeout passed: AWS applies the DefaultResult; on a termination
@@ -543,38 +487,38 @@ impl World {
             }
             Ev::Gone(inst) => self.gone(inst, false),
             Ev::BusyFlag(inst, lgen, job) => {
-                let i = &mut self.instances[inst as usize];
+                let i = &mut self.fleet.instances[inst as usize];
                 if i.listener_gen == lgen && i.listener == Listener::Busy(job) && !i.busy_flag {
                     i.busy_flag = true;
-                    self.busy_flagged += 1;
+                    self.broker.busy_flagged += 1;
                 }
             }
             Ev::Requeue(job) => {
-                if !self.jobs.finished(job) {
-                    self.job_queue.push_front(job);
+                if !self.broker.jobs.finished(job) {
+                    self.broker.job_queue.push_front(job);
                     self.dispatch();
                 }
             }
             Ev::ThrottleEpisode => {
-                let len = between(&mut self.streams.account, timing::EPISODE_LENGTH);
-                self.throttled_until = now + len;
+                let len = between(&mut self.faults.streams.account, timing::EPISODE_LENGTH);
+                self.faults.throttled_until = now + len;
                 self.metrics.throttle_episodes += 1;
                 let rate = self.cfg.faults.throttle_episodes_per_day;
-                if let Some(at) = next_fault(&mut self.streams.account, now + len, rate) {
+                if let Some(at) = next_fault(&mut self.faults.streams.account, now + len, rate) {
                     self.queue.push(at, Ev::ThrottleEpisode);
                 }
             }
             Ev::WarmReady(inst) => {
-                if self.instances[inst as usize].asg == AsgPhase::WarmPending {
-                    self.warm_pending -= 1;
+                if self.fleet.instances[inst as usize].asg == AsgPhase::WarmPending {
+                    self.fleet.warm_pending -= 1;
                     self.set_phase(inst, AsgPhase::Warmed);
-                    self.warm.push_back(inst);
+                    self.fleet.warm.push_back(inst);
                 }
             }
             Ev::GitHubRateLimit => self.github_rate_limit_episode(),
             Ev::WarmTrim => self.warm_trim(),
             Ev::TrimEvent(inst) => {
-                if self.central_completes_trims {
+                if self.control.central_completes_trims {
                     // The central handler (Lambda, retried twice by Lambda's async invocation, each
                     // call through an SDK in standard retry mode) completes with CONTINUE.
                     for _ in 0..3 {
@@ -585,7 +529,7 @@ impl World {
                 }
             }
             Ev::TrimExpire(inst) => {
-                if let AsgPhase::WarmTrimWait { deadline } = self.instances[inst as usize].asg {
+                if let AsgPhase::WarmTrimWait { deadline } = self.fleet.instances[inst as usize].asg {
                     if now >= deadline {
                         self.metrics.warm_trims_timed_out += 1;
                         self.leave_trim_wait(inst);
@@ -597,7 +541,7 @@ impl World {
                 return Routed::Host(inst, gen, HostEvent::Deferred(what));
             }
             Ev::Host(inst, gen, hev) => {
-                let i = &mut self.instances[inst as usize];
+                let i = &mut self.fleet.instances[inst as usize];
                 if let (HostEvent::WorkerStarted(pid), Some((_, current, _))) = (hev, i.worker) {
                     // Delivered to the host's software if it is up (the driver checks the generation).
                     if pid == current && i.agent_up && i.agent_gen == gen {
@@ -611,7 +555,7 @@ impl World {
             }
             Ev::Wake(inst, gen, at) => return Routed::Wake(inst, gen, at),
             Ev::AgentCrash(inst) => {
-                if !running(self.instances[inst as usize].asg) {
+                if !running(self.fleet.instances[inst as usize].asg) {
                     return Routed::Nothing;
                 }
                 let rate = self.cfg.faults.agent_crashes_per_day;
@@ -619,12 +563,12 @@ impl World {
                 return Routed::AgentCrash(inst);
             }
             Ev::AgentRestart(inst) => {
-                if running(self.instances[inst as usize].asg) {
+                if running(self.fleet.instances[inst as usize].asg) {
                     return Routed::AgentRestart(inst);
                 }
             }
             Ev::RunnerCrash(inst) => {
-                if running(self.instances[inst as usize].asg) {
+                if running(self.fleet.instances[inst as usize].asg) {
                     let rate = self.cfg.faults.runner_crashes_per_day;
                     self.reschedule_fault(inst, rate, ev);
                     let outcome = JobOutcome::Failed(crate::metrics::FailCause::RunnerCrash);
@@ -632,10 +576,10 @@ impl World {
                 }
             }
             Ev::ImdsOutage(inst) => {
-                if running(self.instances[inst as usize].asg) {
+                if running(self.fleet.instances[inst as usize].asg) {
                     let rate = self.cfg.faults.imds_outages_per_day;
                     self.reschedule_fault(inst, rate, ev);
-                    let i = &mut self.instances[inst as usize];
+                    let i = &mut self.fleet.instances[inst as usize];
                     let len = between(&mut i.faults_rng, (Duration::from_secs(5), Duration::from_secs(60)));
                     i.imds_down_until = now + len;
                     // IMDS down costs its length, the 10 s before the fallback poll starts, and one 30 s
@@ -645,8 +589,8 @@ impl World {
                     self.queue.push(now, Ev::Host(inst, gen, HostEvent::ImdsDown));
                     // When it comes back, the next poll reads whatever is visible then.
                     let back = self.next_poll_after(inst, now + len);
-                    let target = self.instances[inst as usize].target;
-                    let visible_at = self.instances[inst as usize].target_visible_at;
+                    let target = self.fleet.instances[inst as usize].target;
+                    let visible_at = self.fleet.instances[inst as usize].target_visible_at;
                     if target == Target::Terminated && visible_at <= back {
                         self.queue
                             .push(back, Ev::Host(inst, gen, HostEvent::Imds(Target::Terminated)));
@@ -657,7 +601,7 @@ impl World {
                 }
             }
             Ev::SpotNotice(inst) => {
-                let i = &mut self.instances[inst as usize];
+                let i = &mut self.fleet.instances[inst as usize];
                 if running(i.asg) && !i.spot_notice {
                     i.spot_notice = true;
                     i.serve_gap_from = None;
@@ -675,14 +619,14 @@ impl World {
 
     /// Close the books at the end of the run.
     pub(crate) fn finish(&mut self) {
-        let waiting: Vec<InstId> = self.waiting.iter().copied().collect();
+        let waiting: Vec<InstId> = self.fleet.waiting.iter().copied().collect();
         for inst in waiting {
             if self.check_invariants {
                 self.check_idle_wait(inst, false);
             }
             self.leave_wait(inst);
         }
-        self.metrics.jobs_unfinished += self.jobs.unfinished(self.now);
+        self.metrics.jobs_unfinished += self.broker.jobs.unfinished(self.now);
         if let Some(t) = self.timeline.as_mut() {
             t.close(self.now);
         }

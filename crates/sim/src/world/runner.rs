@@ -7,39 +7,20 @@ impl World {
     /// Set a listener's state, keeping the broker's pool and GitHub's view in step.
     pub(super) fn set_listener(&mut self, inst: InstId, new: Listener) {
         let idx = inst as usize;
-        let old = std::mem::replace(&mut self.instances[idx].listener, new);
-        let online = |l: Listener| matches!(l, Listener::Polling | Listener::Claimed(_) | Listener::Busy(_));
-        match (online(old), online(new)) {
-            (false, true) => self.online += 1,
-            (true, false) => self.online -= 1,
-            _ => {}
-        }
-        let claimed = |l: Listener| matches!(l, Listener::Claimed(_));
-        match (claimed(old), claimed(new)) {
-            (false, true) => self.claimed += 1,
-            (true, false) => self.claimed -= 1,
-            _ => {}
-        }
-        if self.instances[idx].busy_flag && !matches!(new, Listener::Busy(_)) {
-            self.instances[idx].busy_flag = false;
-            self.busy_flagged -= 1;
-        }
+        let old = std::mem::replace(&mut self.fleet.instances[idx].listener, new);
+        let i = &mut self.fleet.instances[idx];
+        self.broker
+            .listener_changed(inst, old, new, &mut i.busy_flag, i.registration_removed);
+        // The host serves again: time since the last job's end, unless it began draining.
         if new == Listener::Polling {
-            // A deleted registration is never assigned again; its listener polls on regardless.
-            if !self.instances[idx].registration_removed {
-                self.idle.insert(inst);
-            }
-            // The host serves again: time since the last job's end, unless it began draining.
-            if let Some(from) = self.instances[idx].serve_gap_from.take() {
+            if let Some(from) = self.fleet.instances[idx].serve_gap_from.take() {
                 let gap = self.now.since(from);
                 self.metrics.record_serve_gap(gap);
             }
-        } else {
-            self.idle.remove(inst);
         }
         if new == Listener::Down && old != Listener::Down {
             // A JIT registration whose listener never took a job: it stays until swept.
-            if std::mem::take(&mut self.instances[idx].jit_registration_unused) {
+            if std::mem::take(&mut self.fleet.instances[idx].jit_registration_unused) {
                 self.metrics.jit_configs_unused += 1;
             }
         }
@@ -59,13 +40,13 @@ impl World {
     /// Start the listener (no-op unless it is down and the host running).
     pub fn start_listener(&mut self, inst: InstId) {
         let now = self.now;
-        let i = &self.instances[inst as usize];
+        let i = &self.fleet.instances[inst as usize];
         if i.listener != Listener::Down || !running(i.asg) {
             return;
         }
         self.jit_listener_starts(inst);
         self.set_listener(inst, Listener::Starting);
-        let i = &mut self.instances[inst as usize];
+        let i = &mut self.fleet.instances[inst as usize];
         i.listener_gen += 1;
         i.listener_jobs = 0;
         // A new incarnation: its own registration (JIT) and a fresh perf-log directory.
@@ -73,7 +54,7 @@ impl World {
         i.victim = false;
         i.perf_unseen = false;
         let gen = i.listener_gen;
-        let d = between(&mut self.streams.lat, timing::LISTENER_START);
+        let d = between(&mut self.faults.streams.lat, timing::LISTENER_START);
         self.queue.push(now + d, Ev::ListenerReady(inst, gen));
     }
 
@@ -82,14 +63,14 @@ impl World {
     pub fn signal_listener(&mut self, inst: InstId) {
         let now = self.now;
         let idx = inst as usize;
-        let exit_after = match self.instances[idx].listener {
+        let exit_after = match self.fleet.instances[idx].listener {
             Listener::Down | Listener::Exiting => return,
             Listener::Starting | Listener::Polling => timing::IDLE_EXIT,
             Listener::Claimed(job) => {
                 // A job an accepted delete took back is GitHub's already.
-                let revoked = self.instances[idx].assignment_revoked;
+                let revoked = self.fleet.instances[idx].assignment_revoked;
                 if !revoked && self.drop_unacquired(inst, job, JobOutcome::LostInStopWindow) {
-                    let earlier_jobs = self.instances[idx].listener_jobs;
+                    let earlier_jobs = self.fleet.instances[idx].listener_jobs;
                     self.count_stop_window_race(inst, earlier_jobs);
                 }
                 timing::IDLE_EXIT
@@ -97,25 +78,25 @@ impl World {
             Listener::Busy(job) => {
                 // A worker the host's software was not yet told about is the stop window; one it knew
                 // of is a cancel.
-                let seen = self.instances[idx].worker_seen;
+                let seen = self.fleet.instances[idx].worker_seen;
                 let outcome = if seen {
                     JobOutcome::Cancelled
                 } else {
-                    let earlier_jobs = self.instances[idx].listener_jobs.saturating_sub(1);
+                    let earlier_jobs = self.fleet.instances[idx].listener_jobs.saturating_sub(1);
                     self.count_stop_window_race(inst, earlier_jobs);
                     // W3: the worker runs, the host's software was not told yet.
                     self.metrics.jobs_killed_in_window[3] += 1;
                     JobOutcome::LostInStopWindow
                 };
                 self.finish_job(job, outcome);
-                let exit = between(&mut self.streams.lat, timing::CANCEL_EXIT);
+                let exit = between(&mut self.faults.streams.lat, timing::CANCEL_EXIT);
                 self.queue.push(now + exit, Ev::WorkerExit(inst, job, false));
                 exit
             }
         };
         self.record_mark(inst, "listener", || "SIGINT".into());
         self.set_listener(inst, Listener::Exiting);
-        let gen = self.instances[idx].listener_gen;
+        let gen = self.fleet.instances[idx].listener_gen;
         self.queue.push(now + exit_after, Ev::ListenerExit(inst, gen, Some(0)));
     }
 
@@ -124,7 +105,8 @@ impl World {
     /// `timing::NEXT_JOB_RACE_WINDOW` ago), or an idle listener dispatched to in the instant it was
     /// stopped (anything else, however many jobs it ran long before).
     pub(super) fn count_stop_window_race(&mut self, inst: InstId, earlier_jobs: u32) {
-        let recent = self.now.since(self.instances[inst as usize].last_worker_exit) < timing::NEXT_JOB_RACE_WINDOW;
+        let recent =
+            self.now.since(self.fleet.instances[inst as usize].last_worker_exit) < timing::NEXT_JOB_RACE_WINDOW;
         if earlier_jobs > 0 && recent {
             self.metrics.jobs_killed_next_job_race += 1;
         } else {
@@ -138,7 +120,10 @@ impl World {
     }
 
     pub(super) fn worker_alive_with(&self, inst: InstId, job: JobId) -> bool {
-        self.instances[inst as usize].worker.is_some_and(|(j, _, _)| j == job) && !self.jobs.finished(job)
+        self.fleet.instances[inst as usize]
+            .worker
+            .is_some_and(|(j, _, _)| j == job)
+            && !self.broker.jobs.finished(job)
     }
 
     /// A job hook finished; a strategy whose hook takes effect later calls this itself.
@@ -155,7 +140,7 @@ impl World {
         }
         match kind {
             HookKind::Started => {
-                let d = self.jobs.duration(job);
+                let d = self.broker.jobs.duration(job);
                 self.queue.push(now + run.took + d, Ev::JobDone(inst, job));
             }
             HookKind::Completed => {
@@ -172,7 +157,7 @@ impl World {
     pub(super) fn worker_exit(&mut self, inst: InstId, job: JobId, succeeded: bool) {
         let now = self.now;
         let idx = inst as usize;
-        let Some((j, pid, _)) = self.instances[idx].worker else {
+        let Some((j, pid, _)) = self.fleet.instances[idx].worker else {
             return;
         };
         if j != job {
@@ -184,9 +169,9 @@ impl World {
         if let Some(t) = self.timeline_of(inst) {
             t.end("worker", now);
         }
-        self.workers -= 1;
+        self.fleet.workers -= 1;
         self.webhook();
-        let i = &mut self.instances[idx];
+        let i = &mut self.fleet.instances[idx];
         i.worker = None;
         i.last_worker_exit = now;
         let gen = i.agent_gen;
@@ -194,10 +179,10 @@ impl World {
             now + timing::WORKER_OBSERVATION,
             Ev::Host(inst, gen, HostEvent::WorkerExited(pid)),
         );
-        if self.instances[idx].listener == Listener::Busy(job) {
+        if self.fleet.instances[idx].listener == Listener::Busy(job) {
             // The job ended and its listener lives (not a crash): from here the host is between jobs
             // until its next listener is ready, unless it is draining.
-            let i = &mut self.instances[idx];
+            let i = &mut self.fleet.instances[idx];
             if i.asg == AsgPhase::InService && !i.spot_notice {
                 i.serve_gap_from = Some(now);
             }
@@ -209,7 +194,7 @@ impl World {
                 // `RunOnce || settings.Ephemeral`).
                 ListenerMode::OneJob | ListenerMode::Jit => {
                     self.set_listener(inst, Listener::Exiting);
-                    let gen = self.instances[idx].listener_gen;
+                    let gen = self.fleet.instances[idx].listener_gen;
                     self.queue
                         .push(now + timing::IDLE_EXIT, Ev::ListenerExit(inst, gen, Some(0)));
                 }
@@ -220,12 +205,12 @@ impl World {
 
     pub(super) fn listener_exit(&mut self, inst: InstId, gen: u32, code: Option<i32>) {
         let idx = inst as usize;
-        let i = &self.instances[idx];
+        let i = &self.fleet.instances[idx];
         if i.listener_gen != gen || i.listener != Listener::Exiting {
             return;
         }
         self.set_listener(inst, Listener::Down);
-        let agent_gen = self.instances[idx].agent_gen;
+        let agent_gen = self.fleet.instances[idx].agent_gen;
         self.queue
             .push(self.now, Ev::Host(inst, agent_gen, HostEvent::ListenerExited(code)));
     }
@@ -233,22 +218,22 @@ impl World {
     pub(super) fn listener_dies(&mut self, inst: InstId, code: Option<i32>, job_outcome: JobOutcome) {
         let now = self.now;
         let idx = inst as usize;
-        match self.instances[idx].listener {
+        match self.fleet.instances[idx].listener {
             Listener::Down => return,
-            Listener::Claimed(job) if !self.instances[idx].assignment_revoked => {
+            Listener::Claimed(job) if !self.fleet.instances[idx].assignment_revoked => {
                 self.drop_unacquired(inst, job, job_outcome);
             }
             _ => {}
         }
         self.set_listener(inst, Listener::Down);
-        let i = &mut self.instances[idx];
+        let i = &mut self.fleet.instances[idx];
         i.listener_gen += 1;
-        if let Some((job, _, _)) = self.instances[idx].worker {
+        if let Some((job, _, _)) = self.fleet.instances[idx].worker {
             // The worker loses its channel to the listener and the job fails.
             self.finish_job(job, job_outcome);
             self.worker_exit(inst, job, false);
         }
-        let i = &mut self.instances[idx];
+        let i = &mut self.fleet.instances[idx];
         let gen = i.agent_gen;
         self.queue
             .push(now, Ev::Host(inst, gen, HostEvent::ListenerExited(code)));
@@ -257,7 +242,7 @@ impl World {
 
     pub(super) fn finish_job(&mut self, job: JobId, outcome: JobOutcome) {
         let now = self.now;
-        let Some((arrival, started)) = self.jobs.finish(job) else {
+        let Some((arrival, started)) = self.broker.jobs.finish(job) else {
             return; // already accounted for
         };
         self.metrics.record_job(outcome, arrival, started, now);
@@ -275,7 +260,7 @@ impl World {
 
     /// Schedule a relaunch of the listener (RunnerService.js style), used by strategies without the core.
     pub fn relaunch_listener_later(&mut self, inst: InstId, after: Duration) {
-        let gen = self.instances[inst as usize].listener_gen;
+        let gen = self.fleet.instances[inst as usize].listener_gen;
         self.queue.push(self.now + after, Ev::Relaunch(inst, gen));
     }
 
@@ -283,7 +268,7 @@ impl World {
     /// A drain that begins meanwhile may take that much longer: the invariant allows for it.
     pub fn note_startup_retry(&mut self, inst: InstId, until: Option<Time>) {
         let now = self.now;
-        let i = &mut self.instances[inst as usize];
+        let i = &mut self.fleet.instances[inst as usize];
         i.startup_retry_until = until;
         if let (Some(until), AsgPhase::Wait { .. }) = (until, i.asg) {
             i.fault_allowance += until.since(now);
@@ -292,9 +277,9 @@ impl World {
 
     /// What a freshly started agent finds on its host.
     pub fn observe(&mut self, inst: InstId) -> Observation {
-        let i = &mut self.instances[inst as usize];
+        let i = &mut self.fleet.instances[inst as usize];
         i.worker_seen |= i.worker.is_some();
-        let i = &self.instances[inst as usize];
+        let i = &self.fleet.instances[inst as usize];
         let listener_pid = match i.listener {
             Listener::Down | Listener::Starting => None,
             _ => Some(i.listener_pid),
@@ -315,12 +300,12 @@ impl World {
     /// The agent's last look at the listener's perf log before a SIGINT: whether a job message came
     /// since its last poll (it has read it now).
     pub fn take_unseen_job_message(&mut self, inst: InstId) -> bool {
-        std::mem::take(&mut self.instances[inst as usize].perf_unseen)
+        std::mem::take(&mut self.fleet.instances[inst as usize].perf_unseen)
     }
 
     /// Whether the instance's IMDS answers now (an agent reading its identity needs it).
     pub fn imds_up(&self, inst: InstId) -> bool {
-        self.now >= self.instances[inst as usize].imds_down_until
+        self.now >= self.fleet.instances[inst as usize].imds_down_until
     }
 
     pub(super) fn visible_target(&self, i: &Instance) -> Target {
@@ -332,13 +317,12 @@ impl World {
     }
 
     pub(super) fn next_pid(&mut self) -> u32 {
-        self.pid_seq += 1;
-        self.pid_seq
+        self.fleet.next_pid()
     }
 
     /// When the agent's once-a-second IMDS poll first sees something visible from `t` on.
     pub(crate) fn next_poll_after(&self, inst: InstId, t: Time) -> Time {
-        let i = &self.instances[inst as usize];
+        let i = &self.fleet.instances[inst as usize];
         let t = t.max(i.imds_down_until);
         let period = timing::IMDS_POLL.as_millis() as u64;
         let phase = i.poll_phase.as_millis() as u64;
@@ -349,17 +333,17 @@ impl World {
 
     /// Run a strategy's step on `inst` after `after` (work that takes time before its effect).
     pub fn defer(&mut self, inst: InstId, after: Duration, what: Deferred) {
-        let gen = self.instances[inst as usize].agent_gen;
+        let gen = self.fleet.instances[inst as usize].agent_gen;
         self.queue.push(self.now + after, Ev::Deferred(inst, gen, what));
     }
 
     /// The latency of one `aws` CLI call from a bash script (the source PR's hooks and units).
     pub fn cli_latency(&mut self) -> Duration {
-        timing::AWS_CLI.mul_f64(0.8 + 0.4 * self.streams.lat.unit())
+        timing::AWS_CLI.mul_f64(0.8 + 0.4 * self.faults.streams.lat.unit())
     }
 
     /// A duration drawn from the world's latency stream, uniform in the range.
     pub fn latency(&mut self, range: (Duration, Duration)) -> Duration {
-        between(&mut self.streams.lat, range)
+        between(&mut self.faults.streams.lat, range)
     }
 }
