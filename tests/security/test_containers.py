@@ -310,7 +310,7 @@ def test_base_images_in_the_read_only_store_are_kept_and_cannot_be_poisoned(
     os.chmod(drop, 0o777)
     confs: dict[str, Path] = {}
     try:
-        runroot = tmp_path / "store-run"
+        runroot = Path(f"/run/rl-ir-{os.getpid()}")  # podman refuses a runroot over 50 characters
         out = run(PODMAN, "--root", str(store / "storage"), "--runroot", str(runroot), "--storage-driver", "overlay",
                   "--cgroup-manager=cgroupfs", "import", str(image_tar), "localhost/rl-base:1", check=False)
         assert out.returncode == 0, out
@@ -338,9 +338,9 @@ def test_base_images_in_the_read_only_store_are_kept_and_cannot_be_poisoned(
             assert "localhost/rl-base:1" in images and "localhost/rl-own:1" not in images, log
             assert "ran-from-store" in (drop / "b-run").read_text(), log
     finally:
-        run(PODMAN, "--root", str(store / "storage"), "--runroot", str(tmp_path / "store-run"), "--storage-driver",
+        run(PODMAN, "--root", str(store / "storage"), "--runroot", f"/run/rl-ir-{os.getpid()}", "--storage-driver",
             "overlay", "system", "reset", "--force", check=False)
-        for d in (store, drop):
+        for d in (store, drop, Path(f"/run/rl-ir-{os.getpid()}")):
             shutil.rmtree(d, ignore_errors=True)
         for p in confs.values():
             p.unlink(missing_ok=True)
