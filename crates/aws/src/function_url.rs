@@ -770,15 +770,7 @@ mod tests {
                 .to_string()
         };
         let auth = h("authorization");
-        assert!(
-            auth.starts_with(
-                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/eu-west-1/lambda/aws4_request, SignedHeaders="
-            ),
-            "{auth}"
-        );
-        for signed in ["content-type", "host", "x-amz-date", "x-amz-security-token"] {
-            assert!(auth.contains(signed), "{signed} unsigned: {auth}");
-        }
+        assert_signed_for_lambda(&auth);
         assert_eq!(h("x-amz-date"), "20231114T221320Z");
         assert_eq!(h("host"), "abc.lambda-url.eu-west-1.on.aws");
         assert_eq!(h("x-amz-security-token"), "SESSIONTOKEN");
@@ -790,6 +782,20 @@ mod tests {
         let again = signed_request(&uri, BODY, "eu-west-1", &identity(Some("SESSIONTOKEN")), t)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.headers().get("authorization"), r.headers().get("authorization"));
+    }
+
+    /// The Authorization header of a request signed for Lambda in eu-west-1 by the test identity,
+    /// with every header that must be signed.
+    fn assert_signed_for_lambda(auth: &str) {
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/eu-west-1/lambda/aws4_request, SignedHeaders="
+            ),
+            "{auth}"
+        );
+        for signed in ["content-type", "host", "x-amz-date", "x-amz-security-token"] {
+            assert!(auth.contains(signed), "{signed} unsigned: {auth}");
+        }
     }
 
     #[test]
@@ -808,15 +814,7 @@ mod tests {
         };
         let release = release_uri("https://abc.lambda-url.eu-west-1.on.aws").unwrap_or_else(|e| panic!("{e}"));
         let (r, auth) = sign_for(&release, &release_body(7));
-        assert!(
-            auth.starts_with(
-                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/eu-west-1/lambda/aws4_request, SignedHeaders="
-            ),
-            "{auth}"
-        );
-        for signed in ["content-type", "host", "x-amz-date", "x-amz-security-token"] {
-            assert!(auth.contains(signed), "{signed} unsigned: {auth}");
-        }
+        assert_signed_for_lambda(&auth);
         assert_eq!(r.uri().path(), "/jit-config/release");
         assert_eq!(r.method(), Method::POST);
         // The body and the path are signed: another runner id, or the mint's path with the same
