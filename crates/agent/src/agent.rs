@@ -1490,7 +1490,7 @@ impl Agent {
         let dir = self.cgroups.as_mut().and_then(|cg| cg.create("clean").ok());
         let mut cmd = std::process::Command::new("/proc/self/exe");
         cmd.env_clear();
-        match self.engine_namespace(&user).filter(|_| in_namespace) {
+        match in_namespace.then(|| self.engine_namespace(&user)).flatten() {
             // In the rootless engine's user namespace (`podman unshare`): the files a container
             // user left (owned by a subordinate id) are the job's too, and removable there.
             Some((runtime, exe)) => {
