@@ -142,6 +142,10 @@ def test_status_while_idle_during_a_job_and_during_a_drain(make_host, broker):
     assert 250_000 < j["global_deadline_in_ms"] <= 300_000, "100 x HeartbeatTimeout after the wait"
     assert j["next_step"].startswith(
         "waiting for the job to finish, then stop the listener and complete the lifecycle hook"), j
+    # The core's plan, part by part: the listener's stop waits, the hook is heartbeated meanwhile.
+    assert j["step"] == "wait-for-job", j
+    hook = [p for p in j["plan"] if p["area"] == "hook"]
+    assert hook and hook[0]["step"] == "heartbeat", j["plan"]
     r = status(host)
     drain = lines(r.stdout)
     assert drain["draining"] == "yes: the instance is terminating (scale-in)", r.stdout
@@ -278,6 +282,7 @@ def test_metrics_count_a_job_and_an_idle_scale_in(make_host, broker):
     assert m["runner_lifecycle_jobs_assigned_total"] == 0
     assert m['runner_lifecycle_listener_starts_total{reason="serving"}'] == 1
     assert m["runner_lifecycle_job_alive"] == 0 and m["runner_lifecycle_protected"] == 0
+    assert m['runner_lifecycle_next_step{step="idle"}'] == 1 and m['runner_lifecycle_next_step{step="job-running"}'] == 0
     assert scrape(port, path="/")[0] == 404
     assert scrape(port, method="POST")[0] == 405
     assert scrape(port, method="HEAD")[0] == 200
@@ -285,6 +290,7 @@ def test_metrics_count_a_job_and_an_idle_scale_in(make_host, broker):
     job = broker.assign_job(1.0, runner=host.runner.name)
     broker.wait_worker_started(job)
     wait_for(lambda: metrics(port)["runner_lifecycle_job_alive"] == 1, 3, "job_alive gauge")
+    assert metrics(port)['runner_lifecycle_next_step{step="job-running"}'] == 1
     assert broker.wait_outcome(job, timeout=20) == "succeeded"
     wait_for(lambda: host.protected() is False, 5, "protection cleared after the job")
     m = wait_for(lambda: (lambda s: s if s.get('runner_lifecycle_protection_calls_total{action="unprotect",'

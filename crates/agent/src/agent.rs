@@ -22,9 +22,8 @@ use crate::socket::{self, Incoming, Request, SocketError};
 use crate::status;
 use lifecycle_aws::function_url::{JitClient, JitFetchError, JitGrant};
 use lifecycle_core::{
-    Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookPhase, HookReport, Host, Input,
-    ListenerMode, Notice, Release, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput,
-    TargetState, Time,
+    Action, ApiError, ApiErrorKind, ApiReply, Call, DrainCause, HookConfig, HookReport, Host, Input, ListenerMode,
+    Notice, Release, RequestId, Startup, StartupAction, StartupConfig, StartupExit, StartupInput, TargetState, Time,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
@@ -803,13 +802,7 @@ impl Agent {
     }
 
     fn update_gauges(&self) {
-        let pending = matches!(self.core.hook_phase(), HookPhase::Pending { .. });
-        metrics::lock(&self.metrics).set_gauges(
-            self.core.job_alive(),
-            self.core.draining().is_some(),
-            self.core.protected(),
-            pending,
-        );
+        metrics::lock(&self.metrics).set_gauges(metrics::Gauges::of(&self.core.snapshot()));
     }
 
     fn feed(&mut self, input: Input) {

@@ -8,7 +8,7 @@ use crate::duration::relative;
 use crate::status_wire::{self as wire, Status};
 use lifecycle_core::{
     AfterStop, Call, CallProgress, DescribeReason, DescribeStep, DescribeWhen, DrainCause, HeartbeatWhen, HoldReason,
-    HookPhase, JobProtection, ListenerState, NextStep, Snapshot, Step, Time,
+    HookPhase, JobProtection, ListenerState, NextStep, PlanEntry, Snapshot, Step, Time,
 };
 use std::time::Duration;
 
@@ -151,7 +151,24 @@ pub fn running(s: &Snapshot, now: Time, facts: &Facts) -> Status {
             .collect(),
         next_deadline_in_ms: at(s.next_timer.map(|(t, _)| t)),
         next_timer: s.next_timer.map(|(_, timer)| timer),
+        step: s.next_step.step.map(|step| step.name().to_string()),
+        plan: s.plan.entries().into_iter().map(|e| plan_part(e, now)).collect(),
     }))
+}
+
+/// One part of the plan, as the core lists it, with its times relative to `now`.
+fn plan_part(e: PlanEntry, now: Time) -> wire::PlanPart {
+    wire::PlanPart {
+        area: e.area.name().to_string(),
+        step: e.step.to_string(),
+        reason: e.reason.map(str::to_string),
+        in_ms: e.at.map(|t| offset(t, now)),
+        in_flight: e.call == Some(CallProgress::InFlight),
+        retry_in_ms: match e.call {
+            Some(CallProgress::RetryAt(t)) => Some(offset(t, now)),
+            _ => None,
+        },
+    }
 }
 
 fn join_then(steps: &[&str]) -> String {

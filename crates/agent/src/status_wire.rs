@@ -176,4 +176,27 @@ pub struct Running {
     pub next_deadline_in_ms: Option<i64>,
     /// Which timer that is.
     pub next_timer: Option<Timer>,
+    /// The main step of the plan (`next_step` in one word, e.g. `hold-stop`; the gauge
+    /// `runner_lifecycle_next_step` carries the same).
+    pub step: Option<String>,
+    /// The whole plan: every area's next step, in the order the core carries them out.
+    pub plan: Vec<PlanPart>,
+}
+
+/// One part of the core's plan (`lifecycle_core::PlanEntry`), with its times relative.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlanPart {
+    /// The area: `describe`, `fetch`, `listener`, `protection`, `hook`, `leave` or `exit`.
+    pub area: String,
+    /// What comes next there.
+    pub step: String,
+    /// Why, when the core says.
+    pub reason: Option<String>,
+    /// When it is due (`None`: now, or when its call or condition allows).
+    pub in_ms: Option<i64>,
+    /// Its call is in flight.
+    pub in_flight: bool,
+    /// Its call failed and is retried then.
+    pub retry_in_ms: Option<i64>,
 }

@@ -341,7 +341,28 @@ pub fn render(status: &Status) -> String {
         row(&mut out, "api calls", &api.join("; "));
     }
     row(&mut out, "next", &a.next_step);
+    for part in &v.plan {
+        row(&mut out, "plan", &plan_line(part));
+    }
     out
+}
+
+/// One part of the core's plan: `area: step (reason), in 5s; retry in 2s`.
+fn plan_line(p: &lifecycle_agent::status_wire::PlanPart) -> String {
+    let mut text = format!("{}: {}", p.area, p.step);
+    if let Some(r) = &p.reason {
+        let _ = write!(text, " ({r})");
+    }
+    if let Some(ms) = p.in_ms {
+        let _ = write!(text, ", {}", relative(ms));
+    }
+    if p.in_flight {
+        text.push_str("; call in flight");
+    }
+    if let Some(ms) = p.retry_in_ms {
+        let _ = write!(text, "; retry {}", relative(ms));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -449,6 +470,13 @@ mod tests {
         assert!(!text.contains("t+"), "no core times: {text}");
     }
 
+    fn v_step(v: &Status) -> Option<&str> {
+        match v {
+            Status::Running(r) => r.step.as_deref(),
+            Status::Discovering(_) => None,
+        }
+    }
+
     #[test]
     fn busy_host_in_terminating_wait() {
         let mut host = serving();
@@ -490,6 +518,14 @@ mod tests {
             line(&text, "next").starts_with(
                 "waiting for the job to finish, then stop the listener and complete the lifecycle hook; heartbeat in "
             ),
+            "{text}"
+        );
+        // The plan, area by area, read from the core: the heartbeat keeps the hook while the job runs.
+        assert_eq!(v_step(&v), Some("wait-for-job"));
+        let plan: Vec<&str> = text.lines().filter(|l| l.starts_with("plan ")).collect();
+        assert!(
+            plan.iter()
+                .any(|l| l.trim_start_matches("plan").trim().starts_with("hook: heartbeat, in ")),
             "{text}"
         );
 

@@ -177,8 +177,10 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// The next timer to come due, and which one it is.
     pub next_timer: Option<(Time, Timer)>,
-    /// What the core will do next.
+    /// What the core will do next: the main step.
     pub next_step: NextStep,
+    /// Every area's next step: the plan `decide` carries out.
+    pub plan: Plan,
     /// The listener, structured.
     pub listener_state: ListenerState,
     /// The hook phase, structured.
@@ -576,6 +578,7 @@ impl Host {
             last_error: self.last_error.clone(),
             next_timer: self.next_timer(),
             next_step: self.next_step(),
+            plan: self.plan(),
             listener_state: self.listener.clone(),
             hook_phase: self.hook,
             hook_configured: self.cfg.hook.is_some(),

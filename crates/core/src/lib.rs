@@ -62,7 +62,7 @@ pub use startup::{
 };
 pub use step::{
     AfterStop, CallProgress, DescribeStep, DescribeWhen, ExitWait, FetchStep, HeartbeatWhen, HookStep, JobProtection,
-    LeaveStep, ListenerStep, NextStep, Plan, ProtectionStep, Step,
+    LeaveStep, ListenerStep, NextStep, Plan, PlanArea, PlanEntry, ProtectionStep, Step,
 };
 pub use time::Time;
 pub use timer::Timer;

@@ -294,6 +294,25 @@ impl Toy {
         }
         // The plan itself, area by area: nothing due now is left, every time has its timer.
         let full = self.host.plan();
+        // What the shells show (status, the metrics) is this plan, every part of it.
+        if let Some(step) = plan.step {
+            if !Step::NAMES.contains(&step.name()) {
+                self.fail(format!("{step:?} is named {:?}, which Step::NAMES lacks", step.name()));
+            }
+        }
+        let parts = [
+            full.describe.is_some(),
+            full.fetch.is_some(),
+            full.listener.is_some(),
+            full.protection.is_some(),
+            full.hook.is_some(),
+            full.leave.is_some(),
+            full.exit.is_some(),
+        ];
+        let entries = full.entries();
+        if entries.len() != parts.iter().filter(|p| **p).count() || self.host.snapshot().plan != full {
+            self.fail(format!("the listed plan {entries:?} is not the plan {full:?}"));
+        }
         let mut late = |what: &str| {
             if problem.is_none() {
                 problem = Some(format!("{what} is due now, yet the pass left it: {full:?}"));

@@ -314,3 +314,228 @@ pub struct Plan {
     /// The exit (`Some(None)`: due now; `Some(Some(w))`: waits for `w`).
     pub exit: Option<Option<ExitWait>>,
 }
+
+impl Step {
+    /// The step's one wire spelling (kebab-case, as serde spells it), for the `status` answer and
+    /// the `runner_lifecycle_next_step` gauge.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Exited => "exited",
+            Step::StartListener => "start-listener",
+            Step::WaitListenerExit => "wait-listener-exit",
+            Step::ListenerGaveUp => "listener-gave-up",
+            Step::AwaitInService => "await-in-service",
+            Step::AwaitJitConfig(_) => "await-jit-config",
+            Step::Relaunch { .. } => "relaunch",
+            Step::JobRunning { .. } => "job-running",
+            Step::Unprotect { .. } => "unprotect",
+            Step::IdleProtectionCall(_) => "idle-protection-call",
+            Step::Idle => "idle",
+            Step::CancellingJob => "cancelling-job",
+            Step::ListenerKilled { .. } => "listener-killed",
+            Step::JobInStopWindow => "job-in-stop-window",
+            Step::WaitForJob { .. } => "wait-for-job",
+            Step::HoldStop { .. } => "hold-stop",
+            Step::StopIdleListener { .. } => "stop-idle-listener",
+            Step::WaitStartThenStop { .. } => "wait-start-then-stop",
+            Step::WaitIdleExit { .. } => "wait-idle-exit",
+            Step::CompleteHook(_) => "complete-hook",
+            Step::UnprotectBeforeExit(_) => "unprotect-before-exit",
+            Step::UnprotectBeforeLeave(_) => "unprotect-before-leave",
+            Step::Exiting => "exiting",
+            Step::LeaveGroup(_) => "leave-group",
+            Step::Drained { .. } => "drained",
+        }
+    }
+
+    /// Every name [`Step::name`] gives, so the gauge shows each from the start.
+    pub const NAMES: &'static [&'static str] = &[
+        "exited",
+        "start-listener",
+        "wait-listener-exit",
+        "listener-gave-up",
+        "await-in-service",
+        "await-jit-config",
+        "relaunch",
+        "job-running",
+        "unprotect",
+        "idle-protection-call",
+        "idle",
+        "cancelling-job",
+        "listener-killed",
+        "job-in-stop-window",
+        "wait-for-job",
+        "hold-stop",
+        "stop-idle-listener",
+        "wait-start-then-stop",
+        "wait-idle-exit",
+        "complete-hook",
+        "unprotect-before-exit",
+        "unprotect-before-leave",
+        "exiting",
+        "leave-group",
+        "drained",
+    ];
+}
+
+/// The area of the host one part of the [`Plan`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanArea {
+    /// DescribeAutoScalingInstances.
+    Describe,
+    /// The just-in-time config for the next listener.
+    Fetch,
+    /// The runner listener.
+    Listener,
+    /// Scale-in protection.
+    Protection,
+    /// The lifecycle hook.
+    Hook,
+    /// Leaving the group (one instance per job).
+    Leave,
+    /// The agent's exit.
+    Exit,
+}
+
+wire_names! {
+    PlanArea {
+        Describe => "describe",
+        Fetch => "fetch",
+        Listener => "listener",
+        Protection => "protection",
+        Hook => "hook",
+        Leave => "leave",
+        Exit => "exit",
+    }
+}
+
+/// One part of the [`Plan`], flat: what comes next in one area, why, when, and how far its call has
+/// got. `status` lists these; they are read from the plan, never worked out again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PlanEntry {
+    /// The area.
+    pub area: PlanArea,
+    /// What comes next there (kebab-case).
+    pub step: &'static str,
+    /// Why, when the plan says (the reason's wire spelling).
+    pub reason: Option<&'static str>,
+    /// When it is due (`None`: now, or when its call or condition allows).
+    pub at: Option<Time>,
+    /// The call, if under way.
+    pub call: Option<CallProgress>,
+}
+
+impl PlanEntry {
+    fn new(area: PlanArea, step: &'static str) -> PlanEntry {
+        PlanEntry {
+            area,
+            step,
+            reason: None,
+            at: None,
+            call: None,
+        }
+    }
+
+    fn reason(mut self, reason: impl Into<Option<&'static str>>) -> PlanEntry {
+        self.reason = reason.into();
+        self
+    }
+
+    fn at(mut self, at: Option<Time>) -> PlanEntry {
+        self.at = at;
+        self
+    }
+
+    fn call(mut self, call: Option<CallProgress>) -> PlanEntry {
+        self.call = call;
+        self
+    }
+}
+
+impl Plan {
+    /// Every part that is set, in the order `decide` carries them out.
+    pub fn entries(&self) -> Vec<PlanEntry> {
+        use PlanArea as A;
+        let mut out = Vec::new();
+        if let Some(d) = self.describe {
+            let e = PlanEntry::new(A::Describe, "describe").reason(d.reason.name());
+            out.push(match d.when {
+                DescribeWhen::Call(p) => e.call(Some(p)),
+                DescribeWhen::PollAt(t) => e.at(Some(t)),
+                DescribeWhen::DueNow => e,
+            });
+        }
+        if let Some(f) = self.fetch {
+            out.push(
+                PlanEntry::new(A::Fetch, "fetch-jit-config")
+                    .reason(f.reason.name())
+                    .call(f.progress),
+            );
+        }
+        if let Some(l) = self.listener {
+            let e = PlanEntry::new(A::Listener, l.name());
+            out.push(match l {
+                ListenerStep::Start { at, reason } => e.reason(reason.name()).at(Some(at)),
+                ListenerStep::ConfirmThenStop { reason, .. } => e.reason(reason.name()),
+                ListenerStep::Confirming | ListenerStep::ForceStop { .. } => e,
+                ListenerStep::Release(p) => e.call(p),
+                ListenerStep::Hold { reason, until } => e.reason(reason.name()).at(until),
+                ListenerStep::Kill { at, .. } => e.at(Some(at)),
+            });
+        }
+        if let Some(p) = self.protection {
+            let step = if p.protect { "protect" } else { "unprotect" };
+            out.push(
+                PlanEntry::new(A::Protection, step)
+                    .reason(p.reason.name())
+                    .at(Some(p.at))
+                    .call(p.progress),
+            );
+        }
+        if let Some(h) = self.hook {
+            out.push(match h {
+                HookStep::Heartbeat { at, progress, .. } => PlanEntry::new(A::Hook, "heartbeat").at(at).call(progress),
+                HookStep::Complete {
+                    listener_down,
+                    progress,
+                } => PlanEntry::new(A::Hook, "complete")
+                    .reason((!listener_down).then_some("after-listener-stops"))
+                    .call(progress),
+            });
+        }
+        if let Some(l) = self.leave {
+            out.push(PlanEntry::new(A::Leave, "leave-group").call(l.progress));
+        }
+        if let Some(wait) = self.exit {
+            out.push(PlanEntry::new(A::Exit, "exit").reason(wait.map(ExitWait::name)));
+        }
+        out
+    }
+}
+
+impl ListenerStep {
+    /// The step's wire spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ListenerStep::Start { .. } => "start",
+            ListenerStep::ConfirmThenStop { .. } => "confirm-then-stop",
+            ListenerStep::Confirming => "confirming",
+            ListenerStep::Release(_) => "release",
+            ListenerStep::Hold { .. } => "hold",
+            ListenerStep::ForceStop { .. } => "force-stop",
+            ListenerStep::Kill { at: _, extend: false } => "kill",
+            ListenerStep::Kill { extend: true, .. } => "extend-grace",
+        }
+    }
+}
+
+impl ExitWait {
+    /// What the exit waits for, as the reason of the plan's exit entry.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitWait::Hook => "waits-for-hook",
+            ExitWait::Unprotect => "waits-for-unprotect",
+        }
+    }
+}

@@ -144,6 +144,8 @@ families! {
     Protected => "protected", Gauge, [], "1 if the instance is protected from scale-in, 0 if not; absent while unknown.";
     HookPending => "hook_pending", Gauge, [],
         "1 while a termination lifecycle action waits for this host (Terminating:Wait).";
+    NextStep => "next_step", Gauge, ["step"],
+        "1 for the main step the decision core's plan says comes next (the `step` of `status`), 0 for every other step.";
 }
 
 /// The prefix of every metric name.

@@ -12,8 +12,8 @@ pub use http::{bind, check_listen, respond, serve};
 use exposition::{counts, header, histogram, sample, Histogram};
 use lifecycle_core::Time;
 use lifecycle_core::{
-    Action, ApiError, ApiReply, Call, Detection, DrainCause, HoldReason, JobLoss, Notice, Release, RequestId,
-    StartReason,
+    Action, ApiError, ApiReply, Call, Detection, DrainCause, HoldReason, HookPhase, JobLoss, Notice, Release,
+    RequestId, Snapshot, StartReason, Step,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -33,6 +33,34 @@ const DETECTION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 3
 const DRAIN_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
 ];
+
+/// The gauges: the core's current view, all read from one [`Snapshot`] (the step from its plan).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// A job is assigned.
+    pub job_alive: bool,
+    /// The runner drains.
+    pub draining: bool,
+    /// Believed scale-in protection.
+    pub protected: Option<bool>,
+    /// A termination lifecycle action waits.
+    pub hook_pending: bool,
+    /// The plan's main step ([`Step::name`]).
+    pub next_step: Option<&'static str>,
+}
+
+impl Gauges {
+    /// The gauges of the core's snapshot.
+    pub fn of(s: &Snapshot) -> Gauges {
+        Gauges {
+            job_alive: s.job_alive,
+            draining: s.draining.is_some(),
+            protected: s.protected,
+            hook_pending: matches!(s.hook_phase, HookPhase::Pending { .. }),
+            next_step: s.next_step.step.map(|step| step.name()),
+        }
+    }
+}
 
 /// Every metric of the agent, and the bookkeeping that turns actions into them.
 #[derive(Clone, Debug)]
@@ -59,6 +87,7 @@ pub struct Metrics {
     draining: bool,
     protected: Option<bool>,
     hook_pending: bool,
+    next_step: Option<&'static str>,
 
     // Bookkeeping.
     /// SetInstanceProtection requests in flight: protect (true) or unprotect.
@@ -103,6 +132,7 @@ impl Metrics {
             draining: false,
             protected: None,
             hook_pending: false,
+            next_step: None,
             protect_requests: BTreeMap::new(),
             imds_terminated_read: None,
             detection_started: None,
@@ -208,11 +238,12 @@ impl Metrics {
     }
 
     /// The gauges, from the core's current view.
-    pub fn set_gauges(&mut self, job_alive: bool, draining: bool, protected: Option<bool>, hook_pending: bool) {
-        self.job_alive = job_alive;
-        self.draining = draining;
-        self.protected = protected;
-        self.hook_pending = hook_pending;
+    pub fn set_gauges(&mut self, g: Gauges) {
+        self.job_alive = g.job_alive;
+        self.draining = g.draining;
+        self.protected = g.protected;
+        self.hook_pending = g.hook_pending;
+        self.next_step = g.next_step;
     }
 
     /// The text exposition format: every family of [`Family::ALL`], in that order.
@@ -275,6 +306,11 @@ impl Metrics {
                 }
             }
             Family::HookPending => sample(o, n, &[], u64::from(self.hook_pending)),
+            Family::NextStep => {
+                for step in Step::NAMES {
+                    sample(o, n, &[(label[0], step)], u64::from(self.next_step == Some(*step)));
+                }
+            }
             Family::TerminationDetectionSeconds | Family::DrainSeconds => {}
         }
     }
@@ -319,7 +355,7 @@ mod tests {
                 assert_eq!(series.matches('{').count(), series.matches('}').count(), "{l}");
             }
         }
-        assert_eq!(families, 23, "{text}");
+        assert_eq!(families, 24, "{text}");
         assert_eq!(value(&text, "runner_lifecycle_jobs_assigned_total"), 0.0);
         assert_eq!(
             value(&text, "runner_lifecycle_termination_detected_total{via=\"imds\"}"),
@@ -446,7 +482,12 @@ mod tests {
             t(41_100),
             false,
         );
-        m.set_gauges(false, true, Some(false), false);
+        m.set_gauges(Gauges {
+            draining: true,
+            protected: Some(false),
+            next_step: Some("complete-hook"),
+            ..Gauges::default()
+        });
 
         let text = m.render();
         assert_eq!(value(&text, "runner_lifecycle_jobs_assigned_total"), 1.0);
