@@ -268,7 +268,10 @@ impl Starting<'_> {
                             discovered = Some(d);
                             StartupInput::Discovered
                         }
-                        Err((error, throttled)) => StartupInput::DiscoveryFailed { error, throttled },
+                        Err(e) => StartupInput::DiscoveryFailed {
+                            throttled: e.throttled(),
+                            error: e.to_string(),
+                        },
                     },
                     // The machine discovers only after the identity was read: should it ask anyway,
                     // the agent ends (systemd starts it afresh) rather than panic or hang.
@@ -577,11 +580,37 @@ async fn read_identity(settings: &Settings, imds: &mut ImdsClient) -> Result<Ide
     Ok(Identity { instance_id, region })
 }
 
-/// The group and its termination hook: configured, or asked of Auto Scaling. `Err` carries the
-/// message and whether Auto Scaling throttled the call.
-async fn discover(settings: &Settings, identity: &Identity) -> Result<Discovered, (String, bool)> {
+/// Why discovery failed: the startup machine backs off longer after throttling.
+#[derive(Debug, thiserror::Error)]
+enum DiscoverError {
+    /// An Auto Scaling call failed.
+    #[error("{call}: {error}")]
+    Api {
+        /// The API action.
+        call: &'static str,
+        /// The classified failure.
+        error: ApiError,
+    },
+    /// The configured hook is not in the group.
+    #[error("lifecycle hook `{name}` (aws.hook) does not exist in group {group}")]
+    HookMissing {
+        /// The configured hook.
+        name: String,
+        /// The group.
+        group: String,
+    },
+}
+
+impl DiscoverError {
+    fn throttled(&self) -> bool {
+        matches!(self, DiscoverError::Api { error, .. } if error.kind == ApiErrorKind::Throttled)
+    }
+}
+
+/// The group and its termination hook: configured, or asked of Auto Scaling.
+async fn discover(settings: &Settings, identity: &Identity) -> Result<Discovered, DiscoverError> {
     let Identity { instance_id, region } = identity.clone();
-    let throttled = |e: &ApiError| e.kind == ApiErrorKind::Throttled;
+    let api = |call: &'static str| move |error| DiscoverError::Api { call, error };
     let sdk = asg::sdk_config(
         &region,
         settings.endpoint_url.as_deref(),
@@ -595,7 +624,7 @@ async fn discover(settings: &Settings, identity: &Identity) -> Result<Discovered
         None => client
             .describe()
             .await
-            .map_err(|e| (format!("DescribeAutoScalingInstances: {e}"), throttled(&e)))?
+            .map_err(api("DescribeAutoScalingInstances"))?
             .map(|m| m.group),
     };
     let hook = match &group {
@@ -604,13 +633,13 @@ async fn discover(settings: &Settings, identity: &Identity) -> Result<Discovered
             let hooks = client
                 .termination_hooks(g, settings.hook.as_deref())
                 .await
-                .map_err(|e| (format!("DescribeLifecycleHooks: {e}"), throttled(&e)))?;
+                .map_err(api("DescribeLifecycleHooks"))?;
             if let Some(name) = &settings.hook {
                 if hooks.is_empty() {
-                    return Err((
-                        format!("lifecycle hook `{name}` (aws.hook) does not exist in group {g}"),
-                        false,
-                    ));
+                    return Err(DiscoverError::HookMissing {
+                        name: name.clone(),
+                        group: g.clone(),
+                    });
                 }
             } else if hooks.len() > 1 {
                 warn!(

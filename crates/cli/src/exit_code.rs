@@ -44,11 +44,12 @@ pub enum ExitCode {
 // ----- The exit code of each error kind a command ends with: here, not at each command. -----
 
 impl From<&lifecycle_controller::HandlerError> for ExitCode {
-    /// `controller`: a malformed event is rejected for good, a failure a retry may fix is
-    /// retryable, anything else a failure.
+    /// `controller`: a malformed event is rejected for good, a missing setting is the
+    /// configuration's, a failure a retry may fix is retryable, anything else a failure.
     fn from(e: &lifecycle_controller::HandlerError) -> Self {
         match e {
             lifecycle_controller::HandlerError::Event(_) => ExitCode::EventRejected,
+            lifecycle_controller::HandlerError::Config(_) => ExitCode::Config,
             e if e.is_retryable() => ExitCode::Retryable,
             _ => ExitCode::Failure,
         }

@@ -22,6 +22,10 @@ pub enum HandlerError {
     /// A GitHub call failed.
     #[error("GitHub: {0}")]
     GitHub(#[from] GitHubError),
+    /// The controller is not configured for what the event asks (e.g. a scaling run without
+    /// `--scale-table`). Not retryable: the same configuration refuses again.
+    #[error("not configured: {0}")]
+    Config(String),
 }
 
 impl HandlerError {
@@ -29,7 +33,7 @@ impl HandlerError {
     /// malformed event, AccessDenied or a configuration problem is not: retrying only repeats it.
     pub fn is_retryable(&self) -> bool {
         match self {
-            HandlerError::Event(_) => false,
+            HandlerError::Event(_) | HandlerError::Config(_) => false,
             HandlerError::Aws { error, .. } => error.kind.is_retryable_soon(),
             HandlerError::GitHub(e) => e.is_retryable(),
         }

@@ -660,7 +660,8 @@ impl GitHubClient {
                         Verdict::Transient => format!("HTTP {}: {message}", answer.status),
                     }
                 }
-                Err(e) => e,
+                Err(ExchangeError::Transport(e)) => e,
+                Err(ExchangeError::Request(e)) => return Err(GitHubError::Config(format!("{method} {path}: {e}"))),
             };
             if attempt >= self.opts.max_attempts {
                 return Err(GitHubError::Transient(format!("{method} {path}: {failure}")));
@@ -682,10 +683,10 @@ impl GitHubClient {
         bearer: &Secret,
         body: Option<Vec<u8>>,
         if_none_match: Option<&str>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, ExchangeError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", bearer.expose()))
-            .map_err(|_| "the token has characters a header cannot carry".to_string())?;
+            .map_err(|_| ExchangeError::Request("the token has characters a header cannot carry".into()))?;
         auth.set_sensitive(true);
         let mut builder = Request::builder()
             .method(method)
@@ -706,7 +707,9 @@ impl GitHubClient {
             }
             None => Full::new(Bytes::new()),
         };
-        let request = builder.body(body).map_err(|e| format!("bad request: {e}"))?;
+        let request = builder
+            .body(body)
+            .map_err(|e| ExchangeError::Request(format!("bad request: {e}")))?;
         let exchange = async {
             let resp = self
                 .http
@@ -727,10 +730,24 @@ impl GitHubClient {
                 body: bytes,
             })
         };
-        tokio::time::timeout(self.opts.request_timeout, exchange)
-            .await
-            .map_err(|_| format!("no answer within {} s", self.opts.request_timeout.as_secs()))?
+        match tokio::time::timeout(self.opts.request_timeout, exchange).await {
+            Ok(answer) => answer.map_err(ExchangeError::Transport),
+            Err(_) => Err(ExchangeError::Transport(format!(
+                "no answer within {} s",
+                self.opts.request_timeout.as_secs()
+            ))),
+        }
     }
+}
+
+/// Why one exchange with GitHub failed: the request itself (retrying repeats it), or the way to
+/// GitHub and back (connection, timeout, a cut answer: retried).
+#[derive(Debug)]
+enum ExchangeError {
+    /// The request cannot be sent (a token a header cannot carry, a URL that is not one).
+    Request(String),
+    /// The connection, the answer or its time failed.
+    Transport(String),
 }
 
 #[cfg(test)]
@@ -920,6 +937,30 @@ mod tests {
                 "GET /orgs/acme/actions/runners/9 HTTP/1.1"
             ]
         );
+    }
+
+    /// A token no header can carry is the configuration's fault: refused at once, never retried as
+    /// if GitHub were down (which would also make the controller's caller retry it).
+    #[tokio::test]
+    async fn a_token_a_header_cannot_carry_is_a_configuration_error_and_not_retried() {
+        let opts = Options {
+            api_url: "http://127.0.0.1:9".into(),
+            max_attempts: 5,
+            ..Options::default()
+        };
+        let c = GitHubClient::new(
+            Scope::Org("acme".into()),
+            Auth::Token(Secret::new("t\nX-Evil: 1")),
+            opts,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let got = c.get_runner(7).await;
+        assert!(
+            matches!(&got, Err(GitHubError::Config(m)) if m.contains("header")),
+            "{got:?}"
+        );
+        assert!(!got.as_ref().is_err_and(GitHubError::is_retryable));
+        assert_eq!(c.requests_made(), 1);
     }
 
     proptest::proptest! {

@@ -53,13 +53,10 @@ pub struct ScaleReport {
 
 impl<A: Aws, G: GitHub> Controller<A, G> {
     fn scale_settings(&self) -> Result<&ScaleSettings, HandlerError> {
-        self.settings().scale.as_ref().ok_or_else(|| HandlerError::Aws {
-            call: "scale",
-            error: ApiError::new(
-                ApiErrorKind::Other,
-                "scaling is not configured (--scale-table and --scale-labels)",
-            ),
-        })
+        self.settings()
+            .scale
+            .as_ref()
+            .ok_or_else(|| HandlerError::Config("scaling is not configured (--scale-table and --scale-labels)".into()))
     }
 
     /// Load, change and conditionally write the group's state, retrying on a concurrent write.
