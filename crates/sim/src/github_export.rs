@@ -15,8 +15,9 @@
 //! | spot, instance terminated, killed, listener crash, global timeout | yes | `failure` | service's lost-communication text | `runner_lost` |
 //! | a job hook failed | yes | `failure` | `Process completed with exit code 1.` | `own_failure` |
 
+use crate::config::SimConfig;
 use crate::metrics::{FailCause, JobOutcome, Metrics};
-use crate::{SimConfig, Strategy};
+use crate::strategy::Strategy;
 use lifecycle_core::Time;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
