@@ -3,7 +3,7 @@
 //! operation here is listed in lifecycle-controller's `iam::CALLS` (a test compares them).
 
 use aws_config::SdkConfig;
-use lifecycle_aws::{api_error, error_code};
+use lifecycle_aws::{api_error, autoscaling, error_code};
 use lifecycle_core::ApiError;
 use lifecycle_github::Secret;
 
@@ -104,18 +104,7 @@ impl RegisterAws {
 
     /// The Auto Scaling group of `instance_id` (DescribeAutoScalingInstances), if any.
     pub async fn group_of(&self, instance_id: &str) -> Result<Option<String>, ApiError> {
-        let out = self
-            .asg_client
-            .describe_auto_scaling_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        Ok(out
-            .auto_scaling_instances()
-            .iter()
-            .find(|i| i.instance_id() == Some(instance_id))
-            .and_then(|i| i.auto_scaling_group_name())
-            .map(str::to_string))
+        let found = autoscaling::describe_instance(&self.asg_client, instance_id).await?;
+        Ok(found.map(|i| i.group).filter(|g| !g.is_empty()))
     }
 }
