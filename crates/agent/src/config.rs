@@ -1408,10 +1408,7 @@ mod tests {
     #[test]
     fn the_docs_key_table_is_the_generated_one() {
         let docs = include_str!("../../../docs/agent.md");
-        let start = docs
-            .find("| key | flag | environment variable |")
-            .expect("the key table");
-        let table = docs[start..].split("\n\n").next().unwrap_or_default();
+        let table = crate::doc_table::table(docs, "| key | flag | environment variable |").expect("the key table");
         assert_eq!(format!("{table}\n"), docs_table());
     }
 
