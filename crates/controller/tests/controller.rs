@@ -442,18 +442,35 @@ mod launch_retries {
         aws.completed().iter().map(|c| c.result.as_str()).collect()
     }
 
+    /// One GitHub rate limit asking to wait `secs`.
+    fn rate_limit(secs: u64) -> Vec<GitHubError> {
+        vec![GitHubError::RateLimited {
+            retry_after: TDuration::from_secs(secs),
+        }]
+    }
+
+    /// The heartbeats sent so far.
+    fn heartbeats(aws: &FakeAws) -> usize {
+        aws.heartbeats.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    /// The launch fixture handled at `at`, and how long that took (tokio's paused time).
+    async fn handle_launch(c: &Controller<FakeAws, FakeGitHub>, at: i64) -> (Result<Outcome, HandlerError>, TDuration) {
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), at).await;
+        (out, t0.elapsed())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn github_5xx_is_retried_then_the_launch_continues() {
         let (aws, gh) = launch_world(Some(300));
         fail_github(&gh, transient(3));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        let (out, waited) = handle_launch(&c, NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(results(c.aws()), ["CONTINUE"]);
         assert_eq!(c.github().calls(), 4);
         // Backoff 2, 4, 8 s, each scaled by 0.5..1 jitter.
-        let waited = t0.elapsed();
         assert!(
             waited >= TDuration::from_secs(7) && waited <= TDuration::from_secs(14),
             "{waited:?}"
@@ -480,8 +497,7 @@ mod launch_retries {
             let (aws, gh) = launch_world(Some(300));
             fail_github(&gh, vec![e]);
             let c = controller(aws, gh);
-            let t0 = Instant::now();
-            let out = c.handle_bytes(&read("launch.json"), NOW).await;
+            let (out, waited) = handle_launch(&c, NOW).await;
             assert!(
                 matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("retrying cannot fix")),
                 "{out:?}"
@@ -489,24 +505,18 @@ mod launch_retries {
             assert_eq!(results(c.aws()), ["ABANDON"]);
             // No wait, no second GitHub call, no DescribeLifecycleHooks: the completion only.
             assert_eq!((c.github().calls(), c.aws().asg_calls()), (1, 1));
-            assert_eq!(t0.elapsed(), TDuration::ZERO);
+            assert_eq!(waited, TDuration::ZERO);
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_limit_is_waited_out() {
         let (aws, gh) = launch_world(Some(300));
-        fail_github(
-            &gh,
-            vec![GitHubError::RateLimited {
-                retry_after: TDuration::from_secs(45),
-            }],
-        );
+        fail_github(&gh, rate_limit(45));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        let (out, waited) = handle_launch(&c, NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
-        assert!(t0.elapsed() >= TDuration::from_secs(45));
+        assert!(waited >= TDuration::from_secs(45));
     }
 
     #[tokio::test(start_paused = true)]
@@ -520,14 +530,13 @@ mod launch_retries {
             .ok();
         fail_github(&gh, transient(3));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        let (out, waited) = handle_launch(&c, NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(results(c.aws()), ["CONTINUE"]);
         assert_eq!(c.github().calls(), 4);
-        assert!(t0.elapsed() >= TDuration::from_secs(3), "{:?}", t0.elapsed());
+        assert!(waited >= TDuration::from_secs(3), "{:?}", waited);
         // Held by heartbeats while the timeout was unknown (as if it were the 30 s minimum).
-        let beats = c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0);
+        let beats = heartbeats(c.aws());
         assert!(beats >= 1, "{beats} heartbeats");
     }
 
@@ -550,20 +559,14 @@ mod launch_retries {
         // Issue 16: a GitHub rate limit that outlasts the hook's HeartbeatTimeout (60 s) used to
         // abandon the launch at once. It is waited out, the hook heartbeated as often as it needs.
         let (aws, gh) = launch_world(Some(60));
-        fail_github(
-            &gh,
-            vec![GitHubError::RateLimited {
-                retry_after: TDuration::from_secs(300),
-            }],
-        );
+        fail_github(&gh, rate_limit(300));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        let (out, waited) = handle_launch(&c, NOW - 120).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(results(c.aws()), ["CONTINUE"]);
-        assert!(t0.elapsed() >= TDuration::from_secs(300));
+        assert!(waited >= TDuration::from_secs(300));
         // At least one heartbeat per 60 s of the wait.
-        let beats = c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0);
+        let beats = heartbeats(c.aws());
         assert!(beats >= 5, "{beats} heartbeats over a 300 s wait on a 60 s hook");
     }
 
@@ -571,20 +574,14 @@ mod launch_retries {
     async fn a_wait_past_the_global_timeout_abandons_at_once() {
         // A 30 s hook waits at most 100 x 30 s = 3000 s in all: a 4000 s rate limit cannot be held.
         let (aws, gh) = launch_world(Some(30));
-        fail_github(
-            &gh,
-            vec![GitHubError::RateLimited {
-                retry_after: TDuration::from_secs(4000),
-            }],
-        );
+        fail_github(&gh, rate_limit(4000));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        let (out, waited) = handle_launch(&c, NOW - 120).await;
         assert!(
             matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("nearly out")),
             "{out:?}"
         );
-        assert_eq!(t0.elapsed(), TDuration::ZERO);
+        assert_eq!(waited, TDuration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
@@ -632,15 +629,14 @@ mod launch_retries {
             .ok();
         gh.down.lock().map(|mut d| *d = true).ok();
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        let (out, waited) = handle_launch(&c, NOW - 120).await;
         assert!(
             matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("nearly out")),
             "{out:?}"
         );
         assert_eq!(results(c.aws()), ["ABANDON"]);
         // Abandoned while the hook (60 s, begun 16 s ago) was still alive, with the reserve left.
-        assert!(t0.elapsed() <= TDuration::from_secs(44 - 40), "{:?}", t0.elapsed());
+        assert!(waited <= TDuration::from_secs(44 - 40), "{:?}", waited);
     }
 
     #[tokio::test(start_paused = true)]
@@ -671,7 +667,7 @@ mod launch_retries {
         assert!(c.github().calls() >= 2);
         assert!(c.aws().completed().is_empty(), "nothing completed: the redelivery will");
         // 120 s hook, began 136 s before NOW: its estimate is spent, so the hand-back heartbeats.
-        assert_eq!(c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0), 1);
+        assert_eq!(heartbeats(c.aws()), 1);
     }
 
     #[tokio::test(start_paused = true)]
