@@ -11,7 +11,8 @@
 //! behind a feature, so a binary pays for each service SDK only where that service is called.
 //!
 //! With the `autoscaling` feature, [`autoscaling`] holds the Auto Scaling reads those three all
-//! make (DescribeAutoScalingInstances, DescribeLifecycleHooks), written once.
+//! make (DescribeAutoScalingInstances, DescribeLifecycleHooks), written once; with
+//! `secretsmanager`, [`secrets`] the Secrets Manager call `register` and the controller share.
 //!
 //! [`function_url`] is the agent's client of the controller's `POST /jit-config` and
 //! `POST /jit-config/release` (SigV4-signed requests to a Lambda function URL), built on the same
@@ -20,6 +21,8 @@
 #[cfg(feature = "autoscaling")]
 pub mod autoscaling;
 pub mod function_url;
+#[cfg(feature = "secretsmanager")]
+pub mod secrets;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;

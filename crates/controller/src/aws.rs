@@ -8,7 +8,7 @@ use aws_config::SdkConfig;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
-use lifecycle_aws::{api_error, autoscaling, error_code};
+use lifecycle_aws::{api_error, autoscaling, error_code, secrets};
 use lifecycle_core::{ApiError, ApiErrorKind};
 use lifecycle_github::Secret;
 use std::collections::{BTreeMap, BTreeSet};
@@ -281,18 +281,7 @@ impl Aws for AwsFleet {
 
     async fn delete_secret(&self, name: &str) -> Result<(), ApiError> {
         self.sm();
-        match self
-            .secrets_client
-            .delete_secret()
-            .secret_id(name)
-            .force_delete_without_recovery(true)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(api_error(&e)),
-        }
+        secrets::delete_secret(&self.secrets_client, name).await
     }
 
     async fn capacity(&self, group: &str) -> Result<Capacity, ApiError> {
