@@ -53,13 +53,30 @@ impl Harness {
     /// A host confirmed InService with its listener running (pid 100), actions cleared.
     fn serving(cfg: CoreConfig) -> Self {
         let mut h = Harness::new(cfg);
-        h.input(Input::TargetState(TargetState::InService));
-        let id = h.expect_describe();
-        h.reply(id, described("InService", false));
-        assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+        h.in_service_described_as("InService");
+        assert!(h.starts_a_listener());
         h.input(Input::ListenerStarted { pid: 100 });
         h.take();
         h
+    }
+
+    /// IMDS says InService, and the describe that confirms it answers `state` (unprotected).
+    fn in_service_described_as(&mut self, state: &str) {
+        self.input(Input::TargetState(TargetState::InService));
+        let id = self.expect_describe();
+        self.reply(id, described(state, false));
+    }
+
+    /// Whether the actions taken now start a listener, for any reason.
+    fn starts_a_listener(&mut self) -> bool {
+        self.take().iter().any(|a| matches!(a, Action::StartListener { .. }))
+    }
+
+    /// Whether the actions taken now start a listener for `reason`.
+    fn starts_listener(&mut self, reason: StartReason) -> bool {
+        self.take()
+            .iter()
+            .any(|a| matches!(a, Action::StartListener { reason: r } if *r == reason))
     }
 
     fn input(&mut self, i: Input) {
@@ -183,11 +200,11 @@ fn listener_waits_for_confirmed_in_service() {
     let id = h.expect_describe();
     // IMDS says InService during Pending:Wait already; the API says otherwise.
     h.reply(id, described("Pending:Wait", false));
-    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(!h.starts_a_listener());
     h.advance(Duration::from_secs(10));
     let id = h.expect_describe();
     h.reply(id, described("InService", false));
-    assert!(starts_listener(&mut h, StartReason::Serving));
+    assert!(h.starts_listener(StartReason::Serving));
 }
 
 #[test]
@@ -883,7 +900,7 @@ fn one_job_mode_relaunches_after_each_job_unless_draining() {
     h.input(Input::WorkerStarted { pid: 5 });
     h.input(Input::WorkerExited { pid: 5 });
     h.input(Input::ListenerExited { code: Some(0) });
-    assert!(starts_listener(&mut h, StartReason::NextJob));
+    assert!(h.starts_listener(StartReason::NextJob));
     h.input(Input::ListenerStarted { pid: 101 });
     h.input(Input::WorkerStarted { pid: 6 });
     h.take();
@@ -1403,9 +1420,7 @@ fn jit_in_service() -> (Harness, RequestId) {
 /// [`jit_in_service`] with `cfg`.
 fn jit_in_service_with(cfg: CoreConfig) -> (Harness, RequestId) {
     let mut h = Harness::new(cfg);
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("InService", false));
+    h.in_service_described_as("InService");
     let acts = h.take();
     assert!(
         !acts.iter().any(|a| matches!(a, Action::StartListener { .. })),
@@ -1444,13 +1459,6 @@ fn next_fetch(h: &mut Harness, what: &str) -> (RequestId, FetchReason) {
     h.take().iter().find_map(fetch_id).unwrap_or_else(|| panic!("{what}"))
 }
 
-/// Whether the actions taken now start a listener for `reason`.
-fn starts_listener(h: &mut Harness, reason: StartReason) -> bool {
-    h.take()
-        .iter()
-        .any(|a| matches!(a, Action::StartListener { reason: r } if *r == reason))
-}
-
 /// Standby is out of service (AsgState::runner): a JIT host there asks for no config and starts no
 /// listener, makes no Auto Scaling calls while it waits, and serves again once IMDS says InService.
 #[test]
@@ -1464,9 +1472,7 @@ fn a_jit_host_in_standby_mints_nothing_and_serves_again_after_it() {
         "a Standby host makes no calls and starts nothing: {acts:?}"
     );
     assert_eq!(h.host.snapshot().next_step.step, Some(Step::AwaitInService));
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("InService", false));
+    h.in_service_described_as("InService");
     assert!(
         h.take().iter().any(|a| fetch_id(a).is_some()),
         "back in service: a config"
@@ -1505,14 +1511,12 @@ fn a_serving_jit_host_entering_standby_takes_no_next_job() {
 #[test]
 fn a_host_described_in_standby_starts_no_listener() {
     let mut h = Harness::new(hooked());
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("Standby", false));
-    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    h.in_service_described_as("Standby");
+    assert!(!h.starts_a_listener());
     h.advance(Duration::from_secs(10));
     let id = h.expect_describe();
     h.reply(id, described("InService", false));
-    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(h.starts_a_listener());
 }
 
 #[test]
@@ -1523,7 +1527,7 @@ fn jit_listener_starts_only_with_a_config() {
         Some(Step::AwaitJitConfig(Some(CallProgress::InFlight)))
     );
     h.reply(fetch, Ok(ApiReply::Done));
-    assert!(starts_listener(&mut h, StartReason::Serving));
+    assert!(h.starts_listener(StartReason::Serving));
     assert_eq!(h.host.snapshot().jit_config_held, Some(false), "the start consumed it");
 }
 
@@ -1543,7 +1547,7 @@ fn jit_fetches_the_next_config_while_the_job_runs_and_serves_again_at_once() {
     h.input(Input::WorkerExited { pid: 5 });
     h.take();
     h.input(Input::ListenerExited { code: Some(0) });
-    assert!(starts_listener(&mut h, StartReason::NextJob));
+    assert!(h.starts_listener(StartReason::NextJob));
 }
 
 #[test]
@@ -1610,9 +1614,9 @@ fn a_refused_jit_config_is_replaced_after_the_relaunch_delay() {
     let (next, reason) = next_fetch(&mut h, "no fetch");
     assert_eq!(reason, FetchReason::NextListener);
     h.reply(next, Ok(ApiReply::Done));
-    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(!h.starts_a_listener());
     h.advance(Duration::from_secs(5));
-    assert!(starts_listener(&mut h, StartReason::Relaunch));
+    assert!(h.starts_listener(StartReason::Relaunch));
 }
 
 /// A JIT listener's exit 0 after its job, seen before the worker's exit (the next `/proc` scan is
@@ -1709,7 +1713,7 @@ fn a_mint_retry_never_comes_before_the_services_retry_after() {
 fn jit_serving() -> Harness {
     let (mut h, fetch) = jit_in_service();
     h.reply(fetch, Ok(ApiReply::Done));
-    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(h.starts_a_listener());
     h.input(Input::ListenerStarted { pid: 100 });
     h.take();
     h
@@ -1868,9 +1872,7 @@ fn a_refused_release_holds_the_stop_for_the_worker() {
             let mut cfg = h.host.config().clone();
             cfg.handover = handover;
             h.host = Host::new(cfg, 1, h.now);
-            h.input(Input::TargetState(TargetState::InService));
-            let id = h.expect_describe();
-            h.reply(id, described("InService", false));
+            h.in_service_described_as("InService");
             let fetch = h.take().iter().find_map(fetch_id).expect("fetch").0;
             h.reply(fetch, Ok(ApiReply::Done));
             h.input(Input::ListenerStarted { pid: 100 });
@@ -1994,7 +1996,7 @@ fn a_ghost_jit_listener_is_replaced_after_the_bound() {
     h.input(Input::ListenerExited { code: Some(0) });
     let fetch = h.take().iter().find_map(fetch_id).expect("a fresh config is fetched").0;
     h.reply(fetch, Ok(ApiReply::Done));
-    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(h.starts_a_listener());
 }
 
 /// A JIT listener whose job just ended on a draining host is exiting on its own and its registration
