@@ -1653,17 +1653,7 @@ fn a_jit_listener_exiting_0_before_its_worker_is_seen_gone_lost_nothing() {
 fn a_worker_found_in_the_last_look_before_the_stop_takes_the_stop_back() {
     let mut h = Harness::serving(hooked());
     h.look = vec![Input::WorkerStarted { pid: 7 }];
-    h.input(Input::TargetState(TargetState::Terminated));
-    let mut acts = h.take();
-    let id = acts
-        .iter()
-        .find_map(|a| match a {
-            Action::Describe { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("a describe");
-    h.reply(id, described("Terminating:Wait", false));
-    acts.extend(h.take());
+    let acts = terminate(&mut h);
     assert!(!acts.iter().any(is_stop), "{acts:?}");
     assert_eq!(h.looks, 1);
     assert!(
