@@ -19,6 +19,13 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// Set a fake's knob (a fault to inject, an outage).
+fn set<T>(knob: &std::sync::Mutex<T>, value: T) {
+    if let Ok(mut k) = knob.lock() {
+        *k = value;
+    }
+}
+
 fn controller(aws: FakeAws, gh: FakeGitHub) -> Controller<FakeAws, FakeGitHub> {
     Controller::new(Settings::new(["runners".to_string()]), aws, gh)
 }
@@ -278,7 +285,7 @@ mod sweep {
     async fn without_github_nothing_is_completed() {
         let settings = Settings::new(["runners".to_string()]);
         let (aws, gh) = world("Terminating:Wait", NOW - 600, None);
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&gh.down, true);
         let r = sweep(&settings, &aws, &gh, "runners", NOW)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -368,7 +375,7 @@ mod sweep {
     async fn a_failing_group_does_not_stop_the_others() {
         // Two groups, AWS refusing everything: permanent failures are reported per group.
         let aws = FakeAws::default();
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::AccessDenied)).ok();
+        set(&aws.fail, Some(ApiErrorKind::AccessDenied));
         let c = Controller::new(
             Settings::new(["a".to_string(), "b".to_string()]),
             aws,
@@ -384,7 +391,7 @@ mod sweep {
         }
         // Throttling: both groups are tried, then the error is returned for a retry.
         let aws = FakeAws::default();
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::Throttled)).ok();
+        set(&aws.fail, Some(ApiErrorKind::Throttled));
         let c = Controller::new(
             Settings::new(["a".to_string(), "b".to_string()]),
             aws,
@@ -399,10 +406,10 @@ mod sweep {
     async fn aws_failures_are_classified() {
         let settings = Settings::new(["runners".to_string()]);
         let (aws, gh) = world("InService", NOW, None);
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::Throttled)).ok();
+        set(&aws.fail, Some(ApiErrorKind::Throttled));
         let err = sweep(&settings, &aws, &gh, "runners", NOW).await.err();
         assert!(err.as_ref().is_some_and(HandlerError::is_retryable), "{err:?}");
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::AccessDenied)).ok();
+        set(&aws.fail, Some(ApiErrorKind::AccessDenied));
         let err = sweep(&settings, &aws, &gh, "runners", NOW).await.err();
         assert!(err.as_ref().is_some_and(|e| !e.is_retryable()), "{err:?}");
     }
@@ -429,7 +436,7 @@ mod launch_retries {
     }
 
     fn fail_github(gh: &FakeGitHub, errors: Vec<GitHubError>) {
-        gh.fail_next.lock().map(|mut f| *f = errors).ok();
+        set(&gh.fail_next, errors);
     }
 
     fn transient(n: usize) -> Vec<GitHubError> {
@@ -524,10 +531,7 @@ mod launch_retries {
         // Issue 16: DescribeLifecycleHooks throttled while GitHub answers 503. The controller used
         // to assume a 30 s hook (spent: the action began 136 s ago) and abandoned within 2 s.
         let (aws, gh) = launch_world(Some(300));
-        aws.fail_hook_reads
-            .lock()
-            .map(|mut f| *f = Some((2, ApiErrorKind::Throttled)))
-            .ok();
+        set(&aws.fail_hook_reads, Some((2, ApiErrorKind::Throttled)));
         fail_github(&gh, transient(3));
         let c = controller(aws, gh);
         let (out, waited) = handle_launch(&c, NOW).await;
@@ -543,10 +547,7 @@ mod launch_retries {
     #[tokio::test(start_paused = true)]
     async fn an_unreadable_hook_with_throttled_heartbeats_is_still_not_abandoned() {
         let (aws, gh) = launch_world(None);
-        aws.fail_heartbeats
-            .lock()
-            .map(|mut f| *f = Some(ApiErrorKind::Throttled))
-            .ok();
+        set(&aws.fail_heartbeats, Some(ApiErrorKind::Throttled));
         fail_github(&gh, transient(2));
         let c = controller(aws, gh);
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
@@ -587,20 +588,14 @@ mod launch_retries {
     #[tokio::test(start_paused = true)]
     async fn storing_is_retried_on_throttling_and_abandoned_on_access_denied() {
         let (aws, gh) = launch_world(Some(300));
-        aws.fail_puts
-            .lock()
-            .map(|mut f| *f = Some((2, ApiErrorKind::Throttled)))
-            .ok();
+        set(&aws.fail_puts, Some((2, ApiErrorKind::Throttled)));
         let c = controller(aws, gh);
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(c.github().calls(), 3);
 
         let (aws, gh) = launch_world(Some(300));
-        aws.fail_puts
-            .lock()
-            .map(|mut f| *f = Some((1, ApiErrorKind::AccessDenied)))
-            .ok();
+        set(&aws.fail_puts, Some((1, ApiErrorKind::AccessDenied)));
         let c = controller(aws, gh);
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchAbandoned { .. })), "{out:?}");
@@ -623,11 +618,8 @@ mod launch_retries {
     #[tokio::test(start_paused = true)]
     async fn a_hook_that_cannot_be_heartbeated_is_abandoned_before_its_time_runs_out() {
         let (aws, gh) = launch_world(Some(60));
-        aws.fail_heartbeats
-            .lock()
-            .map(|mut f| *f = Some(ApiErrorKind::AccessDenied))
-            .ok();
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&aws.fail_heartbeats, Some(ApiErrorKind::AccessDenied));
+        set(&gh.down, true);
         let c = controller(aws, gh);
         let (out, waited) = handle_launch(&c, NOW - 120).await;
         assert!(
@@ -656,7 +648,7 @@ mod launch_retries {
         // A 60 s Lambda and GitHub down: a few retries, then a retryable error (Lambda's retry
         // redelivers the event) and the hook stays pending.
         let (aws, gh) = launch_world(Some(120));
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&gh.down, true);
         let c = controller(aws, gh);
         let t0 = Instant::now();
         let deadline = t0 + TDuration::from_secs(60);
@@ -673,7 +665,7 @@ mod launch_retries {
     #[tokio::test(start_paused = true)]
     async fn without_a_deadline_the_retry_budget_ends_it() {
         let (aws, gh) = launch_world(Some(7200));
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&gh.down, true);
         let mut settings = Settings::new(["runners".to_string()]);
         settings.launch_retry_for = Duration::from_secs(120);
         let c = Controller::new(settings, aws, gh);
