@@ -5,11 +5,10 @@ use aws_config::SdkConfig;
 use lifecycle_core::{ApiError, ApiErrorKind, ApiReply, AsgState, DescribedInstance, HookConfig, LifecycleResult};
 use std::time::Duration;
 
-// SDK configuration and error sorting are shared with `register` and the controller (crates/aws).
+// SDK configuration, error sorting and the Auto Scaling reads are shared with `register` and the
+// controller (crates/aws).
+use lifecycle_aws::autoscaling;
 pub use lifecycle_aws::{api_error, sdk_config, RetryPolicy};
-
-/// `LifecycleTransition` of a termination hook (Auto Scaling API reference, PutLifecycleHook).
-pub const TERMINATING_TRANSITION: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 
 /// One instance's view of Auto Scaling.
 #[derive(Clone, Debug)]
@@ -54,22 +53,12 @@ impl AutoScaling {
 
     /// DescribeAutoScalingInstances for this instance: `None` when it is in no group.
     pub async fn describe(&self) -> Result<Option<Membership>, ApiError> {
-        let out = self
-            .client
-            .describe_auto_scaling_instances()
-            .instance_ids(&self.instance_id)
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        let found = out
-            .auto_scaling_instances()
-            .iter()
-            .find(|i| i.instance_id() == Some(self.instance_id.as_str()));
+        let found = autoscaling::describe_instance(&self.client, &self.instance_id).await?;
         Ok(found.map(|i| Membership {
-            group: i.auto_scaling_group_name().unwrap_or_default().to_string(),
+            group: i.group,
             instance: DescribedInstance {
-                state: AsgState::parse(i.lifecycle_state().unwrap_or_default()),
-                protected: i.protected_from_scale_in().unwrap_or(false),
+                state: AsgState::parse(&i.lifecycle_state),
+                protected: i.protected_from_scale_in,
             },
         }))
     }
@@ -77,26 +66,14 @@ impl AutoScaling {
     /// The group's termination hooks (name and HeartbeatTimeout), sorted by name. With `name`, only
     /// that hook, whatever its transition (an explicit name overrides discovery).
     pub async fn termination_hooks(&self, group: &str, name: Option<&str>) -> Result<Vec<HookConfig>, ApiError> {
-        let mut req = self.client.describe_lifecycle_hooks().auto_scaling_group_name(group);
-        if let Some(n) = name {
-            req = req.lifecycle_hook_names(n);
-        }
-        let out = req.send().await.map_err(|e| api_error(&e))?;
-        let mut hooks: Vec<HookConfig> = out
-            .lifecycle_hooks()
-            .iter()
-            .filter(|h| name.is_some() || h.lifecycle_transition() == Some(TERMINATING_TRANSITION))
-            .filter_map(|h| {
-                Some(HookConfig {
-                    name: h.lifecycle_hook_name()?.to_string(),
-                    heartbeat_timeout: Duration::from_secs(lifecycle_core::aws::heartbeat_timeout_s(
-                        h.heartbeat_timeout(),
-                    )),
-                })
+        let hooks = autoscaling::termination_hooks(&self.client, group, name).await?;
+        Ok(hooks
+            .into_iter()
+            .map(|h| HookConfig {
+                name: h.name,
+                heartbeat_timeout: Duration::from_secs(h.heartbeat_timeout_s),
             })
-            .collect();
-        hooks.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(hooks)
+            .collect())
     }
 
     fn group(&self) -> Result<&str, ApiError> {

@@ -9,6 +9,7 @@
 
 use crate::duration::{format_duration, parse_duration_in};
 use crate::env_vars;
+use lifecycle_core::config::defaults as core_defaults;
 use lifecycle_core::{CoreConfig, HookConfig, ListenerMode};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -217,7 +218,7 @@ keys! {
         docs "listener command; a relative program is taken from `runner.dir`; in the file a string or an array, elsewhere split at whitespace",
         field runner_command: Vec<String> = (r, k) { r.command(k) };
     RUNNER_MODE: "runner.mode", flag "runner-mode", "MODE", Type::Choice(&ListenerMode::NAMES),
-        default Some("jit"), check None,
+        default Some(core_defaults::LISTENER_MODE_TEXT), check None,
         doc "`jit` (each listener a just-in-time runner from runner.jit_url: one job, then a fresh one), `persistent` or `one-job`.",
         unset "",
         note "",
@@ -235,7 +236,7 @@ keys! {
         docs "the controller's just-in-time config endpoint: its Lambda function URL with `AWS_IAM` auth (Terraform output `jit_url`); `https://`, or `http://` to a loopback address for tests. Requests are SigV4-signed with the instance role",
         field jit_url: Option<String> = (r, k) { r.string(k) };
     RUNNER_ONE_JOB_PER_INSTANCE: "runner.one_job_per_instance", flag "runner-one-job-per-instance", "BOOL",
-        Type::Bool, default Some("false"), check None,
+        Type::Bool, default Some(core_defaults::ONE_JOB_PER_INSTANCE_TEXT), check None,
         doc "JIT mode: after its one job the host drains and leaves its Auto Scaling group, which launches a fresh instance.",
         unset "",
         note "",
@@ -281,7 +282,7 @@ keys! {
         field worker_poll: Duration = (r, k) { r.duration(k) };
     // 0 would SIGKILL an idle listener at once; RunnerService.js waits 30 s, an hour is plenty.
     RUNNER_STOP_GRACE: "runner.stop_grace", flag "runner-stop-grace", "DURATION", duration(secs(1), secs(3600)),
-        default Some("30s"), check None,
+        default Some(core_defaults::STOP_GRACE_TEXT), check None,
         doc "SIGINT to SIGKILL delay for an idle listener (RunnerService.js also waits 30 s).",
         unset "",
         note "",
@@ -289,7 +290,7 @@ keys! {
         field stop_grace: Duration = (r, k) { r.duration(k) };
     // 0 would relaunch a crashing listener in a tight loop.
     RUNNER_RELAUNCH_DELAY: "runner.relaunch_delay", flag "runner-relaunch-delay", "DURATION",
-        duration(ms(100), secs(3600)), default Some("5s"), check None,
+        duration(ms(100), secs(3600)), default Some(core_defaults::RELAUNCH_DELAY_TEXT), check None,
         doc "Delay before relaunching a listener that exited asking for it (RunnerService.js: 5 s).",
         unset "",
         note "",
@@ -372,7 +373,7 @@ keys! {
         field imds_poll: Duration = (r, k) { r.duration(k) };
     // 0 is fine: clear protection as soon as the runner is idle.
     DRAIN_UNPROTECT_DELAY: "drain.unprotect_delay", flag "drain-unprotect-delay", "DURATION",
-        duration(Duration::ZERO, secs(24 * 3600)), default Some("30s"), check None,
+        duration(Duration::ZERO, secs(24 * 3600)), default Some(core_defaults::UNPROTECT_DELAY_TEXT), check None,
         doc "How long an idle runner stays protected after a job before protection is cleared.",
         unset "",
         note "",
@@ -387,28 +388,28 @@ keys! {
         docs "after SIGTERM, the longest a running job may delay the stop before it is forced (cancelling the job); a self-hosted job runs at most 5 days",
         field stop_deadline: Option<Duration> = (r, k) { r.optional_duration(k) };
     DRAIN_ON_REBALANCE: "drain.on_rebalance", flag "drain-on-rebalance", "BOOL", Type::Bool,
-        default Some("false"), check None,
+        default Some(core_defaults::DRAIN_ON_REBALANCE_TEXT), check None,
         doc "Whether an EC2 rebalance recommendation drains the runner (default: only a warning).",
         unset "",
         note "",
         docs "whether a rebalance recommendation drains the runner",
         field drain_on_rebalance: bool = (r, k) { r.bool(k) };
     DRAIN_HANDOVER_LATCH: "drain.handover_latch", flag "drain-handover-latch", "BOOL", Type::Bool,
-        default Some("true"), check None,
+        default Some(core_defaults::HANDOVER_LATCH_TEXT), check None,
         doc "Hold the stop of an idle listener while its perf log shows a job message with no Runner.Worker yet (at most 120 s).",
         unset "",
         note "",
         docs "hold the stop of an idle listener while its perf log (`RUNNER_PERFLOG`) shows a job message whose `Runner.Worker` has not started, for at most 120 s (see \"The handover\"); turn off only to measure what it prevents",
         field handover_latch: bool = (r, k) { r.bool(k) };
     DRAIN_HANDOVER_BOUND: "drain.handover_bound", flag "drain-handover-bound", "DURATION",
-        Type::Duration { min: secs(1), max: secs(600), none: false }, default Some("120s"), check None,
+        Type::Duration { min: secs(1), max: secs(600), none: false }, default Some(core_defaults::HANDOVER_BOUND_TEXT), check None,
         doc "The longest a job message without a Runner.Worker, or a release GitHub refused, holds the stop of an idle listener.",
         unset "",
         note "",
         docs "the longest a job message without a `Runner.Worker`, or a registration GitHub would not release, holds the stop of an idle listener; 120 s covers the listener's acknowledge (5 s) and five `acquirejob` attempts 5-15 s apart",
         field handover_bound: Duration = (r, k) { r.duration(k) };
     DRAIN_RELEASE_REGISTRATION: "drain.release_registration", flag "drain-release-registration", "BOOL", Type::Bool,
-        default Some("true"), check None,
+        default Some(core_defaults::RELEASE_REGISTRATION_TEXT), check None,
         doc "JIT mode: ask the controller to delete the runner's registration before stopping an idle listener.",
         unset "",
         note "",
@@ -1408,10 +1409,7 @@ mod tests {
     #[test]
     fn the_docs_key_table_is_the_generated_one() {
         let docs = include_str!("../../../docs/agent.md");
-        let start = docs
-            .find("| key | flag | environment variable |")
-            .expect("the key table");
-        let table = docs[start..].split("\n\n").next().unwrap_or_default();
+        let table = crate::doc_table::table(docs, "| key | flag | environment variable |").expect("the key table");
         assert_eq!(format!("{table}\n"), docs_table());
     }
 

@@ -16,6 +16,7 @@ pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod conns;
+pub mod doc_table;
 pub mod duration;
 pub mod engine;
 pub mod env_vars;

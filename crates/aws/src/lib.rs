@@ -7,14 +7,22 @@
 //! - [`api_error`]: an SDK failure sorted into the decision core's [`ApiErrorKind`]s, using
 //!   [`ApiErrorKind::classify`] so every driver agrees on what AWS's error texts mean.
 //!
-//! It depends on `aws-config` and the smithy runtime types only, never on a service crate, so a
-//! binary pays for each service SDK only where that service is called.
+//! It depends on `aws-config` and the smithy runtime types only, and on a service crate only
+//! behind a feature, so a binary pays for each service SDK only where that service is called.
+//!
+//! With the `autoscaling` feature, [`autoscaling`] holds the Auto Scaling reads those three all
+//! make (DescribeAutoScalingInstances, DescribeLifecycleHooks), written once; with
+//! `secretsmanager`, [`secrets`] the Secrets Manager call `register` and the controller share.
 //!
 //! [`function_url`] is the agent's client of the controller's `POST /jit-config` and
 //! `POST /jit-config/release` (SigV4-signed requests to a Lambda function URL), built on the same
 //! HTTP/TLS stack as the SDK.
 
+#[cfg(feature = "autoscaling")]
+pub mod autoscaling;
 pub mod function_url;
+#[cfg(feature = "secretsmanager")]
+pub mod secrets;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;

@@ -704,17 +704,9 @@ mod tests {
     /// The field names in docs/agent.md's status table.
     fn documented_fields() -> std::collections::BTreeSet<String> {
         let docs = include_str!("../../../docs/agent.md");
-        let table = docs
-            .split("| field | meaning |")
-            .nth(1)
-            .expect("the status table")
-            .split("\n\n")
-            .next()
-            .unwrap_or_default();
-        table
-            .lines()
-            .skip(2)
-            .filter_map(|l| l.split('|').nth(1))
+        let table = lifecycle_agent::doc_table::table(docs, "| field | meaning |").expect("the status table");
+        lifecycle_agent::doc_table::rows(table)
+            .filter_map(|cells| cells.first().copied())
             .flat_map(|cell| cell.split(',').map(|n| n.trim().trim_matches('`').to_string()))
             .collect()
     }

@@ -8,14 +8,12 @@ use aws_config::SdkConfig;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
-use lifecycle_aws::{api_error, error_code};
+use lifecycle_aws::{api_error, autoscaling, error_code, secrets};
 use lifecycle_core::{ApiError, ApiErrorKind};
 use lifecycle_github::Secret;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// `LifecycleTransition` of a termination hook.
-const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 /// DescribeAutoScalingInstances takes at most 50 ids per call (API reference).
 const DESCRIBE_BATCH: usize = 50;
 /// Activity pages read at most per sweep (100 records each, newest first).
@@ -121,65 +119,31 @@ impl Aws for AwsFleet {
         let mut known = BTreeSet::new();
         for batch in all.chunks(DESCRIBE_BATCH) {
             self.asg();
-            let out = self
-                .asg_client
-                .describe_auto_scaling_instances()
-                .set_instance_ids(Some(batch.to_vec()))
-                .send()
-                .await
-                .map_err(|e| api_error(&e))?;
-            known.extend(
-                out.auto_scaling_instances()
-                    .iter()
-                    .filter_map(|i| i.instance_id().map(str::to_string)),
-            );
+            let found = autoscaling::describe_instances(&self.asg_client, batch).await?;
+            known.extend(found.into_iter().map(|i| i.instance_id));
         }
         Ok(known)
     }
 
     async fn instance(&self, id: &str) -> Result<Option<AsgInstance>, ApiError> {
         self.asg();
-        let out = self
-            .asg_client
-            .describe_auto_scaling_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        Ok(out
-            .auto_scaling_instances()
-            .iter()
-            .find(|i| i.instance_id() == Some(id))
-            .map(|i| AsgInstance {
-                group: i.auto_scaling_group_name().unwrap_or_default().to_string(),
-                // The API returns LifecycleState as a string (`InService`, `Terminating:Wait`,
-                // `Warmed:Stopped`, ...): DescribeAutoScalingInstances, API Reference.
-                state: i.lifecycle_state().unwrap_or_default().to_string(),
-            }))
+        let found = autoscaling::describe_instance(&self.asg_client, id).await?;
+        Ok(found.map(|i| AsgInstance {
+            group: i.group,
+            state: i.lifecycle_state,
+        }))
     }
 
     async fn termination_hooks(&self, group: &str) -> Result<Vec<TerminationHook>, ApiError> {
         self.asg();
-        let out = self
-            .asg_client
-            .describe_lifecycle_hooks()
-            .auto_scaling_group_name(group)
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        let mut hooks: Vec<TerminationHook> = out
-            .lifecycle_hooks()
-            .iter()
-            .filter(|h| h.lifecycle_transition() == Some(TERMINATING))
-            .filter_map(|h| {
-                Some(TerminationHook {
-                    name: h.lifecycle_hook_name()?.to_string(),
-                    heartbeat_timeout_s: lifecycle_core::aws::heartbeat_timeout_s(h.heartbeat_timeout()),
-                })
+        let hooks = autoscaling::termination_hooks(&self.asg_client, group, None).await?;
+        Ok(hooks
+            .into_iter()
+            .map(|h| TerminationHook {
+                name: h.name,
+                heartbeat_timeout_s: h.heartbeat_timeout_s,
             })
-            .collect();
-        hooks.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(hooks)
+            .collect())
     }
 
     async fn terminating_since(&self, group: &str, ids: &BTreeSet<String>) -> Result<BTreeMap<String, i64>, ApiError> {
@@ -217,19 +181,11 @@ impl Aws for AwsFleet {
 
     async fn hook_timeout(&self, group: &str, hook: &str) -> Result<Option<u64>, ApiError> {
         self.asg();
-        let out = self
-            .asg_client
-            .describe_lifecycle_hooks()
-            .auto_scaling_group_name(group)
-            .lifecycle_hook_names(hook)
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        Ok(out
-            .lifecycle_hooks()
-            .iter()
-            .find(|h| h.lifecycle_hook_name() == Some(hook))
-            .map(|h| lifecycle_core::aws::heartbeat_timeout_s(h.heartbeat_timeout())))
+        let hooks = autoscaling::termination_hooks(&self.asg_client, group, Some(hook)).await?;
+        Ok(hooks
+            .into_iter()
+            .find(|h| h.name == hook)
+            .map(|h| h.heartbeat_timeout_s))
     }
 
     async fn heartbeat(&self, c: &Completion) -> Result<(), ApiError> {
@@ -325,18 +281,7 @@ impl Aws for AwsFleet {
 
     async fn delete_secret(&self, name: &str) -> Result<(), ApiError> {
         self.sm();
-        match self
-            .secrets_client
-            .delete_secret()
-            .secret_id(name)
-            .force_delete_without_recovery(true)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(api_error(&e)),
-        }
+        secrets::delete_secret(&self.secrets_client, name).await
     }
 
     async fn capacity(&self, group: &str) -> Result<Capacity, ApiError> {

@@ -390,10 +390,10 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 c.known = true;
             }
             Ok(None) => {
-                warn!(hook = %action.hook, "launch hook not found; assuming the default HeartbeatTimeout (3600 s) and heartbeating as if it were 30 s");
+                warn!(hook = %action.hook, "launch hook not found; assuming the default HeartbeatTimeout ({DEFAULT_HEARTBEAT_TIMEOUT_S} s) and heartbeating as if it were {MIN_HEARTBEAT_TIMEOUT_S} s");
             }
             Err(e) => {
-                warn!(hook = %action.hook, error = %e, "DescribeLifecycleHooks failed; assuming the default HeartbeatTimeout (3600 s) and heartbeating as if it were 30 s");
+                warn!(hook = %action.hook, error = %e, "DescribeLifecycleHooks failed; assuming the default HeartbeatTimeout ({DEFAULT_HEARTBEAT_TIMEOUT_S} s) and heartbeating as if it were {MIN_HEARTBEAT_TIMEOUT_S} s");
             }
         }
     }

@@ -19,6 +19,13 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// Set a fake's knob (a fault to inject, an outage).
+fn set<T>(knob: &std::sync::Mutex<T>, value: T) {
+    if let Ok(mut k) = knob.lock() {
+        *k = value;
+    }
+}
+
 fn controller(aws: FakeAws, gh: FakeGitHub) -> Controller<FakeAws, FakeGitHub> {
     Controller::new(Settings::new(["runners".to_string()]), aws, gh)
 }
@@ -278,7 +285,7 @@ mod sweep {
     async fn without_github_nothing_is_completed() {
         let settings = Settings::new(["runners".to_string()]);
         let (aws, gh) = world("Terminating:Wait", NOW - 600, None);
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&gh.down, true);
         let r = sweep(&settings, &aws, &gh, "runners", NOW)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -368,7 +375,7 @@ mod sweep {
     async fn a_failing_group_does_not_stop_the_others() {
         // Two groups, AWS refusing everything: permanent failures are reported per group.
         let aws = FakeAws::default();
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::AccessDenied)).ok();
+        set(&aws.fail, Some(ApiErrorKind::AccessDenied));
         let c = Controller::new(
             Settings::new(["a".to_string(), "b".to_string()]),
             aws,
@@ -384,7 +391,7 @@ mod sweep {
         }
         // Throttling: both groups are tried, then the error is returned for a retry.
         let aws = FakeAws::default();
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::Throttled)).ok();
+        set(&aws.fail, Some(ApiErrorKind::Throttled));
         let c = Controller::new(
             Settings::new(["a".to_string(), "b".to_string()]),
             aws,
@@ -399,10 +406,10 @@ mod sweep {
     async fn aws_failures_are_classified() {
         let settings = Settings::new(["runners".to_string()]);
         let (aws, gh) = world("InService", NOW, None);
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::Throttled)).ok();
+        set(&aws.fail, Some(ApiErrorKind::Throttled));
         let err = sweep(&settings, &aws, &gh, "runners", NOW).await.err();
         assert!(err.as_ref().is_some_and(HandlerError::is_retryable), "{err:?}");
-        aws.fail.lock().map(|mut f| *f = Some(ApiErrorKind::AccessDenied)).ok();
+        set(&aws.fail, Some(ApiErrorKind::AccessDenied));
         let err = sweep(&settings, &aws, &gh, "runners", NOW).await.err();
         assert!(err.as_ref().is_some_and(|e| !e.is_retryable()), "{err:?}");
     }
@@ -429,7 +436,7 @@ mod launch_retries {
     }
 
     fn fail_github(gh: &FakeGitHub, errors: Vec<GitHubError>) {
-        gh.fail_next.lock().map(|mut f| *f = errors).ok();
+        set(&gh.fail_next, errors);
     }
 
     fn transient(n: usize) -> Vec<GitHubError> {
@@ -442,18 +449,35 @@ mod launch_retries {
         aws.completed().iter().map(|c| c.result.as_str()).collect()
     }
 
+    /// One GitHub rate limit asking to wait `secs`.
+    fn rate_limit(secs: u64) -> Vec<GitHubError> {
+        vec![GitHubError::RateLimited {
+            retry_after: TDuration::from_secs(secs),
+        }]
+    }
+
+    /// The heartbeats sent so far.
+    fn heartbeats(aws: &FakeAws) -> usize {
+        aws.heartbeats.lock().map(|h| h.len()).unwrap_or(0)
+    }
+
+    /// The launch fixture handled at `at`, and how long that took (tokio's paused time).
+    async fn handle_launch(c: &Controller<FakeAws, FakeGitHub>, at: i64) -> (Result<Outcome, HandlerError>, TDuration) {
+        let t0 = Instant::now();
+        let out = c.handle_bytes(&read("launch.json"), at).await;
+        (out, t0.elapsed())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn github_5xx_is_retried_then_the_launch_continues() {
         let (aws, gh) = launch_world(Some(300));
         fail_github(&gh, transient(3));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        let (out, waited) = handle_launch(&c, NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(results(c.aws()), ["CONTINUE"]);
         assert_eq!(c.github().calls(), 4);
         // Backoff 2, 4, 8 s, each scaled by 0.5..1 jitter.
-        let waited = t0.elapsed();
         assert!(
             waited >= TDuration::from_secs(7) && waited <= TDuration::from_secs(14),
             "{waited:?}"
@@ -480,8 +504,7 @@ mod launch_retries {
             let (aws, gh) = launch_world(Some(300));
             fail_github(&gh, vec![e]);
             let c = controller(aws, gh);
-            let t0 = Instant::now();
-            let out = c.handle_bytes(&read("launch.json"), NOW).await;
+            let (out, waited) = handle_launch(&c, NOW).await;
             assert!(
                 matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("retrying cannot fix")),
                 "{out:?}"
@@ -489,24 +512,18 @@ mod launch_retries {
             assert_eq!(results(c.aws()), ["ABANDON"]);
             // No wait, no second GitHub call, no DescribeLifecycleHooks: the completion only.
             assert_eq!((c.github().calls(), c.aws().asg_calls()), (1, 1));
-            assert_eq!(t0.elapsed(), TDuration::ZERO);
+            assert_eq!(waited, TDuration::ZERO);
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_limit_is_waited_out() {
         let (aws, gh) = launch_world(Some(300));
-        fail_github(
-            &gh,
-            vec![GitHubError::RateLimited {
-                retry_after: TDuration::from_secs(45),
-            }],
-        );
+        fail_github(&gh, rate_limit(45));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        let (out, waited) = handle_launch(&c, NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
-        assert!(t0.elapsed() >= TDuration::from_secs(45));
+        assert!(waited >= TDuration::from_secs(45));
     }
 
     #[tokio::test(start_paused = true)]
@@ -514,30 +531,23 @@ mod launch_retries {
         // Issue 16: DescribeLifecycleHooks throttled while GitHub answers 503. The controller used
         // to assume a 30 s hook (spent: the action began 136 s ago) and abandoned within 2 s.
         let (aws, gh) = launch_world(Some(300));
-        aws.fail_hook_reads
-            .lock()
-            .map(|mut f| *f = Some((2, ApiErrorKind::Throttled)))
-            .ok();
+        set(&aws.fail_hook_reads, Some((2, ApiErrorKind::Throttled)));
         fail_github(&gh, transient(3));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW).await;
+        let (out, waited) = handle_launch(&c, NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(results(c.aws()), ["CONTINUE"]);
         assert_eq!(c.github().calls(), 4);
-        assert!(t0.elapsed() >= TDuration::from_secs(3), "{:?}", t0.elapsed());
+        assert!(waited >= TDuration::from_secs(3), "{:?}", waited);
         // Held by heartbeats while the timeout was unknown (as if it were the 30 s minimum).
-        let beats = c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0);
+        let beats = heartbeats(c.aws());
         assert!(beats >= 1, "{beats} heartbeats");
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unreadable_hook_with_throttled_heartbeats_is_still_not_abandoned() {
         let (aws, gh) = launch_world(None);
-        aws.fail_heartbeats
-            .lock()
-            .map(|mut f| *f = Some(ApiErrorKind::Throttled))
-            .ok();
+        set(&aws.fail_heartbeats, Some(ApiErrorKind::Throttled));
         fail_github(&gh, transient(2));
         let c = controller(aws, gh);
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
@@ -550,20 +560,14 @@ mod launch_retries {
         // Issue 16: a GitHub rate limit that outlasts the hook's HeartbeatTimeout (60 s) used to
         // abandon the launch at once. It is waited out, the hook heartbeated as often as it needs.
         let (aws, gh) = launch_world(Some(60));
-        fail_github(
-            &gh,
-            vec![GitHubError::RateLimited {
-                retry_after: TDuration::from_secs(300),
-            }],
-        );
+        fail_github(&gh, rate_limit(300));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        let (out, waited) = handle_launch(&c, NOW - 120).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(results(c.aws()), ["CONTINUE"]);
-        assert!(t0.elapsed() >= TDuration::from_secs(300));
+        assert!(waited >= TDuration::from_secs(300));
         // At least one heartbeat per 60 s of the wait.
-        let beats = c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0);
+        let beats = heartbeats(c.aws());
         assert!(beats >= 5, "{beats} heartbeats over a 300 s wait on a 60 s hook");
     }
 
@@ -571,39 +575,27 @@ mod launch_retries {
     async fn a_wait_past_the_global_timeout_abandons_at_once() {
         // A 30 s hook waits at most 100 x 30 s = 3000 s in all: a 4000 s rate limit cannot be held.
         let (aws, gh) = launch_world(Some(30));
-        fail_github(
-            &gh,
-            vec![GitHubError::RateLimited {
-                retry_after: TDuration::from_secs(4000),
-            }],
-        );
+        fail_github(&gh, rate_limit(4000));
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        let (out, waited) = handle_launch(&c, NOW - 120).await;
         assert!(
             matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("nearly out")),
             "{out:?}"
         );
-        assert_eq!(t0.elapsed(), TDuration::ZERO);
+        assert_eq!(waited, TDuration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn storing_is_retried_on_throttling_and_abandoned_on_access_denied() {
         let (aws, gh) = launch_world(Some(300));
-        aws.fail_puts
-            .lock()
-            .map(|mut f| *f = Some((2, ApiErrorKind::Throttled)))
-            .ok();
+        set(&aws.fail_puts, Some((2, ApiErrorKind::Throttled)));
         let c = controller(aws, gh);
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchContinued { .. })), "{out:?}");
         assert_eq!(c.github().calls(), 3);
 
         let (aws, gh) = launch_world(Some(300));
-        aws.fail_puts
-            .lock()
-            .map(|mut f| *f = Some((1, ApiErrorKind::AccessDenied)))
-            .ok();
+        set(&aws.fail_puts, Some((1, ApiErrorKind::AccessDenied)));
         let c = controller(aws, gh);
         let out = c.handle_bytes(&read("launch.json"), NOW).await;
         assert!(matches!(out, Ok(Outcome::LaunchAbandoned { .. })), "{out:?}");
@@ -626,21 +618,17 @@ mod launch_retries {
     #[tokio::test(start_paused = true)]
     async fn a_hook_that_cannot_be_heartbeated_is_abandoned_before_its_time_runs_out() {
         let (aws, gh) = launch_world(Some(60));
-        aws.fail_heartbeats
-            .lock()
-            .map(|mut f| *f = Some(ApiErrorKind::AccessDenied))
-            .ok();
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&aws.fail_heartbeats, Some(ApiErrorKind::AccessDenied));
+        set(&gh.down, true);
         let c = controller(aws, gh);
-        let t0 = Instant::now();
-        let out = c.handle_bytes(&read("launch.json"), NOW - 120).await;
+        let (out, waited) = handle_launch(&c, NOW - 120).await;
         assert!(
             matches!(out, Ok(Outcome::LaunchAbandoned { ref reason, .. }) if reason.contains("nearly out")),
             "{out:?}"
         );
         assert_eq!(results(c.aws()), ["ABANDON"]);
         // Abandoned while the hook (60 s, begun 16 s ago) was still alive, with the reserve left.
-        assert!(t0.elapsed() <= TDuration::from_secs(44 - 40), "{:?}", t0.elapsed());
+        assert!(waited <= TDuration::from_secs(44 - 40), "{:?}", waited);
     }
 
     #[tokio::test(start_paused = true)]
@@ -660,7 +648,7 @@ mod launch_retries {
         // A 60 s Lambda and GitHub down: a few retries, then a retryable error (Lambda's retry
         // redelivers the event) and the hook stays pending.
         let (aws, gh) = launch_world(Some(120));
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&gh.down, true);
         let c = controller(aws, gh);
         let t0 = Instant::now();
         let deadline = t0 + TDuration::from_secs(60);
@@ -671,13 +659,13 @@ mod launch_retries {
         assert!(c.github().calls() >= 2);
         assert!(c.aws().completed().is_empty(), "nothing completed: the redelivery will");
         // 120 s hook, began 136 s before NOW: its estimate is spent, so the hand-back heartbeats.
-        assert_eq!(c.aws().heartbeats.lock().map(|h| h.len()).unwrap_or(0), 1);
+        assert_eq!(heartbeats(c.aws()), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn without_a_deadline_the_retry_budget_ends_it() {
         let (aws, gh) = launch_world(Some(7200));
-        gh.down.lock().map(|mut d| *d = true).ok();
+        set(&gh.down, true);
         let mut settings = Settings::new(["runners".to_string()]);
         settings.launch_retry_for = Duration::from_secs(120);
         let c = Controller::new(settings, aws, gh);

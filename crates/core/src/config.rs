@@ -3,6 +3,67 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The defaults of the core's settings that the agent exposes as keys (its keys table,
+/// crates/agent/src/config.rs), each written once: `X` is the value [`CoreConfig::default`] and
+/// [`HandoverConfig::default`] use, `X_TEXT` the same default as the keys table (and so the docs
+/// and `--help`) writes it and the agent parses back.
+pub mod defaults {
+    use super::ListenerMode;
+    use std::time::Duration;
+
+    /// Whole-second defaults: the value and its text (`30s`).
+    macro_rules! seconds {
+        ($($(#[$doc:meta])* $name:ident, $text:ident = $n:literal;)+) => {$(
+            $(#[$doc])*
+            pub const $name: Duration = Duration::from_secs($n);
+            #[doc = concat!("[`", stringify!($name), "`] as the keys table writes it.")]
+            pub const $text: &str = concat!($n, "s");
+        )+};
+    }
+
+    /// On/off defaults: the value and its text (`true`, `false`).
+    macro_rules! flags {
+        ($($(#[$doc:meta])* $name:ident, $text:ident = $b:literal;)+) => {$(
+            $(#[$doc])*
+            pub const $name: bool = $b;
+            #[doc = concat!("[`", stringify!($name), "`] as the keys table writes it.")]
+            pub const $text: &str = concat!($b);
+        )+};
+    }
+
+    seconds! {
+        /// [`CoreConfig::unprotect_delay`](super::CoreConfig::unprotect_delay) (`drain.unprotect_delay`).
+        UNPROTECT_DELAY, UNPROTECT_DELAY_TEXT = 30;
+        /// [`CoreConfig::stop_grace`](super::CoreConfig::stop_grace) (`runner.stop_grace`;
+        /// RunnerService.js also waits 30 s).
+        STOP_GRACE, STOP_GRACE_TEXT = 30;
+        /// [`CoreConfig::relaunch_delay`](super::CoreConfig::relaunch_delay) (`runner.relaunch_delay`;
+        /// RunnerService.js: 5 s).
+        RELAUNCH_DELAY, RELAUNCH_DELAY_TEXT = 5;
+        /// [`HandoverConfig::bound`](super::HandoverConfig::bound) (`drain.handover_bound`).
+        HANDOVER_BOUND, HANDOVER_BOUND_TEXT = 120;
+    }
+
+    flags! {
+        /// [`CoreConfig::drain_on_rebalance`](super::CoreConfig::drain_on_rebalance)
+        /// (`drain.on_rebalance`).
+        DRAIN_ON_REBALANCE, DRAIN_ON_REBALANCE_TEXT = false;
+        /// [`CoreConfig::one_job_per_instance`](super::CoreConfig::one_job_per_instance)
+        /// (`runner.one_job_per_instance`).
+        ONE_JOB_PER_INSTANCE, ONE_JOB_PER_INSTANCE_TEXT = false;
+        /// [`HandoverConfig::latch`](super::HandoverConfig::latch) (`drain.handover_latch`).
+        HANDOVER_LATCH, HANDOVER_LATCH_TEXT = true;
+        /// [`HandoverConfig::release`](super::HandoverConfig::release) (`drain.release_registration`).
+        RELEASE_REGISTRATION, RELEASE_REGISTRATION_TEXT = true;
+    }
+
+    /// [`CoreConfig::listener_mode`](super::CoreConfig::listener_mode) (`runner.mode`): just-in-time
+    /// runners.
+    pub const LISTENER_MODE: ListenerMode = ListenerMode::Jit;
+    /// [`LISTENER_MODE`] as the keys table writes it.
+    pub const LISTENER_MODE_TEXT: &str = LISTENER_MODE.name();
+}
+
 /// The termination lifecycle hook the agent drives, as DescribeLifecycleHooks reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookConfig {
@@ -27,7 +88,7 @@ impl HookConfig {
 }
 
 /// How the runner listener is run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ListenerMode {
     /// Just-in-time runners (the default): every listener incarnation is a fresh ephemeral registration
@@ -36,7 +97,6 @@ pub enum ListenerMode {
     /// fetches the next config while the job runs ([`Action::FetchJitConfig`](crate::Action)), so the host
     /// serves again within seconds of the job's end; a draining host starts no next listener, so there
     /// is no next job to race.
-    #[default]
     Jit,
     /// `run --startuptype service`: one long-lived listener takes job after job. Between a worker's exit
     /// and our stop signal it can take the next job (actions/runner src/Runner.Listener/Runner.cs).
@@ -52,7 +112,7 @@ impl ListenerMode {
     pub const NAMES: [&'static str; 3] = ["jit", "persistent", "one-job"];
 
     /// Its one spelling.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             ListenerMode::Jit => Self::NAMES[0],
             ListenerMode::Persistent => Self::NAMES[1],
@@ -65,6 +125,12 @@ impl ListenerMode {
         [ListenerMode::Jit, ListenerMode::Persistent, ListenerMode::OneJob]
             .into_iter()
             .find(|m| m.name() == word)
+    }
+}
+
+impl Default for ListenerMode {
+    fn default() -> Self {
+        defaults::LISTENER_MODE
     }
 }
 
@@ -161,9 +227,9 @@ pub struct HandoverConfig {
 impl Default for HandoverConfig {
     fn default() -> Self {
         HandoverConfig {
-            latch: true,
-            release: true,
-            bound: Duration::from_secs(120),
+            latch: defaults::HANDOVER_LATCH,
+            release: defaults::RELEASE_REGISTRATION,
+            bound: defaults::HANDOVER_BOUND,
             release_watch: Duration::from_secs(5),
         }
     }
@@ -189,11 +255,11 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             hook: None,
-            unprotect_delay: Duration::from_secs(30),
-            stop_grace: Duration::from_secs(30),
+            unprotect_delay: defaults::UNPROTECT_DELAY,
+            stop_grace: defaults::STOP_GRACE,
             stop_deadline: None,
-            listener_mode: ListenerMode::default(),
-            drain_on_rebalance: false,
+            listener_mode: defaults::LISTENER_MODE,
+            drain_on_rebalance: defaults::DRAIN_ON_REBALANCE,
             retry_base: Duration::from_millis(200),
             retry_cap: Duration::from_secs(30),
             complete_retry_cap: Duration::from_secs(4),
@@ -202,11 +268,11 @@ impl Default for CoreConfig {
             imds_fallback_poll: Duration::from_secs(30),
             imds_down_after: Duration::from_secs(10),
             global_timeout_warning: Duration::from_secs(3600),
-            relaunch_delay: Duration::from_secs(5),
+            relaunch_delay: defaults::RELAUNCH_DELAY,
             relaunch_limit: 10,
             hook_grace: default_hook_grace(),
             handover: HandoverConfig::default(),
-            one_job_per_instance: false,
+            one_job_per_instance: defaults::ONE_JOB_PER_INSTANCE,
         }
     }
 }

@@ -53,13 +53,30 @@ impl Harness {
     /// A host confirmed InService with its listener running (pid 100), actions cleared.
     fn serving(cfg: CoreConfig) -> Self {
         let mut h = Harness::new(cfg);
-        h.input(Input::TargetState(TargetState::InService));
-        let id = h.expect_describe();
-        h.reply(id, described("InService", false));
-        assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+        h.in_service_described_as("InService");
+        assert!(h.starts_a_listener());
         h.input(Input::ListenerStarted { pid: 100 });
         h.take();
         h
+    }
+
+    /// IMDS says InService, and the describe that confirms it answers `state` (unprotected).
+    fn in_service_described_as(&mut self, state: &str) {
+        self.input(Input::TargetState(TargetState::InService));
+        let id = self.expect_describe();
+        self.reply(id, described(state, false));
+    }
+
+    /// Whether the actions taken now start a listener, for any reason.
+    fn starts_a_listener(&mut self) -> bool {
+        self.take().iter().any(|a| matches!(a, Action::StartListener { .. }))
+    }
+
+    /// Whether the actions taken now start a listener for `reason`.
+    fn starts_listener(&mut self, reason: StartReason) -> bool {
+        self.take()
+            .iter()
+            .any(|a| matches!(a, Action::StartListener { reason: r } if *r == reason))
     }
 
     fn input(&mut self, i: Input) {
@@ -183,16 +200,11 @@ fn listener_waits_for_confirmed_in_service() {
     let id = h.expect_describe();
     // IMDS says InService during Pending:Wait already; the API says otherwise.
     h.reply(id, described("Pending:Wait", false));
-    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(!h.starts_a_listener());
     h.advance(Duration::from_secs(10));
     let id = h.expect_describe();
     h.reply(id, described("InService", false));
-    assert!(h.take().iter().any(|a| matches!(
-        a,
-        Action::StartListener {
-            reason: StartReason::Serving
-        }
-    )));
+    assert!(h.starts_listener(StartReason::Serving));
 }
 
 #[test]
@@ -888,12 +900,7 @@ fn one_job_mode_relaunches_after_each_job_unless_draining() {
     h.input(Input::WorkerStarted { pid: 5 });
     h.input(Input::WorkerExited { pid: 5 });
     h.input(Input::ListenerExited { code: Some(0) });
-    assert!(h.take().iter().any(|a| matches!(
-        a,
-        Action::StartListener {
-            reason: StartReason::NextJob
-        }
-    )));
+    assert!(h.starts_listener(StartReason::NextJob));
     h.input(Input::ListenerStarted { pid: 101 });
     h.input(Input::WorkerStarted { pid: 6 });
     h.take();
@@ -1407,10 +1414,13 @@ fn fetch_id(a: &Action) -> Option<(RequestId, FetchReason)> {
 
 /// A JIT host confirmed InService, holding no config and running no listener yet.
 fn jit_in_service() -> (Harness, RequestId) {
-    let mut h = Harness::new(jit_hooked());
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("InService", false));
+    jit_in_service_with(jit_hooked())
+}
+
+/// [`jit_in_service`] with `cfg`.
+fn jit_in_service_with(cfg: CoreConfig) -> (Harness, RequestId) {
+    let mut h = Harness::new(cfg);
+    h.in_service_described_as("InService");
     let acts = h.take();
     assert!(
         !acts.iter().any(|a| matches!(a, Action::StartListener { .. })),
@@ -1422,6 +1432,31 @@ fn jit_in_service() -> (Harness, RequestId) {
         .unwrap_or_else(|| panic!("no fetch in {acts:?}"));
     assert_eq!(reason, FetchReason::NextListener);
     (h, fetch)
+}
+
+/// A JIT host serving: its first config arrived and its listener (pid 100) runs, idle.
+fn jit_listening() -> Harness {
+    jit_listening_with(jit_hooked())
+}
+
+/// [`jit_listening`] with `cfg`.
+fn jit_listening_with(cfg: CoreConfig) -> Harness {
+    let (mut h, fetch) = jit_in_service_with(cfg);
+    h.reply(fetch, Ok(ApiReply::Done));
+    h.input(Input::ListenerStarted { pid: 100 });
+    h
+}
+
+/// [`jit_listening`] running a job (worker pid 5).
+fn jit_running_job() -> Harness {
+    let mut h = jit_listening();
+    h.input(Input::WorkerStarted { pid: 5 });
+    h
+}
+
+/// The config fetch among the actions taken now; `what` names it in the panic when there is none.
+fn next_fetch(h: &mut Harness, what: &str) -> (RequestId, FetchReason) {
+    h.take().iter().find_map(fetch_id).unwrap_or_else(|| panic!("{what}"))
 }
 
 /// Standby is out of service (AsgState::runner): a JIT host there asks for no config and starts no
@@ -1437,9 +1472,7 @@ fn a_jit_host_in_standby_mints_nothing_and_serves_again_after_it() {
         "a Standby host makes no calls and starts nothing: {acts:?}"
     );
     assert_eq!(h.host.snapshot().next_step.step, Some(Step::AwaitInService));
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("InService", false));
+    h.in_service_described_as("InService");
     assert!(
         h.take().iter().any(|a| fetch_id(a).is_some()),
         "back in service: a config"
@@ -1448,9 +1481,7 @@ fn a_jit_host_in_standby_mints_nothing_and_serves_again_after_it() {
 
 #[test]
 fn a_serving_jit_host_entering_standby_takes_no_next_job() {
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
+    let mut h = jit_listening();
     h.take();
     h.input(Input::TargetState(TargetState::Standby));
     h.input(Input::WorkerStarted { pid: 5 });
@@ -1480,14 +1511,12 @@ fn a_serving_jit_host_entering_standby_takes_no_next_job() {
 #[test]
 fn a_host_described_in_standby_starts_no_listener() {
     let mut h = Harness::new(hooked());
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("Standby", false));
-    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    h.in_service_described_as("Standby");
+    assert!(!h.starts_a_listener());
     h.advance(Duration::from_secs(10));
     let id = h.expect_describe();
     h.reply(id, described("InService", false));
-    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(h.starts_a_listener());
 }
 
 #[test]
@@ -1498,56 +1527,33 @@ fn jit_listener_starts_only_with_a_config() {
         Some(Step::AwaitJitConfig(Some(CallProgress::InFlight)))
     );
     h.reply(fetch, Ok(ApiReply::Done));
-    assert!(h.take().iter().any(|a| matches!(
-        a,
-        Action::StartListener {
-            reason: StartReason::Serving
-        }
-    )));
+    assert!(h.starts_listener(StartReason::Serving));
     assert_eq!(h.host.snapshot().jit_config_held, Some(false), "the start consumed it");
 }
 
 #[test]
 fn jit_fetches_the_next_config_while_the_job_runs_and_serves_again_at_once() {
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
+    let mut h = jit_listening();
     let idle = h.effects();
     assert!(
         !idle.iter().any(|a| fetch_id(a).is_some()),
         "an idle listener needs no successor yet"
     );
     h.input(Input::WorkerStarted { pid: 5 });
-    let (next, reason) = h
-        .take()
-        .iter()
-        .find_map(fetch_id)
-        .unwrap_or_else(|| panic!("no prefetch"));
+    let (next, reason) = next_fetch(&mut h, "no prefetch");
     assert_eq!(reason, FetchReason::Prefetch);
     h.reply(next, Ok(ApiReply::Done));
     h.advance(Duration::from_secs(120));
     h.input(Input::WorkerExited { pid: 5 });
     h.take();
     h.input(Input::ListenerExited { code: Some(0) });
-    assert!(h.take().iter().any(|a| matches!(
-        a,
-        Action::StartListener {
-            reason: StartReason::NextJob
-        }
-    )));
+    assert!(h.starts_listener(StartReason::NextJob));
 }
 
 #[test]
 fn a_draining_jit_host_starts_no_next_listener_and_completes_its_hook() {
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
-    h.input(Input::WorkerStarted { pid: 5 });
-    let (next, _) = h
-        .take()
-        .iter()
-        .find_map(fetch_id)
-        .unwrap_or_else(|| panic!("no prefetch"));
+    let mut h = jit_running_job();
+    let (next, _) = next_fetch(&mut h, "no prefetch");
     confirmed_wait(&mut h);
     let acts = h.effects();
     assert!(
@@ -1570,9 +1576,7 @@ fn a_draining_jit_host_starts_no_next_listener_and_completes_its_hook() {
 
 #[test]
 fn a_draining_jit_host_fetches_nothing_for_a_job_that_ends_it() {
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
+    let mut h = jit_listening();
     confirmed_wait(&mut h);
     h.take();
     // A job dispatched in the instant of the stop: the idle listener was already signalled.
@@ -1589,12 +1593,7 @@ fn a_failing_mint_leaves_the_host_idle_retrying_and_its_hook_is_still_completed(
         let snap = h.host.snapshot();
         assert!(snap.retry_at.iter().any(|(c, _)| *c == Call::MintJitConfig), "{snap:?}");
         h.advance(Duration::from_secs(31));
-        fetch = h
-            .take()
-            .iter()
-            .find_map(fetch_id)
-            .unwrap_or_else(|| panic!("no retry"))
-            .0;
+        fetch = next_fetch(&mut h, "no retry").0;
         fetches += 1;
     }
     assert_eq!(fetches, 6);
@@ -1609,32 +1608,22 @@ fn a_failing_mint_leaves_the_host_idle_retrying_and_its_hook_is_still_completed(
 
 #[test]
 fn a_refused_jit_config_is_replaced_after_the_relaunch_delay() {
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
+    let mut h = jit_listening();
     // Exit 1 without a job: the service refused the config (already used, or deleted).
     h.input(Input::ListenerExited { code: Some(1) });
-    let (next, reason) = h.take().iter().find_map(fetch_id).unwrap_or_else(|| panic!("no fetch"));
+    let (next, reason) = next_fetch(&mut h, "no fetch");
     assert_eq!(reason, FetchReason::NextListener);
     h.reply(next, Ok(ApiReply::Done));
-    assert!(!h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(!h.starts_a_listener());
     h.advance(Duration::from_secs(5));
-    assert!(h.take().iter().any(|a| matches!(
-        a,
-        Action::StartListener {
-            reason: StartReason::Relaunch
-        }
-    )));
+    assert!(h.starts_listener(StartReason::Relaunch));
 }
 
 /// A JIT listener's exit 0 after its job, seen before the worker's exit (the next `/proc` scan is
 /// up to `runner.worker_poll` away): the job completed, nothing was lost.
 #[test]
 fn a_jit_listener_exiting_0_before_its_worker_is_seen_gone_lost_nothing() {
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
-    h.input(Input::WorkerStarted { pid: 5 });
+    let mut h = jit_running_job();
     h.take();
     h.input(Input::ListenerExited { code: Some(0) });
     let acts = h.take();
@@ -1646,10 +1635,7 @@ fn a_jit_listener_exiting_0_before_its_worker_is_seen_gone_lost_nothing() {
     );
     assert!(!h.host.job_alive());
     // A crash (any other exit) under a job is still a loss.
-    let (mut h, fetch) = jit_in_service();
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
-    h.input(Input::WorkerStarted { pid: 5 });
+    let mut h = jit_running_job();
     h.take();
     h.input(Input::ListenerExited { code: Some(2) });
     assert!(h.take().iter().any(|a| matches!(
@@ -1667,17 +1653,7 @@ fn a_jit_listener_exiting_0_before_its_worker_is_seen_gone_lost_nothing() {
 fn a_worker_found_in_the_last_look_before_the_stop_takes_the_stop_back() {
     let mut h = Harness::serving(hooked());
     h.look = vec![Input::WorkerStarted { pid: 7 }];
-    h.input(Input::TargetState(TargetState::Terminated));
-    let mut acts = h.take();
-    let id = acts
-        .iter()
-        .find_map(|a| match a {
-            Action::Describe { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("a describe");
-    h.reply(id, described("Terminating:Wait", false));
-    acts.extend(h.take());
+    let acts = terminate(&mut h);
     assert!(!acts.iter().any(is_stop), "{acts:?}");
     assert_eq!(h.looks, 1);
     assert!(
@@ -1727,7 +1703,7 @@ fn a_mint_retry_never_comes_before_the_services_retry_after() {
 fn jit_serving() -> Harness {
     let (mut h, fetch) = jit_in_service();
     h.reply(fetch, Ok(ApiReply::Done));
-    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(h.starts_a_listener());
     h.input(Input::ListenerStarted { pid: 100 });
     h.take();
     h
@@ -1886,9 +1862,7 @@ fn a_refused_release_holds_the_stop_for_the_worker() {
             let mut cfg = h.host.config().clone();
             cfg.handover = handover;
             h.host = Host::new(cfg, 1, h.now);
-            h.input(Input::TargetState(TargetState::InService));
-            let id = h.expect_describe();
-            h.reply(id, described("InService", false));
+            h.in_service_described_as("InService");
             let fetch = h.take().iter().find_map(fetch_id).expect("fetch").0;
             h.reply(fetch, Ok(ApiReply::Done));
             h.input(Input::ListenerStarted { pid: 100 });
@@ -2012,7 +1986,7 @@ fn a_ghost_jit_listener_is_replaced_after_the_bound() {
     h.input(Input::ListenerExited { code: Some(0) });
     let fetch = h.take().iter().find_map(fetch_id).expect("a fresh config is fetched").0;
     h.reply(fetch, Ok(ApiReply::Done));
-    assert!(h.take().iter().any(|a| matches!(a, Action::StartListener { .. })));
+    assert!(h.starts_a_listener());
 }
 
 /// A JIT listener whose job just ended on a draining host is exiting on its own and its registration
@@ -2059,13 +2033,7 @@ fn leave_id(a: &Action) -> Option<RequestId> {
 
 /// A one-instance-per-job host whose listener (pid 100) runs its job (worker 5), protected.
 fn one_job_running() -> Harness {
-    let mut h = Harness::new(one_per_instance());
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("InService", false));
-    let (fetch, _) = h.take().iter().find_map(fetch_id).expect("a first config");
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
+    let mut h = jit_listening_with(one_per_instance());
     h.input(Input::WorkerStarted { pid: 5 });
     let acts = h.take();
     assert!(
@@ -2169,13 +2137,7 @@ fn one_instance_per_job_loses_nothing_when_the_listener_exits_before_its_worker_
 
 #[test]
 fn one_instance_per_job_does_not_drain_a_listener_that_ran_no_job() {
-    let mut h = Harness::new(one_per_instance());
-    h.input(Input::TargetState(TargetState::InService));
-    let id = h.expect_describe();
-    h.reply(id, described("InService", false));
-    let (fetch, _) = h.take().iter().find_map(fetch_id).expect("a config");
-    h.reply(fetch, Ok(ApiReply::Done));
-    h.input(Input::ListenerStarted { pid: 100 });
+    let mut h = jit_listening_with(one_per_instance());
     h.take();
     // A refused config (exit 1), no job: a fresh config and a new listener, as in JIT mode.
     h.input(Input::ListenerExited { code: Some(1) });

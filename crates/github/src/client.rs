@@ -168,6 +168,16 @@ impl std::fmt::Debug for GitHubClient {
     }
 }
 
+/// One request to send: [`GitHubClient::send`] sends it, retrying, and each attempt is one
+/// [`GitHubClient::exchange`].
+struct Outgoing<'a> {
+    method: Method,
+    url: &'a str,
+    bearer: &'a Secret,
+    body: Option<Vec<u8>>,
+    if_none_match: Option<&'a str>,
+}
+
 struct Answer {
     status: u16,
     headers: HeaderMap,
@@ -509,7 +519,15 @@ impl GitHubClient {
         let mut answer = None;
         for attempt in 0..2 {
             let bearer = self.bearer().await?;
-            let a = self.send(Method::GET, url, &bearer, None, etag).await?;
+            let a = self
+                .send(&Outgoing {
+                    method: Method::GET,
+                    url,
+                    bearer: &bearer,
+                    body: None,
+                    if_none_match: etag,
+                })
+                .await?;
             if a.status == 401 && attempt == 0 && matches!(self.auth, Auth::App { .. }) {
                 self.lock_cache().take();
                 continue;
@@ -563,7 +581,15 @@ impl GitHubClient {
     async fn authed(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Answer, GitHubError> {
         for attempt in 0..2 {
             let bearer = self.bearer().await?;
-            let answer = self.send(method.clone(), url, &bearer, body.clone(), None).await?;
+            let answer = self
+                .send(&Outgoing {
+                    method: method.clone(),
+                    url,
+                    bearer: &bearer,
+                    body: body.clone(),
+                    if_none_match: None,
+                })
+                .await?;
             if answer.status == 401 && attempt == 0 && matches!(self.auth, Auth::App { .. }) {
                 self.lock_cache().take();
                 continue;
@@ -596,7 +622,15 @@ impl GitHubClient {
         }
         let jwt = key.jwt(app_id, now)?;
         let url = format!("{}/app/installations/{installation_id}/access_tokens", self.base);
-        let answer = self.send(Method::POST, &url, &jwt, None, None).await?;
+        let answer = self
+            .send(&Outgoing {
+                method: Method::POST,
+                url: &url,
+                bearer: &jwt,
+                body: None,
+                if_none_match: None,
+            })
+            .await?;
         let answer = self.expect_ok(answer, &format!("App installation {installation_id}"))?;
         let minted: InstallationToken = answer.json("installation token")?;
         // An unparsable expiry is treated as GitHub's documented one hour.
@@ -612,14 +646,8 @@ impl GitHubClient {
 
     /// One logical request: retries 5xx and transport failures with jittered backoff, sleeps
     /// through rate limits within `max_rate_limit_wait`.
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        bearer: &Secret,
-        body: Option<Vec<u8>>,
-        if_none_match: Option<&str>,
-    ) -> Result<Answer, GitHubError> {
+    async fn send(&self, req: &Outgoing<'_>) -> Result<Answer, GitHubError> {
+        let Outgoing { method, url, .. } = req;
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
         let mut rate_waits = 0u32;
@@ -627,9 +655,7 @@ impl GitHubClient {
         loop {
             attempt += 1;
             let started = time::now_instant();
-            let result = self
-                .exchange(method.clone(), url, bearer, body.clone(), if_none_match)
-                .await;
+            let result = self.exchange(req).await;
             let failure = match result {
                 Ok(answer) => {
                     let h = |name: &str| answer.headers.get(name).and_then(|v| v.to_str().ok());
@@ -676,21 +702,21 @@ impl GitHubClient {
         }
     }
 
-    async fn exchange(
-        &self,
-        method: Method,
-        url: &str,
-        bearer: &Secret,
-        body: Option<Vec<u8>>,
-        if_none_match: Option<&str>,
-    ) -> Result<Answer, ExchangeError> {
+    async fn exchange(&self, req: &Outgoing<'_>) -> Result<Answer, ExchangeError> {
+        let Outgoing {
+            method,
+            url,
+            bearer,
+            body,
+            if_none_match,
+        } = req;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", bearer.expose()))
             .map_err(|_| ExchangeError::Request("the token has characters a header cannot carry".into()))?;
         auth.set_sensitive(true);
         let mut builder = Request::builder()
-            .method(method)
-            .uri(url)
+            .method(method.clone())
+            .uri(*url)
             // GitHub recommends its own media type; `application/json` is what its OpenAPI
             // description declares (and what a validating emulator negotiates).
             .header(ACCEPT, "application/vnd.github+json, application/json")
@@ -698,12 +724,12 @@ impl GitHubClient {
             .header(USER_AGENT, concat!("runner-lifecycle/", env!("CARGO_PKG_VERSION")))
             .header(AUTHORIZATION, auth);
         if let Some(tag) = if_none_match {
-            builder = builder.header(hyper::header::IF_NONE_MATCH, tag);
+            builder = builder.header(hyper::header::IF_NONE_MATCH, *tag);
         }
         let body = match body {
             Some(b) => {
                 builder = builder.header(CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(b))
+                Full::new(Bytes::from(b.clone()))
             }
             None => Full::new(Bytes::new()),
         };

@@ -3,7 +3,7 @@
 //! operation here is listed in lifecycle-controller's `iam::CALLS` (a test compares them).
 
 use aws_config::SdkConfig;
-use lifecycle_aws::{api_error, error_code};
+use lifecycle_aws::{api_error, autoscaling, error_code, secrets};
 use lifecycle_core::ApiError;
 use lifecycle_github::Secret;
 
@@ -75,18 +75,7 @@ impl RegisterAws {
     /// gone counts as deleted.
     pub async fn delete(&self, store: Store, name: &str) -> Result<(), ApiError> {
         let result = match store {
-            Store::SecretsManager => self
-                .secrets_client
-                .delete_secret()
-                .secret_id(name)
-                .force_delete_without_recovery(true)
-                .send()
-                .await
-                .map(|_| ())
-                .or_else(|e| match error_code(&e) {
-                    Some("ResourceNotFoundException") => Ok(()),
-                    _ => Err(api_error(&e)),
-                }),
+            Store::SecretsManager => secrets::delete_secret(&self.secrets_client, name).await,
             Store::Ssm => self
                 .ssm_client
                 .delete_parameter()
@@ -104,18 +93,7 @@ impl RegisterAws {
 
     /// The Auto Scaling group of `instance_id` (DescribeAutoScalingInstances), if any.
     pub async fn group_of(&self, instance_id: &str) -> Result<Option<String>, ApiError> {
-        let out = self
-            .asg_client
-            .describe_auto_scaling_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| api_error(&e))?;
-        Ok(out
-            .auto_scaling_instances()
-            .iter()
-            .find(|i| i.instance_id() == Some(instance_id))
-            .and_then(|i| i.auto_scaling_group_name())
-            .map(str::to_string))
+        let found = autoscaling::describe_instance(&self.asg_client, instance_id).await?;
+        Ok(found.map(|i| i.group).filter(|g| !g.is_empty()))
     }
 }

@@ -432,8 +432,9 @@ pub mod timing {
     pub const AGENT_RESTART: Duration = Duration::from_secs(5);
     /// Spot: notice to interruption (AWS spot docs: two minutes).
     pub const SPOT_NOTICE: Duration = Duration::from_secs(120);
-    /// RunnerService.js relaunches a listener after exit code 2, 3 or 4 after 5 s.
-    pub const RELAUNCH: Duration = Duration::from_secs(5);
+    /// RunnerService.js relaunches a listener after exit code 2, 3 or 4 after 5 s (the core's
+    /// `runner.relaunch_delay` default copies it).
+    pub const RELAUNCH: Duration = lifecycle_core::config::defaults::RELAUNCH_DELAY;
     /// The scaling policy's evaluation period (CloudWatch alarm period in the source PR: 60 s).
     pub const SCALING_PERIOD: Duration = Duration::from_secs(60);
     /// Scale-in: idle above target for 3 periods, cooldown 180 s (source PR). Scale-out likewise needs

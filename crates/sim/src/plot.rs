@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use plotters::chart::MeshStyle;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -227,6 +229,30 @@ fn fmt_axis(v: f64) -> String {
     }
 }
 
+/// [`fmt_axis`] as a y-axis label formatter.
+fn axis_label(y: &f64) -> String {
+    fmt_axis(*y)
+}
+
+/// The mesh of a chart of values (bars, series panels): no vertical grid and no x mesh labels (the
+/// x labels are drawn by hand), six y labels by [`fmt_axis`], light grey lines. The caller adds
+/// what its chart has besides, then draws.
+fn value_mesh<'a, 'b, 's>(
+    chart: &'b mut ChartContext<'a, SVGBackend<'s>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    y_desc: &str,
+) -> MeshStyle<'a, 'b, RangedCoordf64, RangedCoordf64, SVGBackend<'s>> {
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh()
+        .x_labels(0)
+        .y_label_formatter(&axis_label)
+        .y_labels(6)
+        .y_desc(y_desc)
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 13))
+        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2));
+    mesh
+}
+
 /// A stable colour per strategy (or series), by position.
 fn palette(i: usize) -> RGBColor {
     const COLOURS: [RGBColor; 6] = [
@@ -283,19 +309,7 @@ fn bar_chart(
         .y_label_area_size(Y_LABEL_W)
         .build_cartesian_2d(-0.5..n as f64 - 0.5, lo..hi)?;
 
-    let y_label = |y: &f64| fmt_axis(*y);
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_label_formatter(&y_label)
-        .y_labels(6)
-        .y_desc(y_desc)
-        .label_style((FONT, 13))
-        .axis_desc_style((FONT, 13))
-        .y_max_light_lines(1)
-        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
-        .draw()?;
+    value_mesh(&mut chart, y_desc).y_max_light_lines(1).draw()?;
 
     let (ox, oy) = area.get_base_pixel();
     // Each name gets its own slot, wrapped at hyphens to fit it (six strategies' one-line names
@@ -981,20 +995,10 @@ fn draw_series_panel(
         .x_label_area_size(PANEL_XAXIS_H)
         .y_label_area_size(Y_LABEL_W)
         .build_cartesian_2d(t0..t1, y_min..y_hi)?;
-    let y_label = |y: &f64| fmt_axis(*y);
     // The time axis's ticks are drawn by hand at round UTC times (plotters cannot format custom key
     // points on an f64 axis, and its own f64 ticks fall on odd seconds).
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_label_formatter(&y_label)
-        .y_labels(6)
+    value_mesh(&mut chart, &panel.y_desc)
         .x_desc(if utc { "time (UTC)" } else { "seconds" })
-        .y_desc(panel.y_desc.as_str())
-        .label_style((FONT, 13))
-        .axis_desc_style((FONT, 13))
-        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
         .draw()?;
     let (ox, oy) = chart_area.get_base_pixel();
     for t in time_ticks((t0, t1), utc) {

@@ -375,18 +375,10 @@ mod tests {
     /// docs/agent.md's metric table: (name, type, labels) per row.
     fn documented() -> Vec<(String, String, Vec<String>)> {
         let docs = include_str!("../../../../docs/agent.md");
-        let table = docs
-            .split("| metric | type | labels | meaning |")
-            .nth(1)
-            .expect("the metric table in docs/agent.md")
-            .split("\n\n")
-            .next()
-            .unwrap_or_default();
-        table
-            .lines()
-            .skip(2)
-            .map(|row| {
-                let cells: Vec<&str> = row.split('|').skip(1).map(str::trim).collect();
+        let table = crate::doc_table::table(docs, "| metric | type | labels | meaning |")
+            .expect("the metric table in docs/agent.md");
+        crate::doc_table::rows(table)
+            .map(|cells| {
                 let name = cells[0].trim_matches('`').to_string();
                 let labels = cells[2]
                     .split(',')

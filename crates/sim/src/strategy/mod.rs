@@ -17,10 +17,11 @@ use source_pr::SourcePr;
 pub trait Controller: Sized {
     /// The strategy's name in reports.
     const NAME: &'static str;
-    /// Whether the strategy runs an agent that can crash (the agent-crash fault applies).
-    const HAS_AGENT: bool;
+    /// Whether the strategy runs an agent that can crash (the agent-crash fault applies). No, unless
+    /// a strategy says so: the designs we compare with run none.
+    const HAS_AGENT: bool = false;
     /// Whether the strategy promises the invariants (only runner-lifecycle does).
-    const CHECKS_INVARIANTS: bool;
+    const CHECKS_INVARIANTS: bool = false;
     /// Whether a central handler completes warm-pool trims, where no agent runs (runner-lifecycle's
     /// controller and the source PR's Lambda do).
     const CENTRAL_COMPLETES_TRIMS: bool;

@@ -13,8 +13,6 @@ pub struct Naive {
 
 impl Controller for Naive {
     const NAME: &'static str = "naive";
-    const HAS_AGENT: bool = false;
-    const CHECKS_INVARIANTS: bool = false;
     const CENTRAL_COMPLETES_TRIMS: bool = false;
 
     fn start(w: &mut World, inst: InstId, _restart: bool) -> Self {

@@ -57,8 +57,6 @@ fn prerun_protect(w: &mut World, inst: InstId) -> HookRun {
 
 impl Controller for SourcePr {
     const NAME: &'static str = "source-pr";
-    const HAS_AGENT: bool = false;
-    const CHECKS_INVARIANTS: bool = false;
     // Its Lambda completes warm-pool trims at once (domain brief section 4).
     const CENTRAL_COMPLETES_TRIMS: bool = true;
 
