@@ -74,7 +74,8 @@ class Lambda:
             headers["x-hub-signature-256"] = signature
         request = {"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
                    "headers": headers, "isBase64Encoded": False, "body": body.decode(),
-                   "requestContext": {"http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1",
+                   "requestContext": {"timeEpoch": int(time.time() * 1000),
+                                      "http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1",
                                                "sourceIp": "192.0.2.1", "userAgent": "GitHub-Hookshot/abc"}}}
         return self.api.invoke(json.dumps(request))
 

@@ -31,9 +31,11 @@
 //! left alone. No lifecycle-state check: a draining host (`Terminating:Wait`) is the one that
 //! asks.
 
+use crate::function_url::Request;
 use crate::handler::Controller;
 use crate::ports::{Aws, GitHub};
 use crate::settings::JitSettings;
+use aws_lambda_events::http::HeaderValue;
 use lifecycle_core::{ApiError, ApiErrorKind};
 use lifecycle_github::{Deleted, GitHubError, JitRequest, Secret};
 use serde_json::{json, Value};
@@ -183,9 +185,8 @@ impl JitOutcome {
     /// The function-URL answer (`statusCode`, `headers`, `body`). The one place the configuration
     /// is exposed. `cache-control: no-store`: a credential must not sit in any cache.
     pub fn response(&self) -> Value {
-        let mut headers = serde_json::Map::new();
-        headers.insert("content-type".into(), json!("application/json"));
-        headers.insert("cache-control".into(), json!("no-store"));
+        let mut headers = crate::function_url::json_headers();
+        crate::function_url::header(&mut headers, "cache-control", HeaderValue::from_static("no-store"));
         let body = match self {
             JitOutcome::Minted {
                 runner_name,
@@ -206,66 +207,55 @@ impl JitOutcome {
                 message,
                 retry_after,
             } => {
-                headers.insert("retry-after".into(), json!(retry_after.to_string()));
+                crate::function_url::header(&mut headers, "retry-after", HeaderValue::from(*retry_after));
                 json!({ "error": message, "outstanding_runner_id": runner_id })
             }
             JitOutcome::Refused {
                 message, retry_after, ..
             } => {
                 if let Some(s) = retry_after {
-                    headers.insert("retry-after".into(), json!(s.to_string()));
+                    crate::function_url::header(&mut headers, "retry-after", HeaderValue::from(*s));
                 }
                 json!({ "error": message })
             }
         };
-        json!({
-            "statusCode": self.status(),
-            "headers": Value::Object(headers),
-            "body": body.to_string(),
-        })
+        crate::function_url::answer(self.status(), headers, body.to_string())
     }
 }
 
 /// The request path of a function-URL event (`rawPath`, else `requestContext.http.path`).
-pub fn request_path(event: &Value) -> &str {
-    event
-        .get("rawPath")
-        .and_then(Value::as_str)
-        .or_else(|| event.pointer("/requestContext/http/path").and_then(Value::as_str))
-        .unwrap_or("/")
+pub fn request_path(event: &Request) -> &str {
+    crate::function_url::path(event)
 }
 
 /// Whether the event carries an IAM authorizer context at all (`requestContext.authorizer.iam`):
 /// only an `AWS_IAM` function URL produces one.
-pub fn has_iam_authorizer(event: &Value) -> bool {
-    event
-        .pointer("/requestContext/authorizer/iam")
-        .is_some_and(|v| !v.is_null())
+pub fn has_iam_authorizer(event: &Request) -> bool {
+    crate::function_url::iam(event).is_some()
 }
 
 /// Whether a function-URL event belongs to these routes rather than to the webhook: its path is
 /// [`JIT_PATH`] or [`RELEASE_PATH`], or it was signed (an `AWS_IAM` URL serves nothing else).
-pub fn is_jit_event(event: &Value) -> bool {
+pub fn is_jit_event(event: &Request) -> bool {
     Route::of(request_path(event)).is_some() || has_iam_authorizer(event)
 }
 
-/// The verified caller; `None`: no IAM authorizer context; `Err`: one that lacks a field.
-pub fn iam_caller(event: &Value) -> Option<Result<IamCaller, String>> {
-    let iam = event
-        .pointer("/requestContext/authorizer/iam")
-        .filter(|v| !v.is_null())?;
-    let field = |name: &str| {
-        iam.get(name)
-            .and_then(Value::as_str)
+/// The verified caller; `None`: no IAM authorizer context; `Err`: one that lacks a field (the
+/// typed context leaves every field optional; each one is required here, and must not be empty).
+pub fn iam_caller(event: &Request) -> Option<Result<IamCaller, String>> {
+    let iam = crate::function_url::iam(event)?;
+    let field = |value: &Option<String>, name: &str| {
+        value
+            .as_deref()
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .ok_or_else(|| format!("the IAM authorizer context has no {name}"))
     };
     Some((|| {
         Ok(IamCaller {
-            access_key: field("accessKey")?,
-            account_id: field("accountId")?,
-            user_arn: field("userArn")?,
+            access_key: field(&iam.access_key, "accessKey")?,
+            account_id: field(&iam.account_id, "accountId")?,
+            user_arn: field(&iam.user_arn, "userArn")?,
         })
     })())
 }
@@ -436,7 +426,7 @@ fn nonce() -> String {
 
 impl<A: Aws, G: GitHub> Controller<A, G> {
     /// Answer one function-URL event routed here ([`is_jit_event`]) at `now` (epoch seconds).
-    pub async fn jit(&self, event: &Value, now: i64) -> JitOutcome {
+    pub async fn jit(&self, event: &Request, now: i64) -> JitOutcome {
         let started = tokio::time::Instant::now();
         let outcome = self.jit_inner(event, now).await;
         match &outcome {
@@ -475,9 +465,8 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 message,
                 retry_after,
             } => {
-                let caller = event
-                    .pointer("/requestContext/authorizer/iam/userArn")
-                    .and_then(serde_json::Value::as_str)
+                let caller = crate::function_url::iam(event)
+                    .and_then(|iam| iam.user_arn.as_deref())
                     .unwrap_or("-");
                 warn!(
                     status,
@@ -499,7 +488,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         outcome
     }
 
-    async fn jit_inner(&self, event: &Value, now: i64) -> JitOutcome {
+    async fn jit_inner(&self, event: &Request, now: i64) -> JitOutcome {
         let (settings, who, ask) = match self.admit(event) {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
@@ -513,7 +502,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
     /// The checks both routes share, in order: signed (403), configured (403), a route (404),
     /// `POST` (405), a well-formed body for the route (400), a session of the agent role named
     /// after an instance (403). No call is made.
-    fn admit(&self, event: &Value) -> Result<(&JitSettings, InstanceIdentity, Ask), JitOutcome> {
+    fn admit(&self, event: &Request) -> Result<(&JitSettings, InstanceIdentity, Ask), JitOutcome> {
         // 1. Only an AWS_IAM function URL may mint or release: AWS verified these signatures.
         let caller = match iam_caller(event) {
             None => {
@@ -553,7 +542,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
         }
         let ask = parse_ask(route, &req.body).map_err(|e| JitOutcome::refuse(400, e))?;
         // 3. Who signed: a session of the agent role named after an instance.
-        let owner = event.pointer("/requestContext/accountId").and_then(Value::as_str);
+        let owner = event.request_context.account_id.as_deref();
         let who = instance_identity(&caller, owner, &settings.agent_role)
             .map_err(|e| JitOutcome::refuse(403, format!("not an authorized instance identity: {e}")))?;
         Ok((settings, who, ask))
@@ -789,6 +778,7 @@ mod tests {
     fn event(arn: Option<&str>, path: &str, method: &str, body: &str) -> Value {
         let mut ctx = json!({
             "accountId": ACCOUNT,
+            "timeEpoch": 1_700_000_000_000_i64,
             "http": {"method": method, "path": path},
         });
         if let Some(arn) = arn {
@@ -799,6 +789,18 @@ mod tests {
         }
         json!({"version": "2.0", "rawPath": path, "headers": {}, "requestContext": ctx,
                "body": body, "isBase64Encoded": false})
+    }
+
+    /// [`Controller::jit`] of an event written as JSON, as `invoke` hands it over: typed first.
+    trait JitValue {
+        fn jit_value(&self, event: &Value, now: i64) -> impl std::future::Future<Output = JitOutcome>;
+    }
+
+    impl JitValue for Controller<FakeAws, FakeGitHub> {
+        async fn jit_value(&self, event: &Value, now: i64) -> JitOutcome {
+            let req = crate::function_url::parse(event.clone()).unwrap_or_else(|e| panic!("{e}"));
+            self.jit(&req, now).await
+        }
     }
 
     fn arn(role: &str, session: &str) -> String {
@@ -839,7 +841,7 @@ mod tests {
     #[test]
     fn an_instance_of_the_group_gets_a_config_for_itself() {
         let c = controller("InService", "runners");
-        let out = run(c.jit(&ok_event(), 1_700_000_000));
+        let out = run(c.jit_value(&ok_event(), 1_700_000_000));
         let JitOutcome::Minted {
             runner_name,
             runner_id,
@@ -874,7 +876,7 @@ mod tests {
         // A Pending host (launch hook) is served too.
         for state in ["Pending", "Pending:Wait", "Pending:Proceed"] {
             assert_eq!(
-                run(controller(state, "runners").jit(&ok_event(), 1)).status(),
+                run(controller(state, "runners").jit_value(&ok_event(), 1)).status(),
                 200,
                 "{state}"
             );
@@ -908,7 +910,7 @@ mod tests {
             ),
         ];
         for e in &cases {
-            let out = run(c.jit(e, 1));
+            let out = run(c.jit_value(e, 1));
             assert_eq!(out.status(), 403, "{e} -> {out:?}");
         }
         assert_eq!(c.github().calls(), 0);
@@ -916,18 +918,18 @@ mod tests {
         // An authorizer context missing a field.
         let mut e = ok_event();
         e["requestContext"]["authorizer"]["iam"]["userArn"] = Value::Null;
-        assert_eq!(run(c.jit(&e, 1)).status(), 403);
+        assert_eq!(run(c.jit_value(&e, 1)).status(), 403);
         // No owner account in the event: fail closed.
         let mut e = ok_event();
         e["requestContext"]["accountId"] = Value::Null;
-        assert_eq!(run(c.jit(&e, 1)).status(), 403);
+        assert_eq!(run(c.jit_value(&e, 1)).status(), 403);
         // Not configured at all.
         let c = Controller::new(
             Settings::new(["runners".to_string()]),
             FakeAws::default(),
             FakeGitHub::default(),
         );
-        assert_eq!(run(c.jit(&ok_event(), 1)).status(), 403);
+        assert_eq!(run(c.jit_value(&ok_event(), 1)).status(), 403);
     }
 
     #[test]
@@ -941,7 +943,7 @@ mod tests {
             "POST",
             &format!(r#"{{"instance_id":"{ID}"}}"#),
         );
-        let out = run(c.jit(&e, 1));
+        let out = run(c.jit_value(&e, 1));
         assert_eq!(out.status(), 409, "{out:?}");
         assert_eq!(c.github().calls(), 0);
     }
@@ -954,40 +956,43 @@ mod tests {
             .filter(|s| *s != "InService" && !s.starts_with("Pending"));
         for state in never.chain(["SomethingNew"]) {
             let c = controller(state, "runners");
-            let out = run(c.jit(&ok_event(), 1));
+            let out = run(c.jit_value(&ok_event(), 1));
             assert_eq!(out.status(), 409, "{state}");
             assert!(format!("{out:?}").contains(state), "{out:?}");
             assert_eq!(c.github().calls(), 0, "{state}");
         }
         let c = controller("InService", "someone-elses");
-        assert_eq!(run(c.jit(&ok_event(), 1)).status(), 409);
+        assert_eq!(run(c.jit_value(&ok_event(), 1)).status(), 409);
     }
 
     #[test]
     fn malformed_requests_get_4xx() {
         let c = controller("InService", "runners");
         let signed = arn("runner-hosts", ID);
-        assert_eq!(run(c.jit(&event(Some(&signed), "/", "POST", "{}"), 1)).status(), 404);
         assert_eq!(
-            run(c.jit(&event(Some(&signed), "/jit-config", "GET", ""), 1)).status(),
+            run(c.jit_value(&event(Some(&signed), "/", "POST", "{}"), 1)).status(),
+            404
+        );
+        assert_eq!(
+            run(c.jit_value(&event(Some(&signed), "/jit-config", "GET", ""), 1)).status(),
             405
         );
         assert_eq!(
-            run(c.jit(&event(Some(&signed), "/jit-config", "POST", "[1]"), 1)).status(),
+            run(c.jit_value(&event(Some(&signed), "/jit-config", "POST", "[1]"), 1)).status(),
             400
         );
         assert_eq!(
-            run(c.jit(&event(Some(&signed), "/jit-config", "POST", "nope"), 1)).status(),
+            run(c.jit_value(&event(Some(&signed), "/jit-config", "POST", "nope"), 1)).status(),
             400
         );
         let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_BODY));
         assert_eq!(
-            run(c.jit(&event(Some(&signed), "/jit-config", "POST", &big), 1)).status(),
+            run(c.jit_value(&event(Some(&signed), "/jit-config", "POST", &big), 1)).status(),
             400
         );
         // An empty body is fine (as is `{}`).
         assert_eq!(
-            run(c.jit(&event(Some(&signed), "/jit-config/", "POST", ""), 1)).status(),
+            run(c.jit_value(&event(Some(&signed), "/jit-config/", "POST", ""), 1)).status(),
             200
         );
     }
@@ -997,7 +1002,7 @@ mod tests {
         let c = controller("InService", "runners");
         let expect = |e: GitHubError, status: u16, after: Option<u64>| {
             c.github().fail_next.lock().map(|mut f| f.push(e)).ok();
-            let out = run(c.jit(&ok_event(), 1));
+            let out = run(c.jit_value(&ok_event(), 1));
             assert_eq!(out.status(), status, "{out:?}");
             let resp = out.response();
             assert_eq!(
@@ -1019,7 +1024,7 @@ mod tests {
         for kind in [ApiErrorKind::Throttled, ApiErrorKind::Transient] {
             let c = controller("InService", "runners");
             c.aws().fail.lock().map(|mut f| *f = Some(kind)).ok();
-            let out = run(c.jit(&ok_event(), 1));
+            let out = run(c.jit_value(&ok_event(), 1));
             assert_eq!(out.status(), 503, "{kind:?}");
             assert!(out.response()["headers"]["retry-after"].is_string());
         }
@@ -1029,7 +1034,7 @@ mod tests {
             .lock()
             .map(|mut f| *f = Some(ApiErrorKind::AccessDenied))
             .ok();
-        assert_eq!(run(c.jit(&ok_event(), 1)).status(), 500);
+        assert_eq!(run(c.jit_value(&ok_event(), 1)).status(), 500);
     }
 
     #[test]
@@ -1055,17 +1060,18 @@ mod tests {
 
     #[test]
     fn routing_tells_jit_from_webhook_events() {
-        assert!(is_jit_event(&ok_event()));
-        assert!(is_jit_event(&event(None, "/jit-config", "POST", "{}")));
+        let is_jit_event = |e: Value| is_jit_event(&crate::function_url::parse(e).unwrap_or_else(|e| panic!("{e}")));
+        assert!(is_jit_event(ok_event()));
+        assert!(is_jit_event(event(None, "/jit-config", "POST", "{}")));
         // The release route too: on the webhook's URL it is refused (unsigned), never a delivery.
-        assert!(is_jit_event(&event(None, "/jit-config/release", "POST", "{}")));
-        assert!(is_jit_event(&event(None, "/jit-config/release/", "POST", "{}")));
-        assert!(!is_jit_event(&event(None, "/jit-config/other", "POST", "{}")));
+        assert!(is_jit_event(event(None, "/jit-config/release", "POST", "{}")));
+        assert!(is_jit_event(event(None, "/jit-config/release/", "POST", "{}")));
+        assert!(!is_jit_event(event(None, "/jit-config/other", "POST", "{}")));
         assert_eq!(Route::of("/jit-config/"), Some(Route::Mint));
         assert_eq!(Route::of(RELEASE_PATH).map(Route::path), Some(RELEASE_PATH));
-        assert!(is_jit_event(&event(Some(&arn("r", ID)), "/", "POST", "{}")));
-        assert!(!is_jit_event(&event(None, "/", "POST", "{}")));
-        assert!(!is_jit_event(&event(None, "/webhook", "POST", "{}")));
+        assert!(is_jit_event(event(Some(&arn("r", ID)), "/", "POST", "{}")));
+        assert!(!is_jit_event(event(None, "/", "POST", "{}")));
+        assert!(!is_jit_event(event(None, "/webhook", "POST", "{}")));
     }
 
     // ---------------------------------------------------------------- one outstanding config
@@ -1090,7 +1096,7 @@ mod tests {
     fn six_quick_mints_for_one_instance_give_one_config() {
         // Issue 16: with the role's credentials a job minted six configs in seconds.
         let c = controller("InService", "runners");
-        let outs: Vec<JitOutcome> = (0..6).map(|i| run(c.jit(&ok_event(), T0 + i))).collect();
+        let outs: Vec<JitOutcome> = (0..6).map(|i| run(c.jit_value(&ok_event(), T0 + i))).collect();
         assert_eq!(outs[0].status(), 200, "{:?}", outs[0]);
         for (i, out) in outs.iter().enumerate().skip(1) {
             assert_eq!(out.status(), 409, "{out:?}");
@@ -1121,39 +1127,39 @@ mod tests {
             })
             .ok();
         let e = event(Some(&arn("runner-hosts", OTHER)), "/jit-config", "POST", "{}");
-        assert_eq!(run(c.jit(&e, T0 + 6)).status(), 200);
+        assert_eq!(run(c.jit_value(&e, T0 + 6)).status(), 200);
     }
 
     #[test]
     fn a_normal_jit_host_is_never_refused() {
         let c = controller("InService", "runners");
         // The first listener's config: minted, then its listener connects and takes a job.
-        let a = minted_id(&run(c.jit(&ok_event(), T0)));
+        let a = minted_id(&run(c.jit_value(&ok_event(), T0)));
         c.github().connect(a);
         // The agent prefetches the next config while the job runs: allowed (A is in use).
-        let b = minted_id(&run(c.jit(&ok_event(), T0 + 30)));
+        let b = minted_id(&run(c.jit_value(&ok_event(), T0 + 30)));
         // A third while B waits unused: refused.
-        assert_eq!(run(c.jit(&ok_event(), T0 + 31)).status(), 409);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 31)).status(), 409);
         // A's job ends (GitHub removes the ephemeral runner); B's listener connects and takes a
         // job; the agent prefetches again: allowed.
         c.github().runners.lock().map(|mut r| r.retain(|r| r.id != a)).ok();
         c.github().connect(b);
-        let third = minted_id(&run(c.jit(&ok_event(), T0 + 600)));
+        let third = minted_id(&run(c.jit_value(&ok_event(), T0 + 600)));
         assert!(third > b);
     }
 
     #[test]
     fn an_outstanding_config_is_freed_by_release_or_expiry() {
         let c = controller("InService", "runners");
-        let a = minted_id(&run(c.jit(&ok_event(), T0)));
-        assert_eq!(run(c.jit(&ok_event(), T0 + 899)).status(), 409);
+        let a = minted_id(&run(c.jit_value(&ok_event(), T0)));
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 899)).status(), 409);
         // Expired: 900 s (the default bound) after its mint it no longer counts.
-        let b = minted_id(&run(c.jit(&ok_event(), T0 + 900)));
+        let b = minted_id(&run(c.jit_value(&ok_event(), T0 + 900)));
         assert!(b > a);
         // Released by its host: the next mint is allowed at once.
-        assert_eq!(run(c.jit(&ok_event(), T0 + 901)).status(), 409);
-        assert_eq!(run(c.jit(&release_of(ID, b), T0 + 902)).status(), 200);
-        assert_eq!(run(c.jit(&ok_event(), T0 + 903)).status(), 200);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 901)).status(), 409);
+        assert_eq!(run(c.jit_value(&release_of(ID, b), T0 + 902)).status(), 200);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 903)).status(), 200);
     }
 
     #[test]
@@ -1176,7 +1182,7 @@ mod tests {
             })
             .ok();
         c.github().connect(8);
-        assert_eq!(run(c.jit(&ok_event(), T0 + 60)).status(), 200);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 60)).status(), 200);
         // A persistent registration named after the instance, or another instance's JIT
         // registration, is not the instance's outstanding config either.
         let c = controller("InService", "runners");
@@ -1188,7 +1194,7 @@ mod tests {
                 rs.push(jit(10, format!("rle-jit-{T0}-{OTHER}-ab12")));
             })
             .ok();
-        assert_eq!(run(c.jit(&ok_event(), T0 + 60)).status(), 200);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 60)).status(), 200);
     }
 
     #[test]
@@ -1270,16 +1276,16 @@ mod tests {
             .lock()
             .map(|mut k| k.insert(format!("jit#{ID}"), T0 + 60))
             .ok();
-        let out = run(c.jit(&ok_event(), T0));
+        let out = run(c.jit_value(&ok_event(), T0));
         assert_eq!(out.status(), 409, "{out:?}");
         assert!(error_of(&out).contains("being minted"), "{out:?}");
         assert_eq!(c.github().calls(), 0);
         // The lease lapses: one mint, and the lease is kept a few seconds after it, so a mint
         // right behind it is refused even before GitHub's list shows the new registration.
-        let first = run(c.jit(&ok_event(), T0 + 61));
+        let first = run(c.jit_value(&ok_event(), T0 + 61));
         assert_eq!(first.status(), 200, "{first:?}");
         c.github().runners.lock().map(|mut r| r.clear()).ok();
-        assert_eq!(run(c.jit(&ok_event(), T0 + 62)).status(), 409);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 62)).status(), 409);
         assert_eq!(lease(&c), Some(T0 + 61 + MINT_SETTLE_S));
         // A failed mint gives the lease back at once.
         c.github()
@@ -1287,14 +1293,14 @@ mod tests {
             .lock()
             .map(|mut f| f.push(GitHubError::Transient("502".into())))
             .ok();
-        assert_eq!(run(c.jit(&ok_event(), T0 + 80)).status(), 503);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 80)).status(), 503);
         assert_eq!(lease(&c), Some(0));
-        assert_eq!(run(c.jit(&ok_event(), T0 + 81)).status(), 200);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 81)).status(), 200);
         // The table down: 503, retryable; nothing minted.
         *c.aws().table_down.lock().expect("lock") = Some(ApiErrorKind::Throttled);
         c.github().runners.lock().map(|mut r| r.clear()).ok();
         let before = c.github().jit_requests.lock().map(|r| r.len()).unwrap_or(0);
-        assert_eq!(run(c.jit(&ok_event(), T0 + 200)).status(), 503);
+        assert_eq!(run(c.jit_value(&ok_event(), T0 + 200)).status(), 503);
         assert_eq!(c.github().jit_requests.lock().map(|r| r.len()).unwrap_or(0), before);
     }
 
@@ -1348,7 +1354,7 @@ mod tests {
     #[test]
     fn a_draining_host_releases_its_idle_registration() {
         let c = with_runners();
-        let out = run(c.jit(&release_of(ID, 7), 1));
+        let out = run(c.jit_value(&release_of(ID, 7), 1));
         assert_eq!(
             out,
             JitOutcome::Released {
@@ -1365,7 +1371,7 @@ mod tests {
         assert_eq!(c.github().calls(), 2);
         assert_eq!(c.aws().asg_calls(), 0);
         // Again: GitHub knows it no more.
-        let again = run(c.jit(&release_of(ID, 7), 1));
+        let again = run(c.jit_value(&release_of(ID, 7), 1));
         assert_eq!(again.status(), 404);
         assert_eq!(body(&again), json!({"result": "not-found", "runner_id": 7}));
         assert_eq!(deleted(&c), vec![7], "nothing deleted the second time");
@@ -1387,7 +1393,7 @@ mod tests {
                     rs.push(r)
                 })
                 .ok();
-            assert_eq!(run(c.jit(&release_of(ID, 7), 1)).status(), 200, "{state}");
+            assert_eq!(run(c.jit_value(&release_of(ID, 7), 1)).status(), 200, "{state}");
         }
     }
 
@@ -1395,7 +1401,7 @@ mod tests {
     fn a_busy_registration_is_left_alone() {
         // GitHub's runner reads busy: no DELETE.
         let c = with_runners();
-        let out = run(c.jit(&release_of(ID, 9), 1));
+        let out = run(c.jit_value(&release_of(ID, 9), 1));
         assert_eq!(out.status(), 409, "{out:?}");
         assert_eq!(body(&out), json!({"result": "busy", "runner_id": 9}));
         assert!(deleted(&c).is_empty());
@@ -1412,7 +1418,7 @@ mod tests {
                 }))
             })
             .ok();
-        let out = run(c.jit(&release_of(ID, 7), 1));
+        let out = run(c.jit_value(&release_of(ID, 7), 1));
         assert!(
             matches!(
                 out,
@@ -1434,7 +1440,7 @@ mod tests {
     fn an_unknown_registration_is_not_found_never_removed() {
         // 404 on the GET: never made, removed, or consumed by an assignment.
         let c = with_runners();
-        let out = run(c.jit(&release_of(ID, 4242), 1));
+        let out = run(c.jit_value(&release_of(ID, 4242), 1));
         assert_eq!(
             out,
             JitOutcome::Released {
@@ -1454,7 +1460,7 @@ mod tests {
             .lock()
             .map(|mut d| d.push(Ok(Deleted::AlreadyGone)))
             .ok();
-        let out = run(c.jit(&release_of(ID, 7), 1));
+        let out = run(c.jit_value(&release_of(ID, 7), 1));
         assert!(
             matches!(
                 &out,
@@ -1475,15 +1481,15 @@ mod tests {
     fn an_instance_may_only_release_its_own_registration() {
         let c = with_runners();
         // Another instance's JIT registration.
-        let out = run(c.jit(&release_of(ID, 8), 1));
+        let out = run(c.jit_value(&release_of(ID, 8), 1));
         assert_eq!(out.status(), 403, "{out:?}");
         let msg = body(&out)["error"].as_str().unwrap_or_default().to_string();
         assert!(msg.contains("only release its own") && !msg.contains(OTHER), "{msg}");
         // The caller's persistent registration (named after the instance, not minted): not a
         // JIT registration of it.
-        assert_eq!(run(c.jit(&release_of(ID, 10), 1)).status(), 403);
+        assert_eq!(run(c.jit_value(&release_of(ID, 10), 1)).status(), 403);
         // The other instance may release its own.
-        assert_eq!(run(c.jit(&release_of(OTHER, 8), 1)).status(), 200);
+        assert_eq!(run(c.jit_value(&release_of(OTHER, 8), 1)).status(), 200);
         assert_eq!(deleted(&c), vec![8], "nothing of the refused ones deleted");
     }
 
@@ -1500,7 +1506,7 @@ mod tests {
                 good,
             ),
         ] {
-            let out = run(c.jit(&e, 1));
+            let out = run(c.jit_value(&e, 1));
             assert_eq!(out.status(), 403, "{e} -> {out:?}");
         }
         let signed = arn("runner-hosts", ID);
@@ -1516,16 +1522,16 @@ mod tests {
             r#"{"runner_id":18446744073709551616}"#,
             r#"{"runner":7}"#,
         ] {
-            let out = run(c.jit(&release_event(Some(&signed), bad), 1));
+            let out = run(c.jit_value(&release_event(Some(&signed), bad), 1));
             assert_eq!(out.status(), 400, "{bad} -> {out:?}");
             assert!(body(&out)["error"].is_string());
         }
         assert_eq!(
-            run(c.jit(&event(Some(&signed), RELEASE_PATH, "GET", ""), 1)).status(),
+            run(c.jit_value(&event(Some(&signed), RELEASE_PATH, "GET", ""), 1)).status(),
             405
         );
         assert_eq!(
-            run(c.jit(&event(Some(&signed), "/jit-config/other", "POST", "{}"), 1)).status(),
+            run(c.jit_value(&event(Some(&signed), "/jit-config/other", "POST", "{}"), 1)).status(),
             404
         );
         // Nothing reached GitHub or AWS.
@@ -1538,14 +1544,14 @@ mod tests {
             "POST",
             r#"{"runner_id":7,"reason":"stop"}"#,
         );
-        assert_eq!(run(c.jit(&e, 1)).status(), 200);
+        assert_eq!(run(c.jit_value(&e, 1)).status(), 200);
         // Not configured: 403.
         let c = Controller::new(
             Settings::new(["runners".to_string()]),
             FakeAws::default(),
             FakeGitHub::default(),
         );
-        assert_eq!(run(c.jit(&release_of(ID, 7), 1)).status(), 403);
+        assert_eq!(run(c.jit_value(&release_of(ID, 7), 1)).status(), 403);
     }
 
     #[test]
@@ -1553,7 +1559,7 @@ mod tests {
         let expect = |fail: GitHubError, status: u16, after: Option<&str>| {
             let c = with_runners();
             c.github().fail_next.lock().map(|mut f| f.push(fail)).ok();
-            let out = run(c.jit(&release_of(ID, 7), 1));
+            let out = run(c.jit_value(&release_of(ID, 7), 1));
             assert_eq!(out.status(), status, "{out:?}");
             assert_eq!(out.response()["headers"]["retry-after"].as_str(), after, "{out:?}");
             assert!(deleted(&c).is_empty());
@@ -1578,7 +1584,7 @@ mod tests {
                 }))
             })
             .ok();
-        let out = run(c.jit(&release_of(ID, 7), 1));
+        let out = run(c.jit_value(&release_of(ID, 7), 1));
         assert_eq!(out.status(), 429, "{out:?}");
         assert_eq!(out.response()["headers"]["retry-after"], "7");
         assert_eq!(body(&out)["error"], "GitHub rate limit; retry later");
@@ -1614,7 +1620,7 @@ mod tests {
         fn any_arn_or_event_is_answered_never_a_panic(a in ".{0,120}", p in ".{0,40}", b in ".{0,60}") {
             let _ = parse_assumed_role_arn(&a);
             let c = controller("InService", "runners");
-            let out = run(c.jit(&event(Some(&a), &p, "POST", &b), 1));
+            let out = run(c.jit_value(&event(Some(&a), &p, "POST", &b), 1));
             proptest::prop_assert!(out.status() != 200 || p.trim_end_matches('/') == JIT_PATH);
         }
 
@@ -1622,7 +1628,7 @@ mod tests {
         fn any_release_body_or_name_is_answered_never_a_panic(b in ".{0,60}", n in ".{0,80}") {
             let _ = jit_name_instance(&n, "rle-jit-");
             let c = with_runners();
-            let out = run(c.jit(&release_event(Some(&arn("runner-hosts", ID)), &b), 1));
+            let out = run(c.jit_value(&release_event(Some(&arn("runner-hosts", ID)), &b), 1));
             // Only the caller's own idle registration is ever deleted.
             proptest::prop_assert!(deleted(&c).iter().all(|&id| id == 7));
             proptest::prop_assert!(out.status() != 200 || deleted(&c) == vec![7]);

@@ -23,17 +23,25 @@ pub async fn invoke<A: Aws, G: GitHub>(
     now: i64,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Value, HandlerError> {
-    if crate::webhook::is_http_event(&event) && crate::jit::is_jit_event(&event) {
-        // `POST /jit-config` or `POST /jit-config/release` (signed, through the AWS_IAM function
-        // URL), or anything on those paths or signed: answered by the JIT routes, which refuse
-        // what AWS did not authenticate. Never handed to the webhook, and a webhook delivery never
-        // reaches the minting or releasing code.
-        return Ok(controller.jit(&event, now).await.response());
-    }
     if crate::webhook::is_http_event(&event) {
         // A function-URL request: always an HTTP answer, never an invocation error (GitHub does
-        // not retry a delivery; the reconcile repairs what is lost).
-        return Ok(match crate::webhook::parse_http_event(&event) {
+        // not retry a delivery; the reconcile repairs what is lost). Typed once, here; one that
+        // does not parse reaches neither route.
+        let request = match crate::function_url::parse(event) {
+            Ok(request) => request,
+            Err(e) => {
+                error!(error = %e, "function URL: malformed event");
+                return Ok(crate::webhook::response(400, &e));
+            }
+        };
+        if crate::jit::is_jit_event(&request) {
+            // `POST /jit-config` or `POST /jit-config/release` (signed, through the AWS_IAM
+            // function URL), or anything on those paths or signed: answered by the JIT routes,
+            // which refuse what AWS did not authenticate. Never handed to the webhook, and a
+            // webhook delivery never reaches the minting or releasing code.
+            return Ok(controller.jit(&request, now).await.response());
+        }
+        return Ok(match crate::webhook::parse_http_event(&request) {
             Ok(req) => {
                 let a = controller.webhook(&req, now).await;
                 crate::webhook::response(a.status, &a.message)
@@ -140,4 +148,71 @@ where
         }
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::{FakeAws, FakeGitHub};
+    use crate::settings::Settings;
+
+    fn answer(event: Value) -> Value {
+        let c = Controller::new(
+            Settings::new(["runners".to_string()]),
+            FakeAws::default(),
+            FakeGitHub::default(),
+        );
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(invoke(&c, event, 1, None)))
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+            .unwrap_or_else(|e| panic!("invoke: {e}"))
+    }
+
+    fn message(a: &Value) -> String {
+        let body: Value = serde_json::from_str(a["body"].as_str().unwrap_or_default()).unwrap_or_default();
+        body["message"]
+            .as_str()
+            .or(body["error"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn function_url_events_are_typed_once_and_malformed_ones_answered_400() {
+        let good = json!({
+            "version": "2.0", "rawPath": "/jit-config", "headers": {},
+            "requestContext": {"accountId": "123456789012", "timeEpoch": 1, "http": {"method": "POST"}},
+            "body": "{}", "isBase64Encoded": false
+        });
+        // Unsigned, on the JIT path: the JIT route's refusal.
+        let a = answer(good.clone());
+        assert_eq!(a["statusCode"], 403, "{a}");
+        assert_eq!(a["headers"]["cache-control"], "no-store");
+        // Not a function-URL request as AWS makes them: 400, and neither route saw it.
+        for spoil in [
+            (|e: &mut Value| {
+                e["requestContext"].as_object_mut().map(|c| c.remove("timeEpoch"));
+            }) as fn(&mut Value),
+            |e| e["isBase64Encoded"] = json!("yes"),
+            |e| e["headers"] = json!({"bad name": "x"}),
+            |e| e["requestContext"]["authorizer"] = json!({"iam": "x"}),
+        ] {
+            let mut e = good.clone();
+            spoil(&mut e);
+            let a = answer(e.clone());
+            assert_eq!(a["statusCode"], 400, "{e} -> {a}");
+            assert!(message(&a).starts_with("malformed function-URL event: "), "{a}");
+        }
+        // A webhook delivery without a method: the webhook's own refusal, as before.
+        let mut e = good;
+        e["rawPath"] = json!("/");
+        e["requestContext"]["http"] = json!({});
+        let a = answer(e);
+        assert_eq!(
+            (a["statusCode"].as_u64(), message(&a).as_str()),
+            (Some(400), "no requestContext.http.method")
+        );
+    }
 }

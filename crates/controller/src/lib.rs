@@ -12,6 +12,7 @@
 //! - [`sweep`]: the scheduled sweep (orphaned registrations and secrets, instances whose agent is
 //!   gone, stuck instances);
 //! - [`scale`]: demand scaling from [`webhook`]s and a periodic reconcile, state in DynamoDB;
+//! - [`function_url`]: function-URL requests (webhooks, JIT), typed once with `aws_lambda_events`;
 //! - [`jit`]: `POST /jit-config`, a just-in-time runner config for the signed-in instance only;
 //! - [`iam`]: least-privilege policies from the one list of AWS calls the code makes;
 //! - [`aws`]: the real AWS port (official SDK); [`lambda`]: the Lambda runtime glue.
@@ -26,6 +27,7 @@ pub mod event;
 /// `test-support`, which the crate's own dev-dependency turns on).
 #[cfg(any(test, feature = "test-support"))]
 pub mod fakes;
+pub mod function_url;
 pub mod handler;
 pub mod iam;
 pub mod jit;

@@ -1,8 +1,9 @@
 //! GitHub `workflow_job` webhooks as a Lambda function URL delivers them: the request, its
 //! signature, its payload. No IO here; [`crate::scale`] acts on what this module accepts.
 //!
-//! - The invocation event is the function-URL (API Gateway HTTP API v2) request shape: `headers`
-//!   (names lower-cased), `body` (a string), `isBase64Encoded`, `requestContext.http.method`.
+//! - The invocation event is the function-URL (API Gateway HTTP API v2) request shape, typed once
+//!   in [`crate::function_url`]; this module reads `headers` (names lower-cased), `body` (a
+//!   string), `isBase64Encoded`, `requestContext.http.method` from it.
 //! - `X-Hub-Signature-256` is `sha256=` and the hex HMAC-SHA256 of the raw body keyed with the
 //!   webhook secret (GitHub Docs, "Validating webhook deliveries"); it is checked with aws-lc-rs's
 //!   `hmac::verify`, which compares in constant time.
@@ -61,29 +62,29 @@ impl HttpRequest {
 
 /// Whether a Lambda event is a function-URL / HTTP API v2 request (`requestContext.http`).
 pub fn is_http_event(event: &Value) -> bool {
-    event
-        .get("requestContext")
-        .and_then(|c| c.get("http"))
-        .is_some_and(Value::is_object)
+    crate::function_url::is_function_url_event(event)
 }
 
-/// The request of a function-URL event; `Err` names what is malformed.
-pub fn parse_http_event(event: &Value) -> Result<HttpRequest, String> {
+/// The request of a function-URL event ([`crate::function_url::parse`]); `Err` names what is
+/// malformed: no `requestContext.http.method`, a body that is not base64 when it says it is, one
+/// larger than [`MAX_BODY`].
+pub fn parse_http_event(event: &crate::function_url::Request) -> Result<HttpRequest, String> {
     let method = event
-        .pointer("/requestContext/http/method")
-        .and_then(Value::as_str)
+        .request_context
+        .http
+        .method
+        .as_deref()
         .ok_or("no requestContext.http.method")?
         .to_ascii_uppercase();
-    let mut headers = Vec::new();
-    if let Some(map) = event.get("headers").and_then(Value::as_object) {
-        for (k, v) in map {
-            if let Some(v) = v.as_str() {
-                headers.push((k.to_ascii_lowercase(), v.to_string()));
-            }
+    let mut headers = Vec::with_capacity(event.headers.len());
+    for (k, v) in &event.headers {
+        // The values came from JSON strings: UTF-8.
+        if let Ok(v) = std::str::from_utf8(v.as_bytes()) {
+            headers.push((k.as_str().to_string(), v.to_string()));
         }
     }
-    let text = event.get("body").and_then(Value::as_str).unwrap_or_default();
-    let body = if event.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+    let text = event.body.as_deref().unwrap_or_default();
+    let body = if event.is_base64_encoded {
         STANDARD
             .decode(text.as_bytes())
             .map_err(|e| format!("body is not base64: {e}"))?
@@ -290,11 +291,11 @@ pub fn served(labels: &[String], served: &BTreeSet<String>) -> bool {
 
 /// A function-URL answer.
 pub fn response(status: u16, message: &str) -> Value {
-    serde_json::json!({
-        "statusCode": status,
-        "headers": {"content-type": "application/json"},
-        "body": serde_json::json!({"message": message}).to_string(),
-    })
+    crate::function_url::answer(
+        status,
+        crate::function_url::json_headers(),
+        serde_json::json!({"message": message}).to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -344,16 +345,34 @@ mod tests {
         let e = serde_json::json!({
             "version": "2.0", "rawPath": "/",
             "headers": {"X-GitHub-Event": "workflow_job", "x-github-delivery": "d-1"},
-            "requestContext": {"http": {"method": "post"}},
+            "requestContext": {"http": {"method": "post"}, "timeEpoch": 1},
             "body": STANDARD.encode(b"{}"), "isBase64Encoded": true
         });
         assert!(is_http_event(&e));
-        let r = parse_http_event(&e).expect("parses");
+        let typed = crate::function_url::parse(e.clone()).expect("parses");
+        let r = parse_http_event(&typed).expect("parses");
         assert_eq!(r.method, "POST");
         assert_eq!(r.header("X-GitHub-Delivery"), Some("d-1"));
         assert_eq!(r.header("x-github-event"), Some("workflow_job"));
         assert_eq!(r.body, b"{}");
         assert!(!is_http_event(&serde_json::json!({"source": "aws.events"})));
+        // What the typed request leaves optional and the webhook needs is still refused.
+        let refused = |spoil: fn(&mut Value)| {
+            let mut e = e.clone();
+            spoil(&mut e);
+            parse_http_event(&crate::function_url::parse(e).expect("parses")).expect_err("refused")
+        };
+        assert_eq!(
+            refused(|e| e["requestContext"]["http"]["method"] = Value::Null),
+            "no requestContext.http.method"
+        );
+        assert!(refused(|e| e["body"] = "%%".into()).contains("not base64"));
+        assert!(refused(|e| e["body"] = STANDARD.encode(vec![b' '; MAX_BODY + 1]).into()).contains("larger"));
+        // No body: an empty one (as before).
+        let mut e = e.clone();
+        e["body"] = Value::Null;
+        let r = parse_http_event(&crate::function_url::parse(e).expect("parses")).expect("parses");
+        assert!(r.body.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Prometheus metrics (docs/agent.md, "Metrics"): the counters, gauges and histograms of the agent,
 //! fed from the decision core's actions and notices and from the Auto Scaling results in the agent's
 //! main loop (this module: counting only), written from one table of families ([`exposition`]) and
-//! served at `GET /metrics` by a small HTTP/1.1 responder on a loopback address ([`http`]).
+//! served at `GET /metrics` by hyper's HTTP/1.1 server on a loopback address ([`http`]).
 
 pub mod exposition;
 pub mod http;
