@@ -831,7 +831,7 @@ impl Agent {
     }
 
     fn update_gauges(&self) {
-        metrics::lock(&self.metrics).set_gauges(metrics::Gauges::of(&self.core.snapshot()));
+        metrics::lock(&self.metrics).set_gauges(metrics::Gauges::of(&self.core));
     }
 
     fn feed(&mut self, input: Input) {

@@ -12,8 +12,8 @@ pub use http::{bind, check_listen, respond, serve};
 use exposition::{counts, header, histogram, sample, Histogram};
 use lifecycle_core::Time;
 use lifecycle_core::{
-    Action, ApiError, ApiReply, Call, Detection, DrainCause, HoldReason, HookPhase, JobLoss, Notice, Release,
-    RequestId, Snapshot, StartReason, Step,
+    Action, ApiError, ApiReply, Call, Detection, DrainCause, HoldReason, HookPhase, Host, JobLoss, Notice, Release,
+    RequestId, StartReason, Step,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,7 +34,7 @@ const DRAIN_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
 ];
 
-/// The gauges: the core's current view, all read from one [`Snapshot`] (the step from its plan).
+/// The gauges: the core's current view (the step from its plan).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Gauges {
     /// A job is assigned.
@@ -50,14 +50,15 @@ pub struct Gauges {
 }
 
 impl Gauges {
-    /// The gauges of the core's snapshot.
-    pub fn of(s: &Snapshot) -> Gauges {
+    /// The gauges of the core, read after every pass of the agent's loop: the few values they
+    /// show, not a whole [`Host::snapshot`] (which clones the states and errors for `status`).
+    pub fn of(core: &Host) -> Gauges {
         Gauges {
-            job_alive: s.job_alive,
-            draining: s.draining.is_some(),
-            protected: s.protected,
-            hook_pending: matches!(s.hook_phase, HookPhase::Pending { .. }),
-            next_step: s.next_step.step.map(|step| step.name()),
+            job_alive: core.job_alive(),
+            draining: core.draining().is_some(),
+            protected: core.protected(),
+            hook_pending: matches!(core.hook_phase(), HookPhase::Pending { .. }),
+            next_step: core.next_step().step.map(|step| step.name()),
         }
     }
 }
