@@ -196,6 +196,27 @@ def lines(p: Path) -> list[str]:
     return [x for x in p.read_text().split("\n") if x.strip()] if p.exists() else []
 
 
+def fresh_drop() -> Path:
+    """A directory every user may write, where the jobs leave what they saw. Not under /tmp: the
+    cleaner removes the job user's files there between the two jobs."""
+    drop = Path(f"/run/rl-drop-{os.getpid()}")
+    shutil.rmtree(drop, ignore_errors=True)
+    drop.mkdir(mode=0o777)
+    os.chmod(drop, 0o777)
+    return drop
+
+
+def run_job_b(ctl: Any, broker: Any, drop: Path) -> str:
+    """Job B on the next JIT listener, once job A's host has its next config: it succeeds and
+    leaves its record. Returns the jobs' log."""
+    wait_for(lambda: len(ctl.minted()) >= 2, 90, "the next config")
+    broker.wait_listening(ctl.minted()[1], timeout=90)
+    job_b = broker.assign_job(0.5)
+    assert broker.wait_outcome(job_b, 120) == "succeeded"
+    wait_for(lambda: (drop / "b-done").exists(), 30, "job B's record")
+    return (drop / "log").read_text()
+
+
 def test_a_container_job_works_and_leaves_nothing_for_the_next_job(
         ctr_host: UserHosts, broker: Any, rl_bin: Path, aws_env: Any, tmp_path: Path, image_tar: Path,
         containers_conf: Path) -> None:
@@ -209,11 +230,7 @@ def test_a_container_job_works_and_leaves_nothing_for_the_next_job(
     Before this change (main at aad2d54) there was no engine to reach: install had no --containers,
     the listener no DOCKER_HOST, and the cleaner could not remove a subordinate id's directory in /tmp
     (the runner's user cannot enter it; job B saw it, the `b-left` assertion)."""
-    # Not under /tmp: the cleaner removes the job user's files there between the two jobs.
-    drop = Path(f"/run/rl-drop-{os.getpid()}")
-    shutil.rmtree(drop, ignore_errors=True)
-    drop.mkdir(mode=0o777)
-    os.chmod(drop, 0o777)
+    drop = fresh_drop()
     try:
         check_two_jobs(ctr_host, broker, rl_bin, aws_env, tmp_path, image_tar, containers_conf, drop)
     finally:
@@ -238,12 +255,7 @@ def check_two_jobs(ctr_host: UserHosts, broker: Any, rl_bin: Path, aws_env: Any,
 
         # Idle although job A's containers were running when it ended.
         wait_for(lambda: host.status_json()["job_alive"] is False, 30, "the host idle after job A")
-        wait_for(lambda: len(ctl.minted()) >= 2, 90, "the next config")
-        broker.wait_listening(ctl.minted()[1], timeout=90)
-        job_b = broker.assign_job(0.5)
-        assert broker.wait_outcome(job_b, 120) == "succeeded"
-        wait_for(lambda: (drop / "b-done").exists(), 30, "job B's record")
-        log = (drop / "log").read_text()
+        log = run_job_b(ctl, broker, drop)
         assert lines(drop / "b-ps") == [], log
         assert lines(drop / "b-vol") == [], log
         assert "rl-net" not in lines(drop / "b-net"), log
@@ -303,11 +315,8 @@ def test_base_images_in_the_read_only_store_are_kept_and_cannot_be_poisoned(
     Before this change (be9a41f) there was no --container-image-store: every image was dropped
     between jobs, and each job pulled (here: imported) its base images again."""
     store = Path(f"/run/rl-images-{os.getpid()}")
-    drop = Path(f"/run/rl-drop-{os.getpid()}")
-    for d in (store, drop):
-        shutil.rmtree(d, ignore_errors=True)
-    drop.mkdir(mode=0o777)
-    os.chmod(drop, 0o777)
+    shutil.rmtree(store, ignore_errors=True)
+    drop = fresh_drop()
     confs: dict[str, Path] = {}
     try:
         runroot = Path(f"/run/rl-ir-{os.getpid()}")  # podman refuses a runroot over 50 characters
@@ -328,12 +337,7 @@ def test_base_images_in_the_read_only_store_are_kept_and_cannot_be_poisoned(
             assert (drop / "a-done").exists(), log
             assert "ran-from-store" in (drop / "a-run").read_text(), log
             assert not (store / "storage/planted").exists()
-            wait_for(lambda: len(ctl.minted()) >= 2, 90, "the next config")
-            broker.wait_listening(ctl.minted()[1], timeout=90)
-            job_b = broker.assign_job(0.5)
-            assert broker.wait_outcome(job_b, 120) == "succeeded"
-            wait_for(lambda: (drop / "b-done").exists(), 30, "job B's record")
-            log = (drop / "log").read_text()
+            log = run_job_b(ctl, broker, drop)
             images = lines(drop / "b-img")
             assert "localhost/rl-base:1" in images and "localhost/rl-own:1" not in images, log
             assert "ran-from-store" in (drop / "b-run").read_text(), log
