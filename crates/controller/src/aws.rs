@@ -136,14 +136,7 @@ impl Aws for AwsFleet {
 
     async fn termination_hooks(&self, group: &str) -> Result<Vec<TerminationHook>, ApiError> {
         self.asg();
-        let hooks = autoscaling::termination_hooks(&self.asg_client, group, None).await?;
-        Ok(hooks
-            .into_iter()
-            .map(|h| TerminationHook {
-                name: h.name,
-                heartbeat_timeout_s: h.heartbeat_timeout_s,
-            })
-            .collect())
+        autoscaling::termination_hooks(&self.asg_client, group, None).await
     }
 
     async fn terminating_since(&self, group: &str, ids: &BTreeSet<String>) -> Result<BTreeMap<String, i64>, ApiError> {

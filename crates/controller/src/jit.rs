@@ -223,21 +223,11 @@ impl JitOutcome {
     }
 }
 
-/// The request path of a function-URL event (`rawPath`, else `requestContext.http.path`).
-pub fn request_path(event: &Request) -> &str {
-    crate::function_url::path(event)
-}
-
-/// Whether the event carries an IAM authorizer context at all (`requestContext.authorizer.iam`):
-/// only an `AWS_IAM` function URL produces one.
-pub fn has_iam_authorizer(event: &Request) -> bool {
-    crate::function_url::iam(event).is_some()
-}
-
 /// Whether a function-URL event belongs to these routes rather than to the webhook: its path is
-/// [`JIT_PATH`] or [`RELEASE_PATH`], or it was signed (an `AWS_IAM` URL serves nothing else).
+/// [`JIT_PATH`] or [`RELEASE_PATH`], or it carries an IAM authorizer context at all (only an
+/// `AWS_IAM` URL produces one, and it serves nothing else).
 pub fn is_jit_event(event: &Request) -> bool {
-    Route::of(request_path(event)).is_some() || has_iam_authorizer(event)
+    Route::of(crate::function_url::path(event)).is_some() || crate::function_url::iam(event).is_some()
 }
 
 /// The verified caller; `None`: no IAM authorizer context; `Err`: one that lacks a field (the
@@ -526,7 +516,7 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
             ));
         };
         // 2. The request itself.
-        let Some(route) = Route::of(request_path(event)) else {
+        let Some(route) = Route::of(crate::function_url::path(event)) else {
             return Err(JitOutcome::refuse(
                 404,
                 format!("no route; POST {JIT_PATH} or {RELEASE_PATH}"),

@@ -23,7 +23,7 @@ pub async fn invoke<A: Aws, G: GitHub>(
     now: i64,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Value, HandlerError> {
-    if crate::webhook::is_http_event(&event) {
+    if crate::function_url::is_function_url_event(&event) {
         // A function-URL request: always an HTTP answer, never an invocation error (GitHub does
         // not retry a delivery; the reconcile repairs what is lost). Typed once, here; one that
         // does not parse reaches neither route.

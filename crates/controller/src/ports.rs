@@ -44,14 +44,8 @@ pub struct AsgInstance {
     pub state: String,
 }
 
-/// A termination hook of a group.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TerminationHook {
-    /// Its name.
-    pub name: String,
-    /// Its HeartbeatTimeout in seconds.
-    pub heartbeat_timeout_s: u64,
-}
+/// A termination hook of a group: the shared read's own type (name, HeartbeatTimeout in seconds).
+pub use lifecycle_aws::autoscaling::LifecycleHook as TerminationHook;
 
 /// A group's capacity as DescribeAutoScalingGroups reports it. `desired` is the in-service
 /// capacity: warm-pool instances are not part of it (AWS User Guide, "Warm pools").

@@ -60,11 +60,6 @@ impl HttpRequest {
     }
 }
 
-/// Whether a Lambda event is a function-URL / HTTP API v2 request (`requestContext.http`).
-pub fn is_http_event(event: &Value) -> bool {
-    crate::function_url::is_function_url_event(event)
-}
-
 /// The request of a function-URL event ([`crate::function_url::parse`]); `Err` names what is
 /// malformed: no `requestContext.http.method`, a body that is not base64 when it says it is, one
 /// larger than [`MAX_BODY`].
@@ -348,14 +343,16 @@ mod tests {
             "requestContext": {"http": {"method": "post"}, "timeEpoch": 1},
             "body": STANDARD.encode(b"{}"), "isBase64Encoded": true
         });
-        assert!(is_http_event(&e));
+        assert!(crate::function_url::is_function_url_event(&e));
         let typed = crate::function_url::parse(e.clone()).expect("parses");
         let r = parse_http_event(&typed).expect("parses");
         assert_eq!(r.method, "POST");
         assert_eq!(r.header("X-GitHub-Delivery"), Some("d-1"));
         assert_eq!(r.header("x-github-event"), Some("workflow_job"));
         assert_eq!(r.body, b"{}");
-        assert!(!is_http_event(&serde_json::json!({"source": "aws.events"})));
+        assert!(!crate::function_url::is_function_url_event(
+            &serde_json::json!({"source": "aws.events"})
+        ));
         // What the typed request leaves optional and the webhook needs is still refused.
         let refused = |spoil: fn(&mut Value)| {
             let mut e = e.clone();

@@ -19,12 +19,6 @@ pub fn policy(s: &ScaleSettings, cap: StoredCapacity) -> DemandPolicy {
     }
 }
 
-/// The demand the policy may act on (lifecycle-core `DemandPolicy::gate`): all of it when it is
-/// trusted (`fresh`), else only enough to raise capacity.
-pub fn gate(p: &DemandPolicy, demand: Demand, current: u32, fresh: bool) -> Option<Demand> {
-    p.gate(demand, current, fresh)
-}
-
 /// The capacity to set now, if it changes: the policy for `cap` evaluates `demand` (trusted when
 /// `fresh`) at `now`, updating `scaling`.
 pub fn target(

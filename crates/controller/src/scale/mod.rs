@@ -28,7 +28,7 @@ pub mod metrics;
 pub mod state;
 pub mod webhooks;
 
-pub use decision::{gate, policy, Plan};
+pub use decision::{policy, Plan};
 pub use execution::{Applied, ScaleReport};
 pub use metrics::{metrics_line, ScaleMetrics};
 pub use state::{GroupState, Job, StoredCapacity, DONE_KEEP_S, MAX_DONE, MAX_JOBS};
