@@ -296,16 +296,6 @@ pub async fn fetch_jit_config(url: &str, sdk: &SdkConfig, timeout: Duration) -> 
     JitClient::new().fetch_jit_config(url, sdk, timeout).await
 }
 
-/// [`JitClient::release_runner`] with a client made for this one request.
-pub async fn release_runner(
-    url: &str,
-    sdk: &SdkConfig,
-    timeout: Duration,
-    runner_id: u64,
-) -> Result<Release, JitFetchError> {
-    JitClient::new().release_runner(url, sdk, timeout, runner_id).await
-}
-
 /// The body of a release request.
 fn release_body(runner_id: u64) -> String {
     serde_json::json!({ "runner_id": runner_id }).to_string()
@@ -930,7 +920,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 20\r\nconnection: close\r\n\r\n{\"result\":\"removed\"}",
         )
         .await;
-        let got = release_runner(&url, &sdk(), Duration::from_secs(5), 4242).await;
+        let got = JitClient::new()
+            .release_runner(&url, &sdk(), Duration::from_secs(5), 4242)
+            .await;
         let raw = server.await.unwrap_or_default();
         assert!(raw.starts_with("POST /jit-config/release HTTP/1.1\r\n"), "{raw}");
         assert!(raw.ends_with("\r\n\r\n{\"runner_id\":4242}"), "{raw}");
@@ -946,7 +938,9 @@ mod tests {
         )
         .await;
         assert!(matches!(
-            release_runner(&url, &sdk(), Duration::from_secs(5), 1).await,
+            JitClient::new()
+                .release_runner(&url, &sdk(), Duration::from_secs(5), 1)
+                .await,
             Err(JitFetchError::Refused { status: 404, .. })
         ));
         let (url, _s) = serve_once(
@@ -954,7 +948,9 @@ mod tests {
         )
         .await;
         assert_eq!(
-            release_runner(&url, &sdk(), Duration::from_secs(5), 1).await,
+            JitClient::new()
+                .release_runner(&url, &sdk(), Duration::from_secs(5), 1)
+                .await,
             Ok(Release::NotFound)
         );
         // A silent controller: the timeout, retryable.
@@ -963,7 +959,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let url = format!("http://{}", silent.local_addr().unwrap_or_else(|e| panic!("{e}")));
         assert!(matches!(
-            release_runner(&url, &sdk(), Duration::from_millis(300), 1).await,
+            JitClient::new()
+                .release_runner(&url, &sdk(), Duration::from_millis(300), 1)
+                .await,
             Err(JitFetchError::Retryable { .. })
         ));
     }
