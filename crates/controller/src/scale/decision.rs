@@ -21,7 +21,7 @@ pub fn policy(s: &ScaleSettings, cap: StoredCapacity) -> DemandPolicy {
 
 /// The capacity to set now, if it changes: the policy for `cap` evaluates `demand` (trusted when
 /// `fresh`) at `now`, updating `scaling`.
-pub fn target(
+fn target(
     s: &ScaleSettings,
     scaling: &mut ScalingState,
     cap: StoredCapacity,

@@ -10,7 +10,7 @@ use crate::ports::{Aws, Capacity, GitHub};
 use crate::retry;
 use crate::settings::ScaleSettings;
 use crate::webhook;
-use lifecycle_core::scaling::{Demand, ScaleReason, ScalingState};
+use lifecycle_core::scaling::{Demand, ScaleReason};
 use lifecycle_core::{ApiError, ApiErrorKind};
 use serde::Serialize;
 use std::time::Duration;
@@ -219,33 +219,29 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 None
             }
         };
-        let decide = |st: &mut GroupState, repaired: &mut u32| -> (Option<Demand>, Option<(u32, ScaleReason)>) {
-            st.capacity = Some(cap.into());
-            if let Some(jobs) = &jobs {
-                // Keep what a webhook told since this reconcile began: it may be newer than the
-                // answers read since.
-                *repaired = st.replace_jobs(jobs, now, now);
-                st.reconciled_at = Some(now);
-            }
-            let fresh = jobs.is_some();
-            let target = decision::decide_on(s, st, cap.into(), fresh, now);
-            if target.is_some() {
-                st.applied_at = Some(now);
-            }
-            (fresh.then(|| st.demand()), target)
+        // Take in GitHub's list of jobs, when it answered: the number of jobs it repaired. Keep what
+        // a webhook told since this reconcile began: it may be newer than the answers read since.
+        let absorb = |st: &mut GroupState| -> u32 {
+            let Some(jobs) = &jobs else { return 0 };
+            st.reconciled_at = Some(now);
+            st.replace_jobs(jobs, now, now)
         };
+        let fresh = jobs.is_some();
         let target = match self
             .update_state(s, &key, |st| {
-                let mut repaired = 0;
-                let r = decide(st, &mut repaired);
-                (r, repaired)
+                let repaired = absorb(st);
+                let target = decision::decide_on(s, st, cap.into(), fresh, now);
+                if target.is_some() {
+                    st.applied_at = Some(now);
+                }
+                (repaired, target)
             })
             .await
         {
-            Ok((st, ((demand, target), repaired))) => {
+            Ok((st, (repaired, target))) => {
                 report.state_ok = true;
                 report.repaired = repaired;
-                report.demand = demand;
+                report.demand = fresh.then(|| st.demand());
                 gauges(&mut m, &st);
                 target
             }
@@ -256,11 +252,11 @@ impl<A: Aws, G: GitHub> Controller<A, G> {
                 error!(group = %s.group, error = %e, "reconcile: state table unavailable; scaling out only");
                 report.warnings.push(format!("state table unavailable: {e}"));
                 let mut st = GroupState::default();
-                let mut repaired = 0;
-                let (demand, _) = decide(&mut st, &mut repaired);
-                report.demand = demand;
+                absorb(&mut st);
+                report.demand = fresh.then(|| st.demand());
+                let target = decision::decide_on(s, &mut st, cap.into(), false, now);
                 gauges(&mut m, &st);
-                decision::target(s, &mut ScalingState::default(), cap.into(), st.demand(), false, now)
+                target
             }
         };
         m.repaired = Some(report.repaired);
