@@ -17,7 +17,7 @@ use crate::io::{
 };
 use crate::rng::Rng;
 use crate::step::{
-    AfterStop, CallProgress, DescribeStep, DescribeWhen, ExitWait, FetchStep, HeartbeatWhen, HookStep, JobProtection,
+    AfterStop, CallProgress, DescribeStep, DescribeWhen, ExitStep, FetchStep, HeartbeatWhen, HookStep, JobProtection,
     LeaveStep, ListenerStep, NextStep, Plan, ProtectionStep, Step,
 };
 use crate::time::Time;
@@ -76,12 +76,6 @@ struct CallSlot {
     inflight: Option<RequestId>,
     not_before: Option<Time>,
     failures: u32,
-}
-
-impl CallSlot {
-    fn ready(&self, now: Time) -> bool {
-        self.inflight.is_none() && self.not_before.is_none_or(|t| t <= now)
-    }
 }
 
 /// The handover guard of one listener incarnation (shared/docs/handover-window.md section 6): the
@@ -547,6 +541,7 @@ impl Host {
 
     /// A summary of the current view.
     pub fn snapshot(&self) -> Snapshot {
+        let plan = self.plan();
         let global_deadline = match self.hook {
             HookPhase::Pending { global_deadline, .. } => Some(global_deadline),
             HookPhase::None | HookPhase::Done => None,
@@ -577,8 +572,8 @@ impl Host {
             global_deadline,
             last_error: self.last_error.clone(),
             next_timer: self.next_timer(),
-            next_step: self.next_step(),
-            plan: self.plan(),
+            next_step: self.next_step_of(&plan),
+            plan,
             listener_state: self.listener.clone(),
             hook_phase: self.hook,
             hook_configured: self.cfg.hook.is_some(),
@@ -614,16 +609,20 @@ impl Host {
     /// What the core will do next, typed (the agent's `status` words it): the main step of the
     /// [`Plan`], read from it.
     pub fn next_step(&self) -> NextStep {
+        self.next_step_of(&self.plan())
+    }
+
+    /// The main step of `plan` (this pass's [`Host::plan`]).
+    fn next_step_of(&self, plan: &Plan) -> NextStep {
         if self.exited {
             return NextStep {
                 describe: None,
                 step: Some(Step::Exited),
             };
         }
-        let plan = self.plan();
         let (describe, step) = match self.drain {
-            Some(cause) => (plan.describe, self.draining_step(&plan, cause)),
-            None => self.serving_step(&plan),
+            Some(cause) => (plan.describe, self.draining_step(plan, cause)),
+            None => self.serving_step(plan),
         };
         NextStep { describe, step }
     }
@@ -719,8 +718,7 @@ impl Host {
                     then,
                     heartbeat: match plan.hook {
                         Some(HookStep::Heartbeat { progress: Some(p), .. }) => Some(HeartbeatWhen::Call(p)),
-                        // The heartbeat timer itself: armed only while the hook waits on a job.
-                        Some(HookStep::Heartbeat { .. }) => self.timer(Timer::Heartbeat).map(HeartbeatWhen::At),
+                        Some(HookStep::Heartbeat { at, .. }) => at.map(HeartbeatWhen::At),
                         _ => None,
                     },
                     force_at: self.force_at.filter(|_| !self.forced),
@@ -753,7 +751,7 @@ impl Host {
             return Step::CompleteHook(progress);
         }
         match (plan.exit, plan.leave) {
-            (Some(Some(ExitWait::Unprotect)), _) => Step::UnprotectBeforeExit(self.progress(Call::SetProtection)),
+            (Some(ExitStep::AfterUnprotect), _) => Step::UnprotectBeforeExit(self.progress(Call::SetProtection)),
             (Some(_), _) => Step::Exiting,
             (
                 None,
@@ -1472,7 +1470,13 @@ impl Host {
                 }
                 self.confirm_idle(pid, reason);
             }
-            Some(ListenerStep::Release(_)) => self.ask_release(),
+            Some(ListenerStep::Release(None)) => {
+                let id = self.start_call(Call::ReleaseRunner);
+                self.handover.release = ReleaseState::Asked(id);
+                self.push(Action::ReleaseRunner { id });
+            }
+            // In flight, or waiting for its retry.
+            Some(ListenerStep::Release(Some(_))) => {}
             Some(ListenerStep::Hold { reason, until }) => self.note_hold(reason, until),
             Some(ListenerStep::ForceStop { pid }) => {
                 self.notify(Notice::ForcingStopWithJob);
@@ -1559,16 +1563,6 @@ impl Host {
     /// a hold may outlast a 30 s HeartbeatTimeout).
     fn stop_held(&self) -> bool {
         matches!(self.idle_stop_gate(), Some(StopGate::Hold { .. }))
-    }
-
-    fn ask_release(&mut self) {
-        if !self.release.ready(self.now) {
-            return;
-        }
-        let id = self.request(Call::ReleaseRunner);
-        self.release.inflight = Some(id);
-        self.handover.release = ReleaseState::Asked(id);
-        self.push(Action::ReleaseRunner { id });
     }
 
     /// Whether the next listener can start: always, except in JIT mode without a config held.
@@ -1697,20 +1691,19 @@ impl Host {
     /// The lifecycle hook's next step while its action waits: heartbeats while a job (or a held
     /// stop) keeps it waiting, else its completion once the listener is down.
     fn hook_step(&self) -> Option<HookStep> {
-        let HookPhase::Pending { global_deadline, .. } = self.hook else {
+        let HookPhase::Pending { .. } = self.hook else {
             return None;
         };
-        Some(if self.job_alive || self.stop_held() {
-            HookStep::Heartbeat {
+        Some(match self.heartbeat_pending() {
+            Some(global_deadline) => HookStep::Heartbeat {
                 at: self.next_heartbeat,
                 progress: self.progress(Call::Heartbeat),
                 warn_global: !self.warned_global && self.now + self.cfg.global_timeout_warning >= global_deadline,
-            }
-        } else {
-            HookStep::Complete {
+            },
+            None => HookStep::Complete {
                 listener_down: matches!(self.listener, ListenerState::Down { .. }),
                 progress: self.progress(Call::Complete),
-            }
+            },
         })
     }
 
@@ -1721,13 +1714,10 @@ impl Host {
                 progress,
                 warn_global,
             }) => {
-                if warn_global {
-                    if let HookPhase::Pending { global_deadline, .. } = self.hook {
-                        self.warned_global = true;
-                        let remaining_ms =
-                            u64::try_from(global_deadline.since(self.now).as_millis()).unwrap_or(u64::MAX);
-                        self.notify(Notice::GlobalTimeoutNear { remaining_ms });
-                    }
+                if let Some(global_deadline) = self.heartbeat_pending().filter(|_| warn_global) {
+                    self.warned_global = true;
+                    let remaining_ms = u64::try_from(global_deadline.since(self.now).as_millis()).unwrap_or(u64::MAX);
+                    self.notify(Notice::GlobalTimeoutNear { remaining_ms });
                 }
                 if at.is_none() {
                     // The hook's timer started when the instance entered Terminating:Wait, at most
@@ -1816,8 +1806,8 @@ impl Host {
     }
 
     /// The exit, once drained after a stop request (or, one instance per job, in no group): due
-    /// (`Some(None)`), or what it waits for.
-    fn exit_step(&self) -> Option<Option<ExitWait>> {
+    /// now, or what it waits for.
+    fn exit_step(&self) -> Option<ExitStep> {
         // One instance per job on a host in no group: nothing to leave, so it exits.
         let alone = self.drain == Some(DrainCause::JobDone) && self.not_in_group;
         if !(self.stop_requested || alone) || self.job_alive || !matches!(self.listener, ListenerState::Down { .. }) {
@@ -1826,18 +1816,18 @@ impl Host {
         // Finish what termination needs first (confirm, then complete), and leave an idle InService
         // host unprotected so the group can scale it in; a forced stop skips all of that.
         Some(if self.forced {
-            None
+            ExitStep::Now
         } else if matches!(self.hook, HookPhase::Pending { .. }) || self.describe_reason().is_some() {
-            Some(ExitWait::Hook)
+            ExitStep::AfterHook
         } else if self.exit_waits_for_unprotect() {
-            Some(ExitWait::Unprotect)
+            ExitStep::AfterUnprotect
         } else {
-            None
+            ExitStep::Now
         })
     }
 
     fn decide_exit(&mut self) {
-        if self.exit_step() == Some(None) {
+        if self.exit_step() == Some(ExitStep::Now) {
             self.exited = true;
             self.push(Action::Exit { forced: self.forced });
         }
@@ -1846,15 +1836,7 @@ impl Host {
     /// The plan: every area's next step, as `decide` carries them out (in this order).
     pub fn plan(&self) -> Plan {
         if self.exited {
-            return Plan {
-                describe: None,
-                fetch: None,
-                listener: None,
-                protection: None,
-                hook: None,
-                leave: None,
-                exit: None,
-            };
+            return Plan::default();
         }
         Plan {
             describe: self.describe_step(),
@@ -1871,16 +1853,12 @@ impl Host {
 
     /// Ask for `call` now: its retry gate is spent, and it is in flight.
     fn start_call(&mut self, call: Call) -> RequestId {
-        self.slot_mut(call).not_before = None;
-        let id = self.request(call);
-        self.slot_mut(call).inflight = Some(id);
-        id
-    }
-
-    fn request(&mut self, call: Call) -> RequestId {
         self.next_id += 1;
         let id = RequestId(self.next_id);
         self.inflight.insert(id, call);
+        let slot = self.slot_mut(call);
+        slot.not_before = None;
+        slot.inflight = Some(id);
         id
     }
 

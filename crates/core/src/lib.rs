@@ -61,7 +61,7 @@ pub use startup::{
     StartupTimer,
 };
 pub use step::{
-    AfterStop, CallProgress, DescribeStep, DescribeWhen, ExitWait, FetchStep, HeartbeatWhen, HookStep, JobProtection,
+    AfterStop, CallProgress, DescribeStep, DescribeWhen, ExitStep, FetchStep, HeartbeatWhen, HookStep, JobProtection,
     LeaveStep, ListenerStep, NextStep, Plan, PlanArea, PlanEntry, ProtectionStep, Step,
 };
 pub use time::Time;

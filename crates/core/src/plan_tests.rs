@@ -370,7 +370,7 @@ impl Toy {
             Some(LeaveStep { progress, .. }) => retry(progress, &mut due),
             None => {}
         }
-        if full.exit == Some(None) {
+        if full.exit == Some(ExitStep::Now) {
             late("the exit");
         }
         if let Some(p) = problem {

@@ -33,21 +33,13 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// blind (its hooks answered "noted", no protection) after the fault clears, and keeps a fleet's
 /// discovery calls to about two a minute per host under a long throttling episode.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// The jitter: each delay is the nominal one scaled by a uniform factor in `[JITTER_LO, 1)`
-/// ("equal jitter", the one rule of [`crate::backoff`]). Half the delay is kept so retries never
-/// hammer the API; the random other half spreads a fleet that booted together (a scale-out launches
-/// many hosts at once, and every Auto Scaling call of an account draws from one token bucket), so
-/// their retries do not land in step.
-pub use crate::backoff::JITTER_LO;
-
-/// Discovery's backoff: [`BACKOFF_BASE`] doubling to [`BACKOFF_CAP`].
+/// Discovery's backoff: [`BACKOFF_BASE`] doubling to [`BACKOFF_CAP`] (2, 4, 8, 16, 30, 30, ...
+/// seconds), each delay scaled by a uniform factor in `[JITTER_LO, 1)` ("equal jitter", the one
+/// rule of [`crate::backoff`]). Half the delay is kept so retries never hammer the API; the random
+/// other half spreads a fleet that booted together (a scale-out launches many hosts at once, and
+/// every Auto Scaling call of an account draws from one token bucket), so their retries do not land
+/// in step.
 pub const BACKOFF: Backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
-
-/// The nominal (unjittered) delay before retry number `failures` (1 for the first failure):
-/// `BACKOFF_BASE * 2^(failures-1)`, capped at [`BACKOFF_CAP`]: 2, 4, 8, 16, 30, 30, ... seconds.
-pub fn backoff(failures: u32) -> Duration {
-    BACKOFF.nominal(failures)
-}
 
 /// What the startup machine needs to know about the host.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -364,6 +356,7 @@ impl Startup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::JITTER_LO;
 
     const T0: Time = Time::ZERO;
 
@@ -489,9 +482,9 @@ mod tests {
 
     #[test]
     fn the_nominal_backoff_doubles_to_its_cap() {
-        let secs: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        let secs: Vec<u64> = (1..=8).map(|n| BACKOFF.nominal(n).as_secs()).collect();
         assert_eq!(secs, vec![2, 4, 8, 16, 30, 30, 30, 30]);
-        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+        assert_eq!(BACKOFF.nominal(u32::MAX), BACKOFF_CAP);
     }
 
     /// Fail `step` once and return the wait it announced (checking the timer agrees).
@@ -531,7 +524,7 @@ mod tests {
             let mut mine = Vec::new();
             for n in 1..=10u32 {
                 let d = fail(&mut s, now, StartupStep::Identity, false);
-                let nominal = backoff(n);
+                let nominal = BACKOFF.nominal(n);
                 assert!(d >= nominal.mul_f64(JITTER_LO) && d <= nominal, "retry {n}: {d:?}");
                 assert!(d <= BACKOFF_CAP);
                 now = now + d;
@@ -560,9 +553,15 @@ mod tests {
         assert_eq!(drain(&mut s), vec![StartupAction::Discover]);
         let d1 = fail(&mut s, T0, StartupStep::Discovery, true);
         // Counted as two failures: nominal 4 s, not 2 s.
-        assert!(d1 >= backoff(2).mul_f64(JITTER_LO) && d1 <= backoff(2), "{d1:?}");
+        assert!(
+            d1 >= BACKOFF.nominal(2).mul_f64(JITTER_LO) && d1 <= BACKOFF.nominal(2),
+            "{d1:?}"
+        );
         let d2 = fail(&mut s, T0 + d1, StartupStep::Discovery, true);
-        assert!(d2 >= backoff(4).mul_f64(JITTER_LO) && d2 <= backoff(4), "{d2:?}");
+        assert!(
+            d2 >= BACKOFF.nominal(4).mul_f64(JITTER_LO) && d2 <= BACKOFF.nominal(4),
+            "{d2:?}"
+        );
         let d3 = fail(&mut s, T0 + d1 + d2, StartupStep::Discovery, true);
         assert!(d3 <= BACKOFF_CAP && d3 >= BACKOFF_CAP.mul_f64(JITTER_LO), "{d3:?}");
         // The retry is discovery again (identity is not read twice), and it can still succeed.

@@ -283,21 +283,23 @@ pub struct LeaveStep {
     pub progress: Option<CallProgress>,
 }
 
-/// What the exit waits for, if anything.
+/// The exit: due now, or what it waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ExitWait {
-    /// The lifecycle hook (confirm the termination, then complete it).
-    Hook,
-    /// Protection is cleared first (three failed attempts are enough).
-    Unprotect,
+pub enum ExitStep {
+    /// Due now.
+    Now,
+    /// After the lifecycle hook (confirm the termination, then complete it).
+    AfterHook,
+    /// After protection is cleared (three failed attempts are enough).
+    AfterUnprotect,
 }
 
 /// The plan: what the host does next, and why, one typed value the core computes per pass. Each
 /// part is one area's next step with its time or its call; `decide` carries out the parts that are
 /// due (in this order), [`NextStep`] words the main one for `status`, and
 /// [`Host::next_timer`](crate::Host::next_timer) is the earliest time in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// A DescribeAutoScalingInstances the core wants.
     pub describe: Option<DescribeStep>,
@@ -311,71 +313,54 @@ pub struct Plan {
     pub hook: Option<HookStep>,
     /// Leaving the group (one instance per job).
     pub leave: Option<LeaveStep>,
-    /// The exit (`Some(None)`: due now; `Some(Some(w))`: waits for `w`).
-    pub exit: Option<Option<ExitWait>>,
+    /// The exit.
+    pub exit: Option<ExitStep>,
 }
 
-impl Step {
-    /// The step's one wire spelling (kebab-case, as serde spells it), for the `status` answer and
-    /// the `runner_lifecycle_next_step` gauge.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Step::Exited => "exited",
-            Step::StartListener => "start-listener",
-            Step::WaitListenerExit => "wait-listener-exit",
-            Step::ListenerGaveUp => "listener-gave-up",
-            Step::AwaitInService => "await-in-service",
-            Step::AwaitJitConfig(_) => "await-jit-config",
-            Step::Relaunch { .. } => "relaunch",
-            Step::JobRunning { .. } => "job-running",
-            Step::Unprotect { .. } => "unprotect",
-            Step::IdleProtectionCall(_) => "idle-protection-call",
-            Step::Idle => "idle",
-            Step::CancellingJob => "cancelling-job",
-            Step::ListenerKilled { .. } => "listener-killed",
-            Step::JobInStopWindow => "job-in-stop-window",
-            Step::WaitForJob { .. } => "wait-for-job",
-            Step::HoldStop { .. } => "hold-stop",
-            Step::StopIdleListener { .. } => "stop-idle-listener",
-            Step::WaitStartThenStop { .. } => "wait-start-then-stop",
-            Step::WaitIdleExit { .. } => "wait-idle-exit",
-            Step::CompleteHook(_) => "complete-hook",
-            Step::UnprotectBeforeExit(_) => "unprotect-before-exit",
-            Step::UnprotectBeforeLeave(_) => "unprotect-before-leave",
-            Step::Exiting => "exiting",
-            Step::LeaveGroup(_) => "leave-group",
-            Step::Drained { .. } => "drained",
-        }
-    }
+/// [`Step::name`] and [`Step::NAMES`] from one list, so the two cannot disagree.
+macro_rules! step_names {
+    ($($step:pat => $name:literal,)+) => {
+        impl Step {
+            /// The step's one wire spelling (kebab-case, as serde spells it), for the `status`
+            /// answer and the `runner_lifecycle_next_step` gauge.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($step => $name,)+
+                }
+            }
 
-    /// Every name [`Step::name`] gives, so the gauge shows each from the start.
-    pub const NAMES: &'static [&'static str] = &[
-        "exited",
-        "start-listener",
-        "wait-listener-exit",
-        "listener-gave-up",
-        "await-in-service",
-        "await-jit-config",
-        "relaunch",
-        "job-running",
-        "unprotect",
-        "idle-protection-call",
-        "idle",
-        "cancelling-job",
-        "listener-killed",
-        "job-in-stop-window",
-        "wait-for-job",
-        "hold-stop",
-        "stop-idle-listener",
-        "wait-start-then-stop",
-        "wait-idle-exit",
-        "complete-hook",
-        "unprotect-before-exit",
-        "unprotect-before-leave",
-        "exiting",
-        "leave-group",
-        "drained",
-    ];
+            /// Every name [`Step::name`] gives, so the gauge shows each from the start.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+    };
+}
+
+step_names! {
+    Step::Exited => "exited",
+    Step::StartListener => "start-listener",
+    Step::WaitListenerExit => "wait-listener-exit",
+    Step::ListenerGaveUp => "listener-gave-up",
+    Step::AwaitInService => "await-in-service",
+    Step::AwaitJitConfig(_) => "await-jit-config",
+    Step::Relaunch { .. } => "relaunch",
+    Step::JobRunning { .. } => "job-running",
+    Step::Unprotect { .. } => "unprotect",
+    Step::IdleProtectionCall(_) => "idle-protection-call",
+    Step::Idle => "idle",
+    Step::CancellingJob => "cancelling-job",
+    Step::ListenerKilled { .. } => "listener-killed",
+    Step::JobInStopWindow => "job-in-stop-window",
+    Step::WaitForJob { .. } => "wait-for-job",
+    Step::HoldStop { .. } => "hold-stop",
+    Step::StopIdleListener { .. } => "stop-idle-listener",
+    Step::WaitStartThenStop { .. } => "wait-start-then-stop",
+    Step::WaitIdleExit { .. } => "wait-idle-exit",
+    Step::CompleteHook(_) => "complete-hook",
+    Step::UnprotectBeforeExit(_) => "unprotect-before-exit",
+    Step::UnprotectBeforeLeave(_) => "unprotect-before-leave",
+    Step::Exiting => "exiting",
+    Step::LeaveGroup(_) => "leave-group",
+    Step::Drained { .. } => "drained",
 }
 
 /// The area of the host one part of the [`Plan`] is about.
@@ -507,8 +492,8 @@ impl Plan {
         if let Some(l) = self.leave {
             out.push(PlanEntry::new(A::Leave, "leave-group").call(l.progress));
         }
-        if let Some(wait) = self.exit {
-            out.push(PlanEntry::new(A::Exit, "exit").reason(wait.map(ExitWait::name)));
+        if let Some(exit) = self.exit {
+            out.push(PlanEntry::new(A::Exit, "exit").reason(exit.reason()));
         }
         out
     }
@@ -530,12 +515,13 @@ impl ListenerStep {
     }
 }
 
-impl ExitWait {
-    /// What the exit waits for, as the reason of the plan's exit entry.
-    pub fn name(self) -> &'static str {
+impl ExitStep {
+    /// What the exit waits for, as the reason of the plan's exit entry (`None`: nothing).
+    pub fn reason(self) -> Option<&'static str> {
         match self {
-            ExitWait::Hook => "waits-for-hook",
-            ExitWait::Unprotect => "waits-for-unprotect",
+            ExitStep::Now => None,
+            ExitStep::AfterHook => Some("waits-for-hook"),
+            ExitStep::AfterUnprotect => Some("waits-for-unprotect"),
         }
     }
 }

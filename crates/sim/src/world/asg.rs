@@ -339,10 +339,6 @@ impl World {
 
     pub(super) fn set_protected(&mut self, inst: InstId, protected: bool) {
         self.fleet.instances[inst as usize].protected = protected;
-        self.refresh_candidate(inst);
-    }
-
-    pub(super) fn refresh_candidate(&mut self, inst: InstId) {
         self.fleet.refresh_candidate(inst);
     }
 

@@ -228,7 +228,7 @@ impl World {
         {
             return; // the listener stopped or died meanwhile; the job was accounted for then
         }
-        let pid = self.next_pid();
+        let pid = self.fleet.next_pid();
         self.set_listener(inst, Listener::Busy(job));
         self.record_span(inst, "worker", format!("job {job}"));
         self.fleet.workers += 1;

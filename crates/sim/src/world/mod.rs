@@ -431,7 +431,7 @@ impl World {
             Ev::ListenerReady(inst, gen) => {
                 let i = &mut self.fleet.instances[inst as usize];
                 if i.listener_gen == gen && i.listener == Listener::Starting && running(i.asg) {
-                    let pid = self.next_pid();
+                    let pid = self.fleet.next_pid();
                     let i = &mut self.fleet.instances[inst as usize];
                     i.listener_pid = pid;
                     let agent_gen = i.agent_gen;

@@ -316,10 +316,6 @@ impl World {
         }
     }
 
-    pub(super) fn next_pid(&mut self) -> u32 {
-        self.fleet.next_pid()
-    }
-
     /// When the agent's once-a-second IMDS poll first sees something visible from `t` on.
     pub(crate) fn next_poll_after(&self, inst: InstId, t: Time) -> Time {
         let i = &self.fleet.instances[inst as usize];
