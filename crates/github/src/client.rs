@@ -174,7 +174,8 @@ struct Outgoing<'a> {
     method: Method,
     url: &'a str,
     bearer: &'a Secret,
-    body: Option<Vec<u8>>,
+    /// Shared between attempts (a clone is a reference count, not a copy).
+    body: Option<Bytes>,
     if_none_match: Option<&'a str>,
 }
 
@@ -579,6 +580,7 @@ impl GitHubClient {
     /// A request with the configured credentials. With an App, a 401 drops the cached
     /// installation token and tries once more with a fresh one.
     async fn authed(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Answer, GitHubError> {
+        let body = body.map(Bytes::from);
         for attempt in 0..2 {
             let bearer = self.bearer().await?;
             let answer = self
@@ -729,7 +731,7 @@ impl GitHubClient {
         let body = match body {
             Some(b) => {
                 builder = builder.header(CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(b.clone()))
+                Full::new(b.clone())
             }
             None => Full::new(Bytes::new()),
         };
